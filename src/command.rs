@@ -1,0 +1,92 @@
+//! Metadata commands and log entries.
+//!
+//! A [`Command`] is what a broker proposes; an [`Entry`] is a command that the
+//! leader of an epoch placed at an offset of the log. Entries are what the WAL
+//! stores (see [`crate::record`]) and what every node applies, in offset order,
+//! to its [`crate::state::MetadataState`].
+
+use serde::{Deserialize, Serialize};
+
+/// A broker node id (also the metawal node id).
+pub type NodeId = u64;
+
+/// One change to the cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Command {
+    /// Create a topic with `partition_count` partitions (numbered `0..partition_count`).
+    CreateTopic {
+        /// Kafka topic name: 1–249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
+        name: String,
+        /// Number of partitions, at least 1.
+        partition_count: u32,
+        /// Replicas per partition, at least 1.
+        replication_factor: u32,
+    },
+    /// Delete a topic and all its partitions.
+    DeleteTopic {
+        /// The topic to delete.
+        name: String,
+    },
+    /// Set the replica list of one partition.
+    AssignPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition index, `0..partition_count`.
+        partition: i32,
+        /// Broker ids holding the partition; non-empty, no duplicates.
+        replicas: Vec<NodeId>,
+    },
+    /// Set the leader of one partition.
+    SetPartitionLeader {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The new leader; must be one of the partition's replicas.
+        leader: NodeId,
+    },
+    /// Set the in-sync replica set of one partition.
+    UpdateIsr {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// Non-empty subset of the replicas that contains the current leader.
+        isr: Vec<NodeId>,
+    },
+    /// Control entry appended by a new metadata leader as the first entry of
+    /// its epoch. Its commit commits every earlier entry. Never proposed by a
+    /// broker.
+    LeaderChange {
+        /// The metadata leader's node id.
+        leader: NodeId,
+        /// The epoch it leads.
+        epoch: u64,
+    },
+}
+
+impl Command {
+    /// A short name of the command kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateTopic { .. } => "CreateTopic",
+            Command::DeleteTopic { .. } => "DeleteTopic",
+            Command::AssignPartition { .. } => "AssignPartition",
+            Command::SetPartitionLeader { .. } => "SetPartitionLeader",
+            Command::UpdateIsr { .. } => "UpdateIsr",
+            Command::LeaderChange { .. } => "LeaderChange",
+        }
+    }
+}
+
+/// A command placed in the log: offsets are dense and start at 1; `epoch` is
+/// the epoch of the leader that appended it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the log, starting at 1.
+    pub offset: u64,
+    /// Epoch of the leader that wrote the entry.
+    pub epoch: u64,
+    /// The change.
+    pub command: Command,
+}

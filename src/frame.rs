@@ -1,0 +1,150 @@
+//! The frames of the replication protocol (see `docs/protocol.md`).
+//!
+//! On the wire each frame is a u32 big-endian length followed by the
+//! MessagePack encoding of a [`Frame`]; [`crate::codec::FrameCodec`] does the
+//! framing. One TCP connection per follower; the follower speaks first.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::command::NodeId;
+
+/// Version of this protocol; both sides must agree.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Length of the random nonces exchanged in the handshake.
+pub const NONCE_LEN: usize = 16;
+
+/// Why a follower refuses a leader's `Hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// Different protocol version.
+    ProtocolMismatch,
+    /// Different cluster id.
+    ClusterMismatch,
+    /// The proof does not verify: the secret differs.
+    BadProof,
+    /// The leader's epoch is lower than one this node has seen.
+    StaleEpoch,
+    /// The node is not a follower (it leads, or is shutting down).
+    NotFollower,
+    /// The frame was not expected at this point of the handshake.
+    Unexpected,
+}
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Follower → leader, first frame on a connection.
+    Challenge {
+        /// [`PROTOCOL_VERSION`] of the follower.
+        protocol: u32,
+        /// The follower's cluster id.
+        cluster_id: String,
+        /// The follower's node id.
+        node_id: NodeId,
+        /// Random bytes the leader must sign.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// Leader → follower: who leads which epoch, and proof of the secret.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the leader.
+        protocol: u32,
+        /// The leader's cluster id.
+        cluster_id: String,
+        /// The leader's node id.
+        leader_id: NodeId,
+        /// The leader's epoch.
+        epoch: u64,
+        /// Random bytes the follower must sign.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        /// HMAC-SHA256 over the follower's nonce and these fields.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Follower → leader: accepted; where my log ends.
+    Welcome {
+        /// The follower's node id.
+        node_id: NodeId,
+        /// Last offset in the follower's log (0 if empty).
+        last_offset: u64,
+        /// Epoch of that entry (0 if empty).
+        last_epoch: u64,
+        /// HMAC-SHA256 over the leader's nonce and these fields.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Follower → leader: refused; the connection closes after it.
+    Reject {
+        /// Why.
+        reason: RejectReason,
+        /// The highest epoch the follower knows.
+        epoch: u64,
+        /// The leader the follower knows for that epoch, if any.
+        leader: Option<NodeId>,
+    },
+    /// Leader → follower: drop every entry after `to`, then report `Position`.
+    Truncate {
+        /// Last offset to keep.
+        to: u64,
+    },
+    /// Follower → leader: the end of its log after a `Truncate` or snapshot.
+    Position {
+        /// Last offset in the follower's log.
+        last_offset: u64,
+        /// Its epoch.
+        last_epoch: u64,
+    },
+    /// Leader → follower: WAL records, byte for byte, starting at `first_offset`.
+    Append {
+        /// Offset of the first record in `records`.
+        first_offset: u64,
+        /// Concatenated WAL records (see [`crate::record`]).
+        records: Bytes,
+        /// The leader's high watermark.
+        commit: u64,
+    },
+    /// Follower → leader: every offset up to `offset` is durable here.
+    Ack {
+        /// Cumulative durable offset.
+        offset: u64,
+    },
+    /// Leader → follower on an idle link; the follower answers with `Ack`.
+    Heartbeat {
+        /// The leader's high watermark.
+        commit: u64,
+    },
+    /// Leader → follower: part of a snapshot, for a follower behind the log start.
+    SnapshotChunk {
+        /// Offset the snapshot covers up to.
+        offset: u64,
+        /// Epoch of the entry at `offset`.
+        epoch: u64,
+        /// Total length of the encoded snapshot.
+        total_len: u64,
+        /// Byte position of `data` in the encoded snapshot.
+        position: u64,
+        /// Chunk bytes.
+        data: Bytes,
+    },
+}
+
+impl Frame {
+    /// A short name of the frame kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Challenge { .. } => "Challenge",
+            Frame::Hello { .. } => "Hello",
+            Frame::Welcome { .. } => "Welcome",
+            Frame::Reject { .. } => "Reject",
+            Frame::Truncate { .. } => "Truncate",
+            Frame::Position { .. } => "Position",
+            Frame::Append { .. } => "Append",
+            Frame::Ack { .. } => "Ack",
+            Frame::Heartbeat { .. } => "Heartbeat",
+            Frame::SnapshotChunk { .. } => "SnapshotChunk",
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! # metawal — the actor-free core
+//!
+//! metawal replicates a broker's cluster metadata through a write-ahead log.
+//! This crate is the part without a runtime: the [`command`]s and the
+//! [`state`] machine they drive, the [`record`] encoding shared by disk and
+//! wire, the segmented [`wal`], [`storage`] for snapshots and the node's meta
+//! file, the protocol [`frame`]s and their [`codec`], the [`handshake`], and
+//! the [`replication`] decisions as pure state machines that take time as an
+//! argument. The actix runtime around it lives in the `metawal-actors` crate.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod command;
+pub mod config;
+pub mod epochs;
+pub mod frame;
+pub mod handshake;
+pub mod record;
+pub mod replication;
+pub mod state;
+pub mod storage;
+pub mod wal;
+
+pub use command::{Command, Entry, NodeId};
+pub use config::ReplicationConfig;
+pub use record::Record;
+pub use state::MetadataState;

@@ -1,0 +1,3 @@
+//! Replication logic as pure state machines (no I/O, no clock).
+//!
+//! STUB — being written.
