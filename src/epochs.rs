@@ -109,11 +109,8 @@ impl EpochIndex {
     }
 
     /// Epoch of the entry at `offset`, if the log knows it: offsets from the
-    /// base offset to the last offset (offset 0 has epoch 0).
+    /// base offset (epoch of the snapshot point; 0 for offset 0) to the last offset.
     pub fn epoch_at(&self, offset: u64) -> Option<u64> {
-        if offset == 0 {
-            return Some(0);
-        }
         if offset < self.base_offset || offset > self.last_offset {
             return None;
         }

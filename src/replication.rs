@@ -1,3 +1,0 @@
-//! Replication logic as pure state machines (no I/O, no clock).
-//!
-//! STUB — being written.

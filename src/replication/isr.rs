@@ -1,0 +1,471 @@
+//! The in-sync replica set (ISR) and the high watermark, on the leader.
+//!
+//! A follower is *in sync* while it is connected and has caught up with the
+//! leader's log end within the last `replica_lag_time_max`. It leaves at once
+//! when its link drops, or when it lags too long; it rejoins once its durable
+//! offset reaches the high watermark. The leader is always a member.
+//!
+//! The high watermark (HW) is the lowest durable offset over the ISR, the
+//! leader's own included. It never moves back, and it never moves below the
+//! first entry of the leader's epoch (its `LeaderChange`), whose commit commits
+//! everything before it.
+//!
+//! "Caught up" follows Kafka's rule so that a healthy follower under constant
+//! load stays in the ISR: an ack that reaches the log end the leader had at
+//! the *previous* ack proves the follower was caught up at that time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::command::NodeId;
+
+/// Per-follower view used for the ISR.
+#[derive(Debug, Clone)]
+struct Member {
+    connected: bool,
+    in_isr: bool,
+    durable: u64,
+    last_caught_up: Instant,
+    /// Time of the previous ack and the log end at that time.
+    previous_ack: Option<(Instant, u64)>,
+}
+
+/// What changed after an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IsrChange {
+    /// The HW moved to this offset.
+    pub hw_advanced: Option<u64>,
+    /// Followers that joined the ISR.
+    pub joined: Vec<NodeId>,
+    /// Followers that left the ISR.
+    pub left: Vec<NodeId>,
+}
+
+impl IsrChange {
+    /// Whether anything changed.
+    pub fn is_empty(&self) -> bool {
+        self.hw_advanced.is_none() && self.joined.is_empty() && self.left.is_empty()
+    }
+}
+
+/// ISR membership and the high watermark of the leader's epoch.
+#[derive(Debug, Clone)]
+pub struct ReplicaSetTracker {
+    leader: NodeId,
+    members: BTreeMap<NodeId, Member>,
+    lag_max: Duration,
+    min_insync: usize,
+    epoch_start: u64,
+    local_durable: u64,
+    log_end: u64,
+    hw: u64,
+}
+
+impl ReplicaSetTracker {
+    /// A tracker for `leader` with `followers` (none in the ISR yet), whose
+    /// epoch starts at `epoch_start` (the offset of its `LeaderChange`), with
+    /// a known-committed offset `hw`, the log ending at `log_end` of which
+    /// `local_durable` is on disk. `min_insync` is capped at the cluster size.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        leader: NodeId,
+        followers: impl IntoIterator<Item = NodeId>,
+        now: Instant,
+        lag_max: Duration,
+        min_insync: usize,
+        epoch_start: u64,
+        hw: u64,
+        log_end: u64,
+        local_durable: u64,
+    ) -> ReplicaSetTracker {
+        let members: BTreeMap<NodeId, Member> = followers
+            .into_iter()
+            .filter(|&f| f != leader)
+            .map(|f| {
+                (
+                    f,
+                    Member {
+                        connected: false,
+                        in_isr: false,
+                        durable: 0,
+                        last_caught_up: now,
+                        previous_ack: None,
+                    },
+                )
+            })
+            .collect();
+        let cluster = members.len() + 1;
+        let mut t = ReplicaSetTracker {
+            leader,
+            members,
+            lag_max,
+            min_insync: min_insync.clamp(1, cluster),
+            epoch_start,
+            local_durable: local_durable.min(log_end),
+            log_end,
+            hw: hw.min(log_end),
+        };
+        t.recompute_hw();
+        t
+    }
+
+    /// The high watermark.
+    pub fn hw(&self) -> u64 {
+        self.hw
+    }
+
+    /// The leader's log end.
+    pub fn log_end(&self) -> u64 {
+        self.log_end
+    }
+
+    /// The leader's durable offset.
+    pub fn local_durable(&self) -> u64 {
+        self.local_durable
+    }
+
+    /// Offset of the first entry of this epoch.
+    pub fn epoch_start(&self) -> u64 {
+        self.epoch_start
+    }
+
+    /// Effective `min_insync_replicas` (capped at the cluster size).
+    pub fn min_insync(&self) -> usize {
+        self.min_insync
+    }
+
+    /// ISR members, leader first.
+    pub fn isr(&self) -> Vec<NodeId> {
+        let mut v = vec![self.leader];
+        v.extend(
+            self.members
+                .iter()
+                .filter(|(_, m)| m.in_isr)
+                .map(|(&id, _)| id),
+        );
+        v
+    }
+
+    /// Number of ISR members, leader included.
+    pub fn isr_len(&self) -> usize {
+        1 + self.members.values().filter(|m| m.in_isr).count()
+    }
+
+    /// Whether an `acks=all` write may be accepted now.
+    pub fn acks_all_allowed(&self) -> bool {
+        self.isr_len() >= self.min_insync
+    }
+
+    /// Whether `peer` is in the ISR.
+    pub fn in_isr(&self, peer: NodeId) -> bool {
+        peer == self.leader || self.members.get(&peer).is_some_and(|m| m.in_isr)
+    }
+
+    /// `peer`'s durable offset as last reported.
+    pub fn durable_of(&self, peer: NodeId) -> Option<u64> {
+        if peer == self.leader {
+            return Some(self.local_durable);
+        }
+        self.members.get(&peer).map(|m| m.durable)
+    }
+
+    /// When `peer` was last caught up with the log end.
+    pub fn last_caught_up(&self, peer: NodeId) -> Option<Instant> {
+        self.members.get(&peer).map(|m| m.last_caught_up)
+    }
+
+    /// The leader appended up to `log_end`.
+    pub fn on_append(&mut self, log_end: u64) {
+        self.log_end = self.log_end.max(log_end);
+    }
+
+    /// The leader's own WAL is durable up to `offset`.
+    pub fn on_local_durable(&mut self, offset: u64) -> IsrChange {
+        self.local_durable = self.local_durable.max(offset.min(self.log_end));
+        let mut change = IsrChange::default();
+        self.finish(&mut change);
+        change
+    }
+
+    /// `peer`'s link completed a handshake whose log matches up to
+    /// `matched_offset` (all of it durable on the follower).
+    pub fn on_connected(&mut self, peer: NodeId, matched_offset: u64, now: Instant) -> IsrChange {
+        let mut change = IsrChange::default();
+        if let Some(m) = self.members.get_mut(&peer) {
+            m.connected = true;
+            m.durable = matched_offset;
+            m.previous_ack = Some((now, self.log_end));
+            if matched_offset >= self.log_end {
+                m.last_caught_up = now;
+            }
+        }
+        self.try_join(peer, now, &mut change);
+        self.finish(&mut change);
+        change
+    }
+
+    /// `peer`'s link dropped: it leaves the ISR at once.
+    pub fn on_disconnected(&mut self, peer: NodeId) -> IsrChange {
+        let mut change = IsrChange::default();
+        if let Some(m) = self.members.get_mut(&peer) {
+            m.connected = false;
+            m.previous_ack = None;
+            if m.in_isr {
+                m.in_isr = false;
+                change.left.push(peer);
+            }
+        }
+        self.finish(&mut change);
+        change
+    }
+
+    /// `peer` acked (cumulatively) `offset` as durable at `now`.
+    pub fn on_ack(&mut self, peer: NodeId, offset: u64, now: Instant) -> IsrChange {
+        let mut change = IsrChange::default();
+        let log_end = self.log_end;
+        let Some(m) = self.members.get_mut(&peer) else {
+            return change;
+        };
+        if !m.connected {
+            return change;
+        }
+        m.durable = m.durable.max(offset.min(log_end));
+        if let Some((at, end_then)) = m.previous_ack {
+            if m.durable >= end_then && at > m.last_caught_up {
+                m.last_caught_up = at;
+            }
+        }
+        if m.durable >= log_end {
+            m.last_caught_up = now;
+        }
+        m.previous_ack = Some((now, log_end));
+        self.try_join(peer, now, &mut change);
+        self.finish(&mut change);
+        change
+    }
+
+    /// Time passed: followers that lag more than `replica_lag_time_max`
+    /// leave the ISR.
+    pub fn tick(&mut self, now: Instant) -> IsrChange {
+        let mut change = IsrChange::default();
+        for (&id, m) in self.members.iter_mut() {
+            if m.in_isr
+                && m.durable < self.log_end
+                && now.saturating_duration_since(m.last_caught_up) > self.lag_max
+            {
+                m.in_isr = false;
+                change.left.push(id);
+            }
+        }
+        self.finish(&mut change);
+        change
+    }
+
+    fn try_join(&mut self, peer: NodeId, now: Instant, change: &mut IsrChange) {
+        let hw = self.hw;
+        if let Some(m) = self.members.get_mut(&peer) {
+            if m.connected && !m.in_isr && m.durable >= hw {
+                m.in_isr = true;
+                m.last_caught_up = m.last_caught_up.max(now);
+                change.joined.push(peer);
+            }
+        }
+    }
+
+    fn finish(&mut self, change: &mut IsrChange) {
+        if let Some(hw) = self.recompute_hw() {
+            change.hw_advanced = Some(hw);
+        }
+    }
+
+    /// Recompute the HW; returns the new value if it advanced.
+    fn recompute_hw(&mut self) -> Option<u64> {
+        let candidate = self
+            .members
+            .values()
+            .filter(|m| m.in_isr)
+            .map(|m| m.durable)
+            .fold(self.local_durable, u64::min);
+        if candidate > self.hw && candidate >= self.epoch_start {
+            self.hw = candidate;
+            Some(candidate)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LAG: Duration = Duration::from_secs(5);
+
+    fn tracker(now: Instant) -> ReplicaSetTracker {
+        ReplicaSetTracker::new(1, [2, 3], now, LAG, 2, 1, 0, 0, 0)
+    }
+
+    #[test]
+    fn scripted_join_commit_lag_and_leave() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        assert_eq!(t.isr(), vec![1]);
+        assert!(!t.acks_all_allowed(), "min_insync 2 needs a follower");
+
+        let c = t.on_connected(2, 0, t0);
+        assert_eq!(c.joined, vec![2]);
+        t.on_connected(3, 0, t0);
+        assert_eq!(t.isr(), vec![1, 2, 3]);
+        assert!(t.acks_all_allowed());
+
+        t.on_append(10);
+        assert_eq!(t.on_local_durable(10).hw_advanced, None);
+        t.on_ack(2, 10, t0);
+        assert_eq!(t.hw(), 0, "follower 3 has nothing yet");
+        let c = t.on_ack(3, 8, t0);
+        assert_eq!(c.hw_advanced, Some(8));
+        t.on_ack(3, 10, t0);
+        assert_eq!(t.hw(), 10);
+
+        // Follower 3 stalls; 2 keeps up. 3 leaves after the lag, not before.
+        t.on_append(20);
+        t.on_local_durable(20);
+        t.on_ack(2, 20, t0 + Duration::from_secs(1));
+        assert_eq!(t.hw(), 10);
+        assert!(t.tick(t0 + Duration::from_secs(4)).left.is_empty());
+        let c = t.tick(t0 + Duration::from_secs(6));
+        assert_eq!(c.left, vec![3]);
+        assert_eq!(c.hw_advanced, Some(20), "ISR shrink lets the HW move");
+        assert_eq!(t.isr(), vec![1, 2]);
+
+        // 3 catches up to the HW and rejoins.
+        let c = t.on_ack(3, 20, t0 + Duration::from_secs(7));
+        assert_eq!(c.joined, vec![3]);
+
+        // A dropped link leaves at once.
+        let c = t.on_disconnected(2);
+        assert_eq!(c.left, vec![2]);
+        assert_eq!(t.isr(), vec![1, 3]);
+        assert_eq!(
+            t.on_ack(2, 20, t0).joined,
+            Vec::<NodeId>::new(),
+            "acks on a dead link are ignored"
+        );
+    }
+
+    #[test]
+    fn busy_follower_one_round_trip_behind_stays_in_sync() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        t.on_connected(2, 0, t0);
+        t.on_connected(3, 0, t0);
+        // Every 10 ms the log grows by 100; follower 2 always acks the log end
+        // of the previous step (never fully caught up at ack time).
+        let mut end = 0;
+        for step in 1..=2000u64 {
+            let now = t0 + Duration::from_millis(10 * step);
+            let prev_end = end;
+            end += 100;
+            t.on_append(end);
+            t.on_local_durable(end);
+            t.on_ack(2, prev_end, now);
+            t.on_ack(3, prev_end, now);
+            assert!(t.tick(now).left.is_empty(), "step {step}");
+        }
+        assert_eq!(t.isr(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn hw_not_below_epoch_start() {
+        let t0 = Instant::now();
+        // New epoch starts at offset 51 (its LeaderChange, not yet durable);
+        // committed was 40; the leader has 50 durable.
+        let mut t = ReplicaSetTracker::new(1, [2], t0, LAG, 2, 51, 40, 51, 50);
+        assert_eq!(
+            t.hw(),
+            40,
+            "50 < epoch start: entries of an old epoch are not committed by counting"
+        );
+        t.on_connected(2, 50, t0);
+        assert_eq!(t.hw(), 40);
+        t.on_ack(2, 51, t0);
+        assert_eq!(t.hw(), 40, "the leader itself does not have 51 yet");
+        assert_eq!(t.on_local_durable(51).hw_advanced, Some(51));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Advance(u64),
+        Append(u64),
+        LocalDurable,
+        Connect(u64, u64),
+        Disconnect(u64),
+        Ack(u64, u64),
+        Tick,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u64..3000).prop_map(Step::Advance),
+            (1u64..20).prop_map(Step::Append),
+            Just(Step::LocalDurable),
+            (2u64..=4, 0u64..200).prop_map(|(p, o)| Step::Connect(p, o)),
+            (2u64..=4).prop_map(Step::Disconnect),
+            (2u64..=4, 0u64..30).prop_map(|(p, back)| Step::Ack(p, back)),
+            Just(Step::Tick),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn randomized_schedule_keeps_invariants(steps in proptest::collection::vec(step(), 1..300)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut t = ReplicaSetTracker::new(1, [2, 3, 4], t0, LAG, 2, 1, 0, 0, 0);
+            let mut connected = std::collections::BTreeSet::new();
+            let mut last_hw = 0;
+            for s in steps {
+                match s {
+                    Step::Advance(ms) => now += Duration::from_millis(ms),
+                    Step::Append(n) => t.on_append(t.log_end() + n),
+                    Step::LocalDurable => { t.on_local_durable(t.log_end()); }
+                    Step::Connect(p, o) => {
+                        let o = o.min(t.log_end());
+                        t.on_disconnected(p);
+                        t.on_connected(p, o, now);
+                        connected.insert(p);
+                    }
+                    Step::Disconnect(p) => { t.on_disconnected(p); connected.remove(&p); }
+                    Step::Ack(p, back) => {
+                        let o = t.log_end().saturating_sub(back);
+                        t.on_ack(p, o, now);
+                    }
+                    Step::Tick => { t.tick(now); }
+                }
+                // HW never moves back, never passes the leader's durable offset
+                // nor any ISR member's durable offset.
+                prop_assert!(t.hw() >= last_hw);
+                last_hw = t.hw();
+                prop_assert!(t.hw() <= t.local_durable());
+                prop_assert!(t.hw() <= t.log_end());
+                let isr = t.isr();
+                prop_assert_eq!(isr[0], 1);
+                for &m in &isr[1..] {
+                    prop_assert!(connected.contains(&m), "disconnected {} in ISR", m);
+                    prop_assert!(t.durable_of(m).unwrap_or(0) >= t.hw());
+                }
+                prop_assert_eq!(t.acks_all_allowed(), isr.len() >= 2);
+                // HW is at least the epoch start once it moved at all.
+                prop_assert!(t.hw() == 0 || t.hw() >= t.epoch_start());
+            }
+            // After a tick, no ISR member lags more than the limit.
+            t.tick(now);
+            for &m in &t.isr()[1..] {
+                let lagging = t.durable_of(m).unwrap_or(0) < t.log_end();
+                let since = now.saturating_duration_since(t.last_caught_up(m).unwrap_or(now));
+                prop_assert!(!lagging || since <= LAG);
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The leader's in-memory tail of recent records.
+//!
+//! Links read what they send from here; only a link that fell behind the
+//! cached range reads from the WAL (on the WAL thread). The cache is bounded in
+//! bytes: the oldest records fall out as new ones arrive.
+
+use std::collections::VecDeque;
+
+use crate::record::Record;
+
+/// A bounded, contiguous run of the newest records.
+#[derive(Debug)]
+pub struct TailCache {
+    records: VecDeque<Record>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl TailCache {
+    /// A cache holding at most `max_bytes` of records (at least one record).
+    pub fn new(max_bytes: usize) -> TailCache {
+        TailCache {
+            records: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Add the next record. A record that does not continue the cached run
+    /// (after a truncation) clears the cache first.
+    pub fn push(&mut self, record: Record) {
+        if let Some(last) = self.records.back() {
+            if record.offset != last.offset + 1 {
+                self.clear();
+            }
+        }
+        self.bytes += record.len();
+        self.records.push_back(record);
+        while self.bytes > self.max_bytes && self.records.len() > 1 {
+            if let Some(old) = self.records.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    /// Forget everything (after a truncation or a role change).
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    /// Forget records after `offset`.
+    pub fn truncate_after(&mut self, offset: u64) {
+        while let Some(last) = self.records.back() {
+            if last.offset <= offset {
+                break;
+            }
+            self.bytes -= last.len();
+            self.records.pop_back();
+        }
+    }
+
+    /// First cached offset, if any.
+    pub fn first_offset(&self) -> Option<u64> {
+        self.records.front().map(|r| r.offset)
+    }
+
+    /// Last cached offset, if any.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.records.back().map(|r| r.offset)
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records from `from`, at most `max_entries` and stopping before
+    /// `max_bytes` would be passed (but at least one). `None` when `from` is
+    /// not cached (older, or beyond the end).
+    pub fn read(&self, from: u64, max_entries: usize, max_bytes: usize) -> Option<Vec<Record>> {
+        let first = self.first_offset()?;
+        if from < first || from > self.last_offset()? {
+            return None;
+        }
+        let start = (from - first) as usize;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for r in self.records.range(start..) {
+            if out.len() >= max_entries || (!out.is_empty() && bytes + r.len() > max_bytes) {
+                break;
+            }
+            bytes += r.len();
+            out.push(r.clone());
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Entry};
+
+    fn rec(offset: u64) -> Record {
+        Record::encode(&Entry {
+            offset,
+            epoch: 1,
+            command: Command::DeleteTopic {
+                name: format!("t{offset}"),
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn bounded_and_contiguous() {
+        let one = rec(1).len();
+        let mut c = TailCache::new(one * 3 + 2);
+        for o in 1..=10 {
+            c.push(rec(o));
+            assert!(c.bytes() <= one * 3 + 2 || c.first_offset() == c.last_offset());
+        }
+        assert!(c.read(7, 10, usize::MAX).is_none());
+        let got = c.read(8, 10, usize::MAX).unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
+        assert_eq!(c.read(8, 1, usize::MAX).unwrap().len(), 1);
+        assert_eq!(c.read(8, 10, 1).unwrap().len(), 1);
+        assert!(c.read(11, 10, usize::MAX).is_none());
+        c.truncate_after(8);
+        assert_eq!(c.last_offset(), Some(8));
+        c.push(rec(20));
+        assert_eq!(c.first_offset(), Some(20));
+    }
+}
