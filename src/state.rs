@@ -154,9 +154,7 @@ pub enum ValidationError {
         replica: NodeId,
     },
     /// `AssignPartition` with more than [`MAX_REPLICAS`] replicas.
-    #[error(
-        "replica list for {topic}-{partition} has {count} brokers: at most {max} are allowed"
-    )]
+    #[error("replica list for {topic}-{partition} has {count} brokers: at most {max} are allowed")]
     TooManyReplicas {
         /// The topic name.
         topic: String,
@@ -239,14 +237,18 @@ pub enum ValidationError {
     },
     /// A control command (`LeaderChange`) was proposed: only the replication
     /// layer appends those.
-    #[error("{kind} is a control entry appended by the replication layer; brokers may not propose it")]
+    #[error(
+        "{kind} is a control entry appended by the replication layer; brokers may not propose it"
+    )]
     ControlCommand {
         /// The command kind.
         kind: &'static str,
     },
     /// [`MetadataState::apply`] got an entry that is not the next one. Nothing
     /// was changed, not even the applied offset.
-    #[error("entry at offset {got} is out of order: the next entry to apply is at offset {expected}")]
+    #[error(
+        "entry at offset {got} is out of order: the next entry to apply is at offset {expected}"
+    )]
     OutOfOrder {
         /// `applied_offset() + 1`.
         expected: u64,
@@ -798,5 +800,841 @@ impl MetadataState {
             }
         }
         Digest(h.finalize().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+    use proptest::prelude::*;
+
+    fn create(name: &str, partition_count: u32, replication_factor: u32) -> Command {
+        Command::CreateTopic {
+            name: name.to_owned(),
+            partition_count,
+            replication_factor,
+        }
+    }
+    fn delete(name: &str) -> Command {
+        Command::DeleteTopic {
+            name: name.to_owned(),
+        }
+    }
+    fn assign(topic: &str, partition: i32, replicas: &[NodeId]) -> Command {
+        Command::AssignPartition {
+            topic: topic.to_owned(),
+            partition,
+            replicas: replicas.to_vec(),
+        }
+    }
+    fn lead(topic: &str, partition: i32, leader: NodeId) -> Command {
+        Command::SetPartitionLeader {
+            topic: topic.to_owned(),
+            partition,
+            leader,
+        }
+    }
+    fn isr(topic: &str, partition: i32, isr: &[NodeId]) -> Command {
+        Command::UpdateIsr {
+            topic: topic.to_owned(),
+            partition,
+            isr: isr.to_vec(),
+        }
+    }
+
+    /// Apply `command` as the next entry (epoch 1) and return the result.
+    fn step(s: &mut MetadataState, command: Command) -> Result<(), ValidationError> {
+        let entry = Entry {
+            offset: s.applied_offset() + 1,
+            epoch: 1,
+            command,
+        };
+        s.apply(&entry)
+    }
+
+    fn ok(s: &mut MetadataState, command: Command) {
+        let kind = command.kind();
+        if let Err(e) = step(s, command) {
+            panic!("{kind} refused: {e}");
+        }
+    }
+
+    /// Topic "t": 3 partitions, rf 3; p0 = replicas [1,2,3], leader 1,
+    /// ISR [1,2,3]; p1 = replicas [4,5], no leader, ISR []; p2 unassigned.
+    fn fixture() -> MetadataState {
+        let mut s = MetadataState::new();
+        ok(&mut s, create("t", 3, 3));
+        ok(&mut s, assign("t", 0, &[1, 2, 3]));
+        ok(&mut s, lead("t", 0, 1));
+        ok(&mut s, isr("t", 0, &[1, 2, 3]));
+        ok(&mut s, assign("t", 1, &[4, 5]));
+        s
+    }
+
+    /// `command` must be refused with exactly `expected`, by `validate` and by
+    /// `apply`; `apply` must change nothing but the applied offset and epoch.
+    fn assert_rejected(s: &MetadataState, command: Command, expected: ValidationError) {
+        assert_eq!(s.validate(&command), Err(expected.clone()));
+        // Error messages are never empty and never panic.
+        assert!(!expected.to_string().is_empty());
+        let mut after = s.clone();
+        let entry = Entry {
+            offset: s.applied_offset() + 1,
+            epoch: s.applied_epoch() + 7,
+            command,
+        };
+        assert_eq!(after.apply(&entry), Err(expected));
+        assert_eq!(after.applied_offset(), entry.offset);
+        assert_eq!(after.applied_epoch(), entry.epoch);
+        assert_eq!(after.topics, s.topics);
+        assert_eq!(after.leader, s.leader);
+    }
+
+    // ---- topic names -----------------------------------------------------
+
+    #[test]
+    fn empty_topic_name_refused() {
+        assert_rejected(
+            &fixture(),
+            create("", 1, 1),
+            ValidationError::EmptyTopicName,
+        );
+    }
+
+    #[test]
+    fn too_long_topic_name_refused() {
+        let name = "a".repeat(MAX_TOPIC_NAME_LEN + 1);
+        assert_rejected(
+            &fixture(),
+            create(&name, 1, 1),
+            ValidationError::TopicNameTooLong {
+                len: 250,
+                max: MAX_TOPIC_NAME_LEN,
+                prefix: "a".repeat(32),
+            },
+        );
+        // Exactly the limit is fine.
+        let ok_name = "a".repeat(MAX_TOPIC_NAME_LEN);
+        assert_eq!(fixture().validate(&create(&ok_name, 1, 1)), Ok(()));
+    }
+
+    #[test]
+    fn illegal_topic_name_char_refused() {
+        assert_rejected(
+            &fixture(),
+            create("ab c", 1, 1),
+            ValidationError::IllegalTopicNameChar {
+                name: "ab c".into(),
+                ch: ' ',
+                position: 2,
+            },
+        );
+        assert_rejected(
+            &fixture(),
+            create("é/x", 1, 1),
+            ValidationError::IllegalTopicNameChar {
+                name: "é/x".into(),
+                ch: 'é',
+                position: 0,
+            },
+        );
+        assert_eq!(fixture().validate(&create("Az09._-", 1, 1)), Ok(()));
+    }
+
+    #[test]
+    fn dot_topic_names_refused() {
+        for name in [".", ".."] {
+            assert_rejected(
+                &fixture(),
+                create(name, 1, 1),
+                ValidationError::ReservedTopicName { name: name.into() },
+            );
+        }
+        assert_eq!(fixture().validate(&create("...", 1, 1)), Ok(()));
+    }
+
+    // ---- counts ----------------------------------------------------------
+
+    #[test]
+    fn partition_count_bounds() {
+        for count in [0, MAX_PARTITIONS + 1] {
+            assert_rejected(
+                &fixture(),
+                create("n", count, 1),
+                ValidationError::InvalidPartitionCount {
+                    count,
+                    max: MAX_PARTITIONS,
+                },
+            );
+        }
+        assert_eq!(fixture().validate(&create("n", MAX_PARTITIONS, 1)), Ok(()));
+    }
+
+    #[test]
+    fn replication_factor_bounds() {
+        for factor in [0, MAX_REPLICAS + 1] {
+            assert_rejected(
+                &fixture(),
+                create("n", 1, factor),
+                ValidationError::InvalidReplicationFactor {
+                    factor,
+                    max: MAX_REPLICAS,
+                },
+            );
+        }
+        assert_eq!(fixture().validate(&create("n", 1, MAX_REPLICAS)), Ok(()));
+    }
+
+    #[test]
+    fn create_existing_topic_refused() {
+        assert_rejected(
+            &fixture(),
+            create("t", 1, 1),
+            ValidationError::TopicExists { name: "t".into() },
+        );
+    }
+
+    // ---- unknown topic / partition range ---------------------------------
+
+    #[test]
+    fn unknown_topic_refused_for_every_command() {
+        let unknown = ValidationError::UnknownTopic { name: "u".into() };
+        for c in [
+            delete("u"),
+            assign("u", 0, &[1]),
+            lead("u", 0, 1),
+            isr("u", 0, &[1]),
+        ] {
+            assert_rejected(&fixture(), c, unknown.clone());
+        }
+    }
+
+    #[test]
+    fn partition_out_of_range_refused() {
+        for partition in [-1, 3, i32::MIN, i32::MAX] {
+            let expected = ValidationError::PartitionOutOfRange {
+                topic: "t".into(),
+                partition,
+                partition_count: 3,
+            };
+            for c in [
+                assign("t", partition, &[1]),
+                lead("t", partition, 1),
+                isr("t", partition, &[1]),
+            ] {
+                assert_rejected(&fixture(), c, expected.clone());
+            }
+        }
+    }
+
+    // ---- AssignPartition -------------------------------------------------
+
+    #[test]
+    fn assign_empty_replicas_refused() {
+        assert_rejected(
+            &fixture(),
+            assign("t", 2, &[]),
+            ValidationError::EmptyReplicas {
+                topic: "t".into(),
+                partition: 2,
+            },
+        );
+    }
+
+    #[test]
+    fn assign_duplicate_replica_refused() {
+        assert_rejected(
+            &fixture(),
+            assign("t", 2, &[1, 2, 3, 2]),
+            ValidationError::DuplicateReplica {
+                topic: "t".into(),
+                partition: 2,
+                replica: 2,
+            },
+        );
+    }
+
+    #[test]
+    fn assign_too_many_replicas_refused() {
+        let replicas: Vec<NodeId> = (0..u64::from(MAX_REPLICAS) + 1).collect();
+        assert_rejected(
+            &fixture(),
+            assign("t", 2, &replicas),
+            ValidationError::TooManyReplicas {
+                topic: "t".into(),
+                partition: 2,
+                count: replicas.len(),
+                max: MAX_REPLICAS,
+            },
+        );
+        assert_eq!(
+            fixture().validate(&assign("t", 2, &replicas[..MAX_REPLICAS as usize])),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn assign_may_change_replica_count() {
+        let mut s = fixture();
+        ok(&mut s, assign("t", 0, &[1, 2, 3, 4, 5]));
+        assert_eq!(s.partition("t", 0).map(|p| p.replicas.len()), Some(5));
+    }
+
+    // ---- SetPartitionLeader ----------------------------------------------
+
+    #[test]
+    fn leader_not_replica_refused() {
+        assert_rejected(
+            &fixture(),
+            lead("t", 0, 9),
+            ValidationError::LeaderNotReplica {
+                topic: "t".into(),
+                partition: 0,
+                leader: 9,
+                replicas: vec![1, 2, 3],
+            },
+        );
+    }
+
+    #[test]
+    fn leader_of_unassigned_partition_refused() {
+        assert_rejected(
+            &fixture(),
+            lead("t", 2, 1),
+            ValidationError::LeaderNotReplica {
+                topic: "t".into(),
+                partition: 2,
+                leader: 1,
+                replicas: vec![],
+            },
+        );
+    }
+
+    // ---- UpdateIsr -------------------------------------------------------
+
+    #[test]
+    fn empty_isr_refused() {
+        assert_rejected(
+            &fixture(),
+            isr("t", 0, &[]),
+            ValidationError::EmptyIsr {
+                topic: "t".into(),
+                partition: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn duplicate_isr_member_refused() {
+        assert_rejected(
+            &fixture(),
+            isr("t", 0, &[1, 2, 1]),
+            ValidationError::DuplicateIsrMember {
+                topic: "t".into(),
+                partition: 0,
+                replica: 1,
+            },
+        );
+    }
+
+    #[test]
+    fn isr_not_subset_refused() {
+        assert_rejected(
+            &fixture(),
+            isr("t", 0, &[1, 7]),
+            ValidationError::IsrNotSubset {
+                topic: "t".into(),
+                partition: 0,
+                replica: 7,
+                replicas: vec![1, 2, 3],
+            },
+        );
+        // Unassigned partition: nothing is a replica.
+        assert_rejected(
+            &fixture(),
+            isr("t", 2, &[1]),
+            ValidationError::IsrNotSubset {
+                topic: "t".into(),
+                partition: 2,
+                replica: 1,
+                replicas: vec![],
+            },
+        );
+    }
+
+    #[test]
+    fn isr_without_leader_refused() {
+        assert_rejected(
+            &fixture(),
+            isr("t", 0, &[2, 3]),
+            ValidationError::IsrWithoutLeader {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                isr: vec![2, 3],
+            },
+        );
+        // Without a leader, any non-empty subset is fine.
+        let mut s = fixture();
+        ok(&mut s, isr("t", 1, &[5]));
+        assert_eq!(s.partition("t", 1).map(|p| p.isr.clone()), Some(vec![5]));
+    }
+
+    #[test]
+    fn huge_isr_with_garbage_is_refused_quickly() {
+        // A long list of non-replicas fails on the first element, not after a
+        // quadratic duplicate scan.
+        let big: Vec<NodeId> = (100..200_000).collect();
+        assert!(matches!(
+            fixture().validate(&isr("t", 0, &big)),
+            Err(ValidationError::IsrNotSubset { replica: 100, .. })
+        ));
+    }
+
+    // ---- LeaderChange ----------------------------------------------------
+
+    #[test]
+    fn leader_change_refused_by_validate_but_applied() {
+        let s = fixture();
+        let c = Command::LeaderChange {
+            leader: 2,
+            epoch: 5,
+        };
+        assert_eq!(
+            s.validate(&c),
+            Err(ValidationError::ControlCommand {
+                kind: "LeaderChange"
+            })
+        );
+        let mut after = s.clone();
+        let entry = Entry {
+            offset: s.applied_offset() + 1,
+            epoch: 5,
+            command: c,
+        };
+        assert_eq!(after.apply(&entry), Ok(()));
+        assert_eq!(after.leader(), Some(2));
+        assert_eq!(after.applied_epoch(), 5);
+        assert_eq!(after.topics, s.topics);
+    }
+
+    // ---- apply: ordering -------------------------------------------------
+
+    #[test]
+    fn out_of_order_entries_change_nothing() {
+        let s = fixture();
+        let next = s.applied_offset() + 1;
+        for offset in [0, next - 1, next + 1, u64::MAX] {
+            let mut after = s.clone();
+            let err = after
+                .apply(&Entry {
+                    offset,
+                    epoch: 9,
+                    command: create("new", 1, 1),
+                })
+                .unwrap_err();
+            assert_eq!(
+                err,
+                ValidationError::OutOfOrder {
+                    expected: next,
+                    got: offset
+                }
+            );
+            assert!(err.is_out_of_order());
+            assert_eq!(after, s);
+        }
+    }
+
+    #[test]
+    fn apply_at_max_offset_never_panics() {
+        let mut s = MetadataState {
+            applied_offset: u64::MAX,
+            ..MetadataState::default()
+        };
+        let before = s.clone();
+        let r = s.apply(&Entry {
+            offset: 0,
+            epoch: 1,
+            command: delete("x"),
+        });
+        assert_eq!(
+            r,
+            Err(ValidationError::OutOfOrder {
+                expected: u64::MAX,
+                got: 0
+            })
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn offsets_and_epochs_advance() {
+        let mut s = MetadataState::new();
+        assert_eq!((s.applied_offset(), s.applied_epoch()), (0, 0));
+        s.apply(&Entry {
+            offset: 1,
+            epoch: 3,
+            command: create("a", 1, 1),
+        })
+        .unwrap();
+        assert_eq!((s.applied_offset(), s.applied_epoch()), (1, 3));
+        // An invalid entry still advances.
+        s.apply(&Entry {
+            offset: 2,
+            epoch: 4,
+            command: delete("zz"),
+        })
+        .unwrap_err();
+        assert_eq!((s.applied_offset(), s.applied_epoch()), (2, 4));
+    }
+
+    // ---- apply: semantics ------------------------------------------------
+
+    #[test]
+    fn create_makes_unassigned_partitions() {
+        let mut s = MetadataState::new();
+        ok(&mut s, create("orders", 4, 3));
+        let t = s.topic("orders").unwrap();
+        assert_eq!(t.partition_count(), 4);
+        assert_eq!(t.replication_factor, 3);
+        assert!(t.partitions.iter().all(|p| *p == PartitionState::default()));
+        assert!(!t.partitions[0].is_assigned());
+        assert_eq!(s.topic_count(), 1);
+        assert_eq!(s.partition_total(), 4);
+        assert!(s.contains_topic("orders"));
+        assert!(s.partition("orders", 3).is_some());
+        assert!(s.partition("orders", 4).is_none());
+        assert!(s.partition("orders", -1).is_none());
+        assert!(s.partition("nope", 0).is_none());
+    }
+
+    #[test]
+    fn delete_removes_topic_and_partitions() {
+        let mut s = fixture();
+        ok(&mut s, create("other", 2, 1));
+        ok(&mut s, delete("t"));
+        assert!(s.topic("t").is_none());
+        assert!(s.partition("t", 0).is_none());
+        assert_eq!(s.topic_count(), 1);
+        assert_eq!(s.partition_total(), 2);
+        // Recreating starts from scratch.
+        ok(&mut s, create("t", 1, 1));
+        assert_eq!(s.partition("t", 0), Some(&PartitionState::default()));
+    }
+
+    #[test]
+    fn assign_keeps_leader_in_new_replicas_and_filters_isr() {
+        let mut s = fixture();
+        ok(&mut s, assign("t", 0, &[3, 1, 4]));
+        let p = s.partition("t", 0).unwrap();
+        assert_eq!(p.replicas, vec![3, 1, 4]);
+        assert_eq!(p.leader, Some(1));
+        assert_eq!(p.isr, vec![1, 3]); // ISR order kept, 2 filtered out
+    }
+
+    #[test]
+    fn assign_drops_leader_not_in_new_replicas() {
+        let mut s = fixture();
+        ok(&mut s, assign("t", 0, &[2, 4]));
+        let p = s.partition("t", 0).unwrap();
+        assert_eq!(p.leader, None);
+        assert_eq!(p.isr, vec![2]);
+    }
+
+    #[test]
+    fn assign_resets_empty_isr_to_leader() {
+        let mut s = fixture();
+        ok(&mut s, isr("t", 0, &[1]));
+        ok(&mut s, assign("t", 0, &[4, 1]));
+        let p = s.partition("t", 0).unwrap();
+        assert_eq!(p.leader, Some(1));
+        assert_eq!(p.isr, vec![1]);
+        // Without a leader an emptied ISR stays empty.
+        let mut s = fixture();
+        ok(&mut s, isr("t", 1, &[4]));
+        ok(&mut s, assign("t", 1, &[6, 7]));
+        let p = s.partition("t", 1).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (None, vec![]));
+    }
+
+    #[test]
+    fn set_leader_appends_to_isr() {
+        let mut s = fixture();
+        ok(&mut s, lead("t", 1, 5));
+        let p = s.partition("t", 1).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (Some(5), vec![5]));
+        // Already in the ISR: ISR unchanged.
+        ok(&mut s, lead("t", 0, 3));
+        let p = s.partition("t", 0).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (Some(3), vec![1, 2, 3]));
+        assert!(p.is_in_isr(3) && p.is_replica(3) && !p.is_replica(9));
+    }
+
+    #[test]
+    fn update_isr_sets_as_given() {
+        let mut s = fixture();
+        ok(&mut s, isr("t", 0, &[3, 1]));
+        assert_eq!(s.partition("t", 0).unwrap().isr, vec![3, 1]);
+    }
+
+    // ---- digest ----------------------------------------------------------
+
+    #[test]
+    fn digest_is_stable_and_sensitive() {
+        let a = fixture();
+        let b = fixture();
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.digest().to_string().len(), 64);
+
+        // Each kind of change changes the digest.
+        let changes = [
+            create("x", 1, 1),
+            delete("t"),
+            assign("t", 2, &[1]),
+            lead("t", 0, 2),
+            isr("t", 0, &[1, 2]),
+            Command::LeaderChange {
+                leader: 1,
+                epoch: 1,
+            },
+        ];
+        for c in changes {
+            let mut changed = a.clone();
+            ok(&mut changed, c);
+            assert_ne!(changed.digest(), a.digest());
+        }
+        // An invalid entry still moves the offset, hence the digest.
+        let mut changed = a.clone();
+        step(&mut changed, delete("nope")).unwrap_err();
+        assert_ne!(changed.digest(), a.digest());
+        // Epoch alone matters too.
+        let mut e1 = a.clone();
+        let mut e2 = a.clone();
+        for (s, epoch) in [(&mut e1, 1), (&mut e2, 2)] {
+            s.apply(&Entry {
+                offset: a.applied_offset() + 1,
+                epoch,
+                command: delete("nope"),
+            })
+            .unwrap_err();
+        }
+        assert_ne!(e1.digest(), e2.digest());
+    }
+
+    #[test]
+    fn digest_independent_of_insertion_order() {
+        let mut a = MetadataState::new();
+        ok(&mut a, create("alpha", 2, 1));
+        ok(&mut a, create("beta", 1, 1));
+        ok(&mut a, create("gamma", 3, 2));
+        let mut b = MetadataState::new();
+        ok(&mut b, create("gamma", 3, 2));
+        ok(&mut b, create("alpha", 2, 1));
+        ok(&mut b, create("beta", 1, 1));
+        assert_eq!(a, b);
+        assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn digest_does_not_confuse_field_boundaries() {
+        // "ab"+"c" vs "a"+"bc" topic names: length prefixes keep them apart.
+        let mut a = MetadataState::new();
+        ok(&mut a, create("ab", 1, 1));
+        ok(&mut a, create("c", 1, 1));
+        let mut b = MetadataState::new();
+        ok(&mut b, create("a", 1, 1));
+        ok(&mut b, create("bc", 1, 1));
+        assert_ne!(a.digest(), b.digest());
+        // Replicas [1,2] + ISR [] vs replicas [1] + ISR [2] etc.
+        let mut c = MetadataState::new();
+        ok(&mut c, create("t", 1, 1));
+        ok(&mut c, assign("t", 0, &[1, 2]));
+        let mut d = MetadataState::new();
+        ok(&mut d, create("t", 1, 1));
+        ok(&mut d, assign("t", 0, &[1]));
+        assert_ne!(c.digest(), d.digest());
+    }
+
+    #[test]
+    fn snapshot_roundtrip_keeps_digest() {
+        let s = fixture();
+        let bytes = rmp_serde::to_vec(&s).unwrap();
+        let back: MetadataState = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.digest(), s.digest());
+    }
+
+    // ---- properties ------------------------------------------------------
+
+    fn arb_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => prop::sample::select(vec!["t0", "t1"]).prop_map(String::from),
+            1 => prop::sample::select(vec!["", ".", "..", "bad name", "ü"]).prop_map(String::from),
+        ]
+    }
+
+    /// Mostly distinct ids from the pool 1..=4 in random order; sometimes an
+    /// arbitrary list (empty, duplicates, ids outside the pool).
+    fn arb_ids(max_len: usize) -> impl Strategy<Value = Vec<NodeId>> {
+        prop_oneof![
+            6 => prop::sample::subsequence(vec![1u64, 2, 3, 4], 1..=max_len.min(4)).prop_shuffle(),
+            1 => prop::collection::vec(1u64..=5, 0..=max_len),
+        ]
+    }
+
+    /// Mostly in-range partition indices, sometimes out of range.
+    fn arb_partition() -> impl Strategy<Value = i32> {
+        prop_oneof![9 => 0i32..2, 1 => -1i32..5]
+    }
+
+    /// Mostly valid counts, sometimes 0 or larger.
+    fn arb_count() -> impl Strategy<Value = u32> {
+        prop_oneof![9 => 2u32..4, 1 => 0u32..6]
+    }
+
+    /// Random commands over a small name pool and broker-id pool: a mix of
+    /// valid and invalid ones.
+    fn arb_command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            2 => (arb_name(), arb_count(), arb_count()).prop_map(|(name, partition_count, replication_factor)| {
+                Command::CreateTopic { name, partition_count, replication_factor }
+            }),
+            1 => arb_name().prop_map(|name| Command::DeleteTopic { name }),
+            4 => (arb_name(), arb_partition(), arb_ids(4)).prop_map(|(topic, partition, replicas)| {
+                Command::AssignPartition { topic, partition, replicas }
+            }),
+            4 => (arb_name(), arb_partition(), 1u64..=4).prop_map(|(topic, partition, leader)| {
+                Command::SetPartitionLeader { topic, partition, leader }
+            }),
+            4 => (arb_name(), arb_partition(), arb_ids(3)).prop_map(|(topic, partition, isr)| {
+                Command::UpdateIsr { topic, partition, isr }
+            }),
+            1 => (1u64..=3, 0u64..4).prop_map(|(leader, epoch)| Command::LeaderChange { leader, epoch }),
+        ]
+    }
+
+    /// Commands as entries `1..=n`, epochs non-decreasing. Most sequences
+    /// start by creating both pool topics, so that later commands find them.
+    fn arb_entries() -> impl Strategy<Value = Vec<Entry>> {
+        (
+            any::<bool>(),
+            prop::collection::vec((arb_command(), any::<bool>()), 0..120),
+        )
+            .prop_map(|(bare, cmds)| {
+                let mut epoch = 1;
+                let prelude = if bare {
+                    vec![]
+                } else {
+                    vec![(create("t0", 2, 3), false), (create("t1", 3, 2), false)]
+                };
+                prelude
+                    .into_iter()
+                    .chain(cmds)
+                    .enumerate()
+                    .map(|(i, (command, bump))| {
+                        epoch += u64::from(bump && i % 7 == 0);
+                        Entry {
+                            offset: i as u64 + 1,
+                            epoch,
+                            command,
+                        }
+                    })
+                    .collect()
+            })
+    }
+
+    fn check_invariants(s: &MetadataState) -> Result<(), TestCaseError> {
+        for (name, t) in s.topics() {
+            prop_assert!(validate_topic_name(name).is_ok());
+            prop_assert!(t.partition_count() >= 1);
+            for p in &t.partitions {
+                for (i, r) in p.replicas.iter().enumerate() {
+                    prop_assert!(!p.replicas[..i].contains(r), "duplicate replica");
+                }
+                for (i, r) in p.isr.iter().enumerate() {
+                    prop_assert!(!p.isr[..i].contains(r), "duplicate ISR member");
+                    prop_assert!(p.replicas.contains(r), "ISR not subset");
+                }
+                if let Some(l) = p.leader {
+                    prop_assert!(p.replicas.contains(&l), "leader not replica");
+                    prop_assert!(p.isr.contains(&l), "leader not in ISR");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn same_entries_same_state_and_replay_equals_live(entries in arb_entries()) {
+            let mut a = MetadataState::new();
+            let mut b = MetadataState::new();
+            let mut replayed = MetadataState::new();
+            for e in &entries {
+                let before = a.clone();
+                let validated = a.validate(&e.command);
+                let applied = a.apply(e);
+                let _ = b.apply(e);
+                let decoded = Record::encode(e).unwrap().entry().unwrap();
+                prop_assert_eq!(&decoded, e);
+                let _ = replayed.apply(&decoded);
+
+                prop_assert_eq!(a.applied_offset(), e.offset);
+                prop_assert_eq!(a.applied_epoch(), e.epoch);
+                match &e.command {
+                    Command::LeaderChange { leader, .. } => {
+                        let is_control = matches!(validated, Err(ValidationError::ControlCommand { .. }));
+                        prop_assert!(is_control, "LeaderChange must not validate");
+                        prop_assert_eq!(&applied, &Ok(()));
+                        prop_assert_eq!(a.leader(), Some(*leader));
+                        prop_assert_eq!(&a.topics, &before.topics);
+                    }
+                    _ => {
+                        // apply fails exactly when validate does, with the same error.
+                        prop_assert_eq!(&applied, &validated);
+                        prop_assert_eq!(a.leader(), before.leader());
+                        if applied.is_err() {
+                            prop_assert_eq!(&a.topics, &before.topics);
+                        }
+                    }
+                }
+                check_invariants(&a)?;
+            }
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(a.digest(), b.digest());
+            prop_assert_eq!(&a, &replayed);
+            prop_assert_eq!(a.digest(), replayed.digest());
+
+            // A snapshot restores the same digest.
+            let snap: MetadataState = rmp_serde::from_slice(&rmp_serde::to_vec(&a).unwrap()).unwrap();
+            prop_assert_eq!(snap.digest(), a.digest());
+        }
+
+        #[test]
+        fn validate_and_apply_never_panic_on_arbitrary_input(
+            name in ".{0,300}",
+            partition in any::<i32>(),
+            ids in prop::collection::vec(any::<u64>(), 0..80),
+            count in any::<u32>(),
+            offset in any::<u64>(),
+        ) {
+            let mut s = fixture();
+            let cmds = [
+                Command::CreateTopic { name: name.clone(), partition_count: count % (MAX_PARTITIONS + 2), replication_factor: count },
+                Command::DeleteTopic { name: name.clone() },
+                Command::AssignPartition { topic: "t".into(), partition, replicas: ids.clone() },
+                Command::SetPartitionLeader { topic: "t".into(), partition, leader: count.into() },
+                Command::UpdateIsr { topic: "t".into(), partition, isr: ids.clone() },
+            ];
+            for command in cmds {
+                let _ = s.validate(&command);
+                let _ = s.apply(&Entry { offset, epoch: 1, command: command.clone() });
+                let _ = step(&mut s, command);
+                check_invariants(&s)?;
+            }
+        }
     }
 }
