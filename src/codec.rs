@@ -146,12 +146,12 @@ impl Decoder for FrameCodec {
         }
         src.advance(LENGTH_PREFIX_LEN);
         let body = src.split_to(len);
-        rmp_serde::from_slice::<Frame>(&body).map(Some).map_err(|e| {
-            CodecError::Decode {
+        rmp_serde::from_slice::<Frame>(&body)
+            .map(Some)
+            .map_err(|e| CodecError::Decode {
                 len,
                 reason: e.to_string(),
-            }
-        })
+            })
     }
 }
 
@@ -512,10 +512,7 @@ mod tests {
         };
         assert!(matches!(
             codec.encode(&big, &mut dst),
-            Err(CodecError::OutgoingTooLarge {
-                kind: "Append",
-                ..
-            })
+            Err(CodecError::OutgoingTooLarge { kind: "Append", .. })
         ));
         // Just under the limit in bulk, but over it once encoded.
         let edge = Frame::SnapshotChunk {
