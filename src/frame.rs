@@ -26,6 +26,10 @@ pub enum RejectReason {
     BadProof,
     /// The leader's epoch is lower than one this node has seen.
     StaleEpoch,
+    /// Another leader is already known for the leader's epoch: two nodes
+    /// claim the same epoch (a misconfiguration; stepping down alone does not
+    /// fix it, an operator must).
+    EpochConflict,
     /// The node is not a follower (it leads, or is shutting down).
     NotFollower,
     /// The frame was not expected at this point of the handshake.
