@@ -181,12 +181,13 @@ impl Snapshot {
     /// Encode with magic, version and checksum (the file content, and what a
     /// leader streams in `SnapshotChunk` frames).
     pub fn encode(&self) -> Result<Vec<u8>, StorageError> {
-        let body = rmp_serde::to_vec_named(&(self.offset, self.epoch, &self.state)).map_err(
-            |e| StorageError::Corrupt {
-                file: PathBuf::from(snapshot_file_name(self.offset)),
-                reason: format!("the state could not be encoded: {e}"),
-            },
-        )?;
+        let body =
+            rmp_serde::to_vec_named(&(self.offset, self.epoch, &self.state)).map_err(|e| {
+                StorageError::Corrupt {
+                    file: PathBuf::from(snapshot_file_name(self.offset)),
+                    reason: format!("the state could not be encoded: {e}"),
+                }
+            })?;
         Ok(seal(SNAPSHOT_MAGIC, &body))
     }
 
@@ -455,7 +456,10 @@ mod tests {
         // Encode/decode directly.
         let bytes = snap(7).encode().unwrap();
         assert_eq!(&bytes[0..4], b"MWSN");
-        assert_eq!(Snapshot::decode(&bytes, Path::new("peer 2")).unwrap(), snap(7));
+        assert_eq!(
+            Snapshot::decode(&bytes, Path::new("peer 2")).unwrap(),
+            snap(7)
+        );
         assert!(p2.exists());
     }
 

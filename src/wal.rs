@@ -80,7 +80,9 @@ pub enum WalError {
     /// An earlier `fdatasync` failed, so what is on disk is unknown (the
     /// kernel may have dropped the dirty pages). Every later call fails; the
     /// node must restart and recover from the files.
-    #[error("WAL is unusable after an earlier failure: {0}. Restart the node to recover from disk")]
+    #[error(
+        "WAL is unusable after an earlier failure: {0}. Restart the node to recover from disk"
+    )]
     Failed(String),
 }
 
@@ -603,13 +605,11 @@ impl Wal {
             while end_idx < seg.positions.len() {
                 let (_, e) = seg.record_span(end_idx);
                 let len = e - end_pos;
-                if !out.is_empty() || end_idx > first_idx {
-                    if out.len() + (end_idx - first_idx) >= max_entries
-                        || total + len > max_bytes as u64
-                    {
-                        full = true;
-                        break;
-                    }
+                let taken = out.len() + (end_idx - first_idx);
+                // The first record is always taken, whatever the limits.
+                if taken > 0 && (taken >= max_entries || total + len > max_bytes as u64) {
+                    full = true;
+                    break;
                 }
                 total += len;
                 end_pos = e;
@@ -747,7 +747,12 @@ impl Wal {
             let first = &self.segments[0];
             self.epochs
                 .truncate_prefix(first.base - 1, first.prev_epoch);
-            tracing::info!(upto, segments = removed, first = first.base, "WAL prefix truncated");
+            tracing::info!(
+                upto,
+                segments = removed,
+                first = first.base,
+                "WAL prefix truncated"
+            );
         }
         Ok(())
     }

@@ -66,7 +66,8 @@ fn read_all(wal: &Wal) -> Vec<Record> {
     if wal.last_offset() < wal.first_offset() {
         return Vec::new();
     }
-    wal.read(wal.first_offset(), usize::MAX, usize::MAX).unwrap()
+    wal.read(wal.first_offset(), usize::MAX, usize::MAX)
+        .unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -176,7 +177,10 @@ fn append_read_reopen_across_rolls() {
     // Reads from every offset return the same bytes and epochs.
     for from in 1..=150u64 {
         let got = wal.read(from, 5, usize::MAX).unwrap();
-        assert_eq!(got, expected[(from - 1) as usize..(from as usize + 4).min(150)]);
+        assert_eq!(
+            got,
+            expected[(from - 1) as usize..(from as usize + 4).min(150)]
+        );
     }
     // Appends continue after reopen.
     fill(&mut wal, 151, 200);
@@ -519,10 +523,16 @@ fn suffix_truncation_survives_reopen() {
     wal.append(&[rec(b, 7)]).unwrap();
     // Down to the base: empty log.
     wal.truncate_suffix(0).unwrap();
-    assert_eq!((wal.first_offset(), wal.last_offset(), wal.last_epoch()), (1, 0, 0));
+    assert_eq!(
+        (wal.first_offset(), wal.last_offset(), wal.last_epoch()),
+        (1, 0, 0)
+    );
     drop(wal);
     let (mut wal, _) = open(dir.path());
-    assert_eq!((wal.first_offset(), wal.last_offset(), wal.last_epoch()), (1, 0, 0));
+    assert_eq!(
+        (wal.first_offset(), wal.last_offset(), wal.last_epoch()),
+        (1, 0, 0)
+    );
     assert_eq!(segments(dir.path()).len(), 1);
     wal.append(&[rec(1, 9)]).unwrap();
     assert_eq!(wal.last_epoch(), 9);
@@ -619,9 +629,7 @@ fn interrupted_prefix_truncation_is_finished_at_open() {
     // ones were deleted.
     let tpl = template();
     let leftover = segments(tpl.path());
-    let new = tpl
-        .path()
-        .join(metawal::wal::segment_file_name(1001, 9));
+    let new = tpl.path().join(metawal::wal::segment_file_name(1001, 9));
     fs::File::create(&new).unwrap();
     let (mut wal, report) = open(tpl.path());
     assert_eq!(report.finished_prefix_truncation, leftover);
@@ -636,9 +644,7 @@ fn interrupted_prefix_truncation_is_finished_at_open() {
 #[test]
 fn a_stray_non_empty_later_segment_is_corrupt() {
     let tpl = template();
-    let new = tpl
-        .path()
-        .join(metawal::wal::segment_file_name(1001, 9));
+    let new = tpl.path().join(metawal::wal::segment_file_name(1001, 9));
     fs::write(&new, &rec(1001, 9).bytes).unwrap();
     assert!(matches!(
         Wal::open(tpl.path(), SMALL),
@@ -662,13 +668,7 @@ fn small_template() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(
-            dir.path(),
-            WalOptions {
-                segment_bytes: 512,
-            },
-        )
-        .unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 512 }).unwrap();
         wal.append(&recs(1, 25)).unwrap();
         wal.sync().unwrap();
         dir
@@ -679,16 +679,30 @@ fn small_template() -> &'static Path {
 #[derive(Debug, Clone)]
 enum Damage {
     Append(Vec<u8>),
-    Flip { seg: usize, pos: usize, xor: u8 },
-    Cut { seg: usize, keep: usize },
-    Overwrite { seg: usize, pos: usize, bytes: Vec<u8> },
+    Flip {
+        seg: usize,
+        pos: usize,
+        xor: u8,
+    },
+    Cut {
+        seg: usize,
+        keep: usize,
+    },
+    Overwrite {
+        seg: usize,
+        pos: usize,
+        bytes: Vec<u8>,
+    },
 }
 
 fn damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..300).prop_map(Damage::Append),
-        (any::<usize>(), any::<usize>(), 1..=255u8)
-            .prop_map(|(seg, pos, xor)| Damage::Flip { seg, pos, xor }),
+        (any::<usize>(), any::<usize>(), 1..=255u8).prop_map(|(seg, pos, xor)| Damage::Flip {
+            seg,
+            pos,
+            xor
+        }),
         (any::<usize>(), any::<usize>()).prop_map(|(seg, keep)| Damage::Cut { seg, keep }),
         (
             any::<usize>(),
