@@ -28,25 +28,29 @@ struct Args {
     quick: bool,
 }
 
-/// A record of about 100 bytes at `offset`.
+fn encode(offset: u64, pad: usize) -> Record {
+    Record::encode(&Entry {
+        offset,
+        epoch: 1,
+        command: Command::CreateTopic {
+            name: format!("t{offset}-{}", "x".repeat(pad)),
+            partition_count: 12,
+            replication_factor: 3,
+        },
+    })
+    .expect("encode")
+}
+
+/// A record of about 100 bytes at `offset` (the padding is found once).
 fn record(offset: u64) -> Record {
-    let mut pad = 120usize;
-    loop {
-        let r = Record::encode(&Entry {
-            offset,
-            epoch: 1,
-            command: Command::CreateTopic {
-                name: format!("t{offset}-{}", "x".repeat(pad)),
-                partition_count: 12,
-                replication_factor: 3,
-            },
-        })
-        .expect("encode");
-        if r.len() <= 100 || pad == 0 {
-            return r;
-        }
-        pad -= 1;
-    }
+    static PAD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let pad = *PAD.get_or_init(|| {
+        (0..120usize)
+            .rev()
+            .find(|&p| encode(1_000_000, p).len() <= 100)
+            .unwrap_or(0)
+    });
+    encode(offset, pad)
 }
 
 struct Row {
@@ -166,10 +170,11 @@ fn main() {
         Duration::from_secs(5)
     };
     println!(
-        "WAL micro-benchmark in {} ({} s per case, record size {} bytes)",
+        "WAL micro-benchmark in {} ({} s per case, records of {}..={} bytes)",
         dir.display(),
         run_for.as_secs_f64(),
-        record(1).len()
+        record(1).len(),
+        record(1_000_000).len()
     );
     println!();
     println!(
