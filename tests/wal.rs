@@ -1,0 +1,785 @@
+//! Tests of the segmented WAL: append/read/reopen across segment rolls, read
+//! limits, torn tails, corruption, truncations, ordering, and a property test
+//! that random damage never panics.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use metawal::epochs::EpochError;
+use metawal::wal::{parse_segment_file_name, Wal, WalError, WalOptions};
+use metawal::{Command, Entry, Record};
+use proptest::prelude::*;
+
+const SMALL: WalOptions = WalOptions {
+    segment_bytes: 4096,
+};
+
+fn rec(offset: u64, epoch: u64) -> Record {
+    // Vary the size a little so record boundaries move around.
+    let pad = "x".repeat((offset % 37) as usize + 40);
+    Record::encode(&Entry {
+        offset,
+        epoch,
+        command: Command::CreateTopic {
+            name: format!("topic-{offset}-{pad}"),
+            partition_count: 3,
+            replication_factor: 3,
+        },
+    })
+    .unwrap()
+}
+
+/// Epoch of offset `o` in the standard test history: epochs 1, 2, 4, ...
+fn epoch_of(o: u64) -> u64 {
+    match o {
+        0 => 0,
+        1..=40 => 1,
+        41..=90 => 2,
+        _ => 4,
+    }
+}
+
+fn recs(from: u64, to: u64) -> Vec<Record> {
+    (from..=to).map(|o| rec(o, epoch_of(o))).collect()
+}
+
+/// Append `from..=to` in batches of varying size, syncing after each.
+fn fill(wal: &mut Wal, from: u64, to: u64) {
+    let all = recs(from, to);
+    let sizes = [1usize, 7, 16, 3, 50, 2];
+    let mut i = 0;
+    let mut k = 0;
+    while i < all.len() {
+        let n = sizes[k % sizes.len()].min(all.len() - i);
+        wal.append(&all[i..i + n]).unwrap();
+        wal.sync().unwrap();
+        i += n;
+        k += 1;
+    }
+}
+
+fn open(dir: &Path) -> (Wal, metawal::wal::OpenReport) {
+    Wal::open(dir, SMALL).unwrap()
+}
+
+fn read_all(wal: &Wal) -> Vec<Record> {
+    if wal.last_offset() < wal.first_offset() {
+        return Vec::new();
+    }
+    wal.read(wal.first_offset(), usize::MAX, usize::MAX)
+        .unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Segment files of a WAL dir, oldest first.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn base_of(path: &Path) -> u64 {
+    parse_segment_file_name(path.file_name().unwrap().to_str().unwrap())
+        .unwrap()
+        .0
+}
+
+/// Byte position of `offset` inside its segment file, and that file.
+fn position_of(dir: &Path, offset: u64) -> (PathBuf, u64) {
+    let segs = segments(dir);
+    let seg = segs
+        .iter()
+        .rev()
+        .find(|p| base_of(p) <= offset)
+        .unwrap()
+        .clone();
+    let base = base_of(&seg);
+    let pos: u64 = recs(base, offset - 1).iter().map(|r| r.len() as u64).sum();
+    (seg, pos)
+}
+
+fn flip_byte(path: &Path, pos: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[pos as usize] ^= 0x5a;
+    fs::write(path, bytes).unwrap();
+}
+
+fn set_len(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn new_wal_is_empty_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, report) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+    assert_eq!(report.segments, 0);
+    assert_eq!(wal.first_offset(), 1);
+    assert_eq!(wal.last_offset(), 0);
+    assert_eq!(wal.last_epoch(), 0);
+    assert!(wal.read(1, 10, 1000).unwrap().is_empty());
+    assert!(matches!(
+        wal.read(2, 10, 1000),
+        Err(WalError::OutOfRange { offset: 2, .. })
+    ));
+    let segs = segments(&dir.path().join("wal"));
+    assert_eq!(segs.len(), 1);
+    assert_eq!(
+        segs[0].file_name().unwrap(),
+        "00000000000000000001-00000000000000000000.wal"
+    );
+}
+
+#[test]
+fn append_read_reopen_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = recs(1, 150);
+    {
+        let (mut wal, _) = open(dir.path());
+        fill(&mut wal, 1, 150);
+        assert_eq!(wal.last_offset(), 150);
+        assert_eq!(wal.last_epoch(), 4);
+        assert_eq!(read_all(&wal), expected);
+    }
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 4, "expected several segments, got {segs:?}");
+    // Every segment but the last reached segment_bytes, no more than one
+    // record past it.
+    for s in &segs[..segs.len() - 1] {
+        let len = fs::metadata(s).unwrap().len();
+        assert!((4096..4096 + 200).contains(&len), "{s:?} has {len} bytes");
+    }
+    let (mut wal, report) = open(dir.path());
+    assert_eq!(report.segments, segs.len());
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(wal.first_offset(), 1);
+    assert_eq!(wal.last_offset(), 150);
+    assert_eq!(wal.last_epoch(), 4);
+    assert_eq!(read_all(&wal), expected);
+    for o in [1, 40, 41, 90, 91, 150] {
+        assert_eq!(wal.epochs().epoch_at(o), Some(epoch_of(o)));
+    }
+    // Reads from every offset return the same bytes and epochs.
+    for from in 1..=150u64 {
+        let got = wal.read(from, 5, usize::MAX).unwrap();
+        assert_eq!(
+            got,
+            expected[(from - 1) as usize..(from as usize + 4).min(150)]
+        );
+    }
+    // Appends continue after reopen.
+    fill(&mut wal, 151, 200);
+    drop(wal);
+    let (wal, _) = open(dir.path());
+    assert_eq!(read_all(&wal), recs(1, 200));
+}
+
+#[test]
+fn one_batch_spanning_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = recs(1, 300);
+    {
+        let (mut wal, _) = open(dir.path());
+        wal.append(&all).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(read_all(&wal), all);
+    }
+    assert!(segments(dir.path()).len() >= 6);
+    let (wal, report) = open(dir.path());
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(read_all(&wal), all);
+    // Every record's entry decodes to its offset.
+    for r in read_all(&wal) {
+        assert_eq!(r.entry().unwrap().offset, r.offset);
+    }
+}
+
+#[test]
+fn read_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path());
+    fill(&mut wal, 1, 150);
+    let all = recs(1, 150);
+    // max_entries.
+    assert_eq!(wal.read(10, 3, usize::MAX).unwrap(), all[9..12]);
+    assert_eq!(wal.read(10, 0, usize::MAX).unwrap(), all[9..10]);
+    // max_bytes smaller than one record still gives one record.
+    assert_eq!(wal.read(10, 100, 1).unwrap(), all[9..10]);
+    // max_bytes exactly three records.
+    let three: usize = all[9..12].iter().map(|r| r.len()).sum();
+    assert_eq!(wal.read(10, 100, three).unwrap(), all[9..12]);
+    assert_eq!(wal.read(10, 100, three + 1).unwrap(), all[9..12]);
+    assert_eq!(wal.read(10, 100, three - 1).unwrap(), all[9..11]);
+    // A large read spans segment boundaries.
+    let got = wal.read(5, 120, usize::MAX).unwrap();
+    assert_eq!(got, all[4..124]);
+    let bytes: usize = all[4..100].iter().map(|r| r.len()).sum();
+    assert_eq!(wal.read(5, usize::MAX, bytes).unwrap(), all[4..100]);
+    // The end.
+    assert_eq!(wal.read(150, 10, usize::MAX).unwrap(), all[149..150]);
+    assert!(wal.read(151, 10, usize::MAX).unwrap().is_empty());
+    for bad in [0, 152, 1000] {
+        match wal.read(bad, 10, 10) {
+            Err(WalError::OutOfRange {
+                offset,
+                first,
+                last,
+            }) => assert_eq!((offset, first, last), (bad, 1, 150)),
+            other => panic!("read({bad}) gave {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn refused_appends_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path());
+    fill(&mut wal, 1, 45); // last epoch 2
+    let before = fs::metadata(segments(dir.path()).last().unwrap())
+        .unwrap()
+        .len();
+    // Gap.
+    assert!(matches!(
+        wal.append(&[rec(47, 2)]),
+        Err(WalError::Order(EpochError::NotContiguous {
+            expected: 46,
+            got: 47
+        }))
+    ));
+    // Duplicate.
+    assert!(matches!(
+        wal.append(&[rec(45, 2)]),
+        Err(WalError::Order(EpochError::NotContiguous { .. }))
+    ));
+    // Lower epoch.
+    assert!(matches!(
+        wal.append(&[rec(46, 1)]),
+        Err(WalError::Order(EpochError::EpochRegressed { .. }))
+    ));
+    // Good records followed by a bad one: none of the batch is written.
+    assert!(matches!(
+        wal.append(&[rec(46, 2), rec(47, 3), rec(48, 2)]),
+        Err(WalError::Order(EpochError::EpochRegressed { .. }))
+    ));
+    assert!(matches!(
+        wal.append(&[rec(46, 2), rec(47, 2), rec(49, 2)]),
+        Err(WalError::Order(EpochError::NotContiguous { .. }))
+    ));
+    // Malformed bytes.
+    let mut bad = rec(46, 2);
+    let mut b = bad.bytes.to_vec();
+    let n = b.len();
+    b[n - 1] ^= 1;
+    bad.bytes = b.into();
+    assert!(matches!(
+        wal.append(&[bad]),
+        Err(WalError::BadRecord { offset: 46, .. })
+    ));
+    assert_eq!(wal.last_offset(), 45);
+    assert_eq!(wal.last_epoch(), 2);
+    wal.sync().unwrap();
+    let after = fs::metadata(segments(dir.path()).last().unwrap())
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+    // A good append still works.
+    wal.append(&[rec(46, 3)]).unwrap();
+    assert_eq!(wal.last_epoch(), 3);
+    drop(wal);
+    let (wal, _) = open(dir.path());
+    assert_eq!(wal.last_offset(), 46);
+    assert_eq!(wal.last_epoch(), 3);
+}
+
+/// Build a WAL with 1..=60 in `dir` (several segments).
+fn template() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path());
+    fill(&mut wal, 1, 60);
+    dir
+}
+
+#[test]
+fn torn_tail_at_every_byte_of_the_last_record() {
+    let tpl = template();
+    let last = segments(tpl.path()).pop().unwrap();
+    let full = fs::metadata(&last).unwrap().len();
+    let rlen = rec(60, epoch_of(60)).len() as u64;
+    let start = full - rlen;
+    for cut in 1..rlen {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(tpl.path(), dir.path());
+        let file = dir.path().join(last.file_name().unwrap());
+        set_len(&file, start + cut);
+        let (mut wal, report) = open(dir.path());
+        let torn = report.torn_tail.expect("torn tail reported");
+        assert_eq!(torn.file, file);
+        assert_eq!(torn.byte, start);
+        assert_eq!(torn.removed, cut);
+        assert_eq!(fs::metadata(&file).unwrap().len(), start);
+        assert_eq!(wal.last_offset(), 59);
+        assert_eq!(read_all(&wal), recs(1, 59));
+        wal.append(&[rec(60, 2), rec(61, 2)]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (wal, report) = open(dir.path());
+        assert_eq!(report.torn_tail, None);
+        assert_eq!(wal.last_offset(), 61);
+    }
+}
+
+#[test]
+fn bad_crc_of_the_last_record_is_a_torn_tail() {
+    let tpl = template();
+    let last = segments(tpl.path()).pop().unwrap();
+    let full = fs::metadata(&last).unwrap().len();
+    flip_byte(&last, full - 3);
+    let (wal, report) = open(tpl.path());
+    let torn = report.torn_tail.unwrap();
+    assert_eq!(torn.byte, full - rec(60, 2).len() as u64);
+    assert_eq!(wal.last_offset(), 59);
+}
+
+#[test]
+fn zero_filled_tail_is_cut() {
+    for zeros in [1usize, 7, 8, 100, 4096] {
+        let tpl = template();
+        let last = segments(tpl.path()).pop().unwrap();
+        let full = fs::metadata(&last).unwrap().len();
+        let mut bytes = fs::read(&last).unwrap();
+        bytes.extend(std::iter::repeat_n(0u8, zeros));
+        fs::write(&last, bytes).unwrap();
+        let (wal, report) = open(tpl.path());
+        let torn = report.torn_tail.unwrap();
+        assert_eq!((torn.byte, torn.removed), (full, zeros as u64));
+        assert_eq!(wal.last_offset(), 60);
+        assert_eq!(fs::metadata(&last).unwrap().len(), full);
+    }
+}
+
+#[test]
+fn garbage_after_the_last_record_is_corrupt_not_torn() {
+    // Non-zero bytes that frame a complete record with a bad CRC but are
+    // followed by more data: refuse.
+    let tpl = template();
+    let last = segments(tpl.path()).pop().unwrap();
+    let full = fs::metadata(&last).unwrap().len();
+    let mut bytes = fs::read(&last).unwrap();
+    let mut bogus = rec(61, 2).bytes.to_vec();
+    bogus[10] ^= 0xff;
+    bytes.extend_from_slice(&bogus);
+    bytes.extend_from_slice(&rec(62, 2).bytes);
+    fs::write(&last, bytes).unwrap();
+    match Wal::open(tpl.path(), SMALL) {
+        Err(WalError::Corrupt { file, byte, .. }) => {
+            assert_eq!(file, last);
+            assert_eq!(byte, full);
+        }
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn flipped_byte_in_a_non_last_segment_is_refused() {
+    let tpl = template();
+    let segs = segments(tpl.path());
+    assert!(segs.len() >= 2);
+    // A record in the middle of the first segment.
+    let (file, pos) = position_of(tpl.path(), 5);
+    assert_eq!(file, segs[0]);
+    flip_byte(&file, pos + 12);
+    let err = Wal::open(tpl.path(), SMALL).unwrap_err();
+    match &err {
+        WalError::Corrupt { file: f, byte, .. } => {
+            assert_eq!(f, &file);
+            assert_eq!(*byte, pos);
+        }
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&file.display().to_string()) && msg.contains(&format!("byte {pos}")));
+    // Even the last record of a non-last segment is not a torn tail.
+    let tpl = template();
+    let segs = segments(tpl.path());
+    let first = &segs[0];
+    let len = fs::metadata(first).unwrap().len();
+    set_len(first, len - 3);
+    assert!(matches!(
+        Wal::open(tpl.path(), SMALL),
+        Err(WalError::Corrupt { file, .. }) if file == *first
+    ));
+}
+
+#[test]
+fn flipped_byte_mid_last_segment_is_refused() {
+    let tpl = template();
+    let last = segments(tpl.path()).pop().unwrap();
+    let base = base_of(&last);
+    assert!(base + 2 < 60, "last segment needs several records");
+    let (file, pos) = position_of(tpl.path(), base + 1);
+    assert_eq!(file, last);
+    flip_byte(&file, pos + 9);
+    match Wal::open(tpl.path(), SMALL) {
+        Err(WalError::Corrupt { file: f, byte, .. }) => {
+            assert_eq!(f, last);
+            assert_eq!(byte, pos);
+        }
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_offset_or_epoch_on_disk_is_refused() {
+    // A valid record with the wrong offset at the tail is corruption.
+    let tpl = template();
+    let last = segments(tpl.path()).pop().unwrap();
+    let full = fs::metadata(&last).unwrap().len();
+    let mut bytes = fs::read(&last).unwrap();
+    bytes.extend_from_slice(&rec(62, 2).bytes);
+    fs::write(&last, bytes).unwrap();
+    assert!(matches!(
+        Wal::open(tpl.path(), SMALL),
+        Err(WalError::Corrupt { byte, .. }) if byte == full
+    ));
+    // Epoch going backwards.
+    let tpl = template();
+    let last = segments(tpl.path()).pop().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    bytes.extend_from_slice(&rec(61, 1).bytes);
+    fs::write(&last, bytes).unwrap();
+    assert!(matches!(
+        Wal::open(tpl.path(), SMALL),
+        Err(WalError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn missing_middle_segment_is_a_gap() {
+    let tpl = tempfile::tempdir().unwrap();
+    fill(&mut open(tpl.path()).0, 1, 150);
+    let segs = segments(tpl.path());
+    assert!(segs.len() >= 3);
+    fs::remove_file(&segs[1]).unwrap();
+    match Wal::open(tpl.path(), SMALL) {
+        Err(WalError::Corrupt { file, byte, .. }) => {
+            assert_eq!(file, segs[2]);
+            assert_eq!(byte, 0);
+        }
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn suffix_truncation_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = open(dir.path());
+        fill(&mut wal, 1, 150);
+        // Into an early segment: later segments go.
+        wal.truncate_suffix(30).unwrap();
+        assert_eq!(wal.last_offset(), 30);
+        assert_eq!(wal.last_epoch(), 1);
+        assert!(wal.read(31, 1, 1).unwrap().is_empty());
+        assert!(wal.read(32, 1, 1).is_err());
+        // No-op past the end.
+        wal.truncate_suffix(30).unwrap();
+        wal.truncate_suffix(99).unwrap();
+        assert_eq!(wal.last_offset(), 30);
+    }
+    let (mut wal, report) = open(dir.path());
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(wal.last_offset(), 30);
+    assert_eq!(wal.last_epoch(), 1);
+    assert_eq!(read_all(&wal), recs(1, 30));
+    // Appends continue at after + 1, in a new epoch.
+    let new: Vec<Record> = (31..=100).map(|o| rec(o, 7)).collect();
+    wal.append(&new).unwrap();
+    wal.sync().unwrap();
+    // Truncate exactly at a segment boundary.
+    let segs = segments(dir.path());
+    let b = base_of(segs.last().unwrap());
+    assert!(b > 31);
+    wal.truncate_suffix(b - 1).unwrap();
+    assert_eq!(wal.last_offset(), b - 1);
+    drop(wal);
+    let (mut wal, _) = open(dir.path());
+    assert_eq!(wal.last_offset(), b - 1);
+    assert_eq!(wal.last_epoch(), 7);
+    wal.append(&[rec(b, 7)]).unwrap();
+    // Down to the base: empty log.
+    wal.truncate_suffix(0).unwrap();
+    assert_eq!(
+        (wal.first_offset(), wal.last_offset(), wal.last_epoch()),
+        (1, 0, 0)
+    );
+    drop(wal);
+    let (mut wal, _) = open(dir.path());
+    assert_eq!(
+        (wal.first_offset(), wal.last_offset(), wal.last_epoch()),
+        (1, 0, 0)
+    );
+    assert_eq!(segments(dir.path()).len(), 1);
+    wal.append(&[rec(1, 9)]).unwrap();
+    assert_eq!(wal.last_epoch(), 9);
+}
+
+#[test]
+fn prefix_truncation_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs;
+    {
+        let (mut wal, _) = open(dir.path());
+        fill(&mut wal, 1, 150);
+        segs = segments(dir.path());
+        let b2 = base_of(&segs[2]);
+        // Removes the first two segments only (their records are <= b2 - 1).
+        wal.truncate_prefix(b2 + 3, epoch_of(b2 + 3)).unwrap();
+        assert_eq!(wal.first_offset(), b2);
+        assert_eq!(wal.epochs().base_offset(), b2 - 1);
+        assert_eq!(wal.epochs().base_epoch(), epoch_of(b2 - 1));
+        assert_eq!(read_all(&wal), recs(b2, 150));
+        assert!(matches!(
+            wal.read(b2 - 1, 1, 1),
+            Err(WalError::OutOfRange { .. })
+        ));
+        // At or below the base: nothing.
+        wal.truncate_prefix(1, 1).unwrap();
+        assert_eq!(wal.first_offset(), b2);
+    }
+    let b2 = base_of(&segs[2]);
+    assert!(!segs[0].exists() && !segs[1].exists());
+    let (mut wal, _) = open(dir.path());
+    assert_eq!(wal.first_offset(), b2);
+    assert_eq!(wal.epochs().base_epoch(), epoch_of(b2 - 1));
+    assert_eq!(wal.last_offset(), 150);
+    assert_eq!(read_all(&wal), recs(b2, 150));
+    for o in b2..=150 {
+        assert_eq!(wal.epochs().epoch_at(o), Some(epoch_of(o)));
+    }
+    // The active segment is never removed by a partial prefix truncation.
+    wal.truncate_prefix(149, 4).unwrap();
+    assert!(wal.first_offset() <= 150);
+    assert_eq!(wal.last_offset(), 150);
+
+    // Past the end: an empty log continuing at upto + 1 in upto_epoch.
+    wal.truncate_prefix(500, 11).unwrap();
+    assert_eq!(wal.first_offset(), 501);
+    assert_eq!(wal.last_offset(), 500);
+    assert_eq!(wal.last_epoch(), 11);
+    assert_eq!(segments(dir.path()).len(), 1);
+    drop(wal);
+    let (mut wal, report) = open(dir.path());
+    assert!(report.finished_prefix_truncation.is_empty());
+    assert_eq!(
+        (wal.first_offset(), wal.last_offset(), wal.last_epoch()),
+        (501, 500, 11)
+    );
+    assert!(wal.read(501, 1, 1).unwrap().is_empty());
+    assert!(matches!(
+        wal.append(&[rec(501, 10)]),
+        Err(WalError::Order(EpochError::EpochRegressed { .. }))
+    ));
+    assert!(matches!(
+        wal.append(&[rec(502, 11)]),
+        Err(WalError::Order(EpochError::NotContiguous { .. }))
+    ));
+    wal.append(&[rec(501, 11), rec(502, 12)]).unwrap();
+    wal.sync().unwrap();
+    // Suffix truncation down to the new base keeps the base.
+    wal.truncate_suffix(500).unwrap();
+    drop(wal);
+    let (wal, _) = open(dir.path());
+    assert_eq!(
+        (wal.first_offset(), wal.last_offset(), wal.last_epoch()),
+        (501, 500, 11)
+    );
+}
+
+#[test]
+fn truncate_prefix_to_exactly_the_last_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path());
+    fill(&mut wal, 1, 60);
+    wal.truncate_prefix(60, epoch_of(60)).unwrap();
+    assert_eq!((wal.first_offset(), wal.last_offset()), (61, 60));
+    wal.append(&[rec(61, 2)]).unwrap();
+    drop(wal);
+    let (wal, _) = open(dir.path());
+    assert_eq!((wal.first_offset(), wal.last_offset()), (61, 61));
+}
+
+#[test]
+fn interrupted_prefix_truncation_is_finished_at_open() {
+    // A crash after the new empty segment was created but before the old
+    // ones were deleted.
+    let tpl = template();
+    let leftover = segments(tpl.path());
+    let new = tpl.path().join(metawal::wal::segment_file_name(1001, 9));
+    fs::File::create(&new).unwrap();
+    let (mut wal, report) = open(tpl.path());
+    assert_eq!(report.finished_prefix_truncation, leftover);
+    assert_eq!(
+        (wal.first_offset(), wal.last_offset(), wal.last_epoch()),
+        (1001, 1000, 9)
+    );
+    assert_eq!(segments(tpl.path()), vec![new]);
+    wal.append(&[rec(1001, 9)]).unwrap();
+}
+
+#[test]
+fn a_stray_non_empty_later_segment_is_corrupt() {
+    let tpl = template();
+    let new = tpl.path().join(metawal::wal::segment_file_name(1001, 9));
+    fs::write(&new, &rec(1001, 9).bytes).unwrap();
+    assert!(matches!(
+        Wal::open(tpl.path(), SMALL),
+        Err(WalError::Corrupt { file, .. }) if file == new
+    ));
+}
+
+#[test]
+fn unknown_segment_name_is_refused() {
+    let tpl = template();
+    fs::write(tpl.path().join("junk.wal"), b"x").unwrap();
+    assert!(matches!(
+        Wal::open(tpl.path(), SMALL),
+        Err(WalError::Corrupt { .. })
+    ));
+}
+
+/// A small WAL (1..=25 in segments of 512 bytes) built once per test run.
+fn small_template() -> &'static Path {
+    use std::sync::OnceLock;
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 512 }).unwrap();
+        wal.append(&recs(1, 25)).unwrap();
+        wal.sync().unwrap();
+        dir
+    })
+    .path()
+}
+
+#[derive(Debug, Clone)]
+enum Damage {
+    Append(Vec<u8>),
+    Flip {
+        seg: usize,
+        pos: usize,
+        xor: u8,
+    },
+    Cut {
+        seg: usize,
+        keep: usize,
+    },
+    Overwrite {
+        seg: usize,
+        pos: usize,
+        bytes: Vec<u8>,
+    },
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(Damage::Append),
+        (any::<usize>(), any::<usize>(), 1..=255u8).prop_map(|(seg, pos, xor)| Damage::Flip {
+            seg,
+            pos,
+            xor
+        }),
+        (any::<usize>(), any::<usize>()).prop_map(|(seg, keep)| Damage::Cut { seg, keep }),
+        (
+            any::<usize>(),
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..64)
+        )
+            .prop_map(|(seg, pos, bytes)| Damage::Overwrite { seg, pos, bytes }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_damage_never_panics(damages in proptest::collection::vec(damage(), 1..4)) {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(small_template(), dir.path());
+        let segs = segments(dir.path());
+        for d in &damages {
+            match d {
+                Damage::Append(bytes) => {
+                    let last = segs.last().unwrap();
+                    let mut b = fs::read(last).unwrap();
+                    b.extend_from_slice(bytes);
+                    fs::write(last, b).unwrap();
+                }
+                Damage::Flip { seg, pos, xor } => {
+                    let p = &segs[seg % segs.len()];
+                    let mut b = fs::read(p).unwrap();
+                    if !b.is_empty() {
+                        let n = b.len();
+                        b[pos % n] ^= xor;
+                        fs::write(p, b).unwrap();
+                    }
+                }
+                Damage::Cut { seg, keep } => {
+                    let p = &segs[seg % segs.len()];
+                    let n = fs::metadata(p).unwrap().len() as usize;
+                    set_len(p, (keep % (n + 1)) as u64);
+                }
+                Damage::Overwrite { seg, pos, bytes } => {
+                    let p = &segs[seg % segs.len()];
+                    let mut b = fs::read(p).unwrap();
+                    if !b.is_empty() {
+                        let n = b.len();
+                        let start = pos % n;
+                        for (i, x) in bytes.iter().enumerate() {
+                            if start + i < n {
+                                b[start + i] = *x;
+                            }
+                        }
+                        fs::write(p, b).unwrap();
+                    }
+                }
+            }
+        }
+        let opts = WalOptions { segment_bytes: 512 };
+        match Wal::open(dir.path(), opts) {
+            Ok((mut wal, _)) => {
+                // Whatever survived is a prefix of what was written, and the
+                // log still works.
+                let all = recs(1, 25);
+                let got = read_all(&wal);
+                prop_assert_eq!(wal.first_offset(), 1);
+                prop_assert_eq!(&got[..], &all[..got.len()]);
+                let next = wal.last_offset() + 1;
+                wal.append(&[rec(next, wal.last_epoch())]).unwrap();
+                wal.sync().unwrap();
+                drop(wal);
+                let (wal, report) = Wal::open(dir.path(), opts).unwrap();
+                prop_assert_eq!(report.torn_tail, None);
+                prop_assert_eq!(wal.last_offset(), next);
+            }
+            Err(WalError::Corrupt { file, .. }) => {
+                prop_assert!(file.starts_with(dir.path()));
+            }
+            Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
+}
