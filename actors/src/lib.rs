@@ -1,1 +1,45 @@
-//! x
+//! # metawal-actors — the actix runtime of metawal
+//!
+//! The actors own sockets, files, timers and mailboxes; every replication
+//! decision is made by the pure state machines of the core crate
+//! ([`metawal`], re-exported here), fed with events and the current time.
+//!
+//! ```text
+//! broker ──Propose──▶ MetadataStore ──AppendEntry──▶ Replicator ──▶ disk thread (group commit)
+//!                         ▲   (leader)                  │ progress watch (log end, commit)
+//!                         │                             ├──▶ FollowerLink(peer 2) ──TCP──▶ ReplicaSession ─▶ ReplicaListener ─▶ disk thread
+//!                         │                             └──▶ FollowerLink(peer 3) ──TCP──▶ ReplicaSession ─▶ ReplicaListener ─▶ disk thread
+//!                         └── committed entries applied in order → MetadataView + MetadataChanged, on every node
+//! ```
+//!
+//! Start a node with [`Node::start`] inside a running actix `System`; keep the
+//! returned [`Node`] handle to propose, read the [`MetadataView`], subscribe,
+//! ask for [`NodeStatus`] and shut down.
+
+#![warn(missing_docs)]
+
+pub mod config;
+mod conn;
+pub mod disk;
+pub mod error;
+pub mod link;
+pub mod listener;
+pub mod node;
+pub mod progress;
+pub mod replicator;
+pub mod session;
+pub mod shared;
+pub mod status;
+pub mod store;
+pub mod view;
+
+pub use metawal;
+pub use metawal::{Command, Entry, NodeId, ReplicationConfig};
+
+pub use config::NodeConfig;
+pub use error::{DiskError, NodeError, ProposeError};
+pub use node::Node;
+pub use shared::Role;
+pub use status::{FollowerStatus, NodeStatus};
+pub use store::{Acks, Applied, MetadataStore, Propose, Proposed, Subscribe};
+pub use view::{MetadataChanged, MetadataView, TopicView};

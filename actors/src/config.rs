@@ -1,0 +1,108 @@
+//! `NodeConfig`: everything a node needs to start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use metawal::{NodeId, ReplicationConfig};
+
+use crate::error::NodeError;
+
+/// Configuration of one metawal node.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// This node's id (≥ 1), the broker id.
+    pub node_id: NodeId,
+    /// The cluster id every node must share.
+    pub cluster_id: String,
+    /// The shared secret that authenticates replication connections.
+    pub secret: Vec<u8>,
+    /// Where the WAL, snapshots and the `meta` file live.
+    pub data_dir: PathBuf,
+    /// Address the replication listener binds (port 0 picks one).
+    pub listen_addr: SocketAddr,
+    /// Every other node's id and replication address.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The metadata leader of a new cluster.
+    pub first_leader: NodeId,
+    /// The epoch it starts in (≥ 1).
+    pub first_epoch: u64,
+    /// Replication tunables (defaults from the design).
+    pub replication: ReplicationConfig,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("secret", &"<redacted>")
+            .field("data_dir", &self.data_dir)
+            .field("listen_addr", &self.listen_addr)
+            .field("peers", &self.peers)
+            .field("first_leader", &self.first_leader)
+            .field("first_epoch", &self.first_epoch)
+            .field("replication", &self.replication)
+            .finish()
+    }
+}
+
+impl NodeConfig {
+    /// A config with the default tunables, first leader node 1 at epoch 1.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: impl Into<String>,
+        secret: impl Into<Vec<u8>>,
+        data_dir: impl Into<PathBuf>,
+        listen_addr: SocketAddr,
+    ) -> NodeConfig {
+        NodeConfig {
+            node_id,
+            cluster_id: cluster_id.into(),
+            secret: secret.into(),
+            data_dir: data_dir.into(),
+            listen_addr,
+            peers: BTreeMap::new(),
+            first_leader: 1,
+            first_epoch: 1,
+            replication: ReplicationConfig::default(),
+        }
+    }
+
+    /// Check the configuration; the error says what to fix.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let bad = |s: String| Err(NodeError::Config(s));
+        if self.node_id == 0 {
+            return bad("node_id must be at least 1".into());
+        }
+        if self.cluster_id.is_empty() {
+            return bad("cluster_id must not be empty".into());
+        }
+        if self.secret.is_empty() {
+            return bad(
+                "secret must not be empty: replication connections are authenticated with it"
+                    .into(),
+            );
+        }
+        if self.peers.contains_key(&self.node_id) {
+            return bad(format!(
+                "peers must list the other nodes, not this node ({})",
+                self.node_id
+            ));
+        }
+        if self.peers.contains_key(&0) {
+            return bad("peer ids must be at least 1".into());
+        }
+        if self.first_leader != self.node_id && !self.peers.contains_key(&self.first_leader) {
+            return bad(format!(
+                "first_leader {} is neither this node nor a peer",
+                self.first_leader
+            ));
+        }
+        if self.first_epoch == 0 {
+            return bad("first_epoch must be at least 1".into());
+        }
+        self.replication.validate()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! One TCP connection inside an actor: a framed reader added as a stream and a
+//! writer future, both owned by the actor's context so that cancelling them
+//! ends the connection.
+//!
+//! This replaces actix's `FramedWrite`, whose buffer has no effective bound.
+//! Here the actor puts frames into a bounded channel (`try_send`: a full
+//! channel means "stop sending for now"), and the writer future feeds them to
+//! tokio-util's `FramedWrite`, which applies backpressure from the socket, and
+//! flushes once the channel is drained. Every item the reader yields carries
+//! the connection's generation so frames from an older connection are
+//! recognised and ignored.
+
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use futures::{SinkExt, StreamExt};
+use metawal::codec::{CodecError, FrameCodec};
+use metawal::frame::Frame;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// Frames queued for one connection's writer.
+pub(crate) const WRITE_QUEUE: usize = 64;
+
+/// What a connection's reader yields.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A decoded frame.
+    Frame(Frame),
+    /// A framing or socket error; the connection is unusable.
+    Error(CodecError),
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// An [`Inbound`] item tagged with its connection generation.
+#[derive(Debug)]
+pub(crate) struct ConnInput {
+    pub gen: u64,
+    pub item: Inbound,
+}
+
+/// An actor that owns connections.
+pub(crate) trait ConnOwner:
+    Actor<Context = Context<Self>> + StreamHandler<ConnInput>
+{
+    /// The writer of connection `gen` ended (error, or its channel closed).
+    fn writer_done(&mut self, gen: u64, result: Result<(), CodecError>, ctx: &mut Context<Self>);
+}
+
+/// A live connection's handles.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub gen: u64,
+    pub peer: SocketAddr,
+    tx: mpsc::Sender<Frame>,
+    reader: SpawnHandle,
+    writer: SpawnHandle,
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueError {
+    /// The writer is behind; try later.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+impl Connection {
+    /// Start reading and writing `stream` as connection `gen`.
+    pub fn attach<A: ConnOwner>(
+        ctx: &mut Context<A>,
+        stream: TcpStream,
+        gen: u64,
+        max_frame_bytes: usize,
+    ) -> Connection {
+        let _ = stream.set_nodelay(true);
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (read_half, write_half) = stream.into_split();
+        let reader = FramedRead::new(read_half, FrameCodec::new(max_frame_bytes))
+            .map(move |r| ConnInput {
+                gen,
+                item: match r {
+                    Ok(f) => Inbound::Frame(f),
+                    Err(e) => Inbound::Error(e),
+                },
+            })
+            .chain(futures::stream::once(async move {
+                ConnInput {
+                    gen,
+                    item: Inbound::Closed,
+                }
+            }));
+        let reader = ctx.add_stream(reader);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let sink = FramedWrite::new(write_half, FrameCodec::new(max_frame_bytes));
+        let writer = ctx.spawn(
+            actix::fut::wrap_future::<_, A>(write_loop(sink, rx))
+                .map(move |res, act: &mut A, ctx| act.writer_done(gen, res, ctx)),
+        );
+        Connection {
+            gen,
+            peer,
+            tx,
+            reader,
+            writer,
+        }
+    }
+
+    /// Queue a frame for sending.
+    pub fn send(&self, frame: Frame) -> Result<(), QueueError> {
+        self.tx.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => QueueError::Full,
+            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
+        })
+    }
+
+    /// End the connection: stop reading and writing, close the socket.
+    pub fn close<A: ConnOwner>(self, ctx: &mut Context<A>) {
+        ctx.cancel_future(self.reader);
+        ctx.cancel_future(self.writer);
+    }
+}
+
+async fn write_loop(
+    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+    mut rx: mpsc::Receiver<Frame>,
+) -> Result<(), CodecError> {
+    while let Some(frame) = rx.recv().await {
+        sink.feed(frame).await?;
+        while let Ok(frame) = rx.try_recv() {
+            sink.feed(frame).await?;
+        }
+        SinkExt::<Frame>::flush(&mut sink).await?;
+    }
+    Ok(())
+}

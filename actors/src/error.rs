@@ -1,0 +1,116 @@
+//! Errors of the actor layer: one enum for what a proposal can return, one for
+//! starting a node, one for the disk thread.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metawal::config::ConfigError;
+use metawal::state::ValidationError;
+use metawal::storage::StorageError;
+use metawal::wal::WalError;
+use metawal::NodeId;
+
+/// Why a proposal failed. Each variant says whether anything was appended.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node does not lead; nothing was appended.
+    #[error("node {node} is not the metadata leader (leader: {}); send the proposal there", leader.map_or("unknown".to_string(), |l| format!("node {l}")))]
+    NotLeader {
+        /// This node.
+        node: NodeId,
+        /// The leader this node knows, if any.
+        leader: Option<NodeId>,
+    },
+    /// The command breaks a metadata rule; nothing was appended.
+    #[error("invalid command: {0}")]
+    Invalid(#[from] ValidationError),
+    /// `acks=all` with fewer in-sync replicas than `min_insync_replicas`;
+    /// nothing was appended.
+    #[error("not enough in-sync replicas: the ISR has {isr} of the {required} that acks=all requires; nothing was appended, retry when followers have caught up")]
+    NotEnoughReplicas {
+        /// ISR size (leader included).
+        isr: usize,
+        /// `min_insync_replicas` in force.
+        required: usize,
+    },
+    /// The entry was appended (and is committed at `offset`), but the ISR had
+    /// shrunk below `min_insync_replicas` by then, so it is not acknowledged as
+    /// `acks=all`.
+    #[error("entry {offset} was appended but the ISR shrank to {isr}, below the {required} that acks=all requires; the entry is in the log")]
+    NotEnoughReplicasAfterAppend {
+        /// Offset of the appended entry.
+        offset: u64,
+        /// ISR size when it committed.
+        isr: usize,
+        /// `min_insync_replicas` in force.
+        required: usize,
+    },
+    /// The entry was appended at `offset` but did not reach the requested
+    /// acknowledgement in time; it may still commit.
+    #[error("timed out after {timeout:?} waiting for offset {offset}; the entry is in the leader's log and may still commit")]
+    Timeout {
+        /// Offset of the appended entry.
+        offset: u64,
+        /// The request timeout.
+        timeout: Duration,
+    },
+    /// Too much is queued; nothing was appended.
+    #[error("node is overloaded ({0}); nothing was appended, retry later")]
+    Overloaded(String),
+    /// The node's storage failed; it stopped accepting writes.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The node is stopping.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// A replication tunable is invalid.
+    #[error(transparent)]
+    Tunable(#[from] ConfigError),
+    /// The replication address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Recovering the data directory failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The node was asked to stop while starting.
+    #[error("node stopped while starting")]
+    Stopped,
+}
+
+/// Errors of the disk thread.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// The WAL failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// Snapshot or meta storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The data directory is inconsistent.
+    #[error("data directory {dir} is inconsistent: {reason}")]
+    Inconsistent {
+        /// The data directory.
+        dir: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// The disk thread has stopped (after a fatal error or shutdown).
+    #[error("the disk thread of node {0} has stopped")]
+    Stopped(NodeId),
+    /// The disk thread's queue is full.
+    #[error("the disk thread's queue of node {0} is full")]
+    QueueFull(NodeId),
+}

@@ -1,0 +1,591 @@
+//! `ReplicaListener`: the follower side's acceptor and log owner.
+//!
+//! It accepts replication connections (a bounded number at once) and starts a
+//! [`ReplicaSession`] for each. Sessions do the per-connection protocol; the
+//! listener owns what must be single on a node: the follower's log position
+//! (its epoch index, including records queued for the disk), the durable
+//! offset, the commit index learned from the leader, the current epoch and
+//! leader (persisted in `meta` before a higher epoch is acted on), and which
+//! session is the active one. A newer authenticated session replaces the
+//! older one.
+//!
+//! Records a session passes in are checked for contiguity and epochs, queued,
+//! and written by the disk thread one group-commit batch at a time; after each
+//! batch the active session is told the durable offset and acks it. Decoded
+//! entries go to the MetadataStore, which applies them once committed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use metawal::epochs::EpochIndex;
+use metawal::handshake::HandshakeKeys;
+use metawal::record::Record;
+use metawal::replication::check_append;
+use metawal::storage::{NodeMeta, Snapshot};
+use metawal::{Entry, NodeId, ReplicationConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use crate::disk::DiskHandle;
+use crate::progress::LogProgress;
+use crate::session::{Durable, ReplicaSession, SessionInit, StopSession};
+use crate::shared::{NodeShared, Role};
+use crate::store::{FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
+
+/// Most replication connections served at once.
+const MAX_SESSIONS: usize = 16;
+
+/// Why a leader may not attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AttachRefused {
+    /// This node leads.
+    NotFollower,
+    /// The leader's epoch is lower than this node's.
+    StaleEpoch {
+        current: u64,
+        leader: Option<NodeId>,
+    },
+    /// The higher epoch could not be persisted.
+    Storage(String),
+}
+
+type LogEnd = (u64, u64);
+
+/// A session authenticated a leader of `epoch`: make it the active session.
+#[derive(Message)]
+#[rtype(result = "Result<LogEnd, AttachRefused>")]
+pub(crate) struct Attach {
+    pub session: u64,
+    pub addr: Addr<ReplicaSession>,
+    pub leader: NodeId,
+    pub epoch: u64,
+}
+
+/// Checked records from the active session.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub(crate) struct SessionAppend {
+    pub session: u64,
+    pub records: Vec<Record>,
+    pub entries: Vec<Entry>,
+    pub commit: u64,
+}
+
+/// The leader's commit, from a heartbeat.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionCommit {
+    pub session: u64,
+    pub commit: u64,
+}
+
+/// Truncate after `to`, then report the log end.
+#[derive(Message)]
+#[rtype(result = "Result<LogEnd, String>")]
+pub(crate) struct SessionTruncate {
+    pub session: u64,
+    pub to: u64,
+}
+
+/// Install a snapshot received from the leader, then report the log end.
+#[derive(Message)]
+#[rtype(result = "Result<LogEnd, String>")]
+pub(crate) struct SessionSnapshot {
+    pub session: u64,
+    pub snapshot: Box<Snapshot>,
+}
+
+/// A session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionGone {
+    pub session: u64,
+}
+
+/// Stop accepting and end every session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopListener;
+
+/// Follower-side log position, for status.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FollowerPosition {
+    pub log_end: u64,
+    pub durable: u64,
+    pub commit: u64,
+}
+
+/// Ask for [`FollowerPosition`].
+#[derive(Message)]
+#[rtype(result = "FollowerPosition")]
+pub(crate) struct GetPosition;
+
+/// A wait for the in-flight write before the log can be reset.
+enum Deferred {
+    Attach(Attach, oneshot::Sender<Result<LogEnd, AttachRefused>>),
+    Truncate(u64, oneshot::Sender<Result<LogEnd, String>>),
+    Snapshot(Box<Snapshot>, oneshot::Sender<Result<LogEnd, String>>),
+}
+
+pub(crate) struct ListenerInit {
+    pub node: NodeId,
+    pub shared: Arc<NodeShared>,
+    pub config: ReplicationConfig,
+    pub keys: HandshakeKeys,
+    pub disk: DiskHandle,
+    pub store: Addr<MetadataStore>,
+    pub listener: TcpListener,
+    pub epochs: EpochIndex,
+    pub commit: u64,
+    pub meta: NodeMeta,
+    pub progress_tx: watch::Sender<LogProgress>,
+}
+
+/// The follower-side acceptor and log owner (see the module docs).
+pub struct ReplicaListener {
+    node: NodeId,
+    shared: Arc<NodeShared>,
+    config: ReplicationConfig,
+    keys: HandshakeKeys,
+    disk: DiskHandle,
+    store: Addr<MetadataStore>,
+    listener: Option<TcpListener>,
+    epochs: EpochIndex,
+    durable: Arc<AtomicU64>,
+    commit: u64,
+    meta: NodeMeta,
+    progress_tx: watch::Sender<LogProgress>,
+    sessions: HashMap<u64, Addr<ReplicaSession>>,
+    next_session: u64,
+    active: Option<u64>,
+    write_queue: Vec<Record>,
+    write_in_flight: bool,
+    deferred: Vec<Deferred>,
+    busy: bool,
+}
+
+impl ReplicaListener {
+    pub(crate) fn new(init: ListenerInit) -> ReplicaListener {
+        let durable = init.epochs.last_offset();
+        ReplicaListener {
+            node: init.node,
+            shared: init.shared,
+            config: init.config,
+            keys: init.keys,
+            disk: init.disk,
+            store: init.store,
+            listener: Some(init.listener),
+            epochs: init.epochs,
+            durable: Arc::new(AtomicU64::new(durable)),
+            commit: init.commit,
+            meta: init.meta,
+            progress_tx: init.progress_tx,
+            sessions: HashMap::new(),
+            next_session: 0,
+            active: None,
+            write_queue: Vec::new(),
+            write_in_flight: false,
+            deferred: Vec::new(),
+            busy: false,
+        }
+    }
+
+    fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    fn publish(&self) {
+        let p = LogProgress {
+            log_end: self.epochs.last_offset(),
+            durable: self.durable(),
+            commit: self.commit,
+        };
+        self.progress_tx.send_if_modified(|cur| {
+            if *cur != p {
+                *cur = p;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn flush_writes(&mut self, ctx: &mut Context<Self>) {
+        if self.write_in_flight || self.write_queue.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.write_queue);
+        let last = records.last().map_or(0, |r| r.offset);
+        let rx = match self.disk.append(records) {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::error!(node = self.node, error = %e, "cannot queue a follower WAL write");
+                self.reset_to_durable();
+                return;
+            }
+        };
+        self.write_in_flight = true;
+        ctx.spawn(async move { rx.await }.into_actor(self).map(move |res, act, ctx| {
+            act.write_in_flight = false;
+            match res {
+                Ok(Ok(durable)) => {
+                    let durable = durable.min(last);
+                    act.durable.store(durable, Ordering::Release);
+                    if let Some(addr) = act.active.and_then(|id| act.sessions.get(&id)) {
+                        let _ = addr.try_send(Durable { offset: durable });
+                    }
+                    act.publish();
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(node = act.node, offset = last, error = %e, "follower WAL write failed");
+                    act.reset_to_durable();
+                }
+                Err(_) => {
+                    tracing::error!(node = act.node, "disk thread stopped");
+                    act.reset_to_durable();
+                }
+            }
+            if !act.deferred.is_empty() {
+                act.run_deferred(ctx);
+            } else {
+                act.flush_writes(ctx);
+            }
+        }));
+    }
+
+    /// Forget queued records: the log is what is durable.
+    fn reset_to_durable(&mut self) {
+        self.write_queue.clear();
+        let durable = self.durable();
+        if self.epochs.last_offset() > durable {
+            self.epochs.truncate_suffix(durable);
+            self.store.do_send(Truncated { to: durable });
+        }
+        self.publish();
+    }
+
+    fn run_deferred(&mut self, ctx: &mut Context<Self>) {
+        if self.write_in_flight || self.busy {
+            return;
+        }
+        self.reset_to_durable();
+        let Some(job) = (!self.deferred.is_empty()).then(|| self.deferred.remove(0)) else {
+            return;
+        };
+        match job {
+            Deferred::Attach(req, tx) => {
+                if let Some(old) = self.active.take() {
+                    if old != req.session {
+                        if let Some(addr) = self.sessions.get(&old) {
+                            addr.do_send(StopSession);
+                        }
+                    }
+                }
+                self.active = Some(req.session);
+                self.sessions.insert(req.session, req.addr);
+                let _ = tx.send(Ok((self.epochs.last_offset(), self.epochs.last_epoch())));
+                tracing::info!(
+                    node = self.node,
+                    leader = req.leader,
+                    epoch = req.epoch,
+                    offset = self.epochs.last_offset(),
+                    "following leader"
+                );
+                self.run_deferred(ctx);
+            }
+            Deferred::Truncate(to, tx) => {
+                let floor = self.commit.min(self.durable());
+                if to < floor {
+                    let _ = tx.send(Err(format!(
+                        "refusing to truncate to {to}: entries up to {floor} are committed here"
+                    )));
+                    self.run_deferred(ctx);
+                    return;
+                }
+                self.busy = true;
+                let job = self.disk.run(move |d| {
+                    d.wal.truncate_suffix(to).map_err(|e| e.to_string())?;
+                    Ok::<_, String>(d.wal.epochs().clone())
+                });
+                ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+                    act.busy = false;
+                    let res = match res {
+                        Ok(Ok(epochs)) => {
+                            act.epochs = epochs;
+                            act.durable
+                                .store(act.epochs.last_offset(), Ordering::Release);
+                            act.store.do_send(Truncated { to });
+                            tracing::info!(
+                                node = act.node,
+                                offset = to,
+                                "log truncated at the leader's request"
+                            );
+                            act.publish();
+                            Ok((act.epochs.last_offset(), act.epochs.last_epoch()))
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = tx.send(res);
+                    act.run_deferred(ctx);
+                }));
+            }
+            Deferred::Snapshot(snap, tx) => {
+                self.busy = true;
+                let snap_for_disk = (*snap).clone();
+                let job = self.disk.run(move |d| {
+                    snap_for_disk
+                        .store(&d.snapshot_dir())
+                        .map_err(|e| e.to_string())?;
+                    d.wal
+                        .truncate_prefix(snap_for_disk.offset, snap_for_disk.epoch)
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>(d.wal.epochs().clone())
+                });
+                ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+                    act.busy = false;
+                    let res = match res {
+                        Ok(Ok(epochs)) => {
+                            act.epochs = epochs;
+                            act.durable
+                                .store(act.epochs.last_offset(), Ordering::Release);
+                            act.commit = act.commit.max(snap.offset);
+                            tracing::info!(
+                                node = act.node,
+                                offset = snap.offset,
+                                "snapshot installed"
+                            );
+                            act.store.do_send(InstallSnapshot(snap));
+                            act.publish();
+                            Ok((act.epochs.last_offset(), act.epochs.last_epoch()))
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = tx.send(res);
+                    act.run_deferred(ctx);
+                }));
+            }
+        }
+    }
+
+    fn is_active(&self, session: u64) -> bool {
+        self.active == Some(session)
+    }
+}
+
+impl Actor for ReplicaListener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(256);
+        if let Some(listener) = self.listener.take() {
+            let accepts = futures::stream::unfold(listener, |l| async move {
+                let r = l.accept().await;
+                Some((r, l))
+            });
+            ctx.add_stream(accepts);
+        }
+        self.publish();
+    }
+}
+
+impl StreamHandler<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>>
+    for ReplicaListener
+{
+    fn handle(
+        &mut self,
+        item: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (stream, from) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(node = self.node, error = %e, "accept failed");
+                return;
+            }
+        };
+        self.sessions.retain(|_, a| a.connected());
+        if self.sessions.len() >= MAX_SESSIONS {
+            tracing::warn!(node = self.node, peer = %from, "too many replication connections; refused");
+            return;
+        }
+        self.next_session += 1;
+        let id = self.next_session;
+        let init = SessionInit {
+            id,
+            node: self.node,
+            shared: self.shared.clone(),
+            config: self.config.clone(),
+            keys: self.keys.clone(),
+            listener: ctx.address(),
+            durable: self.durable.clone(),
+            stream,
+        };
+        let addr = ReplicaSession::new(init).start();
+        self.sessions.insert(id, addr);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(node = self.node, "replication listener closed");
+    }
+}
+
+impl Handler<Attach> for ReplicaListener {
+    type Result = ResponseFuture<Result<LogEnd, AttachRefused>>;
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let fut = Box::pin(async move {
+            rx.await
+                .unwrap_or(Err(AttachRefused::Storage("listener stopped".into())))
+        });
+        if self.shared.role() != Role::Follower {
+            let _ = tx.send(Err(AttachRefused::NotFollower));
+            return fut;
+        }
+        if msg.epoch < self.meta.current_epoch {
+            let _ = tx.send(Err(AttachRefused::StaleEpoch {
+                current: self.meta.current_epoch,
+                leader: self.meta.leader,
+            }));
+            return fut;
+        }
+        if msg.epoch > self.meta.current_epoch || self.meta.leader != Some(msg.leader) {
+            // Persist the new epoch before acting on it.
+            let mut meta = self.meta.clone();
+            meta.current_epoch = msg.epoch;
+            meta.leader = Some(msg.leader);
+            meta.commit_hint = meta.commit_hint.max(self.commit.min(self.durable()));
+            let to_store = meta.clone();
+            let job = self.disk.run(move |d| to_store.store(&d.data_dir));
+            ctx.spawn(job.into_actor(self).map(move |res, act, ctx| match res {
+                Ok(Ok(())) => {
+                    tracing::info!(
+                        node = act.node,
+                        epoch = meta.current_epoch,
+                        leader = msg.leader,
+                        "new epoch persisted"
+                    );
+                    act.shared.set_epoch_leader(meta.current_epoch, meta.leader);
+                    act.meta = meta;
+                    act.deferred.push(Deferred::Attach(msg, tx));
+                    act.run_deferred(ctx);
+                }
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(AttachRefused::Storage(e.to_string())));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(AttachRefused::Storage(e.to_string())));
+                }
+            }));
+            return fut;
+        }
+        self.deferred.push(Deferred::Attach(msg, tx));
+        self.run_deferred(ctx);
+        fut
+    }
+}
+
+impl Handler<SessionAppend> for ReplicaListener {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: SessionAppend, ctx: &mut Context<Self>) -> Result<(), String> {
+        if !self.is_active(msg.session) || !self.deferred.is_empty() || self.busy {
+            return Err("session is not the active one".into());
+        }
+        check_append(&self.epochs, self.meta.current_epoch, &msg.records)
+            .map_err(|e| e.to_string())?;
+        for r in &msg.records {
+            self.epochs
+                .append(r.offset, r.epoch)
+                .map_err(|e| e.to_string())?;
+        }
+        self.write_queue.extend(msg.records);
+        self.commit = self.commit.max(msg.commit);
+        if !msg.entries.is_empty() {
+            // Dropped when the store is busy: it reads them back from the WAL.
+            let _ = self.store.try_send(FollowerEntries(msg.entries));
+        }
+        self.flush_writes(ctx);
+        self.publish();
+        Ok(())
+    }
+}
+
+impl Handler<SessionCommit> for ReplicaListener {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionCommit, _ctx: &mut Context<Self>) {
+        if self.is_active(msg.session) && msg.commit > self.commit {
+            self.commit = msg.commit;
+            self.publish();
+        }
+    }
+}
+
+impl Handler<SessionTruncate> for ReplicaListener {
+    type Result = ResponseFuture<Result<LogEnd, String>>;
+
+    fn handle(&mut self, msg: SessionTruncate, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if !self.is_active(msg.session) {
+            let _ = tx.send(Err("session is not the active one".into()));
+        } else {
+            self.deferred.push(Deferred::Truncate(msg.to, tx));
+            self.run_deferred(ctx);
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err("listener stopped".into())) })
+    }
+}
+
+impl Handler<SessionSnapshot> for ReplicaListener {
+    type Result = ResponseFuture<Result<LogEnd, String>>;
+
+    fn handle(&mut self, msg: SessionSnapshot, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if !self.is_active(msg.session) {
+            let _ = tx.send(Err("session is not the active one".into()));
+        } else {
+            self.deferred.push(Deferred::Snapshot(msg.snapshot, tx));
+            self.run_deferred(ctx);
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err("listener stopped".into())) })
+    }
+}
+
+impl Handler<SessionGone> for ReplicaListener {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionGone, _ctx: &mut Context<Self>) {
+        self.sessions.remove(&msg.session);
+        if self.active == Some(msg.session) {
+            self.active = None;
+        }
+    }
+}
+
+impl Handler<GetPosition> for ReplicaListener {
+    type Result = MessageResult<GetPosition>;
+
+    fn handle(&mut self, _msg: GetPosition, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(FollowerPosition {
+            log_end: self.epochs.last_offset(),
+            durable: self.durable(),
+            commit: self.commit,
+        })
+    }
+}
+
+impl Handler<StopListener> for ReplicaListener {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopListener, ctx: &mut Context<Self>) {
+        for addr in self.sessions.values() {
+            addr.do_send(StopSession);
+        }
+        ctx.stop();
+    }
+}

@@ -1,0 +1,403 @@
+//! `Node`: start a metawal node inside a running actix system, and the handle
+//! a broker keeps.
+//!
+//! [`Node::start`] validates the config, starts the disk thread and recovers
+//! the data directory on it (WAL with torn-tail repair, newest snapshot, the
+//! `meta` file), picks the role — a node whose `meta` names itself leader
+//! comes back as leader of the next epoch; otherwise it follows the leader it
+//! knows, or the config's first leader on a new cluster — binds the
+//! replication listener and starts the actors on the current arbiter:
+//! `MetadataStore` and `ReplicaListener` on every node, and `Replicator` (with
+//! its `FollowerLink`s) on the leader.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use metawal::epochs::EpochIndex;
+use metawal::handshake::HandshakeKeys;
+use metawal::record::decode_record;
+use metawal::storage::{NodeMeta, Snapshot};
+use metawal::wal::WalOptions;
+use metawal::{Command, MetadataState, NodeId};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::NodeConfig;
+use crate::disk::{Disk, DiskHandle};
+use crate::error::{DiskError, NodeError, ProposeError};
+use crate::listener::{GetPosition, ListenerInit, ReplicaListener, StopListener};
+use crate::progress::LogProgress;
+use crate::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
+use crate::shared::{NodeShared, Role};
+use crate::status::NodeStatus;
+use crate::store::{
+    Acks, Applied, GetApplied, MetadataStore, Propose, Proposed, StopStore, StoreInit, Subscribe,
+};
+use crate::view::{MetadataChanged, MetadataView};
+
+/// What recovery found in the data directory.
+struct Recovered {
+    meta: Option<NodeMeta>,
+    /// State up to the known commit.
+    state: MetadataState,
+    /// State with every entry in the WAL.
+    appended: MetadataState,
+    epochs: EpochIndex,
+    commit: u64,
+}
+
+fn recover(d: &mut Disk, node: NodeId) -> Result<Recovered, DiskError> {
+    let meta = NodeMeta::load(&d.data_dir)?;
+    let snapshot = Snapshot::load_latest(&d.snapshot_dir())?;
+    let (mut state, snap_offset) = match snapshot {
+        Some(s) => {
+            if d.wal.last_offset() < s.offset {
+                // The snapshot was installed but the WAL not yet reset.
+                d.wal.truncate_prefix(s.offset, s.epoch)?;
+            }
+            (s.state, s.offset)
+        }
+        None => (MetadataState::new(), 0),
+    };
+    let first = d.wal.first_offset();
+    if first > snap_offset + 1 {
+        return Err(DiskError::Inconsistent {
+            dir: d.data_dir.display().to_string(),
+            reason: format!(
+                "the WAL starts at offset {first} but the newest snapshot covers only up to {snap_offset}; entries in between are missing. Restore the snapshots directory, or empty this data dir to resync from the leader"
+            ),
+        });
+    }
+    let commit = meta
+        .as_ref()
+        .map_or(0, |m| m.commit_hint)
+        .max(snap_offset)
+        .min(d.wal.last_offset());
+    let mut appended: Option<MetadataState> = None;
+    let mut next = snap_offset + 1;
+    let last = d.wal.last_offset();
+    while next <= last {
+        let records = d.wal.read(next, 4096, 8 * 1024 * 1024)?;
+        if records.is_empty() {
+            break;
+        }
+        for r in records {
+            let (entry, _) = decode_record(&r.bytes).map_err(|e| DiskError::Inconsistent {
+                dir: d.data_dir.display().to_string(),
+                reason: format!("record {} does not decode: {e}", r.offset),
+            })?;
+            if entry.offset <= commit {
+                if let Err(e) = state.apply(&entry) {
+                    tracing::warn!(node, offset = entry.offset, error = %e, "replayed entry does not apply");
+                }
+            } else {
+                let a = appended.get_or_insert_with(|| state.clone());
+                if let Err(e) = a.apply(&entry) {
+                    tracing::warn!(node, offset = entry.offset, error = %e, "replayed entry does not apply");
+                }
+            }
+            next = entry.offset + 1;
+        }
+    }
+    let appended = appended.unwrap_or_else(|| state.clone());
+    Ok(Recovered {
+        meta,
+        state,
+        appended,
+        epochs: d.wal.epochs().clone(),
+        commit,
+    })
+}
+
+/// A running node: the handle a broker keeps. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    node_id: NodeId,
+    store: Addr<MetadataStore>,
+    replicator: Option<Addr<Replicator>>,
+    listener: Addr<ReplicaListener>,
+    view: MetadataView,
+    shared: Arc<NodeShared>,
+    disk: DiskHandle,
+    replication_addr: SocketAddr,
+    cluster_id: String,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.node_id)
+            .field("role", &self.shared.role())
+            .field("replication_addr", &self.replication_addr)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Start a node on the current arbiter of a running actix system.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate()?;
+        let node = config.node_id;
+        let (disk, report) = DiskHandle::start(
+            node,
+            config.data_dir.clone(),
+            WalOptions {
+                segment_bytes: config.replication.segment_bytes,
+            },
+        )
+        .await?;
+        if let Some(t) = &report.torn_tail {
+            tracing::warn!(node, file = %t.file.display(), byte = t.byte, removed = t.removed, "WAL torn tail removed at start");
+        }
+        let rec = disk.run(move |d| recover(d, node)).await??;
+
+        if let Some(m) = &rec.meta {
+            if m.node_id != node || m.cluster_id != config.cluster_id {
+                return Err(NodeError::Config(format!(
+                    "data dir {} belongs to node {} of cluster {:?}, not node {} of cluster {:?}",
+                    config.data_dir.display(),
+                    m.node_id,
+                    m.cluster_id,
+                    node,
+                    config.cluster_id
+                )));
+            }
+        }
+        // Role and epoch.
+        let (role, epoch, leader) = match &rec.meta {
+            Some(m) if m.leader == Some(node) => (
+                Role::Leader,
+                m.current_epoch.max(rec.epochs.last_epoch()) + 1,
+                Some(node),
+            ),
+            Some(m) => (Role::Follower, m.current_epoch, m.leader),
+            None if config.first_leader == node => (
+                Role::Leader,
+                config.first_epoch.max(rec.epochs.last_epoch() + 1),
+                Some(node),
+            ),
+            None => (
+                Role::Follower,
+                config.first_epoch,
+                Some(config.first_leader),
+            ),
+        };
+        let meta = NodeMeta {
+            node_id: node,
+            cluster_id: config.cluster_id.clone(),
+            current_epoch: epoch,
+            leader,
+            commit_hint: rec.commit,
+        };
+        if rec.meta.as_ref() != Some(&meta) {
+            let m = meta.clone();
+            disk.run(move |d| m.store(&d.data_dir))
+                .await?
+                .map_err(DiskError::from)?;
+        }
+        tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
+
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| NodeError::Listen {
+                addr: config.listen_addr,
+                source,
+            })?;
+        let replication_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.listen_addr,
+            source,
+        })?;
+        let cluster_size = config.peers.len() + 1;
+        let shared = Arc::new(NodeShared::new(
+            node,
+            role,
+            epoch,
+            leader,
+            config.replication.effective_min_insync(cluster_size),
+        ));
+        let keys = HandshakeKeys::new(node, config.cluster_id.clone(), config.secret.clone())
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let last = rec.epochs.last_offset();
+        let (progress_tx, progress_rx) = watch::channel(LogProgress {
+            log_end: last,
+            durable: last,
+            commit: rec.commit,
+        });
+        let view = MetadataView::new();
+
+        let replicator = (role == Role::Leader).then(|| {
+            Replicator::new(ReplicatorInit {
+                node,
+                epoch,
+                config: config.replication.clone(),
+                shared: shared.clone(),
+                disk: disk.clone(),
+                keys: keys.clone(),
+                peers: config.peers.clone(),
+                epochs: rec.epochs.clone(),
+                commit: rec.commit,
+                progress_tx: progress_tx.clone(),
+                progress_rx: progress_rx.clone(),
+            })
+            .start()
+        });
+        let store = MetadataStore::new(StoreInit {
+            node,
+            shared: shared.clone(),
+            config: config.replication.clone(),
+            state: rec.state,
+            view: view.clone(),
+            disk: disk.clone(),
+            progress: progress_rx,
+            leader: replicator
+                .clone()
+                .map(|r| (rec.appended, last + 1, epoch, r)),
+        })
+        .start();
+        let listener = ReplicaListener::new(ListenerInit {
+            node,
+            shared: shared.clone(),
+            config: config.replication.clone(),
+            keys,
+            disk: disk.clone(),
+            store: store.clone(),
+            listener,
+            epochs: rec.epochs,
+            commit: rec.commit,
+            meta,
+            progress_tx,
+        })
+        .start();
+        tracing::info!(node, addr = %replication_addr, role = %role, epoch, "node started");
+        Ok(Node {
+            node_id: node,
+            store,
+            replicator,
+            listener,
+            view,
+            shared,
+            disk,
+            replication_addr,
+            cluster_id: config.cluster_id,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The address the replication listener is bound to.
+    pub fn replication_addr(&self) -> SocketAddr {
+        self.replication_addr
+    }
+
+    /// The MetadataStore actor, for a broker's actors to send [`Propose`] to.
+    pub fn store(&self) -> Addr<MetadataStore> {
+        self.store.clone()
+    }
+
+    /// The committed metadata, readable from any thread.
+    pub fn view(&self) -> MetadataView {
+        self.view.clone()
+    }
+
+    /// This node's role now.
+    pub fn role(&self) -> Role {
+        self.shared.role()
+    }
+
+    /// Propose a change (only the leader accepts).
+    pub async fn propose(&self, command: Command, acks: Acks) -> Result<Proposed, ProposeError> {
+        self.store
+            .send(Propose { command, acks })
+            .await
+            .map_err(|_| ProposeError::ShuttingDown)?
+    }
+
+    /// Notify `recipient` of every committed change, in order, from now on.
+    pub fn subscribe(&self, recipient: Recipient<MetadataChanged>) {
+        self.store.do_send(Subscribe(recipient));
+    }
+
+    /// What the store has applied, with the state's digest.
+    pub async fn applied(&self) -> Result<Applied, ProposeError> {
+        self.store
+            .send(GetApplied)
+            .await
+            .map_err(|_| ProposeError::ShuttingDown)
+    }
+
+    /// The node's status (and its followers', on the leader).
+    pub async fn status(&self) -> Result<NodeStatus, ProposeError> {
+        let mut status = NodeStatus {
+            node_id: self.node_id,
+            role: self.shared.role(),
+            epoch: self.shared.epoch(),
+            leader: self.shared.leader(),
+            log_end: 0,
+            durable: 0,
+            high_watermark: 0,
+            applied_offset: self.view.applied_offset(),
+            isr_len: 0,
+            followers: Vec::new(),
+        };
+        match &self.replicator {
+            Some(r) => {
+                let s = r
+                    .send(GetReplicationStatus)
+                    .await
+                    .map_err(|_| ProposeError::ShuttingDown)?;
+                status.log_end = s.log_end;
+                status.durable = s.durable;
+                status.high_watermark = s.hw;
+                status.isr_len = self.shared.isr_len();
+                status.followers = s.followers;
+            }
+            None => {
+                let p = self
+                    .listener
+                    .send(GetPosition)
+                    .await
+                    .map_err(|_| ProposeError::ShuttingDown)?;
+                status.log_end = p.log_end;
+                status.durable = p.durable;
+                status.high_watermark = p.commit;
+            }
+        }
+        Ok(status)
+    }
+
+    /// Stop the node: close its connections, stop its actors, sync and close
+    /// the WAL, and record how far it had applied.
+    pub async fn shutdown(self) {
+        let node = self.node_id;
+        self.shared.set_role(Role::Stopped);
+        if let Some(r) = &self.replicator {
+            let _ = r.send(StopReplicator).await;
+        }
+        let _ = self.listener.send(StopListener).await;
+        let _ = self.store.send(StopStore).await;
+        let meta = NodeMeta {
+            node_id: node,
+            cluster_id: self.cluster_id.clone(),
+            current_epoch: self.shared.epoch(),
+            leader: self.shared.leader(),
+            commit_hint: self.view.applied_offset(),
+        };
+        match self.disk.run(move |d| meta.store(&d.data_dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(node, error = %e, "could not record the commit hint"),
+            Err(e) => tracing::warn!(node, error = %e, "could not record the commit hint"),
+        }
+        self.disk.stop().await;
+        tracing::info!(node, "node stopped");
+    }
+}
+
+/// Peers map helper: `[(id, addr)]` → map.
+pub fn peers(list: impl IntoIterator<Item = (NodeId, SocketAddr)>) -> BTreeMap<NodeId, SocketAddr> {
+    list.into_iter().collect()
+}

@@ -1,0 +1,60 @@
+//! `NodeStatus`: what a node reports about itself and, on the leader, about
+//! each follower.
+
+use metawal::replication::LinkState;
+use metawal::NodeId;
+
+use crate::shared::Role;
+
+/// One follower as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerStatus {
+    /// The follower's node id.
+    pub peer: NodeId,
+    /// Whether its link has a live connection.
+    pub connected: bool,
+    /// The link's state.
+    pub state: LinkState,
+    /// Highest offset it confirmed durable.
+    pub acked_offset: u64,
+    /// Entries it is behind the leader's log end.
+    pub lag: u64,
+    /// Whether it is in the ISR.
+    pub in_isr: bool,
+    /// Bytes sent to it and not yet acked.
+    pub inflight_bytes: usize,
+    /// Reconnections of its link.
+    pub reconnects: u64,
+}
+
+/// A node's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The leader it knows.
+    pub leader: Option<NodeId>,
+    /// Last offset in its log.
+    pub log_end: u64,
+    /// Last offset durable in its WAL.
+    pub durable: u64,
+    /// The high watermark (committed offset) it knows.
+    pub high_watermark: u64,
+    /// Last offset applied to its metadata state.
+    pub applied_offset: u64,
+    /// ISR size (leader only; 0 on a follower).
+    pub isr_len: usize,
+    /// Followers (leader only).
+    pub followers: Vec<FollowerStatus>,
+}
+
+impl NodeStatus {
+    /// The status of one follower.
+    pub fn follower(&self, peer: NodeId) -> Option<&FollowerStatus> {
+        self.followers.iter().find(|f| f.peer == peer)
+    }
+}

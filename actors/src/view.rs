@@ -1,0 +1,147 @@
+//! `MetadataView`: the committed metadata of one node, for a broker to read.
+//!
+//! The MetadataStore updates it after applying each committed entry; readers on
+//! any thread get it through a cheap clone (an `Arc`) and read it without
+//! going through an actor. It is backed by a `DashMap` (sharded locks, so
+//! readers never wait for the store except on the one shard being written).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::Message;
+use dashmap::DashMap;
+use metawal::state::{MetadataState, PartitionState};
+use metawal::Command;
+
+/// One topic as the view holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicView {
+    /// Replication factor requested at creation.
+    pub replication_factor: u32,
+    /// Partitions by index.
+    pub partitions: Vec<PartitionState>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    topics: DashMap<String, TopicView>,
+    applied_offset: AtomicU64,
+    applied_epoch: AtomicU64,
+}
+
+/// Read-only, cheap-to-clone view of a node's committed metadata.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataView {
+    inner: Arc<Inner>,
+}
+
+impl MetadataView {
+    /// A view of an empty state.
+    pub fn new() -> MetadataView {
+        MetadataView::default()
+    }
+
+    /// A topic, if it exists.
+    pub fn topic(&self, name: &str) -> Option<TopicView> {
+        self.inner.topics.get(name).map(|t| t.clone())
+    }
+
+    /// One partition of a topic, if both exist.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionState> {
+        let t = self.inner.topics.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.partitions.get(p).cloned())
+    }
+
+    /// Names of all topics, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.topics.iter().map(|e| e.key().clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Offset of the last applied (committed) entry.
+    pub fn applied_offset(&self) -> u64 {
+        self.inner.applied_offset.load(Ordering::Acquire)
+    }
+
+    /// Epoch of the last applied entry.
+    pub fn applied_epoch(&self) -> u64 {
+        self.inner.applied_epoch.load(Ordering::Acquire)
+    }
+
+    /// Replace the whole view with `state` (at start-up and after a snapshot).
+    pub(crate) fn reset(&self, state: &MetadataState) {
+        self.inner.topics.clear();
+        for (name, t) in state.topics() {
+            self.inner.topics.insert(
+                name.clone(),
+                TopicView {
+                    replication_factor: t.replication_factor,
+                    partitions: t.partitions.clone(),
+                },
+            );
+        }
+        self.set_applied(state.applied_offset(), state.applied_epoch());
+    }
+
+    /// Copy what `command` changed from `state` (which has just applied it).
+    pub(crate) fn update(&self, state: &MetadataState, command: &Command) {
+        match command {
+            Command::CreateTopic { name, .. } => {
+                if let Some(t) = state.topic(name) {
+                    self.inner.topics.insert(
+                        name.clone(),
+                        TopicView {
+                            replication_factor: t.replication_factor,
+                            partitions: t.partitions.clone(),
+                        },
+                    );
+                }
+            }
+            Command::DeleteTopic { name } => {
+                self.inner.topics.remove(name);
+            }
+            Command::AssignPartition {
+                topic, partition, ..
+            }
+            | Command::SetPartitionLeader {
+                topic, partition, ..
+            }
+            | Command::UpdateIsr {
+                topic, partition, ..
+            } => {
+                let (Some(new), Some(mut t), Ok(p)) = (
+                    state.partition(topic, *partition),
+                    self.inner.topics.get_mut(topic.as_str()),
+                    usize::try_from(*partition),
+                ) else {
+                    return;
+                };
+                if let Some(slot) = t.partitions.get_mut(p) {
+                    slot.clone_from(new);
+                }
+            }
+            Command::LeaderChange { .. } => {}
+        }
+    }
+
+    pub(crate) fn set_applied(&self, offset: u64, epoch: u64) {
+        self.inner.applied_epoch.store(epoch, Ordering::Release);
+        self.inner.applied_offset.store(offset, Ordering::Release);
+    }
+}
+
+/// Sent to subscribers after each committed entry is applied, in offset
+/// order, on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct MetadataChanged {
+    /// The entry's offset.
+    pub offset: u64,
+    /// The entry's epoch.
+    pub epoch: u64,
+    /// The command applied.
+    pub command: Command,
+}
