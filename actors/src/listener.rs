@@ -227,7 +227,7 @@ impl ReplicaListener {
             }
         };
         self.write_in_flight = true;
-        ctx.spawn(async move { rx.await }.into_actor(self).map(move |res, act, ctx| {
+        ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
             act.write_in_flight = false;
             match res {
                 Ok(Ok(durable)) => {

@@ -229,24 +229,20 @@ impl Replicator {
             }
         };
         self.wal_in_flight = true;
-        ctx.spawn(
-            async move { rx.await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.wal_in_flight = false;
-                    match res {
-                        Ok(Ok(durable)) => {
-                            let change = act.tracker.on_local_durable(durable.min(last));
-                            act.resolve_leader_waiters();
-                            act.apply_change(change);
-                            act.publish();
-                            act.flush_wal(ctx);
-                        }
-                        Ok(Err(e)) => act.fail(format!("WAL write failed: {e}")),
-                        Err(_) => act.fail("the disk thread stopped".into()),
-                    }
-                }),
-        );
+        ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
+            act.wal_in_flight = false;
+            match res {
+                Ok(Ok(durable)) => {
+                    let change = act.tracker.on_local_durable(durable.min(last));
+                    act.resolve_leader_waiters();
+                    act.apply_change(change);
+                    act.publish();
+                    act.flush_wal(ctx);
+                }
+                Ok(Err(e)) => act.fail(format!("WAL write failed: {e}")),
+                Err(_) => act.fail("the disk thread stopped".into()),
+            }
+        }));
     }
 
     /// Storage failed: refuse further writes and fail every waiter.

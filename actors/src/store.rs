@@ -119,6 +119,9 @@ pub struct GetApplied;
 #[rtype(result = "()")]
 pub(crate) struct StopStore;
 
+/// Resolves when the proposal reached the acknowledgement it asked for.
+type AckWait = oneshot::Receiver<Result<(), ProposeError>>;
+
 /// Leader-only: the state with every appended entry, and the next offset.
 struct AppendedLog {
     state: MetadataState,
@@ -195,13 +198,7 @@ impl MetadataStore {
         command: Command,
         acks: Acks,
         control: bool,
-    ) -> Result<
-        (
-            Proposed,
-            Option<oneshot::Receiver<Result<(), ProposeError>>>,
-        ),
-        ProposeError,
-    > {
+    ) -> Result<(Proposed, Option<AckWait>), ProposeError> {
         let role = self.shared.role();
         let Some(log) = self.appended.as_mut().filter(|_| role == Role::Leader) else {
             return Err(match role {

@@ -1,0 +1,176 @@
+//! Shared harness for the actor-level tests: a cluster of nodes in one
+//! process, each on its own Arbiter, on 127.0.0.1 with temp dirs, optionally
+//! with a [`proxy::FaultProxy`] between the leader and some followers.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use metawal_actors::{Node, NodeConfig, NodeId, ReplicationConfig};
+use proxy::FaultProxy;
+
+/// The cluster id and secret every test node uses.
+pub const CLUSTER: &str = "test-cluster";
+/// The shared secret.
+pub const SECRET: &[u8] = b"test-secret";
+
+/// Poll `cond` until it holds; panic with `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A free loopback port.
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+/// Start `cfg` on a new Arbiter.
+pub async fn start_node(cfg: NodeConfig) -> Result<(Node, Arbiter), metawal_actors::NodeError> {
+    let arbiter = Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    arbiter.spawn(async move {
+        let _ = tx.send(Node::start(cfg).await);
+    });
+    let node = rx.await.expect("arbiter dropped the start")?;
+    Ok((node, arbiter))
+}
+
+/// Nodes `1..=n`, node 1 the first leader.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    /// Each node's own replication address.
+    pub addrs: BTreeMap<NodeId, SocketAddr>,
+    /// Proxies in front of some followers (the leader connects through them).
+    pub proxies: BTreeMap<NodeId, FaultProxy>,
+    pub replication: ReplicationConfig,
+    nodes: BTreeMap<NodeId, (Node, Arbiter)>,
+}
+
+impl TestCluster {
+    /// Start `n` nodes; followers in `proxied` are reached through a proxy.
+    pub async fn start(n: u64, proxied: &[NodeId], replication: ReplicationConfig) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addrs: BTreeMap<NodeId, SocketAddr> = (1..=n).map(|id| (id, free_addr())).collect();
+        let mut proxies = BTreeMap::new();
+        for &id in proxied {
+            proxies.insert(id, FaultProxy::start(addrs[&id]).await.expect("proxy"));
+        }
+        let mut c = TestCluster {
+            dir,
+            addrs,
+            proxies,
+            replication,
+            nodes: BTreeMap::new(),
+        };
+        for id in (2..=n).chain([1]) {
+            c.start_node(id).await;
+        }
+        c
+    }
+
+    /// The config node `id` starts with.
+    pub fn config(&self, id: NodeId) -> NodeConfig {
+        let mut cfg = NodeConfig::new(
+            id,
+            CLUSTER,
+            SECRET.to_vec(),
+            self.data_dir(id),
+            self.addrs[&id],
+        );
+        cfg.peers = self
+            .addrs
+            .keys()
+            .filter(|&&p| p != id)
+            .map(|&p| (p, self.proxies.get(&p).map_or(self.addrs[&p], |x| x.addr())))
+            .collect();
+        cfg.replication = self.replication.clone();
+        cfg
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    /// (Re)start node `id`.
+    pub async fn start_node(&mut self, id: NodeId) {
+        let (node, arbiter) = start_node(self.config(id)).await.expect("node starts");
+        self.nodes.insert(id, (node, arbiter));
+    }
+
+    /// Node `id` (panics if stopped).
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes.get(&id).expect("node is running").0
+    }
+
+    /// The proxy in front of `id`.
+    pub fn proxy(&self, id: NodeId) -> &FaultProxy {
+        &self.proxies[&id]
+    }
+
+    /// Shut node `id` down and stop its arbiter.
+    pub async fn stop_node(&mut self, id: NodeId) {
+        if let Some((node, arbiter)) = self.nodes.remove(&id) {
+            node.shutdown().await;
+            arbiter.stop();
+        }
+    }
+
+    /// Wait until the leader's ISR has `n` members.
+    pub async fn wait_isr(&self, n: usize, limit: Duration) {
+        let leader = self.node(1).clone();
+        wait_until(&format!("ISR of {n}"), limit, || {
+            let leader = leader.clone();
+            async move {
+                leader
+                    .status()
+                    .await
+                    .map(|s| s.isr_len == n)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+    }
+
+    /// Stop every node.
+    pub async fn shutdown(mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop_node(id).await;
+        }
+    }
+}
+
+/// Tunables that make failure tests quick.
+pub fn fast_config() -> ReplicationConfig {
+    ReplicationConfig {
+        heartbeat_interval: Duration::from_millis(20),
+        session_timeout: Duration::from_millis(400),
+        replica_lag_time_max: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(10),
+        ..ReplicationConfig::default()
+    }
+}
