@@ -22,6 +22,9 @@ pub mod state;
 pub mod storage;
 pub mod wal;
 
+#[cfg(test)]
+mod replay_tests;
+
 pub use command::{Command, Entry, NodeId};
 pub use config::ReplicationConfig;
 pub use record::Record;

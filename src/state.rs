@@ -804,7 +804,7 @@ impl MetadataState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::Record;
     use proptest::prelude::*;
@@ -1516,7 +1516,7 @@ mod tests {
 
     /// Commands as entries `1..=n`, epochs non-decreasing. Most sequences
     /// start by creating both pool topics, so that later commands find them.
-    fn arb_entries() -> impl Strategy<Value = Vec<Entry>> {
+    pub(crate) fn arb_entries() -> impl Strategy<Value = Vec<Entry>> {
         (
             any::<bool>(),
             prop::collection::vec((arb_command(), any::<bool>()), 0..120),

@@ -35,6 +35,7 @@ use metawal::replication::{
     decide_start, AckOutcome, Backoff, LinkProgress, LinkState, StartPoint,
 };
 use metawal::storage::Snapshot;
+use metawal::wal::WalError;
 use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -52,6 +53,7 @@ pub struct LinkStats {
     acked: AtomicU64,
     inflight_bytes: AtomicUsize,
     reconnects: AtomicU64,
+    snapshots_sent: AtomicU64,
 }
 
 impl LinkStats {
@@ -100,6 +102,11 @@ impl LinkStats {
     /// Reconnections.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots sent.
+    pub fn snapshots_sent(&self) -> u64 {
+        self.snapshots_sent.load(Ordering::Relaxed)
     }
 }
 
@@ -345,6 +352,8 @@ impl FollowerLink {
                 },
             ) => self.decide(last_offset, last_epoch, ctx),
             (Handshake::Done, Frame::Ack { offset }) => self.on_ack(offset, ctx),
+            // Acks of appends sent before a switch to a snapshot.
+            (Handshake::AwaitPosition, Frame::Ack { .. }) => {}
             (_, other) => {
                 tracing::warn!(node = self.node, peer = self.peer, frame = other.kind(), state = %self.link.state(), "unexpected frame from follower");
                 self.disconnect(ctx, "protocol error");
@@ -435,6 +444,7 @@ impl FollowerLink {
             match res {
                 Ok(Ok(Some((offset, epoch, bytes)))) => {
                     tracing::info!(node = act.node, peer = act.peer, offset, bytes = bytes.len(), "follower is behind the log start; sending a snapshot");
+                    act.stats.snapshots_sent.fetch_add(1, Ordering::Relaxed);
                     act.snapshot = Some(SnapshotSend {
                         offset,
                         epoch,
@@ -622,6 +632,10 @@ impl FollowerLink {
                     }
                 }
                 Ok(Ok(_)) => {}
+                Ok(Err(WalError::OutOfRange { first, .. })) if from < first => {
+                    // The WAL dropped these entries since the handshake.
+                    act.start_snapshot(ctx);
+                }
                 Ok(Err(e)) => {
                     tracing::error!(node = act.node, peer = act.peer, offset = from, error = %e, "cannot read the WAL for a follower");
                     act.disconnect(ctx, "WAL read failed");

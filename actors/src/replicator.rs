@@ -75,6 +75,14 @@ pub(crate) enum LinkEvent {
     },
 }
 
+/// The WAL dropped segments: the log now starts after `base_offset`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct LogStartMoved {
+    pub base_offset: u64,
+    pub base_epoch: u64,
+}
+
 /// Leader-side replication status.
 #[derive(Debug, Clone)]
 pub(crate) struct ReplicationStatus {
@@ -434,6 +442,18 @@ impl Handler<LinkEvent> for Replicator {
     }
 }
 
+impl Handler<LogStartMoved> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: LogStartMoved, _ctx: &mut Context<Self>) {
+        let mut log = match self.log.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        log.epochs.truncate_prefix(msg.base_offset, msg.base_epoch);
+    }
+}
+
 impl Handler<GetReplicationStatus> for Replicator {
     type Result = MessageResult<GetReplicationStatus>;
 
@@ -453,6 +473,7 @@ impl Handler<GetReplicationStatus> for Replicator {
                     in_isr: self.tracker.in_isr(peer),
                     inflight_bytes: slot.stats.inflight_bytes(),
                     reconnects: slot.stats.reconnects(),
+                    snapshots_sent: slot.stats.snapshots_sent(),
                 }
             })
             .collect();

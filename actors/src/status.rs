@@ -25,6 +25,8 @@ pub struct FollowerStatus {
     pub inflight_bytes: usize,
     /// Reconnections of its link.
     pub reconnects: u64,
+    /// Snapshots sent to it (it was behind the leader's log start).
+    pub snapshots_sent: u64,
 }
 
 /// A node's status.

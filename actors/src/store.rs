@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, watch};
 use crate::disk::DiskHandle;
 use crate::error::ProposeError;
 use crate::progress::LogProgress;
-use crate::replicator::{AppendEntry, Replicator};
+use crate::replicator::{AppendEntry, LogStartMoved, Replicator};
 use crate::shared::{NodeShared, Role};
 use crate::view::{MetadataChanged, MetadataView};
 
@@ -391,7 +391,7 @@ impl MetadataStore {
         // Keep one interval of log behind the snapshot for followers that lag.
         let keep_from = applied.saturating_sub(self.config.snapshot_every);
         let node = self.node;
-        let job = self.disk.run(move |d| -> Result<(), String> {
+        let job = self.disk.run(move |d| -> Result<(u64, u64), String> {
             snapshot
                 .store(&d.snapshot_dir())
                 .map_err(|e| e.to_string())?;
@@ -402,14 +402,27 @@ impl MetadataStore {
                         .map_err(|e| e.to_string())?;
                 }
             }
-            Ok(())
+            let e = d.wal.epochs();
+            Ok((e.base_offset(), e.base_epoch()))
         });
         ctx.spawn(job.into_actor(self).map(move |res, act, _| {
             act.snapshotting = false;
             match res {
-                Ok(Ok(())) => {
+                Ok(Ok((base_offset, base_epoch))) => {
                     act.last_snapshot = applied;
-                    tracing::info!(node, offset = applied, "snapshot written");
+                    tracing::info!(
+                        node,
+                        offset = applied,
+                        log_start = base_offset + 1,
+                        "snapshot written"
+                    );
+                    if let Some(log) = &act.appended {
+                        // Links must not look for records before the new log start.
+                        log.replicator.do_send(LogStartMoved {
+                            base_offset,
+                            base_epoch,
+                        });
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::error!(node, offset = applied, error = %e, "snapshot failed")
