@@ -242,6 +242,7 @@ fn write_batch(
         Ok(()) => {
             let durable = disk.wal.last_offset();
             tracing::trace!(
+                stage = "fsync",
                 node,
                 offset = durable,
                 entries,

@@ -496,7 +496,14 @@ impl FollowerLink {
 
     fn on_ack(&mut self, offset: u64, ctx: &mut Context<Self>) {
         match self.link.on_ack(offset) {
-            AckOutcome::Advanced { .. } => {
+            AckOutcome::Advanced { from, to } => {
+                tracing::trace!(
+                    stage = "ack",
+                    node = self.node,
+                    peer = self.peer,
+                    offset = to,
+                    entries = to - from
+                );
                 if !self.acked_on_conn {
                     self.acked_on_conn = true;
                     self.backoff.reset();
@@ -597,12 +604,12 @@ impl FollowerLink {
         self.link.on_sent(last, entries, bytes);
         self.update_stats();
         tracing::trace!(
+            stage = "send",
             node = self.node,
             peer = self.peer,
             offset = first,
             entries,
-            bytes,
-            "append sent"
+            bytes
         );
         true
     }

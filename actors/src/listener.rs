@@ -232,6 +232,7 @@ impl ReplicaListener {
             match res {
                 Ok(Ok(durable)) => {
                     let durable = durable.min(last);
+                    tracing::trace!(stage = "follower-durable", node = act.node, offset = durable);
                     act.durable.store(durable, Ordering::Release);
                     if let Some(addr) = act.active.and_then(|id| act.sessions.get(&id)) {
                         let _ = addr.try_send(Durable { offset: durable });

@@ -322,7 +322,7 @@ impl Replicator {
                 let _ = w.send(result);
             }
         }
-        tracing::trace!(node = self.node, offset = hw, "commit");
+        tracing::trace!(stage = "commit", node = self.node, offset = hw, isr);
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {

@@ -229,8 +229,16 @@ impl MetadataStore {
             epoch: log.epoch,
             command,
         };
+        let encode_started = std::time::Instant::now();
         let record = Record::encode(&entry)
             .map_err(|e| ProposeError::Storage(format!("cannot encode entry: {e}")))?;
+        tracing::trace!(
+            stage = "encode",
+            node = self.node,
+            offset = entry.offset,
+            bytes = record.len(),
+            us = encode_started.elapsed().as_micros() as u64
+        );
         let (reply, rx) = match acks {
             Acks::None => (None, None),
             _ => {
@@ -345,6 +353,12 @@ impl MetadataStore {
     }
 
     fn apply_entry(&mut self, entry: Entry) {
+        tracing::trace!(
+            stage = "apply",
+            node = self.node,
+            offset = entry.offset,
+            epoch = entry.epoch
+        );
         match self.state.apply(&entry) {
             Ok(()) => self.view.update(&self.state, &entry.command),
             Err(e) if e.is_out_of_order() => {
