@@ -72,7 +72,7 @@ impl Default for ReplicationConfig {
             max_frame_bytes: 16 * 1024 * 1024,
             snapshot_every: 100_000,
             segment_bytes: 64 * 1024 * 1024,
-            tail_cache_bytes: 32 * 1024 * 1024,
+            tail_cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
