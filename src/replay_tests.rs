@@ -53,7 +53,7 @@ proptest! {
     ) {
         let entries = leader_log(entries);
         let dir = tempfile::tempdir().expect("temp dir");
-        let options = WalOptions { segment_bytes: 4096 };
+        let options = WalOptions { segment_bytes: 4096, preallocate: true };
         let mut live = MetadataState::new();
         let mut snapshot = None;
         let cut_at = if entries.is_empty() { 0 } else { cut.index(entries.len()) as u64 + 1 };

@@ -65,6 +65,7 @@ async fn lagging_follower_is_resynced_with_a_snapshot() {
         &wal_dir,
         metawal::wal::WalOptions {
             segment_bytes: 4096,
+            ..Default::default()
         },
     )
     .expect("open a copy of the leader's WAL read-only is fine here");

@@ -12,6 +12,7 @@ use proptest::prelude::*;
 
 const SMALL: WalOptions = WalOptions {
     segment_bytes: 4096,
+    preallocate: false,
 };
 
 fn rec(offset: u64, epoch: u64) -> Record {
@@ -668,7 +669,14 @@ fn small_template() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 512 }).unwrap();
+        let (mut wal, _) = Wal::open(
+            dir.path(),
+            WalOptions {
+                segment_bytes: 512,
+                preallocate: false,
+            },
+        )
+        .unwrap();
         wal.append(&recs(1, 25)).unwrap();
         wal.sync().unwrap();
         dir
@@ -759,7 +767,7 @@ proptest! {
                 }
             }
         }
-        let opts = WalOptions { segment_bytes: 512 };
+        let opts = WalOptions { segment_bytes: 512, preallocate: false };
         match Wal::open(dir.path(), opts) {
             Ok((mut wal, _)) => {
                 // Whatever survived is a prefix of what was written, and the
@@ -782,4 +790,80 @@ proptest! {
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
         }
     }
+}
+
+const PREALLOC: WalOptions = WalOptions {
+    segment_bytes: 4096,
+    preallocate: true,
+};
+
+#[test]
+fn preallocated_segments_reopen_without_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), PREALLOC).unwrap();
+    wal.append(&recs(1, 10)).unwrap();
+    wal.sync().unwrap();
+    let data_len = wal.size_bytes();
+    drop(wal);
+    let active = segments(dir.path()).pop().unwrap();
+    assert_eq!(
+        fs::metadata(&active).unwrap().len(),
+        4096,
+        "segment reserved in full"
+    );
+
+    let (mut wal, report) = Wal::open(dir.path(), PREALLOC).unwrap();
+    assert_eq!(
+        report.torn_tail, None,
+        "unwritten preallocated space is not a torn tail"
+    );
+    assert_eq!(wal.last_offset(), 10);
+    assert_eq!(wal.size_bytes(), data_len);
+    // Appends continue after the last record, across rolls.
+    wal.append(&recs(11, 200)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let segs = segments(dir.path());
+    assert!(segs.len() > 2);
+    let (wal, report) = Wal::open(dir.path(), PREALLOC).unwrap();
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(wal.last_offset(), 200);
+    let all = wal.read(1, 1000, usize::MAX).unwrap();
+    assert_eq!(all.len(), 200);
+    assert!(all
+        .iter()
+        .zip(recs(1, 200))
+        .all(|(a, b)| a.bytes == b.bytes));
+    // Rolled segments were trimmed to their records: the scan of a
+    // non-last segment allows no trailing zeros.
+    for s in &segs[..segs.len() - 1] {
+        assert!(fs::metadata(s).unwrap().len() < 4096 + 200);
+    }
+}
+
+#[test]
+fn torn_write_inside_preallocated_space_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), PREALLOC).unwrap();
+    wal.append(&recs(1, 5)).unwrap();
+    wal.sync().unwrap();
+    let before_last = wal.read(5, 1, usize::MAX).unwrap();
+    let data_len = wal.size_bytes();
+    drop(wal);
+    let active = segments(dir.path()).pop().unwrap();
+    let last_len = before_last[0].bytes.len() as u64;
+    let start = data_len - last_len;
+    // Only the first half of the last record reached the disk.
+    let mut bytes = fs::read(&active).unwrap();
+    for b in &mut bytes[(start + last_len / 2) as usize..data_len as usize] {
+        *b = 0;
+    }
+    fs::write(&active, &bytes).unwrap();
+    let (mut wal, report) = Wal::open(dir.path(), PREALLOC).unwrap();
+    let torn = report.torn_tail.expect("torn record reported");
+    assert_eq!(torn.byte, start);
+    assert_eq!(wal.last_offset(), 4);
+    wal.append(&recs(5, 6)).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.last_offset(), 6);
 }

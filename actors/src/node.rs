@@ -145,6 +145,7 @@ impl Node {
             config.data_dir.clone(),
             WalOptions {
                 segment_bytes: config.replication.segment_bytes,
+                preallocate: true,
             },
         )
         .await?;
