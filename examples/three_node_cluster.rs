@@ -18,10 +18,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::prelude::*;
 use actix::Arbiter;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use metawal_actors::{Acks, Command, Node, NodeConfig, NodeId};
+use metawal_actors::{Acks, Command, MetadataChanged, Node, NodeConfig, NodeId};
+
+type ArrivalLog = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Instant>>>;
+
+/// Records when each committed entry reached a node's subscribers.
+struct Arrivals {
+    seen: ArrivalLog,
+}
+
+impl Actor for Arrivals {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(64 * 1024);
+    }
+}
+
+impl Handler<MetadataChanged> for Arrivals {
+    type Result = ();
+
+    fn handle(&mut self, msg: MetadataChanged, _ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(msg.offset, now);
+            // Keep only recent arrivals.
+            while seen.len() > 1024 {
+                seen.pop_first();
+            }
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(about = "Three metawal nodes replicating cluster metadata on loopback")]
@@ -41,6 +72,7 @@ const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
 
 struct Cluster {
+    arrivals: Vec<ArrivalLog>,
     base: PathBuf,
     addrs: Vec<SocketAddr>,
     nodes: Vec<Option<(Node, Arbiter)>>,
@@ -87,8 +119,18 @@ impl Cluster {
 
     async fn start(&mut self, id: NodeId) -> Result<(), String> {
         let cfg = config(&self.base, id, &self.addrs);
-        self.nodes[(id - 1) as usize] = Some(start_on_arbiter(cfg).await?);
+        let (node, arbiter) = start_on_arbiter(cfg).await?;
+        let seen = self.arrivals[(id - 1) as usize].clone();
+        node.subscribe(Arrivals { seen }.start().recipient());
+        self.nodes[(id - 1) as usize] = Some((node, arbiter));
         Ok(())
+    }
+
+    fn arrival(&self, id: NodeId, offset: u64) -> Option<Instant> {
+        self.arrivals[(id - 1) as usize]
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&offset).copied())
     }
 
     async fn stop(&mut self, id: NodeId) {
@@ -140,17 +182,20 @@ async fn step(
         .await
         .map_err(|e| format!("{label}: {e}"))?;
     let latency = started.elapsed();
-    // Every follower's view shows the change once the commit reaches it.
+    // Every follower's view shows the change once the commit reaches it; the
+    // time is when its subscriber was notified, from the proposal's start.
     let mut views = Vec::new();
     for id in [2, 3] {
         let n = cluster.node(id)?;
         wait_for(
             &format!("node {id} to apply offset {}", p.offset),
             Duration::from_secs(10),
-            || async { n.view().applied_offset() >= p.offset },
+            || async { cluster.arrival(id, p.offset).is_some() },
         )
         .await?;
-        let seen = started.elapsed();
+        let seen = cluster
+            .arrival(id, p.offset)
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
         let what = match show {
             Some(part) => describe(n, part),
             None => n.view().topic(TOPIC).map_or("absent".into(), |t| {
@@ -158,7 +203,7 @@ async fn step(
             }),
         };
         views.push(format!(
-            "node {id} ({:.2} ms): {what}",
+            "node {id} +{:.2} ms: {what}",
             seen.as_secs_f64() * 1e3
         ));
     }
@@ -251,6 +296,7 @@ async fn run(args: Args) -> Result<(), String> {
         addrs.push(l.local_addr().map_err(|e| e.to_string())?);
     }
     let mut cluster = Cluster {
+        arrivals: (0..3).map(|_| ArrivalLog::default()).collect(),
         base: base.clone(),
         addrs,
         nodes: vec![None, None, None],
