@@ -280,7 +280,9 @@ async fn run(config: NodeConfig, status_every: Option<Duration>) -> Result<(), S
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let config = match node_config(&args) {
         Ok(c) => c,
