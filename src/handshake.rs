@@ -153,8 +153,9 @@ pub enum HandshakeError {
     /// caller, e.g. a node that leads itself, to build a `Reject`).
     #[error("this node is not a follower")]
     NotFollower,
-    /// The peer refused the handshake with a `Reject`. A leader receiving
-    /// `StaleEpoch` here steps down. Note that a `Reject` carries no proof.
+    /// The peer refused the handshake with a `Reject`. A `Reject` carries no
+    /// proof, so a leader receiving `StaleEpoch` here reports it rather than
+    /// stepping down.
     #[error(
         "peer rejected the handshake: {reason:?} (peer knows epoch {epoch}, leader {leader:?})"
     )]
@@ -566,8 +567,8 @@ impl HandshakeKeys {
     /// this leader's `my_nonce` (sent in its `Hello`) and the node id from
     /// the `Challenge`. The proof is verified in constant time.
     ///
-    /// A `Reject` gives [`HandshakeError::Rejected`]; on `StaleEpoch` the
-    /// leader steps down (the frame is not authenticated: see
+    /// A `Reject` gives [`HandshakeError::Rejected`]; the frame is not
+    /// authenticated, so the leader reports it and does not step down (see
     /// `docs/protocol.md`).
     pub fn check_welcome(
         &self,

@@ -43,3 +43,8 @@ pub use shared::Role;
 pub use status::{FollowerStatus, NodeStatus};
 pub use store::{Acks, Applied, MetadataStore, Propose, Proposed, Subscribe};
 pub use view::{MetadataChanged, MetadataView, TopicView};
+
+/// Compiles the README's code blocks (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
