@@ -192,14 +192,6 @@ impl Node {
             leader,
             commit_hint: rec.commit,
         };
-        if rec.meta.as_ref() != Some(&meta) {
-            let m = meta.clone();
-            disk.run(move |d| m.store(&d.data_dir))
-                .await?
-                .map_err(DiskError::from)?;
-        }
-        tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
-
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| NodeError::Listen {
@@ -210,6 +202,14 @@ impl Node {
             addr: config.listen_addr,
             source,
         })?;
+        if rec.meta.as_ref() != Some(&meta) {
+            let m = meta.clone();
+            disk.run(move |d| m.store(&d.data_dir))
+                .await?
+                .map_err(DiskError::from)?;
+        }
+        tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
+
         let cluster_size = config.peers.len() + 1;
         let shared = Arc::new(NodeShared::new(
             node,

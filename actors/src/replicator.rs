@@ -256,7 +256,7 @@ impl Replicator {
     /// Storage failed: refuse further writes and fail every waiter.
     fn fail(&mut self, why: String) {
         tracing::error!(node = self.node, epoch = self.epoch, reason = %why, "leader storage failed; no longer accepting writes");
-        self.shared.set_role(Role::Fenced);
+        self.shared.set_role(Role::Failed);
         for (_, w) in self
             .leader_waiters
             .drain(..)

@@ -13,8 +13,8 @@ pub enum Role {
     Leader,
     /// Receives the leader's log.
     Follower,
-    /// Was leader, but a follower reported a higher epoch: no longer appends.
-    Fenced,
+    /// Was leader, but its storage failed: no longer appends (restart it).
+    Failed,
     /// Shut down.
     Stopped,
 }
@@ -24,7 +24,7 @@ impl Role {
         match self {
             Role::Leader => 0,
             Role::Follower => 1,
-            Role::Fenced => 2,
+            Role::Failed => 2,
             Role::Stopped => 3,
         }
     }
@@ -33,7 +33,7 @@ impl Role {
         match v {
             0 => Role::Leader,
             1 => Role::Follower,
-            2 => Role::Fenced,
+            2 => Role::Failed,
             _ => Role::Stopped,
         }
     }
@@ -43,7 +43,7 @@ impl Role {
         match self {
             Role::Leader => "leader",
             Role::Follower => "follower",
-            Role::Fenced => "fenced",
+            Role::Failed => "failed",
             Role::Stopped => "stopped",
         }
     }

@@ -203,6 +203,9 @@ impl MetadataStore {
         let Some(log) = self.appended.as_mut().filter(|_| role == Role::Leader) else {
             return Err(match role {
                 Role::Stopped => ProposeError::ShuttingDown,
+                Role::Failed => ProposeError::Storage(
+                    "this leader's storage failed and it stopped accepting writes; restart the node".into(),
+                ),
                 _ => ProposeError::NotLeader {
                     node: self.node,
                     leader: self.shared.leader().filter(|&l| l != self.node),
