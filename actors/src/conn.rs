@@ -119,6 +119,15 @@ impl Connection {
         })
     }
 
+    /// End the connection after the frames already queued are written:
+    /// stop reading now; the writer drains its queue, flushes, closes the
+    /// socket and then reports to [`ConnOwner::writer_done`]. The owner must
+    /// stay alive until then (stopping it drops the writer unflushed).
+    pub fn close_after_flush<A: ConnOwner>(self, ctx: &mut Context<A>) {
+        ctx.cancel_future(self.reader);
+        // Dropping `tx` ends the writer's loop once its queue is empty.
+    }
+
     /// End the connection: stop reading and writing, close the socket.
     pub fn close<A: ConnOwner>(self, ctx: &mut Context<A>) {
         ctx.cancel_future(self.reader);

@@ -583,7 +583,22 @@ impl FollowerLink {
         }
     }
 
-    fn send_append(&mut self, records: Vec<Record>, ctx: &mut Context<Self>) -> bool {
+    fn send_append(&mut self, mut records: Vec<Record>, ctx: &mut Context<Self>) -> bool {
+        // Reads return at least one record even past `max_bytes`: keep the
+        // batch within the window's byte room unless nothing is in flight
+        // (a single record is always allowed into an empty window).
+        if self.link.inflight_bytes() > 0 {
+            let (room, _) = self.link.room();
+            let mut total = 0;
+            let fit = records
+                .iter()
+                .take_while(|r| {
+                    total += r.len();
+                    total <= room
+                })
+                .count();
+            records.truncate(fit);
+        }
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return false;
         };

@@ -127,6 +127,24 @@ impl ReplicaSession {
         ctx.stop();
     }
 
+    /// Send a `Reject` and close once it is written (closing at once would
+    /// drop it unsent). The writer's end stops the session; a peer that does
+    /// not read is cut off after the session timeout.
+    fn reject_and_close(&mut self, frame: Frame, ctx: &mut Context<Self>, reason: &str) {
+        let Some(conn) = self.conn.take() else {
+            ctx.stop();
+            return;
+        };
+        if conn.send(frame).is_err() {
+            self.conn = Some(conn);
+            self.close(ctx, reason);
+            return;
+        }
+        tracing::info!(node = self.node, addr = %conn.peer, reason, "replication session closed");
+        conn.close_after_flush(ctx);
+        ctx.run_later(self.config.session_timeout, |_, ctx| ctx.stop());
+    }
+
     fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let Some(conn) = &self.conn else {
             return;
@@ -223,8 +241,7 @@ impl ReplicaSession {
             Err(e) => {
                 tracing::warn!(node = self.node, epoch = current, error = %e, "leader handshake refused");
                 let frame = reject(&e, current, known_leader);
-                self.send(frame, ctx);
-                self.close(ctx, "handshake refused");
+                self.reject_and_close(frame, ctx, "handshake refused");
                 return;
             }
         };
@@ -263,15 +280,12 @@ impl ReplicaSession {
                 Err(_) => RejectReason::NotFollower,
             };
             tracing::warn!(node = act.node, leader = info.leader_id, epoch = info.epoch, reason = ?refused, "leader refused");
-            act.send(
-                Frame::Reject {
-                    reason: refused,
-                    epoch: act.shared.epoch(),
-                    leader: act.shared.leader(),
-                },
-                ctx,
-            );
-            act.close(ctx, "leader refused");
+            let frame = Frame::Reject {
+                reason: refused,
+                epoch: act.shared.epoch(),
+                leader: act.shared.leader(),
+            };
+            act.reject_and_close(frame, ctx, "leader refused");
         }));
     }
 

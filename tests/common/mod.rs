@@ -9,10 +9,11 @@ pub mod proxy;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::Arbiter;
-use metawal_actors::{Node, NodeConfig, NodeId, ReplicationConfig};
+use actix::prelude::*;
+use metawal_actors::{Command, MetadataChanged, Node, NodeConfig, NodeId, ReplicationConfig};
 use proxy::FaultProxy;
 
 /// The cluster id and secret every test node uses.
@@ -70,23 +71,29 @@ pub struct TestCluster {
 impl TestCluster {
     /// Start `n` nodes; followers in `proxied` are reached through a proxy.
     pub async fn start(n: u64, proxied: &[NodeId], replication: ReplicationConfig) -> TestCluster {
+        let mut c = TestCluster::new(n, proxied, replication).await;
+        for id in (2..=n).chain([1]) {
+            c.start_node(id).await;
+        }
+        c
+    }
+
+    /// Prepare `n` nodes (addresses, data dirs, proxies) without starting
+    /// any: start them with [`TestCluster::start_node`].
+    pub async fn new(n: u64, proxied: &[NodeId], replication: ReplicationConfig) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: BTreeMap<NodeId, SocketAddr> = (1..=n).map(|id| (id, free_addr())).collect();
         let mut proxies = BTreeMap::new();
         for &id in proxied {
             proxies.insert(id, FaultProxy::start(addrs[&id]).await.expect("proxy"));
         }
-        let mut c = TestCluster {
+        TestCluster {
             dir,
             addrs,
             proxies,
             replication,
             nodes: BTreeMap::new(),
-        };
-        for id in (2..=n).chain([1]) {
-            c.start_node(id).await;
         }
-        c
     }
 
     /// The config node `id` starts with.
@@ -124,6 +131,11 @@ impl TestCluster {
         &self.nodes.get(&id).expect("node is running").0
     }
 
+    /// Whether node `id` is running.
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.nodes.contains_key(&id)
+    }
+
     /// The proxy in front of `id`.
     pub fn proxy(&self, id: NodeId) -> &FaultProxy {
         &self.proxies[&id]
@@ -159,6 +171,116 @@ impl TestCluster {
         for id in ids {
             self.stop_node(id).await;
         }
+    }
+}
+
+/// Wait until every running node has applied the leader's (node 1's) log end,
+/// and return the leader's log end.
+pub async fn wait_converged(c: &TestCluster, ids: &[NodeId], limit: Duration) -> u64 {
+    let end = c.node(1).status().await.expect("leader status").log_end;
+    for &id in ids {
+        let view = c.node(id).view();
+        wait_until(&format!("node {id} to apply offset {end}"), limit, || {
+            let ok = view.applied_offset() >= end;
+            async move { ok }
+        })
+        .await;
+    }
+    end
+}
+
+/// One `MetadataChanged` as a [`Recorder`] saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub offset: u64,
+    pub epoch: u64,
+    pub command: Command,
+    pub at: Instant,
+}
+
+/// An actor that records every `MetadataChanged` it receives.
+pub struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<MetadataChanged> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: MetadataChanged, _ctx: &mut Context<Self>) {
+        self.seen.lock().unwrap().push(Seen {
+            offset: msg.offset,
+            epoch: msg.epoch,
+            command: msg.command,
+            at: Instant::now(),
+        });
+    }
+}
+
+/// What a [`Recorder`] subscribed to a node has seen so far.
+#[derive(Clone)]
+pub struct Recording {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _addr: Addr<Recorder>,
+}
+
+impl Recording {
+    /// Start a recorder (with a mailbox that fits any test's burst) on the
+    /// current arbiter and subscribe it to `node`.
+    pub fn subscribe(node: &Node) -> Recording {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let addr = Recorder::create(move |ctx| {
+            ctx.set_mailbox_capacity(1_000_000);
+            Recorder { seen: s }
+        });
+        node.subscribe(addr.clone().recipient());
+        Recording { seen, _addr: addr }
+    }
+
+    /// Everything seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// (offset, command) pairs seen so far.
+    pub fn pairs(&self) -> Vec<(u64, Command)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| (s.offset, s.command.clone()))
+            .collect()
+    }
+
+    /// Highest offset seen (0 if none).
+    pub fn last_offset(&self) -> u64 {
+        self.seen.lock().unwrap().last().map_or(0, |s| s.offset)
+    }
+
+    /// Wait until an entry at `offset` or beyond was seen.
+    pub async fn wait_for(&self, offset: u64, limit: Duration) {
+        wait_until(
+            &format!("a subscriber to see offset {offset}"),
+            limit,
+            || {
+                let ok = self.last_offset() >= offset;
+                async move { ok }
+            },
+        )
+        .await;
+    }
+}
+
+/// A `CreateTopic` command.
+pub fn create_topic(name: &str, partitions: u32, rf: u32) -> Command {
+    Command::CreateTopic {
+        name: name.into(),
+        partition_count: partitions,
+        replication_factor: rf,
     }
 }
 

@@ -1,0 +1,556 @@
+//! Actor-level tests of a healthy 3-node cluster and of node restarts:
+//! propagation of every command type, acks=all durability, validation
+//! errors, role errors, a stopped follower and a restarted leader.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Fault;
+use common::{create_topic, fast_config, wait_converged, wait_until, Recording, TestCluster};
+use metawal_actors::metawal::state::{PartitionState, ValidationError, MAX_PARTITIONS};
+use metawal_actors::{Acks, Command, ProposeError, Role};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Recognises the expected validation error.
+type ErrorCheck = Box<dyn Fn(&ValidationError) -> bool>;
+
+/// The commands of `every_command_type_reaches_followers_in_order`.
+fn story() -> Vec<Command> {
+    let mut cmds = vec![create_topic("orders", 3, 3)];
+    for p in 0..3i32 {
+        let r = p as u64;
+        let replicas = vec![1 + r % 3, 1 + (r + 1) % 3, 1 + (r + 2) % 3];
+        let leader = replicas[0];
+        let isr = vec![replicas[0], replicas[1]];
+        cmds.push(Command::AssignPartition {
+            topic: "orders".into(),
+            partition: p,
+            replicas,
+        });
+        cmds.push(Command::SetPartitionLeader {
+            topic: "orders".into(),
+            partition: p,
+            leader,
+        });
+        cmds.push(Command::UpdateIsr {
+            topic: "orders".into(),
+            partition: p,
+            isr,
+        });
+    }
+    cmds.push(create_topic("tmp", 2, 1));
+    cmds.push(Command::AssignPartition {
+        topic: "tmp".into(),
+        partition: 1,
+        replicas: vec![2],
+    });
+    cmds.push(Command::DeleteTopic { name: "tmp".into() });
+    cmds.push(create_topic("tmp", 1, 1));
+    cmds
+}
+
+#[actix::test]
+async fn every_command_type_reaches_followers_in_order() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    // Followers first, subscribed before the leader exists, so that their
+    // subscribers see everything from the leader's LeaderChange at offset 1.
+    c.start_node(2).await;
+    c.start_node(3).await;
+    let rec2 = Recording::subscribe(c.node(2));
+    let rec3 = Recording::subscribe(c.node(3));
+    c.start_node(1).await;
+    c.wait_isr(3, LIMIT).await;
+
+    let mut expected = vec![(
+        1,
+        Command::LeaderChange {
+            leader: 1,
+            epoch: 1,
+        },
+    )];
+    for cmd in story() {
+        let p = c.node(1).propose(cmd.clone(), Acks::All).await.unwrap();
+        assert_eq!(p.offset, expected.len() as u64 + 1, "offsets are dense");
+        assert_eq!(p.epoch, 1);
+        expected.push((p.offset, cmd));
+    }
+    let last = expected.len() as u64;
+    for (id, rec) in [(2, &rec2), (3, &rec3)] {
+        rec.wait_for(last, LIMIT).await;
+        assert_eq!(rec.pairs(), expected, "node {id}'s subscriber sequence");
+        assert!(rec.seen().iter().all(|s| s.epoch == 1));
+    }
+
+    let leader_view = c.node(1).view();
+    for id in [2, 3] {
+        let v = c.node(id).view();
+        assert_eq!(v.applied_offset(), last, "node {id} applied");
+        assert_eq!(v.topics(), vec!["orders".to_string(), "tmp".to_string()]);
+        for p in 0..3i32 {
+            let r = p as u64;
+            let replicas = vec![1 + r % 3, 1 + (r + 1) % 3, 1 + (r + 2) % 3];
+            assert_eq!(
+                v.partition("orders", p),
+                Some(PartitionState {
+                    leader: Some(replicas[0]),
+                    isr: vec![replicas[0], replicas[1]],
+                    replicas,
+                }),
+                "node {id} orders-{p}"
+            );
+        }
+        let tmp = v.topic("tmp").expect("tmp recreated");
+        assert_eq!(tmp.partitions, vec![PartitionState::default()]);
+        assert_eq!(v.topic("orders"), leader_view.topic("orders"));
+        assert_eq!(
+            c.node(id).applied().await.unwrap(),
+            c.node(1).applied().await.unwrap(),
+            "node {id} digest"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn acks_all_resolves_only_when_both_followers_are_durable() {
+    // Node 3's link is slowed a little, so that an acks=all resolved before
+    // its ack would be seen at once.
+    let mut cfg = fast_config();
+    cfg.replica_lag_time_max = Duration::from_secs(5);
+    cfg.session_timeout = Duration::from_secs(2);
+    let c = TestCluster::start(3, &[3], cfg).await;
+    c.wait_isr(3, LIMIT).await;
+    c.proxy(3).set(Fault::Delay(Duration::from_millis(30)));
+
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (n1, n2, n3) = (c.node(1).clone(), c.node(2).clone(), c.node(3).clone());
+        tasks.push(actix::spawn(async move {
+            let p = n1
+                .propose(create_topic(&format!("t{i}"), 1, 3), Acks::All)
+                .await
+                .expect("acks=all");
+            let d2 = n2.status().await.unwrap().durable;
+            let d3 = n3.status().await.unwrap().durable;
+            (p.offset, d2, d3)
+        }));
+    }
+    let mut offsets = Vec::new();
+    for t in tasks {
+        let (offset, d2, d3) = t.await.unwrap();
+        assert!(
+            d2 >= offset,
+            "acks=all {offset} returned, node 2 durable {d2}"
+        );
+        assert!(
+            d3 >= offset,
+            "acks=all {offset} returned, node 3 durable {d3}"
+        );
+        offsets.push(offset);
+    }
+    offsets.sort();
+    assert_eq!(offsets, (2..202).collect::<Vec<u64>>());
+    // Node 3 never left the ISR: every ack really waited for it.
+    let s = c.node(1).status().await.unwrap();
+    assert_eq!(s.isr_len, 3);
+    assert!(s.follower(3).unwrap().in_isr);
+    assert_eq!(s.follower(3).unwrap().reconnects, 0);
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn invalid_command_gets_its_error_and_changes_nothing() {
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    let leader = c.node(1);
+    leader
+        .propose(create_topic("orders", 2, 2), Acks::All)
+        .await
+        .unwrap();
+    leader
+        .propose(
+            Command::AssignPartition {
+                topic: "orders".into(),
+                partition: 0,
+                replicas: vec![1, 2],
+            },
+            Acks::All,
+        )
+        .await
+        .unwrap();
+    let end = wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    let before_applied: Vec<_> = {
+        let mut v = Vec::new();
+        for id in 1..=3 {
+            v.push(c.node(id).applied().await.unwrap());
+        }
+        v
+    };
+    let before_views: Vec<_> = (1..=3)
+        .map(|id| {
+            (
+                c.node(id).view().topics(),
+                c.node(id).view().topic("orders"),
+            )
+        })
+        .collect();
+
+    let t = || "orders".to_string();
+    let cases: Vec<(Command, ErrorCheck)> = vec![
+        (
+            create_topic("orders", 1, 1),
+            Box::new(|e| matches!(e, ValidationError::TopicExists { name } if name == "orders")),
+        ),
+        (
+            create_topic("", 1, 1),
+            Box::new(|e| matches!(e, ValidationError::EmptyTopicName)),
+        ),
+        (
+            create_topic("bad/name", 1, 1),
+            Box::new(|e| {
+                matches!(
+                    e,
+                    ValidationError::IllegalTopicNameChar {
+                        ch: '/',
+                        position: 3,
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            create_topic("x", 0, 1),
+            Box::new(
+                |e| matches!(e, ValidationError::InvalidPartitionCount { count: 0, max } if *max == MAX_PARTITIONS),
+            ),
+        ),
+        (
+            Command::DeleteTopic {
+                name: "nope".into(),
+            },
+            Box::new(|e| matches!(e, ValidationError::UnknownTopic { name } if name == "nope")),
+        ),
+        (
+            Command::AssignPartition {
+                topic: t(),
+                partition: 5,
+                replicas: vec![1],
+            },
+            Box::new(|e| {
+                matches!(
+                    e,
+                    ValidationError::PartitionOutOfRange {
+                        partition: 5,
+                        partition_count: 2,
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            Command::AssignPartition {
+                topic: t(),
+                partition: 1,
+                replicas: vec![],
+            },
+            Box::new(|e| matches!(e, ValidationError::EmptyReplicas { partition: 1, .. })),
+        ),
+        (
+            Command::AssignPartition {
+                topic: t(),
+                partition: 1,
+                replicas: vec![2, 2],
+            },
+            Box::new(|e| matches!(e, ValidationError::DuplicateReplica { replica: 2, .. })),
+        ),
+        (
+            Command::SetPartitionLeader {
+                topic: t(),
+                partition: 0,
+                leader: 3,
+            },
+            Box::new(
+                |e| matches!(e, ValidationError::LeaderNotReplica { leader: 3, replicas, .. } if replicas == &vec![1, 2]),
+            ),
+        ),
+        (
+            Command::UpdateIsr {
+                topic: t(),
+                partition: 0,
+                isr: vec![],
+            },
+            Box::new(|e| matches!(e, ValidationError::EmptyIsr { partition: 0, .. })),
+        ),
+        (
+            Command::LeaderChange {
+                leader: 1,
+                epoch: 9,
+            },
+            Box::new(|e| matches!(e, ValidationError::ControlCommand { .. })),
+        ),
+    ];
+    for (cmd, check) in &cases {
+        for acks in [Acks::None, Acks::Leader, Acks::All] {
+            match leader.propose(cmd.clone(), acks).await {
+                Err(ProposeError::Invalid(e)) => {
+                    assert!(check(&e), "{cmd:?}: wrong error {e:?}")
+                }
+                other => panic!("{cmd:?} with {acks:?}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+    let s = leader.status().await.unwrap();
+    assert_eq!(s.log_end, end, "nothing appended");
+    for id in 1..=3 {
+        assert_eq!(
+            c.node(id).applied().await.unwrap(),
+            before_applied[id as usize - 1]
+        );
+        let v = c.node(id).view();
+        assert_eq!(
+            (v.topics(), v.topic("orders")),
+            before_views[id as usize - 1]
+        );
+    }
+    // The next valid command takes the very next offset, and it is the only
+    // change every node sees.
+    let p = leader
+        .propose(create_topic("next", 1, 1), Acks::All)
+        .await
+        .unwrap();
+    assert_eq!(p.offset, end + 1);
+    wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    for id in 1..=3 {
+        let v = c.node(id).view();
+        assert_eq!(v.applied_offset(), end + 1);
+        assert_eq!(v.topics(), vec!["next".to_string(), "orders".to_string()]);
+        assert_eq!(v.topic("orders"), before_views[0].1);
+    }
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn followers_refuse_proposals_with_the_leader_id() {
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    for id in [2, 3] {
+        for acks in [Acks::None, Acks::Leader, Acks::All] {
+            let r = c.node(id).propose(create_topic("t", 1, 1), acks).await;
+            assert_eq!(
+                r,
+                Err(ProposeError::NotLeader {
+                    node: id,
+                    leader: Some(1)
+                })
+            );
+        }
+        assert_eq!(c.node(id).role(), Role::Follower);
+    }
+    assert_eq!(c.node(1).status().await.unwrap().log_end, 1);
+    assert!(c.node(2).view().topics().is_empty());
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn with_both_followers_down_acks_all_is_refused_and_acks_leader_works() {
+    let mut c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    c.node(1)
+        .propose(create_topic("before", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    c.stop_node(2).await;
+    c.stop_node(3).await;
+    c.wait_isr(1, LIMIT).await;
+    let end = c.node(1).status().await.unwrap().log_end;
+
+    let r = c.node(1).propose(create_topic("t", 1, 1), Acks::All).await;
+    assert_eq!(
+        r,
+        Err(ProposeError::NotEnoughReplicas {
+            isr: 1,
+            required: 2
+        })
+    );
+    assert_eq!(
+        c.node(1).status().await.unwrap().log_end,
+        end,
+        "nothing appended"
+    );
+
+    let p = c
+        .node(1)
+        .propose(create_topic("t", 1, 1), Acks::Leader)
+        .await
+        .unwrap();
+    assert_eq!(p.offset, end + 1);
+    let p = c
+        .node(1)
+        .propose(create_topic("u", 1, 1), Acks::None)
+        .await
+        .unwrap();
+    assert_eq!(p.offset, end + 2);
+    // With only the leader in the ISR its own durability commits.
+    let view = c.node(1).view();
+    wait_until("the leader to apply its acks=leader writes", LIMIT, || {
+        let ok = view.applied_offset() == end + 2;
+        async move { ok }
+    })
+    .await;
+    assert_eq!(view.topics(), vec!["before", "t", "u"]);
+    let s = c.node(1).status().await.unwrap();
+    assert_eq!((s.log_end, s.high_watermark), (end + 2, end + 2));
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn stopped_follower_leaves_isr_at_once_and_catches_up_from_its_wal() {
+    let mut cfg = fast_config();
+    // Far longer than the test: leaving the ISR must come from the dropped link.
+    cfg.replica_lag_time_max = Duration::from_secs(30);
+    let mut c = TestCluster::start(3, &[3], cfg).await;
+    c.wait_isr(3, LIMIT).await;
+    for i in 0..20 {
+        c.node(1)
+            .propose(create_topic(&format!("a{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    let end = wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    let s3 = c.node(3).status().await.unwrap();
+    let applied3 = c.node(3).applied().await.unwrap();
+    assert_eq!((s3.log_end, s3.durable, applied3.offset), (end, end, end));
+
+    let stopped = Instant::now();
+    c.stop_node(3).await;
+    let leader = c.node(1).clone();
+    wait_until("node 3 to leave the ISR", Duration::from_secs(3), || {
+        let leader = leader.clone();
+        async move {
+            let s = leader.status().await.unwrap();
+            s.isr_len == 2 && !s.follower(3).unwrap().in_isr
+        }
+    })
+    .await;
+    let left_after = stopped.elapsed();
+    assert!(left_after < Duration::from_secs(3), "{left_after:?}");
+
+    // acks=all keeps working with the ISR {1, 2}; node 3 stays unreachable.
+    c.proxy(3).set(Fault::Cut);
+    for i in 0..20 {
+        c.node(1)
+            .propose(create_topic(&format!("b{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    let end2 = wait_converged(&c, &[1, 2], LIMIT).await;
+    assert_eq!(end2, end + 20);
+
+    // Restarted while the leader cannot reach it: it recovers exactly its
+    // own log and state from its data dir.
+    c.start_node(3).await;
+    let s = c.node(3).status().await.unwrap();
+    assert_eq!((s.role, s.epoch, s.leader), (Role::Follower, 1, Some(1)));
+    assert_eq!((s.log_end, s.durable), (end, end));
+    assert_eq!(c.node(3).applied().await.unwrap(), applied3);
+    assert_eq!(c.node(3).view().topics().len(), 20);
+
+    // Reachable again: it catches up from there and rejoins the ISR.
+    c.proxy(3).set(Fault::Pass);
+    c.wait_isr(3, LIMIT).await;
+    wait_converged(&c, &[3], LIMIT).await;
+    assert_eq!(
+        c.node(3).applied().await.unwrap(),
+        c.node(1).applied().await.unwrap()
+    );
+    assert_eq!(c.node(3).view().topics().len(), 40);
+    let p = c
+        .node(1)
+        .propose(create_topic("c", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    assert!(c.node(3).status().await.unwrap().durable >= p.offset);
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn restarted_leader_recovers_and_followers_resume_without_gaps_or_duplicates() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    c.start_node(2).await;
+    c.start_node(3).await;
+    let rec2 = Recording::subscribe(c.node(2));
+    let rec3 = Recording::subscribe(c.node(3));
+    c.start_node(1).await;
+    c.wait_isr(3, LIMIT).await;
+
+    let mut expected = vec![(
+        1,
+        1,
+        Command::LeaderChange {
+            leader: 1,
+            epoch: 1,
+        },
+    )];
+    for i in 0..30 {
+        let cmd = create_topic(&format!("t{i}"), 1, 3);
+        let p = c.node(1).propose(cmd.clone(), Acks::All).await.unwrap();
+        expected.push((p.offset, p.epoch, cmd));
+    }
+    wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    let before = c.node(1).applied().await.unwrap();
+    assert_eq!(before.offset, 31);
+
+    c.stop_node(1).await;
+    c.start_node(1).await;
+    let leader = c.node(1).clone();
+    wait_until("the new leader's LeaderChange", LIMIT, || {
+        let leader = leader.clone();
+        async move { leader.status().await.unwrap().log_end > 31 }
+    })
+    .await;
+    let s = c.node(1).status().await.unwrap();
+    assert_eq!((s.role, s.epoch), (Role::Leader, 2));
+    assert_eq!(s.log_end, 32, "recovered log plus its LeaderChange");
+    expected.push((
+        32,
+        2,
+        Command::LeaderChange {
+            leader: 1,
+            epoch: 2,
+        },
+    ));
+    c.wait_isr(3, LIMIT).await;
+
+    for i in 30..60 {
+        let cmd = create_topic(&format!("t{i}"), 1, 3);
+        let p = c.node(1).propose(cmd.clone(), Acks::All).await.unwrap();
+        assert_eq!(p.epoch, 2);
+        expected.push((p.offset, p.epoch, cmd));
+    }
+    let offsets: Vec<u64> = expected.iter().map(|e| e.0).collect();
+    assert_eq!(offsets, (1..=62).collect::<Vec<u64>>());
+    let end = wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    assert_eq!(end, 62);
+    let leader = c.node(1).applied().await.unwrap();
+    assert_eq!((leader.offset, leader.epoch), (62, 2));
+    for id in [2, 3] {
+        assert_eq!(c.node(id).applied().await.unwrap(), leader, "node {id}");
+        let s = c.node(id).status().await.unwrap();
+        assert_eq!((s.epoch, s.leader), (2, Some(1)), "node {id}");
+    }
+    for (id, rec) in [(2, &rec2), (3, &rec3)] {
+        rec.wait_for(62, LIMIT).await;
+        let seen: Vec<_> = rec
+            .seen()
+            .into_iter()
+            .map(|s| (s.offset, s.epoch, s.command))
+            .collect();
+        assert_eq!(
+            seen, expected,
+            "node {id}'s subscriber: consecutive, once each"
+        );
+    }
+    c.shutdown().await;
+}

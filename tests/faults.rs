@@ -1,0 +1,477 @@
+//! Actor-level tests with a faulty follower (slow, stalled) and with bad
+//! peers on a follower's replication port.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::proxy::Fault;
+use common::{create_topic, fast_config, wait_converged, wait_until, TestCluster, CLUSTER, SECRET};
+use metawal_actors::metawal::codec::FrameCodec;
+use metawal_actors::metawal::frame::{Frame, RejectReason};
+use metawal_actors::metawal::handshake::HandshakeKeys;
+use metawal_actors::Acks;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[i]
+}
+
+#[actix::test]
+async fn slow_follower_does_not_slow_the_other_follower_or_acks_leader() {
+    let mut cfg = fast_config();
+    cfg.session_timeout = Duration::from_secs(2);
+    cfg.replica_lag_time_max = Duration::from_secs(5);
+    let c = TestCluster::start(3, &[3], cfg).await;
+    c.wait_isr(3, LIMIT).await;
+    const DELAY: Duration = Duration::from_millis(200);
+    c.proxy(3).set(Fault::Delay(DELAY));
+    let (n1, n2, n3) = (c.node(1).clone(), c.node(2).clone(), c.node(3).clone());
+
+    let mut leader_lat = Vec::new();
+    let mut follower2_lat = Vec::new();
+    let mut node3_behind = 0;
+    const WRITES: usize = 40;
+    for i in 0..WRITES {
+        let t0 = Instant::now();
+        let p = n1
+            .propose(create_topic(&format!("t{i}"), 1, 3), Acks::Leader)
+            .await
+            .unwrap();
+        leader_lat.push(t0.elapsed());
+        // Poll node 2's WAL position (its listener's fsynced offset).
+        loop {
+            if n2.status().await.unwrap().durable >= p.offset {
+                break;
+            }
+            assert!(t0.elapsed() < LIMIT, "node 2 never got offset {}", p.offset);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        follower2_lat.push(t0.elapsed());
+        if n3.status().await.unwrap().durable < p.offset {
+            node3_behind += 1;
+        }
+    }
+    let (l50, l90, lmax) = (
+        percentile(&mut leader_lat, 0.5),
+        percentile(&mut leader_lat, 0.9),
+        percentile(&mut leader_lat, 1.0),
+    );
+    let (f50, f90, fmax) = (
+        percentile(&mut follower2_lat, 0.5),
+        percentile(&mut follower2_lat, 0.9),
+        percentile(&mut follower2_lat, 1.0),
+    );
+    eprintln!(
+        "acks=leader p50 {l50:?} p90 {l90:?} max {lmax:?}; node 2 durable p50 {f50:?} p90 {f90:?} max {fmax:?}; node 3 behind in {node3_behind}/{WRITES}"
+    );
+    // The proxy really slowed node 3...
+    assert!(
+        node3_behind >= WRITES * 9 / 10,
+        "node 3 was not delayed: behind in only {node3_behind}/{WRITES} writes"
+    );
+    // ...and neither node 2 nor acks=leader waited for it (each would take
+    // at least 200 ms if they did). Percentiles, not the max: one fsync
+    // stall on a loaded CI machine must not fail the test.
+    let bound = Duration::from_millis(100);
+    assert!(
+        l50 < bound / 2 && l90 < bound,
+        "acks=leader: p50 {l50:?} p90 {l90:?}"
+    );
+    assert!(
+        f50 < bound / 2 && f90 < bound,
+        "node 2: p50 {f50:?} p90 {f90:?}"
+    );
+
+    // Node 3 does get everything, just later.
+    c.proxy(3).set(Fault::Pass);
+    wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    assert_eq!(
+        n3.applied().await.unwrap(),
+        n1.applied().await.unwrap(),
+        "node 3 digest"
+    );
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn stalled_follower_leaves_isr_after_lag_time_and_inflight_stays_in_window() {
+    const WINDOW: usize = 256 * 1024;
+    let mut cfg = fast_config();
+    cfg.window_bytes = WINDOW;
+    cfg.batch_bytes = 32 * 1024;
+    cfg.replica_lag_time_max = Duration::from_millis(500);
+    // Long enough that the link does not drop: the ISR exit must come from
+    // the lag, and the window from the open connection.
+    cfg.session_timeout = Duration::from_secs(20);
+    let lag_max = cfg.replica_lag_time_max;
+    let c = TestCluster::start(3, &[3], cfg).await;
+    c.wait_isr(3, LIMIT).await;
+    let leader = c.node(1).clone();
+
+    // Watch the leader's bytes in flight to node 3 for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_inflight = Arc::new(AtomicUsize::new(0));
+    let monitor = {
+        let (leader, stop, max_inflight) = (leader.clone(), stop.clone(), max_inflight.clone());
+        actix::spawn(async move {
+            let mut polls = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let s = leader.status().await.unwrap();
+                let f = s.follower(3).unwrap();
+                assert!(
+                    f.inflight_bytes <= WINDOW,
+                    "{} bytes in flight to node 3, window {WINDOW}",
+                    f.inflight_bytes
+                );
+                max_inflight.fetch_max(f.inflight_bytes, Ordering::Relaxed);
+                polls += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            polls
+        })
+    };
+
+    // An acks=all write just before the stall: node 3's ack of it, handled
+    // after `t_ref`, makes it caught up at a time no earlier than `t_ref`.
+    let t_ref = Instant::now();
+    leader
+        .propose(create_topic("pre", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    c.proxy(3).set(Fault::Stall);
+    let p = leader
+        .propose(create_topic("first", 1, 3), Acks::All)
+        .await
+        .expect("acks=all succeeds once node 3 left the ISR");
+    let waited = t_ref.elapsed();
+    let s = leader.status().await.unwrap();
+    assert_eq!(s.isr_len, 2);
+    let f3 = s.follower(3).unwrap().clone();
+    assert!(!f3.in_isr && f3.connected, "{f3:?}");
+    assert!(f3.acked_offset < p.offset);
+    // It waited for the lag time, not for a dropped link, and not much longer.
+    assert!(waited >= lag_max, "acks=all returned after {waited:?}");
+    assert!(waited < lag_max + Duration::from_secs(3), "{waited:?}");
+    for i in 0..10 {
+        let t = Instant::now();
+        leader
+            .propose(create_topic(&format!("again{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+        assert!(t.elapsed() < lag_max, "acks=all took {:?}", t.elapsed());
+    }
+
+    // Write several windows' worth of data (long names make big records).
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let leader = leader.clone();
+        tasks.push(actix::spawn(async move {
+            for i in 0..100 {
+                let name = format!("{w:02}-{i:03}-{}", "x".repeat(230));
+                leader
+                    .propose(create_topic(&name, 1, 3), Acks::Leader)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let end = leader.status().await.unwrap().log_end;
+    assert!(end >= 1600);
+    // 1600 records of ~260 bytes: far more than the window.
+    wait_until("the window to node 3 to fill", LIMIT, || {
+        let ok = max_inflight.load(Ordering::Relaxed) >= WINDOW / 2;
+        async move { ok }
+    })
+    .await;
+    let s = leader.status().await.unwrap();
+    let f3 = s.follower(3).unwrap();
+    assert!(
+        f3.inflight_bytes <= WINDOW && !f3.in_isr && f3.connected,
+        "{f3:?}"
+    );
+    // Node 2 is not held back by the stalled node 3.
+    let n2 = c.node(2).clone();
+    wait_until("node 2 to have everything durably", LIMIT, || {
+        let n2 = n2.clone();
+        async move { n2.status().await.unwrap().durable == end }
+    })
+    .await;
+    let f3 = leader.status().await.unwrap().follower(3).unwrap().clone();
+    assert!(
+        f3.acked_offset < end && f3.inflight_bytes <= WINDOW,
+        "{f3:?}"
+    );
+
+    // Released, node 3 catches up on the same connection and rejoins.
+    c.proxy(3).set(Fault::Pass);
+    c.wait_isr(3, LIMIT).await;
+    wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    assert_eq!(
+        c.node(3).applied().await.unwrap(),
+        leader.applied().await.unwrap()
+    );
+    stop.store(true, Ordering::Relaxed);
+    let polls = monitor.await.expect("inflight stayed within the window");
+    assert!(polls > 10, "monitor polled {polls} times");
+    let peak = max_inflight.load(Ordering::Relaxed);
+    eprintln!("peak inflight to node 3: {peak} bytes (window {WINDOW})");
+    assert!(peak <= WINDOW);
+    c.shutdown().await;
+}
+
+/// Logs of this test binary, captured for assertions on logged reasons.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(b.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a captured log line contains every one of `parts`.
+fn logged(logs: &Mutex<Vec<u8>>, parts: &[&str]) -> bool {
+    let logs = logs.lock().unwrap();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .any(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+/// A raw connection to a replication port, playing the leader's side.
+struct RawPeer {
+    stream: TcpStream,
+    codec: FrameCodec,
+    buf: BytesMut,
+}
+
+impl RawPeer {
+    async fn connect(addr: std::net::SocketAddr) -> RawPeer {
+        RawPeer {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            codec: FrameCodec::new(16 * 1024 * 1024),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The next frame, or None once the peer closed the connection (or the
+    /// bytes are not a frame). Panics if nothing happens within LIMIT.
+    async fn next(&mut self) -> Option<Frame> {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(f)) => return Some(f),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("the follower neither answered nor closed within {LIMIT:?}"),
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: Frame) {
+        let mut out = BytesMut::new();
+        self.codec.encode(&frame, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// Read the follower's Challenge; return its nonce.
+    async fn challenge(&mut self) -> [u8; 16] {
+        match self.next().await {
+            Some(Frame::Challenge {
+                cluster_id,
+                node_id,
+                nonce,
+                ..
+            }) => {
+                assert_eq!(cluster_id, CLUSTER);
+                assert_eq!(node_id, 2);
+                nonce.try_into().unwrap()
+            }
+            other => panic!("expected a Challenge, got {other:?}"),
+        }
+    }
+
+    /// Expect the connection to be closed.
+    async fn expect_closed(&mut self) {
+        if let Some(f) = self.next().await {
+            panic!("expected the connection to close, got {f:?}");
+        }
+    }
+}
+
+#[actix::test]
+async fn bad_peers_are_refused_with_a_logged_reason_and_the_follower_keeps_serving() {
+    let logs = captured_logs();
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    let leader = c.node(1).clone();
+    for i in 0..5 {
+        leader
+            .propose(create_topic(&format!("t{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    let end = wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    let follower = c.node(2).clone();
+    let addr = follower.replication_addr();
+    let applied_before = follower.applied().await.unwrap();
+    let status_before = follower.status().await.unwrap();
+
+    // A leader with the wrong secret (claiming a higher epoch).
+    for (cluster, secret, reason, text) in [
+        (
+            CLUSTER,
+            &b"wrong-secret"[..],
+            RejectReason::BadProof,
+            "does not verify",
+        ),
+        (
+            "other-cluster",
+            SECRET,
+            RejectReason::ClusterMismatch,
+            "cluster id mismatch",
+        ),
+    ] {
+        let mut peer = RawPeer::connect(addr).await;
+        let nonce_f = peer.challenge().await;
+        let keys = HandshakeKeys::new(1, cluster, secret.to_vec()).unwrap();
+        let hello = keys.hello(7, &nonce_f, &[9u8; 16]).unwrap();
+        peer.send(hello).await;
+        match peer.next().await {
+            Some(Frame::Reject {
+                reason: r,
+                epoch,
+                leader,
+            }) => {
+                assert_eq!(r, reason);
+                // An unauthenticated peer learns nothing.
+                assert_eq!((epoch, leader), (0, None));
+            }
+            other => panic!("expected Reject {reason:?}, got {other:?}"),
+        }
+        peer.expect_closed().await;
+        wait_until(
+            &format!("the {reason:?} refusal to be logged"),
+            LIMIT,
+            || {
+                let ok = logged(&logs, &["leader handshake refused", "node=2", text]);
+                async move { ok }
+            },
+        )
+        .await;
+    }
+
+    // Random bytes (not MessagePack: 0xc1 is never used) in a small frame.
+    let mut peer = RawPeer::connect(addr).await;
+    peer.challenge().await;
+    let mut junk: Vec<u8> = vec![0, 0, 0, 64, 0xc1];
+    junk.extend((0..63).map(|_| rand::random::<u8>()));
+    peer.stream.write_all(&junk).await.unwrap();
+    peer.expect_closed().await;
+    wait_until("the bad frame to be logged", LIMIT, || {
+        let ok = logged(
+            &logs,
+            &[
+                "bad data on replication connection",
+                "node=2",
+                "not a valid frame",
+            ],
+        );
+        async move { ok }
+    })
+    .await;
+
+    // Random bytes from the first byte: any length prefix above the limit.
+    let mut peer = RawPeer::connect(addr).await;
+    peer.challenge().await;
+    let mut junk: Vec<u8> = vec![0xff];
+    junk.extend((0..255).map(|_| rand::random::<u8>()));
+    peer.stream.write_all(&junk).await.unwrap();
+    peer.expect_closed().await;
+
+    // An oversized length prefix alone: refused before any allocation.
+    let mut peer = RawPeer::connect(addr).await;
+    peer.challenge().await;
+    peer.stream
+        .write_all(&(64 * 1024 * 1024u32).to_be_bytes())
+        .await
+        .unwrap();
+    peer.expect_closed().await;
+    wait_until("the oversized frame to be logged", LIMIT, || {
+        let ok = logged(
+            &logs,
+            &[
+                "bad data on replication connection",
+                "node=2",
+                "67108864 bytes exceeds max_frame_bytes",
+            ],
+        );
+        async move { ok }
+    })
+    .await;
+
+    // Nothing was applied or persisted from any of them.
+    assert_eq!(follower.applied().await.unwrap(), applied_before);
+    let s = follower.status().await.unwrap();
+    assert_eq!(
+        (s.epoch, s.leader, s.log_end, s.durable),
+        (1, Some(1), end, end)
+    );
+    assert_eq!(
+        (s.epoch, s.log_end),
+        (status_before.epoch, status_before.log_end)
+    );
+
+    // The follower keeps serving its real leader.
+    let s = leader.status().await.unwrap();
+    assert_eq!(s.isr_len, 3);
+    for i in 0..5 {
+        leader
+            .propose(create_topic(&format!("u{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    let end2 = wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    assert_eq!(end2, end + 5);
+    let applied = follower.applied().await.unwrap();
+    assert_eq!(applied, leader.applied().await.unwrap());
+    assert_eq!(applied.offset, end + 5);
+    assert_eq!(follower.view().topics().len(), 10);
+    c.shutdown().await;
+}
