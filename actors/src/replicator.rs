@@ -7,9 +7,11 @@
 //! the disk thread, keeping one group-commit batch in flight at a time.
 //!
 //! Link events (handshake matched, cumulative acks, disconnects) and local
-//! durability feed the core's [`ReplicaSetTracker`], which decides the ISR and
-//! the high watermark; the Replicator then resolves waiting proposals and
-//! publishes the new commit. A waiter is registered in the same handler that
+//! durability feed the core's [`ReplicaSetTracker`], which decides the ISR,
+//! the commit point (leader + fastest ISR followers up to
+//! `min_insync_replicas`: what every node applies) and the ISR watermark
+//! (durable on every ISR member: what `acks=all` waits for); the Replicator
+//! publishes the commit and resolves waiting proposals. A waiter is registered in the same handler that
 //! makes its entry visible to the links, so an ack can never arrive first.
 //!
 //! It starts one `FollowerLink` per peer and restarts any that died (a
@@ -303,12 +305,16 @@ impl Replicator {
             );
         }
         self.shared.set_isr_len(self.tracker.isr_len());
-        let Some(hw) = change.hw_advanced else {
+        if let Some(hw) = change.hw_advanced {
+            tracing::trace!(stage = "commit", node = self.node, offset = hw);
+        }
+        // acks=all: durable on every ISR member.
+        let Some(covered) = change.isr_durable_advanced else {
             return;
         };
         let isr = self.tracker.isr_len();
         let required = self.tracker.min_insync();
-        while self.all_waiters.front().is_some_and(|(o, _)| *o <= hw) {
+        while self.all_waiters.front().is_some_and(|(o, _)| *o <= covered) {
             if let Some((offset, w)) = self.all_waiters.pop_front() {
                 let result = if isr >= required {
                     Ok(())
@@ -322,7 +328,6 @@ impl Replicator {
                 let _ = w.send(result);
             }
         }
-        tracing::trace!(stage = "commit", node = self.node, offset = hw, isr);
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {

@@ -1,14 +1,24 @@
-//! The in-sync replica set (ISR) and the high watermark, on the leader.
+//! The in-sync replica set (ISR), the commit point and the ISR watermark, on
+//! the leader.
 //!
 //! A follower is *in sync* while it is connected and has caught up with the
 //! leader's log end within the last `replica_lag_time_max`. It leaves at once
 //! when its link drops, or when it lags too long; it rejoins once its durable
-//! offset reaches the high watermark. The leader is always a member.
+//! offset reaches the commit point. The leader is always a member.
 //!
-//! The high watermark (HW) is the lowest durable offset over the ISR, the
-//! leader's own included. It never moves back, and it never moves below the
-//! first entry of the leader's epoch (its `LeaderChange`), whose commit commits
-//! everything before it.
+//! Two watermarks, both monotonic:
+//!
+//! - the **commit point** ([`ReplicaSetTracker::hw`]), what every node may
+//!   apply: durable on the leader and on the fastest `k - 1` ISR followers,
+//!   `k = min(min_insync_replicas, ISR size)`. A slow follower that is still
+//!   in sync therefore never delays what the other nodes apply — as in Raft,
+//!   and Kafka's KRaft metadata log, which commit on a quorum;
+//! - the **ISR watermark** ([`ReplicaSetTracker::isr_durable`]), the lowest
+//!   durable offset over the whole ISR: an `acks=all` write resolves once it
+//!   is covered, so it is on every in-sync replica's disk.
+//!
+//! Neither moves below the first entry of the leader's epoch (its
+//! `LeaderChange`), whose commit commits everything before it.
 //!
 //! "Caught up" follows Kafka's rule so that a healthy follower under constant
 //! load stays in the ISR: an ack that reaches the log end the leader had at
@@ -33,8 +43,10 @@ struct Member {
 /// What changed after an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IsrChange {
-    /// The HW moved to this offset.
+    /// The commit point moved to this offset.
     pub hw_advanced: Option<u64>,
+    /// The ISR watermark (`acks=all`) moved to this offset.
+    pub isr_durable_advanced: Option<u64>,
     /// Followers that joined the ISR.
     pub joined: Vec<NodeId>,
     /// Followers that left the ISR.
@@ -44,7 +56,10 @@ pub struct IsrChange {
 impl IsrChange {
     /// Whether anything changed.
     pub fn is_empty(&self) -> bool {
-        self.hw_advanced.is_none() && self.joined.is_empty() && self.left.is_empty()
+        self.hw_advanced.is_none()
+            && self.isr_durable_advanced.is_none()
+            && self.joined.is_empty()
+            && self.left.is_empty()
     }
 }
 
@@ -59,6 +74,7 @@ pub struct ReplicaSetTracker {
     local_durable: u64,
     log_end: u64,
     hw: u64,
+    isr_durable: u64,
 }
 
 impl ReplicaSetTracker {
@@ -104,14 +120,21 @@ impl ReplicaSetTracker {
             local_durable: local_durable.min(log_end),
             log_end,
             hw: hw.min(log_end),
+            isr_durable: hw.min(log_end),
         };
-        t.recompute_hw();
+        let _ = t.recompute_hw();
         t
     }
 
-    /// The high watermark.
+    /// The commit point (high watermark): what every node may apply.
     pub fn hw(&self) -> u64 {
         self.hw
+    }
+
+    /// The ISR watermark: durable on every ISR member; `acks=all` writes up
+    /// to here are acknowledged.
+    pub fn isr_durable(&self) -> u64 {
+        self.isr_durable
     }
 
     /// The leader's log end.
@@ -273,25 +296,42 @@ impl ReplicaSetTracker {
     }
 
     fn finish(&mut self, change: &mut IsrChange) {
-        if let Some(hw) = self.recompute_hw() {
-            change.hw_advanced = Some(hw);
-        }
+        let (hw, isr) = self.recompute_hw();
+        change.hw_advanced = hw;
+        change.isr_durable_advanced = isr;
     }
 
-    /// Recompute the HW; returns the new value if it advanced.
-    fn recompute_hw(&mut self) -> Option<u64> {
-        let candidate = self
+    /// Recompute both watermarks; returns the new values of those that moved.
+    fn recompute_hw(&mut self) -> (Option<u64>, Option<u64>) {
+        let mut followers: Vec<u64> = self
             .members
             .values()
             .filter(|m| m.in_isr)
             .map(|m| m.durable)
-            .fold(self.local_durable, u64::min);
-        if candidate > self.hw && candidate >= self.epoch_start {
-            self.hw = candidate;
-            Some(candidate)
-        } else {
-            None
+            .collect();
+        followers.sort_unstable_by(|a, b| b.cmp(a));
+        // Commit: the leader plus the fastest k - 1 ISR followers.
+        let k = self.min_insync.min(followers.len() + 1);
+        let quorum = match k.checked_sub(2) {
+            Some(i) => followers.get(i).copied().unwrap_or(0),
+            None => u64::MAX,
+        };
+        let commit = self.local_durable.min(quorum);
+        let all = followers
+            .last()
+            .copied()
+            .unwrap_or(u64::MAX)
+            .min(self.local_durable);
+        let mut moved = (None, None);
+        if commit > self.hw && commit >= self.epoch_start {
+            self.hw = commit;
+            moved.0 = Some(commit);
         }
+        if all > self.isr_durable && all >= self.epoch_start {
+            self.isr_durable = all;
+            moved.1 = Some(all);
+        }
+        (moved.0, moved.1)
     }
 }
 
@@ -320,23 +360,42 @@ mod tests {
         assert!(t.acks_all_allowed());
 
         t.on_append(10);
-        assert_eq!(t.on_local_durable(10).hw_advanced, None);
-        t.on_ack(2, 10, t0);
-        assert_eq!(t.hw(), 0, "follower 3 has nothing yet");
+        assert_eq!(
+            t.on_local_durable(10).hw_advanced,
+            None,
+            "no follower has it yet"
+        );
+        let c = t.on_ack(2, 10, t0);
+        assert_eq!(
+            c.hw_advanced,
+            Some(10),
+            "leader + one follower commit (k = 2)"
+        );
+        assert_eq!(t.isr_durable(), 0, "follower 3 has nothing yet");
         let c = t.on_ack(3, 8, t0);
-        assert_eq!(c.hw_advanced, Some(8));
+        assert_eq!(c.isr_durable_advanced, Some(8));
         t.on_ack(3, 10, t0);
-        assert_eq!(t.hw(), 10);
+        assert_eq!(t.isr_durable(), 10);
 
-        // Follower 3 stalls; 2 keeps up. 3 leaves after the lag, not before.
+        // Follower 3 stalls; 2 keeps up. 3 does not hold back the commit,
+        // only acks=all; it leaves after the lag, not before.
         t.on_append(20);
         t.on_local_durable(20);
         t.on_ack(2, 20, t0 + Duration::from_secs(1));
-        assert_eq!(t.hw(), 10);
+        assert_eq!(
+            t.hw(),
+            20,
+            "a slow in-sync follower does not delay the commit"
+        );
+        assert_eq!(t.isr_durable(), 10, "but acks=all waits for it");
         assert!(t.tick(t0 + Duration::from_secs(4)).left.is_empty());
         let c = t.tick(t0 + Duration::from_secs(6));
         assert_eq!(c.left, vec![3]);
-        assert_eq!(c.hw_advanced, Some(20), "ISR shrink lets the HW move");
+        assert_eq!(
+            c.isr_durable_advanced,
+            Some(20),
+            "ISR shrink lets acks=all through"
+        );
         assert_eq!(t.isr(), vec![1, 2]);
 
         // 3 catches up to the HW and rejoins.
@@ -425,6 +484,7 @@ mod tests {
             let mut t = ReplicaSetTracker::new(1, [2, 3, 4], t0, LAG, 2, 1, 0, 0, 0);
             let mut connected = std::collections::BTreeSet::new();
             let mut last_hw = 0;
+            let mut last_isr_durable = 0;
             for s in steps {
                 match s {
                     Step::Advance(ms) => now += Duration::from_millis(ms),
@@ -446,14 +506,18 @@ mod tests {
                 // HW never moves back, never passes the leader's durable offset
                 // nor any ISR member's durable offset.
                 prop_assert!(t.hw() >= last_hw);
+                prop_assert!(t.isr_durable() >= last_isr_durable);
                 last_hw = t.hw();
+                last_isr_durable = t.isr_durable();
                 prop_assert!(t.hw() <= t.local_durable());
                 prop_assert!(t.hw() <= t.log_end());
+                prop_assert!(t.isr_durable() <= t.hw(), "acks=all never runs ahead of the commit");
                 let isr = t.isr();
                 prop_assert_eq!(isr[0], 1);
                 for &m in &isr[1..] {
                     prop_assert!(connected.contains(&m), "disconnected {} in ISR", m);
-                    prop_assert!(t.durable_of(m).unwrap_or(0) >= t.hw());
+                    // acks=all entries are on every ISR member's disk.
+                    prop_assert!(t.durable_of(m).unwrap_or(0) >= t.isr_durable());
                 }
                 prop_assert_eq!(t.acks_all_allowed(), isr.len() >= 2);
                 // HW is at least the epoch start once it moved at all.
