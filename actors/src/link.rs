@@ -697,12 +697,7 @@ impl Actor for FollowerLink {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(64);
         if let Some(rx) = self.progress_rx.take() {
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.changed().await.ok()?;
-                let p = *rx.borrow_and_update();
-                Some((p, rx))
-            });
-            ctx.add_stream(stream);
+            ctx.add_stream(crate::progress::updates(rx));
         }
         ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
             act.heartbeat(ctx)

@@ -202,14 +202,7 @@ impl ReplicaListener {
             durable: self.durable(),
             commit: self.commit,
         };
-        self.progress_tx.send_if_modified(|cur| {
-            if *cur != p {
-                *cur = p;
-                true
-            } else {
-                false
-            }
-        });
+        crate::progress::publish(&self.progress_tx, p);
     }
 
     fn flush_writes(&mut self, ctx: &mut Context<Self>) {
@@ -375,6 +368,24 @@ impl ReplicaListener {
     fn is_active(&self, session: u64) -> bool {
         self.active == Some(session)
     }
+
+    /// Queue a truncation or snapshot install from the active `session`; it
+    /// runs once the in-flight write is done, and answers the new log end.
+    fn defer_log_reset(
+        &mut self,
+        session: u64,
+        job: impl FnOnce(oneshot::Sender<Result<LogEnd, String>>) -> Deferred,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<LogEnd, String>> {
+        let (tx, rx) = oneshot::channel();
+        if self.is_active(session) {
+            self.deferred.push(job(tx));
+            self.run_deferred(ctx);
+        } else {
+            let _ = tx.send(Err("session is not the active one".into()));
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err("listener stopped".into())) })
+    }
 }
 
 impl Actor for ReplicaListener {
@@ -531,14 +542,7 @@ impl Handler<SessionTruncate> for ReplicaListener {
     type Result = ResponseFuture<Result<LogEnd, String>>;
 
     fn handle(&mut self, msg: SessionTruncate, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        if !self.is_active(msg.session) {
-            let _ = tx.send(Err("session is not the active one".into()));
-        } else {
-            self.deferred.push(Deferred::Truncate(msg.to, tx));
-            self.run_deferred(ctx);
-        }
-        Box::pin(async move { rx.await.unwrap_or(Err("listener stopped".into())) })
+        self.defer_log_reset(msg.session, |tx| Deferred::Truncate(msg.to, tx), ctx)
     }
 }
 
@@ -546,14 +550,7 @@ impl Handler<SessionSnapshot> for ReplicaListener {
     type Result = ResponseFuture<Result<LogEnd, String>>;
 
     fn handle(&mut self, msg: SessionSnapshot, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        if !self.is_active(msg.session) {
-            let _ = tx.send(Err("session is not the active one".into()));
-        } else {
-            self.deferred.push(Deferred::Snapshot(msg.snapshot, tx));
-            self.run_deferred(ctx);
-        }
-        Box::pin(async move { rx.await.unwrap_or(Err("listener stopped".into())) })
+        self.defer_log_reset(msg.session, |tx| Deferred::Snapshot(msg.snapshot, tx), ctx)
     }
 }
 

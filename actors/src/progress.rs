@@ -6,6 +6,9 @@
 //! how the leader tells every link "log end is now N, commit is C" without a
 //! message per entry.
 
+use futures::Stream;
+use tokio::sync::watch;
+
 /// Where the log stands on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogProgress {
@@ -22,4 +25,23 @@ impl LogProgress {
     pub fn applicable(&self) -> u64 {
         self.commit.min(self.durable)
     }
+}
+
+/// Publish `p`, waking readers only if it changed.
+pub(crate) fn publish(tx: &watch::Sender<LogProgress>, p: LogProgress) {
+    tx.send_if_modified(|cur| {
+        let changed = *cur != p;
+        *cur = p;
+        changed
+    });
+}
+
+/// The values of a progress channel as a stream, for `ctx.add_stream`.
+/// Updates that arrive while the reader is busy coalesce into the latest.
+pub(crate) fn updates(rx: watch::Receiver<LogProgress>) -> impl Stream<Item = LogProgress> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        let p = *rx.borrow_and_update();
+        Some((p, rx))
+    })
 }

@@ -215,14 +215,7 @@ impl Replicator {
             durable: self.tracker.local_durable(),
             commit: self.tracker.hw(),
         };
-        self.progress_tx.send_if_modified(|cur| {
-            if *cur != p {
-                *cur = p;
-                true
-            } else {
-                false
-            }
-        });
+        crate::progress::publish(&self.progress_tx, p);
     }
 
     fn flush_wal(&mut self, ctx: &mut Context<Self>) {

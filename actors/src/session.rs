@@ -197,20 +197,7 @@ impl ReplicaSession {
                     session: self.id,
                     to,
                 });
-                ctx.wait(req.into_actor(self).map(|res, act, ctx| match res {
-                    Ok(Ok((last_offset, last_epoch))) => act.send(
-                        Frame::Position {
-                            last_offset,
-                            last_epoch,
-                        },
-                        ctx,
-                    ),
-                    Ok(Err(e)) => {
-                        tracing::error!(node = act.node, error = %e, "truncation refused");
-                        act.close(ctx, "truncation refused");
-                    }
-                    Err(_) => act.close(ctx, "listener gone"),
-                }));
+                self.report_position(req, "truncation refused", ctx);
             }
             (
                 Phase::Ready { .. },
@@ -396,7 +383,21 @@ impl ReplicaSession {
             session: self.id,
             snapshot: Box::new(snapshot),
         });
-        ctx.wait(req.into_actor(self).map(|res, act, ctx| match res {
+        self.report_position(req, "snapshot install failed", ctx);
+    }
+
+    /// Wait for the listener to reset the log (truncation or snapshot), then
+    /// tell the leader where the log ends now; on failure, close.
+    fn report_position<M>(
+        &mut self,
+        req: actix::dev::Request<ReplicaListener, M>,
+        failure: &'static str,
+        ctx: &mut Context<Self>,
+    ) where
+        M: Message<Result = Result<(u64, u64), String>> + Send + 'static,
+        ReplicaListener: Handler<M>,
+    {
+        ctx.wait(req.into_actor(self).map(move |res, act, ctx| match res {
             Ok(Ok((last_offset, last_epoch))) => act.send(
                 Frame::Position {
                     last_offset,
@@ -405,8 +406,8 @@ impl ReplicaSession {
                 ctx,
             ),
             Ok(Err(e)) => {
-                tracing::error!(node = act.node, error = %e, "snapshot install failed");
-                act.close(ctx, "snapshot install failed");
+                tracing::error!(node = act.node, error = %e, "{failure}");
+                act.close(ctx, failure);
             }
             Err(_) => act.close(ctx, "listener gone"),
         }));

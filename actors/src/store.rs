@@ -456,12 +456,7 @@ impl Actor for MetadataStore {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
         if let Some(rx) = self.progress_rx.take() {
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.changed().await.ok()?;
-                let p = *rx.borrow_and_update();
-                Some((p, rx))
-            });
-            ctx.add_stream(stream);
+            ctx.add_stream(crate::progress::updates(rx));
         }
         if let Some(log) = &self.appended {
             // A leader's first entry of its epoch: its commit commits all before.
