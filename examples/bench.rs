@@ -953,6 +953,17 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
             "node 3 behind a {SLOW_DELAY:?} delay did not leave the ISR within {shrink_limit:?}"
         )
         })?;
+        // Once the writes pause, node 3 catches up and rejoins the ISR.
+        let idle_at = Instant::now();
+        r.iso_rejoin_after_idle_ms =
+            match wait_for("node 3 to rejoin", Duration::from_secs(3), || async {
+                follower3_in_isr(&leader).await.unwrap_or(false)
+            })
+            .await
+            {
+                Ok(()) => Some(idle_at.elapsed().as_secs_f64() * 1e3),
+                Err(_) => None,
+            };
         let props = prop_samples(&c, 2, &run_all.sent).await?;
         c.notes(3)?.clear();
         let (mut trans_prop, mut slow_prop, mut slow_ack) = (new_hist(), new_hist(), new_hist());
@@ -987,17 +998,6 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
             }
             _ => 0.0,
         };
-        // After a pause node 3 catches up, and rejoins.
-        let idle_at = Instant::now();
-        r.iso_rejoin_after_idle_ms =
-            match wait_for("node 3 to rejoin", Duration::from_secs(3), || async {
-                follower3_in_isr(&leader).await.unwrap_or(false)
-            })
-            .await
-            {
-                Ok(()) => Some(idle_at.elapsed().as_secs_f64() * 1e3),
-                Err(_) => None,
-            };
         r.isolation_ack_ratio = r.iso_slow_ack_p99_us / r.iso_base_ack_p99_us.max(1e-3);
         r.isolation_propagation_ratio = r.iso_slow_prop_p99_us / r.iso_base_prop_p99_us.max(1e-3);
         out.progress(&format!(
