@@ -33,11 +33,13 @@
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -583,12 +585,15 @@ async fn load(
     let next = Arc::new(AtomicU64::new(0));
     let done = ctl.done.clone();
     let started = Instant::now();
+    // One histogram for all proposers (they share this thread): a histogram
+    // is ~270 KB, and the stalled phase measures the process's memory.
+    let hist = Rc::new(RefCell::new(new_hist()));
     let mut tasks = Vec::new();
     for _ in 0..proposers {
+        let hist = hist.clone();
         let (leader, next, done, stop) =
             (leader.clone(), next.clone(), done.clone(), ctl.stop.clone());
         tasks.push(tokio::task::spawn_local(async move {
-            let mut hist = new_hist();
             let mut sent = Vec::new();
             loop {
                 if stop.load(Ordering::Relaxed) {
@@ -609,7 +614,7 @@ async fn load(
                     .await
                     .map_err(|e| format!("write {i} ({acks:?}): {e}"))?;
                 let latency = ns(at.elapsed());
-                hist.saturating_record(latency);
+                hist.borrow_mut().saturating_record(latency);
                 if track {
                     sent.push(Sample {
                         offset: p.offset,
@@ -619,7 +624,7 @@ async fn load(
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }
-            Ok::<_, String>((hist, sent))
+            Ok::<_, String>(sent)
         }));
     }
     let reporter = {
@@ -635,17 +640,11 @@ async fn load(
             }
         })
     };
-    let mut latency = new_hist();
     let mut sent = Vec::new();
     let mut first_err = None;
     for t in tasks {
         match t.await {
-            Ok(Ok((h, s))) => {
-                latency
-                    .add(h)
-                    .map_err(|e| format!("merge histograms: {e}"))?;
-                sent.extend(s);
-            }
+            Ok(Ok(s)) => sent.extend(s),
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
             }
@@ -658,6 +657,7 @@ async fn load(
     if let Some(e) = first_err {
         return Err(e);
     }
+    let latency = hist.replace(new_hist());
     Ok(LoadResult {
         writes: done.load(Ordering::Relaxed),
         secs: started.elapsed().as_secs_f64(),
