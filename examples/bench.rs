@@ -298,10 +298,8 @@ struct Cluster {
     notes: HashMap<NodeId, Notifications>,
 }
 
-fn free_addr() -> Result<SocketAddr, String> {
-    let l =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    l.local_addr().map_err(|e| format!("local addr: {e}"))
+fn reserve() -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))
 }
 
 async fn on_arbiter<T, F>(what: &str, f: F) -> Result<(T, Arbiter), String>
@@ -344,12 +342,33 @@ impl Cluster {
     /// wait for the full ISR, subscribe recorders on the followers if
     /// `subscribe`, and create the benchmark topic.
     async fn start(parent: &Path, with_proxy: bool, subscribe: bool) -> Result<Cluster, String> {
+        // A reserved port can be taken by someone else before a node binds
+        // it: start again on new ports (a few times at most).
+        let mut attempt = 1;
+        loop {
+            match Cluster::try_start(parent, with_proxy).await {
+                Ok(c) => return c.setup(subscribe).await,
+                Err(e) if attempt < 4 && e.contains("Address already in use") => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Start the nodes (and the proxy); stop whatever started on failure.
+    async fn try_start(parent: &Path, with_proxy: bool) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("metawal-bench-")
             .tempdir_in(parent)
             .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
         let base = dir.path().to_path_buf();
-        let listen = vec![free_addr()?, free_addr()?, free_addr()?];
+        // Hold the reserved ports while the proxy binds its own.
+        let reserved = [reserve()?, reserve()?, reserve()?];
+        let listen = reserved
+            .iter()
+            .map(|l| l.local_addr().map_err(|e| format!("local addr: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         let proxy = if with_proxy {
             let target = listen[2];
             Some(
@@ -373,9 +392,20 @@ impl Cluster {
             proxy,
             notes: HashMap::new(),
         };
+        drop(reserved);
         for id in [2, 3, 1] {
-            c.start_node(id).await?;
+            if let Err(e) = c.start_node(id).await {
+                c.stop().await;
+                return Err(e);
+            }
         }
+        Ok(c)
+    }
+
+    /// Wait for the full ISR, subscribe recorders on the followers if
+    /// `subscribe`, and create the benchmark topic.
+    async fn setup(mut self, subscribe: bool) -> Result<Cluster, String> {
+        let c = &mut self;
         let leader = c.node(1)?.clone();
         wait_isr(&leader, 3, Duration::from_secs(10)).await?;
         if subscribe {
@@ -433,7 +463,7 @@ impl Cluster {
                 notes.clear();
             }
         }
-        Ok(c)
+        Ok(self)
     }
 
     fn config(&self, id: NodeId) -> NodeConfig {
