@@ -818,6 +818,87 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
     let defaults = ReplicationConfig::default();
     let want = |n: u32| args.only.is_empty() || args.only.contains(&n);
 
+    // 6: stalled follower. It runs first, in a fresh process, so that its
+    // resident-memory growth is not hidden by memory the earlier phases
+    // freed (the allocator reuses it without growing the RSS).
+    if want(6) {
+        out.progress(&format!(
+        "[6/7] stalled follower: node 3's proxy stops reading; {} acks=leader writes from {p} proposers",
+        counts.stalled_writes
+    ));
+        let c = Cluster::start(&parent, true, false).await?;
+        let leader = c.node(1)?.clone();
+        // Warm up allocators and caches before the baseline.
+        load(
+            out,
+            &leader,
+            counts.stalled_writes / 10,
+            p,
+            Acks::Leader,
+            false,
+            LoadCtl::default(),
+        )
+        .await?;
+        c.proxy()?.set(Fault::Stall);
+        let rss_base = rss_bytes()?;
+        let sampling = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (leader, sampling) = (leader.clone(), sampling.clone());
+            tokio::task::spawn_local(async move {
+                let (mut rss_max, mut inflight_max) = (rss_base, 0u64);
+                // Bounded by the load: the flag is set when it ends.
+                while !sampling.load(Ordering::Relaxed) {
+                    if let Ok(rss) = rss_bytes() {
+                        rss_max = rss_max.max(rss);
+                    }
+                    if let Ok(s) = leader.status().await {
+                        if let Some(f) = s.follower(3) {
+                            inflight_max = inflight_max.max(f.inflight_bytes as u64);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (rss_max, inflight_max)
+            })
+        };
+        let st = load(
+            out,
+            &leader,
+            counts.stalled_writes,
+            p,
+            Acks::Leader,
+            false,
+            LoadCtl::default(),
+        )
+        .await?;
+        sampling.store(true, Ordering::Relaxed);
+        let (rss_max, mut inflight_max) = sampler.await.map_err(|e| format!("sampler: {e}"))?;
+        let rss_end = rss_bytes()?;
+        if let Some(f) = leader
+            .status()
+            .await
+            .map_err(|e| format!("leader status: {e}"))?
+            .follower(3)
+        {
+            inflight_max = inflight_max.max(f.inflight_bytes as u64);
+        }
+        r.stalled_rss_base_bytes = rss_base;
+        r.stalled_rss_growth_bytes = rss_max.max(rss_end).saturating_sub(rss_base);
+        r.stalled_rss_growth_end_bytes = rss_end.saturating_sub(rss_base);
+        r.stalled_inflight_bytes = inflight_max;
+        r.stalled_eps = st.eps();
+        r.stalled_window_bytes = defaults.window_bytes as u64;
+        out.progress(&format!(
+        "      {:.0} entries/s; RSS {:.1} MiB -> +{:.1} MiB max; in flight to node 3 max {:.2} MiB (window {:.0} MiB)",
+        r.stalled_eps,
+        rss_base as f64 / 1048576.0,
+        r.stalled_rss_growth_bytes as f64 / 1048576.0,
+        inflight_max as f64 / 1048576.0,
+        defaults.window_bytes as f64 / 1048576.0
+    ));
+        c.stop().await;
+    }
+
     if [2, 3, 4].iter().any(|&n| want(n)) {
         // 2-4: one cluster, subscribers on both followers.
         let c = Cluster::start(&parent, false, true).await?;
@@ -1037,85 +1118,6 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
         r.iso_slow_prop_p99_us,
         r.isolation_ack_ratio,
         r.isolation_propagation_ratio
-    ));
-        c.stop().await;
-    }
-
-    // 6: stalled follower.
-    if want(6) {
-        out.progress(&format!(
-        "[6/7] stalled follower: node 3's proxy stops reading; {} acks=leader writes from {p} proposers",
-        counts.stalled_writes
-    ));
-        let c = Cluster::start(&parent, true, false).await?;
-        let leader = c.node(1)?.clone();
-        // Warm up allocators and caches before the baseline.
-        load(
-            out,
-            &leader,
-            counts.stalled_writes / 10,
-            p,
-            Acks::Leader,
-            false,
-            LoadCtl::default(),
-        )
-        .await?;
-        c.proxy()?.set(Fault::Stall);
-        let rss_base = rss_bytes()?;
-        let sampling = Arc::new(AtomicBool::new(false));
-        let sampler = {
-            let (leader, sampling) = (leader.clone(), sampling.clone());
-            tokio::task::spawn_local(async move {
-                let (mut rss_max, mut inflight_max) = (rss_base, 0u64);
-                // Bounded by the load: the flag is set when it ends.
-                while !sampling.load(Ordering::Relaxed) {
-                    if let Ok(rss) = rss_bytes() {
-                        rss_max = rss_max.max(rss);
-                    }
-                    if let Ok(s) = leader.status().await {
-                        if let Some(f) = s.follower(3) {
-                            inflight_max = inflight_max.max(f.inflight_bytes as u64);
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                (rss_max, inflight_max)
-            })
-        };
-        let st = load(
-            out,
-            &leader,
-            counts.stalled_writes,
-            p,
-            Acks::Leader,
-            false,
-            LoadCtl::default(),
-        )
-        .await?;
-        sampling.store(true, Ordering::Relaxed);
-        let (rss_max, mut inflight_max) = sampler.await.map_err(|e| format!("sampler: {e}"))?;
-        let rss_end = rss_bytes()?;
-        if let Some(f) = leader
-            .status()
-            .await
-            .map_err(|e| format!("leader status: {e}"))?
-            .follower(3)
-        {
-            inflight_max = inflight_max.max(f.inflight_bytes as u64);
-        }
-        r.stalled_rss_base_bytes = rss_base;
-        r.stalled_rss_growth_bytes = rss_max.max(rss_end).saturating_sub(rss_base);
-        r.stalled_rss_growth_end_bytes = rss_end.saturating_sub(rss_base);
-        r.stalled_inflight_bytes = inflight_max;
-        r.stalled_eps = st.eps();
-        r.stalled_window_bytes = defaults.window_bytes as u64;
-        out.progress(&format!(
-        "      {:.0} entries/s; RSS {:.1} MiB -> +{:.1} MiB max; in flight to node 3 max {:.2} MiB (window {:.0} MiB)",
-        r.stalled_eps,
-        rss_base as f64 / 1048576.0,
-        r.stalled_rss_growth_bytes as f64 / 1048576.0,
-        inflight_max as f64 / 1048576.0,
-        defaults.window_bytes as f64 / 1048576.0
     ));
         c.stop().await;
     }
