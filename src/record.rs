@@ -8,7 +8,7 @@
 //! are written to its WAL and carried inside `Append` frames to every follower,
 //! which checks them with [`RecordReader`] and writes them unchanged.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::command::Entry;
 
@@ -69,13 +69,10 @@ pub struct Record {
 impl Record {
     /// Encode an entry into a record. This is the only place entries are encoded.
     pub fn encode(entry: &Entry) -> Result<Record, RecordError> {
-        let mut buf = BytesMut::with_capacity(RECORD_HEADER_LEN + 96);
-        buf.put_u64(0); // placeholder for len + crc
-        {
-            let mut w = (&mut buf).writer();
-            rmp_serde::encode::write(&mut w, entry)
-                .map_err(|e| RecordError::Encode(e.to_string()))?;
-        }
+        let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + 96);
+        buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]); // len + crc, patched below
+        rmp_serde::encode::write(&mut buf, entry)
+            .map_err(|e| RecordError::Encode(e.to_string()))?;
         let payload_len = buf.len() - RECORD_HEADER_LEN;
         if payload_len > MAX_RECORD_PAYLOAD {
             return Err(RecordError::BadLength {
@@ -86,10 +83,12 @@ impl Record {
         let crc = crc32c::crc32c(&buf[RECORD_HEADER_LEN..]);
         buf[0..4].copy_from_slice(&(payload_len as u32).to_be_bytes());
         buf[4..8].copy_from_slice(&crc.to_be_bytes());
+        // Records live on in the leader's tail cache: keep exactly their size.
+        buf.shrink_to_fit();
         Ok(Record {
             offset: entry.offset,
             epoch: entry.epoch,
-            bytes: buf.freeze(),
+            bytes: Bytes::from(buf),
         })
     }
 

@@ -484,3 +484,26 @@ async fn bad_peers_are_refused_with_a_logged_reason_and_the_follower_keeps_servi
     assert_eq!(follower.view().topics().len(), 10);
     c.shutdown().await;
 }
+
+#[actix::test]
+async fn restarted_follower_wakes_the_leader_instead_of_waiting_out_backoff() {
+    // A constant 10 s backoff: after the drop, the leader's next retry of
+    // node 3 is 5-10 s away.
+    let mut cfg = fast_config();
+    cfg.backoff_min = Duration::from_secs(10);
+    cfg.backoff_max = Duration::from_secs(10);
+    cfg.replica_lag_time_max = Duration::from_secs(30);
+    let mut c = TestCluster::start(3, &[], cfg).await;
+    c.wait_isr(3, LIMIT).await;
+    c.stop_node(3).await;
+    c.wait_isr(2, LIMIT).await;
+    let restarted = Instant::now();
+    c.start_node(3).await;
+    c.wait_isr(3, LIMIT).await;
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "node 3 rejoined after {took:?}: the leader waited out its backoff"
+    );
+    c.shutdown().await;
+}

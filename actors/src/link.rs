@@ -115,6 +115,11 @@ impl LinkStats {
 #[rtype(result = "()")]
 pub(crate) struct StopLink;
 
+/// A follower may be back: reconnect now if disconnected.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WakeLink;
+
 /// Where the handshake is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Handshake {
@@ -166,6 +171,8 @@ pub struct FollowerLink {
     gen: u64,
     handshake: Handshake,
     connecting: Option<SpawnHandle>,
+    retry: Option<SpawnHandle>,
+    last_attempt: Option<Instant>,
     reading_wal: bool,
     acked_on_conn: bool,
     last_heard: Instant,
@@ -198,6 +205,8 @@ impl FollowerLink {
             gen: 0,
             handshake: Handshake::AwaitChallenge,
             connecting: None,
+            retry: None,
+            last_attempt: None,
             reading_wal: false,
             acked_on_conn: false,
             last_heard: now,
@@ -221,6 +230,7 @@ impl FollowerLink {
         }
         let addr = self.peer_addr;
         let timeout = self.config.session_timeout;
+        self.last_attempt = Some(Instant::now());
         let fut = async move { tokio::time::timeout(timeout, TcpStream::connect(addr)).await };
         let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.connecting = None;
@@ -250,7 +260,30 @@ impl FollowerLink {
             delay_ms = delay.as_millis() as u64,
             "reconnecting after backoff"
         );
-        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+        self.retry = Some(ctx.run_later(delay, |act, ctx| {
+            act.retry = None;
+            act.connect(ctx);
+        }));
+    }
+
+    /// The follower signalled it is back: retry now instead of waiting out
+    /// the backoff (at most once per `heartbeat_interval`).
+    fn wake(&mut self, ctx: &mut Context<Self>) {
+        let recent = self
+            .last_attempt
+            .is_some_and(|t| t.elapsed() < self.config.heartbeat_interval);
+        if self.conn.is_some() || self.connecting.is_some() || recent {
+            return;
+        }
+        if let Some(h) = self.retry.take() {
+            ctx.cancel_future(h);
+        }
+        tracing::debug!(
+            node = self.node,
+            peer = self.peer,
+            "woken: reconnecting now"
+        );
+        self.connect(ctx);
     }
 
     fn on_connected(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
@@ -750,6 +783,14 @@ impl ConnOwner for FollowerLink {
             tracing::warn!(node = self.node, peer = self.peer, error = %e, "write to follower failed");
         }
         self.disconnect(ctx, "writer ended");
+    }
+}
+
+impl Handler<WakeLink> for FollowerLink {
+    type Result = ();
+
+    fn handle(&mut self, _msg: WakeLink, ctx: &mut Context<Self>) {
+        self.wake(ctx);
     }
 }
 

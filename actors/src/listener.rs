@@ -30,9 +30,10 @@ use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
 use crate::progress::LogProgress;
+use crate::replicator::WakeLinks;
 use crate::session::{Durable, ReplicaSession, SessionInit, StopSession};
 use crate::shared::{NodeShared, Role};
-use crate::store::{FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
+use crate::store::{EntriesInFlight, FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
 
 /// Most replication connections served at once.
 const MAX_SESSIONS: usize = 16;
@@ -136,11 +137,15 @@ pub(crate) struct ListenerInit {
     pub keys: HandshakeKeys,
     pub disk: DiskHandle,
     pub store: Addr<MetadataStore>,
+    pub store_in_flight: EntriesInFlight,
     pub listener: TcpListener,
     pub epochs: EpochIndex,
     pub commit: u64,
     pub meta: NodeMeta,
     pub progress_tx: watch::Sender<LogProgress>,
+    /// On the leader: told of every inbound connection (a follower that
+    /// started says so by connecting).
+    pub wake: Option<Recipient<WakeLinks>>,
 }
 
 /// The follower-side acceptor and log owner (see the module docs).
@@ -151,6 +156,7 @@ pub struct ReplicaListener {
     keys: HandshakeKeys,
     disk: DiskHandle,
     store: Addr<MetadataStore>,
+    store_in_flight: EntriesInFlight,
     listener: Option<TcpListener>,
     epochs: EpochIndex,
     durable: Arc<AtomicU64>,
@@ -164,6 +170,7 @@ pub struct ReplicaListener {
     write_in_flight: bool,
     deferred: Vec<Deferred>,
     busy: bool,
+    wake: Option<Recipient<WakeLinks>>,
 }
 
 impl ReplicaListener {
@@ -176,6 +183,7 @@ impl ReplicaListener {
             keys: init.keys,
             disk: init.disk,
             store: init.store,
+            store_in_flight: init.store_in_flight,
             listener: Some(init.listener),
             epochs: init.epochs,
             durable: Arc::new(AtomicU64::new(durable)),
@@ -189,6 +197,7 @@ impl ReplicaListener {
             write_in_flight: false,
             deferred: Vec::new(),
             busy: false,
+            wake: init.wake,
         }
     }
 
@@ -419,6 +428,11 @@ impl StreamHandler<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)
                 return;
             }
         };
+        if self.shared.role() == Role::Leader {
+            if let Some(wake) = &self.wake {
+                let _ = wake.try_send(WakeLinks);
+            }
+        }
         self.sessions.retain(|_, a| a.connected());
         if self.sessions.len() >= MAX_SESSIONS {
             tracing::warn!(node = self.node, peer = %from, "too many replication connections; refused");
@@ -517,9 +531,13 @@ impl Handler<SessionAppend> for ReplicaListener {
         }
         self.write_queue.extend(msg.records);
         self.commit = self.commit.max(msg.commit);
-        if !msg.entries.is_empty() {
-            // Dropped when the store is busy: it reads them back from the WAL.
-            let _ = self.store.try_send(FollowerEntries(msg.entries));
+        let n = msg.entries.len();
+        // Dropped when the store is behind: it reads them back from the WAL.
+        if n > 0
+            && self.store_in_flight.reserve(n)
+            && self.store.try_send(FollowerEntries(msg.entries)).is_err()
+        {
+            self.store_in_flight.release(n);
         }
         self.flush_writes(ctx);
         self.publish();

@@ -33,7 +33,8 @@ use crate::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopRe
 use crate::shared::{NodeShared, Role};
 use crate::status::NodeStatus;
 use crate::store::{
-    Acks, Applied, GetApplied, MetadataStore, Propose, Proposed, StopStore, StoreInit, Subscribe,
+    Acks, Applied, EntriesInFlight, GetApplied, MetadataStore, Propose, Proposed, StopStore,
+    StoreInit, Subscribe,
 };
 use crate::view::{MetadataChanged, MetadataView};
 
@@ -227,6 +228,7 @@ impl Node {
             commit: rec.commit,
         });
         let view = MetadataView::new();
+        let in_flight = EntriesInFlight::default();
 
         let replicator = (role == Role::Leader).then(|| {
             Replicator::new(ReplicatorInit {
@@ -252,6 +254,7 @@ impl Node {
             view: view.clone(),
             disk: disk.clone(),
             progress: progress_rx,
+            in_flight: in_flight.clone(),
             leader: replicator
                 .clone()
                 .map(|r| (rec.appended, last + 1, epoch, r)),
@@ -264,13 +267,29 @@ impl Node {
             keys,
             disk: disk.clone(),
             store: store.clone(),
+            store_in_flight: in_flight,
             listener,
             epochs: rec.epochs,
             commit: rec.commit,
             meta,
             progress_tx,
+            wake: replicator.clone().map(|r| r.recipient()),
         })
         .start();
+        if role == Role::Follower {
+            if let Some(addr) = leader.and_then(|l| config.peers.get(&l)).copied() {
+                // Tell the leader we are (back) up, so its link does not wait
+                // out its reconnect backoff: connecting is the whole message.
+                let timeout = config.replication.session_timeout;
+                actix::spawn(async move {
+                    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
+                    {
+                        Ok(Ok(_)) => tracing::debug!(node, %addr, "woke the leader"),
+                        _ => tracing::debug!(node, %addr, "leader not reachable to wake"),
+                    }
+                });
+            }
+        }
         tracing::info!(node, addr = %replication_addr, role = %role, epoch, "node started");
         Ok(Node {
             node_id: node,

@@ -99,6 +99,12 @@ pub(crate) struct ReplicationStatus {
 #[rtype(result = "ReplicationStatus")]
 pub(crate) struct GetReplicationStatus;
 
+/// Someone connected to the leader's replication port: a follower that
+/// (re)started. Disconnected links retry now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WakeLinks;
+
 /// Stop the Replicator and its links.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -481,6 +487,18 @@ impl Handler<GetReplicationStatus> for Replicator {
             hw: self.tracker.hw(),
             followers,
         })
+    }
+}
+
+impl Handler<WakeLinks> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, _msg: WakeLinks, _ctx: &mut Context<Self>) {
+        for slot in self.links.values() {
+            if !slot.stats.connected() {
+                let _ = slot.addr.try_send(crate::link::WakeLink);
+            }
+        }
     }
 }
 

@@ -86,6 +86,29 @@ pub struct Subscribe(pub Recipient<MetadataChanged>);
 #[rtype(result = "()")]
 pub(crate) struct FollowerEntries(pub Vec<Entry>);
 
+/// Decoded entries on their way from the ReplicaListener to the store, counted
+/// so that the store's mailbox holds at most [`MAX_PENDING`] of them: beyond
+/// that the listener drops them and the store reads them back from the WAL.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EntriesInFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl EntriesInFlight {
+    /// Reserve room for `n` entries; false when the budget is spent.
+    pub(crate) fn reserve(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                (cur + n <= MAX_PENDING).then_some(cur + n)
+            })
+            .is_ok()
+    }
+
+    /// Give back room for `n` entries.
+    pub(crate) fn release(&self, n: usize) {
+        self.0.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The follower's log was truncated after `to`: forget queued entries past it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -139,6 +162,7 @@ pub(crate) struct StoreInit {
     pub view: MetadataView,
     pub disk: DiskHandle,
     pub progress: watch::Receiver<LogProgress>,
+    pub in_flight: EntriesInFlight,
     /// Leader only: the appended state, its next offset, epoch and Replicator.
     pub leader: Option<(MetadataState, u64, u64, Addr<Replicator>)>,
 }
@@ -155,6 +179,7 @@ pub struct MetadataStore {
     pending: VecDeque<Entry>,
     progress: LogProgress,
     progress_rx: Option<watch::Receiver<LogProgress>>,
+    in_flight: EntriesInFlight,
     reading: bool,
     subscribers: Vec<Recipient<MetadataChanged>>,
     last_snapshot: u64,
@@ -184,6 +209,7 @@ impl MetadataStore {
             pending: VecDeque::new(),
             progress,
             progress_rx: Some(init.progress),
+            in_flight: init.in_flight,
             reading: false,
             subscribers: Vec::new(),
             last_snapshot,
@@ -537,6 +563,7 @@ impl Handler<FollowerEntries> for MetadataStore {
     type Result = ();
 
     fn handle(&mut self, msg: FollowerEntries, ctx: &mut Context<Self>) {
+        self.in_flight.release(msg.0.len());
         for e in msg.0 {
             self.push_pending(e);
         }

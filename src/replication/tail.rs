@@ -8,6 +8,15 @@ use std::collections::VecDeque;
 
 use crate::record::Record;
 
+/// Memory a cached record costs beyond its bytes: the `Record` slot, the
+/// shared-buffer header of its `Bytes`, and allocator overhead. Charged so
+/// that `max_bytes` bounds real memory, not just payload.
+pub const RECORD_OVERHEAD: usize = 96;
+
+fn cost(record: &Record) -> usize {
+    record.len() + RECORD_OVERHEAD
+}
+
 /// A bounded, contiguous run of the newest records.
 #[derive(Debug)]
 pub struct TailCache {
@@ -17,7 +26,8 @@ pub struct TailCache {
 }
 
 impl TailCache {
-    /// A cache holding at most `max_bytes` of records (at least one record).
+    /// A cache holding at most `max_bytes` of records, overhead included
+    /// (at least one record).
     pub fn new(max_bytes: usize) -> TailCache {
         TailCache {
             records: VecDeque::new(),
@@ -34,11 +44,11 @@ impl TailCache {
                 self.clear();
             }
         }
-        self.bytes += record.len();
+        self.bytes += cost(&record);
         self.records.push_back(record);
         while self.bytes > self.max_bytes && self.records.len() > 1 {
             if let Some(old) = self.records.pop_front() {
-                self.bytes -= old.len();
+                self.bytes -= cost(&old);
             }
         }
     }
@@ -55,7 +65,7 @@ impl TailCache {
             if last.offset <= offset {
                 break;
             }
-            self.bytes -= last.len();
+            self.bytes -= cost(last);
             self.records.pop_back();
         }
     }
@@ -70,7 +80,7 @@ impl TailCache {
         self.records.back().map(|r| r.offset)
     }
 
-    /// Bytes held.
+    /// Memory charged for the records held (bytes plus per-record overhead).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -115,7 +125,7 @@ mod tests {
 
     #[test]
     fn bounded_and_contiguous() {
-        let one = rec(1).len();
+        let one = rec(1).len() + RECORD_OVERHEAD;
         let mut c = TailCache::new(one * 3 + 2);
         for o in 1..=10 {
             c.push(rec(o));
