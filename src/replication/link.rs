@@ -296,4 +296,98 @@ mod tests {
         l.on_matched(2);
         assert_eq!(l.next_offset(), 3);
     }
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Connect,
+        Match(u64),
+        Send(usize, usize),
+        Ack(u64),
+        Disconnect,
+        Snapshot,
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            1 => Just(Ev::Connect),
+            1 => (0u64..50).prop_map(Ev::Match),
+            6 => (1usize..20, 1usize..400).prop_map(|(n, b)| Ev::Send(n, b)),
+            5 => (0u64..120).prop_map(Ev::Ack),
+            1 => Just(Ev::Disconnect),
+            1 => Just(Ev::Snapshot),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn randomized_events_keep_window_and_ack_invariants(events in proptest::collection::vec(ev(), 1..200)) {
+            const WB: usize = 1000;
+            const WE: usize = 30;
+            let mut l = LinkProgress::new(WB, WE);
+            for e in events {
+                let acked_before = l.acked_offset();
+                match e {
+                    Ev::Connect => l.on_connected(),
+                    Ev::Match(m) => {
+                        if l.state() == LinkState::Handshaking {
+                            l.on_matched(m);
+                        }
+                    }
+                    Ev::Send(n, bytes) => {
+                        // The actor only sends what `can_send` and `room` allow
+                        // (one record may always go into an empty window).
+                        if l.can_send() {
+                            let (room_b, room_e) = l.room();
+                            let n = n.min(room_e).max(1);
+                            let bytes = if l.inflight_entries() == 0 { bytes } else { bytes.min(room_b) };
+                            l.on_sent(l.next_offset() + n as u64 - 1, n, bytes);
+                        }
+                    }
+                    Ev::Ack(o) => {
+                        let sent = l.next_offset() - 1;
+                        match l.on_ack(o) {
+                            AckOutcome::Advanced { from, to } => {
+                                prop_assert_eq!(from, acked_before);
+                                prop_assert_eq!(to, o);
+                                prop_assert!(o <= sent);
+                            }
+                            AckOutcome::Stale => {
+                                prop_assert!(o <= acked_before);
+                                prop_assert_eq!(l.acked_offset(), acked_before);
+                            }
+                            AckOutcome::Beyond { sent: s } => {
+                                prop_assert_eq!(s, sent);
+                                prop_assert!(o > sent);
+                                prop_assert_eq!(l.acked_offset(), acked_before);
+                            }
+                        }
+                    }
+                    Ev::Disconnect => l.on_disconnected(),
+                    Ev::Snapshot => {
+                        if l.state() == LinkState::Handshaking {
+                            l.on_snapshot_started();
+                        }
+                    }
+                }
+                // The window bounds what is in flight (a batch here is at
+                // most 400 B, less than the window).
+                prop_assert!(l.inflight_entries() <= WE);
+                prop_assert!(l.inflight_bytes() <= WB, "in flight {} > window {}", l.inflight_bytes(), WB);
+                // Nothing is in flight without a connection, and the next
+                // offset always follows what was acked or sent.
+                if matches!(l.state(), LinkState::Connecting | LinkState::Handshaking | LinkState::Snapshotting) {
+                    prop_assert_eq!(l.inflight_entries(), 0);
+                    prop_assert_eq!(l.inflight_bytes(), 0);
+                    prop_assert_eq!(l.next_offset(), l.acked_offset() + 1);
+                }
+                prop_assert!(l.next_offset() > l.acked_offset());
+                // Only Probing and Streaming may send.
+                if l.can_send() {
+                    prop_assert!(matches!(l.state(), LinkState::Probing | LinkState::Streaming));
+                }
+            }
+        }
+    }
 }
