@@ -15,9 +15,11 @@ use crate::command::Entry;
 /// Bytes before the payload: length and checksum.
 pub const RECORD_HEADER_LEN: usize = 8;
 
-/// Largest payload a record may carry. Metadata commands are small; anything
-/// bigger is corruption or abuse.
-pub const MAX_RECORD_PAYLOAD: usize = 1024 * 1024;
+/// Largest payload a record may carry. A valid command encodes to well under
+/// 2 KiB (a topic name of at most 249 bytes, at most 64 broker ids); anything
+/// bigger is corruption or abuse. Bounding it bounds every queue that counts
+/// entries.
+pub const MAX_RECORD_PAYLOAD: usize = 64 * 1024;
 
 /// Errors from encoding or checking a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

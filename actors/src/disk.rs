@@ -152,9 +152,19 @@ impl DiskHandle {
     /// Finish queued jobs and stop the thread (the WAL files are closed).
     pub async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Job::Stop(tx)).is_ok() {
-            let _ = rx.await;
+        let mut job = Job::Stop(tx);
+        // Never block the arbiter on a full queue: wait for room instead.
+        loop {
+            match self.tx.try_send(job) {
+                Ok(()) => break,
+                Err(TrySendError::Full(j)) => {
+                    job = j;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
         }
+        let _ = rx.await;
     }
 }
 

@@ -178,6 +178,8 @@ pub struct FollowerLink {
     last_heard: Instant,
     last_sent: Instant,
     sent_commit: u64,
+    /// Highest acked offset the Replicator has been told of.
+    reported_ack: u64,
     snapshot: Option<SnapshotSend>,
     stopping: bool,
 }
@@ -212,6 +214,7 @@ impl FollowerLink {
             last_heard: now,
             last_sent: now,
             sent_commit: 0,
+            reported_ack: 0,
             snapshot: None,
             stopping: false,
         }
@@ -322,9 +325,9 @@ impl FollowerLink {
         self.snapshot = None;
         self.update_stats();
         if was_connected {
-            let _ = self
-                .replicator
-                .try_send(LinkEvent::Disconnected { peer: self.peer });
+            // Rare (once per connection) and must not be lost: do_send.
+            self.replicator
+                .do_send(LinkEvent::Disconnected { peer: self.peer });
         }
         self.schedule_reconnect(ctx);
     }
@@ -401,7 +404,7 @@ impl FollowerLink {
             leader,
         } = &e
         {
-            let _ = self.replicator.try_send(LinkEvent::Fenced {
+            self.replicator.do_send(LinkEvent::Fenced {
                 peer: self.peer,
                 epoch: *epoch,
                 leader: *leader,
@@ -433,7 +436,8 @@ impl FollowerLink {
                 self.handshake = Handshake::Done;
                 self.link.on_matched(matched);
                 self.update_stats();
-                let _ = self.replicator.try_send(LinkEvent::Connected {
+                self.reported_ack = matched;
+                self.replicator.do_send(LinkEvent::Connected {
                     peer: self.peer,
                     matched,
                 });
@@ -542,12 +546,7 @@ impl FollowerLink {
                     self.backoff.reset();
                 }
                 self.update_stats();
-                if let Err(e) = self.replicator.try_send(LinkEvent::Acked {
-                    peer: self.peer,
-                    offset,
-                }) {
-                    tracing::warn!(node = self.node, peer = self.peer, offset, error = %e, "Replicator busy; ack dropped (a later one covers it)");
-                }
+                self.report_ack();
                 self.pump(ctx);
             }
             AckOutcome::Stale => {
@@ -564,6 +563,24 @@ impl FollowerLink {
                     sent,
                     "follower acked more than was sent; ignored"
                 );
+            }
+        }
+    }
+
+    /// Pass the acked offset to the Replicator. If its mailbox is full the
+    /// heartbeat tick tries again: the last ack of a burst must arrive.
+    fn report_ack(&mut self) {
+        let offset = self.link.acked_offset();
+        if offset <= self.reported_ack {
+            return;
+        }
+        match self.replicator.try_send(LinkEvent::Acked {
+            peer: self.peer,
+            offset,
+        }) {
+            Ok(()) => self.reported_ack = offset,
+            Err(e) => {
+                tracing::debug!(node = self.node, peer = self.peer, offset, error = %e, "Replicator busy; ack will be re-sent on the next tick")
             }
         }
     }
@@ -598,7 +615,14 @@ impl FollowerLink {
                     }
                     sent_any = true;
                 }
+                _ if next > self.log_progress.durable => {
+                    // Not cached and not yet written: the next progress
+                    // update (durability) brings it within reach.
+                    break;
+                }
                 _ => {
+                    let upto = self.log_progress.durable;
+                    let max_entries = max_entries.min((upto - next + 1) as usize);
                     self.read_wal(next, max_entries, max_bytes, ctx);
                     break;
                 }
@@ -691,6 +715,9 @@ impl FollowerLink {
                     // The WAL dropped these entries since the handshake.
                     act.start_snapshot(ctx);
                 }
+                Ok(Err(WalError::OutOfRange { last, .. })) if from > last => {
+                    // Not written yet; a later progress update retries.
+                }
                 Ok(Err(e)) => {
                     tracing::error!(node = act.node, peer = act.peer, offset = from, error = %e, "cannot read the WAL for a follower");
                     act.disconnect(ctx, "WAL read failed");
@@ -707,8 +734,19 @@ impl FollowerLink {
         if self.conn.is_none() {
             return;
         }
+        if self.handshake == Handshake::Done {
+            self.report_ack();
+        }
         let now = Instant::now();
-        if now.saturating_duration_since(self.last_heard) > self.config.session_timeout {
+        // Loading, sending and installing a snapshot can take longer than a
+        // heartbeat round trip; the follower acks as it receives chunks, but
+        // is silent while it installs.
+        let limit = if self.link.state() == LinkState::Snapshotting {
+            self.config.session_timeout * 10
+        } else {
+            self.config.session_timeout
+        };
+        if now.saturating_duration_since(self.last_heard) > limit {
             self.disconnect(ctx, "follower silent past the session timeout");
             return;
         }

@@ -48,9 +48,13 @@ pub(crate) enum AttachRefused {
         current: u64,
         leader: Option<NodeId>,
     },
+    /// Another leader already claims the same epoch.
+    EpochConflict,
     /// The higher epoch could not be persisted.
     Storage(String),
 }
+
+type AttachReply = oneshot::Sender<Result<LogEnd, AttachRefused>>;
 
 type LogEnd = (u64, u64);
 
@@ -171,6 +175,10 @@ pub struct ReplicaListener {
     deferred: Vec<Deferred>,
     busy: bool,
     wake: Option<Recipient<WakeLinks>>,
+    /// A new epoch is being written to `meta`.
+    persisting: bool,
+    /// Attaches waiting for that write (at most one per session).
+    held: Vec<(Attach, AttachReply)>,
 }
 
 impl ReplicaListener {
@@ -198,6 +206,8 @@ impl ReplicaListener {
             deferred: Vec::new(),
             busy: false,
             wake: init.wake,
+            persisting: false,
+            held: Vec::new(),
         }
     }
 
@@ -279,6 +289,12 @@ impl ReplicaListener {
         };
         match job {
             Deferred::Attach(req, tx) => {
+                if !req.addr.connected() {
+                    // The session ended while waiting.
+                    let _ = tx.send(Err(AttachRefused::NotFollower));
+                    self.run_deferred(ctx);
+                    return;
+                }
                 if let Some(old) = self.active.take() {
                     if old != req.session {
                         if let Some(addr) = self.sessions.get(&old) {
@@ -378,6 +394,72 @@ impl ReplicaListener {
         self.active == Some(session)
     }
 
+    /// Fence, persist a newer epoch (one at a time: a second leader's Attach
+    /// waits until the first is on disk and is then checked against it), and
+    /// queue the attach behind the in-flight write.
+    fn consider_attach(&mut self, msg: Attach, tx: AttachReply, ctx: &mut Context<Self>) {
+        if self.shared.role() != Role::Follower {
+            let _ = tx.send(Err(AttachRefused::NotFollower));
+            return;
+        }
+        if self.persisting {
+            self.held.push((msg, tx));
+            return;
+        }
+        let (current, known) = (self.meta.current_epoch, self.meta.leader);
+        if msg.epoch < current {
+            let _ = tx.send(Err(AttachRefused::StaleEpoch {
+                current,
+                leader: known,
+            }));
+            return;
+        }
+        if msg.epoch == current && known.is_some_and(|l| l != msg.leader) {
+            let _ = tx.send(Err(AttachRefused::EpochConflict));
+            return;
+        }
+        if msg.epoch == current && known == Some(msg.leader) {
+            self.deferred.push(Deferred::Attach(msg, tx));
+            self.run_deferred(ctx);
+            return;
+        }
+        // Persist the new epoch and leader before acting on them.
+        let mut meta = self.meta.clone();
+        meta.current_epoch = msg.epoch;
+        meta.leader = Some(msg.leader);
+        meta.commit_hint = meta.commit_hint.max(self.commit.min(self.durable()));
+        let to_store = meta.clone();
+        self.persisting = true;
+        let job = self.disk.run(move |d| to_store.store(&d.data_dir));
+        ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+            act.persisting = false;
+            match res {
+                Ok(Ok(())) => {
+                    tracing::info!(
+                        node = act.node,
+                        epoch = meta.current_epoch,
+                        leader = msg.leader,
+                        "new epoch persisted"
+                    );
+                    act.shared.set_epoch_leader(meta.current_epoch, meta.leader);
+                    act.meta = meta;
+                    act.deferred.push(Deferred::Attach(msg, tx));
+                    act.run_deferred(ctx);
+                }
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(AttachRefused::Storage(e.to_string())));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(AttachRefused::Storage(e.to_string())));
+                }
+            }
+            // Attaches that arrived meanwhile are judged against the new epoch.
+            for (m, t) in std::mem::take(&mut act.held) {
+                act.consider_attach(m, t, ctx);
+            }
+        }));
+    }
+
     /// Queue a truncation or snapshot install from the active `session`; it
     /// runs once the in-flight write is done, and answers the new log end.
     fn defer_log_reset(
@@ -424,7 +506,11 @@ impl StreamHandler<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)
         let (stream, from) = match item {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(node = self.node, error = %e, "accept failed");
+                // E.g. out of file descriptors: pause rather than spin.
+                tracing::warn!(node = self.node, error = %e, "accept failed; pausing accepts for 50 ms");
+                ctx.wait(actix::fut::wrap_future(tokio::time::sleep(
+                    std::time::Duration::from_millis(50),
+                )));
                 return;
             }
         };
@@ -464,54 +550,11 @@ impl Handler<Attach> for ReplicaListener {
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let fut = Box::pin(async move {
+        self.consider_attach(msg, tx, ctx);
+        Box::pin(async move {
             rx.await
                 .unwrap_or(Err(AttachRefused::Storage("listener stopped".into())))
-        });
-        if self.shared.role() != Role::Follower {
-            let _ = tx.send(Err(AttachRefused::NotFollower));
-            return fut;
-        }
-        if msg.epoch < self.meta.current_epoch {
-            let _ = tx.send(Err(AttachRefused::StaleEpoch {
-                current: self.meta.current_epoch,
-                leader: self.meta.leader,
-            }));
-            return fut;
-        }
-        if msg.epoch > self.meta.current_epoch || self.meta.leader != Some(msg.leader) {
-            // Persist the new epoch before acting on it.
-            let mut meta = self.meta.clone();
-            meta.current_epoch = msg.epoch;
-            meta.leader = Some(msg.leader);
-            meta.commit_hint = meta.commit_hint.max(self.commit.min(self.durable()));
-            let to_store = meta.clone();
-            let job = self.disk.run(move |d| to_store.store(&d.data_dir));
-            ctx.spawn(job.into_actor(self).map(move |res, act, ctx| match res {
-                Ok(Ok(())) => {
-                    tracing::info!(
-                        node = act.node,
-                        epoch = meta.current_epoch,
-                        leader = msg.leader,
-                        "new epoch persisted"
-                    );
-                    act.shared.set_epoch_leader(meta.current_epoch, meta.leader);
-                    act.meta = meta;
-                    act.deferred.push(Deferred::Attach(msg, tx));
-                    act.run_deferred(ctx);
-                }
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(AttachRefused::Storage(e.to_string())));
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(AttachRefused::Storage(e.to_string())));
-                }
-            }));
-            return fut;
-        }
-        self.deferred.push(Deferred::Attach(msg, tx));
-        self.run_deferred(ctx);
-        fut
+        })
     }
 }
 

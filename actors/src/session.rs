@@ -260,6 +260,7 @@ impl ReplicaSession {
                 }
                 Ok(Err(AttachRefused::NotFollower)) => RejectReason::NotFollower,
                 Ok(Err(AttachRefused::StaleEpoch { .. })) => RejectReason::StaleEpoch,
+                Ok(Err(AttachRefused::EpochConflict)) => RejectReason::EpochConflict,
                 Ok(Err(AttachRefused::Storage(e))) => {
                     tracing::error!(node = act.node, error = %e, "cannot persist the new epoch");
                     RejectReason::NotFollower
@@ -362,6 +363,11 @@ impl ReplicaSession {
         }
         s.buf.extend_from_slice(&data);
         if (s.buf.len() as u64) < total {
+            // Keep the leader's link from timing out during a long transfer.
+            if self.last_ack.elapsed() >= self.config.heartbeat_interval {
+                let durable = self.durable.load(Ordering::Acquire);
+                self.ack(durable, ctx);
+            }
             return;
         }
         let Some(s) = self.snapshot.take() else {
@@ -398,13 +404,17 @@ impl ReplicaSession {
         ReplicaListener: Handler<M>,
     {
         ctx.wait(req.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(Ok((last_offset, last_epoch))) => act.send(
-                Frame::Position {
-                    last_offset,
-                    last_epoch,
-                },
-                ctx,
-            ),
+            Ok(Ok((last_offset, last_epoch))) => {
+                // The log end may have moved down: ack from here on.
+                act.acked = last_offset;
+                act.send(
+                    Frame::Position {
+                        last_offset,
+                        last_epoch,
+                    },
+                    ctx,
+                )
+            }
             Ok(Err(e)) => {
                 tracing::error!(node = act.node, error = %e, "{failure}");
                 act.close(ctx, failure);

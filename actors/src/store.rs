@@ -37,8 +37,10 @@ use crate::view::{MetadataChanged, MetadataView};
 const MAX_PENDING: usize = 16 * 1024;
 /// Most entries read from the WAL at once when applying.
 const READ_BATCH: usize = 4096;
-/// Most appended-but-uncommitted entries before proposals are refused.
-const MAX_UNCOMMITTED: u64 = 1_000_000;
+/// Most appended-but-uncommitted entries before proposals are refused. With
+/// records of at most 64 KiB (in practice < 2 KiB) this bounds the leader's
+/// write queue and waiters.
+const MAX_UNCOMMITTED: u64 = 250_000;
 /// Most subscribers.
 const MAX_SUBSCRIBERS: usize = 1024;
 
@@ -357,11 +359,13 @@ impl MetadataStore {
             let records = match res {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
-                    tracing::error!(node = act.node, offset = from, error = %e, "cannot read committed entries from the WAL");
+                    tracing::error!(node = act.node, offset = from, error = %e, "cannot read committed entries from the WAL; retrying");
+                    act.retry_drive_later(ctx);
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(node = act.node, offset = from, error = %e, "disk thread unavailable");
+                    tracing::error!(node = act.node, offset = from, error = %e, "disk thread unavailable; retrying");
+                    act.retry_drive_later(ctx);
                     return;
                 }
             };
@@ -379,6 +383,10 @@ impl MetadataStore {
             }
             act.drive(ctx);
         }));
+    }
+
+    fn retry_drive_later(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(self.config.heartbeat_interval, |act, ctx| act.drive(ctx));
     }
 
     fn apply_entry(&mut self, entry: Entry) {
