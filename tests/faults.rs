@@ -507,3 +507,65 @@ async fn restarted_follower_wakes_the_leader_instead_of_waiting_out_backoff() {
     );
     c.shutdown().await;
 }
+
+#[actix::test]
+async fn concurrent_leaders_cannot_lower_the_followers_epoch() {
+    // Only node 2 runs; the "leaders" are raw clients with the right secret.
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    c.start_node(2).await;
+    let follower = c.node(2).clone();
+    let addr = follower.replication_addr();
+    let keys = |leader| HandshakeKeys::new(leader, CLUSTER, SECRET.to_vec()).unwrap();
+
+    // Both handshakes at once: epoch 5 from node 1, then epoch 4 from node 3
+    // while the follower is still persisting epoch 5.
+    let mut newer = RawPeer::connect(addr).await;
+    let mut older = RawPeer::connect(addr).await;
+    let (n_newer, n_older) = (newer.challenge().await, older.challenge().await);
+    newer
+        .send(keys(1).hello(5, &n_newer, &[1u8; 16]).unwrap())
+        .await;
+    older
+        .send(keys(3).hello(4, &n_older, &[2u8; 16]).unwrap())
+        .await;
+
+    match newer.next().await {
+        Some(Frame::Welcome { node_id, .. }) => assert_eq!(node_id, 2),
+        other => panic!("the epoch-5 leader should be welcomed, got {other:?}"),
+    }
+    match older.next().await {
+        Some(Frame::Reject {
+            reason,
+            epoch,
+            leader,
+        }) => {
+            assert_eq!(reason, RejectReason::StaleEpoch);
+            assert_eq!((epoch, leader), (5, Some(1)));
+        }
+        other => panic!("the epoch-4 leader should be refused, got {other:?}"),
+    }
+
+    // A second leader claiming the same epoch is refused too.
+    let mut twin = RawPeer::connect(addr).await;
+    let n_twin = twin.challenge().await;
+    twin.send(keys(3).hello(5, &n_twin, &[3u8; 16]).unwrap())
+        .await;
+    match twin.next().await {
+        Some(Frame::Reject { reason, .. }) => assert_eq!(reason, RejectReason::EpochConflict),
+        other => panic!("a second epoch-5 leader should be refused, got {other:?}"),
+    }
+
+    let status = follower.status().await.unwrap();
+    assert_eq!((status.epoch, status.leader), (5, Some(1)));
+    drop((newer, older, twin));
+    c.stop_node(2).await;
+    let meta = metawal_actors::metawal::storage::NodeMeta::load(&c.data_dir(2))
+        .unwrap()
+        .expect("meta file");
+    assert_eq!(
+        (meta.current_epoch, meta.leader),
+        (5, Some(1)),
+        "epoch on disk"
+    );
+    c.shutdown().await;
+}
