@@ -23,7 +23,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -270,23 +270,29 @@ impl FollowerLink {
     }
 
     /// The follower signalled it is back: retry now instead of waiting out
-    /// the backoff (at most once per `heartbeat_interval`).
+    /// the backoff — or, if the last attempt was less than a
+    /// `heartbeat_interval` ago, as soon as that interval is over.
     fn wake(&mut self, ctx: &mut Context<Self>) {
-        let recent = self
-            .last_attempt
-            .is_some_and(|t| t.elapsed() < self.config.heartbeat_interval);
-        if self.conn.is_some() || self.connecting.is_some() || recent {
+        if self.stopping || self.conn.is_some() || self.connecting.is_some() {
             return;
         }
         if let Some(h) = self.retry.take() {
             ctx.cancel_future(h);
         }
+        let since = self.last_attempt.map(|t| t.elapsed());
+        let wait = since.map_or(Duration::ZERO, |s| {
+            self.config.heartbeat_interval.saturating_sub(s)
+        });
         tracing::debug!(
             node = self.node,
             peer = self.peer,
-            "woken: reconnecting now"
+            wait_ms = wait.as_millis() as u64,
+            "woken: reconnecting"
         );
-        self.connect(ctx);
+        self.retry = Some(ctx.run_later(wait, |act, ctx| {
+            act.retry = None;
+            act.connect(ctx);
+        }));
     }
 
     fn on_connected(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
