@@ -33,6 +33,9 @@
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -43,6 +46,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::wait_for;
 
 use actix::prelude::*;
 use clap::Parser;
@@ -319,22 +323,6 @@ where
         Ok(Err(e)) => Err(format!("{what}: {e}")),
         Err(_) => Err(format!("{what}: the arbiter stopped while starting")),
     }
-}
-
-/// Wait until `cond` holds, polling, or fail after `limit`.
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {limit:?} waiting for {what}"));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
 }
 
 impl Cluster {

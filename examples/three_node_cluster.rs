@@ -11,12 +11,16 @@
 //! cargo run --release --example three_node_cluster [-- --data-dir DIR]
 //! ```
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::wait_for;
 
 use actix::prelude::*;
 use actix::Arbiter;
@@ -139,22 +143,6 @@ impl Cluster {
             arbiter.stop();
         }
     }
-}
-
-/// Wait until `cond` holds, polling, or fail after `limit`.
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {limit:?} waiting for {what}"));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
 }
 
 fn describe(node: &Node, partition: i32) -> String {

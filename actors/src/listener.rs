@@ -332,17 +332,13 @@ impl ReplicaListener {
                     act.busy = false;
                     let res = match res {
                         Ok(Ok(epochs)) => {
-                            act.epochs = epochs;
-                            act.durable
-                                .store(act.epochs.last_offset(), Ordering::Release);
                             act.store.do_send(Truncated { to });
                             tracing::info!(
                                 node = act.node,
                                 offset = to,
                                 "log truncated at the leader's request"
                             );
-                            act.publish();
-                            Ok((act.epochs.last_offset(), act.epochs.last_epoch()))
+                            Ok(act.adopt_log(epochs))
                         }
                         Ok(Err(e)) => Err(e),
                         Err(e) => Err(e.to_string()),
@@ -367,9 +363,6 @@ impl ReplicaListener {
                     act.busy = false;
                     let res = match res {
                         Ok(Ok(epochs)) => {
-                            act.epochs = epochs;
-                            act.durable
-                                .store(act.epochs.last_offset(), Ordering::Release);
                             act.commit = act.commit.max(snap.offset);
                             tracing::info!(
                                 node = act.node,
@@ -377,8 +370,7 @@ impl ReplicaListener {
                                 "snapshot installed"
                             );
                             act.store.do_send(InstallSnapshot(snap));
-                            act.publish();
-                            Ok((act.epochs.last_offset(), act.epochs.last_epoch()))
+                            Ok(act.adopt_log(epochs))
                         }
                         Ok(Err(e)) => Err(e),
                         Err(e) => Err(e.to_string()),
@@ -388,6 +380,16 @@ impl ReplicaListener {
                 }));
             }
         }
+    }
+
+    /// The disk thread reset the log (truncation, snapshot): take its epoch
+    /// index; everything in it is durable. Returns the new log end.
+    fn adopt_log(&mut self, epochs: EpochIndex) -> LogEnd {
+        self.epochs = epochs;
+        self.durable
+            .store(self.epochs.last_offset(), Ordering::Release);
+        self.publish();
+        (self.epochs.last_offset(), self.epochs.last_epoch())
     }
 
     fn is_active(&self, session: u64) -> bool {
