@@ -242,7 +242,7 @@ async fn burst(cluster: &Cluster, writes: u64, proposers: u64) -> Result<(), Str
         let done = done.clone();
         tokio::task::spawn_local(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 let d = done.load(Ordering::Relaxed);
                 println!("  ... {d}/{writes} acknowledged");
                 if d >= writes {
