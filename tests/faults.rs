@@ -1,5 +1,8 @@
-//! Actor-level tests with a faulty follower (slow, stalled) and with bad
-//! peers on a follower's replication port.
+//! Actor-level tests with a faulty follower (slow, stalled), with bad peers
+//! on a follower's replication port, of the wake-up (a restarted follower
+//! makes the leader reconnect without waiting out its backoff), and of epoch
+//! fencing under concurrent handshakes (an older leader cannot lower the
+//! follower's epoch; a second leader of the same epoch gets `EpochConflict`).
 
 mod common;
 

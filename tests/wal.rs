@@ -1,6 +1,7 @@
 //! Tests of the segmented WAL: append/read/reopen across segment rolls, read
-//! limits, torn tails, corruption, truncations, ordering, and a property test
-//! that random damage never panics.
+//! limits, torn tails, corruption, truncations, ordering, preallocated
+//! segments (reopen without a torn tail, a write torn inside preallocated
+//! space), and a property test that random damage never panics.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};

@@ -17,8 +17,16 @@
 //!    commit is C" on the progress watch channel;
 //! 4. pass cumulative acks to the Replicator; send `Heartbeat`s on its own
 //!    timer (and at once when the commit moves while idle); drop a follower
-//!    silent for `session_timeout` and reconnect with backoff and jitter,
-//!    reset after the first ack of a connection.
+//!    silent for `session_timeout` (10 × that while `Snapshotting`) and
+//!    reconnect with backoff and jitter, reset after the first ack of a
+//!    connection — or at once when woken (a follower connected to the
+//!    leader's port), unless the last attempt was less than a
+//!    `heartbeat_interval` ago, in which case when that interval is over.
+//!
+//! Connect, disconnect and fenced events go to the Replicator with `do_send`
+//! (at most one each per connection; they must not be lost). Acks go with
+//! `try_send`: if the Replicator's mailbox is full, the latest acked offset is
+//! re-sent on the next heartbeat tick.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -180,6 +188,9 @@ pub struct FollowerLink {
     sent_commit: u64,
     /// Highest acked offset the Replicator has been told of.
     reported_ack: u64,
+    /// The Replicator was told this connection is up (so it must be told
+    /// when it goes down, whatever state the link is in by then).
+    reported_connected: bool,
     snapshot: Option<SnapshotSend>,
     stopping: bool,
 }
@@ -215,6 +226,7 @@ impl FollowerLink {
             last_sent: now,
             sent_commit: 0,
             reported_ack: 0,
+            reported_connected: false,
             snapshot: None,
             stopping: false,
         }
@@ -316,7 +328,7 @@ impl FollowerLink {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let was_connected = self.handshake == Handshake::Done;
+        let was_connected = std::mem::take(&mut self.reported_connected);
         tracing::info!(
             node = self.node,
             peer = self.peer,
@@ -443,6 +455,7 @@ impl FollowerLink {
                 self.link.on_matched(matched);
                 self.update_stats();
                 self.reported_ack = matched;
+                self.reported_connected = true;
                 self.replicator.do_send(LinkEvent::Connected {
                     peer: self.peer,
                     matched,

@@ -9,6 +9,15 @@
 //! session is the active one. A newer authenticated session replaces the
 //! older one.
 //!
+//! A new epoch is persisted one at a time: a session that asks to attach while
+//! that write runs is held and then judged against the persisted epoch, so of
+//! two leaders racing, a lower epoch gets `StaleEpoch` and a second leader of
+//! the same epoch gets `EpochConflict`.
+//!
+//! On the leader the listener serves no sessions (each ends with
+//! `Reject { NotFollower }`); every inbound connection is passed to the
+//! Replicator as a wake-up, so that its disconnected links retry now.
+//!
 //! Records a session passes in are checked for contiguity and epochs, queued,
 //! and written by the disk thread one group-commit batch at a time; after each
 //! batch the active session is told the durable offset and acks it. Decoded

@@ -8,7 +8,10 @@
 //! knows, or the config's first leader on a new cluster — binds the
 //! replication listener and starts the actors on the current arbiter:
 //! `MetadataStore` and `ReplicaListener` on every node, and `Replicator` (with
-//! its `FollowerLink`s) on the leader.
+//! its `FollowerLink`s) on the leader. A node that starts as a follower then
+//! opens one TCP connection to its leader's replication address and drops it:
+//! a wake-up that makes the leader's disconnected links retry now instead of
+//! waiting out their backoff.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -6,7 +6,8 @@
 //! links start sending while the local fsync runs — and queues the record for
 //! the disk thread, keeping one group-commit batch in flight at a time.
 //!
-//! Link events (handshake matched, cumulative acks, disconnects) and local
+//! Link events (handshake matched, cumulative acks, disconnects, a follower
+//! reporting a higher epoch, which counts as a disconnect) and local
 //! durability feed the core's [`ReplicaSetTracker`], which decides the ISR,
 //! the commit point (leader + fastest ISR followers up to
 //! `min_insync_replicas`: what every node applies) and the ISR watermark
@@ -16,7 +17,9 @@
 //!
 //! It starts one `FollowerLink` per peer and restarts any that died (a
 //! panicked actor is not restarted by actix's `Supervised`); a restarted link
-//! re-derives its progress from a fresh handshake.
+//! re-derives its progress from a fresh handshake. On [`WakeLinks`] (someone
+//! connected to the leader's replication port) it tells every disconnected
+//! link to retry now.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;

@@ -4,14 +4,15 @@
 //!
 //! ```text
 //! Connecting ──connect──▶ Handshaking ──match──▶ Probing ──first ack──▶ Streaming
-//!     ▲                        │  └──behind log start──▶ Snapshotting ──Position──┐
-//!     └──── disconnect (from any state) ◀─────────────────────────────────────────┘
+//!                              └──behind log start──▶ Snapshotting ──Position──▶ (decide again)
+//! any state ──disconnect──▶ Connecting (resend from the acked offset)
 //! ```
 //!
 //! In `Probing` one batch is in flight until the follower confirms the match
 //! point; in `Streaming` batches are pipelined up to the window of unacked
 //! bytes and entries. Acks are cumulative; an ack that does not advance the
-//! acked offset, or that claims more than was sent, is stale and ignored.
+//! acked offset is stale and ignored ([`AckOutcome::Stale`]); one that claims
+//! more than was sent is ignored too and reported ([`AckOutcome::Beyond`]).
 
 use std::collections::VecDeque;
 

@@ -1,8 +1,10 @@
 //! The leader's in-memory tail of recent records.
 //!
 //! Links read what they send from here; only a link that fell behind the
-//! cached range reads from the WAL (on the WAL thread). The cache is bounded in
-//! bytes: the oldest records fall out as new ones arrive.
+//! cached range reads from the WAL (on the disk thread). The cache is bounded
+//! in bytes, each record counted with [`RECORD_OVERHEAD`] on top of its own
+//! bytes: the oldest records fall out as new ones arrive (the newest one always
+//! stays).
 
 use std::collections::VecDeque;
 

@@ -213,6 +213,7 @@ fn log_status(s: &NodeStatus) {
             in_isr = f.in_isr,
             inflight_bytes = f.inflight_bytes,
             reconnects = f.reconnects,
+            snapshots_sent = f.snapshots_sent,
             "follower"
         );
     }
