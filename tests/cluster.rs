@@ -554,3 +554,70 @@ async fn restarted_leader_recovers_and_followers_resume_without_gaps_or_duplicat
     }
     c.shutdown().await;
 }
+
+#[actix::test]
+async fn diverged_follower_is_truncated_to_the_leaders_log() {
+    use metawal_actors::metawal::record::Record;
+    use metawal_actors::metawal::wal::{Wal, WalOptions};
+    use metawal_actors::Entry;
+
+    let mut c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    for i in 0..10 {
+        c.node(1)
+            .propose(create_topic(&format!("t{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    let end = wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    c.stop_node(3).await;
+
+    // Node 3 holds entries of epoch 1 that no other node has: what an
+    // epoch-1 leader might have sent it alone before failing.
+    {
+        let (mut wal, _) = Wal::open(&c.data_dir(3).join("wal"), WalOptions::default()).unwrap();
+        assert_eq!(wal.last_offset(), end);
+        let stray: Vec<Record> = (1..=5)
+            .map(|i| {
+                Record::encode(&Entry {
+                    offset: end + i,
+                    epoch: 1,
+                    command: create_topic(&format!("stray{i}"), 1, 3),
+                })
+                .unwrap()
+            })
+            .collect();
+        wal.append(&stray).unwrap();
+        wal.sync().unwrap();
+    }
+
+    // The leader restarts (epoch 2) and goes on without node 3.
+    c.stop_node(1).await;
+    c.start_node(1).await;
+    c.wait_isr(2, LIMIT).await;
+    assert_eq!(c.node(1).status().await.unwrap().epoch, 2);
+    for i in 0..8 {
+        c.node(1)
+            .propose(create_topic(&format!("u{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+
+    // Node 3 comes back with a diverged tail: the leader truncates it to the
+    // end of epoch 1 in its own log, then streams epoch 2.
+    c.start_node(3).await;
+    c.wait_isr(3, LIMIT).await;
+    let end2 = wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    let a1 = c.node(1).applied().await.unwrap();
+    let a3 = c.node(3).applied().await.unwrap();
+    assert_eq!((a3.offset, a3.digest), (a1.offset, a1.digest));
+    assert_eq!(a1.offset, end2);
+    for i in 1..=5 {
+        assert!(
+            c.node(3).view().topic(&format!("stray{i}")).is_none(),
+            "node 3 applied a diverged entry"
+        );
+    }
+    assert!(c.node(3).view().topic("u7").is_some());
+    c.shutdown().await;
+}
