@@ -1,6 +1,7 @@
 //! Actor-level tests of a healthy 3-node cluster and of node restarts:
 //! propagation of every command type, acks=all durability, validation
-//! errors, role errors, a stopped follower and a restarted leader.
+//! errors, role errors, a stopped follower, a restarted leader, and a
+//! follower whose diverged tail the leader truncates.
 
 mod common;
 
