@@ -108,7 +108,11 @@ pub(crate) struct SessionTruncate {
 #[rtype(result = "Result<LogEnd, String>")]
 pub(crate) struct SessionSnapshot {
     pub session: u64,
-    pub snapshot: Box<Snapshot>,
+    /// Offset and epoch the leader announced in the chunks.
+    pub offset: u64,
+    pub epoch: u64,
+    /// The encoded snapshot, decoded and checked on the disk thread.
+    pub bytes: bytes::Bytes,
 }
 
 /// A session ended.
@@ -136,11 +140,18 @@ pub(crate) struct FollowerPosition {
 #[rtype(result = "FollowerPosition")]
 pub(crate) struct GetPosition;
 
+/// A received snapshot, not yet decoded.
+pub(crate) struct SnapshotBytes {
+    offset: u64,
+    epoch: u64,
+    bytes: bytes::Bytes,
+}
+
 /// A wait for the in-flight write before the log can be reset.
 enum Deferred {
     Attach(Attach, oneshot::Sender<Result<LogEnd, AttachRefused>>),
     Truncate(u64, oneshot::Sender<Result<LogEnd, String>>),
-    Snapshot(Box<Snapshot>, oneshot::Sender<Result<LogEnd, String>>),
+    Snapshot(SnapshotBytes, oneshot::Sender<Result<LogEnd, String>>),
 }
 
 pub(crate) struct ListenerInit {
@@ -356,22 +367,32 @@ impl ReplicaListener {
                     act.run_deferred(ctx);
                 }));
             }
-            Deferred::Snapshot(snap, tx) => {
+            Deferred::Snapshot(received, tx) => {
                 self.busy = true;
-                let snap_for_disk = (*snap).clone();
+                // Decode, check, store and reset the WAL on the disk thread:
+                // a snapshot may be large.
                 let job = self.disk.run(move |d| {
-                    snap_for_disk
-                        .store(&d.snapshot_dir())
-                        .map_err(|e| e.to_string())?;
+                    let snap = Snapshot::decode(
+                        &received.bytes,
+                        std::path::Path::new("<snapshot from leader>"),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    if (snap.offset, snap.epoch) != (received.offset, received.epoch) {
+                        return Err(format!(
+                            "snapshot holds offset {} epoch {}, but its chunks said offset {} epoch {}",
+                            snap.offset, snap.epoch, received.offset, received.epoch
+                        ));
+                    }
+                    snap.store(&d.snapshot_dir()).map_err(|e| e.to_string())?;
                     d.wal
-                        .truncate_prefix(snap_for_disk.offset, snap_for_disk.epoch)
+                        .truncate_prefix(snap.offset, snap.epoch)
                         .map_err(|e| e.to_string())?;
-                    Ok::<_, String>(d.wal.epochs().clone())
+                    Ok::<_, String>((d.wal.epochs().clone(), Box::new(snap)))
                 });
                 ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
                     act.busy = false;
                     let res = match res {
-                        Ok(Ok(epochs)) => {
+                        Ok(Ok((epochs, snap))) => {
                             act.commit = act.commit.max(snap.offset);
                             tracing::info!(
                                 node = act.node,
@@ -622,7 +643,12 @@ impl Handler<SessionSnapshot> for ReplicaListener {
     type Result = ResponseFuture<Result<LogEnd, String>>;
 
     fn handle(&mut self, msg: SessionSnapshot, ctx: &mut Context<Self>) -> Self::Result {
-        self.defer_log_reset(msg.session, |tx| Deferred::Snapshot(msg.snapshot, tx), ctx)
+        let received = SnapshotBytes {
+            offset: msg.offset,
+            epoch: msg.epoch,
+            bytes: msg.bytes,
+        };
+        self.defer_log_reset(msg.session, |tx| Deferred::Snapshot(received, tx), ctx)
     }
 }
 

@@ -11,7 +11,6 @@
 //! Anything malformed closes the connection with a logged reason; nothing from
 //! it is applied. A leader silent for `session_timeout` is dropped too.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +21,6 @@ use metawal::codec::CodecError;
 use metawal::frame::{Frame, RejectReason};
 use metawal::handshake::{reject, HandshakeKeys, Nonce};
 use metawal::record::RecordReader;
-use metawal::storage::Snapshot;
 use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 
@@ -373,21 +371,12 @@ impl ReplicaSession {
         let Some(s) = self.snapshot.take() else {
             return;
         };
-        let snapshot = match Snapshot::decode(&s.buf, Path::new("<snapshot from leader>")) {
-            Ok(snap) if snap.offset == offset && snap.epoch == epoch => snap,
-            Ok(_) => {
-                self.close(ctx, "snapshot header does not match its chunks");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(node = self.node, error = %e, "bad snapshot from leader");
-                self.close(ctx, "bad snapshot");
-                return;
-            }
-        };
+        // Decoding (up to MAX_SNAPSHOT_BYTES) happens on the disk thread.
         let req = self.listener.send(SessionSnapshot {
             session: self.id,
-            snapshot: Box::new(snapshot),
+            offset,
+            epoch,
+            bytes: s.buf.freeze(),
         });
         self.report_position(req, "snapshot install failed", ctx);
     }
