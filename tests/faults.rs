@@ -2,7 +2,8 @@
 //! on a follower's replication port, of the wake-up (a restarted follower
 //! makes the leader reconnect without waiting out its backoff), and of epoch
 //! fencing under concurrent handshakes (an older leader cannot lower the
-//! follower's epoch; a second leader of the same epoch gets `EpochConflict`).
+//! follower's epoch; a second leader of the same epoch gets `EpochConflict`),
+//! and of link supervision (a panicked link is replaced).
 
 mod common;
 
@@ -574,6 +575,71 @@ async fn concurrent_leaders_cannot_lower_the_followers_epoch() {
         (meta.current_epoch, meta.leader),
         (5, Some(1)),
         "epoch on disk"
+    );
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn a_panicked_link_is_replaced_and_the_follower_rejoins() {
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    let leader = c.node(1).clone();
+    leader
+        .propose(create_topic("before", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    assert_eq!(
+        leader
+            .status()
+            .await
+            .unwrap()
+            .follower(3)
+            .unwrap()
+            .link_restarts,
+        0
+    );
+
+    assert!(
+        leader.inject_link_panic(3).await,
+        "the leader has a link to node 3"
+    );
+    // The Replicator notices the dead actor on its tick and starts a new
+    // link, which handshakes again and brings node 3 back into the ISR.
+    wait_until("a new link to node 3, in the ISR", LIMIT, || {
+        let leader = leader.clone();
+        async move {
+            leader.status().await.is_ok_and(|s| {
+                s.follower(3)
+                    .is_some_and(|f| f.link_restarts == 1 && f.connected && f.in_isr)
+            })
+        }
+    })
+    .await;
+    let p = leader
+        .propose(create_topic("after", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    let n3 = c.node(3).clone();
+    wait_until(
+        "node 3 to apply the write made after the panic",
+        LIMIT,
+        || {
+            let n3 = n3.clone();
+            async move { n3.view().applied_offset() >= p.offset }
+        },
+    )
+    .await;
+    assert!(n3.view().topic("after").is_some());
+    // Node 2's link was not touched.
+    assert_eq!(
+        leader
+            .status()
+            .await
+            .unwrap()
+            .follower(2)
+            .unwrap()
+            .link_restarts,
+        0
     );
     c.shutdown().await;
 }

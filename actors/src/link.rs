@@ -851,6 +851,21 @@ impl Handler<WakeLink> for FollowerLink {
     }
 }
 
+/// Test hook: make the link panic (feature `fault-injection`).
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectPanic> for FollowerLink {
+    type Result = ();
+
+    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
+        panic!("fault injection: FollowerLink to node {} panics", self.peer);
+    }
+}
+
 impl Handler<StopLink> for FollowerLink {
     type Result = ();
 

@@ -393,6 +393,19 @@ impl Node {
         Ok(status)
     }
 
+    /// Test hook (feature `fault-injection`): panic the leader's link to
+    /// `peer`. Returns whether there was such a link.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_link_panic(&self, peer: NodeId) -> bool {
+        match &self.replicator {
+            Some(r) => r
+                .send(crate::replicator::PanicLink(peer))
+                .await
+                .unwrap_or(false),
+            None => false,
+        }
+    }
+
     /// Stop the node: close its connections, stop its actors, sync and close
     /// the WAL, and record how far it had applied.
     pub async fn shutdown(self) {

@@ -116,6 +116,8 @@ pub(crate) struct StopReplicator;
 struct LinkSlot {
     addr: Addr<FollowerLink>,
     stats: Arc<LinkStats>,
+    /// Times this peer's link actor died and was replaced.
+    restarts: u64,
 }
 
 /// Everything the Replicator needs at start.
@@ -196,7 +198,7 @@ impl Replicator {
         }
     }
 
-    fn start_link(&mut self, peer: NodeId, ctx: &mut Context<Self>) {
+    fn start_link(&mut self, peer: NodeId, restarts: u64, ctx: &mut Context<Self>) {
         let Some(&addr) = self.peers.get(&peer) else {
             return;
         };
@@ -215,7 +217,14 @@ impl Replicator {
             stats: stats.clone(),
         });
         let addr = link.start();
-        self.links.insert(peer, LinkSlot { addr, stats });
+        self.links.insert(
+            peer,
+            LinkSlot {
+                addr,
+                stats,
+                restarts,
+            },
+        );
     }
 
     fn publish(&self) {
@@ -337,13 +346,13 @@ impl Replicator {
         self.apply_change(change);
         self.publish();
         // Restart links that died (a panic is not restarted by actix).
-        let dead: Vec<NodeId> = self
+        let dead: Vec<(NodeId, u64)> = self
             .links
             .iter()
             .filter(|(_, l)| !l.addr.connected())
-            .map(|(&p, _)| p)
+            .map(|(&p, l)| (p, l.restarts + 1))
             .collect();
-        for peer in dead {
+        for (peer, restarts) in dead {
             tracing::warn!(
                 node = self.node,
                 peer,
@@ -351,7 +360,7 @@ impl Replicator {
             );
             let change = self.tracker.on_disconnected(peer);
             self.apply_change(change);
-            self.start_link(peer, ctx);
+            self.start_link(peer, restarts, ctx);
         }
     }
 }
@@ -363,7 +372,7 @@ impl Actor for Replicator {
         ctx.set_mailbox_capacity(16 * 1024);
         let peers: Vec<NodeId> = self.peers.keys().copied().collect();
         for peer in peers {
-            self.start_link(peer, ctx);
+            self.start_link(peer, 0, ctx);
         }
         let every = (self.config.heartbeat_interval / 2).max(Duration::from_millis(10));
         ctx.run_interval(every, |act, ctx| act.tick(ctx));
@@ -481,6 +490,7 @@ impl Handler<GetReplicationStatus> for Replicator {
                     inflight_bytes: slot.stats.inflight_bytes(),
                     reconnects: slot.stats.reconnects(),
                     snapshots_sent: slot.stats.snapshots_sent(),
+                    link_restarts: slot.restarts,
                 }
             })
             .collect();
@@ -501,6 +511,27 @@ impl Handler<WakeLinks> for Replicator {
             if !slot.stats.connected() {
                 let _ = slot.addr.try_send(crate::link::WakeLink);
             }
+        }
+    }
+}
+
+/// Test hook: panic the link to `peer` (feature `fault-injection`).
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct PanicLink(pub NodeId);
+
+#[cfg(feature = "fault-injection")]
+impl Handler<PanicLink> for Replicator {
+    type Result = bool;
+
+    fn handle(&mut self, msg: PanicLink, _ctx: &mut Context<Self>) -> bool {
+        match self.links.get(&msg.0) {
+            Some(slot) => {
+                slot.addr.do_send(crate::link::InjectPanic);
+                true
+            }
+            None => false,
         }
     }
 }

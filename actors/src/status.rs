@@ -27,6 +27,9 @@ pub struct FollowerStatus {
     pub reconnects: u64,
     /// Snapshots sent to it (it was behind the leader's log start).
     pub snapshots_sent: u64,
+    /// Times its link actor died (e.g. panicked) and the Replicator started
+    /// a new one.
+    pub link_restarts: u64,
 }
 
 /// A node's status.

@@ -214,6 +214,7 @@ fn log_status(s: &NodeStatus) {
             inflight_bytes = f.inflight_bytes,
             reconnects = f.reconnects,
             snapshots_sent = f.snapshots_sent,
+            link_restarts = f.link_restarts,
             "follower"
         );
     }
