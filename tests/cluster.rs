@@ -622,3 +622,86 @@ async fn diverged_follower_is_truncated_to_the_leaders_log() {
     assert!(c.node(3).view().topic("u7").is_some());
     c.shutdown().await;
 }
+
+#[actix::test]
+async fn failover_to_a_follower_and_back() {
+    let mut c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    for i in 0..10 {
+        c.node(1)
+            .propose(create_topic(&format!("t{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    wait_converged(&c, &[1, 2, 3], LIMIT).await;
+
+    // The leader dies; the controller promotes node 2 in a higher epoch.
+    c.stop_node(1).await;
+    assert!(matches!(
+        c.node(2).become_leader(1).await,
+        Err(metawal_actors::RoleError::StaleEpoch {
+            epoch: 1,
+            current: 1
+        })
+    ));
+    c.node(2).become_leader(2).await.unwrap();
+    c.wait_isr_of(2, 2, LIMIT).await;
+    let n3 = c.node(3).clone();
+    wait_until("node 3 to follow node 2", LIMIT, || {
+        let n3 = n3.clone();
+        async move {
+            n3.status()
+                .await
+                .is_ok_and(|s| s.epoch == 2 && s.leader == Some(2))
+        }
+    })
+    .await;
+    match c.node(3).propose(create_topic("x", 1, 3), Acks::All).await {
+        Err(ProposeError::NotLeader { leader, .. }) => assert_eq!(leader, Some(2)),
+        other => panic!("node 3 should point at node 2, got {other:?}"),
+    }
+    for i in 0..10 {
+        c.node(2)
+            .propose(create_topic(&format!("u{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+
+    // The old leader comes back as a follower (it must not resume leading).
+    c.start_node_with(1, |cfg| cfg.resume_leadership = false)
+        .await;
+    assert_eq!(c.node(1).role(), Role::Follower);
+    c.wait_isr_of(2, 3, LIMIT).await;
+    let target = c.node(2).status().await.unwrap().high_watermark;
+    for id in [1, 3] {
+        let n = c.node(id).clone();
+        wait_until(&format!("node {id} to apply up to {target}"), LIMIT, || {
+            let n = n.clone();
+            async move { n.view().applied_offset() >= target }
+        })
+        .await;
+    }
+
+    // Hand leadership back to node 1 in epoch 3.
+    c.node(2).become_follower(1, 3).await.unwrap();
+    assert_eq!(c.node(2).role(), Role::Follower);
+    c.node(1).become_leader(3).await.unwrap();
+    c.wait_isr_of(1, 3, LIMIT).await;
+    let p = c
+        .node(1)
+        .propose(create_topic("back", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    assert_eq!(p.epoch, 3);
+    let end = wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    let a1 = c.node(1).applied().await.unwrap();
+    for id in [2, 3] {
+        let a = c.node(id).applied().await.unwrap();
+        assert_eq!((a.offset, a.digest), (a1.offset, a1.digest), "node {id}");
+    }
+    assert_eq!(a1.offset, end);
+    for name in ["t9", "u9", "back"] {
+        assert!(c.node(2).view().topic(name).is_some(), "{name} on node 2");
+    }
+    c.shutdown().await;
+}

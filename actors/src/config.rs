@@ -29,6 +29,12 @@ pub struct NodeConfig {
     pub first_epoch: u64,
     /// Replication tunables (defaults from the design).
     pub replication: ReplicationConfig,
+    /// A node whose `meta` says it led comes back as leader of the next
+    /// epoch (default). Set to `false` when leadership may have moved while
+    /// the node was down (after [`crate::Node::become_leader`] on another
+    /// node): it then comes back as a follower of whichever leader of a
+    /// current epoch connects, and must be promoted explicitly.
+    pub resume_leadership: bool,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -43,6 +49,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("first_leader", &self.first_leader)
             .field("first_epoch", &self.first_epoch)
             .field("replication", &self.replication)
+            .field("resume_leadership", &self.resume_leadership)
             .finish()
     }
 }
@@ -66,6 +73,7 @@ impl NodeConfig {
             first_leader: 1,
             first_epoch: 1,
             replication: ReplicationConfig::default(),
+            resume_leadership: true,
         }
     }
 

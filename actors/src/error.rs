@@ -65,6 +65,32 @@ pub enum ProposeError {
     ShuttingDown,
 }
 
+/// Why a role change was refused or failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RoleError {
+    /// The node is not in the role the change starts from.
+    #[error("node {node} is {role}, not {expected}; nothing changed")]
+    WrongRole {
+        /// This node.
+        node: NodeId,
+        /// Its role now.
+        role: crate::shared::Role,
+        /// The role the change needs.
+        expected: crate::shared::Role,
+    },
+    /// The epoch is not above every epoch the node has seen.
+    #[error("epoch {epoch} is not above the node's current epoch {current}; pick a higher one; nothing changed")]
+    StaleEpoch {
+        /// The epoch asked for.
+        epoch: u64,
+        /// The node's epoch.
+        current: u64,
+    },
+    /// The new epoch could not be persisted, or the node stopped meanwhile.
+    #[error("role change failed: {0}")]
+    Failed(String),
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

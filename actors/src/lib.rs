@@ -37,7 +37,7 @@ pub use metawal;
 pub use metawal::{Command, Entry, NodeId, ReplicationConfig};
 
 pub use config::NodeConfig;
-pub use error::{DiskError, NodeError, ProposeError};
+pub use error::{DiskError, NodeError, ProposeError, RoleError};
 pub use node::Node;
 pub use shared::Role;
 pub use status::{FollowerStatus, NodeStatus};

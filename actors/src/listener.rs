@@ -122,6 +122,28 @@ pub(crate) struct SessionGone {
     pub session: u64,
 }
 
+/// This node is about to lead: end every session and, once the in-flight
+/// write is done, answer the log's epoch index and the known commit.
+#[derive(Message)]
+#[rtype(result = "(EpochIndex, u64)")]
+pub(crate) struct ReleaseLog;
+
+/// While leading, tell this Replicator of every inbound connection
+/// (follower wake-ups).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetWake(pub Recipient<WakeLinks>);
+
+/// This node follows again: take the log as the disk thread has it and the
+/// new `meta`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ResumeFollowing {
+    pub epochs: EpochIndex,
+    pub meta: NodeMeta,
+    pub commit: u64,
+}
+
 /// Stop accepting and end every session.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -152,6 +174,7 @@ enum Deferred {
     Attach(Attach, oneshot::Sender<Result<LogEnd, AttachRefused>>),
     Truncate(u64, oneshot::Sender<Result<LogEnd, String>>),
     Snapshot(SnapshotBytes, oneshot::Sender<Result<LogEnd, String>>),
+    Release(oneshot::Sender<(EpochIndex, u64)>),
 }
 
 pub(crate) struct ListenerInit {
@@ -332,6 +355,10 @@ impl ReplicaListener {
                     offset = self.epochs.last_offset(),
                     "following leader"
                 );
+                self.run_deferred(ctx);
+            }
+            Deferred::Release(tx) => {
+                let _ = tx.send((self.epochs.clone(), self.commit));
                 self.run_deferred(ctx);
             }
             Deferred::Truncate(to, tx) => {
@@ -672,6 +699,42 @@ impl Handler<GetPosition> for ReplicaListener {
             durable: self.durable(),
             commit: self.commit,
         })
+    }
+}
+
+impl Handler<ReleaseLog> for ReplicaListener {
+    type Result = ResponseFuture<(EpochIndex, u64)>;
+
+    fn handle(&mut self, _msg: ReleaseLog, ctx: &mut Context<Self>) -> Self::Result {
+        for addr in self.sessions.values() {
+            addr.do_send(StopSession);
+        }
+        self.active = None;
+        let (tx, rx) = oneshot::channel();
+        self.deferred.push(Deferred::Release(tx));
+        self.run_deferred(ctx);
+        let fallback = (self.epochs.clone(), self.commit);
+        Box::pin(async move { rx.await.unwrap_or(fallback) })
+    }
+}
+
+impl Handler<SetWake> for ReplicaListener {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetWake, _ctx: &mut Context<Self>) {
+        self.wake = Some(msg.0);
+    }
+}
+
+impl Handler<ResumeFollowing> for ReplicaListener {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResumeFollowing, _ctx: &mut Context<Self>) {
+        self.wake = None;
+        self.write_queue.clear();
+        self.commit = self.commit.max(msg.commit);
+        self.meta = msg.meta;
+        self.adopt_log(msg.epochs);
     }
 }
 

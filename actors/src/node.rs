@@ -29,15 +29,17 @@ use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 use crate::disk::{Disk, DiskHandle};
-use crate::error::{DiskError, NodeError, ProposeError};
-use crate::listener::{GetPosition, ListenerInit, ReplicaListener, StopListener};
+use crate::error::{DiskError, NodeError, ProposeError, RoleError};
+use crate::listener::{
+    GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
+};
 use crate::progress::LogProgress;
 use crate::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
 use crate::shared::{NodeShared, Role};
 use crate::status::NodeStatus;
 use crate::store::{
-    Acks, Applied, EntriesInFlight, GetApplied, MetadataStore, Propose, Proposed, StopStore,
-    StoreInit, Subscribe,
+    Acks, Applied, DropLeadership, EntriesInFlight, GetApplied, MetadataStore, Propose, Proposed,
+    StopStore, StoreInit, Subscribe, TakeLeadership,
 };
 use crate::view::{MetadataChanged, MetadataView};
 
@@ -120,13 +122,38 @@ fn recover(d: &mut Disk, node: NodeId) -> Result<Recovered, DiskError> {
 pub struct Node {
     node_id: NodeId,
     store: Addr<MetadataStore>,
-    replicator: Option<Addr<Replicator>>,
+    /// The Replicator while this node leads.
+    replicator: Arc<std::sync::Mutex<Option<Addr<Replicator>>>>,
     listener: Addr<ReplicaListener>,
     view: MetadataView,
     shared: Arc<NodeShared>,
     disk: DiskHandle,
     replication_addr: SocketAddr,
-    cluster_id: String,
+    config: Arc<NodeConfig>,
+    keys: HandshakeKeys,
+    progress_tx: watch::Sender<LogProgress>,
+    progress_rx: watch::Receiver<LogProgress>,
+    /// The arbiter the node's actors run on.
+    arbiter: actix::ArbiterHandle,
+    /// Serializes role changes.
+    role_change: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Everything needed to start a Replicator for `epoch`.
+fn replicator_init(node: &Node, epoch: u64, epochs: EpochIndex, commit: u64) -> ReplicatorInit {
+    ReplicatorInit {
+        node: node.node_id,
+        epoch,
+        config: node.config.replication.clone(),
+        shared: node.shared.clone(),
+        disk: node.disk.clone(),
+        keys: node.keys.clone(),
+        peers: node.config.peers.clone(),
+        epochs,
+        commit,
+        progress_tx: node.progress_tx.clone(),
+        progress_rx: node.progress_rx.clone(),
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -172,6 +199,9 @@ impl Node {
         }
         // Role and epoch.
         let (role, epoch, leader) = match &rec.meta {
+            Some(m) if m.leader == Some(node) && !config.resume_leadership => {
+                (Role::Follower, m.current_epoch, None)
+            }
             Some(m) if m.leader == Some(node) => (
                 Role::Leader,
                 m.current_epoch.max(rec.epochs.last_epoch()) + 1,
@@ -256,7 +286,7 @@ impl Node {
             state: rec.state,
             view: view.clone(),
             disk: disk.clone(),
-            progress: progress_rx,
+            progress: progress_rx.clone(),
             in_flight: in_flight.clone(),
             leader: replicator
                 .clone()
@@ -267,7 +297,7 @@ impl Node {
             node,
             shared: shared.clone(),
             config: config.replication.clone(),
-            keys,
+            keys: keys.clone(),
             disk: disk.clone(),
             store: store.clone(),
             store_in_flight: in_flight,
@@ -275,7 +305,7 @@ impl Node {
             epochs: rec.epochs,
             commit: rec.commit,
             meta,
-            progress_tx,
+            progress_tx: progress_tx.clone(),
             wake: replicator.clone().map(|r| r.recipient()),
         })
         .start();
@@ -297,14 +327,33 @@ impl Node {
         Ok(Node {
             node_id: node,
             store,
-            replicator,
+            replicator: Arc::new(std::sync::Mutex::new(replicator)),
             listener,
             view,
             shared,
             disk,
             replication_addr,
-            cluster_id: config.cluster_id,
+            config: Arc::new(config),
+            keys,
+            progress_tx,
+            progress_rx,
+            arbiter: actix::Arbiter::current(),
+            role_change: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    fn replicator(&self) -> Option<Addr<Replicator>> {
+        match self.replicator.lock() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_replicator(&self, r: Option<Addr<Replicator>>) -> Option<Addr<Replicator>> {
+        match self.replicator.lock() {
+            Ok(mut g) => std::mem::replace(&mut *g, r),
+            Err(p) => std::mem::replace(&mut *p.into_inner(), r),
+        }
     }
 
     /// This node's id.
@@ -367,7 +416,7 @@ impl Node {
             isr_len: 0,
             followers: Vec::new(),
         };
-        match &self.replicator {
+        match &self.replicator() {
             Some(r) => {
                 let s = r
                     .send(GetReplicationStatus)
@@ -397,7 +446,7 @@ impl Node {
     /// `peer`. Returns whether there was such a link.
     #[cfg(feature = "fault-injection")]
     pub async fn inject_link_panic(&self, peer: NodeId) -> bool {
-        match &self.replicator {
+        match &self.replicator() {
             Some(r) => r
                 .send(crate::replicator::PanicLink(peer))
                 .await
@@ -406,19 +455,162 @@ impl Node {
         }
     }
 
+    /// Make this follower the metadata leader of `epoch`, which must be above
+    /// every epoch it has seen (the broker's controller picks it; promote the
+    /// live node with the highest `(last epoch, log end)`, see `status()`).
+    ///
+    /// The node closes its replication sessions, lets its in-flight write
+    /// finish, persists the epoch, starts a Replicator with a link to every
+    /// peer and appends its `LeaderChange`. Followers accept it when its links
+    /// connect (they fence any older leader from then on). Proposals get
+    /// `NotLeader` until this returns.
+    pub async fn become_leader(&self, epoch: u64) -> Result<(), RoleError> {
+        let _serial = self.role_change.lock().await;
+        let node = self.node_id;
+        let role = self.shared.role();
+        if role != Role::Follower {
+            return Err(RoleError::WrongRole {
+                node,
+                role,
+                expected: Role::Follower,
+            });
+        }
+        let current = self.shared.epoch();
+        if epoch <= current {
+            return Err(RoleError::StaleEpoch { epoch, current });
+        }
+        let previous_leader = self.shared.leader();
+        // From here on the listener refuses sessions.
+        self.shared.set_role(Role::Leader);
+        let result = self.take_leadership(epoch).await;
+        if let Err(e) = &result {
+            tracing::error!(node, epoch, error = %e, "could not become leader; following again");
+            self.shared.set_role(Role::Follower);
+            self.shared.set_epoch_leader(current, previous_leader);
+        }
+        result
+    }
+
+    async fn take_leadership(&self, epoch: u64) -> Result<(), RoleError> {
+        let node = self.node_id;
+        let failed = |e: String| RoleError::Failed(e);
+        // Sessions closed, writes settled: this is the log to lead with.
+        let (epochs, commit) = self
+            .listener
+            .send(ReleaseLog)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let meta = NodeMeta {
+            node_id: node,
+            cluster_id: self.config.cluster_id.clone(),
+            current_epoch: epoch,
+            leader: Some(node),
+            commit_hint: commit,
+        };
+        let m = meta.clone();
+        self.disk
+            .run(move |d| m.store(&d.data_dir))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
+        self.shared.set_epoch_leader(epoch, Some(node));
+        let init = replicator_init(self, epoch, epochs, commit);
+        let replicator =
+            Replicator::start_in_arbiter(&self.arbiter, move |_| Replicator::new(init));
+        self.listener
+            .send(SetWake(replicator.clone().recipient()))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        self.set_replicator(Some(replicator.clone()));
+        self.store
+            .send(TakeLeadership { epoch, replicator })
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(failed)?;
+        tracing::info!(node, epoch, "became leader");
+        Ok(())
+    }
+
+    /// Make this leader follow `leader` in `epoch` (above its own). It stops
+    /// its Replicator (waiting proposals fail), persists the epoch, and
+    /// takes its log as it is on disk; the new leader truncates whatever it
+    /// does not have. Proposals get `NotLeader` from the start of the call.
+    /// On a node that already follows this is a no-op (it learns new
+    /// leaders from their handshakes).
+    pub async fn become_follower(&self, leader: NodeId, epoch: u64) -> Result<(), RoleError> {
+        let _serial = self.role_change.lock().await;
+        let node = self.node_id;
+        let role = self.shared.role();
+        let current = self.shared.epoch();
+        if role == Role::Follower {
+            return if epoch >= current {
+                Ok(())
+            } else {
+                Err(RoleError::StaleEpoch { epoch, current })
+            };
+        }
+        if role != Role::Leader {
+            return Err(RoleError::WrongRole {
+                node,
+                role,
+                expected: Role::Leader,
+            });
+        }
+        if epoch <= current || leader == node {
+            return Err(RoleError::StaleEpoch { epoch, current });
+        }
+        self.shared.set_role(Role::Follower);
+        if let Some(r) = self.set_replicator(None) {
+            let _ = r.send(StopReplicator).await;
+        }
+        let failed = |e: String| RoleError::Failed(e);
+        // After every write queued before it.
+        let epochs = self
+            .disk
+            .run(|d| d.wal.epochs().clone())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let commit = self.progress_rx.borrow().commit;
+        let meta = NodeMeta {
+            node_id: node,
+            cluster_id: self.config.cluster_id.clone(),
+            current_epoch: epoch,
+            leader: Some(leader),
+            commit_hint: self.view.applied_offset(),
+        };
+        let m = meta.clone();
+        self.disk
+            .run(move |d| m.store(&d.data_dir))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
+        self.shared.set_epoch_leader(epoch, Some(leader));
+        let _ = self.store.send(DropLeadership).await;
+        self.listener
+            .send(ResumeFollowing {
+                epochs,
+                meta,
+                commit,
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        tracing::info!(node, leader, epoch, "became follower");
+        Ok(())
+    }
+
     /// Stop the node: close its connections, stop its actors, sync and close
     /// the WAL, and record how far it had applied.
     pub async fn shutdown(self) {
         let node = self.node_id;
         self.shared.set_role(Role::Stopped);
-        if let Some(r) = &self.replicator {
+        if let Some(r) = self.set_replicator(None) {
             let _ = r.send(StopReplicator).await;
         }
         let _ = self.listener.send(StopListener).await;
         let _ = self.store.send(StopStore).await;
         let meta = NodeMeta {
             node_id: node,
-            cluster_id: self.cluster_id.clone(),
+            cluster_id: self.config.cluster_id.clone(),
             current_epoch: self.shared.epoch(),
             leader: self.shared.leader(),
             commit_hint: self.view.applied_offset(),

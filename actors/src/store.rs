@@ -139,6 +139,22 @@ pub struct Applied {
 #[rtype(result = "Applied")]
 pub struct GetApplied;
 
+/// This node now leads `epoch` through `replicator`: build the appended
+/// state (the applied state plus every entry in the WAL after it) and
+/// append the `LeaderChange`.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub(crate) struct TakeLeadership {
+    pub epoch: u64,
+    pub replicator: Addr<Replicator>,
+}
+
+/// This node no longer leads: forget the appended state and queued entries
+/// (committed ones are read back from the WAL).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DropLeadership;
+
 /// Stop the store.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -385,6 +401,31 @@ impl MetadataStore {
         }));
     }
 
+    /// Append the leader's `LeaderChange`, the first entry of its epoch: its
+    /// commit commits every entry before it.
+    fn announce_leadership(&mut self) {
+        if let Some(log) = &self.appended {
+            // A leader's first entry of its epoch: its commit commits all before.
+            let command = Command::LeaderChange {
+                leader: self.node,
+                epoch: log.epoch,
+            };
+            match self.append(command, Acks::None, true) {
+                Ok((p, _)) => {
+                    tracing::info!(
+                        node = self.node,
+                        offset = p.offset,
+                        epoch = p.epoch,
+                        "leader appended LeaderChange"
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(node = self.node, error = %e, "cannot append LeaderChange")
+                }
+            }
+        }
+    }
+
     fn retry_drive_later(&mut self, ctx: &mut Context<Self>) {
         ctx.run_later(self.config.heartbeat_interval, |act, ctx| act.drive(ctx));
     }
@@ -492,26 +533,7 @@ impl Actor for MetadataStore {
         if let Some(rx) = self.progress_rx.take() {
             ctx.add_stream(crate::progress::updates(rx));
         }
-        if let Some(log) = &self.appended {
-            // A leader's first entry of its epoch: its commit commits all before.
-            let command = Command::LeaderChange {
-                leader: self.node,
-                epoch: log.epoch,
-            };
-            match self.append(command, Acks::None, true) {
-                Ok((p, _)) => {
-                    tracing::info!(
-                        node = self.node,
-                        offset = p.offset,
-                        epoch = p.epoch,
-                        "leader appended LeaderChange"
-                    )
-                }
-                Err(e) => {
-                    tracing::error!(node = self.node, error = %e, "cannot append LeaderChange")
-                }
-            }
-        }
+        self.announce_leadership();
         self.drive(ctx);
     }
 }
@@ -618,6 +640,57 @@ impl Handler<GetApplied> for MetadataStore {
             epoch: self.state.applied_epoch(),
             digest: self.state.digest(),
         })
+    }
+}
+
+impl Handler<TakeLeadership> for MetadataStore {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, msg: TakeLeadership, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut appended = self.state.clone();
+        let node = self.node;
+        let job = self.disk.run(move |d| -> Result<(MetadataState, u64), String> {
+            let last = d.wal.last_offset();
+            let mut next = appended.applied_offset() + 1;
+            while next <= last {
+                let records = d
+                    .wal
+                    .read(next, 4096, 8 * 1024 * 1024)
+                    .map_err(|e| e.to_string())?;
+                if records.is_empty() {
+                    break;
+                }
+                for r in records {
+                    let (entry, _) = decode_record(&r.bytes).map_err(|e| e.to_string())?;
+                    if let Err(e) = appended.apply(&entry) {
+                        tracing::warn!(node, offset = entry.offset, error = %e, "entry does not apply");
+                    }
+                    next = entry.offset + 1;
+                }
+            }
+            Ok((appended, last))
+        });
+        Box::pin(job.into_actor(self).map(move |res, act, _ctx| {
+            let (state, last) = res.map_err(|e| e.to_string())??;
+            act.appended = Some(AppendedLog {
+                state,
+                next_offset: last + 1,
+                epoch: msg.epoch,
+                replicator: msg.replicator,
+            });
+            act.pending.clear();
+            act.announce_leadership();
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<DropLeadership> for MetadataStore {
+    type Result = ();
+
+    fn handle(&mut self, _msg: DropLeadership, _ctx: &mut Context<Self>) {
+        self.appended = None;
+        self.pending.clear();
     }
 }
 

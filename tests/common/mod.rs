@@ -126,6 +126,32 @@ impl TestCluster {
         self.nodes.insert(id, (node, arbiter));
     }
 
+    /// (Re)start node `id` with its config changed by `f`.
+    pub async fn start_node_with(&mut self, id: NodeId, f: impl FnOnce(&mut NodeConfig)) {
+        let mut cfg = self.config(id);
+        f(&mut cfg);
+        let (node, arbiter) = start_node(cfg).await.expect("node starts");
+        self.nodes.insert(id, (node, arbiter));
+    }
+
+    /// Wait until node `leader` leads with an ISR of `n`.
+    pub async fn wait_isr_of(&self, leader: NodeId, n: usize, limit: Duration) {
+        let node = self.node(leader).clone();
+        wait_until(
+            &format!("node {leader} to lead an ISR of {n}"),
+            limit,
+            || {
+                let node = node.clone();
+                async move {
+                    node.status()
+                        .await
+                        .is_ok_and(|s| s.role == metawal_actors::Role::Leader && s.isr_len == n)
+                }
+            },
+        )
+        .await;
+    }
+
     /// Node `id` (panics if stopped).
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes.get(&id).expect("node is running").0
