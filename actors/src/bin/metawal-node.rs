@@ -68,6 +68,11 @@ struct Args {
     #[arg(long, value_name = "EPOCH", default_value_t = 1)]
     first_epoch: u64,
 
+    /// If this node led before it stopped, come back as a follower instead
+    /// of resuming leadership in a new epoch (use once leadership can move).
+    #[arg(long)]
+    no_resume_leadership: bool,
+
     /// acks=all needs at least this many in-sync replicas, leader included
     /// (capped at the cluster size) [default: 2].
     #[arg(long, value_name = "N")]
@@ -184,6 +189,7 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     config.peers = peers;
     config.first_leader = args.first_leader;
     config.first_epoch = args.first_epoch;
+    config.resume_leadership = !args.no_resume_leadership;
     config.replication = replication;
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
