@@ -332,6 +332,11 @@ impl ReplicaListener {
         };
         match job {
             Deferred::Attach(req, tx) => {
+                if self.shared.role() != Role::Follower {
+                    let _ = tx.send(Err(AttachRefused::NotFollower));
+                    self.run_deferred(ctx);
+                    return;
+                }
                 if !req.addr.connected() {
                     // The session ended while waiting.
                     let _ = tx.send(Err(AttachRefused::NotFollower));
@@ -449,8 +454,10 @@ impl ReplicaListener {
         (self.epochs.last_offset(), self.epochs.last_epoch())
     }
 
+    /// Whether `session` may write: it is the active one and this node still
+    /// follows (after `become_leader` no session may touch the log).
     fn is_active(&self, session: u64) -> bool {
-        self.active == Some(session)
+        self.active == Some(session) && self.shared.role() == Role::Follower
     }
 
     /// Fence, persist a newer epoch (one at a time: a second leader's Attach
