@@ -500,20 +500,7 @@ impl Node {
             .send(ReleaseLog)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let meta = NodeMeta {
-            node_id: node,
-            cluster_id: self.config.cluster_id.clone(),
-            current_epoch: epoch,
-            leader: Some(node),
-            commit_hint: commit,
-        };
-        let m = meta.clone();
-        self.disk
-            .run(move |d| m.store(&d.data_dir))
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(|e| failed(e.to_string()))?;
-        self.shared.set_epoch_leader(epoch, Some(node));
+        self.persist_epoch(epoch, node, commit).await?;
         let init = replicator_init(self, epoch, epochs, commit);
         let replicator =
             Replicator::start_in_arbiter(&self.arbiter, move |_| Replicator::new(init));
@@ -529,6 +516,31 @@ impl Node {
             .map_err(failed)?;
         tracing::info!(node, epoch, "became leader");
         Ok(())
+    }
+
+    /// Write `meta` for `epoch` under `leader` (before acting on it), then
+    /// publish the epoch and leader to the node's actors.
+    async fn persist_epoch(
+        &self,
+        epoch: u64,
+        leader: NodeId,
+        commit_hint: u64,
+    ) -> Result<NodeMeta, RoleError> {
+        let meta = NodeMeta {
+            node_id: self.node_id,
+            cluster_id: self.config.cluster_id.clone(),
+            current_epoch: epoch,
+            leader: Some(leader),
+            commit_hint,
+        };
+        let m = meta.clone();
+        self.disk
+            .run(move |d| m.store(&d.data_dir))
+            .await
+            .map_err(|e| RoleError::Failed(e.to_string()))?
+            .map_err(|e| RoleError::Failed(format!("cannot persist epoch {epoch}: {e}")))?;
+        self.shared.set_epoch_leader(epoch, Some(leader));
+        Ok(meta)
     }
 
     /// Make this leader follow `leader` in `epoch` (above its own). It stops
@@ -571,20 +583,9 @@ impl Node {
             .await
             .map_err(|e| failed(e.to_string()))?;
         let commit = self.progress_rx.borrow().commit;
-        let meta = NodeMeta {
-            node_id: node,
-            cluster_id: self.config.cluster_id.clone(),
-            current_epoch: epoch,
-            leader: Some(leader),
-            commit_hint: self.view.applied_offset(),
-        };
-        let m = meta.clone();
-        self.disk
-            .run(move |d| m.store(&d.data_dir))
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(|e| failed(e.to_string()))?;
-        self.shared.set_epoch_leader(epoch, Some(leader));
+        let meta = self
+            .persist_epoch(epoch, leader, self.view.applied_offset())
+            .await?;
         let _ = self.store.send(DropLeadership).await;
         self.listener
             .send(ResumeFollowing {
