@@ -355,7 +355,7 @@ async fn followers_refuse_proposals_with_the_leader_id() {
 }
 
 #[actix::test]
-async fn with_both_followers_down_acks_all_is_refused_and_acks_leader_works() {
+async fn lone_leader_commits_nothing_and_rejoins_after_failover() {
     let mut c = TestCluster::start(3, &[], fast_config()).await;
     c.wait_isr(3, LIMIT).await;
     c.node(1)
@@ -393,16 +393,46 @@ async fn with_both_followers_down_acks_all_is_refused_and_acks_leader_works() {
         .await
         .unwrap();
     assert_eq!(p.offset, end + 2);
-    // With only the leader in the ISR its own durability commits.
-    let view = c.node(1).view();
-    wait_until("the leader to apply its acks=leader writes", LIMIT, || {
-        let ok = view.applied_offset() == end + 2;
-        async move { ok }
-    })
-    .await;
-    assert_eq!(view.topics(), vec!["before", "t", "u"]);
+    // A lone leader commits nothing: one disk is not a majority of three.
+    // (The old rule, min(min_insync, |ISR|), committed and applied these.)
     let s = c.node(1).status().await.unwrap();
-    assert_eq!((s.log_end, s.high_watermark), (end + 2, end + 2));
+    assert_eq!((s.log_end, s.high_watermark), (end + 2, end));
+    assert_eq!(c.node(1).view().applied_offset(), end);
+    assert_eq!(c.node(1).view().topics(), vec!["before"]);
+
+    // The leader crashes; the controller promotes node 2 (as up to date as
+    // node 3: both have `end`) in a higher epoch.
+    c.stop_node(1).await;
+    c.start_node(2).await;
+    c.start_node(3).await;
+    let epoch = c.node(2).status().await.unwrap().epoch + 1;
+    c.node(2).become_leader(epoch).await.unwrap();
+    c.wait_isr_of(2, 2, LIMIT).await;
+    c.node(2)
+        .propose(create_topic("after", 1, 3), Acks::All)
+        .await
+        .unwrap();
+
+    // The old leader returns as a follower: its uncommitted epoch-1 tail
+    // (t, u) is truncated, and all three converge to one digest.
+    c.start_node_with(1, |cfg| cfg.resume_leadership = false)
+        .await;
+    c.wait_isr_of(2, 3, LIMIT).await;
+    let target = c.node(2).status().await.unwrap().log_end;
+    for id in [1, 2, 3] {
+        let n = c.node(id).clone();
+        wait_until(&format!("node {id} to apply up to {target}"), LIMIT, || {
+            let n = n.clone();
+            async move { n.view().applied_offset() >= target }
+        })
+        .await;
+    }
+    let a2 = c.node(2).applied().await.unwrap();
+    for id in [1, 3] {
+        let a = c.node(id).applied().await.unwrap();
+        assert_eq!((a.offset, a.digest), (a2.offset, a2.digest), "node {id}");
+    }
+    assert_eq!(c.node(1).view().topics(), vec!["after", "before"]);
     c.shutdown().await;
 }
 

@@ -9,8 +9,8 @@
 //! Link events (handshake matched, cumulative acks, disconnects, a follower
 //! reporting a higher epoch, which counts as a disconnect) and local
 //! durability feed the core's [`ReplicaSetTracker`], which decides the ISR,
-//! the commit point (leader + fastest ISR followers up to
-//! `min_insync_replicas`: what every node applies) and the ISR watermark
+//! the commit point (durable on a majority of the voters, the leader among
+//! them: what every node applies) and the ISR watermark
 //! (durable on every ISR member: what `acks=all` waits for); the Replicator
 //! publishes the commit and resolves waiting proposals. A waiter is registered in the same handler that
 //! makes its entry visible to the links, so an ack can never arrive first.
