@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod engine;
 pub mod epochs;
 pub mod frame;
 pub mod handshake;

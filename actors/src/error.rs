@@ -65,6 +65,25 @@ pub enum ProposeError {
     ShuttingDown,
 }
 
+impl From<metawal::engine::LeaderError> for ProposeError {
+    fn from(e: metawal::engine::LeaderError) -> ProposeError {
+        use metawal::engine::LeaderError;
+        match e {
+            LeaderError::NotEnoughReplicasAfterAppend {
+                offset,
+                isr,
+                required,
+            } => ProposeError::NotEnoughReplicasAfterAppend {
+                offset,
+                isr,
+                required,
+            },
+            LeaderError::Storage(why) => ProposeError::Storage(why),
+            LeaderError::ShuttingDown => ProposeError::ShuttingDown,
+        }
+    }
+}
+
 /// Why a role change was refused or failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RoleError {

@@ -21,21 +21,22 @@
 //! connected to the leader's replication port) it tells every disconnected
 //! link to retry now.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use metawal::engine::{LeaderAction, LeaderEngine, LeaderInput, ProposalId};
 use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
 use metawal::record::Record;
-use metawal::replication::{IsrChange, ReplicaSetTracker, TailCache};
+use metawal::replication::{ReplicaSetTracker, TailCache};
 use metawal::{NodeId, ReplicationConfig};
 use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
-use crate::error::ProposeError;
+use crate::error::{DiskError, ProposeError};
 use crate::link::{FollowerLink, LinkInit, LinkStats};
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
@@ -145,15 +146,17 @@ pub struct Replicator {
     keys: HandshakeKeys,
     peers: BTreeMap<NodeId, SocketAddr>,
     log: Arc<Mutex<LeaderLog>>,
-    tracker: ReplicaSetTracker,
-    wal_queue: Vec<Record>,
-    wal_in_flight: bool,
-    leader_waiters: VecDeque<(u64, Waiter)>,
-    all_waiters: VecDeque<(u64, Waiter)>,
+    /// Every decision: WAL writes, ISR, commit, which proposal resolves.
+    engine: LeaderEngine,
+    /// Appended records not yet durable (the engine says when to write
+    /// them); bounded by the store's limit on uncommitted entries.
+    wal_queue: VecDeque<Record>,
+    /// Reply channels of waiting proposals, by the engine's id.
+    waiters: HashMap<ProposalId, Waiter>,
+    next_proposal: ProposalId,
     progress_tx: watch::Sender<LogProgress>,
     progress_rx: watch::Receiver<LogProgress>,
     links: BTreeMap<NodeId, LinkSlot>,
-    failed: Option<String>,
 }
 
 impl Replicator {
@@ -185,15 +188,13 @@ impl Replicator {
             keys: init.keys,
             peers: init.peers,
             log: Arc::new(Mutex::new(log)),
-            tracker,
-            wal_queue: Vec::new(),
-            wal_in_flight: false,
-            leader_waiters: VecDeque::new(),
-            all_waiters: VecDeque::new(),
+            engine: LeaderEngine::new(init.node, init.epoch, tracker, init.config.request_timeout),
+            wal_queue: VecDeque::new(),
+            waiters: HashMap::new(),
+            next_proposal: 0,
             progress_tx: init.progress_tx,
             progress_rx: init.progress_rx,
             links: BTreeMap::new(),
-            failed: None,
             config: init.config,
         }
     }
@@ -228,123 +229,112 @@ impl Replicator {
     }
 
     fn publish(&self) {
+        let t = self.engine.tracker();
         let p = LogProgress {
-            log_end: self.tracker.log_end(),
-            durable: self.tracker.local_durable(),
-            commit: self.tracker.hw(),
+            log_end: t.log_end(),
+            durable: t.local_durable(),
+            commit: t.hw(),
         };
         crate::progress::publish(&self.progress_tx, p);
     }
 
-    fn flush_wal(&mut self, ctx: &mut Context<Self>) {
-        if self.wal_in_flight || self.wal_queue.is_empty() || self.failed.is_some() {
-            return;
+    /// Feed one input to the engine and carry out what it asks.
+    fn input(&mut self, input: LeaderInput, ctx: &mut Context<Self>) {
+        self.engine.handle(Instant::now(), input);
+        while let Some(action) = self.engine.poll_action() {
+            self.act(action, ctx);
         }
-        let records = std::mem::take(&mut self.wal_queue);
-        let last = records.last().map_or(0, |r| r.offset);
+        self.publish();
+    }
+
+    fn act(&mut self, action: LeaderAction, ctx: &mut Context<Self>) {
+        match action {
+            LeaderAction::WriteWal { up_to } => self.write_wal(up_to, ctx),
+            LeaderAction::Resolve {
+                proposal, result, ..
+            } => {
+                if let Some(w) = self.waiters.remove(&proposal) {
+                    let _ = w.send(result.map_err(ProposeError::from));
+                }
+            }
+            LeaderAction::IsrChanged {
+                joined,
+                left,
+                isr_len,
+            } => {
+                let offset = self.engine.tracker().hw();
+                for peer in joined {
+                    tracing::info!(
+                        node = self.node,
+                        peer,
+                        epoch = self.epoch,
+                        offset,
+                        "follower joined the ISR"
+                    );
+                }
+                for peer in left {
+                    tracing::warn!(
+                        node = self.node,
+                        peer,
+                        epoch = self.epoch,
+                        offset,
+                        "follower left the ISR"
+                    );
+                }
+                self.shared.set_isr_len(isr_len);
+            }
+            LeaderAction::Commit { offset } => {
+                tracing::trace!(stage = "commit", node = self.node, offset);
+            }
+            LeaderAction::Failed { .. } => self.shared.set_role(Role::Failed),
+        }
+    }
+
+    /// Hand the queued records up to `up_to` to the disk thread; the result
+    /// goes back to the engine.
+    fn write_wal(&mut self, up_to: u64, ctx: &mut Context<Self>) {
+        let records: Vec<Record> = self
+            .wal_queue
+            .iter()
+            .take_while(|r| r.offset <= up_to)
+            .cloned()
+            .collect();
         let rx = match self.disk.append(records) {
             Ok(rx) => rx,
+            Err(DiskError::QueueFull(_)) => {
+                // Transient: the engine retries on a tick, bounded in time.
+                self.engine.handle(Instant::now(), LeaderInput::WalBusy);
+                return;
+            }
             Err(e) => {
-                self.fail(format!("cannot queue a WAL write: {e}"));
+                let reason = format!("cannot queue a WAL write: {e}");
+                self.engine
+                    .handle(Instant::now(), LeaderInput::StorageFailed { reason });
                 return;
             }
         };
-        self.wal_in_flight = true;
         ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
-            act.wal_in_flight = false;
-            match res {
+            let input = match res {
                 Ok(Ok(durable)) => {
-                    let change = act.tracker.on_local_durable(durable.min(last));
-                    act.resolve_leader_waiters();
-                    act.apply_change(change);
-                    act.publish();
-                    act.flush_wal(ctx);
+                    let durable = durable.min(up_to);
+                    while act.wal_queue.front().is_some_and(|r| r.offset <= durable) {
+                        act.wal_queue.pop_front();
+                    }
+                    LeaderInput::WalDurable { up_to: durable }
                 }
-                Ok(Err(e)) => act.fail(format!("WAL write failed: {e}")),
-                Err(_) => act.fail("the disk thread stopped".into()),
-            }
+                Ok(Err(e)) => LeaderInput::StorageFailed {
+                    reason: format!("WAL write failed: {e}"),
+                },
+                Err(_) => LeaderInput::StorageFailed {
+                    reason: "the disk thread stopped".into(),
+                },
+            };
+            act.input(input, ctx);
         }));
     }
 
-    /// Storage failed: refuse further writes and fail every waiter.
-    fn fail(&mut self, why: String) {
-        tracing::error!(node = self.node, epoch = self.epoch, reason = %why, "leader storage failed; no longer accepting writes");
-        self.shared.set_role(Role::Failed);
-        for (_, w) in self
-            .leader_waiters
-            .drain(..)
-            .chain(self.all_waiters.drain(..))
-        {
-            let _ = w.send(Err(ProposeError::Storage(why.clone())));
-        }
-        self.failed = Some(why);
-    }
-
-    fn resolve_leader_waiters(&mut self) {
-        let durable = self.tracker.local_durable();
-        while self
-            .leader_waiters
-            .front()
-            .is_some_and(|(o, _)| *o <= durable)
-        {
-            if let Some((_, w)) = self.leader_waiters.pop_front() {
-                let _ = w.send(Ok(()));
-            }
-        }
-    }
-
-    fn apply_change(&mut self, change: IsrChange) {
-        if change.is_empty() {
-            return;
-        }
-        for peer in &change.joined {
-            tracing::info!(
-                node = self.node,
-                peer,
-                epoch = self.epoch,
-                offset = self.tracker.hw(),
-                "follower joined the ISR"
-            );
-        }
-        for peer in &change.left {
-            tracing::warn!(
-                node = self.node,
-                peer,
-                epoch = self.epoch,
-                offset = self.tracker.hw(),
-                "follower left the ISR"
-            );
-        }
-        self.shared.set_isr_len(self.tracker.isr_len());
-        if let Some(hw) = change.hw_advanced {
-            tracing::trace!(stage = "commit", node = self.node, offset = hw);
-        }
-        // acks=all: durable on every ISR member.
-        let Some(covered) = change.isr_durable_advanced else {
-            return;
-        };
-        let isr = self.tracker.isr_len();
-        let required = self.tracker.min_insync();
-        while self.all_waiters.front().is_some_and(|(o, _)| *o <= covered) {
-            if let Some((offset, w)) = self.all_waiters.pop_front() {
-                let result = if isr >= required {
-                    Ok(())
-                } else {
-                    Err(ProposeError::NotEnoughReplicasAfterAppend {
-                        offset,
-                        isr,
-                        required,
-                    })
-                };
-                let _ = w.send(result);
-            }
-        }
-    }
-
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let change = self.tracker.tick(Instant::now());
-        self.apply_change(change);
-        self.publish();
+        self.input(LeaderInput::Tick, ctx);
         // Restart links that died (a panic is not restarted by actix).
         let dead: Vec<(NodeId, u64)> = self
             .links
@@ -358,8 +348,7 @@ impl Replicator {
                 peer,
                 "follower link died; starting a new one"
             );
-            let change = self.tracker.on_disconnected(peer);
-            self.apply_change(change);
+            self.input(LeaderInput::Disconnected { peer }, ctx);
             self.start_link(peer, restarts, ctx);
         }
     }
@@ -384,52 +373,47 @@ impl Handler<AppendEntry> for Replicator {
     type Result = ();
 
     fn handle(&mut self, msg: AppendEntry, ctx: &mut Context<Self>) {
-        if let Some(why) = &self.failed {
-            if let Some(w) = msg.reply {
-                let _ = w.send(Err(ProposeError::Storage(why.clone())));
-            }
-            return;
-        }
         let record = msg.record;
         let offset = record.offset;
-        {
+        let proposal = msg.reply.map(|w| {
+            let id = self.next_proposal;
+            self.next_proposal += 1;
+            self.waiters.insert(id, w);
+            id
+        });
+        if self.engine.failed().is_none() {
             let mut log = match self.log.lock() {
                 Ok(l) => l,
                 Err(p) => p.into_inner(),
             };
             if let Err(e) = log.epochs.append(offset, record.epoch) {
                 drop(log);
-                if let Some(w) = msg.reply {
-                    let _ = w.send(Err(ProposeError::Storage(e.to_string())));
-                }
-                self.fail(format!("log order broken: {e}"));
-                return;
-            }
-            log.tail.push(record.clone());
-        }
-        // Register the waiter before the links can see the entry.
-        if let Some(w) = msg.reply {
-            match msg.acks {
-                Acks::All => self.all_waiters.push_back((offset, w)),
-                Acks::Leader => self.leader_waiters.push_back((offset, w)),
-                Acks::None => {
-                    let _ = w.send(Ok(()));
-                }
+                let reason = format!("log order broken: {e}");
+                self.input(LeaderInput::StorageFailed { reason }, ctx);
+            } else {
+                log.tail.push(record.clone());
+                drop(log);
+                self.wal_queue.push_back(record);
             }
         }
-        self.wal_queue.push(record);
-        self.tracker.on_append(offset);
-        self.publish();
-        self.flush_wal(ctx);
+        // The engine registers the waiter before the links can see the
+        // entry (they see it when this handler publishes the new log end).
+        self.input(
+            LeaderInput::Append {
+                offset,
+                acks: msg.acks,
+                proposal,
+            },
+            ctx,
+        );
     }
 }
 
 impl Handler<LinkEvent> for Replicator {
     type Result = ();
 
-    fn handle(&mut self, msg: LinkEvent, _ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let change = match msg {
+    fn handle(&mut self, msg: LinkEvent, ctx: &mut Context<Self>) {
+        let input = match msg {
             LinkEvent::Connected { peer, matched } => {
                 tracing::info!(
                     node = self.node,
@@ -438,10 +422,10 @@ impl Handler<LinkEvent> for Replicator {
                     epoch = self.epoch,
                     "follower connected"
                 );
-                self.tracker.on_connected(peer, matched, now)
+                LeaderInput::Connected { peer, matched }
             }
-            LinkEvent::Acked { peer, offset } => self.tracker.on_ack(peer, offset, now),
-            LinkEvent::Disconnected { peer } => self.tracker.on_disconnected(peer),
+            LinkEvent::Acked { peer, offset } => LeaderInput::Acked { peer, offset },
+            LinkEvent::Disconnected { peer } => LeaderInput::Disconnected { peer },
             LinkEvent::Fenced {
                 peer,
                 epoch,
@@ -450,11 +434,10 @@ impl Handler<LinkEvent> for Replicator {
                 // A Reject carries no proof, so it is not trusted enough to
                 // step down on; it is reported loudly instead.
                 tracing::error!(node = self.node, peer, epoch = self.epoch, their_epoch = epoch, their_leader = ?leader, "follower reports a higher epoch: another leader may exist; check the cluster's leadership");
-                self.tracker.on_disconnected(peer)
+                LeaderInput::Disconnected { peer }
             }
         };
-        self.apply_change(change);
-        self.publish();
+        self.input(input, ctx);
     }
 }
 
@@ -474,7 +457,8 @@ impl Handler<GetReplicationStatus> for Replicator {
     type Result = MessageResult<GetReplicationStatus>;
 
     fn handle(&mut self, _msg: GetReplicationStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        let log_end = self.tracker.log_end();
+        let tracker = self.engine.tracker();
+        let log_end = tracker.log_end();
         let followers = self
             .links
             .iter()
@@ -486,7 +470,7 @@ impl Handler<GetReplicationStatus> for Replicator {
                     state: slot.stats.state(),
                     acked_offset: acked,
                     lag: log_end.saturating_sub(acked),
-                    in_isr: self.tracker.in_isr(peer),
+                    in_isr: tracker.in_isr(peer),
                     inflight_bytes: slot.stats.inflight_bytes(),
                     reconnects: slot.stats.reconnects(),
                     snapshots_sent: slot.stats.snapshots_sent(),
@@ -496,8 +480,8 @@ impl Handler<GetReplicationStatus> for Replicator {
             .collect();
         MessageResult(ReplicationStatus {
             log_end,
-            durable: self.tracker.local_durable(),
-            hw: self.tracker.hw(),
+            durable: tracker.local_durable(),
+            hw: tracker.hw(),
             followers,
         })
     }
@@ -543,13 +527,7 @@ impl Handler<StopReplicator> for Replicator {
         for slot in self.links.values() {
             slot.addr.do_send(crate::link::StopLink);
         }
-        for (_, w) in self
-            .leader_waiters
-            .drain(..)
-            .chain(self.all_waiters.drain(..))
-        {
-            let _ = w.send(Err(ProposeError::ShuttingDown));
-        }
+        self.input(LeaderInput::Stop, ctx);
         ctx.stop();
     }
 }

@@ -44,17 +44,9 @@ const MAX_UNCOMMITTED: u64 = 250_000;
 /// Most subscribers.
 const MAX_SUBSCRIBERS: usize = 1024;
 
-/// How much acknowledgement a proposal waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Acks {
-    /// Return once the entry has an offset (not yet durable anywhere).
-    None,
-    /// Return once the entry is durable on the leader.
-    Leader,
-    /// Return once the entry is durable on the leader and every ISR member,
-    /// and the ISR has at least `min_insync_replicas` members.
-    All,
-}
+/// How much acknowledgement a proposal waits for (decided by the leader
+/// engine, [`metawal::engine::LeaderEngine`]).
+pub use metawal::engine::Acks;
 
 /// A proposal's success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,16 @@
+//! The protocol as pure state machines, one per actor role.
+//!
+//! An engine holds a role's protocol state and makes every decision of that
+//! role; the actor around it (in `metawal-actors`) owns the sockets, files,
+//! timers and reply channels, feeds events in and carries the returned
+//! actions out. Engines take time as an argument and do no I/O, so unit
+//! tests assert the exact actions an input produces, and the simulation
+//! runs the same engines the actors run.
+//!
+//! - [`leader`]: the leader's own WAL writes (group commit, a full disk
+//!   queue, a failed disk), the ISR and the commit point, and the proposals
+//!   waiting for them.
+
+pub mod leader;
+
+pub use leader::{Acks, LeaderAction, LeaderEngine, LeaderError, LeaderInput, ProposalId};
