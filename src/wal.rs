@@ -16,7 +16,8 @@
 //! in-memory index of record positions lets [`Wal::read`] `pread` any range.
 //!
 //! Recovery on [`Wal::open`] validates every record; a torn tail of the last
-//! segment is cut off and reported, anything else bad stops the open with a
+//! segment (a bad record that no valid record follows) is cut off and
+//! reported, anything else bad stops the open with a
 //! [`WalError::Corrupt`] naming the file and byte. `docs/storage.md` has the
 //! exact format and rules.
 
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::epochs::EpochIndex;
-use crate::record::{decode_record, Record, RecordError, RECORD_HEADER_LEN};
+use crate::record::{decode_record, Record, RecordError, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN};
 
 /// File name suffix of a segment.
 pub const SEGMENT_SUFFIX: &str = ".wal";
@@ -254,9 +255,11 @@ struct Scan {
     torn: bool,
 }
 
-/// Is the failure of the record at `pos` a torn tail, by the rules of
-/// `docs/storage.md`?
-fn is_torn_tail(buf: &[u8], pos: usize, err: &RecordError) -> bool {
+/// Does the failure of the record at `pos` look like a torn tail, judged by
+/// its own header and the bytes right after it (rules 1-5 of
+/// `docs/storage.md`)? [`tail_verdict`] adds the search for a valid record
+/// after it.
+fn looks_torn(buf: &[u8], pos: usize, err: &RecordError) -> bool {
     let rest = &buf[pos..];
     if rest.len() < RECORD_HEADER_LEN {
         return true;
@@ -274,6 +277,89 @@ fn is_torn_tail(buf: &[u8], pos: usize, err: &RecordError) -> bool {
         return true;
     }
     rest.iter().all(|&b| b == 0)
+}
+
+/// Most payload bytes [`find_valid_record`] checksums before giving up (a
+/// real torn tail has at most a record's worth of bytes before the zeros or
+/// the end of the file, so only pathological garbage gets near this).
+const TAIL_SEARCH_BUDGET: usize = 256 * 1024 * 1024;
+
+/// What the search for a valid record after a failure found.
+#[derive(Debug, PartialEq, Eq)]
+enum FollowSearch {
+    /// No valid record starts anywhere after the failure.
+    Nothing,
+    /// A complete record with a good checksum that decodes as an entry
+    /// starts at `byte`.
+    Found {
+        /// Its byte position in the file.
+        byte: usize,
+        /// The offset it holds.
+        offset: u64,
+    },
+    /// The checksum budget ran out before the end of the data.
+    GaveUp {
+        /// Byte position the search had reached.
+        byte: usize,
+    },
+}
+
+/// Search `buf` from `from` on for the start of a valid record: length
+/// within limits, complete, good checksum, decodes as an entry. Candidates
+/// are only tried where the length field is non-zero, so the zeros of
+/// preallocated space are skipped; at most `budget` payload bytes are
+/// checksummed.
+fn find_valid_record(buf: &[u8], from: usize, mut budget: usize) -> FollowSearch {
+    // A record's length field is not all zero, so no record starts at or
+    // after the last non-zero byte's successor.
+    let data_end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let mut q = from;
+    while q < data_end && buf.len() - q > RECORD_HEADER_LEN {
+        let len = u32::from_be_bytes([buf[q], buf[q + 1], buf[q + 2], buf[q + 3]]) as usize;
+        if len == 0 || len > MAX_RECORD_PAYLOAD || len > buf.len() - q - RECORD_HEADER_LEN {
+            q += 1;
+            continue;
+        }
+        if len > budget {
+            return FollowSearch::GaveUp { byte: q };
+        }
+        budget -= len;
+        if let Ok((entry, _)) = decode_record(&buf[q..]) {
+            return FollowSearch::Found {
+                byte: q,
+                offset: entry.offset,
+            };
+        }
+        q += 1;
+    }
+    FollowSearch::Nothing
+}
+
+/// Is the failure `err` of the record at `pos` in the last segment a torn
+/// tail, by the rules of `docs/storage.md`? `Ok` if so, else why not.
+///
+/// A torn tail is only what no valid record follows: the bad record must
+/// look torn (its header and the bytes after it) and no valid record may
+/// start anywhere after `pos` (a bit flip in the length field of a record
+/// mid-segment makes it look torn, but the fsynced records after it are
+/// still there).
+fn tail_verdict(buf: &[u8], pos: usize, err: &RecordError) -> Result<(), String> {
+    if !looks_torn(buf, pos, err) {
+        return Err(format!(
+            "{err}, and valid-looking data follows it, so this is not a torn tail"
+        ));
+    }
+    match find_valid_record(buf, pos + 1, TAIL_SEARCH_BUDGET) {
+        FollowSearch::Nothing => Ok(()),
+        FollowSearch::Found { byte, offset } => Err(format!(
+            "{err}, but a valid record (offset {offset}) starts after it at byte {byte}, \
+             so this is not a torn tail and cutting here would drop written records"
+        )),
+        FollowSearch::GaveUp { byte } => Err(format!(
+            "{err}; the search for valid records after it gave up at byte {byte} \
+             (over {TAIL_SEARCH_BUDGET} bytes checked), so it cannot be shown to be a torn tail"
+        )),
+    }
 }
 
 /// Is everything from `pos` on zero (preallocated, never written)?
@@ -325,17 +411,19 @@ fn scan_segment(
                         torn: false,
                     });
                 }
-                if allow_torn_tail && is_torn_tail(buf, pos, &err) {
-                    return Ok(Scan {
-                        positions,
-                        valid_len: pos as u64,
-                        torn: true,
-                    });
-                }
                 let reason = if decode_failure {
                     format!("{err} (its checksum is good, so this is not a torn write)")
                 } else if allow_torn_tail {
-                    format!("{err}, and valid-looking data follows it, so this is not a torn tail")
+                    match tail_verdict(buf, pos, &err) {
+                        Ok(()) => {
+                            return Ok(Scan {
+                                positions,
+                                valid_len: pos as u64,
+                                torn: true,
+                            })
+                        }
+                        Err(reason) => reason,
+                    }
                 } else {
                     format!("{err} (in a segment that is not the last one)")
                 };
@@ -878,4 +966,79 @@ fn check_record_bytes(r: &Record) -> Result<(), WalError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Entry};
+
+    fn record(offset: u64) -> Record {
+        Record::encode(&Entry {
+            offset,
+            epoch: 1,
+            command: Command::DeleteTopic {
+                name: format!("t{offset}"),
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn wal_find_valid_record_after_a_failure() {
+        let (a, b) = (record(1), record(2));
+        let mut buf = a.bytes.to_vec();
+        buf.extend_from_slice(&b.bytes);
+        buf.extend_from_slice(&[0u8; 300]);
+        // From inside the first record: the second one is found.
+        assert_eq!(
+            find_valid_record(&buf, 1, usize::MAX),
+            FollowSearch::Found {
+                byte: a.len(),
+                offset: 2
+            }
+        );
+        // Past the start of the last record: only a partial record and zeros.
+        assert_eq!(
+            find_valid_record(&buf, a.len() + 1, usize::MAX),
+            FollowSearch::Nothing
+        );
+        // Nothing but zeros (preallocated space).
+        assert_eq!(
+            find_valid_record(&[0u8; 1000], 0, usize::MAX),
+            FollowSearch::Nothing
+        );
+        // A record cut short is not valid.
+        let cut = &buf[..a.len() + b.len() - 1];
+        assert_eq!(
+            find_valid_record(cut, a.len(), usize::MAX),
+            FollowSearch::Nothing
+        );
+        // The checksum work is bounded: with no budget it gives up at the
+        // first candidate instead of answering "nothing follows".
+        assert!(matches!(
+            find_valid_record(&buf, 1, 0),
+            FollowSearch::GaveUp { .. }
+        ));
+    }
+
+    #[test]
+    fn wal_tail_verdict_names_the_following_record() {
+        let (a, b) = (record(1), record(2));
+        let mut buf = a.bytes.to_vec();
+        buf.extend_from_slice(&b.bytes);
+        // A length bit flip that runs the first record past the end.
+        buf[1] ^= 0x40;
+        let err = decode_record(&buf).unwrap_err();
+        let reason = tail_verdict(&buf, 0, &err).unwrap_err();
+        assert!(
+            reason.contains(&format!("offset 2) starts after it at byte {}", a.len()))
+                && reason.contains("not a torn tail"),
+            "{reason}"
+        );
+        // The second record cut short is a torn tail.
+        let cut = &buf[..a.len() + b.len() - 3];
+        let err = decode_record(&cut[a.len()..]).unwrap_err();
+        assert_eq!(tail_verdict(cut, a.len(), &err), Ok(()));
+    }
 }

@@ -445,6 +445,72 @@ fn flipped_byte_mid_last_segment_is_refused() {
     }
 }
 
+/// A bit flipped in the length field of a record in the middle of the last
+/// segment is corruption, not a torn tail: fsynced records follow it. Open
+/// must refuse (naming the file and the record's byte) and change nothing,
+/// whether the length becomes huge, past the file, or slightly off, and
+/// with or without preallocated zeros after the data.
+#[test]
+fn flipped_length_bit_mid_last_segment_is_refused_not_cut() {
+    for preallocate in [false, true] {
+        let opts = WalOptions {
+            segment_bytes: 1 << 20,
+            preallocate,
+        };
+        let tpl = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(tpl.path(), opts).unwrap();
+            wal.append(&recs(1, 200)).unwrap();
+            wal.sync().unwrap();
+        }
+        assert_eq!(segments(tpl.path()).len(), 1, "one (last) segment");
+        // A record in the middle, one near the end, and the one before last.
+        for offset in [100u64, 150, 199] {
+            // Bit 0 is the least significant bit of the BE u32 length.
+            for bit in [31u32, 24, 20, 16, 15, 14, 13, 12, 10, 7, 5, 2, 1, 0] {
+                let dir = tempfile::tempdir().unwrap();
+                copy_dir(tpl.path(), dir.path());
+                let (file, pos) = position_of(dir.path(), offset);
+                let mut bytes = fs::read(&file).unwrap();
+                let p = pos as usize;
+                let len = u32::from_be_bytes(bytes[p..p + 4].try_into().unwrap());
+                bytes[p..p + 4].copy_from_slice(&(len ^ (1 << bit)).to_be_bytes());
+                fs::write(&file, &bytes).unwrap();
+                let what = format!(
+                    "preallocate={preallocate} offset={offset} bit={bit} \
+                     (length {len} -> {})",
+                    len ^ (1 << bit)
+                );
+                match Wal::open(dir.path(), opts) {
+                    Err(err @ WalError::Corrupt { .. }) => {
+                        let msg = err.to_string();
+                        let WalError::Corrupt { file: f, byte, .. } = err else {
+                            unreachable!()
+                        };
+                        assert_eq!(f, file, "{what}");
+                        assert_eq!(byte, pos, "{what}");
+                        assert!(
+                            msg.contains(&file.display().to_string())
+                                && msg.contains(&format!("byte {pos}"))
+                                && msg.contains("not a torn tail"),
+                            "{what}: {msg}"
+                        );
+                    }
+                    Ok((wal, report)) => panic!(
+                        "{what}: expected corrupt, opened with last offset {} \
+                         ({} fsynced records cut), torn tail {:?}",
+                        wal.last_offset(),
+                        200 - wal.last_offset(),
+                        report.torn_tail
+                    ),
+                    Err(other) => panic!("{what}: expected corrupt, got {other:?}"),
+                }
+                assert_eq!(fs::read(&file).unwrap(), bytes, "{what}: file changed");
+            }
+        }
+    }
+}
+
 #[test]
 fn wrong_offset_or_epoch_on_disk_is_refused() {
     // A valid record with the wrong offset at the tail is corruption.
