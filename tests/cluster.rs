@@ -735,3 +735,40 @@ async fn failover_to_a_follower_and_back() {
     }
     c.shutdown().await;
 }
+
+#[actix::test]
+async fn follower_whose_wal_write_fails_stops_and_the_cluster_goes_on() {
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    c.node(1)
+        .propose(create_topic("before", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    c.node(3).inject_wal_failure().await;
+    // The write that node 3 fails to store still succeeds: node 3 leaves
+    // the ISR when its session ends.
+    c.node(1)
+        .propose(create_topic("during", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    let n3 = c.node(3).clone();
+    wait_until("node 3 to fail-stop", LIMIT, || {
+        let n3 = n3.clone();
+        async move { n3.role() == Role::Failed }
+    })
+    .await;
+    c.wait_isr(2, LIMIT).await;
+    for i in 0..5 {
+        c.node(1)
+            .propose(create_topic(&format!("after{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    let s = c.node(1).status().await.unwrap();
+    assert_eq!(s.isr_len, 2, "a failed follower never rejoins the ISR");
+    assert!(
+        c.node(3).view().topic("after4").is_none(),
+        "a failed follower applies nothing more"
+    );
+    c.shutdown().await;
+}

@@ -31,6 +31,10 @@ pub struct Disk {
     pub wal: Wal,
     /// The node's data directory.
     pub data_dir: PathBuf,
+    /// Test hook (feature `fault-injection`): the next WAL append fails as
+    /// an I/O error would.
+    #[cfg(feature = "fault-injection")]
+    pub inject_write_failure: bool,
 }
 
 impl Disk {
@@ -95,7 +99,16 @@ impl DiskHandle {
                 match opened {
                     Ok((wal, report)) => {
                         if opened_tx.send(Ok(report)).is_ok() {
-                            run(node, Disk { wal, data_dir }, rx);
+                            run(
+                                node,
+                                Disk {
+                                    wal,
+                                    data_dir,
+                                    #[cfg(feature = "fault-injection")]
+                                    inject_write_failure: false,
+                                },
+                                rx,
+                            );
                         }
                     }
                     Err(e) => {
@@ -224,6 +237,14 @@ fn write_batch(
             let _ = reply.send(Err(format!(
                 "the WAL failed earlier ({why}); restart the node"
             )));
+            continue;
+        }
+        #[cfg(feature = "fault-injection")]
+        if std::mem::take(&mut disk.inject_write_failure) {
+            let why = "injected WAL write failure".to_string();
+            tracing::error!(node, error = %why, "WAL append failed");
+            *failed = Some(why.clone());
+            let _ = reply.send(Err(why));
             continue;
         }
         match disk.wal.append(&records) {

@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
+use crate::error::DiskError;
 use crate::progress::LogProgress;
 use crate::replicator::WakeLinks;
 use crate::session::{Durable, ReplicaSession, SessionInit, StopSession};
@@ -267,6 +268,19 @@ impl ReplicaListener {
         crate::progress::publish(&self.progress_tx, p);
     }
 
+    /// The follower's WAL failed: fail-stop. The role becomes `Failed`, so
+    /// no session writes or acks anything more and every attach is refused;
+    /// the sessions end. What is durable stays; restart the node.
+    fn fail_stop(&mut self, reason: String) {
+        tracing::error!(node = self.node, %reason, "follower storage failed; no longer replicating: restart the node");
+        self.shared.set_role(Role::Failed);
+        self.write_queue.clear();
+        self.active = None;
+        for addr in self.sessions.values() {
+            let _ = addr.try_send(StopSession);
+        }
+    }
+
     fn flush_writes(&mut self, ctx: &mut Context<Self>) {
         if self.write_in_flight || self.write_queue.is_empty() {
             return;
@@ -275,9 +289,19 @@ impl ReplicaListener {
         let last = records.last().map_or(0, |r| r.offset);
         let rx = match self.disk.append(records) {
             Ok(rx) => rx,
-            Err(e) => {
-                tracing::error!(node = self.node, error = %e, "cannot queue a follower WAL write");
+            Err(DiskError::QueueFull(_)) => {
+                // Transient: drop the unwritten tail; the session's next
+                // batch no longer follows the log end, the session closes and
+                // the leader resends from the acked offset on a new one.
+                tracing::warn!(
+                    node = self.node,
+                    "disk queue full; dropping the unwritten tail for the leader to resend"
+                );
                 self.reset_to_durable();
+                return;
+            }
+            Err(e) => {
+                self.fail_stop(format!("cannot queue a WAL write: {e}"));
                 return;
             }
         };
@@ -287,7 +311,11 @@ impl ReplicaListener {
             match res {
                 Ok(Ok(durable)) => {
                     let durable = durable.min(last);
-                    tracing::trace!(stage = "follower-durable", node = act.node, offset = durable);
+                    tracing::trace!(
+                        stage = "follower-durable",
+                        node = act.node,
+                        offset = durable
+                    );
                     act.durable.store(durable, Ordering::Release);
                     if let Some(addr) = act.active.and_then(|id| act.sessions.get(&id)) {
                         let _ = addr.try_send(Durable { offset: durable });
@@ -295,13 +323,9 @@ impl ReplicaListener {
                     act.publish();
                 }
                 Ok(Err(e)) => {
-                    tracing::error!(node = act.node, offset = last, error = %e, "follower WAL write failed");
-                    act.reset_to_durable();
+                    act.fail_stop(format!("WAL write up to offset {last} failed: {e}"));
                 }
-                Err(_) => {
-                    tracing::error!(node = act.node, "disk thread stopped");
-                    act.reset_to_durable();
-                }
+                Err(_) => act.fail_stop("the disk thread stopped".into()),
             }
             if !act.deferred.is_empty() {
                 act.run_deferred(ctx);

@@ -442,6 +442,13 @@ impl Node {
         Ok(status)
     }
 
+    /// Test hook (feature `fault-injection`): this node's next WAL append
+    /// fails as an I/O error would (which poisons the WAL).
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_wal_failure(&self) {
+        let _ = self.disk.run(|d| d.inject_write_failure = true).await;
+    }
+
     /// Test hook (feature `fault-injection`): panic the leader's link to
     /// `peer`. Returns whether there was such a link.
     #[cfg(feature = "fault-injection")]
