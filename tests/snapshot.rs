@@ -112,3 +112,88 @@ async fn lagging_follower_is_resynced_with_a_snapshot() {
     assert_eq!(n3.applied().await.expect("applied").digest, a1.digest);
     c.shutdown().await;
 }
+
+/// A follower whose diverged tail (entries of an old epoch no other node
+/// has) runs past the leader's snapshot offset installs the snapshot, drops
+/// the diverged tail and converges — instead of keeping the tail, reporting
+/// it again and being sent the snapshot forever.
+#[actix::test]
+async fn diverged_tail_past_the_snapshot_is_replaced() {
+    use metawal::record::Record;
+    use metawal::wal::{Wal, WalOptions};
+    use metawal_actors::Entry;
+
+    let mut cfg = fast_config();
+    cfg.snapshot_every = 50;
+    cfg.segment_bytes = 4096;
+    let limit = Duration::from_secs(20);
+    let mut c = TestCluster::start(3, &[], cfg).await;
+    c.wait_isr(3, limit).await;
+    for i in 0..10 {
+        c.node(1)
+            .propose(common::create_topic(&format!("t{i}"), 1, 3), Acks::All)
+            .await
+            .expect("write");
+    }
+    let end = common::wait_converged(&c, &[1, 2, 3], limit).await;
+    c.stop_node(3).await;
+
+    // Node 3 holds 1000 entries of epoch 1 that no other node has.
+    let strays = 1000;
+    {
+        let opts = WalOptions {
+            segment_bytes: 4096,
+            ..Default::default()
+        };
+        let (mut wal, _) = Wal::open(&c.data_dir(3).join("wal"), opts).expect("open node 3's WAL");
+        let stray: Vec<Record> = (1..=strays)
+            .map(|i| {
+                Record::encode(&Entry {
+                    offset: end + i,
+                    epoch: 1,
+                    command: common::create_topic(&format!("stray{i}"), 1, 3),
+                })
+                .expect("encode")
+            })
+            .collect();
+        wal.append(&stray).expect("append strays");
+        wal.sync().expect("sync");
+    }
+
+    // The leader restarts in epoch 2, writes past a few snapshots and drops
+    // old segments, all without node 3.
+    c.stop_node(1).await;
+    c.start_node(1).await;
+    c.wait_isr(2, limit).await;
+    let mut last = 0;
+    for i in 0..600u64 {
+        last = c
+            .node(1)
+            .propose(common::create_topic(&format!("u{i}"), 1, 3), Acks::All)
+            .await
+            .expect("write while node 3 is down")
+            .offset;
+    }
+    assert!(
+        end + strays > last,
+        "node 3's diverged tail ({}) must run past the leader's snapshot (< {last})",
+        end + strays
+    );
+
+    c.start_node(3).await;
+    c.wait_isr(3, limit).await;
+    let n3 = c.node(3).clone();
+    wait_until("node 3 to apply the leader's log", limit, || {
+        let n3 = n3.clone();
+        async move { n3.view().applied_offset() >= last }
+    })
+    .await;
+    let a1 = c.node(1).applied().await.expect("applied");
+    let a3 = n3.applied().await.expect("applied");
+    assert_eq!((a3.offset, a3.digest), (a1.offset, a1.digest));
+    assert!(n3.view().topic("stray1").is_none());
+    let status = c.node(1).status().await.expect("status");
+    let sent = status.follower(3).expect("follower 3").snapshots_sent;
+    assert_eq!(sent, 1, "one snapshot brought node 3 back");
+    c.shutdown().await;
+}

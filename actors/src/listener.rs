@@ -44,6 +44,7 @@ use crate::replicator::WakeLinks;
 use crate::session::{Durable, ReplicaSession, SessionInit, StopSession};
 use crate::shared::{NodeShared, Role};
 use crate::store::{EntriesInFlight, FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
+use metawal::engine::follower::{maybe_truncate, plan_snapshot_install, SnapshotInstall};
 
 /// Most replication connections served at once.
 const MAX_SESSIONS: usize = 16;
@@ -391,11 +392,8 @@ impl ReplicaListener {
                 self.run_deferred(ctx);
             }
             Deferred::Truncate(to, tx) => {
-                let floor = self.commit.min(self.durable());
-                if to < floor {
-                    let _ = tx.send(Err(format!(
-                        "refusing to truncate to {to}: entries up to {floor} are committed here"
-                    )));
+                if let Err(e) = maybe_truncate(to, self.commit, self.durable()) {
+                    let _ = tx.send(Err(e.to_string()));
                     self.run_deferred(ctx);
                     return;
                 }
@@ -440,6 +438,18 @@ impl ReplicaListener {
                         ));
                     }
                     snap.store(&d.snapshot_dir()).map_err(|e| e.to_string())?;
+                    if plan_snapshot_install(d.wal.epochs(), snap.offset, snap.epoch)
+                        == SnapshotInstall::ReplaceLog
+                    {
+                        let base = d.wal.epochs().base_offset();
+                        tracing::info!(
+                            offset = snap.offset,
+                            epoch = snap.epoch,
+                            from = base + 1,
+                            "the log diverged at the snapshot's offset: dropping all of it"
+                        );
+                        d.wal.truncate_suffix(base).map_err(|e| e.to_string())?;
+                    }
                     d.wal
                         .truncate_prefix(snap.offset, snap.epoch)
                         .map_err(|e| e.to_string())?;

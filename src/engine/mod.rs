@@ -10,7 +10,10 @@
 //! - [`leader`]: the leader's own WAL writes (group commit, a full disk
 //!   queue, a failed disk), the ISR and the commit point, and the proposals
 //!   waiting for them.
+//! - [`follower`]: what a truncation or a snapshot install from the leader
+//!   may do to the follower's log.
 
+pub mod follower;
 pub mod leader;
 
 pub use leader::{Acks, LeaderAction, LeaderEngine, LeaderError, LeaderInput, ProposalId};
