@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use metawal::engine::store::{ReadRetry, ReadVerdict, SnapshotPolicy, MAX_READ_FAILURES};
 use metawal::record::{decode_record, Record};
 use metawal::storage::Snapshot;
 use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
@@ -192,14 +193,17 @@ pub struct MetadataStore {
     in_flight: EntriesInFlight,
     reading: bool,
     subscribers: Vec<Recipient<MetadataChanged>>,
-    last_snapshot: u64,
-    snapshotting: bool,
+    snapshots: SnapshotPolicy,
+    read_retry: ReadRetry,
+    /// Fail-stopped: applies nothing more.
+    failed: bool,
 }
 
 impl MetadataStore {
     pub(crate) fn new(init: StoreInit) -> MetadataStore {
         init.view.reset(&init.state);
-        let last_snapshot = init.state.applied_offset();
+        let snapshots =
+            SnapshotPolicy::new(init.config.snapshot_every, init.state.applied_offset());
         let progress = *init.progress.borrow();
         MetadataStore {
             node: init.node,
@@ -222,8 +226,9 @@ impl MetadataStore {
             in_flight: init.in_flight,
             reading: false,
             subscribers: Vec::new(),
-            last_snapshot,
-            snapshotting: false,
+            snapshots,
+            read_retry: ReadRetry::default(),
+            failed: false,
         }
     }
 
@@ -331,6 +336,9 @@ impl MetadataStore {
 
     /// Apply everything committed and durable here, from the queue or the WAL.
     fn drive(&mut self, ctx: &mut Context<Self>) {
+        if self.failed {
+            return;
+        }
         let target = self.progress.applicable();
         while self.state.applied_offset() < target {
             let next = self.state.applied_offset() + 1;
@@ -367,16 +375,15 @@ impl MetadataStore {
             let records = match res {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
-                    tracing::error!(node = act.node, offset = from, error = %e, "cannot read committed entries from the WAL; retrying");
-                    act.retry_drive_later(ctx);
+                    act.read_failed(from, e.to_string(), ctx);
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(node = act.node, offset = from, error = %e, "disk thread unavailable; retrying");
-                    act.retry_drive_later(ctx);
+                    act.read_failed(from, e.to_string(), ctx);
                     return;
                 }
             };
+            act.read_retry.on_ok();
             for r in records {
                 if r.offset != act.state.applied_offset() + 1 || r.offset > upto {
                     break;
@@ -384,7 +391,10 @@ impl MetadataStore {
                 match decode_record(&r.bytes) {
                     Ok((entry, _)) => act.apply_entry(entry),
                     Err(e) => {
-                        tracing::error!(node = act.node, offset = r.offset, error = %e, "corrupt record read back from the WAL");
+                        act.fail_stop(format!(
+                            "committed record {} read back from the WAL is corrupt: {e}",
+                            r.offset
+                        ));
                         return;
                     }
                 }
@@ -416,6 +426,28 @@ impl MetadataStore {
                 }
             }
         }
+    }
+
+    /// A read of committed entries failed: retry (bounded), then fail-stop.
+    fn read_failed(&mut self, from: u64, error: String, ctx: &mut Context<Self>) {
+        match self.read_retry.on_failed() {
+            ReadVerdict::Retry => {
+                tracing::warn!(node = self.node, offset = from, %error, "cannot read committed entries from the WAL; retrying");
+                self.retry_drive_later(ctx);
+            }
+            ReadVerdict::FailStop => self.fail_stop(format!(
+                "cannot read committed entries from offset {from} after {MAX_READ_FAILURES} tries: {error}"
+            )),
+        }
+    }
+
+    /// This node cannot apply its committed log: fail-stop. It applies
+    /// nothing more, takes no proposals and no replication (role `Failed`);
+    /// restart it once the disk is fixed.
+    fn fail_stop(&mut self, reason: String) {
+        tracing::error!(node = self.node, offset = self.state.applied_offset(), %reason, "cannot apply the committed log; node stopped applying: restart it");
+        self.failed = true;
+        self.shared.set_role(Role::Failed);
     }
 
     fn retry_drive_later(&mut self, ctx: &mut Context<Self>) {
@@ -463,10 +495,9 @@ impl MetadataStore {
 
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
         let applied = self.state.applied_offset();
-        if self.snapshotting || applied < self.last_snapshot + self.config.snapshot_every {
+        if self.failed || !self.snapshots.maybe_start(applied) {
             return;
         }
-        self.snapshotting = true;
         let snapshot = Snapshot {
             offset: applied,
             epoch: self.state.applied_epoch(),
@@ -490,10 +521,9 @@ impl MetadataStore {
             Ok((e.base_offset(), e.base_epoch()))
         });
         ctx.spawn(job.into_actor(self).map(move |res, act, _| {
-            act.snapshotting = false;
             match res {
                 Ok(Ok((base_offset, base_epoch))) => {
-                    act.last_snapshot = applied;
+                    act.snapshots.on_written(applied);
                     tracing::info!(
                         node,
                         offset = applied,
@@ -508,10 +538,16 @@ impl MetadataStore {
                         });
                     }
                 }
+                // Retried after another snapshot_every entries (the WAL
+                // keeps everything meanwhile); not on every apply pass.
                 Ok(Err(e)) => {
-                    tracing::error!(node, offset = applied, error = %e, "snapshot failed")
+                    act.snapshots.on_failed(applied);
+                    tracing::error!(node, offset = applied, error = %e, "snapshot failed; retrying after another snapshot_every entries")
                 }
-                Err(e) => tracing::error!(node, offset = applied, error = %e, "snapshot failed"),
+                Err(e) => {
+                    act.snapshots.on_failed(applied);
+                    tracing::error!(node, offset = applied, error = %e, "snapshot failed; retrying after another snapshot_every entries")
+                }
             }
         }));
     }
@@ -618,7 +654,7 @@ impl Handler<InstallSnapshot> for MetadataStore {
         self.state = snap.state;
         self.view.reset(&self.state);
         self.pending.retain(|e| e.offset > snap.offset);
-        self.last_snapshot = snap.offset;
+        self.snapshots.on_installed(snap.offset);
         self.drive(ctx);
     }
 }

@@ -12,8 +12,11 @@
 //!   waiting for them.
 //! - [`follower`]: what a truncation or a snapshot install from the leader
 //!   may do to the follower's log.
+//! - [`store`]: when to snapshot, and what failed snapshots and failed reads
+//!   of committed entries mean.
 
 pub mod follower;
 pub mod leader;
+pub mod store;
 
 pub use leader::{Acks, LeaderAction, LeaderEngine, LeaderError, LeaderInput, ProposalId};
