@@ -30,11 +30,11 @@ use tokio::sync::watch;
 use crate::config::NodeConfig;
 use crate::disk::{Disk, DiskHandle};
 use crate::error::{DiskError, NodeError, ProposeError, RoleError};
-use crate::listener::{
+use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
 };
 use crate::progress::LogProgress;
-use crate::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
+use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
 use crate::shared::{NodeShared, Role};
 use crate::status::NodeStatus;
 use crate::store::{
@@ -455,7 +455,7 @@ impl Node {
     pub async fn inject_link_panic(&self, peer: NodeId) -> bool {
         match &self.replicator() {
             Some(r) => r
-                .send(crate::replicator::PanicLink(peer))
+                .send(crate::leader::replicator::PanicLink(peer))
                 .await
                 .unwrap_or(false),
             None => false,

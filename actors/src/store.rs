@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, watch};
 use crate::disk::DiskHandle;
 use crate::error::ProposeError;
 use crate::progress::LogProgress;
-use crate::replicator::{AppendEntry, LogStartMoved, Replicator};
+use crate::leader::replicator::{AppendEntry, LogStartMoved, Replicator};
 use crate::shared::{NodeShared, Role};
 use crate::view::{MetadataChanged, MetadataView};
 

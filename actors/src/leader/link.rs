@@ -51,7 +51,7 @@ use tokio::sync::watch;
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound, QueueError};
 use crate::disk::DiskHandle;
 use crate::progress::LogProgress;
-use crate::replicator::{LeaderLog, LinkEvent};
+use crate::leader::replicator::{LeaderLog, LinkEvent};
 
 /// Link figures the Replicator reads for status without a message.
 #[derive(Debug, Default)]

@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
 use crate::error::{DiskError, ProposeError};
-use crate::link::{FollowerLink, LinkInit, LinkStats};
+use crate::leader::link::{FollowerLink, LinkInit, LinkStats};
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::status::FollowerStatus;
@@ -493,7 +493,7 @@ impl Handler<WakeLinks> for Replicator {
     fn handle(&mut self, _msg: WakeLinks, _ctx: &mut Context<Self>) {
         for slot in self.links.values() {
             if !slot.stats.connected() {
-                let _ = slot.addr.try_send(crate::link::WakeLink);
+                let _ = slot.addr.try_send(crate::leader::link::WakeLink);
             }
         }
     }
@@ -512,7 +512,7 @@ impl Handler<PanicLink> for Replicator {
     fn handle(&mut self, msg: PanicLink, _ctx: &mut Context<Self>) -> bool {
         match self.links.get(&msg.0) {
             Some(slot) => {
-                slot.addr.do_send(crate::link::InjectPanic);
+                slot.addr.do_send(crate::leader::link::InjectPanic);
                 true
             }
             None => false,
@@ -525,7 +525,7 @@ impl Handler<StopReplicator> for Replicator {
 
     fn handle(&mut self, _msg: StopReplicator, ctx: &mut Context<Self>) {
         for slot in self.links.values() {
-            slot.addr.do_send(crate::link::StopLink);
+            slot.addr.do_send(crate::leader::link::StopLink);
         }
         self.input(LeaderInput::Stop, ctx);
         ctx.stop();

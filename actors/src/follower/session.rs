@@ -25,7 +25,7 @@ use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound};
-use crate::listener::{
+use crate::follower::listener::{
     Attach, AttachRefused, ReplicaListener, SessionAppend, SessionCommit, SessionGone,
     SessionSnapshot, SessionTruncate,
 };

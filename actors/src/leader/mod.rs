@@ -1,0 +1,6 @@
+//! The leader's actors: the [`replicator::Replicator`] (its own WAL writes,
+//! driving the core's `LeaderEngine`) and one [`link::FollowerLink`] per
+//! follower (its TCP stream, backoff, window and acks).
+
+pub mod link;
+pub mod replicator;
