@@ -402,7 +402,9 @@ impl Cluster {
                 let arbiter = c.arbiter(id)?;
                 let rlog = log.clone();
                 let addr = Recorder::start_in_arbiter(&arbiter, move |_| Recorder { log: rlog });
-                c.node(id)?.subscribe(addr.recipient());
+                c.node(id)?
+                    .subscribe(addr.recipient())
+                    .map_err(|e| format!("node {id}: cannot subscribe: {e}"))?;
                 c.notes.insert(id, Notifications { log });
             }
         }

@@ -125,7 +125,8 @@ impl Cluster {
         let cfg = config(&self.base, id, &self.addrs);
         let (node, arbiter) = start_on_arbiter(cfg).await?;
         let seen = self.arrivals[(id - 1) as usize].clone();
-        node.subscribe(Arrivals { seen }.start().recipient());
+        node.subscribe(Arrivals { seen }.start().recipient())
+            .map_err(|e| format!("node {id}: cannot subscribe: {e}"))?;
         self.nodes[(id - 1) as usize] = Some((node, arbiter));
         Ok(())
     }

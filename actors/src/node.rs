@@ -33,8 +33,8 @@ use crate::error::{DiskError, NodeError, ProposeError, RoleError};
 use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
 };
-use crate::progress::LogProgress;
 use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
+use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::status::NodeStatus;
 use crate::store::{
@@ -390,8 +390,17 @@ impl Node {
     }
 
     /// Notify `recipient` of every committed change, in order, from now on.
-    pub fn subscribe(&self, recipient: Recipient<MetadataChanged>) {
-        self.store.do_send(Subscribe(recipient));
+    /// `Overloaded` if the store's mailbox is full (retry), `ShuttingDown`
+    /// if the node stopped.
+    pub fn subscribe(&self, recipient: Recipient<MetadataChanged>) -> Result<(), ProposeError> {
+        self.store
+            .try_send(Subscribe(recipient))
+            .map_err(|e| match e {
+                SendError::Full(_) => {
+                    ProposeError::Overloaded("the store's mailbox is full".into())
+                }
+                SendError::Closed(_) => ProposeError::ShuttingDown,
+            })
     }
 
     /// What the store has applied, with the state's digest.

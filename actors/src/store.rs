@@ -28,8 +28,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
 use crate::error::ProposeError;
-use crate::progress::LogProgress;
 use crate::leader::replicator::{AppendEntry, LogStartMoved, Replicator};
+use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::view::{MetadataChanged, MetadataView};
 
@@ -197,6 +197,8 @@ pub struct MetadataStore {
     read_retry: ReadRetry,
     /// Fail-stopped: applies nothing more.
     failed: bool,
+    /// A new log start the Replicator has not taken yet.
+    log_start_moved: Option<(u64, u64)>,
 }
 
 impl MetadataStore {
@@ -229,6 +231,7 @@ impl MetadataStore {
             snapshots,
             read_retry: ReadRetry::default(),
             failed: false,
+            log_start_moved: None,
         }
     }
 
@@ -339,6 +342,7 @@ impl MetadataStore {
         if self.failed {
             return;
         }
+        self.report_log_start();
         let target = self.progress.applicable();
         while self.state.applied_offset() < target {
             let next = self.state.applied_offset() + 1;
@@ -425,6 +429,22 @@ impl MetadataStore {
                     tracing::error!(node = self.node, error = %e, "cannot append LeaderChange")
                 }
             }
+        }
+    }
+
+    /// Tell the Replicator (if leading) where the log starts now.
+    fn report_log_start(&mut self) {
+        let (Some((base_offset, base_epoch)), Some(log)) = (self.log_start_moved, &self.appended)
+        else {
+            self.log_start_moved = None;
+            return;
+        };
+        let moved = LogStartMoved {
+            base_offset,
+            base_epoch,
+        };
+        if !matches!(log.replicator.try_send(moved), Err(SendError::Full(_))) {
+            self.log_start_moved = None;
         }
     }
 
@@ -530,13 +550,11 @@ impl MetadataStore {
                         log_start = base_offset + 1,
                         "snapshot written"
                     );
-                    if let Some(log) = &act.appended {
-                        // Links must not look for records before the new log start.
-                        log.replicator.do_send(LogStartMoved {
-                            base_offset,
-                            base_epoch,
-                        });
-                    }
+                    // Links must not look for records before the new log
+                    // start: tell the Replicator (latest wins; retried on
+                    // the next apply pass if its mailbox is full).
+                    act.log_start_moved = Some((base_offset, base_epoch));
+                    act.report_log_start();
                 }
                 // Retried after another snapshot_every entries (the WAL
                 // keeps everything meanwhile); not on every apply pass.

@@ -263,7 +263,7 @@ impl Recording {
             ctx.set_mailbox_capacity(1_000_000);
             Recorder { seen: s }
         });
-        node.subscribe(addr.clone().recipient());
+        node.subscribe(addr.clone().recipient()).expect("subscribe");
         Recording { seen, _addr: addr }
     }
 

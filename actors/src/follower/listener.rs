@@ -23,7 +23,7 @@
 //! batch the active session is told the durable offset and acks it. Decoded
 //! entries go to the MetadataStore, which applies them once committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -39,9 +39,9 @@ use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
 use crate::error::DiskError;
-use crate::progress::LogProgress;
-use crate::leader::replicator::WakeLinks;
 use crate::follower::session::{Durable, ReplicaSession, SessionInit, StopSession};
+use crate::leader::replicator::WakeLinks;
+use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::store::{EntriesInFlight, FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
 use metawal::engine::follower::{maybe_truncate, plan_snapshot_install, SnapshotInstall};
@@ -68,6 +68,16 @@ pub(crate) enum AttachRefused {
 type AttachReply = oneshot::Sender<Result<LogEnd, AttachRefused>>;
 
 type LogEnd = (u64, u64);
+
+/// A truncation or snapshot install the store must hear of.
+enum StoreEvent {
+    Truncated(u64),
+    Snapshot(Box<Snapshot>),
+}
+
+/// Most truncations/snapshot installs waiting for room in the store's
+/// mailbox.
+const MAX_STORE_OUTBOX: usize = 8;
 
 /// A session authenticated a leader of `epoch`: make it the active session.
 #[derive(Message)]
@@ -206,6 +216,8 @@ pub struct ReplicaListener {
     disk: DiskHandle,
     store: Addr<MetadataStore>,
     store_in_flight: EntriesInFlight,
+    /// Truncations and snapshot installs the store has not taken yet.
+    store_outbox: VecDeque<StoreEvent>,
     listener: Option<TcpListener>,
     epochs: EpochIndex,
     durable: Arc<AtomicU64>,
@@ -237,6 +249,7 @@ impl ReplicaListener {
             disk: init.disk,
             store: init.store,
             store_in_flight: init.store_in_flight,
+            store_outbox: VecDeque::new(),
             listener: Some(init.listener),
             epochs: init.epochs,
             durable: Arc::new(AtomicU64::new(durable)),
@@ -267,6 +280,64 @@ impl ReplicaListener {
             commit: self.commit,
         };
         crate::progress::publish(&self.progress_tx, p);
+    }
+
+    /// Tell the store of a truncation or snapshot install: in order, never
+    /// lost, never with an unbounded send. What its mailbox cannot take now waits in
+    /// the bounded outbox for the next event or tick; a store that stays
+    /// full for [`MAX_STORE_OUTBOX`] such events fail-stops the node.
+    fn tell_store(&mut self, event: StoreEvent) {
+        if self.store_outbox.len() >= MAX_STORE_OUTBOX {
+            self.fail_stop(format!(
+                "the store took none of the last {MAX_STORE_OUTBOX} truncations/snapshots"
+            ));
+            return;
+        }
+        self.store_outbox.push_back(event);
+        self.flush_store();
+    }
+
+    fn flush_store(&mut self) {
+        while let Some(event) = self.store_outbox.pop_front() {
+            let sent = match event {
+                StoreEvent::Truncated(to) => match self.store.try_send(Truncated { to }) {
+                    Ok(()) => Ok(()),
+                    Err(SendError::Full(m)) => Err(Some(StoreEvent::Truncated(m.to))),
+                    Err(SendError::Closed(_)) => Err(None),
+                },
+                StoreEvent::Snapshot(snap) => match self.store.try_send(InstallSnapshot(snap)) {
+                    Ok(()) => Ok(()),
+                    Err(SendError::Full(m)) => Err(Some(StoreEvent::Snapshot(m.0))),
+                    Err(SendError::Closed(_)) => Err(None),
+                },
+            };
+            match sent {
+                Ok(()) => {}
+                Err(Some(event)) => {
+                    // Full: retried on the next event or tick.
+                    self.store_outbox.push_front(event);
+                    break;
+                }
+                Err(None) => {
+                    // The store stopped: the node is shutting down.
+                    self.store_outbox.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Every heartbeat interval: retry the store outbox, forget sessions
+    /// that ended without a `SessionGone` reaching us.
+    fn housekeeping(&mut self) {
+        self.flush_store();
+        self.sessions.retain(|_, addr| addr.connected());
+        if self
+            .active
+            .is_some_and(|id| !self.sessions.contains_key(&id))
+        {
+            self.active = None;
+        }
     }
 
     /// The follower's WAL failed: fail-stop. The role becomes `Failed`, so
@@ -342,7 +413,7 @@ impl ReplicaListener {
         let durable = self.durable();
         if self.epochs.last_offset() > durable {
             self.epochs.truncate_suffix(durable);
-            self.store.do_send(Truncated { to: durable });
+            self.tell_store(StoreEvent::Truncated(durable));
         }
         self.publish();
     }
@@ -371,7 +442,9 @@ impl ReplicaListener {
                 if let Some(old) = self.active.take() {
                     if old != req.session {
                         if let Some(addr) = self.sessions.get(&old) {
-                            addr.do_send(StopSession);
+                            // An inactive session cannot write; if its
+                            // mailbox is full it ends on its next refusal.
+                            let _ = addr.try_send(StopSession);
                         }
                     }
                 }
@@ -406,7 +479,7 @@ impl ReplicaListener {
                     act.busy = false;
                     let res = match res {
                         Ok(Ok(epochs)) => {
-                            act.store.do_send(Truncated { to });
+                            act.tell_store(StoreEvent::Truncated(to));
                             tracing::info!(
                                 node = act.node,
                                 offset = to,
@@ -465,7 +538,7 @@ impl ReplicaListener {
                                 offset = snap.offset,
                                 "snapshot installed"
                             );
-                            act.store.do_send(InstallSnapshot(snap));
+                            act.tell_store(StoreEvent::Snapshot(snap));
                             Ok(act.adopt_log(epochs))
                         }
                         Ok(Err(e)) => Err(e),
@@ -592,6 +665,7 @@ impl Actor for ReplicaListener {
             ctx.add_stream(accepts);
         }
         self.publish();
+        ctx.run_interval(self.config.heartbeat_interval, |act, _| act.housekeeping());
     }
 }
 
@@ -676,7 +750,10 @@ impl Handler<SessionAppend> for ReplicaListener {
         self.commit = self.commit.max(msg.commit);
         let n = msg.entries.len();
         // Dropped when the store is behind: it reads them back from the WAL.
+        // Only while no truncation or snapshot waits for the store: entries
+        // must not overtake them.
         if n > 0
+            && self.store_outbox.is_empty()
             && self.store_in_flight.reserve(n)
             && self.store.try_send(FollowerEntries(msg.entries)).is_err()
         {
@@ -748,7 +825,7 @@ impl Handler<ReleaseLog> for ReplicaListener {
 
     fn handle(&mut self, _msg: ReleaseLog, ctx: &mut Context<Self>) -> Self::Result {
         for addr in self.sessions.values() {
-            addr.do_send(StopSession);
+            let _ = addr.try_send(StopSession);
         }
         self.active = None;
         let (tx, rx) = oneshot::channel();
@@ -784,7 +861,7 @@ impl Handler<StopListener> for ReplicaListener {
 
     fn handle(&mut self, _msg: StopListener, ctx: &mut Context<Self>) {
         for addr in self.sessions.values() {
-            addr.do_send(StopSession);
+            let _ = addr.try_send(StopSession);
         }
         ctx.stop();
     }

@@ -446,7 +446,9 @@ impl Actor for ReplicaSession {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.listener.do_send(SessionGone { session: self.id });
+        // If the listener's mailbox is full, its housekeeping tick drops
+        // this session's address once it is no longer connected.
+        let _ = self.listener.try_send(SessionGone { session: self.id });
     }
 }
 

@@ -23,11 +23,14 @@
 //!    leader's port), unless the last attempt was less than a
 //!    `heartbeat_interval` ago, in which case when that interval is over.
 //!
-//! Connect, disconnect and fenced events go to the Replicator with `do_send`
-//! (at most one each per connection; they must not be lost). Acks go with
-//! `try_send`: if the Replicator's mailbox is full, the latest acked offset is
-//! re-sent on the next heartbeat tick.
+//! Events for the Replicator (connected, acked, disconnected, fenced) go
+//! through a small ordered outbox, sent with `try_send` (never the unbounded fire-and-forget send):
+//! what the Replicator's mailbox cannot take now is sent on the next event
+//! or heartbeat tick, in order, so none is lost and an ack never overtakes
+//! its connection's `Connected`. Acks coalesce (they are cumulative); at
+//! [`MAX_OUTBOX`] events the outbox collapses to the link's current state.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,8 +53,11 @@ use tokio::sync::watch;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound, QueueError};
 use crate::disk::DiskHandle;
-use crate::progress::LogProgress;
 use crate::leader::replicator::{LeaderLog, LinkEvent};
+use crate::progress::LogProgress;
+
+/// Most link events queued for the Replicator (see the module docs).
+const MAX_OUTBOX: usize = 8;
 
 /// Link figures the Replicator reads for status without a message.
 #[derive(Debug, Default)]
@@ -191,6 +197,8 @@ pub struct FollowerLink {
     /// The Replicator was told this connection is up (so it must be told
     /// when it goes down, whatever state the link is in by then).
     reported_connected: bool,
+    /// Events the Replicator's mailbox has not taken yet, in order.
+    outbox: VecDeque<LinkEvent>,
     snapshot: Option<SnapshotSend>,
     stopping: bool,
 }
@@ -227,6 +235,7 @@ impl FollowerLink {
             sent_commit: 0,
             reported_ack: 0,
             reported_connected: false,
+            outbox: VecDeque::new(),
             snapshot: None,
             stopping: false,
         }
@@ -343,9 +352,7 @@ impl FollowerLink {
         self.snapshot = None;
         self.update_stats();
         if was_connected {
-            // Rare (once per connection) and must not be lost: do_send.
-            self.replicator
-                .do_send(LinkEvent::Disconnected { peer: self.peer });
+            self.emit(LinkEvent::Disconnected { peer: self.peer });
         }
         self.schedule_reconnect(ctx);
     }
@@ -422,7 +429,7 @@ impl FollowerLink {
             leader,
         } = &e
         {
-            self.replicator.do_send(LinkEvent::Fenced {
+            self.emit(LinkEvent::Fenced {
                 peer: self.peer,
                 epoch: *epoch,
                 leader: *leader,
@@ -456,7 +463,7 @@ impl FollowerLink {
                 self.update_stats();
                 self.reported_ack = matched;
                 self.reported_connected = true;
-                self.replicator.do_send(LinkEvent::Connected {
+                self.emit(LinkEvent::Connected {
                     peer: self.peer,
                     matched,
                 });
@@ -593,13 +600,67 @@ impl FollowerLink {
         if offset <= self.reported_ack {
             return;
         }
-        match self.replicator.try_send(LinkEvent::Acked {
+        self.reported_ack = offset;
+        self.emit(LinkEvent::Acked {
             peer: self.peer,
             offset,
-        }) {
-            Ok(()) => self.reported_ack = offset,
-            Err(e) => {
-                tracing::debug!(node = self.node, peer = self.peer, offset, error = %e, "Replicator busy; ack will be re-sent on the next tick")
+        });
+    }
+
+    /// Queue `event` for the Replicator, in order, and send what its
+    /// mailbox takes now (see the module docs).
+    fn emit(&mut self, event: LinkEvent) {
+        if matches!(event, LinkEvent::Acked { .. })
+            && matches!(self.outbox.back(), Some(LinkEvent::Acked { .. }))
+        {
+            self.outbox.pop_back();
+        }
+        if self.outbox.len() >= MAX_OUTBOX {
+            // Collapse to what the Replicator must end up knowing: the
+            // connection went down, and is up again at the acked offset if
+            // the link is streaming now.
+            tracing::warn!(
+                node = self.node,
+                peer = self.peer,
+                "Replicator busy; link events collapsed to the link's state"
+            );
+            self.outbox.clear();
+            self.outbox
+                .push_back(LinkEvent::Disconnected { peer: self.peer });
+            if self.reported_connected {
+                self.outbox.push_back(LinkEvent::Connected {
+                    peer: self.peer,
+                    matched: self.link.acked_offset(),
+                });
+            }
+            if !matches!(
+                event,
+                LinkEvent::Connected { .. }
+                    | LinkEvent::Acked { .. }
+                    | LinkEvent::Disconnected { .. }
+            ) {
+                self.outbox.push_back(event);
+            }
+        } else {
+            self.outbox.push_back(event);
+        }
+        self.flush_outbox();
+    }
+
+    /// Send queued events until the Replicator's mailbox is full.
+    fn flush_outbox(&mut self) {
+        while let Some(event) = self.outbox.pop_front() {
+            match self.replicator.try_send(event) {
+                Ok(()) => {}
+                Err(SendError::Full(event)) => {
+                    self.outbox.push_front(event);
+                    break;
+                }
+                Err(SendError::Closed(_)) => {
+                    // The Replicator stopped: it stops this link too.
+                    self.outbox.clear();
+                    break;
+                }
             }
         }
     }
@@ -750,6 +811,13 @@ impl FollowerLink {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if !self.replicator.connected() {
+            // The Replicator stopped (its StopLink may not have fit).
+            self.stopping = true;
+            ctx.stop();
+            return;
+        }
+        self.flush_outbox();
         if self.conn.is_none() {
             return;
         }

@@ -511,10 +511,7 @@ impl Handler<PanicLink> for Replicator {
 
     fn handle(&mut self, msg: PanicLink, _ctx: &mut Context<Self>) -> bool {
         match self.links.get(&msg.0) {
-            Some(slot) => {
-                slot.addr.do_send(crate::leader::link::InjectPanic);
-                true
-            }
+            Some(slot) => slot.addr.try_send(crate::leader::link::InjectPanic).is_ok(),
             None => false,
         }
     }
@@ -525,7 +522,9 @@ impl Handler<StopReplicator> for Replicator {
 
     fn handle(&mut self, _msg: StopReplicator, ctx: &mut Context<Self>) {
         for slot in self.links.values() {
-            slot.addr.do_send(crate::leader::link::StopLink);
+            // A link whose mailbox is full stops on its next heartbeat,
+            // when it finds the Replicator gone.
+            let _ = slot.addr.try_send(crate::leader::link::StopLink);
         }
         self.input(LeaderInput::Stop, ctx);
         ctx.stop();
