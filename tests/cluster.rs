@@ -772,3 +772,45 @@ async fn follower_whose_wal_write_fails_stops_and_the_cluster_goes_on() {
     );
     c.shutdown().await;
 }
+
+/// Two writers persist epochs through the disk thread, the slower one with
+/// the lower epoch (what `become_leader(3)` racing a handshake of epoch 5
+/// could do): the lower one is refused and the meta keeps epoch 5.
+#[actix::test]
+async fn a_lower_epoch_never_overwrites_a_higher_one_on_disk() {
+    use metawal_actors::disk::DiskHandle;
+    use metawal_actors::metawal::engine::epoch::EpochRefused;
+    use metawal_actors::metawal::storage::NodeMeta;
+    use metawal_actors::metawal::wal::WalOptions;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, _) = DiskHandle::start(1, dir.path().to_path_buf(), WalOptions::default())
+        .await
+        .unwrap();
+    let meta = |epoch, leader| NodeMeta {
+        node_id: 1,
+        cluster_id: "c".into(),
+        current_epoch: epoch,
+        leader: Some(leader),
+        commit_hint: 0,
+    };
+    let (m5, m3, m5b) = (meta(5, 2), meta(3, 1), meta(5, 3));
+    let first = disk.run(move |d| d.store_meta_fenced(&m5)).await.unwrap();
+    let second = disk.run(move |d| d.store_meta_fenced(&m3)).await.unwrap();
+    let third = disk.run(move |d| d.store_meta_fenced(&m5b)).await.unwrap();
+    assert_eq!(first.unwrap(), Ok(()));
+    assert!(matches!(
+        second.unwrap(),
+        Err(EpochRefused::Stale { current: 5, .. })
+    ));
+    assert!(matches!(
+        third.unwrap(),
+        Err(EpochRefused::Conflict {
+            epoch: 5,
+            holder: 2
+        })
+    ));
+    let on_disk = NodeMeta::load(dir.path()).unwrap().unwrap();
+    assert_eq!((on_disk.current_epoch, on_disk.leader), (5, Some(2)));
+    disk.stop().await;
+}

@@ -20,6 +20,8 @@ use metawal::NodeId;
 use tokio::sync::oneshot;
 
 use crate::error::DiskError;
+use metawal::engine::epoch::{maybe_advance_epoch, EpochRefused};
+use metawal::storage::{NodeMeta, StorageError};
 
 /// Most jobs waiting for the disk thread.
 const QUEUE: usize = 1024;
@@ -38,6 +40,25 @@ pub struct Disk {
 }
 
 impl Disk {
+    /// Persist `meta` unless the meta on disk holds a higher epoch, or this
+    /// epoch under another leader ([`maybe_advance_epoch`]). Every meta
+    /// write goes through here, on this thread, so two writers racing can
+    /// never lower the persisted epoch.
+    pub fn store_meta_fenced(
+        &self,
+        meta: &NodeMeta,
+    ) -> Result<Result<(), EpochRefused>, StorageError> {
+        if let (Some(cur), Some(leader)) = (NodeMeta::load(&self.data_dir)?, meta.leader) {
+            if let Err(refused) =
+                maybe_advance_epoch(cur.current_epoch, cur.leader, meta.current_epoch, leader)
+            {
+                return Ok(Err(refused));
+            }
+        }
+        meta.store(&self.data_dir)?;
+        Ok(Ok(()))
+    }
+
     /// Where snapshots live.
     pub fn snapshot_dir(&self) -> PathBuf {
         snapshot_dir(&self.data_dir)

@@ -42,6 +42,7 @@ use crate::store::{
     StopStore, StoreInit, Subscribe, TakeLeadership,
 };
 use crate::view::{MetadataChanged, MetadataView};
+use metawal::engine::epoch::EpochRefused;
 
 /// What recovery found in the data directory.
 struct Recovered {
@@ -550,11 +551,27 @@ impl Node {
             commit_hint,
         };
         let m = meta.clone();
-        self.disk
-            .run(move |d| m.store(&d.data_dir))
+        // Checked against the meta on disk, on the disk thread that writes
+        // every meta: an attach that persisted a higher epoch since this
+        // call's own check is never overwritten with a lower one.
+        let written = self
+            .disk
+            .run(move |d| d.store_meta_fenced(&m))
             .await
             .map_err(|e| RoleError::Failed(e.to_string()))?
             .map_err(|e| RoleError::Failed(format!("cannot persist epoch {epoch}: {e}")))?;
+        match written {
+            Ok(()) => {}
+            Err(EpochRefused::Stale { current, .. }) => {
+                return Err(RoleError::StaleEpoch { epoch, current })
+            }
+            Err(EpochRefused::Conflict { .. }) => {
+                return Err(RoleError::StaleEpoch {
+                    epoch,
+                    current: epoch,
+                })
+            }
+        }
         self.shared.set_epoch_leader(epoch, Some(leader));
         Ok(meta)
     }

@@ -10,11 +10,14 @@
 //! - [`leader`]: the leader's own WAL writes (group commit, a full disk
 //!   queue, a failed disk), the ISR and the commit point, and the proposals
 //!   waiting for them.
+//! - [`epoch`]: epoch fencing, one rule for every path that persists an
+//!   epoch.
 //! - [`follower`]: what a truncation or a snapshot install from the leader
 //!   may do to the follower's log.
 //! - [`store`]: when to snapshot, and what failed snapshots and failed reads
 //!   of committed entries mean.
 
+pub mod epoch;
 pub mod follower;
 pub mod leader;
 pub mod store;

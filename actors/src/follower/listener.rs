@@ -44,6 +44,7 @@ use crate::leader::replicator::WakeLinks;
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::store::{EntriesInFlight, FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
+use metawal::engine::epoch::{maybe_advance_epoch, EpochRefused, EpochStep};
 use metawal::engine::follower::{maybe_truncate, plan_snapshot_install, SnapshotInstall};
 
 /// Most replication connections served at once.
@@ -579,22 +580,28 @@ impl ReplicaListener {
             self.held.push((msg, tx));
             return;
         }
-        let (current, known) = (self.meta.current_epoch, self.meta.leader);
-        if msg.epoch < current {
-            let _ = tx.send(Err(AttachRefused::StaleEpoch {
-                current,
-                leader: known,
-            }));
-            return;
-        }
-        if msg.epoch == current && known.is_some_and(|l| l != msg.leader) {
-            let _ = tx.send(Err(AttachRefused::EpochConflict));
-            return;
-        }
-        if msg.epoch == current && known == Some(msg.leader) {
-            self.deferred.push(Deferred::Attach(msg, tx));
-            self.run_deferred(ctx);
-            return;
+        match maybe_advance_epoch(
+            self.meta.current_epoch,
+            self.meta.leader,
+            msg.epoch,
+            msg.leader,
+        ) {
+            Err(EpochRefused::Stale {
+                current, leader, ..
+            }) => {
+                let _ = tx.send(Err(AttachRefused::StaleEpoch { current, leader }));
+                return;
+            }
+            Err(EpochRefused::Conflict { .. }) => {
+                let _ = tx.send(Err(AttachRefused::EpochConflict));
+                return;
+            }
+            Ok(EpochStep::Same) => {
+                self.deferred.push(Deferred::Attach(msg, tx));
+                self.run_deferred(ctx);
+                return;
+            }
+            Ok(EpochStep::Advance) => {}
         }
         // Persist the new epoch and leader before acting on them.
         let mut meta = self.meta.clone();
@@ -603,11 +610,21 @@ impl ReplicaListener {
         meta.commit_hint = meta.commit_hint.max(self.commit.min(self.durable()));
         let to_store = meta.clone();
         self.persisting = true;
-        let job = self.disk.run(move |d| to_store.store(&d.data_dir));
+        let job = self.disk.run(move |d| d.store_meta_fenced(&to_store));
         ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
             act.persisting = false;
             match res {
-                Ok(Ok(())) => {
+                Ok(Ok(Err(refused))) => {
+                    // The node persisted a newer epoch meanwhile.
+                    tracing::warn!(node = act.node, epoch = msg.epoch, leader = msg.leader, %refused, "handshake refused: a newer epoch is on disk");
+                    let _ = tx.send(Err(match refused {
+                        EpochRefused::Stale {
+                            current, leader, ..
+                        } => AttachRefused::StaleEpoch { current, leader },
+                        EpochRefused::Conflict { .. } => AttachRefused::EpochConflict,
+                    }));
+                }
+                Ok(Ok(Ok(()))) => {
                     tracing::info!(
                         node = act.node,
                         epoch = meta.current_epoch,
