@@ -9,13 +9,17 @@
 //! Two watermarks, both monotonic:
 //!
 //! - the **commit point** ([`ReplicaSetTracker::hw`]), what every node may
-//!   apply: durable on the leader and on the fastest `k - 1` ISR followers,
-//!   `k = min(min_insync_replicas, ISR size)`. A slow follower that is still
-//!   in sync therefore never delays what the other nodes apply — as in Raft,
-//!   and Kafka's KRaft metadata log, which commit on a quorum;
+//!   apply: the highest offset durable on a majority of the voters (the
+//!   leader counted, ISR or not). A slow follower therefore never delays
+//!   what the other nodes apply, and a committed entry is on a majority of
+//!   disks, so any later leader (elected or promoted as the most up-to-date
+//!   of a majority) has it — as in Raft, and Kafka's KRaft metadata log
+//!   (`LeaderState.maybeUpdateHighWatermark`). A lone leader commits
+//!   nothing;
 //! - the **ISR watermark** ([`ReplicaSetTracker::isr_durable`]), the lowest
-//!   durable offset over the whole ISR: an `acks=all` write resolves once it
-//!   is covered, so it is on every in-sync replica's disk.
+//!   durable offset over the whole ISR, capped at the commit point: an
+//!   `acks=all` write resolves once it is covered, so it is committed and on
+//!   every in-sync replica's disk.
 //!
 //! Neither moves below the first entry of the leader's epoch (its
 //! `LeaderChange`), whose commit commits everything before it.
@@ -302,31 +306,35 @@ impl ReplicaSetTracker {
     }
 
     /// Recompute both watermarks; returns the new values of those that moved.
+    ///
+    /// Commit: the highest offset durable on a majority of *voters* (the
+    /// leader and every follower, in the ISR or not), the leader among them:
+    /// a follower's durable
+    /// offset stays on its disk whether or not its link is up. The ISR and
+    /// `min_insync_replicas` play no part here; they only gate `acks=all`.
     fn recompute_hw(&mut self) -> (Option<u64>, Option<u64>) {
-        let mut followers: Vec<u64> = self
+        let mut durable: Vec<u64> = self.members.values().map(|m| m.durable).collect();
+        durable.push(self.local_durable);
+        durable.sort_unstable_by(|a, b| b.cmp(a));
+        let voters = durable.len();
+        let majority = voters / 2 + 1;
+        // Durable on `majority` voters: the majority-th highest offset. The
+        // leader's own disk is required too, so the leader never applies an
+        // entry it could lose in a crash.
+        let commit = durable[majority - 1].min(self.local_durable);
+        // acks=all: committed and durable on every ISR member.
+        let all = self
             .members
             .values()
             .filter(|m| m.in_isr)
             .map(|m| m.durable)
-            .collect();
-        followers.sort_unstable_by(|a, b| b.cmp(a));
-        // Commit: the leader plus the fastest k - 1 ISR followers.
-        let k = self.min_insync.min(followers.len() + 1);
-        let quorum = match k.checked_sub(2) {
-            Some(i) => followers.get(i).copied().unwrap_or(0),
-            None => u64::MAX,
-        };
-        let commit = self.local_durable.min(quorum);
-        let all = followers
-            .last()
-            .copied()
-            .unwrap_or(u64::MAX)
-            .min(self.local_durable);
+            .fold(self.local_durable, u64::min);
         let mut moved = (None, None);
         if commit > self.hw && commit >= self.epoch_start {
             self.hw = commit;
             moved.0 = Some(commit);
         }
+        let all = all.min(self.hw);
         if all > self.isr_durable && all >= self.epoch_start {
             self.isr_durable = all;
             moved.1 = Some(all);
@@ -453,6 +461,45 @@ mod tests {
         assert_eq!(t.on_local_durable(51).hw_advanced, Some(51));
     }
 
+    #[test]
+    fn lone_leader_commits_nothing() {
+        // Both followers down: the ISR is {leader}, min_insync 2 refuses
+        // acks=all, and acks=leader writes must not commit on one disk.
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        t.on_append(5);
+        assert_eq!(t.on_local_durable(5), IsrChange::default());
+        assert_eq!((t.hw(), t.isr_durable()), (0, 0));
+        // One follower back: 2 of 3 is a majority.
+        t.on_connected(2, 5, t0);
+        assert_eq!(t.hw(), 5);
+        assert_eq!(t.isr_durable(), 5);
+    }
+
+    #[test]
+    fn five_voters_need_three_disks_whatever_min_insync() {
+        let t0 = Instant::now();
+        let mut t = ReplicaSetTracker::new(1, [2, 3, 4, 5], t0, LAG, 2, 1, 0, 0, 0);
+        t.on_connected(2, 0, t0);
+        t.on_append(10);
+        t.on_local_durable(10);
+        t.on_ack(2, 10, t0);
+        assert!(t.acks_all_allowed(), "ISR {{1, 2}} meets min_insync 2");
+        assert_eq!(t.hw(), 0, "2 of 5 disks is not a majority");
+        assert_eq!(t.isr_durable(), 0, "acks=all waits for the commit too");
+        // A third voter that is not (yet) in the ISR still counts for the
+        // commit: its disk holds the entry.
+        t.on_connected(3, 10, t0);
+        assert_eq!(t.hw(), 10);
+        assert_eq!(t.isr_durable(), 10);
+        // A disconnected voter's durable offset still counts.
+        t.on_disconnected(3);
+        t.on_append(12);
+        t.on_local_durable(12);
+        t.on_ack(2, 12, t0);
+        assert_eq!(t.hw(), 10, "only 2 disks have 12");
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Advance(u64),
@@ -486,6 +533,7 @@ mod tests {
             let mut last_hw = 0;
             let mut last_isr_durable = 0;
             for s in steps {
+                let last_hw_before_step = t.hw();
                 match s {
                     Step::Advance(ms) => now += Duration::from_millis(ms),
                     Step::Append(n) => t.on_append(t.log_end() + n),
@@ -512,6 +560,12 @@ mod tests {
                 prop_assert!(t.hw() <= t.local_durable());
                 prop_assert!(t.hw() <= t.log_end());
                 prop_assert!(t.isr_durable() <= t.hw(), "acks=all never runs ahead of the commit");
+                // The commit is on a majority of the 4 voters' disks (3).
+                let on_disk = [1u64, 2, 3, 4]
+                    .iter()
+                    .filter(|&&v| t.durable_of(v).unwrap_or(0) >= t.hw())
+                    .count();
+                prop_assert!(t.hw() == last_hw_before_step || on_disk >= 3, "commit {} on {} disks", t.hw(), on_disk);
                 let isr = t.isr();
                 prop_assert_eq!(isr[0], 1);
                 for &m in &isr[1..] {

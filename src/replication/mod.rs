@@ -8,10 +8,10 @@
 //! - [`link`]: one follower's link as the leader sees it — named states
 //!   (Connecting, Handshaking, Probing, Streaming, Snapshotting), the window
 //!   of unacked data, cumulative acks.
-//! - [`isr`]: the in-sync replica set, the commit point (the leader plus the
-//!   fastest `k - 1` ISR followers, `k = min(min_insync_replicas, ISR size)`),
-//!   the ISR watermark over the whole ISR that `acks=all` waits for, and
-//!   whether `acks=all` may be served.
+//! - [`isr`]: the in-sync replica set, the commit point (durable on a
+//!   majority of the voters, the leader among them), the ISR watermark over
+//!   the whole ISR that `acks=all` waits for, and whether `acks=all` may be
+//!   served.
 //! - [`start`]: where the leader starts sending to a follower after the
 //!   handshake (match, truncate, snapshot), and the follower's checks of an
 //!   incoming batch.
