@@ -60,9 +60,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut steps, mut crashes, mut partitions, mut writes, mut violations) = (0, 0, 0, 0, 0);
     for &seed in &seeds {
-        let nodes = args
-            .nodes
-            .unwrap_or(if seed % 2 == 0 { 3 } else { 5 });
+        let nodes = args.nodes.unwrap_or(if seed % 2 == 0 { 3 } else { 5 });
         let mut config = SimConfig::new(seed, nodes);
         config.steps = args.steps;
         config.keep_events = args.verbose;

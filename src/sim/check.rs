@@ -288,8 +288,10 @@ impl Checker {
                     }
                 }
                 for (peer, link) in &l.links {
-                    let (entries, bytes) =
-                        (link.progress.inflight_entries(), link.progress.inflight_bytes());
+                    let (entries, bytes) = (
+                        link.progress.inflight_entries(),
+                        link.progress.inflight_bytes(),
+                    );
                     if entries > self.bounds.window_entries
                         || (bytes > self.bounds.window_bytes && entries > 1)
                     {
@@ -309,7 +311,10 @@ impl Checker {
                 if c.queued(dir) > self.bounds.queue {
                     return broken(
                         Invariant::BoundedQueues,
-                        format!("connection {id} has {} messages queued {dir:?}", c.queued(dir)),
+                        format!(
+                            "connection {id} has {} messages queued {dir:?}",
+                            c.queued(dir)
+                        ),
                     );
                 }
             }
@@ -330,8 +335,7 @@ impl Checker {
                 );
             }
             let prev_epoch = if i == 0 { 0 } else { n.log[i - 1].epoch };
-            if e.epoch < prev_epoch || e.epoch > epoch_now || !self.leaders.contains_key(&e.epoch)
-            {
+            if e.epoch < prev_epoch || e.epoch > epoch_now || !self.leaders.contains_key(&e.epoch) {
                 return broken(
                     Invariant::DenseLog,
                     format!(

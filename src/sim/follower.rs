@@ -84,7 +84,10 @@ impl Simulation {
         let meta = self.node(id).meta();
         let conflict = epoch == meta.epoch && meta.leader.is_some_and(|l| l != leader);
         if epoch < meta.epoch || conflict {
-            self.log(format!("n{id}: refuses n{leader} of epoch {epoch} (at epoch {})", meta.epoch));
+            self.log(format!(
+                "n{id}: refuses n{leader} of epoch {epoch} (at epoch {})",
+                meta.epoch
+            ));
             self.send(conn, Dir::ToLeader, Msg::Reject { epoch: meta.epoch });
             return;
         }
@@ -126,7 +129,9 @@ impl Simulation {
     /// the matched prefix as on this node's disk).
     fn owe_position(&mut self, id: NodeId) {
         let node = self.node(id);
-        let Role::Follower(st) = &node.role else { return };
+        let Role::Follower(st) = &node.role else {
+            return;
+        };
         let Some(conn) = st.conn.filter(|_| st.position_owed) else {
             return;
         };

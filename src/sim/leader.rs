@@ -83,7 +83,8 @@ impl Simulation {
                 leader: None,
             });
         }
-        let Role::Leader(l) = std::mem::replace(&mut node.role, Role::Follower(FollowerState::default()))
+        let Role::Leader(l) =
+            std::mem::replace(&mut node.role, Role::Follower(FollowerState::default()))
         else {
             return;
         };
@@ -124,7 +125,10 @@ impl Simulation {
         let Some(entry) = self.leader_append(id, command) else {
             return;
         };
-        self.log(format!("n{id}: client write at {} acks={acks:?}", entry.offset));
+        self.log(format!(
+            "n{id}: client write at {} acks={acks:?}",
+            entry.offset
+        ));
         if acks == Acks::None {
             self.report.writes_ok += 1;
             return;
@@ -189,9 +193,7 @@ impl Simulation {
             let entries: Vec<Entry> = node.log[from..hw as usize].to_vec();
             let epoch = node.meta().epoch;
             self.log(format!("n{id}: commit {hw}"));
-            let r = self
-                .checker
-                .on_committed(id, epoch, &entries, &self.nodes);
+            let r = self.checker.on_committed(id, epoch, &entries, &self.nodes);
             self.check(r);
             self.node_mut(id).learn_commit(hw);
             self.apply(id);
@@ -277,7 +279,8 @@ impl Simulation {
                         let jitter = self.rng.unit();
                         let now = self.now;
                         if let Some(link) = self.link_mut(id, peer) {
-                            link.next_attempt = now + link.backoff.next_delay(jitter).as_nanos() as u64;
+                            link.next_attempt =
+                                now + link.backoff.next_delay(jitter).as_nanos() as u64;
                         }
                     }
                 }
@@ -322,9 +325,13 @@ impl Simulation {
             let node = self.node_mut(id);
             let last = node.last_offset();
             let records = node.disk.records();
-            let Role::Leader(l) = &mut node.role else { return };
+            let Role::Leader(l) = &mut node.role else {
+                return;
+            };
             let hw = l.tracker.hw();
-            let Some(link) = l.links.get_mut(&peer) else { return };
+            let Some(link) = l.links.get_mut(&peer) else {
+                return;
+            };
             let Some(conn) = link.conn else { return };
             let first = link.progress.next_offset();
             if !link.progress.can_send() || first > last {
@@ -474,7 +481,9 @@ impl Simulation {
         let now = self.now;
         let change = match &mut self.node_mut(id).role {
             Role::Leader(l) => {
-                let Some(link) = l.links.get_mut(&peer) else { return };
+                let Some(link) = l.links.get_mut(&peer) else {
+                    return;
+                };
                 if link.conn != Some(conn) {
                     return;
                 }

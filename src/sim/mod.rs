@@ -430,7 +430,11 @@ impl Simulation {
     }
 
     fn log(&mut self, what: String) {
-        let line = format!("[{:>5}] {:>9.3}ms {what}", self.step, self.now as f64 / MS as f64);
+        let line = format!(
+            "[{:>5}] {:>9.3}ms {what}",
+            self.step,
+            self.now as f64 / MS as f64
+        );
         if self.config.keep_events {
             self.all_events.push(line.clone());
         }
@@ -463,7 +467,8 @@ impl Simulation {
         };
         if let Some(at) = self.net.send(conn, dir, msg, self.now + latency) {
             self.seq += 1;
-            self.queue.push(Reverse((at, self.seq, Ev::Deliver { conn, dir })));
+            self.queue
+                .push(Reverse((at, self.seq, Ev::Deliver { conn, dir })));
         }
     }
 
@@ -477,11 +482,17 @@ impl Simulation {
         };
         match dir {
             Dir::ToFollower => {
-                self.log(format!("n{follower} <- n{leader} #{conn} {}", msg.describe()));
+                self.log(format!(
+                    "n{follower} <- n{leader} #{conn} {}",
+                    msg.describe()
+                ));
                 self.follower_receive(conn, msg);
             }
             Dir::ToLeader => {
-                self.log(format!("n{leader} <- n{follower} #{conn} {}", msg.describe()));
+                self.log(format!(
+                    "n{leader} <- n{follower} #{conn} {}",
+                    msg.describe()
+                ));
                 self.leader_receive(conn, msg);
             }
         }

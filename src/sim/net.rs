@@ -196,9 +196,7 @@ impl Network {
 
     /// Take the next message in direction `dir` of `id`.
     pub fn pop(&mut self, id: ConnId, dir: Dir) -> Option<Msg> {
-        self.conns
-            .get_mut(&id)?
-            .queues[dir as usize]
+        self.conns.get_mut(&id)?.queues[dir as usize]
             .pop_front()
             .map(|(_, m)| m)
     }
@@ -239,8 +237,14 @@ mod tests {
     fn fifo_even_with_shorter_later_latency() {
         let mut n = Network::new();
         let c = n.open(1, 2, 1);
-        assert_eq!(n.send(c, Dir::ToFollower, Msg::Ack { offset: 1 }, 50), Some(50));
-        assert_eq!(n.send(c, Dir::ToFollower, Msg::Ack { offset: 2 }, 10), Some(50));
+        assert_eq!(
+            n.send(c, Dir::ToFollower, Msg::Ack { offset: 1 }, 50),
+            Some(50)
+        );
+        assert_eq!(
+            n.send(c, Dir::ToFollower, Msg::Ack { offset: 2 }, 10),
+            Some(50)
+        );
         assert_eq!(n.pop(c, Dir::ToFollower), Some(Msg::Ack { offset: 1 }));
         assert_eq!(n.pop(c, Dir::ToFollower), Some(Msg::Ack { offset: 2 }));
     }
