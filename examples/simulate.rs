@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             }
             println!(
                 "seed {seed}: {} nodes, {} steps, {:?} virtual, {} crashes ({} torn), {} restarts, \
-                 {} partitions, {} cuts, {} elections, {} writes ok ({} acks=all), \
+                 {} partitions, {} cuts, {} elections, {} step-downs, {} fenced, {} truncations, {} writes ok ({} acks=all), \
                  {} acks=all refused, {} failed",
                 report.nodes,
                 report.steps,
@@ -82,6 +82,9 @@ fn main() -> ExitCode {
                 report.partitions,
                 report.cuts,
                 report.elections,
+                report.step_downs,
+                report.fenced,
+                report.truncations,
                 report.writes_ok,
                 report.acked_all,
                 report.refused,

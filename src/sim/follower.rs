@@ -29,6 +29,7 @@ impl Simulation {
         }
         // Fencing: a connection from an older epoch is refused.
         if conn_epoch < meta.epoch {
+            self.report.fenced += 1;
             self.send(conn, Dir::ToLeader, Msg::Reject { epoch: meta.epoch });
             return;
         }
@@ -55,6 +56,7 @@ impl Simulation {
                     st.received = None;
                     st.position_owed = true;
                 }
+                self.report.truncations += 1;
                 self.log(format!("n{id}: truncated to {to}"));
                 self.owe_position(id);
             }
@@ -84,6 +86,7 @@ impl Simulation {
         let meta = self.node(id).meta();
         let conflict = epoch == meta.epoch && meta.leader.is_some_and(|l| l != leader);
         if epoch < meta.epoch || conflict {
+            self.report.fenced += 1;
             self.log(format!(
                 "n{id}: refuses n{leader} of epoch {epoch} (at epoch {})",
                 meta.epoch

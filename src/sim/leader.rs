@@ -89,6 +89,7 @@ impl Simulation {
             return;
         };
         self.report.failed += l.waiters.len() as u64;
+        self.report.step_downs += 1;
         self.log(format!(
             "n{id} steps down from epoch {} (epoch {epoch} seen); {} waiting writes fail",
             meta.epoch,

@@ -102,7 +102,7 @@ impl SimConfig {
             heartbeat: Duration::from_millis(20),
             replica_lag_max: Duration::from_millis(200),
             tick: Duration::from_millis(5),
-            election_timeout: Duration::from_millis(150),
+            election_timeout: Duration::from_millis(80),
             external_every: Duration::from_millis(4),
             settle_deadline: Duration::from_secs(30),
         }
@@ -172,6 +172,12 @@ pub struct SeedReport {
     pub cuts: u64,
     /// Leader promotions.
     pub elections: u64,
+    /// Leaders that stepped down on seeing a higher epoch.
+    pub step_downs: u64,
+    /// Follower truncations of a diverged tail.
+    pub truncations: u64,
+    /// Messages or handshakes refused for a stale epoch.
+    pub fenced: u64,
     /// Client writes that returned Ok (any `acks`).
     pub writes_ok: u64,
     /// `acks=all` writes that returned Ok.
@@ -574,16 +580,16 @@ impl Simulation {
     fn external(&mut self) {
         let r = self.rng.below(1000);
         let n = self.nodes.len() as NodeId;
-        if r < 800 {
+        if r < 950 {
             self.propose();
-        } else if r < 840 {
+        } else if r < 960 {
             let conns: Vec<ConnId> = self.net.connections().map(|(id, _)| id).collect();
             if let Some(c) = self.rng.pick(&conns) {
                 self.log(format!("fault: cut #{c}"));
                 self.report.cuts += 1;
                 self.close(c);
             }
-        } else if r < 870 {
+        } else if r < 970 {
             let up: Vec<NodeId> = (1..=n).filter(|&i| self.node(i).up).collect();
             let leaders: Vec<NodeId> = up
                 .iter()
@@ -592,7 +598,7 @@ impl Simulation {
                 .collect();
             // Leaders crash more often than their share: that is where the
             // interesting failovers are.
-            let pool = if !leaders.is_empty() && self.rng.chance(500) {
+            let pool = if !leaders.is_empty() && self.rng.chance(300) {
                 leaders
             } else {
                 up.clone()
@@ -602,12 +608,12 @@ impl Simulation {
                     self.crash(id);
                 }
             }
-        } else if r < 920 {
+        } else if r < 985 {
             let down: Vec<NodeId> = (1..=n).filter(|&i| !self.node(i).up).collect();
             if let Some(id) = self.rng.pick(&down) {
                 self.restart(id);
             }
-        } else if r < 950 {
+        } else if r < 993 {
             if self.net.partition().is_none() && n > 1 {
                 let mut side: Vec<bool> = (0..n).map(|_| self.rng.chance(500)).collect();
                 // Often: cut a leader off into a minority.
@@ -639,8 +645,8 @@ impl Simulation {
                     }
                 }
             }
-        } else if r < 965 {
-            if self.net.partition().is_some() {
+        } else if self.net.partition().is_some() {
+            {
                 self.log("fault: heal partition".into());
                 self.net.heal();
             }
