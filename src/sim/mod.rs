@@ -95,7 +95,8 @@ impl SimConfig {
             nodes: nodes.max(1),
             steps: 2000,
             keep_events: false,
-            min_insync: 2,
+            // Varied by seed (the example alternates 3 and 5 nodes by parity).
+            min_insync: [2, 1, 3][(seed / 2 % 3) as usize],
             window_entries: 16,
             window_bytes: 2048,
             batch_entries: 6,
@@ -186,6 +187,8 @@ pub struct SeedReport {
     pub refused: u64,
     /// Client writes that failed (leader stepped down or not the leader).
     pub failed: u64,
+    /// Episodes of a slow disk (fsyncs of 50-300 ms).
+    pub slow_disks: u64,
     /// Crash recoveries that cut a torn record.
     pub torn_tails: u64,
     /// The first invariant that broke, if any.
@@ -229,6 +232,8 @@ pub struct Simulation {
     /// epoch serves a majority, and how long it waits.
     leaderless_since: Option<u64>,
     election_wait: u64,
+    /// Per node: its disk is slow until this virtual time.
+    slow_disk_until: Vec<u64>,
     report: SeedReport,
     broken: Option<Broken>,
 }
@@ -265,6 +270,7 @@ impl Simulation {
             next_topic: 0,
             leaderless_since: None,
             election_wait,
+            slow_disk_until: vec![0; config.nodes],
             report,
             broken: None,
             config,
@@ -295,6 +301,7 @@ impl Simulation {
 
     fn settle(&mut self) {
         self.faults = false;
+        self.slow_disk_until.iter_mut().for_each(|t| *t = 0);
         self.log("settle: heal, restart every node, no more faults or writes".into());
         self.net.heal();
         for i in 0..self.nodes.len() {
@@ -350,12 +357,15 @@ impl Simulation {
             return false;
         }
         let end = leader.last_offset();
+        let caught_up = self
+            .nodes
+            .iter()
+            .all(|n| n.up && n.state.applied_offset() == end && n.last_offset() == end);
+        if !caught_up {
+            return false;
+        }
         let digest = leader.state.digest();
-        self.nodes.iter().all(|n| {
-            n.up && n.state.applied_offset() == end
-                && n.last_offset() == end
-                && n.state.digest() == digest
-        })
+        self.nodes.iter().all(|n| n.state.digest() == digest)
     }
 
     fn finish(mut self) -> SeedReport {
@@ -510,7 +520,9 @@ impl Simulation {
         let Some((_, generation)) = self.node_mut(id).disk.start_sync() else {
             return;
         };
-        let latency = if self.rng.chance(950) {
+        let latency = if self.now < self.slow_disk_until[id as usize - 1] {
+            self.rng.range(50 * MS, 300 * MS)
+        } else if self.rng.chance(950) {
             self.rng.range(MS / 2, 5 * MS)
         } else {
             self.rng.range(20 * MS, 150 * MS)
@@ -580,8 +592,14 @@ impl Simulation {
     fn external(&mut self) {
         let r = self.rng.below(1000);
         let n = self.nodes.len() as NodeId;
-        if r < 950 {
+        if r < 945 {
             self.propose();
+        } else if r < 950 {
+            let id = self.rng.range(1, n);
+            let ms = self.rng.range(200, 1000);
+            self.slow_disk_until[id as usize - 1] = self.now + ms * MS;
+            self.report.slow_disks += 1;
+            self.log(format!("fault: n{id}'s disk is slow for {ms} ms"));
         } else if r < 960 {
             let conns: Vec<ConnId> = self.net.connections().map(|(id, _)| id).collect();
             if let Some(c) = self.rng.pick(&conns) {
