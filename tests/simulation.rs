@@ -6,7 +6,7 @@ use metawal::sim::check::{Bounds, Checker, Invariant};
 use metawal::sim::disk::Meta;
 use metawal::sim::net::Network;
 use metawal::sim::node::Node;
-use metawal::sim::{run_seed, SimConfig};
+use metawal::sim::{run_seed, PlantedBug, SimConfig};
 use metawal::{Command, Entry, Record};
 
 fn entry(offset: u64, epoch: u64, name: &str) -> Entry {
@@ -198,4 +198,27 @@ fn checker_reports_a_regressed_applied_offset() {
         .check_step(&mut nodes, &net)
         .expect_err("applied offset went back");
     assert_eq!(err.invariant, Invariant::AppliedMonotonic);
+}
+
+/// The first seed in `0..limit` whose run reports a violation, with it.
+fn first_violation(bug: PlantedBug, limit: u64) -> Option<(u64, Invariant)> {
+    (0..limit).find_map(|seed| {
+        let mut c = SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 });
+        c.bug = Some(bug);
+        run_seed(&c).violation.map(|v| (seed, v.invariant))
+    })
+}
+
+#[test]
+fn a_follower_acking_before_fsync_is_caught() {
+    let found = first_violation(PlantedBug::AckBeforeFsync, 300);
+    assert!(found.is_some(), "300 seeds did not notice unsynced acks");
+    eprintln!("ack before fsync: first caught by {found:?}");
+}
+
+#[test]
+fn a_follower_without_fencing_is_caught() {
+    let found = first_violation(PlantedBug::NoFencing, 100);
+    assert!(found.is_some(), "100 seeds did not notice missing fencing");
+    eprintln!("no fencing: first caught by {found:?}");
 }

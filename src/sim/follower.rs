@@ -12,7 +12,7 @@ use super::check::Invariant;
 use super::disk::Meta;
 use super::net::{ConnId, Dir, Msg};
 use super::node::{FollowerState, Role};
-use super::Simulation;
+use super::{PlantedBug, Simulation};
 
 impl Simulation {
     /// A message from a leader.
@@ -28,7 +28,8 @@ impl Simulation {
             return;
         }
         // Fencing: a connection from an older epoch is refused.
-        if conn_epoch < meta.epoch {
+        let no_fencing = self.config.bug == Some(PlantedBug::NoFencing);
+        if conn_epoch < meta.epoch && !no_fencing {
             self.report.fenced += 1;
             self.send(conn, Dir::ToLeader, Msg::Reject { epoch: meta.epoch });
             return;
@@ -85,7 +86,8 @@ impl Simulation {
     fn hello(&mut self, conn: ConnId, id: NodeId, epoch: u64, leader: NodeId) {
         let meta = self.node(id).meta();
         let conflict = epoch == meta.epoch && meta.leader.is_some_and(|l| l != leader);
-        if epoch < meta.epoch || conflict {
+        let no_fencing = self.config.bug == Some(PlantedBug::NoFencing);
+        if (epoch < meta.epoch || conflict) && !no_fencing {
             self.report.fenced += 1;
             self.log(format!(
                 "n{id}: refuses n{leader} of epoch {epoch} (at epoch {})",
@@ -138,7 +140,8 @@ impl Simulation {
         let Some(conn) = st.conn.filter(|_| st.position_owed) else {
             return;
         };
-        if node.disk.syncing() || node.disk.durable() < node.last_offset() {
+        let lie = self.config.bug == Some(PlantedBug::AckBeforeFsync);
+        if !lie && (node.disk.syncing() || node.disk.durable() < node.last_offset()) {
             self.start_sync(id);
             return;
         }
@@ -214,7 +217,11 @@ impl Simulation {
         self.start_sync(id);
         self.apply(id);
         // Already durable (a probe on a synced log): ack at once.
-        let durable = self.node(id).disk.durable();
+        let durable = if self.config.bug == Some(PlantedBug::AckBeforeFsync) {
+            received
+        } else {
+            self.node(id).disk.durable()
+        };
         self.follower_durable(id, durable);
     }
 

@@ -85,6 +85,21 @@ pub struct SimConfig {
     pub external_every: Duration,
     /// Longest virtual time the settle phase may take.
     pub settle_deadline: Duration,
+    /// A bug planted in the simulated shell (not in the engines), to show
+    /// that the checks find it. `None` for real runs.
+    pub bug: Option<PlantedBug>,
+}
+
+/// Bugs the simulation can plant in its own node shell, so that tests can
+/// show the invariants catch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Followers ack (and report their log end) before their fsync: the
+    /// leader counts unsynced entries as durable.
+    AckBeforeFsync,
+    /// Followers accept a leader of a lower epoch than the one they
+    /// persisted.
+    NoFencing,
 }
 
 impl SimConfig {
@@ -106,6 +121,7 @@ impl SimConfig {
             election_timeout: Duration::from_millis(80),
             external_every: Duration::from_millis(4),
             settle_deadline: Duration::from_secs(30),
+            bug: None,
         }
     }
 
