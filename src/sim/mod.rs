@@ -22,6 +22,13 @@
 //! Leader changes are made by a [controller](controller) that stands in for
 //! elections (a later issue): see there for what it models.
 //!
+//! Not modelled yet: real elections (pre-vote, votes over the network,
+//! check-quorum, leader transfer), snapshots and log compaction (a
+//! `Snapshot` start point is reported as a violation), the tail cache, WAL
+//! segment files and corruption beyond a torn tail, frames, the codec and
+//! the authenticated handshake, one-way partitions, request timeouts, and
+//! commands other than `CreateTopic`.
+//!
 //! ```no_run
 //! use metawal::sim::{run_seed, SimConfig};
 //! let report = run_seed(&SimConfig::new(42, 3));
