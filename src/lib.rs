@@ -19,6 +19,7 @@ pub mod frame;
 pub mod handshake;
 pub mod record;
 pub mod replication;
+pub mod sim;
 pub mod state;
 pub mod storage;
 pub mod wal;

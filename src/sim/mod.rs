@@ -1,0 +1,759 @@
+//! Deterministic whole-cluster simulation.
+//!
+//! N nodes (3 or 5) run the real replication engines —
+//! [`ReplicaSetTracker`](crate::replication::ReplicaSetTracker) for the ISR and
+//! the commit point, [`LinkProgress`](crate::replication::LinkProgress) per
+//! follower link, [`decide_start`](crate::replication::decide_start) and
+//! [`check_append`](crate::replication::check_append) for the handshake and
+//! every batch, [`EpochIndex`](crate::epochs::EpochIndex) and
+//! [`MetadataState`](crate::state::MetadataState) — in one thread, over a
+//! simulated [network](net) and [disk](disk), on a virtual clock, with every
+//! random choice drawn from one seeded [rng]. A seed replays exactly.
+//!
+//! One step is one event: a message delivered, an fsync completed, a timer
+//! tick (leaders heartbeat and reconnect; the controller elects), or an
+//! external event (a client write with `acks` none / leader / all, a
+//! connection cut, a crash, a restart, a partition or its heal). After every
+//! step the [`check`] module verifies the invariants. At the end of a seed the
+//! faults heal, crashed nodes restart, and the cluster must settle: one
+//! leader, every node at the same applied offset and digest, every
+//! acknowledged `acks=all` write on every node.
+//!
+//! Leader changes are made by a [controller](controller) that stands in for
+//! elections (a later issue): see there for what it models.
+//!
+//! Not modelled yet: real elections (pre-vote, votes over the network,
+//! check-quorum, leader transfer), snapshots and log compaction (a
+//! `Snapshot` start point is reported as a violation), the tail cache, WAL
+//! segment files and corruption beyond a torn tail, frames, the codec and
+//! the authenticated handshake, one-way partitions, request timeouts, and
+//! commands other than `CreateTopic`.
+//!
+//! ```no_run
+//! use metawal::sim::{run_seed, SimConfig};
+//! let report = run_seed(&SimConfig::new(42, 3));
+//! if let Some(v) = &report.violation {
+//!     eprintln!("{v}");
+//! }
+//! ```
+
+pub mod check;
+pub mod controller;
+pub mod disk;
+pub mod follower;
+pub mod leader;
+pub mod net;
+pub mod node;
+pub mod rng;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::command::{Command, NodeId};
+
+use check::{Bounds, Broken, Checker, Invariant};
+use net::{ConnId, Dir, Network};
+use node::{Acks, Node, Role};
+use rng::SimRng;
+
+const MS: u64 = 1_000_000;
+const EVENTS_KEPT: usize = 50;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed: every random choice follows from it.
+    pub seed: u64,
+    /// Number of nodes (voters).
+    pub nodes: usize,
+    /// Steps with faults and client writes; the settle phase comes after.
+    pub steps: u64,
+    /// Keep every event in the report (not only the last 50 on a violation).
+    pub keep_events: bool,
+    /// `min_insync_replicas` for `acks=all`.
+    pub min_insync: usize,
+    /// Link window in entries.
+    pub window_entries: usize,
+    /// Link window in bytes.
+    pub window_bytes: usize,
+    /// Most entries in one `Append`.
+    pub batch_entries: usize,
+    /// Idle links get a heartbeat this often.
+    pub heartbeat: Duration,
+    /// `replica_lag_time_max` of the ISR.
+    pub replica_lag_max: Duration,
+    /// Timer tick.
+    pub tick: Duration,
+    /// Election timeout (randomized to `[t, 2t)`).
+    pub election_timeout: Duration,
+    /// Mean time between external events.
+    pub external_every: Duration,
+    /// Longest virtual time the settle phase may take.
+    pub settle_deadline: Duration,
+    /// A bug planted in the simulated shell (not in the engines), to show
+    /// that the checks find it. `None` for real runs.
+    pub bug: Option<PlantedBug>,
+}
+
+/// Bugs the simulation can plant in its own node shell, so that tests can
+/// show the invariants catch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Followers ack (and report their log end) before their fsync: the
+    /// leader counts unsynced entries as durable.
+    AckBeforeFsync,
+    /// Followers accept a leader of a lower epoch than the one they
+    /// persisted.
+    NoFencing,
+}
+
+impl SimConfig {
+    /// Defaults for `seed` with `nodes` nodes and 2000 steps.
+    pub fn new(seed: u64, nodes: usize) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes: nodes.max(1),
+            steps: 2000,
+            keep_events: false,
+            // Varied by seed (the example alternates 3 and 5 nodes by parity).
+            min_insync: [2, 1, 3][(seed / 2 % 3) as usize],
+            window_entries: 16,
+            window_bytes: 2048,
+            batch_entries: 6,
+            heartbeat: Duration::from_millis(20),
+            replica_lag_max: Duration::from_millis(200),
+            tick: Duration::from_millis(5),
+            election_timeout: Duration::from_millis(80),
+            external_every: Duration::from_millis(4),
+            settle_deadline: Duration::from_secs(30),
+            bug: None,
+        }
+    }
+
+    /// The command that replays this seed.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run --release --example simulate -- --seed {} --nodes {} --steps {} --verbose",
+            self.seed, self.nodes, self.steps
+        )
+    }
+}
+
+/// A broken invariant, with what is needed to replay it.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    /// The seed.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// The step after which the invariant was found broken.
+    pub step: u64,
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// What was seen.
+    pub detail: String,
+    /// The last events before it (at most 50).
+    pub events: Vec<String>,
+    /// The command that replays the seed.
+    pub replay: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "VIOLATION seed {} ({} nodes), step {}: {}: {}",
+            self.seed, self.nodes, self.step, self.invariant, self.detail
+        )?;
+        writeln!(f, "last {} events:", self.events.len())?;
+        for e in &self.events {
+            writeln!(f, "  {e}")?;
+        }
+        write!(f, "replay: {}", self.replay)
+    }
+}
+
+/// What one seed did.
+#[derive(Debug, Clone, Default)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Steps run (faults phase and settle phase).
+    pub steps: u64,
+    /// Virtual time at the end.
+    pub virtual_time: Duration,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Node restarts.
+    pub restarts: u64,
+    /// Partitions made.
+    pub partitions: u64,
+    /// Connections cut.
+    pub cuts: u64,
+    /// Leader promotions.
+    pub elections: u64,
+    /// Leaders that stepped down on seeing a higher epoch.
+    pub step_downs: u64,
+    /// Follower truncations of a diverged tail.
+    pub truncations: u64,
+    /// Messages or handshakes refused for a stale epoch.
+    pub fenced: u64,
+    /// Client writes that returned Ok (any `acks`).
+    pub writes_ok: u64,
+    /// `acks=all` writes that returned Ok.
+    pub acked_all: u64,
+    /// `acks=all` writes refused at admission (ISR below `min_insync`).
+    pub refused: u64,
+    /// Client writes that failed (leader stepped down or not the leader).
+    pub failed: u64,
+    /// Episodes of a slow disk (fsyncs of 50-300 ms).
+    pub slow_disks: u64,
+    /// Crash recoveries that cut a torn record.
+    pub torn_tails: u64,
+    /// The first invariant that broke, if any.
+    pub violation: Option<Violation>,
+    /// Every event, when [`SimConfig::keep_events`] was set.
+    pub events: Vec<String>,
+}
+
+/// Things that happen at a point of virtual time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Deliver { conn: ConnId, dir: Dir },
+    Fsync { node: NodeId, generation: u64 },
+    Tick,
+    External,
+}
+
+/// Run one seed to the end (or its first violation).
+pub fn run_seed(config: &SimConfig) -> SeedReport {
+    Simulation::new(config.clone()).run()
+}
+
+/// The driver: nodes, network, clock, event queue, checker.
+#[derive(Debug)]
+pub struct Simulation {
+    config: SimConfig,
+    rng: SimRng,
+    base: Instant,
+    now: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    seq: u64,
+    nodes: Vec<Node>,
+    net: Network,
+    checker: Checker,
+    events: VecDeque<String>,
+    all_events: Vec<String>,
+    step: u64,
+    faults: bool,
+    next_topic: u64,
+    /// The controller's timer: since when no live leader of the highest
+    /// epoch serves a majority, and how long it waits.
+    leaderless_since: Option<u64>,
+    election_wait: u64,
+    /// Per node: its disk is slow until this virtual time.
+    slow_disk_until: Vec<u64>,
+    report: SeedReport,
+    broken: Option<Broken>,
+}
+
+impl Simulation {
+    /// A cluster of `config.nodes` empty nodes, no leader yet.
+    pub fn new(config: SimConfig) -> Simulation {
+        let mut rng = SimRng::new(config.seed);
+        let nodes = (1..=config.nodes as NodeId).map(Node::new).collect();
+        let bounds = Bounds {
+            window_entries: config.window_entries,
+            window_bytes: config.window_bytes,
+            queue: 256,
+        };
+        let election_wait = election_wait(&config, &mut rng);
+        let report = SeedReport {
+            seed: config.seed,
+            nodes: config.nodes,
+            ..SeedReport::default()
+        };
+        let mut sim = Simulation {
+            rng,
+            base: Instant::now(),
+            now: 0,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            nodes,
+            net: Network::new(),
+            checker: Checker::new(bounds),
+            events: VecDeque::new(),
+            all_events: Vec::new(),
+            step: 0,
+            faults: true,
+            next_topic: 0,
+            leaderless_since: None,
+            election_wait,
+            slow_disk_until: vec![0; config.nodes],
+            report,
+            broken: None,
+            config,
+        };
+        sim.schedule(0, Ev::Tick);
+        let first = sim.external_delay();
+        sim.schedule(first, Ev::External);
+        sim
+    }
+
+    /// Run the faults phase, then heal and settle; check the end state.
+    pub fn run(mut self) -> SeedReport {
+        while self.step < self.config.steps && self.broken.is_none() {
+            if !self.step_once() {
+                break;
+            }
+        }
+        if self.broken.is_none() {
+            self.settle();
+        }
+        self.finish()
+    }
+
+    /// The nodes, for inspection.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    fn settle(&mut self) {
+        self.faults = false;
+        self.slow_disk_until.iter_mut().for_each(|t| *t = 0);
+        self.log("settle: heal, restart every node, no more faults or writes".into());
+        self.net.heal();
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].up {
+                self.restart(i as NodeId + 1);
+            }
+        }
+        let deadline = self.now + self.config.settle_deadline.as_nanos() as u64;
+        while self.broken.is_none() && self.now < deadline {
+            if self.converged() {
+                if let Err(b) = self.checker.check_acked(&self.nodes) {
+                    self.broken = Some(b);
+                }
+                return;
+            }
+            if !self.step_once() {
+                break;
+            }
+        }
+        if self.broken.is_none() {
+            let state: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "n{} {} e{} log {} durable {} commit {} applied {}",
+                        n.id,
+                        if n.is_leader() { "leader" } else { "follower" },
+                        n.meta().epoch,
+                        n.last_offset(),
+                        n.disk.durable(),
+                        n.commit,
+                        n.state.applied_offset()
+                    )
+                })
+                .collect();
+            self.broken = Some(Broken {
+                invariant: Invariant::Convergence,
+                detail: format!("not settled after the faults healed: {}", state.join("; ")),
+            });
+        }
+    }
+
+    /// One leader of the highest epoch; every node applied its whole log
+    /// with the same digest.
+    fn converged(&self) -> bool {
+        let leaders: Vec<&Node> = self.nodes.iter().filter(|n| n.is_leader()).collect();
+        let [leader] = leaders[..] else {
+            return false;
+        };
+        let max_epoch = self.nodes.iter().map(|n| n.meta().epoch).max().unwrap_or(0);
+        if leader.meta().epoch != max_epoch {
+            return false;
+        }
+        let end = leader.last_offset();
+        let caught_up = self
+            .nodes
+            .iter()
+            .all(|n| n.up && n.state.applied_offset() == end && n.last_offset() == end);
+        if !caught_up {
+            return false;
+        }
+        let digest = leader.state.digest();
+        self.nodes.iter().all(|n| n.state.digest() == digest)
+    }
+
+    fn finish(mut self) -> SeedReport {
+        self.report.steps = self.step;
+        self.report.virtual_time = Duration::from_nanos(self.now);
+        self.report.acked_all = self.checker.acked_all().len() as u64;
+        if let Some(b) = self.broken.take() {
+            self.report.violation = Some(Violation {
+                seed: self.config.seed,
+                nodes: self.config.nodes,
+                step: self.step,
+                invariant: b.invariant,
+                detail: b.detail,
+                events: self.events.iter().cloned().collect(),
+                replay: self.config.replay_command(),
+            });
+        }
+        self.report.events = std::mem::take(&mut self.all_events);
+        self.report
+    }
+
+    /// Process the next event. Returns false when nothing is left to do.
+    fn step_once(&mut self) -> bool {
+        loop {
+            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+                return false;
+            };
+            self.now = self.now.max(at);
+            let done = match ev {
+                Ev::Deliver { conn, dir } => self.deliver(conn, dir),
+                Ev::Fsync { node, generation } => self.fsync_done(node, generation),
+                Ev::Tick => {
+                    self.tick();
+                    true
+                }
+                Ev::External => {
+                    if self.faults {
+                        self.external();
+                        let d = self.external_delay();
+                        self.schedule(d, Ev::External);
+                    }
+                    self.faults
+                }
+            };
+            if done {
+                self.step += 1;
+                if self.broken.is_none() {
+                    if let Err(b) = self.checker.check_step(&mut self.nodes, &self.net) {
+                        self.broken = Some(b);
+                    }
+                }
+                return true;
+            }
+        }
+    }
+
+    fn schedule(&mut self, delay: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((self.now + delay, self.seq, ev)));
+    }
+
+    fn external_delay(&mut self) -> u64 {
+        let mean = self.config.external_every.as_nanos() as u64;
+        self.rng.range(mean / 4, mean * 7 / 4)
+    }
+
+    /// The virtual clock as an `Instant` (for the engines).
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_nanos(self.now)
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    fn log(&mut self, what: String) {
+        let line = format!(
+            "[{:>5}] {:>9.3}ms {what}",
+            self.step,
+            self.now as f64 / MS as f64
+        );
+        if self.config.keep_events {
+            self.all_events.push(line.clone());
+        }
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(line);
+    }
+
+    fn fail(&mut self, invariant: Invariant, detail: String) {
+        if self.broken.is_none() {
+            self.broken = Some(Broken { invariant, detail });
+        }
+    }
+
+    fn check(&mut self, r: Result<(), Broken>) {
+        if let Err(b) = r {
+            if self.broken.is_none() {
+                self.broken = Some(b);
+            }
+        }
+    }
+
+    /// Queue `msg` on `conn` with a random latency.
+    fn send(&mut self, conn: ConnId, dir: Dir, msg: net::Msg) {
+        let latency = if self.rng.chance(900) {
+            self.rng.range(MS / 5, 3 * MS)
+        } else {
+            self.rng.range(5 * MS, 40 * MS)
+        };
+        if let Some(at) = self.net.send(conn, dir, msg, self.now + latency) {
+            self.seq += 1;
+            self.queue
+                .push(Reverse((at, self.seq, Ev::Deliver { conn, dir })));
+        }
+    }
+
+    fn deliver(&mut self, conn: ConnId, dir: Dir) -> bool {
+        let Some(c) = self.net.get(conn) else {
+            return false;
+        };
+        let (leader, follower) = (c.leader, c.follower);
+        let Some(msg) = self.net.pop(conn, dir) else {
+            return false;
+        };
+        match dir {
+            Dir::ToFollower => {
+                self.log(format!(
+                    "n{follower} <- n{leader} #{conn} {}",
+                    msg.describe()
+                ));
+                self.follower_receive(conn, msg);
+            }
+            Dir::ToLeader => {
+                self.log(format!(
+                    "n{leader} <- n{follower} #{conn} {}",
+                    msg.describe()
+                ));
+                self.leader_receive(conn, msg);
+            }
+        }
+        true
+    }
+
+    /// Start an fsync on `id` if it has unsynced records and none running.
+    fn start_sync(&mut self, id: NodeId) {
+        let Some((_, generation)) = self.node_mut(id).disk.start_sync() else {
+            return;
+        };
+        let latency = if self.now < self.slow_disk_until[id as usize - 1] {
+            self.rng.range(50 * MS, 300 * MS)
+        } else if self.rng.chance(950) {
+            self.rng.range(MS / 2, 5 * MS)
+        } else {
+            self.rng.range(20 * MS, 150 * MS)
+        };
+        self.schedule(
+            latency,
+            Ev::Fsync {
+                node: id,
+                generation,
+            },
+        );
+    }
+
+    fn fsync_done(&mut self, id: NodeId, generation: u64) -> bool {
+        if !self.node(id).up {
+            return false;
+        }
+        let Some(durable) = self.node_mut(id).disk.complete_sync(generation) else {
+            return false;
+        };
+        self.log(format!("n{id} fsync: durable {durable}"));
+        if self.node(id).is_leader() {
+            self.leader_durable(id, durable);
+        } else {
+            self.follower_durable(id, durable);
+        }
+        self.start_sync(id);
+        true
+    }
+
+    /// Apply what `id` may apply, and check each applied entry.
+    fn apply(&mut self, id: NodeId) {
+        let range = self.node_mut(id).apply_committed();
+        for offset in range {
+            let entry = self.node(id).log[offset as usize - 1].clone();
+            let r = self.checker.on_applied(id, &entry);
+            self.check(r);
+        }
+    }
+
+    fn tick(&mut self) {
+        let tick = self.config.tick.as_nanos() as u64;
+        self.schedule(tick, Ev::Tick);
+        for id in 1..=self.nodes.len() as NodeId {
+            if self.node(id).is_leader() {
+                self.leader_tick(id);
+            }
+        }
+        self.controller();
+    }
+
+    /// Close `conn` and tell both ends.
+    fn close(&mut self, conn: ConnId) {
+        let Some(c) = self.net.close(conn) else {
+            return;
+        };
+        self.log(format!("#{conn} n{}→n{} closed", c.leader, c.follower));
+        self.leader_link_down(c.leader, c.follower, conn);
+        let f = self.node_mut(c.follower);
+        if let Role::Follower(st) = &mut f.role {
+            if st.conn == Some(conn) {
+                *st = node::FollowerState::default();
+            }
+        }
+    }
+
+    fn external(&mut self) {
+        let r = self.rng.below(1000);
+        let n = self.nodes.len() as NodeId;
+        if r < 945 {
+            self.propose();
+        } else if r < 950 {
+            let id = self.rng.range(1, n);
+            let ms = self.rng.range(200, 1000);
+            self.slow_disk_until[id as usize - 1] = self.now + ms * MS;
+            self.report.slow_disks += 1;
+            self.log(format!("fault: n{id}'s disk is slow for {ms} ms"));
+        } else if r < 960 {
+            let conns: Vec<ConnId> = self.net.connections().map(|(id, _)| id).collect();
+            if let Some(c) = self.rng.pick(&conns) {
+                self.log(format!("fault: cut #{c}"));
+                self.report.cuts += 1;
+                self.close(c);
+            }
+        } else if r < 970 {
+            let up: Vec<NodeId> = (1..=n).filter(|&i| self.node(i).up).collect();
+            let leaders: Vec<NodeId> = up
+                .iter()
+                .copied()
+                .filter(|&i| self.node(i).is_leader())
+                .collect();
+            // Leaders crash more often than their share: that is where the
+            // interesting failovers are.
+            let pool = if !leaders.is_empty() && self.rng.chance(300) {
+                leaders
+            } else {
+                up.clone()
+            };
+            if up.len() > 1 {
+                if let Some(id) = self.rng.pick(&pool) {
+                    self.crash(id);
+                }
+            }
+        } else if r < 985 {
+            let down: Vec<NodeId> = (1..=n).filter(|&i| !self.node(i).up).collect();
+            if let Some(id) = self.rng.pick(&down) {
+                self.restart(id);
+            }
+        } else if r < 993 {
+            if self.net.partition().is_none() && n > 1 {
+                let mut side: Vec<bool> = (0..n).map(|_| self.rng.chance(500)).collect();
+                // Often: cut a leader off into a minority.
+                let leader = (1..=n).find(|&i| self.node(i).is_leader());
+                if let (Some(l), true) = (leader, self.rng.chance(500)) {
+                    side = (1..=n).map(|i| i == l).collect();
+                    if n > 3 && self.rng.chance(500) {
+                        let other = self.rng.range(1, n);
+                        side[other as usize - 1] = true;
+                    }
+                }
+                if side.iter().all(|&s| s) || side.iter().all(|&s| !s) {
+                    let i = self.rng.below(n) as usize;
+                    side[i] = !side[i];
+                }
+                let a: Vec<String> = (1..=n)
+                    .filter(|&i| side[i as usize - 1])
+                    .map(|i| format!("n{i}"))
+                    .collect();
+                self.log(format!("fault: partition {{{}}} | rest", a.join(",")));
+                self.report.partitions += 1;
+                for (id, c) in self.net.split(side) {
+                    self.leader_link_down(c.leader, c.follower, id);
+                    let f = self.node_mut(c.follower);
+                    if let Role::Follower(st) = &mut f.role {
+                        if st.conn == Some(id) {
+                            *st = node::FollowerState::default();
+                        }
+                    }
+                }
+            }
+        } else if self.net.partition().is_some() {
+            {
+                self.log("fault: heal partition".into());
+                self.net.heal();
+            }
+        } else {
+            self.propose();
+        }
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        for c in self.net.connections_of(id) {
+            self.close(c);
+        }
+        let loss = {
+            let Simulation { nodes, rng, .. } = self;
+            nodes[id as usize - 1].crash(rng)
+        };
+        self.report.crashes += 1;
+        self.report.torn_tails += u64::from(loss.torn);
+        self.log(format!(
+            "fault: crash n{id} (unsynced: {} kept, {} lost{})",
+            loss.kept,
+            loss.lost,
+            if loss.torn { ", torn record cut" } else { "" }
+        ));
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        self.node_mut(id).restart();
+        self.report.restarts += 1;
+        let n = self.node(id);
+        let line = format!(
+            "restart n{id}: log {}@e{}, meta epoch {}",
+            n.last_offset(),
+            n.last_epoch(),
+            n.meta().epoch
+        );
+        self.log(line);
+    }
+
+    /// A client write to a leader (usually the newest one it can find).
+    fn propose(&mut self) {
+        let leaders: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_leader())
+            .map(|n| n.id)
+            .collect();
+        let Some(id) = self.rng.pick(&leaders) else {
+            return;
+        };
+        let acks = match self.rng.below(10) {
+            0..=1 => Acks::None,
+            2..=4 => Acks::Leader,
+            _ => Acks::All,
+        };
+        self.next_topic += 1;
+        let command = Command::CreateTopic {
+            name: format!("topic-{}", self.next_topic),
+            partition_count: 1 + (self.next_topic % 3) as u32,
+            replication_factor: 1,
+        };
+        self.leader_propose(id, command, acks);
+    }
+}
+
+fn election_wait(config: &SimConfig, rng: &mut SimRng) -> u64 {
+    let t = config.election_timeout.as_nanos() as u64;
+    rng.range(t, 2 * t - 1)
+}

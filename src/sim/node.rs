@@ -1,0 +1,247 @@
+//! A simulated node: its disk, its log as decoded entries with the epoch
+//! index, its role, the commit point it knows and the state it applied.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Entry, NodeId};
+use crate::epochs::EpochIndex;
+use crate::record::Record;
+use crate::replication::{Backoff, LinkProgress, ReplicaSetTracker};
+use crate::state::MetadataState;
+
+use super::disk::{CrashLoss, Meta, SimDisk};
+use super::net::ConnId;
+use super::rng::SimRng;
+
+/// How long a client waits for its write (as Kafka's `acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// Resolved as soon as the leader appended it.
+    None,
+    /// Resolved once it is on the leader's disk (may be lost on failover).
+    Leader,
+    /// Resolved once committed and on every ISR member's disk.
+    All,
+}
+
+/// A client write waiting on the leader.
+#[derive(Debug, Clone)]
+pub struct Waiter {
+    /// The entry written.
+    pub entry: Entry,
+    /// What the client waits for.
+    pub acks: Acks,
+}
+
+/// The leader's side of one follower link.
+#[derive(Debug, Clone)]
+pub struct LinkSim {
+    /// The real link engine: state, window, cumulative acks.
+    pub progress: LinkProgress,
+    /// The open connection, if any.
+    pub conn: Option<ConnId>,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// Virtual time (ns) of the next connection attempt.
+    pub next_attempt: u64,
+    /// Virtual time (ns) of the last message sent.
+    pub last_send: u64,
+    /// Commit point carried by the last message sent.
+    pub sent_commit: u64,
+}
+
+/// What a leader keeps.
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    /// The real ISR / commit engine.
+    pub tracker: ReplicaSetTracker,
+    /// One link per follower.
+    pub links: BTreeMap<NodeId, LinkSim>,
+    /// Client writes not yet resolved, in offset order.
+    pub waiters: Vec<Waiter>,
+}
+
+/// What a follower keeps about its current leader connection.
+#[derive(Debug, Clone, Default)]
+pub struct FollowerState {
+    /// The connection it accepted (the only one allowed to write).
+    pub conn: Option<ConnId>,
+    /// The last offset received on this connection (its log matches the
+    /// leader's up to here); `None` until the first `Append`.
+    pub received: Option<u64>,
+    /// A `Position` is owed once the disk has synced everything.
+    pub position_owed: bool,
+    /// Acks are owed from this durable offset on.
+    pub acked: u64,
+}
+
+/// A node's role.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Leader of the epoch in its meta.
+    Leader(Box<LeaderState>),
+    /// Follower (of the leader in its meta, if any).
+    Follower(FollowerState),
+}
+
+/// One simulated node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Node id, 1-based.
+    pub id: NodeId,
+    /// Running (not crashed).
+    pub up: bool,
+    /// Incremented at each restart.
+    pub incarnation: u64,
+    /// The disk: log records and meta.
+    pub disk: SimDisk,
+    /// The log's entries (decoded from the disk's records).
+    pub log: Vec<Entry>,
+    /// Epoch boundaries of the log.
+    pub index: EpochIndex,
+    /// Rolling hash of the log up to each entry (for log matching).
+    pub chain: Vec<u64>,
+    /// The role.
+    pub role: Role,
+    /// The highest commit point this node knows.
+    pub commit: u64,
+    /// The state built by applying committed entries.
+    pub state: MetadataState,
+    /// Lowest log index changed since the checker last looked.
+    pub dirty_from: usize,
+}
+
+/// A log did not accept an entry (its offset or epoch is out of order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRefused(pub String);
+
+impl Node {
+    /// A fresh node with an empty disk.
+    pub fn new(id: NodeId) -> Node {
+        Node {
+            id,
+            up: true,
+            incarnation: 0,
+            disk: SimDisk::new(),
+            log: Vec::new(),
+            index: EpochIndex::new(0, 0),
+            chain: Vec::new(),
+            role: Role::Follower(FollowerState::default()),
+            commit: 0,
+            state: MetadataState::new(),
+            dirty_from: 0,
+        }
+    }
+
+    /// The persisted meta.
+    pub fn meta(&self) -> Meta {
+        self.disk.meta()
+    }
+
+    /// Whether the node is an up leader.
+    pub fn is_leader(&self) -> bool {
+        self.up && matches!(self.role, Role::Leader(_))
+    }
+
+    /// Last offset of the log.
+    pub fn last_offset(&self) -> u64 {
+        self.index.last_offset()
+    }
+
+    /// Epoch of the last entry.
+    pub fn last_epoch(&self) -> u64 {
+        self.index.last_epoch()
+    }
+
+    /// Append entries (already encoded) after the log end, unsynced.
+    pub fn append(&mut self, batch: Vec<(Entry, Record)>) -> Result<(), AppendRefused> {
+        for (entry, record) in batch {
+            self.index
+                .append(entry.offset, entry.epoch)
+                .map_err(|e| AppendRefused(e.to_string()))?;
+            let prev = self.chain.last().copied().unwrap_or(0);
+            self.chain.push(chain_hash(prev, &record.bytes));
+            self.disk.append([record]);
+            self.log.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Drop every entry after `to`.
+    pub fn truncate(&mut self, to: u64) {
+        self.disk.truncate(to);
+        self.index.truncate_suffix(to);
+        let keep = to.min(self.log.len() as u64) as usize;
+        self.log.truncate(keep);
+        self.chain.truncate(keep);
+        self.dirty_from = self.dirty_from.min(keep);
+    }
+
+    /// Crash: volatile state is gone; the disk keeps what it keeps.
+    pub fn crash(&mut self, rng: &mut SimRng) -> CrashLoss {
+        self.up = false;
+        let loss = self.disk.crash(rng);
+        self.reload();
+        loss
+    }
+
+    /// Restart from the disk: a follower with an empty state, which learns
+    /// the commit point again from the leader.
+    pub fn restart(&mut self) {
+        self.up = true;
+        self.incarnation += 1;
+        self.reload();
+    }
+
+    fn reload(&mut self) {
+        self.role = Role::Follower(FollowerState::default());
+        self.commit = 0;
+        self.state = MetadataState::new();
+        self.index = EpochIndex::new(0, 0);
+        self.log.clear();
+        self.chain.clear();
+        self.dirty_from = 0;
+        let mut prev = 0;
+        for r in self.disk.records() {
+            // The disk only holds records that decoded on restart.
+            let Ok(entry) = r.entry() else { break };
+            if self.index.append(entry.offset, entry.epoch).is_err() {
+                break;
+            }
+            prev = chain_hash(prev, &r.bytes);
+            self.chain.push(prev);
+            self.log.push(entry);
+        }
+    }
+
+    /// Learn that everything up to `commit` is committed.
+    pub fn learn_commit(&mut self, commit: u64) {
+        self.commit = self.commit.max(commit);
+    }
+
+    /// Apply committed, locally durable entries in order. Returns the
+    /// offsets applied now.
+    pub fn apply_committed(&mut self) -> std::ops::RangeInclusive<u64> {
+        let from = self.state.applied_offset() + 1;
+        let upto = self
+            .commit
+            .min(self.disk.durable())
+            .min(self.log.len() as u64);
+        for offset in from..=upto {
+            // An invalid command changes nothing but the applied offset,
+            // identically everywhere; the leader never writes one.
+            let _ = self.state.apply(&self.log[offset as usize - 1]);
+        }
+        from..=upto
+    }
+}
+
+/// FNV-1a over the previous hash and a record's bytes.
+pub fn chain_hash(prev: u64, bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in prev.to_le_bytes().iter().chain(bytes) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
