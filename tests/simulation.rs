@@ -222,3 +222,18 @@ fn a_follower_without_fencing_is_caught() {
     assert!(found.is_some(), "100 seeds did not notice missing fencing");
     eprintln!("no fencing: first caught by {found:?}");
 }
+
+/// Regression seeds: the first seeds (3 and 5 nodes) that caught the old
+/// commit rule (`min(min_insync_replicas, |ISR|)`: a lone leader committed
+/// on its own disk) as a leader-completeness violation.
+#[test]
+fn old_commit_rule_regression_seeds() {
+    for (seed, nodes) in [(6, 3), (7, 5), (8, 3), (9, 5)] {
+        let report = run_seed(&SimConfig::new(seed, nodes));
+        assert!(
+            report.violation.is_none(),
+            "seed {seed}: {:?}",
+            report.violation.map(|v| v.to_string())
+        );
+    }
+}

@@ -152,7 +152,7 @@ pub enum LeaderAction {
 }
 
 /// The leader engine (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LeaderEngine {
     node: NodeId,
     epoch: u64,

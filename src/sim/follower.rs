@@ -5,6 +5,8 @@
 //! delivered (beyond that its log may still differ from the leader's).
 
 use crate::command::{Entry, NodeId};
+use crate::engine::epoch::maybe_advance_epoch;
+use crate::engine::follower::maybe_truncate;
 use crate::record::Record;
 use crate::replication::check_append;
 
@@ -44,11 +46,11 @@ impl Simulation {
         match msg {
             Msg::Truncate { to } => {
                 let node = self.node_mut(id);
-                if to < node.commit {
-                    let commit = node.commit;
+                // The listener's rule (the real engine function).
+                if let Err(e) = maybe_truncate(to, node.commit, node.disk.durable()) {
                     self.fail(
                         Invariant::Protocol,
-                        format!("n{id} told by n{leader} to truncate to {to}, below its commit {commit}"),
+                        format!("n{id} told by n{leader} to truncate: {e}"),
                     );
                     return;
                 }
@@ -85,9 +87,10 @@ impl Simulation {
 
     fn hello(&mut self, conn: ConnId, id: NodeId, epoch: u64, leader: NodeId) {
         let meta = self.node(id).meta();
-        let conflict = epoch == meta.epoch && meta.leader.is_some_and(|l| l != leader);
+        // The listener's fencing rule (the real engine function).
+        let refused = maybe_advance_epoch(meta.epoch, meta.leader, epoch, leader).is_err();
         let no_fencing = self.config.bug == Some(PlantedBug::NoFencing);
-        if (epoch < meta.epoch || conflict) && !no_fencing {
+        if refused && !no_fencing {
             self.report.fenced += 1;
             self.log(format!(
                 "n{id}: refuses n{leader} of epoch {epoch} (at epoch {})",

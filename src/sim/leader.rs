@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Command, Entry, NodeId};
+use crate::engine::{LeaderAction, LeaderEngine, LeaderInput};
 use crate::record::Record;
 use crate::replication::{
-    decide_start, AckOutcome, Backoff, IsrChange, LinkProgress, LinkState, ReplicaSetTracker,
-    StartPoint,
+    decide_start, AckOutcome, Backoff, LinkProgress, LinkState, ReplicaSetTracker, StartPoint,
 };
 
 use super::check::Invariant;
@@ -59,16 +59,17 @@ impl Simulation {
             })
             .collect();
         node.role = Role::Leader(Box::new(LeaderState {
-            tracker,
+            engine: LeaderEngine::new(id, epoch, tracker, WAL_BUSY_LIMIT),
             links,
-            waiters: Vec::new(),
+            waiters: BTreeMap::new(),
+            next_proposal: 0,
         }));
         self.report.elections += 1;
         self.log(format!(
             "n{id} leads epoch {epoch} (log {last}, commit {})",
             self.node(id).commit
         ));
-        self.leader_append(id, Command::LeaderChange { leader: id, epoch });
+        self.leader_append(id, Command::LeaderChange { leader: id, epoch }, None);
         self.leader_tick(id);
     }
 
@@ -108,11 +109,12 @@ impl Simulation {
         let Role::Leader(l) = &node.role else {
             return;
         };
-        if acks == Acks::All && !l.tracker.acks_all_allowed() {
+        let tracker = l.engine.tracker();
+        if acks == Acks::All && !tracker.acks_all_allowed() {
             let line = format!(
                 "n{id}: acks=all refused (ISR {:?} below min_insync {})",
-                l.tracker.isr(),
-                l.tracker.min_insync()
+                tracker.isr(),
+                tracker.min_insync()
             );
             self.report.refused += 1;
             self.log(line);
@@ -123,25 +125,12 @@ impl Simulation {
             self.log(format!("n{id}: refused {}: {e}", command.kind()));
             return;
         }
-        let Some(entry) = self.leader_append(id, command) else {
-            return;
-        };
-        self.log(format!(
-            "n{id}: client write at {} acks={acks:?}",
-            entry.offset
-        ));
-        if acks == Acks::None {
-            self.report.writes_ok += 1;
-            return;
-        }
-        if let Role::Leader(l) = &mut self.node_mut(id).role {
-            l.waiters.push(Waiter { entry, acks });
-        }
-        self.resolve_waiters(id);
+        self.leader_append(id, command, Some(acks));
     }
 
-    /// Append `command` at the leader's log end in its epoch.
-    fn leader_append(&mut self, id: NodeId, command: Command) -> Option<Entry> {
+    /// Append `command` at the leader's log end in its epoch; a client
+    /// (`acks` given) waits for the engine to resolve it.
+    fn leader_append(&mut self, id: NodeId, command: Command, acks: Option<Acks>) {
         let node = self.node_mut(id);
         let entry = Entry {
             offset: node.last_offset() + 1,
@@ -152,97 +141,147 @@ impl Simulation {
             Ok(r) => r,
             Err(e) => {
                 self.fail(Invariant::Protocol, format!("encode failed: {e}"));
-                return None;
+                return;
             }
         };
         if let Err(e) = node.append(vec![(entry.clone(), record)]) {
             self.fail(Invariant::DenseLog, format!("leader n{id} append: {}", e.0));
-            return None;
+            return;
         }
         let hash = node.chain.last().copied().unwrap_or(0);
-        if let Role::Leader(l) = &mut node.role {
-            l.tracker.on_append(entry.offset);
-        }
         let r = self.checker.on_written(&entry, hash);
         self.check(r);
-        self.start_sync(id);
+        if let Some(acks) = acks {
+            self.log(format!(
+                "n{id}: client write at {} acks={acks:?}",
+                entry.offset
+            ));
+        }
+        let now = self.instant();
+        let offset = entry.offset;
+        if let Role::Leader(l) = &mut self.node_mut(id).role {
+            // The waiter is registered before the entry can be sent.
+            let proposal = acks.map(|acks| {
+                let p = l.next_proposal;
+                l.next_proposal += 1;
+                l.waiters.insert(p, Waiter { entry, acks });
+                p
+            });
+            l.engine.handle(
+                now,
+                LeaderInput::Append {
+                    offset,
+                    acks: acks.unwrap_or(Acks::None),
+                    proposal,
+                },
+            );
+        }
+        self.leader_actions(id);
         self.pump(id);
-        Some(entry)
     }
 
     /// The leader's own disk is durable up to `durable`.
     pub(super) fn leader_durable(&mut self, id: NodeId, durable: u64) {
-        let change = match &mut self.node_mut(id).role {
-            Role::Leader(l) => l.tracker.on_local_durable(durable),
-            Role::Follower(_) => return,
-        };
-        self.after_tracker(id, change);
+        self.leader_input(id, LeaderInput::WalDurable { up_to: durable });
     }
 
-    /// React to what the tracker reported: record and apply a new commit
-    /// point, resolve waiting writes.
-    fn after_tracker(&mut self, id: NodeId, change: IsrChange) {
-        if !change.joined.is_empty() || !change.left.is_empty() {
-            self.log(format!(
-                "n{id}: ISR +{:?} -{:?}",
-                change.joined, change.left
-            ));
+    /// Feed one input to `id`'s leader engine and carry out its actions.
+    fn leader_input(&mut self, id: NodeId, input: LeaderInput) {
+        let now = self.instant();
+        if let Role::Leader(l) = &mut self.node_mut(id).role {
+            l.engine.handle(now, input);
         }
-        if let Some(hw) = change.hw_advanced {
-            let node = self.node(id);
-            let from = node.commit.min(hw) as usize;
-            let entries: Vec<Entry> = node.log[from..hw as usize].to_vec();
-            let epoch = node.meta().epoch;
-            self.log(format!("n{id}: commit {hw}"));
-            let r = self.checker.on_committed(id, epoch, &entries, &self.nodes);
-            self.check(r);
-            self.node_mut(id).learn_commit(hw);
-            self.apply(id);
-        }
-        self.resolve_waiters(id);
+        self.leader_actions(id);
     }
 
-    fn resolve_waiters(&mut self, id: NodeId) {
-        let Role::Leader(l) = &mut self.node_mut(id).role else {
-            return;
-        };
-        let (local, all, allowed) = (
-            l.tracker.local_durable(),
-            l.tracker.isr_durable(),
-            l.tracker.acks_all_allowed(),
-        );
-        let mut done = Vec::new();
-        l.waiters.retain(|w| {
-            let ok = match w.acks {
-                Acks::None => true,
-                Acks::Leader => w.entry.offset <= local,
-                Acks::All => allowed && w.entry.offset <= all,
+    /// Carry out what `id`'s leader engine asks, as the `Replicator` does:
+    /// write the WAL, publish and apply a new commit point, answer clients.
+    fn leader_actions(&mut self, id: NodeId) {
+        loop {
+            let action = match &mut self.node_mut(id).role {
+                Role::Leader(l) => l.engine.poll_action(),
+                Role::Follower(_) => None,
             };
-            if ok {
-                done.push(w.clone());
-            }
-            !ok
-        });
-        for w in done {
-            self.report.writes_ok += 1;
-            self.log(format!(
-                "n{id}: write at {} acks={:?} -> Ok",
-                w.entry.offset, w.acks
-            ));
-            if w.acks == Acks::All {
-                self.checker.on_acked_all(w.entry);
+            let Some(action) = action else { return };
+            match action {
+                LeaderAction::WriteWal { up_to } => {
+                    let durable = self.node(id).disk.durable();
+                    if durable >= up_to {
+                        // Already synced by an earlier group commit.
+                        let now = self.instant();
+                        if let Role::Leader(l) = &mut self.node_mut(id).role {
+                            l.engine
+                                .handle(now, LeaderInput::WalDurable { up_to: durable });
+                        }
+                    } else {
+                        self.start_sync(id);
+                    }
+                }
+                LeaderAction::IsrChanged { joined, left, .. } => {
+                    self.log(format!("n{id}: ISR +{joined:?} -{left:?}"));
+                }
+                LeaderAction::Commit { offset: hw } => {
+                    let node = self.node(id);
+                    let from = node.commit.min(hw) as usize;
+                    let entries: Vec<Entry> = node.log[from..hw as usize].to_vec();
+                    let epoch = node.meta().epoch;
+                    self.log(format!("n{id}: commit {hw}"));
+                    let r = self.checker.on_committed(id, epoch, &entries, &self.nodes);
+                    self.check(r);
+                    self.node_mut(id).learn_commit(hw);
+                    self.apply(id);
+                }
+                LeaderAction::Resolve {
+                    proposal, result, ..
+                } => {
+                    let waiter = match &mut self.node_mut(id).role {
+                        Role::Leader(l) => l.waiters.remove(&proposal),
+                        Role::Follower(_) => None,
+                    };
+                    let Some(w) = waiter else {
+                        self.fail(
+                            Invariant::Protocol,
+                            format!("n{id}: engine resolved unknown proposal {proposal}"),
+                        );
+                        return;
+                    };
+                    match result {
+                        Ok(()) => {
+                            self.report.writes_ok += 1;
+                            self.log(format!(
+                                "n{id}: write at {} acks={:?} -> Ok",
+                                w.entry.offset, w.acks
+                            ));
+                            if w.acks == Acks::All {
+                                self.checker.on_acked_all(w.entry);
+                            }
+                        }
+                        Err(e) => {
+                            self.report.failed += 1;
+                            self.log(format!(
+                                "n{id}: write at {} acks={:?} -> {e}",
+                                w.entry.offset, w.acks
+                            ));
+                        }
+                    }
+                }
+                LeaderAction::Failed { reason } => {
+                    self.fail(
+                        Invariant::Protocol,
+                        format!("n{id}: leader engine failed without a storage fault: {reason}"),
+                    );
+                    return;
+                }
             }
         }
     }
 
     /// Timer: ISR lag, reconnects, heartbeats.
     pub(super) fn leader_tick(&mut self, id: NodeId) {
-        let now = self.instant();
-        let change = match &mut self.node_mut(id).role {
-            Role::Leader(l) => l.tracker.tick(now),
-            Role::Follower(_) => return,
-        };
-        self.after_tracker(id, change);
+        if !self.node(id).is_leader() {
+            return;
+        }
+        self.leader_input(id, LeaderInput::Tick);
         let peers: Vec<NodeId> = match &self.node(id).role {
             Role::Leader(l) => l.links.keys().copied().collect(),
             Role::Follower(_) => return,
@@ -259,7 +298,7 @@ impl Simulation {
                     link.next_attempt,
                     link.last_send,
                     link.sent_commit,
-                    l.tracker.hw(),
+                    l.engine.tracker().hw(),
                     node.meta().epoch,
                 )
             };
@@ -329,7 +368,7 @@ impl Simulation {
             let Role::Leader(l) = &mut node.role else {
                 return;
             };
-            let hw = l.tracker.hw();
+            let hw = l.engine.tracker().hw();
             let Some(link) = l.links.get_mut(&peer) else {
                 return;
             };
@@ -378,7 +417,6 @@ impl Simulation {
         {
             return;
         }
-        let now = self.instant();
         match msg {
             Msg::Position {
                 last_offset,
@@ -393,19 +431,18 @@ impl Simulation {
                 }
                 match decide_start(&node.index, last_offset, last_epoch) {
                     StartPoint::Matched { matched } => {
-                        let change = match &mut self.node_mut(id).role {
+                        match &mut self.node_mut(id).role {
                             Role::Leader(l) => {
                                 if let Some(link) = l.links.get_mut(&peer) {
                                     link.progress.on_matched(matched);
                                 }
-                                l.tracker.on_connected(peer, matched, now)
                             }
                             Role::Follower(_) => return,
-                        };
+                        }
                         self.log(format!("n{id}: n{peer} matched at {matched}"));
-                        self.after_tracker(id, change);
+                        self.leader_input(id, LeaderInput::Connected { peer, matched });
                         let hw = match &self.node(id).role {
-                            Role::Leader(l) => l.tracker.hw(),
+                            Role::Leader(l) => l.engine.tracker().hw(),
                             Role::Follower(_) => return,
                         };
                         // A probe: confirms the match point to the follower.
@@ -449,16 +486,15 @@ impl Simulation {
                 };
                 match outcome {
                     AckOutcome::Advanced { .. } => {
-                        let change = match &mut self.node_mut(id).role {
+                        match &mut self.node_mut(id).role {
                             Role::Leader(l) => {
                                 if let Some(link) = l.links.get_mut(&peer) {
                                     link.backoff.reset();
                                 }
-                                l.tracker.on_ack(peer, offset, now)
                             }
                             Role::Follower(_) => return,
-                        };
-                        self.after_tracker(id, change);
+                        }
+                        self.leader_input(id, LeaderInput::Acked { peer, offset });
                         self.pump_link(id, peer);
                     }
                     AckOutcome::Stale => {}
@@ -480,7 +516,7 @@ impl Simulation {
     pub(super) fn leader_link_down(&mut self, id: NodeId, peer: NodeId, conn: ConnId) {
         let jitter = self.rng.unit();
         let now = self.now;
-        let change = match &mut self.node_mut(id).role {
+        match &mut self.node_mut(id).role {
             Role::Leader(l) => {
                 let Some(link) = l.links.get_mut(&peer) else {
                     return;
@@ -491,14 +527,17 @@ impl Simulation {
                 link.conn = None;
                 link.progress.on_disconnected();
                 link.next_attempt = now + link.backoff.next_delay(jitter).as_nanos() as u64;
-                l.tracker.on_disconnected(peer)
             }
             Role::Follower(_) => return,
-        };
+        }
         if self.node(id).up {
-            self.after_tracker(id, change);
+            self.leader_input(id, LeaderInput::Disconnected { peer });
         }
     }
 }
 
 const MS_DURATION: std::time::Duration = std::time::Duration::from_nanos(MS);
+
+/// How long the sim's leader engine retries a full disk queue (the sim's
+/// disk never reports one).
+const WAL_BUSY_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -4,25 +4,18 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Entry, NodeId};
+use crate::engine::{LeaderEngine, ProposalId};
 use crate::epochs::EpochIndex;
 use crate::record::Record;
-use crate::replication::{Backoff, LinkProgress, ReplicaSetTracker};
+use crate::replication::{Backoff, LinkProgress};
 use crate::state::MetadataState;
 
 use super::disk::{CrashLoss, Meta, SimDisk};
 use super::net::ConnId;
 use super::rng::SimRng;
 
-/// How long a client waits for its write (as Kafka's `acks`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Acks {
-    /// Resolved as soon as the leader appended it.
-    None,
-    /// Resolved once it is on the leader's disk (may be lost on failover).
-    Leader,
-    /// Resolved once committed and on every ISR member's disk.
-    All,
-}
+/// How long a client waits for its write: the engine's levels.
+pub use crate::engine::Acks;
 
 /// A client write waiting on the leader.
 #[derive(Debug, Clone)]
@@ -53,12 +46,15 @@ pub struct LinkSim {
 /// What a leader keeps.
 #[derive(Debug, Clone)]
 pub struct LeaderState {
-    /// The real ISR / commit engine.
-    pub tracker: ReplicaSetTracker,
+    /// The real leader engine (WAL writes, ISR, commit, waiters), the one
+    /// the `Replicator` actor drives.
+    pub engine: LeaderEngine,
     /// One link per follower.
     pub links: BTreeMap<NodeId, LinkSim>,
-    /// Client writes not yet resolved, in offset order.
-    pub waiters: Vec<Waiter>,
+    /// Client writes the engine has not resolved yet, by proposal id.
+    pub waiters: BTreeMap<ProposalId, Waiter>,
+    /// The next proposal id.
+    pub next_proposal: ProposalId,
 }
 
 /// What a follower keeps about its current leader connection.
