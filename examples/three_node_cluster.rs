@@ -428,11 +428,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
 
     // Converge: everyone applies the leader's commit.
-    let target = leader
-        .status()
-        .await
-        .map_err(|e| e.to_string())?
-        .high_watermark;
+    let target = leader.status().await.map_err(|e| e.to_string())?.commit;
     for id in 1..=3 {
         let n = cluster.node(id)?;
         wait_for(

@@ -107,7 +107,7 @@ pub enum Frame {
         first_offset: u64,
         /// Concatenated WAL records (see [`crate::record`]).
         records: Bytes,
-        /// The leader's high watermark.
+        /// The leader's commit point.
         commit: u64,
     },
     /// Follower → leader: every offset up to `offset` is durable here.
@@ -117,7 +117,7 @@ pub enum Frame {
     },
     /// Leader → follower on an idle link; the follower answers with `Ack`.
     Heartbeat {
-        /// The leader's high watermark.
+        /// The leader's commit point.
         commit: u64,
     },
     /// Leader → follower: part of a snapshot, for a follower behind the log start.

@@ -396,7 +396,7 @@ async fn lone_leader_commits_nothing_and_rejoins_after_failover() {
     // A lone leader commits nothing: one disk is not a majority of three.
     // (The old rule, min(min_insync, |ISR|), committed and applied these.)
     let s = c.node(1).status().await.unwrap();
-    assert_eq!((s.log_end, s.high_watermark), (end + 2, end));
+    assert_eq!((s.log_end, s.commit), (end + 2, end));
     assert_eq!(c.node(1).view().applied_offset(), end);
     assert_eq!(c.node(1).view().topics(), vec!["before"]);
 
@@ -702,7 +702,7 @@ async fn failover_to_a_follower_and_back() {
         .await;
     assert_eq!(c.node(1).role(), Role::Follower);
     c.wait_isr_of(2, 3, LIMIT).await;
-    let target = c.node(2).status().await.unwrap().high_watermark;
+    let target = c.node(2).status().await.unwrap().commit;
     for id in [1, 3] {
         let n = c.node(id).clone();
         wait_until(&format!("node {id} to apply up to {target}"), LIMIT, || {

@@ -421,7 +421,7 @@ impl Node {
             leader: self.shared.leader(),
             log_end: 0,
             durable: 0,
-            high_watermark: 0,
+            commit: 0,
             applied_offset: self.view.applied_offset(),
             isr_len: 0,
             followers: Vec::new(),
@@ -434,7 +434,7 @@ impl Node {
                     .map_err(|_| ProposeError::ShuttingDown)?;
                 status.log_end = s.log_end;
                 status.durable = s.durable;
-                status.high_watermark = s.hw;
+                status.commit = s.commit;
                 status.isr_len = self.shared.isr_len();
                 status.followers = s.followers;
             }
@@ -446,7 +446,7 @@ impl Node {
                     .map_err(|_| ProposeError::ShuttingDown)?;
                 status.log_end = p.log_end;
                 status.durable = p.durable;
-                status.high_watermark = p.commit;
+                status.commit = p.commit;
             }
         }
         Ok(status)

@@ -16,7 +16,7 @@ pub struct LogProgress {
     pub log_end: u64,
     /// Last offset durable in this node's WAL.
     pub durable: u64,
-    /// Highest committed offset known (the leader's high watermark).
+    /// Highest committed offset known (the leader's commit point).
     pub commit: u64,
 }
 

@@ -47,8 +47,8 @@ pub struct NodeStatus {
     pub log_end: u64,
     /// Last offset durable in its WAL.
     pub durable: u64,
-    /// The high watermark (committed offset) it knows.
-    pub high_watermark: u64,
+    /// The commit point (highest committed offset) it knows.
+    pub commit: u64,
     /// Last offset applied to its metadata state.
     pub applied_offset: u64,
     /// ISR size (leader only; 0 on a follower).

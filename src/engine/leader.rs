@@ -377,7 +377,7 @@ impl LeaderEngine {
                 isr_len: self.tracker.isr_len(),
             });
         }
-        if let Some(offset) = change.hw_advanced {
+        if let Some(offset) = change.commit_advanced {
             self.actions.push_back(LeaderAction::Commit { offset });
         }
         // acks=all: committed and durable on every ISR member.

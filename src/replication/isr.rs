@@ -8,7 +8,7 @@
 //!
 //! Two watermarks, both monotonic:
 //!
-//! - the **commit point** ([`ReplicaSetTracker::hw`]), what every node may
+//! - the **commit point** ([`ReplicaSetTracker::commit`]), what every node may
 //!   apply: the highest offset durable on a majority of the voters (the
 //!   leader counted, ISR or not). A slow follower therefore never delays
 //!   what the other nodes apply, and a committed entry is on a majority of
@@ -48,7 +48,7 @@ struct Member {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IsrChange {
     /// The commit point moved to this offset.
-    pub hw_advanced: Option<u64>,
+    pub commit_advanced: Option<u64>,
     /// The ISR watermark (`acks=all`) moved to this offset.
     pub isr_durable_advanced: Option<u64>,
     /// Followers that joined the ISR.
@@ -60,14 +60,14 @@ pub struct IsrChange {
 impl IsrChange {
     /// Whether anything changed.
     pub fn is_empty(&self) -> bool {
-        self.hw_advanced.is_none()
+        self.commit_advanced.is_none()
             && self.isr_durable_advanced.is_none()
             && self.joined.is_empty()
             && self.left.is_empty()
     }
 }
 
-/// ISR membership and the high watermark of the leader's epoch.
+/// ISR membership and the commit point of the leader's epoch.
 #[derive(Debug, Clone)]
 pub struct ReplicaSetTracker {
     leader: NodeId,
@@ -77,14 +77,14 @@ pub struct ReplicaSetTracker {
     epoch_start: u64,
     local_durable: u64,
     log_end: u64,
-    hw: u64,
+    commit: u64,
     isr_durable: u64,
 }
 
 impl ReplicaSetTracker {
     /// A tracker for `leader` with `followers` (none in the ISR yet), whose
     /// epoch starts at `epoch_start` (the offset of its `LeaderChange`), with
-    /// a known-committed offset `hw`, the log ending at `log_end` of which
+    /// a known-committed offset `commit`, the log ending at `log_end` of which
     /// `local_durable` is on disk. `min_insync` is capped at the cluster size.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -94,7 +94,7 @@ impl ReplicaSetTracker {
         lag_max: Duration,
         min_insync: usize,
         epoch_start: u64,
-        hw: u64,
+        commit: u64,
         log_end: u64,
         local_durable: u64,
     ) -> ReplicaSetTracker {
@@ -123,16 +123,16 @@ impl ReplicaSetTracker {
             epoch_start,
             local_durable: local_durable.min(log_end),
             log_end,
-            hw: hw.min(log_end),
-            isr_durable: hw.min(log_end),
+            commit: commit.min(log_end),
+            isr_durable: commit.min(log_end),
         };
-        let _ = t.recompute_hw();
+        let _ = t.recompute();
         t
     }
 
-    /// The commit point (high watermark): what every node may apply.
-    pub fn hw(&self) -> u64 {
-        self.hw
+    /// The commit point (commit point): what every node may apply.
+    pub fn commit(&self) -> u64 {
+        self.commit
     }
 
     /// The ISR watermark: durable on every ISR member; `acks=all` writes up
@@ -289,9 +289,9 @@ impl ReplicaSetTracker {
     }
 
     fn try_join(&mut self, peer: NodeId, now: Instant, change: &mut IsrChange) {
-        let hw = self.hw;
+        let commit = self.commit;
         if let Some(m) = self.members.get_mut(&peer) {
-            if m.connected && !m.in_isr && m.durable >= hw {
+            if m.connected && !m.in_isr && m.durable >= commit {
                 m.in_isr = true;
                 m.last_caught_up = m.last_caught_up.max(now);
                 change.joined.push(peer);
@@ -300,8 +300,8 @@ impl ReplicaSetTracker {
     }
 
     fn finish(&mut self, change: &mut IsrChange) {
-        let (hw, isr) = self.recompute_hw();
-        change.hw_advanced = hw;
+        let (commit, isr) = self.recompute();
+        change.commit_advanced = commit;
         change.isr_durable_advanced = isr;
     }
 
@@ -312,7 +312,7 @@ impl ReplicaSetTracker {
     /// a follower's durable
     /// offset stays on its disk whether or not its link is up. The ISR and
     /// `min_insync_replicas` play no part here; they only gate `acks=all`.
-    fn recompute_hw(&mut self) -> (Option<u64>, Option<u64>) {
+    fn recompute(&mut self) -> (Option<u64>, Option<u64>) {
         let mut durable: Vec<u64> = self.members.values().map(|m| m.durable).collect();
         durable.push(self.local_durable);
         durable.sort_unstable_by(|a, b| b.cmp(a));
@@ -330,11 +330,11 @@ impl ReplicaSetTracker {
             .map(|m| m.durable)
             .fold(self.local_durable, u64::min);
         let mut moved = (None, None);
-        if commit > self.hw && commit >= self.epoch_start {
-            self.hw = commit;
+        if commit > self.commit && commit >= self.epoch_start {
+            self.commit = commit;
             moved.0 = Some(commit);
         }
-        let all = all.min(self.hw);
+        let all = all.min(self.commit);
         if all > self.isr_durable && all >= self.epoch_start {
             self.isr_durable = all;
             moved.1 = Some(all);
@@ -369,13 +369,13 @@ mod tests {
 
         t.on_append(10);
         assert_eq!(
-            t.on_local_durable(10).hw_advanced,
+            t.on_local_durable(10).commit_advanced,
             None,
             "no follower has it yet"
         );
         let c = t.on_ack(2, 10, t0);
         assert_eq!(
-            c.hw_advanced,
+            c.commit_advanced,
             Some(10),
             "leader + one follower commit (k = 2)"
         );
@@ -391,7 +391,7 @@ mod tests {
         t.on_local_durable(20);
         t.on_ack(2, 20, t0 + Duration::from_secs(1));
         assert_eq!(
-            t.hw(),
+            t.commit(),
             20,
             "a slow in-sync follower does not delay the commit"
         );
@@ -406,7 +406,7 @@ mod tests {
         );
         assert_eq!(t.isr(), vec![1, 2]);
 
-        // 3 catches up to the HW and rejoins.
+        // 3 catches up to the commit point and rejoins.
         let c = t.on_ack(3, 20, t0 + Duration::from_secs(7));
         assert_eq!(c.joined, vec![3]);
 
@@ -450,15 +450,15 @@ mod tests {
         // committed was 40; the leader has 50 durable.
         let mut t = ReplicaSetTracker::new(1, [2], t0, LAG, 2, 51, 40, 51, 50);
         assert_eq!(
-            t.hw(),
+            t.commit(),
             40,
             "50 < epoch start: entries of an old epoch are not committed by counting"
         );
         t.on_connected(2, 50, t0);
-        assert_eq!(t.hw(), 40);
+        assert_eq!(t.commit(), 40);
         t.on_ack(2, 51, t0);
-        assert_eq!(t.hw(), 40, "the leader itself does not have 51 yet");
-        assert_eq!(t.on_local_durable(51).hw_advanced, Some(51));
+        assert_eq!(t.commit(), 40, "the leader itself does not have 51 yet");
+        assert_eq!(t.on_local_durable(51).commit_advanced, Some(51));
     }
 
     #[test]
@@ -469,10 +469,10 @@ mod tests {
         let mut t = tracker(t0);
         t.on_append(5);
         assert_eq!(t.on_local_durable(5), IsrChange::default());
-        assert_eq!((t.hw(), t.isr_durable()), (0, 0));
+        assert_eq!((t.commit(), t.isr_durable()), (0, 0));
         // One follower back: 2 of 3 is a majority.
         t.on_connected(2, 5, t0);
-        assert_eq!(t.hw(), 5);
+        assert_eq!(t.commit(), 5);
         assert_eq!(t.isr_durable(), 5);
     }
 
@@ -485,19 +485,19 @@ mod tests {
         t.on_local_durable(10);
         t.on_ack(2, 10, t0);
         assert!(t.acks_all_allowed(), "ISR {{1, 2}} meets min_insync 2");
-        assert_eq!(t.hw(), 0, "2 of 5 disks is not a majority");
+        assert_eq!(t.commit(), 0, "2 of 5 disks is not a majority");
         assert_eq!(t.isr_durable(), 0, "acks=all waits for the commit too");
         // A third voter that is not (yet) in the ISR still counts for the
         // commit: its disk holds the entry.
         t.on_connected(3, 10, t0);
-        assert_eq!(t.hw(), 10);
+        assert_eq!(t.commit(), 10);
         assert_eq!(t.isr_durable(), 10);
         // A disconnected voter's durable offset still counts.
         t.on_disconnected(3);
         t.on_append(12);
         t.on_local_durable(12);
         t.on_ack(2, 12, t0);
-        assert_eq!(t.hw(), 10, "only 2 disks have 12");
+        assert_eq!(t.commit(), 10, "only 2 disks have 12");
     }
 
     #[derive(Debug, Clone)]
@@ -533,7 +533,7 @@ mod tests {
             let mut last_hw = 0;
             let mut last_isr_durable = 0;
             for s in steps {
-                let last_hw_before_step = t.hw();
+                let last_hw_before_step = t.commit();
                 match s {
                     Step::Advance(ms) => now += Duration::from_millis(ms),
                     Step::Append(n) => t.on_append(t.log_end() + n),
@@ -551,21 +551,21 @@ mod tests {
                     }
                     Step::Tick => { t.tick(now); }
                 }
-                // HW never moves back, never passes the leader's durable offset
+                // The commit point never moves back, never passes the leader's durable offset
                 // nor any ISR member's durable offset.
-                prop_assert!(t.hw() >= last_hw);
+                prop_assert!(t.commit() >= last_hw);
                 prop_assert!(t.isr_durable() >= last_isr_durable);
-                last_hw = t.hw();
+                last_hw = t.commit();
                 last_isr_durable = t.isr_durable();
-                prop_assert!(t.hw() <= t.local_durable());
-                prop_assert!(t.hw() <= t.log_end());
-                prop_assert!(t.isr_durable() <= t.hw(), "acks=all never runs ahead of the commit");
+                prop_assert!(t.commit() <= t.local_durable());
+                prop_assert!(t.commit() <= t.log_end());
+                prop_assert!(t.isr_durable() <= t.commit(), "acks=all never runs ahead of the commit");
                 // The commit is on a majority of the 4 voters' disks (3).
                 let on_disk = [1u64, 2, 3, 4]
                     .iter()
-                    .filter(|&&v| t.durable_of(v).unwrap_or(0) >= t.hw())
+                    .filter(|&&v| t.durable_of(v).unwrap_or(0) >= t.commit())
                     .count();
-                prop_assert!(t.hw() == last_hw_before_step || on_disk >= 3, "commit {} on {} disks", t.hw(), on_disk);
+                prop_assert!(t.commit() == last_hw_before_step || on_disk >= 3, "commit {} on {} disks", t.commit(), on_disk);
                 let isr = t.isr();
                 prop_assert_eq!(isr[0], 1);
                 for &m in &isr[1..] {
@@ -574,8 +574,8 @@ mod tests {
                     prop_assert!(t.durable_of(m).unwrap_or(0) >= t.isr_durable());
                 }
                 prop_assert_eq!(t.acks_all_allowed(), isr.len() >= 2);
-                // HW is at least the epoch start once it moved at all.
-                prop_assert!(t.hw() == 0 || t.hw() >= t.epoch_start());
+                // The commit point is at least the epoch start once it moved at all.
+                prop_assert!(t.commit() == 0 || t.commit() >= t.epoch_start());
             }
             // After a tick, no ISR member lags more than the limit.
             t.tick(now);

@@ -220,15 +220,15 @@ impl Simulation {
                 LeaderAction::IsrChanged { joined, left, .. } => {
                     self.log(format!("n{id}: ISR +{joined:?} -{left:?}"));
                 }
-                LeaderAction::Commit { offset: hw } => {
+                LeaderAction::Commit { offset: commit } => {
                     let node = self.node(id);
-                    let from = node.commit.min(hw) as usize;
-                    let entries: Vec<Entry> = node.log[from..hw as usize].to_vec();
+                    let from = node.commit.min(commit) as usize;
+                    let entries: Vec<Entry> = node.log[from..commit as usize].to_vec();
                     let epoch = node.meta().epoch;
-                    self.log(format!("n{id}: commit {hw}"));
+                    self.log(format!("n{id}: commit {commit}"));
                     let r = self.checker.on_committed(id, epoch, &entries, &self.nodes);
                     self.check(r);
-                    self.node_mut(id).learn_commit(hw);
+                    self.node_mut(id).learn_commit(commit);
                     self.apply(id);
                 }
                 LeaderAction::Resolve {
@@ -288,7 +288,7 @@ impl Simulation {
         };
         let heartbeat = self.config.heartbeat.as_nanos() as u64;
         for peer in peers {
-            let (state, conn, next_attempt, last_send, sent_commit, hw, epoch) = {
+            let (state, conn, next_attempt, last_send, sent_commit, commit, epoch) = {
                 let node = self.node(id);
                 let Role::Leader(l) = &node.role else { return };
                 let link = &l.links[&peer];
@@ -298,7 +298,7 @@ impl Simulation {
                     link.next_attempt,
                     link.last_send,
                     link.sent_commit,
-                    l.engine.tracker().hw(),
+                    l.engine.tracker().commit(),
                     node.meta().epoch,
                 )
             };
@@ -325,14 +325,14 @@ impl Simulation {
                     }
                 }
                 (LinkState::Probing | LinkState::Streaming, Some(c))
-                    if self.now >= last_send + heartbeat || sent_commit < hw =>
+                    if self.now >= last_send + heartbeat || sent_commit < commit =>
                 {
                     let now = self.now;
                     if let Some(link) = self.link_mut(id, peer) {
                         link.last_send = now;
-                        link.sent_commit = hw;
+                        link.sent_commit = commit;
                     }
-                    self.send(c, Dir::ToFollower, Msg::Heartbeat { commit: hw });
+                    self.send(c, Dir::ToFollower, Msg::Heartbeat { commit });
                 }
                 _ => {}
             }
@@ -368,7 +368,7 @@ impl Simulation {
             let Role::Leader(l) = &mut node.role else {
                 return;
             };
-            let hw = l.engine.tracker().hw();
+            let commit = l.engine.tracker().commit();
             let Some(link) = l.links.get_mut(&peer) else {
                 return;
             };
@@ -394,14 +394,14 @@ impl Simulation {
             let end = first + n as u64 - 1;
             link.progress.on_sent(end, n, bytes);
             link.last_send = now;
-            link.sent_commit = hw;
+            link.sent_commit = commit;
             self.send(
                 conn,
                 Dir::ToFollower,
                 Msg::Append {
                     first_offset: first,
                     records: batch,
-                    commit: hw,
+                    commit,
                 },
             );
         }
@@ -441,8 +441,8 @@ impl Simulation {
                         }
                         self.log(format!("n{id}: n{peer} matched at {matched}"));
                         self.leader_input(id, LeaderInput::Connected { peer, matched });
-                        let hw = match &self.node(id).role {
-                            Role::Leader(l) => l.engine.tracker().hw(),
+                        let commit = match &self.node(id).role {
+                            Role::Leader(l) => l.engine.tracker().commit(),
                             Role::Follower(_) => return,
                         };
                         // A probe: confirms the match point to the follower.
@@ -452,7 +452,7 @@ impl Simulation {
                             Msg::Append {
                                 first_offset: matched + 1,
                                 records: Vec::new(),
-                                commit: hw,
+                                commit,
                             },
                         );
                         self.pump_link(id, peer);

@@ -203,7 +203,7 @@ fn log_status(s: &NodeStatus) {
         leader = ?s.leader,
         log_end = s.log_end,
         durable = s.durable,
-        hw = s.high_watermark,
+        commit = s.commit,
         applied = s.applied_offset,
         isr = s.isr_len,
         "status"

@@ -94,7 +94,7 @@ pub(crate) struct LogStartMoved {
 pub(crate) struct ReplicationStatus {
     pub log_end: u64,
     pub durable: u64,
-    pub hw: u64,
+    pub commit: u64,
     pub followers: Vec<FollowerStatus>,
 }
 
@@ -233,7 +233,7 @@ impl Replicator {
         let p = LogProgress {
             log_end: t.log_end(),
             durable: t.local_durable(),
-            commit: t.hw(),
+            commit: t.commit(),
         };
         crate::progress::publish(&self.progress_tx, p);
     }
@@ -262,7 +262,7 @@ impl Replicator {
                 left,
                 isr_len,
             } => {
-                let offset = self.engine.tracker().hw();
+                let offset = self.engine.tracker().commit();
                 for peer in joined {
                     tracing::info!(
                         node = self.node,
@@ -481,7 +481,7 @@ impl Handler<GetReplicationStatus> for Replicator {
         MessageResult(ReplicationStatus {
             log_end,
             durable: tracker.local_durable(),
-            hw: tracker.hw(),
+            commit: tracker.commit(),
             followers,
         })
     }
