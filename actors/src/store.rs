@@ -408,28 +408,25 @@ impl MetadataStore {
     }
 
     /// Append the leader's `LeaderChange`, the first entry of its epoch: its
-    /// commit commits every entry before it.
-    fn announce_leadership(&mut self) {
-        if let Some(log) = &self.appended {
-            // A leader's first entry of its epoch: its commit commits all before.
-            let command = Command::LeaderChange {
-                leader: self.node,
-                epoch: log.epoch,
-            };
-            match self.append(command, Acks::None, true) {
-                Ok((p, _)) => {
-                    tracing::info!(
-                        node = self.node,
-                        offset = p.offset,
-                        epoch = p.epoch,
-                        "leader appended LeaderChange"
-                    )
-                }
-                Err(e) => {
-                    tracing::error!(node = self.node, error = %e, "cannot append LeaderChange")
-                }
-            }
-        }
+    /// commit commits every entry before it. Without it the leader could
+    /// commit nothing of its epoch, so a failure is returned (and the
+    /// caller fails the role change or the node), never only logged.
+    fn announce_leadership(&mut self) -> Result<(), ProposeError> {
+        let Some(log) = &self.appended else {
+            return Ok(());
+        };
+        let command = Command::LeaderChange {
+            leader: self.node,
+            epoch: log.epoch,
+        };
+        let (p, _) = self.append(command, Acks::None, true)?;
+        tracing::info!(
+            node = self.node,
+            offset = p.offset,
+            epoch = p.epoch,
+            "leader appended LeaderChange"
+        );
+        Ok(())
     }
 
     /// Tell the Replicator (if leading) where the log starts now.
@@ -579,7 +576,9 @@ impl Actor for MetadataStore {
         if let Some(rx) = self.progress_rx.take() {
             ctx.add_stream(crate::progress::updates(rx));
         }
-        self.announce_leadership();
+        if let Err(e) = self.announce_leadership() {
+            self.fail_stop(format!("cannot append the LeaderChange of this epoch: {e}"));
+        }
         self.drive(ctx);
     }
 }
@@ -725,8 +724,8 @@ impl Handler<TakeLeadership> for MetadataStore {
                 replicator: msg.replicator,
             });
             act.pending.clear();
-            act.announce_leadership();
-            Ok(())
+            act.announce_leadership()
+                .map_err(|e| format!("cannot append the LeaderChange of epoch {}: {e}", msg.epoch))
         }))
     }
 }
