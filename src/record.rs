@@ -204,3 +204,16 @@ pub fn concat_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Byte
     }
     buf.freeze()
 }
+
+/// A small valid record at `offset` (epoch 1), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_record(offset: u64) -> Record {
+    Record::encode(&Entry {
+        offset,
+        epoch: 1,
+        command: crate::command::Command::DeleteTopic {
+            name: format!("t{offset}"),
+        },
+    })
+    .expect("a small entry encodes")
+}

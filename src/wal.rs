@@ -971,18 +971,8 @@ fn check_record_bytes(r: &Record) -> Result<(), WalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Entry};
 
-    fn record(offset: u64) -> Record {
-        Record::encode(&Entry {
-            offset,
-            epoch: 1,
-            command: Command::DeleteTopic {
-                name: format!("t{offset}"),
-            },
-        })
-        .unwrap()
-    }
+    use crate::record::test_record as record;
 
     #[test]
     fn wal_find_valid_record_after_a_failure() {

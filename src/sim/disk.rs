@@ -172,18 +172,8 @@ impl SimDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Entry};
 
-    fn rec(offset: u64) -> Record {
-        Record::encode(&Entry {
-            offset,
-            epoch: 1,
-            command: Command::DeleteTopic {
-                name: format!("t{offset}"),
-            },
-        })
-        .unwrap()
-    }
+    use crate::record::test_record as rec;
 
     #[test]
     fn crash_keeps_durable_and_cuts_torn_tail() {
