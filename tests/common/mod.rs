@@ -21,22 +21,18 @@ pub const CLUSTER: &str = "test-cluster";
 /// The shared secret.
 pub const SECRET: &[u8] = b"test-secret";
 
+/// The polling loop the examples and the bench use too.
+#[path = "../../examples/support/mod.rs"]
+mod support;
+
 /// Poll `cond` until it holds; panic with `what` after `limit`.
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    if let Err(e) = support::wait_for(what, limit, cond).await {
+        panic!("{e}");
     }
 }
 
