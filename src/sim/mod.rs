@@ -7,7 +7,7 @@
 //! [`check_append`](crate::replication::check_append) for the handshake and
 //! every batch, [`EpochIndex`](crate::epochs::EpochIndex) and
 //! [`MetadataState`](crate::state::MetadataState) — in one thread, over a
-//! simulated [network](net) and [disk](disk), on a virtual clock, with every
+//! simulated [network](net) and [disk], on a virtual clock, with every
 //! random choice drawn from one seeded [rng]. A seed replays exactly.
 //!
 //! One step is one event: a message delivered, an fsync completed, a timer
@@ -19,7 +19,7 @@
 //! leader, every node at the same applied offset and digest, every
 //! acknowledged `acks=all` write on every node.
 //!
-//! Leader changes are made by a [controller](controller) that stands in for
+//! Leader changes are made by a [controller] that stands in for
 //! elections (a later issue): see there for what it models.
 //!
 //! Not modelled yet: real elections (pre-vote, votes over the network,
