@@ -33,7 +33,8 @@
 //! use metawal::sim::{run_seed, SimConfig};
 //! let report = run_seed(&SimConfig::new(42, 3));
 //! if let Some(v) = &report.violation {
-//!     eprintln!("{v}");
+//!     // Seed, step, invariant, the last 50 events and the replay command.
+//!     let _text = v.to_string();
 //! }
 //! ```
 
