@@ -352,6 +352,19 @@ impl ReplicaListener {
         for addr in self.sessions.values() {
             let _ = addr.try_send(StopSession);
         }
+        // Nothing queued behind the failure may still touch the log.
+        for d in std::mem::take(&mut self.deferred) {
+            match d {
+                Deferred::Attach(_, tx) => {
+                    let _ = tx.send(Err(AttachRefused::Storage(reason.clone())));
+                }
+                Deferred::Truncate(_, tx) | Deferred::Snapshot(_, tx) => {
+                    let _ = tx.send(Err(reason.clone()));
+                }
+                // Dropping the sender fails the waiting role change.
+                Deferred::Release(_) => {}
+            }
+        }
     }
 
     fn flush_writes(&mut self, ctx: &mut Context<Self>) {
@@ -755,6 +768,13 @@ impl Handler<SessionAppend> for ReplicaListener {
     fn handle(&mut self, msg: SessionAppend, ctx: &mut Context<Self>) -> Result<(), String> {
         if !self.is_active(msg.session) || !self.deferred.is_empty() || self.busy {
             return Err("session is not the active one".into());
+        }
+        // A truncation or snapshot the store has not taken yet must reach it
+        // before anything that would let durable/commit pass it: refuse (the
+        // session closes and the leader resends from the acked offset).
+        self.flush_store();
+        if !self.store_outbox.is_empty() {
+            return Err("the store has not taken the last truncation or snapshot yet".into());
         }
         check_append(&self.epochs, self.meta.current_epoch, &msg.records)
             .map_err(|e| e.to_string())?;
