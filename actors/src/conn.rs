@@ -111,6 +111,11 @@ impl Connection {
         }
     }
 
+    /// Whether the writer queue has room for one more frame.
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > 0
+    }
+
     /// Queue a frame for sending.
     pub fn send(&self, frame: Frame) -> Result<(), QueueError> {
         self.tx.try_send(frame).map_err(|e| match e {

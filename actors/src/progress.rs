@@ -9,23 +9,7 @@
 use futures::Stream;
 use tokio::sync::watch;
 
-/// Where the log stands on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LogProgress {
-    /// Last offset appended (maybe not yet durable).
-    pub log_end: u64,
-    /// Last offset durable in this node's WAL.
-    pub durable: u64,
-    /// Highest committed offset known (the leader's commit point).
-    pub commit: u64,
-}
-
-impl LogProgress {
-    /// Entries up to here may be applied: committed and durable locally.
-    pub fn applicable(&self) -> u64 {
-        self.commit.min(self.durable)
-    }
-}
+pub use metawal::engine::LogProgress;
 
 /// Publish `p`, waking readers only if it changed.
 pub(crate) fn publish(tx: &watch::Sender<LogProgress>, p: LogProgress) {

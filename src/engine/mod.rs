@@ -10,6 +10,10 @@
 //! - [`leader`]: the leader's own WAL writes (group commit, a full disk
 //!   queue, a failed disk), the ISR and the commit point, and the proposals
 //!   waiting for them.
+//! - [`link`]: the leader's link to one follower: connecting and backoff,
+//!   the authenticated handshake, the start point, what to send next
+//!   (tail, WAL read or snapshot) within the window, heartbeats, and the
+//!   session timeout.
 //! - [`epoch`]: epoch fencing, one rule for every path that persists an
 //!   epoch.
 //! - [`follower`]: what a truncation or a snapshot install from the leader
@@ -20,6 +24,11 @@
 pub mod epoch;
 pub mod follower;
 pub mod leader;
+pub mod link;
 pub mod store;
 
 pub use leader::{Acks, LeaderAction, LeaderEngine, LeaderError, LeaderInput, ProposalId};
+pub use link::{
+    LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,
+    SnapshotBytes,
+};

@@ -1,0 +1,927 @@
+//! The link engine: the leader's replication link to one follower.
+//!
+//! Every decision a `FollowerLink` used to make lives here: when to connect
+//! (backoff with jitter, reset after the first ack of a connection, or soon
+//! after a wake-up), the authenticated handshake (Challenge → Hello →
+//! Welcome, checked with [`HandshakeKeys`]), where the follower's log joins
+//! the leader's ([`LogView::start_point`]: match, truncate or snapshot),
+//! what to send next (batches from the in-memory tail, else a WAL read, else
+//! a snapshot; within the window of [`LinkProgress`]), when to send a
+//! heartbeat, when a silent follower is dropped, and what the Replicator is
+//! told ([`LinkReport`]).
+//!
+//! The shape is quinn-proto's `Connection`:
+//! - [`LinkEngine::handle`] takes one [`LinkInput`] at `now`;
+//! - [`LinkEngine::poll_transmit`] returns the next frame to write, and is
+//!   only called while the connection's writer has room, so a frame it
+//!   returns is a frame sent: nothing is dropped on a full queue, it simply
+//!   is not produced yet;
+//! - [`LinkEngine::poll_action`] returns what else the shell must do: open
+//!   or close the TCP connection, read the WAL, load the snapshot, report to
+//!   the Replicator;
+//! - [`LinkEngine::poll_timeout`] says when to call back with
+//!   [`LinkInput::Tick`].
+//!
+//! The engine holds no socket, file or clock. Randomness (nonces and
+//! backoff jitter) comes from the shell: nonces with
+//! [`LinkInput::Connected`], jitter from a seed given at construction.
+//! Results of asynchronous work carry the connection generation they were
+//! asked for, so a result that arrives after a reconnect is recognised as
+//! stale and ignored.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::command::NodeId;
+use crate::config::ReplicationConfig;
+use crate::frame::{Frame, RejectReason};
+use crate::handshake::{HandshakeError, HandshakeKeys, Nonce};
+use crate::record::{concat_records, Record};
+use crate::replication::{AckOutcome, Backoff, LinkProgress, LinkState, StartPoint};
+
+/// How many times the session timeout a follower may stay silent while a
+/// snapshot is loaded, sent and installed (it is silent while it installs).
+pub const SNAPSHOT_SILENCE_FACTOR: u32 = 10;
+
+/// Where the leader's log stands, as the link needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogProgress {
+    /// Last offset appended (maybe not yet durable).
+    pub log_end: u64,
+    /// Last offset durable in this node's WAL.
+    pub durable: u64,
+    /// Highest committed offset known (the leader's commit point).
+    pub commit: u64,
+}
+
+impl LogProgress {
+    /// Entries up to here may be applied: committed and durable locally.
+    pub fn applicable(&self) -> u64 {
+        self.commit.min(self.durable)
+    }
+}
+
+/// The leader's log as the link reads it, synchronously and in memory: the
+/// epoch boundaries (for the start point) and the newest records.
+pub trait LogView {
+    /// Where a follower whose log ends at `(last_offset, last_epoch)` joins
+    /// the leader's log (see [`crate::replication::decide_start`]).
+    fn start_point(&self, last_offset: u64, last_epoch: u64) -> StartPoint;
+    /// Up to `max_entries` records from `from` on, within `max_bytes` (at
+    /// least one record), if the in-memory tail holds `from`.
+    fn read_tail(&self, from: u64, max_entries: usize, max_bytes: usize) -> Option<Vec<Record>>;
+}
+
+/// Why a WAL read for the link returned no records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The WAL no longer holds `from` (it was compacted into a snapshot).
+    BelowLogStart,
+    /// `from` is not written yet.
+    NotYetWritten,
+    /// The read failed (I/O error, corrupt record, disk thread gone).
+    Failed(String),
+}
+
+/// The latest snapshot, encoded for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotBytes {
+    /// Last offset the snapshot covers.
+    pub offset: u64,
+    /// Epoch of that entry.
+    pub epoch: u64,
+    /// The encoded snapshot.
+    pub bytes: Bytes,
+}
+
+/// An event for the link engine.
+#[derive(Debug, Clone)]
+pub enum LinkInput {
+    /// A timer fired (see [`LinkEngine::poll_timeout`]).
+    Tick,
+    /// The follower connected to this leader's port: it may be back, so a
+    /// disconnected link retries soon instead of waiting out its backoff.
+    Wake,
+    /// The leader's log moved.
+    Progress(LogProgress),
+    /// The TCP connection asked for by [`LinkAction::Connect`] is open.
+    /// `nonce` is fresh randomness for this connection's `Hello`.
+    Connected {
+        /// The generation of the [`LinkAction::Connect`].
+        gen: u64,
+        /// [`crate::frame::NONCE_LEN`] random bytes from a CSPRNG.
+        nonce: Nonce,
+    },
+    /// The TCP connect failed or timed out.
+    ConnectFailed {
+        /// The generation of the [`LinkAction::Connect`].
+        gen: u64,
+        /// What went wrong, for the log.
+        reason: String,
+    },
+    /// A frame from the follower.
+    Frame {
+        /// The connection it came on.
+        gen: u64,
+        /// The frame.
+        frame: Frame,
+    },
+    /// The connection ended: closed by the follower, a read or write error,
+    /// bad bytes, or the writer queue gone.
+    Closed {
+        /// The connection.
+        gen: u64,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// The answer to [`LinkAction::ReadWal`].
+    WalRead {
+        /// The connection it was asked for.
+        gen: u64,
+        /// The first offset asked for.
+        from: u64,
+        /// The records, or why there are none.
+        result: Result<Vec<Record>, ReadFailure>,
+    },
+    /// The answer to [`LinkAction::LoadSnapshot`]: `Ok(None)` if there is no
+    /// snapshot.
+    SnapshotLoaded {
+        /// The connection it was asked for.
+        gen: u64,
+        /// The snapshot, or why it could not be loaded.
+        result: Result<Option<SnapshotBytes>, String>,
+    },
+}
+
+/// What the Replicator is told about this link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkReport {
+    /// Handshake done; the follower's log matches the leader's up to
+    /// `matched`.
+    Connected {
+        /// The match point.
+        matched: u64,
+    },
+    /// The follower has everything up to `offset` on disk (cumulative).
+    Acked {
+        /// The acked offset.
+        offset: u64,
+    },
+    /// The connection reported by `Connected` is gone.
+    Disconnected,
+    /// The follower refused the leader: it knows epoch `epoch` (led by
+    /// `leader`), which fences this leader's.
+    Fenced {
+        /// The follower's epoch.
+        epoch: u64,
+        /// The leader it knows for that epoch.
+        leader: Option<NodeId>,
+    },
+}
+
+/// What the shell must do, besides writing frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkAction {
+    /// Open a TCP connection to the follower (bounded by the session
+    /// timeout), then report [`LinkInput::Connected`] or
+    /// [`LinkInput::ConnectFailed`] with this `gen`.
+    Connect {
+        /// The generation of the connection to open.
+        gen: u64,
+    },
+    /// Close connection `gen` now (frames still queued are dropped: the
+    /// link resends from the acked offset on the next connection).
+    Close {
+        /// The connection.
+        gen: u64,
+    },
+    /// Read up to `max_entries` records from `from` on, within `max_bytes`,
+    /// from the WAL (off the arbiter), then report [`LinkInput::WalRead`].
+    ReadWal {
+        /// The connection the read is for.
+        gen: u64,
+        /// First offset.
+        from: u64,
+        /// Most entries.
+        max_entries: usize,
+        /// Byte budget (at least one record is returned).
+        max_bytes: usize,
+    },
+    /// Load and encode the latest snapshot (off the arbiter), then report
+    /// [`LinkInput::SnapshotLoaded`].
+    LoadSnapshot {
+        /// The connection it is for.
+        gen: u64,
+    },
+    /// Tell the Replicator.
+    Report(LinkReport),
+}
+
+/// Where the connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Conn {
+    /// No connection; the next attempt is at `retry_at` (none: not
+    /// scheduled).
+    Idle { retry_at: Option<Instant> },
+    /// A TCP connect is in flight.
+    Opening,
+    /// The connection is up.
+    Open(Phase),
+}
+
+/// Where an open connection's handshake is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitChallenge,
+    AwaitWelcome {
+        nonce: Nonce,
+    },
+    /// A `Truncate` or a snapshot was sent; the follower reports `Position`.
+    AwaitPosition,
+    /// Matched: appends, acks and heartbeats.
+    Streaming,
+}
+
+/// The snapshot being sent to the follower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SnapshotSend {
+    None,
+    Loading,
+    Sending {
+        snapshot: SnapshotBytes,
+        position: usize,
+    },
+}
+
+/// Who is linked to whom, in which epoch, with which settings.
+#[derive(Debug, Clone)]
+pub struct LinkSetup {
+    /// The leader (this node).
+    pub node: NodeId,
+    /// The follower.
+    pub peer: NodeId,
+    /// The leader's epoch.
+    pub epoch: u64,
+    /// This node's handshake keys.
+    pub keys: HandshakeKeys,
+    /// Windows, batch size, timeouts and backoff.
+    pub config: ReplicationConfig,
+}
+
+/// Protocol state of the leader's link to one follower (see the module
+/// docs).
+#[derive(Debug, Clone)]
+pub struct LinkEngine {
+    node: NodeId,
+    peer: NodeId,
+    epoch: u64,
+    keys: HandshakeKeys,
+    config: ReplicationConfig,
+    progress: LinkProgress,
+    backoff: Backoff,
+    rng: u64,
+    log: LogProgress,
+    conn: Conn,
+    gen: u64,
+    /// Our nonce for the `Hello` of the current connection.
+    nonce: Option<Nonce>,
+    last_attempt: Option<Instant>,
+    last_heard: Instant,
+    last_sent: Instant,
+    /// Commit point last sent to the follower on this connection.
+    sent_commit: u64,
+    /// A WAL read is in flight.
+    reading: bool,
+    /// Records read from the WAL, not sent yet (they start at the next
+    /// offset to send).
+    loaded: VecDeque<Record>,
+    snapshot: SnapshotSend,
+    snapshots_sent: u64,
+    acked_on_conn: bool,
+    /// The Replicator was told this connection is up, so it must be told
+    /// when it goes down.
+    reported_connected: bool,
+    /// Handshake frames waiting for the writer, in order.
+    control: VecDeque<Frame>,
+    actions: VecDeque<LinkAction>,
+}
+
+impl LinkEngine {
+    /// A link as `setup` describes it, not yet connected: the first
+    /// [`LinkEngine::poll_action`] asks to connect. `log` is where the
+    /// leader's log stands; `seed` seeds the backoff jitter.
+    pub fn new(setup: LinkSetup, log: LogProgress, now: Instant, seed: u64) -> LinkEngine {
+        let LinkSetup {
+            node,
+            peer,
+            epoch,
+            keys,
+            config,
+        } = setup;
+        let mut engine = LinkEngine {
+            node,
+            peer,
+            epoch,
+            keys,
+            progress: LinkProgress::new(config.window_bytes, config.window_entries),
+            backoff: Backoff::new(config.backoff_min, config.backoff_max),
+            config,
+            rng: seed | 1,
+            log,
+            conn: Conn::Idle { retry_at: None },
+            gen: 0,
+            nonce: None,
+            last_attempt: None,
+            last_heard: now,
+            last_sent: now,
+            sent_commit: 0,
+            reading: false,
+            loaded: VecDeque::new(),
+            snapshot: SnapshotSend::None,
+            snapshots_sent: 0,
+            acked_on_conn: false,
+            reported_connected: false,
+            control: VecDeque::new(),
+            actions: VecDeque::new(),
+        };
+        engine.connect(now);
+        engine
+    }
+
+    /// The follower's node id.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// The generation of the current (or last) connection.
+    pub fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    /// The replication progress of the follower.
+    pub fn progress(&self) -> &LinkProgress {
+        &self.progress
+    }
+
+    /// The link's named state.
+    pub fn state(&self) -> LinkState {
+        self.progress.state()
+    }
+
+    /// Whether the handshake is done on a live connection.
+    pub fn connected(&self) -> bool {
+        self.conn == Conn::Open(Phase::Streaming)
+    }
+
+    /// Snapshots sent to this follower.
+    pub fn snapshots_sent(&self) -> u64 {
+        self.snapshots_sent
+    }
+
+    /// The next action for the shell, in order.
+    pub fn poll_action(&mut self) -> Option<LinkAction> {
+        self.actions.pop_front()
+    }
+
+    /// When to call back with [`LinkInput::Tick`]: the reconnect time, the
+    /// session deadline, or the next heartbeat, whichever comes first.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.conn {
+            Conn::Idle { retry_at } => *retry_at,
+            Conn::Opening => None,
+            Conn::Open(phase) => {
+                let deadline = self.last_heard + self.silence_limit();
+                if *phase == Phase::Streaming {
+                    Some(deadline.min(self.last_sent + self.config.heartbeat_interval))
+                } else {
+                    Some(deadline)
+                }
+            }
+        }
+    }
+
+    /// Take one input.
+    pub fn handle(&mut self, now: Instant, input: LinkInput, log: &dyn LogView) {
+        match input {
+            LinkInput::Tick => self.on_tick(now),
+            LinkInput::Wake => self.on_wake(now),
+            LinkInput::Progress(p) => self.log = p,
+            LinkInput::Connected { gen, nonce } => {
+                if gen == self.gen && self.conn == Conn::Opening {
+                    self.on_connected(now, nonce);
+                }
+            }
+            LinkInput::ConnectFailed { gen, reason } => {
+                if gen == self.gen && self.conn == Conn::Opening {
+                    tracing::debug!(node = self.node, peer = self.peer, %reason, "connect failed");
+                    self.conn = Conn::Idle { retry_at: None };
+                    self.schedule_reconnect(now);
+                }
+            }
+            LinkInput::Frame { gen, frame } => {
+                if gen == self.gen && matches!(self.conn, Conn::Open(_)) {
+                    self.on_frame(now, frame, log);
+                }
+            }
+            LinkInput::Closed { gen, reason } => {
+                if gen == self.gen {
+                    self.disconnect(now, &reason);
+                }
+            }
+            LinkInput::WalRead { gen, from, result } => {
+                if gen == self.gen {
+                    self.on_wal_read(now, from, result);
+                }
+            }
+            LinkInput::SnapshotLoaded { gen, result } => {
+                if gen == self.gen && self.snapshot == SnapshotSend::Loading {
+                    self.on_snapshot_loaded(now, result);
+                }
+            }
+        }
+    }
+
+    /// The next frame to write. Call only while the connection's writer has
+    /// room for one frame: what this returns counts as sent.
+    pub fn poll_transmit(&mut self, now: Instant, log: &dyn LogView) -> Option<Frame> {
+        if !matches!(self.conn, Conn::Open(_)) {
+            return None;
+        }
+        if let Some(frame) = self.control.pop_front() {
+            return Some(self.sent(now, frame));
+        }
+        if let Some(frame) = self.next_snapshot_chunk() {
+            return Some(self.sent(now, frame));
+        }
+        if self.conn != Conn::Open(Phase::Streaming) {
+            return None;
+        }
+        if let Some(frame) = self.next_append(log) {
+            return Some(self.sent(now, frame));
+        }
+        // Idle: tell the follower a new commit at once, else keep the
+        // session alive.
+        let commit = self.log.commit;
+        if commit > self.sent_commit
+            || now.saturating_duration_since(self.last_sent) >= self.config.heartbeat_interval
+        {
+            self.sent_commit = commit;
+            return Some(self.sent(now, Frame::Heartbeat { commit }));
+        }
+        None
+    }
+
+    fn sent(&mut self, now: Instant, frame: Frame) -> Frame {
+        self.last_sent = now;
+        frame
+    }
+
+    fn silence_limit(&self) -> Duration {
+        if self.progress.state() == LinkState::Snapshotting {
+            self.config.session_timeout * SNAPSHOT_SILENCE_FACTOR
+        } else {
+            self.config.session_timeout
+        }
+    }
+
+    /// A uniform number in [0, 1) from the seeded generator (xorshift64*).
+    fn jitter(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn connect(&mut self, now: Instant) {
+        self.gen += 1;
+        self.conn = Conn::Opening;
+        self.last_attempt = Some(now);
+        self.actions
+            .push_back(LinkAction::Connect { gen: self.gen });
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant) {
+        let jitter = self.jitter();
+        let delay = self.backoff.next_delay(jitter);
+        tracing::debug!(
+            node = self.node,
+            peer = self.peer,
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after backoff"
+        );
+        self.conn = Conn::Idle {
+            retry_at: Some(now + delay),
+        };
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        match self.conn {
+            Conn::Idle { retry_at: Some(at) } if now >= at => self.connect(now),
+            Conn::Open(_)
+                if now.saturating_duration_since(self.last_heard) > self.silence_limit() =>
+            {
+                self.disconnect(now, "follower silent past the session timeout");
+            }
+            _ => {}
+        }
+    }
+
+    /// Retry now instead of waiting out the backoff, unless the last attempt
+    /// was less than a heartbeat interval ago: then when that is over.
+    fn on_wake(&mut self, now: Instant) {
+        if !matches!(self.conn, Conn::Idle { .. }) {
+            return;
+        }
+        let at = self
+            .last_attempt
+            .map_or(now, |t| (t + self.config.heartbeat_interval).max(now));
+        tracing::debug!(
+            node = self.node,
+            peer = self.peer,
+            wait_ms = at.saturating_duration_since(now).as_millis() as u64,
+            "woken: reconnecting"
+        );
+        if at <= now {
+            self.connect(now);
+        } else {
+            self.conn = Conn::Idle { retry_at: Some(at) };
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant, nonce: Nonce) {
+        tracing::debug!(
+            node = self.node,
+            peer = self.peer,
+            "connected; awaiting challenge"
+        );
+        self.conn = Conn::Open(Phase::AwaitChallenge);
+        self.nonce = Some(nonce);
+        self.progress.on_connected();
+        self.acked_on_conn = false;
+        self.reading = false;
+        self.loaded.clear();
+        self.snapshot = SnapshotSend::None;
+        self.control.clear();
+        self.sent_commit = 0;
+        self.last_heard = now;
+        self.last_sent = now;
+    }
+
+    /// Drop the connection (if any) and reconnect after the backoff.
+    fn disconnect(&mut self, now: Instant, reason: &str) {
+        if !matches!(self.conn, Conn::Open(_)) {
+            return;
+        }
+        tracing::info!(
+            node = self.node,
+            peer = self.peer,
+            epoch = self.epoch,
+            offset = self.progress.acked_offset(),
+            reason,
+            "follower link down"
+        );
+        self.actions.push_back(LinkAction::Close { gen: self.gen });
+        self.progress.on_disconnected();
+        self.reading = false;
+        self.loaded.clear();
+        self.snapshot = SnapshotSend::None;
+        self.control.clear();
+        self.nonce = None;
+        if std::mem::take(&mut self.reported_connected) {
+            self.actions
+                .push_back(LinkAction::Report(LinkReport::Disconnected));
+        }
+        self.schedule_reconnect(now);
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: Frame, log: &dyn LogView) {
+        self.last_heard = now;
+        let Conn::Open(phase) = self.conn else {
+            return;
+        };
+        match (phase, frame) {
+            (Phase::AwaitChallenge, frame) => match self.keys.check_challenge(&frame) {
+                Ok(info) if info.node_id != self.peer => {
+                    tracing::warn!(
+                        node = self.node,
+                        peer = self.peer,
+                        got = info.node_id,
+                        "the peer at this address is a different node; check the peers config"
+                    );
+                    self.disconnect(now, "wrong node id");
+                }
+                Ok(info) => {
+                    let Some(nonce) = self.nonce else {
+                        self.disconnect(now, "no nonce for this connection");
+                        return;
+                    };
+                    match self.keys.hello(self.epoch, &info.nonce, &nonce) {
+                        Ok(hello) => {
+                            self.conn = Conn::Open(Phase::AwaitWelcome { nonce });
+                            self.control.push_back(hello);
+                        }
+                        Err(e) => self.handshake_failed(now, e),
+                    }
+                }
+                Err(e) => self.handshake_failed(now, e),
+            },
+            (Phase::AwaitWelcome { nonce }, frame) => {
+                match self.keys.check_welcome(&nonce, self.peer, &frame) {
+                    Ok(w) => self.decide(now, w.last_offset, w.last_epoch, log),
+                    Err(e) => self.handshake_failed(now, e),
+                }
+            }
+            (
+                Phase::AwaitPosition,
+                Frame::Position {
+                    last_offset,
+                    last_epoch,
+                },
+            ) => self.decide(now, last_offset, last_epoch, log),
+            (Phase::Streaming, Frame::Ack { offset }) => self.on_ack(offset),
+            // Acks of appends sent before a switch to a snapshot or a
+            // truncation, and of snapshot chunks.
+            (Phase::AwaitPosition, Frame::Ack { .. }) => {}
+            (_, other) => {
+                tracing::warn!(
+                    node = self.node,
+                    peer = self.peer,
+                    frame = other.kind(),
+                    state = %self.progress.state(),
+                    "unexpected frame from follower"
+                );
+                self.disconnect(now, "protocol error");
+            }
+        }
+    }
+
+    fn handshake_failed(&mut self, now: Instant, e: HandshakeError) {
+        if let HandshakeError::Rejected {
+            reason: RejectReason::StaleEpoch | RejectReason::EpochConflict,
+            epoch,
+            leader,
+        } = &e
+        {
+            self.actions
+                .push_back(LinkAction::Report(LinkReport::Fenced {
+                    epoch: *epoch,
+                    leader: *leader,
+                }));
+        }
+        tracing::warn!(node = self.node, peer = self.peer, epoch = self.epoch, error = %e, "handshake with follower failed");
+        self.disconnect(now, "handshake failed");
+    }
+
+    /// Pick the start point for a follower whose log ends at
+    /// `(last_offset, last_epoch)`.
+    fn decide(&mut self, now: Instant, last_offset: u64, last_epoch: u64, log: &dyn LogView) {
+        let start = log.start_point(last_offset, last_epoch);
+        tracing::debug!(
+            node = self.node,
+            peer = self.peer,
+            offset = last_offset,
+            epoch = last_epoch,
+            ?start,
+            "start point"
+        );
+        match start {
+            StartPoint::Matched { matched } => {
+                self.conn = Conn::Open(Phase::Streaming);
+                self.progress.on_matched(matched);
+                self.loaded.clear();
+                self.reported_connected = true;
+                self.actions
+                    .push_back(LinkAction::Report(LinkReport::Connected { matched }));
+            }
+            StartPoint::Truncate { to } => {
+                tracing::info!(
+                    node = self.node,
+                    peer = self.peer,
+                    offset = to,
+                    "follower's log diverged; truncating it"
+                );
+                self.conn = Conn::Open(Phase::AwaitPosition);
+                self.control.push_back(Frame::Truncate { to });
+            }
+            StartPoint::Snapshot => self.start_snapshot(now),
+        }
+    }
+
+    fn start_snapshot(&mut self, _now: Instant) {
+        self.conn = Conn::Open(Phase::AwaitPosition);
+        self.progress.on_snapshot_started();
+        self.loaded.clear();
+        self.snapshot = SnapshotSend::Loading;
+        self.actions
+            .push_back(LinkAction::LoadSnapshot { gen: self.gen });
+    }
+
+    fn on_snapshot_loaded(&mut self, now: Instant, result: Result<Option<SnapshotBytes>, String>) {
+        match result {
+            Ok(Some(snapshot)) => {
+                tracing::info!(
+                    node = self.node,
+                    peer = self.peer,
+                    offset = snapshot.offset,
+                    bytes = snapshot.bytes.len(),
+                    "follower is behind the log start; sending a snapshot"
+                );
+                self.snapshots_sent += 1;
+                self.snapshot = SnapshotSend::Sending {
+                    snapshot,
+                    position: 0,
+                };
+            }
+            Ok(None) => {
+                tracing::error!(
+                    node = self.node,
+                    peer = self.peer,
+                    "follower needs a snapshot but none exists"
+                );
+                self.disconnect(now, "no snapshot");
+            }
+            Err(e) => {
+                tracing::error!(node = self.node, peer = self.peer, error = %e, "cannot load the snapshot");
+                self.disconnect(now, "snapshot unavailable");
+            }
+        }
+    }
+
+    fn next_snapshot_chunk(&mut self) -> Option<Frame> {
+        let chunk = self.config.batch_bytes.max(1);
+        let SnapshotSend::Sending { snapshot, position } = &mut self.snapshot else {
+            return None;
+        };
+        let total = snapshot.bytes.len();
+        let start = *position;
+        let end = (start + chunk).min(total);
+        let frame = Frame::SnapshotChunk {
+            offset: snapshot.offset,
+            epoch: snapshot.epoch,
+            total_len: total as u64,
+            position: start as u64,
+            data: snapshot.bytes.slice(start..end),
+        };
+        if end >= total {
+            // Everything is out; the follower answers with `Position`.
+            self.snapshot = SnapshotSend::None;
+        } else {
+            *position = end;
+        }
+        Some(frame)
+    }
+
+    fn on_ack(&mut self, offset: u64) {
+        match self.progress.on_ack(offset) {
+            AckOutcome::Advanced { from, to } => {
+                tracing::trace!(
+                    stage = "ack",
+                    node = self.node,
+                    peer = self.peer,
+                    offset = to,
+                    entries = to - from
+                );
+                self.first_ack_on_connection();
+                self.actions
+                    .push_back(LinkAction::Report(LinkReport::Acked { offset: to }));
+            }
+            AckOutcome::Stale => self.first_ack_on_connection(),
+            AckOutcome::Beyond { sent } => {
+                tracing::warn!(
+                    node = self.node,
+                    peer = self.peer,
+                    offset,
+                    sent,
+                    "follower acked more than was sent; ignored"
+                );
+            }
+        }
+    }
+
+    /// The backoff resets after the first ack of a connection, not on
+    /// connect: a follower that accepts and then drops connections keeps
+    /// backing off.
+    fn first_ack_on_connection(&mut self) {
+        if !self.acked_on_conn {
+            self.acked_on_conn = true;
+            self.backoff.reset();
+        }
+    }
+
+    fn on_wal_read(&mut self, now: Instant, from: u64, result: Result<Vec<Record>, ReadFailure>) {
+        if !self.reading {
+            return;
+        }
+        self.reading = false;
+        if self.progress.next_offset() != from || self.conn != Conn::Open(Phase::Streaming) {
+            return;
+        }
+        match result {
+            Ok(records) => {
+                // Keep only the contiguous run that starts at `from`.
+                let mut expected = from;
+                self.loaded = records
+                    .into_iter()
+                    .take_while(|r| {
+                        let ok = r.offset == expected;
+                        expected += 1;
+                        ok
+                    })
+                    .collect();
+            }
+            Err(ReadFailure::BelowLogStart) => self.start_snapshot(now),
+            Err(ReadFailure::NotYetWritten) => {
+                // A later progress update brings it within reach.
+            }
+            Err(ReadFailure::Failed(e)) => {
+                tracing::error!(node = self.node, peer = self.peer, offset = from, error = %e, "cannot read the WAL for a follower");
+                self.disconnect(now, "WAL read failed");
+            }
+        }
+    }
+
+    /// The next `Append`, if the window has room and records are at hand;
+    /// asks for a WAL read if they are neither in the tail nor loaded.
+    fn next_append(&mut self, log: &dyn LogView) -> Option<Frame> {
+        if !self.progress.can_send() {
+            return None;
+        }
+        let next = self.progress.next_offset();
+        let end = self.log.log_end;
+        let (room_bytes, room_entries) = self.progress.room();
+        let max_bytes = self.config.batch_bytes.min(room_bytes).max(1);
+        let mut records: Vec<Record> = if !self.loaded.is_empty() {
+            self.loaded.drain(..).collect()
+        } else {
+            if self.reading || next > end {
+                return None;
+            }
+            let max_entries = (room_entries as u64).min(end - next + 1) as usize;
+            match log.read_tail(next, max_entries, max_bytes) {
+                Some(records) if !records.is_empty() => records,
+                _ if next > self.log.durable => {
+                    // Not cached and not yet written: the next progress
+                    // update (durability) brings it within reach.
+                    return None;
+                }
+                _ => {
+                    let max_entries = max_entries.min((self.log.durable - next + 1) as usize);
+                    self.reading = true;
+                    self.actions.push_back(LinkAction::ReadWal {
+                        gen: self.gen,
+                        from: next,
+                        max_entries,
+                        max_bytes,
+                    });
+                    return None;
+                }
+            }
+        };
+        // Keep the batch within the entry room, the batch size and (unless
+        // nothing is in flight: one record always fits an empty window) the
+        // byte room; what does not fit waits in `loaded`.
+        let byte_limit = if self.progress.inflight_bytes() > 0 {
+            max_bytes
+        } else {
+            max_bytes.max(records.first().map_or(0, Record::len))
+        };
+        let mut total = 0;
+        let fit = records
+            .iter()
+            .take(room_entries)
+            .take_while(|r| {
+                total += r.len();
+                total <= byte_limit
+            })
+            .count();
+        let rest = records.split_off(fit);
+        self.loaded.extend(rest);
+        let (first, last) = (records.first()?.offset, records.last()?.offset);
+        let entries = records.len();
+        let payload = concat_records(&records);
+        let bytes = payload.len();
+        let commit = self.log.commit;
+        self.progress.on_sent(last, entries, bytes);
+        self.sent_commit = commit;
+        tracing::trace!(
+            stage = "send",
+            node = self.node,
+            peer = self.peer,
+            offset = first,
+            entries,
+            bytes
+        );
+        Some(Frame::Append {
+            first_offset: first,
+            records: payload,
+            commit,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;
