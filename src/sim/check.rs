@@ -289,8 +289,8 @@ impl Checker {
                 }
                 for (peer, link) in &l.links {
                     let (entries, bytes) = (
-                        link.progress.inflight_entries(),
-                        link.progress.inflight_bytes(),
+                        link.engine.progress().inflight_entries(),
+                        link.engine.progress().inflight_bytes(),
                     );
                     if entries > self.bounds.window_entries
                         || (bytes > self.bounds.window_bytes && entries > 1)

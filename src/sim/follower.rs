@@ -1,5 +1,7 @@
-//! The follower's side: fencing by epoch (persisted before it accepts a
-//! leader), the handshake (its durable log end, truncation on request),
+//! The follower's side: the authenticated handshake (Challenge, the
+//! leader's `Hello` checked with the real [`HandshakeKeys`], `Welcome`),
+//! fencing by epoch (persisted before it accepts a leader), its durable log
+//! end, truncation on request,
 //! [`check_append`] on every batch, cumulative acks after fsync, and the
 //! commit point it may learn: the leader's, capped at what this connection
 //! delivered (beyond that its log may still differ from the leader's).
@@ -7,16 +9,31 @@
 use crate::command::{Entry, NodeId};
 use crate::engine::epoch::maybe_advance_epoch;
 use crate::engine::follower::maybe_truncate;
-use crate::record::Record;
+use crate::frame::{Frame, RejectReason};
+#[cfg(doc)]
+use crate::handshake::HandshakeKeys;
+use crate::handshake::{reject, HandshakeError};
+use crate::record::{Record, RecordReader};
 use crate::replication::check_append;
 
 use super::check::Invariant;
 use super::disk::Meta;
-use super::net::{ConnId, Dir, Msg};
+use super::leader::keys;
+use super::net::{describe, ConnId, Dir, Msg};
 use super::node::{FollowerState, Role};
 use super::{PlantedBug, Simulation};
 
 impl Simulation {
+    /// A leader opened `conn` to this node: its listener sends the
+    /// `Challenge`.
+    pub(super) fn follower_accept(&mut self, conn: ConnId) {
+        let Some(c) = self.net.get(conn) else { return };
+        let (id, nonce) = (c.follower, c.follower_nonce);
+        if self.node(id).up {
+            self.send(conn, Dir::ToLeader, keys(id).challenge(&nonce));
+        }
+    }
+
     /// A message from a leader.
     pub(super) fn follower_receive(&mut self, conn: ConnId, msg: Msg) {
         let Some(c) = self.net.get(conn) else { return };
@@ -25,15 +42,34 @@ impl Simulation {
             return;
         }
         let meta = self.node(id).meta();
-        if let Msg::Hello { epoch, leader } = msg {
-            self.hello(conn, id, epoch, leader);
+        let no_fencing = self.config.bug == Some(PlantedBug::NoFencing);
+        if let Frame::Hello { .. } = msg {
+            // The real check: protocol, cluster, proof and epoch fencing
+            // (skipped by the planted bug).
+            let nonce = match self.net.get(conn) {
+                Some(c) => c.follower_nonce,
+                None => return,
+            };
+            let (epoch, known) = if no_fencing {
+                (0, None)
+            } else {
+                (meta.epoch, meta.leader)
+            };
+            match keys(id).check_hello(&nonce, epoch, known, &msg) {
+                Ok(info) => self.hello(conn, id, info.epoch, info.leader_id, info.nonce),
+                Err(e) => self.refuse(conn, id, &e),
+            }
             return;
         }
         // Fencing: a connection from an older epoch is refused.
-        let no_fencing = self.config.bug == Some(PlantedBug::NoFencing);
         if conn_epoch < meta.epoch && !no_fencing {
             self.report.fenced += 1;
-            self.send(conn, Dir::ToLeader, Msg::Reject { epoch: meta.epoch });
+            let frame = Frame::Reject {
+                reason: RejectReason::StaleEpoch,
+                epoch: meta.epoch,
+                leader: meta.leader,
+            };
+            self.send(conn, Dir::ToLeader, frame);
             return;
         }
         let active = match &self.node(id).role {
@@ -44,7 +80,7 @@ impl Simulation {
             return;
         }
         match msg {
-            Msg::Truncate { to } => {
+            Frame::Truncate { to } => {
                 let node = self.node_mut(id);
                 // The listener's rule (the real engine function).
                 if let Err(e) = maybe_truncate(to, node.commit, node.disk.durable()) {
@@ -57,35 +93,72 @@ impl Simulation {
                 node.truncate(to);
                 if let Role::Follower(st) = &mut node.role {
                     st.received = None;
+                    st.reported = None;
                     st.position_owed = true;
                 }
                 self.report.truncations += 1;
                 self.log(format!("n{id}: truncated to {to}"));
                 self.owe_position(id);
             }
-            Msg::Append {
+            Frame::Append {
                 first_offset,
                 records,
                 commit,
-            } => self.append(id, leader, conn_epoch, first_offset, records, commit),
-            Msg::Heartbeat { commit } => {
-                let received = match &self.node(id).role {
-                    Role::Follower(st) => st.received,
-                    Role::Leader(_) => None,
+            } => {
+                let records: Result<Vec<Record>, _> = RecordReader::new(records)
+                    .map(|r| r.map(|(record, _)| record))
+                    .collect();
+                match records {
+                    Ok(records) => {
+                        self.append(id, leader, conn_epoch, first_offset, records, commit)
+                    }
+                    Err(e) => self.fail(
+                        Invariant::Protocol,
+                        format!("n{id}: undecodable Append from n{leader}: {e}"),
+                    ),
+                }
+            }
+            Frame::Heartbeat { commit } => {
+                let (received, acked) = match &self.node(id).role {
+                    Role::Follower(st) => (st.received.or(st.reported), st.acked),
+                    Role::Leader(_) => (None, 0),
                 };
                 if let Some(r) = received {
                     self.node_mut(id).learn_commit(commit.min(r));
                     self.apply(id);
                 }
+                // Answered, so the leader's link hears from an idle
+                // follower within its session timeout.
+                self.send(conn, Dir::ToLeader, Frame::Ack { offset: acked });
             }
             other => self.fail(
                 Invariant::Protocol,
-                format!("n{id}: unexpected {} from n{leader}", other.describe()),
+                format!("n{id}: unexpected {} from n{leader}", describe(&other)),
             ),
         }
     }
 
-    fn hello(&mut self, conn: ConnId, id: NodeId, epoch: u64, leader: NodeId) {
+    /// Refuse a leader's `Hello` with the listener's `Reject`.
+    fn refuse(&mut self, conn: ConnId, id: NodeId, e: &HandshakeError) {
+        let meta = self.node(id).meta();
+        if matches!(
+            e,
+            HandshakeError::StaleEpoch { .. } | HandshakeError::EpochConflict { .. }
+        ) {
+            self.report.fenced += 1;
+        }
+        self.log(format!("n{id}: refuses a Hello: {e}"));
+        self.send(conn, Dir::ToLeader, reject(e, meta.epoch, meta.leader));
+    }
+
+    fn hello(
+        &mut self,
+        conn: ConnId,
+        id: NodeId,
+        epoch: u64,
+        leader: NodeId,
+        leader_nonce: crate::handshake::Nonce,
+    ) {
         let meta = self.node(id).meta();
         // The listener's fencing rule (the real engine function).
         let refused = maybe_advance_epoch(meta.epoch, meta.leader, epoch, leader).is_err();
@@ -96,7 +169,12 @@ impl Simulation {
                 "n{id}: refuses n{leader} of epoch {epoch} (at epoch {})",
                 meta.epoch
             ));
-            self.send(conn, Dir::ToLeader, Msg::Reject { epoch: meta.epoch });
+            let frame = Frame::Reject {
+                reason: RejectReason::StaleEpoch,
+                epoch: meta.epoch,
+                leader: meta.leader,
+            };
+            self.send(conn, Dir::ToLeader, frame);
             return;
         }
         if self.node(id).is_leader() {
@@ -127,7 +205,9 @@ impl Simulation {
         self.node_mut(id).role = Role::Follower(FollowerState {
             conn: Some(conn),
             received: None,
+            reported: None,
             position_owed: true,
+            welcome_nonce: Some(leader_nonce),
             acked: 0,
         });
         self.owe_position(id);
@@ -148,13 +228,36 @@ impl Simulation {
             self.start_sync(id);
             return;
         }
-        let msg = Msg::Position {
-            last_offset: node.last_offset(),
-            last_epoch: node.last_epoch(),
+        let (last_offset, last_epoch) = (node.last_offset(), node.last_epoch());
+        let welcome = match &mut self.node_mut(id).role {
+            Role::Follower(st) => {
+                st.position_owed = false;
+                // The leader answers with a `Truncate` (which resets this)
+                // or starts streaming: then this log matches the leader's
+                // up to here, and the commit point may be learned up to it.
+                st.reported = Some(last_offset);
+                st.welcome_nonce.take()
+            }
+            Role::Leader(_) => return,
         };
-        if let Role::Follower(st) = &mut self.node_mut(id).role {
-            st.position_owed = false;
-        }
+        // The first report of a connection is the signed `Welcome`; after a
+        // truncation it is a `Position`.
+        let msg = match welcome {
+            Some(nonce) => match keys(id).welcome(&nonce, last_offset, last_epoch) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.fail(
+                        Invariant::Protocol,
+                        format!("n{id}: cannot sign a Welcome: {e}"),
+                    );
+                    return;
+                }
+            },
+            None => Frame::Position {
+                last_offset,
+                last_epoch,
+            },
+        };
         self.send(conn, Dir::ToLeader, msg);
     }
 
@@ -238,7 +341,7 @@ impl Simulation {
                 let offset = durable.min(received);
                 if offset > st.acked {
                     st.acked = offset;
-                    self.send(conn, Dir::ToLeader, Msg::Ack { offset });
+                    self.send(conn, Dir::ToLeader, Frame::Ack { offset });
                 }
             }
         }

@@ -1,22 +1,80 @@
 //! The leader's side of the protocol, driving the real engines: the
-//! [`ReplicaSetTracker`] decides the commit point, the ISR and `acks=all`;
-//! one [`LinkProgress`] per follower decides what may be sent;
-//! [`decide_start`] decides where a follower's log joins the leader's.
+//! [`LeaderEngine`] decides WAL writes, the commit point, the ISR and
+//! `acks=all`; one [`LinkEngine`] per follower decides connecting, the
+//! authenticated handshake, the start point, what to send and when, and
+//! what the leader engine is told. This file only carries their actions
+//! out over the simulated network and disk.
 
 use std::collections::BTreeMap;
 
 use crate::command::{Command, Entry, NodeId};
-use crate::engine::{LeaderAction, LeaderEngine, LeaderInput};
-use crate::record::Record;
-use crate::replication::{
-    decide_start, AckOutcome, Backoff, LinkProgress, LinkState, ReplicaSetTracker, StartPoint,
+use crate::engine::{
+    LeaderAction, LeaderEngine, LeaderInput, LinkAction, LinkEngine, LinkInput, LinkReport,
+    LinkSetup, LogProgress, LogView, ReadFailure,
 };
+use crate::epochs::EpochIndex;
+use crate::frame::NONCE_LEN;
+use crate::handshake::HandshakeKeys;
+use crate::record::Record;
+use crate::replication::{decide_start, ReplicaSetTracker, StartPoint};
 
 use super::check::Invariant;
 use super::disk::Meta;
 use super::net::{ConnId, Dir, Msg};
 use super::node::{Acks, FollowerState, LeaderState, LinkSim, Role, Waiter};
-use super::{Simulation, MS};
+use super::{Ev, Simulation, MS};
+
+/// Entries the leader's in-memory tail holds in the simulation: links
+/// further behind read the (simulated) WAL, as the real ones do.
+const TAIL_ENTRIES: u64 = 24;
+
+/// The leader's log as its links see it.
+struct SimLog<'a> {
+    index: &'a EpochIndex,
+    records: &'a [Record],
+}
+
+impl LogView for SimLog<'_> {
+    fn start_point(&self, last_offset: u64, last_epoch: u64) -> StartPoint {
+        decide_start(self.index, last_offset, last_epoch)
+    }
+
+    fn read_tail(&self, from: u64, max_entries: usize, max_bytes: usize) -> Option<Vec<Record>> {
+        let last = self.records.len() as u64;
+        if from == 0 || from > last || from + TAIL_ENTRIES <= last {
+            return None;
+        }
+        Some(take_records(
+            &self.records[from as usize - 1..],
+            max_entries,
+            max_bytes,
+        ))
+    }
+}
+
+/// Up to `max_entries` records within `max_bytes` (at least one).
+fn take_records(records: &[Record], max_entries: usize, max_bytes: usize) -> Vec<Record> {
+    let mut bytes = 0;
+    records
+        .iter()
+        .take(max_entries.max(1))
+        .take_while(|r| {
+            let first = bytes == 0;
+            bytes += r.len();
+            first || bytes <= max_bytes
+        })
+        .cloned()
+        .collect()
+}
+
+/// The handshake keys of node `id` (one cluster, one secret).
+pub(super) fn keys(id: NodeId) -> HandshakeKeys {
+    match HandshakeKeys::new(id, "sim-cluster", b"sim-secret".to_vec()) {
+        Ok(k) => k,
+        // A non-empty constant cluster id and secret are always valid.
+        Err(e) => unreachable!("constant simulation keys refused: {e}"),
+    }
+}
 
 impl Simulation {
     /// `id` becomes the leader of `epoch` (already persisted in its meta)
@@ -42,22 +100,31 @@ impl Simulation {
             last,
             node.disk.durable(),
         );
-        let links: BTreeMap<NodeId, LinkSim> = peers
-            .iter()
-            .map(|&p| {
-                (
-                    p,
-                    LinkSim {
-                        progress: LinkProgress::new(config.window_bytes, config.window_entries),
-                        conn: None,
-                        backoff: Backoff::new(2 * MS_DURATION, 100 * MS_DURATION),
-                        next_attempt: 0,
-                        last_send: 0,
-                        sent_commit: 0,
-                    },
-                )
-            })
-            .collect();
+        let progress = LogProgress {
+            log_end: last,
+            durable: node.disk.durable(),
+            commit: node.commit.min(last),
+        };
+        let link_config = config.link_config();
+        let mut links: BTreeMap<NodeId, LinkSim> = BTreeMap::new();
+        for &p in &peers {
+            let setup = LinkSetup {
+                node: id,
+                peer: p,
+                epoch,
+                keys: keys(id),
+                config: link_config.clone(),
+            };
+            let seed = self.rng.next_u64();
+            links.insert(
+                p,
+                LinkSim {
+                    engine: LinkEngine::new(setup, progress, now, seed),
+                    conn: None,
+                },
+            );
+        }
+        let node = self.node_mut(id);
         node.role = Role::Leader(Box::new(LeaderState {
             engine: LeaderEngine::new(id, epoch, tracker, WAL_BUSY_LIMIT),
             links,
@@ -97,7 +164,7 @@ impl Simulation {
             l.waiters.len()
         ));
         for link in l.links.values() {
-            if let Some(c) = link.conn {
+            if let Some((c, _)) = link.conn {
                 self.close(c);
             }
         }
@@ -183,6 +250,7 @@ impl Simulation {
     /// The leader's own disk is durable up to `durable`.
     pub(super) fn leader_durable(&mut self, id: NodeId, durable: u64) {
         self.leader_input(id, LeaderInput::WalDurable { up_to: durable });
+        self.pump(id);
     }
 
     /// Feed one input to `id`'s leader engine and carry out its actions.
@@ -276,68 +344,23 @@ impl Simulation {
         }
     }
 
-    /// Timer: ISR lag, reconnects, heartbeats.
+    /// Timer: ISR lag, reconnects, heartbeats, session timeouts.
     pub(super) fn leader_tick(&mut self, id: NodeId) {
         if !self.node(id).is_leader() {
             return;
         }
         self.leader_input(id, LeaderInput::Tick);
-        let peers: Vec<NodeId> = match &self.node(id).role {
-            Role::Leader(l) => l.links.keys().copied().collect(),
-            Role::Follower(_) => return,
-        };
-        let heartbeat = self.config.heartbeat.as_nanos() as u64;
-        for peer in peers {
-            let (state, conn, next_attempt, last_send, sent_commit, commit, epoch) = {
-                let node = self.node(id);
-                let Role::Leader(l) = &node.role else { return };
-                let link = &l.links[&peer];
-                (
-                    link.progress.state(),
-                    link.conn,
-                    link.next_attempt,
-                    link.last_send,
-                    link.sent_commit,
-                    l.engine.tracker().commit(),
-                    node.meta().epoch,
-                )
-            };
-            match (state, conn) {
-                (LinkState::Connecting, None) if self.now >= next_attempt => {
-                    let reachable = self.node(peer).up && self.net.reachable(id, peer);
-                    if reachable {
-                        let c = self.net.open(id, peer, epoch);
-                        let now = self.now;
-                        if let Some(link) = self.link_mut(id, peer) {
-                            link.conn = Some(c);
-                            link.progress.on_connected();
-                            link.last_send = now;
-                        }
-                        self.log(format!("n{id} -> n{peer}: connect #{c}"));
-                        self.send(c, Dir::ToFollower, Msg::Hello { epoch, leader: id });
-                    } else {
-                        let jitter = self.rng.unit();
-                        let now = self.now;
-                        if let Some(link) = self.link_mut(id, peer) {
-                            link.next_attempt =
-                                now + link.backoff.next_delay(jitter).as_nanos() as u64;
-                        }
-                    }
-                }
-                (LinkState::Probing | LinkState::Streaming, Some(c))
-                    if self.now >= last_send + heartbeat || sent_commit < commit =>
-                {
-                    let now = self.now;
-                    if let Some(link) = self.link_mut(id, peer) {
-                        link.last_send = now;
-                        link.sent_commit = commit;
-                    }
-                    self.send(c, Dir::ToFollower, Msg::Heartbeat { commit });
-                }
-                _ => {}
-            }
+        for peer in self.link_peers(id) {
+            self.link_input(id, peer, LinkInput::Tick);
         }
         self.pump(id);
+    }
+
+    fn link_peers(&self, id: NodeId) -> Vec<NodeId> {
+        match &self.node(id).role {
+            Role::Leader(l) => l.links.keys().copied().collect(),
+            Role::Follower(_) => Vec::new(),
+        }
     }
 
     fn link_mut(&mut self, id: NodeId, peer: NodeId) -> Option<&mut LinkSim> {
@@ -347,196 +370,270 @@ impl Simulation {
         }
     }
 
-    /// Send on every link what its window allows.
-    fn pump(&mut self, id: NodeId) {
-        let peers: Vec<NodeId> = match &self.node(id).role {
-            Role::Leader(l) => l.links.keys().copied().collect(),
-            Role::Follower(_) => return,
+    /// Where `id`'s log stands, as its links are told.
+    fn log_progress(&self, id: NodeId) -> Option<LogProgress> {
+        let node = self.node(id);
+        let Role::Leader(l) = &node.role else {
+            return None;
         };
-        for peer in peers {
-            self.pump_link(id, peer);
+        Some(LogProgress {
+            log_end: node.last_offset(),
+            durable: node.disk.durable(),
+            commit: l.engine.tracker().commit(),
+        })
+    }
+
+    /// Tell every link where the log stands and let it send, until the
+    /// leader's log stops moving (acks move the commit point, which the
+    /// links then carry).
+    fn pump(&mut self, id: NodeId) {
+        let mut told = None;
+        for _ in 0..8 {
+            let Some(progress) = self.log_progress(id) else {
+                return;
+            };
+            if told == Some(progress) {
+                return;
+            }
+            told = Some(progress);
+            for peer in self.link_peers(id) {
+                self.link_input(id, peer, LinkInput::Progress(progress));
+            }
         }
     }
 
-    fn pump_link(&mut self, id: NodeId, peer: NodeId) {
-        let batch_max = self.config.batch_entries.max(1);
-        loop {
-            let now = self.now;
+    /// Feed one input to the link `id` → `peer` and carry out what it asks.
+    fn link_input(&mut self, id: NodeId, peer: NodeId, input: LinkInput) {
+        let now = self.instant();
+        {
             let node = self.node_mut(id);
-            let last = node.last_offset();
-            let records = node.disk.records();
+            let view = SimLog {
+                index: &node.index,
+                records: node.disk.records(),
+            };
             let Role::Leader(l) = &mut node.role else {
                 return;
             };
-            let commit = l.engine.tracker().commit();
             let Some(link) = l.links.get_mut(&peer) else {
                 return;
             };
-            let Some(conn) = link.conn else { return };
-            let first = link.progress.next_offset();
-            if !link.progress.can_send() || first > last {
-                return;
-            }
-            let (room_bytes, room_entries) = link.progress.room();
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for offset in first..=last {
-                let r = &records[offset as usize - 1];
-                if batch.len() >= room_entries.min(batch_max)
-                    || (!batch.is_empty() && bytes + r.len() > room_bytes)
-                {
-                    break;
-                }
-                bytes += r.len();
-                batch.push(r.clone());
-            }
-            let n = batch.len();
-            let end = first + n as u64 - 1;
-            link.progress.on_sent(end, n, bytes);
-            link.last_send = now;
-            link.sent_commit = commit;
-            self.send(
-                conn,
-                Dir::ToFollower,
-                Msg::Append {
-                    first_offset: first,
-                    records: batch,
-                    commit,
-                },
-            );
+            link.engine.handle(now, input, &view);
         }
+        self.drive_link(id, peer);
+    }
+
+    /// Send what the link engine has to send, then carry out its actions,
+    /// until it has nothing more.
+    fn drive_link(&mut self, id: NodeId, peer: NodeId) {
+        let now = self.instant();
+        for _ in 0..64 {
+            // Frames: the simulated connection never refuses one.
+            loop {
+                let node = self.node_mut(id);
+                let view = SimLog {
+                    index: &node.index,
+                    records: node.disk.records(),
+                };
+                let Role::Leader(l) = &mut node.role else {
+                    return;
+                };
+                let Some(link) = l.links.get_mut(&peer) else {
+                    return;
+                };
+                let Some((conn, _)) = link.conn else { break };
+                let Some(frame) = link.engine.poll_transmit(now, &view) else {
+                    break;
+                };
+                self.send(conn, Dir::ToFollower, frame);
+            }
+            let Some(action) = self.link_mut(id, peer).and_then(|l| l.engine.poll_action()) else {
+                return;
+            };
+            self.link_action(id, peer, action);
+        }
+        self.fail(
+            Invariant::Protocol,
+            format!("n{id} -> n{peer}: the link engine did not settle after 64 actions"),
+        );
+    }
+
+    fn link_action(&mut self, id: NodeId, peer: NodeId, action: LinkAction) {
+        let now = self.instant();
+        let epoch = self.node(id).meta().epoch;
+        match action {
+            LinkAction::Connect { gen } => {
+                let input = if self.node(peer).up && self.net.reachable(id, peer) {
+                    let mut follower_nonce = [0u8; NONCE_LEN];
+                    let mut leader_nonce = [0u8; NONCE_LEN];
+                    for b in follower_nonce.iter_mut().chain(leader_nonce.iter_mut()) {
+                        *b = self.rng.below(256) as u8;
+                    }
+                    let c = self.net.open(id, peer, epoch, follower_nonce);
+                    if let Some(link) = self.link_mut(id, peer) {
+                        link.conn = Some((c, gen));
+                    }
+                    self.log(format!("n{id} -> n{peer}: connect #{c}"));
+                    // The follower's listener accepts and challenges.
+                    self.follower_accept(c);
+                    LinkInput::Connected {
+                        gen,
+                        nonce: leader_nonce,
+                    }
+                } else {
+                    LinkInput::ConnectFailed {
+                        gen,
+                        reason: "unreachable".into(),
+                    }
+                };
+                let node = self.node_mut(id);
+                let view = SimLog {
+                    index: &node.index,
+                    records: node.disk.records(),
+                };
+                if let Role::Leader(l) = &mut node.role {
+                    if let Some(link) = l.links.get_mut(&peer) {
+                        link.engine.handle(now, input, &view);
+                    }
+                }
+            }
+            LinkAction::Close { gen } => {
+                let conn = match self.link_mut(id, peer) {
+                    Some(link) => match link.conn {
+                        Some((c, g)) if g == gen => {
+                            link.conn = None;
+                            Some(c)
+                        }
+                        _ => None,
+                    },
+                    None => None,
+                };
+                if let Some(c) = conn {
+                    self.close(c);
+                }
+            }
+            LinkAction::ReadWal {
+                gen,
+                from,
+                max_entries,
+                max_bytes,
+            } => {
+                let latency = self.rng.range(MS / 2, 4 * MS);
+                self.schedule(
+                    latency,
+                    Ev::WalRead(WalReadDone {
+                        node: id,
+                        peer,
+                        epoch,
+                        gen,
+                        from,
+                        max_entries,
+                        max_bytes,
+                    }),
+                );
+            }
+            LinkAction::LoadSnapshot { .. } => self.fail(
+                Invariant::Protocol,
+                format!("n{id}: link to n{peer} asked for a snapshot, but no log is compacted"),
+            ),
+            LinkAction::Report(report) => match report {
+                LinkReport::Connected { matched } => {
+                    self.log(format!("n{id}: n{peer} matched at {matched}"));
+                    self.leader_input(id, LeaderInput::Connected { peer, matched });
+                }
+                LinkReport::Acked { offset } => {
+                    self.leader_input(id, LeaderInput::Acked { peer, offset });
+                }
+                LinkReport::Disconnected => {
+                    self.leader_input(id, LeaderInput::Disconnected { peer });
+                }
+                LinkReport::Fenced { epoch: theirs, .. } => {
+                    if theirs > epoch {
+                        self.step_down(id, theirs);
+                    }
+                }
+            },
+        }
+    }
+
+    /// The simulated disk answers a link's WAL read.
+    pub(super) fn wal_read_done(&mut self, read: WalReadDone) {
+        let WalReadDone {
+            node: id,
+            peer,
+            epoch,
+            gen,
+            from,
+            max_entries,
+            max_bytes,
+        } = read;
+        let node = self.node(id);
+        if !node.up || !node.is_leader() || node.meta().epoch != epoch {
+            return;
+        }
+        let durable = node.disk.durable();
+        let result = if from == 0 || from > durable {
+            Err(ReadFailure::NotYetWritten)
+        } else {
+            let upto = &node.disk.records()[from as usize - 1..durable as usize];
+            Ok(take_records(upto, max_entries, max_bytes))
+        };
+        self.link_input(id, peer, LinkInput::WalRead { gen, from, result });
+        self.pump(id);
     }
 
     /// A message from a follower.
     pub(super) fn leader_receive(&mut self, conn: ConnId, msg: Msg) {
         let Some(c) = self.net.get(conn) else { return };
-        let (id, peer, conn_epoch) = (c.leader, c.follower, c.epoch);
-        let node = self.node(id);
-        let Role::Leader(l) = &node.role else { return };
-        if node.meta().epoch != conn_epoch || l.links.get(&peer).and_then(|k| k.conn) != Some(conn)
-        {
-            return;
-        }
-        match msg {
-            Msg::Position {
-                last_offset,
-                last_epoch,
-            } => {
-                if l.links[&peer].progress.state() != LinkState::Handshaking {
-                    self.fail(
-                        Invariant::Protocol,
-                        format!("n{id}: Position from n{peer} outside a handshake"),
-                    );
-                    return;
-                }
-                match decide_start(&node.index, last_offset, last_epoch) {
-                    StartPoint::Matched { matched } => {
-                        match &mut self.node_mut(id).role {
-                            Role::Leader(l) => {
-                                if let Some(link) = l.links.get_mut(&peer) {
-                                    link.progress.on_matched(matched);
-                                }
-                            }
-                            Role::Follower(_) => return,
-                        }
-                        self.log(format!("n{id}: n{peer} matched at {matched}"));
-                        self.leader_input(id, LeaderInput::Connected { peer, matched });
-                        let commit = match &self.node(id).role {
-                            Role::Leader(l) => l.engine.tracker().commit(),
-                            Role::Follower(_) => return,
-                        };
-                        // A probe: confirms the match point to the follower.
-                        self.send(
-                            conn,
-                            Dir::ToFollower,
-                            Msg::Append {
-                                first_offset: matched + 1,
-                                records: Vec::new(),
-                                commit,
-                            },
-                        );
-                        self.pump_link(id, peer);
-                    }
-                    StartPoint::Truncate { to } => {
-                        self.send(conn, Dir::ToFollower, Msg::Truncate { to });
-                    }
-                    StartPoint::Snapshot => self.fail(
-                        Invariant::Protocol,
-                        format!(
-                            "n{id}: decide_start chose a snapshot for n{peer} at \
-                             {last_offset}@e{last_epoch}, but no log is compacted"
-                        ),
-                    ),
-                }
-            }
-            Msg::Reject { epoch } => {
-                if epoch > conn_epoch {
-                    self.step_down(id, epoch);
-                } else {
-                    self.close(conn);
-                }
-            }
-            Msg::Ack { offset } => {
-                let outcome = match &mut self.node_mut(id).role {
-                    Role::Leader(l) => match l.links.get_mut(&peer) {
-                        Some(link) => link.progress.on_ack(offset),
-                        None => return,
-                    },
-                    Role::Follower(_) => return,
-                };
-                match outcome {
-                    AckOutcome::Advanced { .. } => {
-                        match &mut self.node_mut(id).role {
-                            Role::Leader(l) => {
-                                if let Some(link) = l.links.get_mut(&peer) {
-                                    link.backoff.reset();
-                                }
-                            }
-                            Role::Follower(_) => return,
-                        }
-                        self.leader_input(id, LeaderInput::Acked { peer, offset });
-                        self.pump_link(id, peer);
-                    }
-                    AckOutcome::Stale => {}
-                    AckOutcome::Beyond { sent } => self.fail(
-                        Invariant::Protocol,
-                        format!("n{id}: n{peer} acked {offset}, beyond {sent} sent"),
-                    ),
-                }
-            }
-            other => self.fail(
-                Invariant::Protocol,
-                format!("n{id}: unexpected {} from n{peer}", other.describe()),
-            ),
-        }
+        let (id, peer) = (c.leader, c.follower);
+        let gen = match &self.node(id).role {
+            Role::Leader(l) => match l.links.get(&peer).and_then(|k| k.conn) {
+                Some((c, g)) if c == conn => g,
+                _ => return,
+            },
+            Role::Follower(_) => return,
+        };
+        self.link_input(id, peer, LinkInput::Frame { gen, frame: msg });
+        self.pump(id);
     }
 
-    /// `conn` from `id` to `peer` is gone: the link reconnects after a
-    /// backoff, the follower leaves the ISR.
+    /// `conn` from `id` to `peer` is gone: the link engine reconnects after
+    /// its backoff and tells the leader engine.
     pub(super) fn leader_link_down(&mut self, id: NodeId, peer: NodeId, conn: ConnId) {
-        let jitter = self.rng.unit();
-        let now = self.now;
-        match &mut self.node_mut(id).role {
-            Role::Leader(l) => {
-                let Some(link) = l.links.get_mut(&peer) else {
-                    return;
-                };
-                if link.conn != Some(conn) {
-                    return;
+        let gen = match self.link_mut(id, peer) {
+            Some(link) => match link.conn {
+                Some((c, g)) if c == conn => {
+                    link.conn = None;
+                    g
                 }
-                link.conn = None;
-                link.progress.on_disconnected();
-                link.next_attempt = now + link.backoff.next_delay(jitter).as_nanos() as u64;
-            }
-            Role::Follower(_) => return,
-        }
+                _ => return,
+            },
+            None => return,
+        };
         if self.node(id).up {
-            self.leader_input(id, LeaderInput::Disconnected { peer });
+            self.link_input(
+                id,
+                peer,
+                LinkInput::Closed {
+                    gen,
+                    reason: "connection closed".into(),
+                },
+            );
+            self.pump(id);
         }
     }
 }
 
-const MS_DURATION: std::time::Duration = std::time::Duration::from_nanos(MS);
+/// A link's WAL read, answered by the simulated disk after its latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct WalReadDone {
+    pub node: NodeId,
+    pub peer: NodeId,
+    pub epoch: u64,
+    pub gen: u64,
+    pub from: u64,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
 
 /// How long the sim's leader engine retries a full disk queue (the sim's
 /// disk never reports one).

@@ -79,8 +79,10 @@ pub struct SimConfig {
     pub window_entries: usize,
     /// Link window in bytes.
     pub window_bytes: usize,
-    /// Most entries in one `Append`.
-    pub batch_entries: usize,
+    /// Most bytes in one `Append` (at least one record).
+    pub batch_bytes: usize,
+    /// A link drops a follower silent for this long.
+    pub session_timeout: Duration,
     /// Idle links get a heartbeat this often.
     pub heartbeat: Duration,
     /// `replica_lag_time_max` of the ISR.
@@ -111,6 +113,20 @@ pub enum PlantedBug {
 }
 
 impl SimConfig {
+    /// The replication settings of the simulated links.
+    pub fn link_config(&self) -> crate::config::ReplicationConfig {
+        crate::config::ReplicationConfig {
+            heartbeat_interval: self.heartbeat,
+            session_timeout: self.session_timeout,
+            backoff_min: Duration::from_millis(2),
+            backoff_max: Duration::from_millis(100),
+            window_bytes: self.window_bytes,
+            window_entries: self.window_entries,
+            batch_bytes: self.batch_bytes,
+            ..crate::config::ReplicationConfig::default()
+        }
+    }
+
     /// Defaults for `seed` with `nodes` nodes and 2000 steps.
     pub fn new(seed: u64, nodes: usize) -> SimConfig {
         SimConfig {
@@ -122,7 +138,8 @@ impl SimConfig {
             min_insync: [2, 1, 3][(seed / 2 % 3) as usize],
             window_entries: 16,
             window_bytes: 2048,
-            batch_entries: 6,
+            batch_bytes: 320,
+            session_timeout: Duration::from_millis(150),
             heartbeat: Duration::from_millis(20),
             replica_lag_max: Duration::from_millis(200),
             tick: Duration::from_millis(5),
@@ -225,6 +242,7 @@ pub struct SeedReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
     Deliver { conn: ConnId, dir: Dir },
+    WalRead(leader::WalReadDone),
     Fsync { node: NodeId, generation: u64 },
     Tick,
     External,
@@ -420,6 +438,10 @@ impl Simulation {
             self.now = self.now.max(at);
             let done = match ev {
                 Ev::Deliver { conn, dir } => self.deliver(conn, dir),
+                Ev::WalRead(read) => {
+                    self.wal_read_done(read);
+                    true
+                }
                 Ev::Fsync { node, generation } => self.fsync_done(node, generation),
                 Ev::Tick => {
                     self.tick();
@@ -524,14 +546,14 @@ impl Simulation {
             Dir::ToFollower => {
                 self.log(format!(
                     "n{follower} <- n{leader} #{conn} {}",
-                    msg.describe()
+                    net::describe(&msg)
                 ));
                 self.follower_receive(conn, msg);
             }
             Dir::ToLeader => {
                 self.log(format!(
                     "n{leader} <- n{follower} #{conn} {}",
-                    msg.describe()
+                    net::describe(&msg)
                 ));
                 self.leader_receive(conn, msg);
             }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::command::NodeId;
-use crate::record::Record;
+use crate::frame::{Frame, NONCE_LEN};
 
 /// Identifies a connection for its whole life (never reused in a seed).
 pub type ConnId = u64;
@@ -19,78 +19,40 @@ pub enum Dir {
     ToLeader,
 }
 
-/// A replication protocol message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Msg {
-    /// Leader → follower: first message of a connection.
-    Hello {
-        /// The leader's epoch.
-        epoch: u64,
-        /// The leader's id.
-        leader: NodeId,
-    },
-    /// Follower → leader: the end of its log (all of it durable).
-    Position {
-        /// Last offset in the follower's log.
-        last_offset: u64,
-        /// Epoch of that entry.
-        last_epoch: u64,
-    },
-    /// Follower → leader: refused; the follower's epoch is `epoch`.
-    Reject {
-        /// The follower's persisted epoch.
-        epoch: u64,
-    },
-    /// Leader → follower: drop every entry after `to`, then report again.
-    Truncate {
-        /// Last offset to keep.
-        to: u64,
-    },
-    /// Leader → follower: records starting at `first_offset` (possibly
-    /// none: a probe that confirms the match point) and the commit point.
-    Append {
-        /// Offset of the first record (or the one after the match point).
-        first_offset: u64,
-        /// The records, byte for byte as on the leader's disk.
-        records: Vec<Record>,
-        /// The leader's commit point.
-        commit: u64,
-    },
-    /// Leader → follower: the commit point, on an idle link.
-    Heartbeat {
-        /// The leader's commit point.
-        commit: u64,
-    },
-    /// Follower → leader: cumulative durable offset.
-    Ack {
-        /// Everything up to here is on the follower's disk.
-        offset: u64,
-    },
-}
+/// A message on the simulated wire: the real protocol [`Frame`], as the
+/// engines produce and consume it (the simulation does not encode it to
+/// bytes; the codec has its own tests).
+pub type Msg = Frame;
 
-impl Msg {
-    /// Short description for the event log.
-    pub fn describe(&self) -> String {
-        match self {
-            Msg::Hello { epoch, leader } => format!("Hello(e{epoch}, n{leader})"),
-            Msg::Position {
-                last_offset,
-                last_epoch,
-            } => format!("Position({last_offset}@e{last_epoch})"),
-            Msg::Reject { epoch } => format!("Reject(e{epoch})"),
-            Msg::Truncate { to } => format!("Truncate({to})"),
-            Msg::Append {
-                first_offset,
-                records,
-                commit,
-            } => format!(
-                "Append({}..+{}, commit {commit})",
-                first_offset,
-                records.len()
-            ),
-            Msg::Heartbeat { commit } => format!("Heartbeat(commit {commit})"),
-            Msg::Ack { offset } => format!("Ack({offset})"),
-        }
+/// Short description of a frame for the event log.
+pub fn describe(frame: &Frame) -> String {
+    match frame {
+        Frame::Challenge { node_id, .. } => format!("Challenge(n{node_id})"),
+        Frame::Hello {
+            leader_id, epoch, ..
+        } => format!("Hello(e{epoch}, n{leader_id})"),
+        Frame::Welcome {
+            last_offset,
+            last_epoch,
+            ..
+        } => format!("Welcome({last_offset}@e{last_epoch})"),
+        Frame::Position {
+            last_offset,
+            last_epoch,
+        } => format!("Position({last_offset}@e{last_epoch})"),
+        Frame::Reject { reason, epoch, .. } => format!("Reject({reason:?}, e{epoch})"),
+        Frame::Truncate { to } => format!("Truncate({to})"),
+        Frame::Append {
+            first_offset,
+            records,
+            commit,
+        } => format!(
+            "Append({first_offset}.., {} B, commit {commit})",
+            records.len()
+        ),
+        Frame::Heartbeat { commit } => format!("Heartbeat(commit {commit})"),
+        Frame::Ack { offset } => format!("Ack({offset})"),
+        other => other.kind().to_string(),
     }
 }
 
@@ -103,6 +65,8 @@ pub struct Connection {
     pub follower: NodeId,
     /// The leader's epoch when it opened the connection.
     pub epoch: u64,
+    /// The nonce of the follower's `Challenge` on this connection.
+    pub follower_nonce: [u8; NONCE_LEN],
     queues: [VecDeque<(u64, Msg)>; 2],
 }
 
@@ -162,8 +126,15 @@ impl Network {
         self.partition = None;
     }
 
-    /// Open a connection from `leader` (in `epoch`) to `follower`.
-    pub fn open(&mut self, leader: NodeId, follower: NodeId, epoch: u64) -> ConnId {
+    /// Open a connection from `leader` (in `epoch`) to `follower`, whose
+    /// `Challenge` will carry `follower_nonce`.
+    pub fn open(
+        &mut self,
+        leader: NodeId,
+        follower: NodeId,
+        epoch: u64,
+        follower_nonce: [u8; NONCE_LEN],
+    ) -> ConnId {
         self.next_id += 1;
         let id = self.next_id;
         self.conns.insert(
@@ -172,6 +143,7 @@ impl Network {
                 leader,
                 follower,
                 epoch,
+                follower_nonce,
                 queues: [VecDeque::new(), VecDeque::new()],
             },
         );
@@ -236,7 +208,7 @@ mod tests {
     #[test]
     fn fifo_even_with_shorter_later_latency() {
         let mut n = Network::new();
-        let c = n.open(1, 2, 1);
+        let c = n.open(1, 2, 1, [0; NONCE_LEN]);
         assert_eq!(
             n.send(c, Dir::ToFollower, Msg::Ack { offset: 1 }, 50),
             Some(50)
@@ -252,8 +224,8 @@ mod tests {
     #[test]
     fn partition_closes_crossing_connections() {
         let mut n = Network::new();
-        let a = n.open(1, 2, 1);
-        let b = n.open(1, 3, 1);
+        let a = n.open(1, 2, 1, [0; NONCE_LEN]);
+        let b = n.open(1, 3, 1, [0; NONCE_LEN]);
         let closed = n.split(vec![true, true, false]);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].0, b);

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Entry, NodeId};
-use crate::engine::{LeaderEngine, ProposalId};
+use crate::engine::{LeaderEngine, LinkEngine, ProposalId};
 use crate::epochs::EpochIndex;
+use crate::handshake::Nonce;
 use crate::record::Record;
-use crate::replication::{Backoff, LinkProgress};
 use crate::state::MetadataState;
 
 use super::disk::{CrashLoss, Meta, SimDisk};
@@ -29,18 +29,10 @@ pub struct Waiter {
 /// The leader's side of one follower link.
 #[derive(Debug, Clone)]
 pub struct LinkSim {
-    /// The real link engine: state, window, cumulative acks.
-    pub progress: LinkProgress,
-    /// The open connection, if any.
-    pub conn: Option<ConnId>,
-    /// Reconnect delays.
-    pub backoff: Backoff,
-    /// Virtual time (ns) of the next connection attempt.
-    pub next_attempt: u64,
-    /// Virtual time (ns) of the last message sent.
-    pub last_send: u64,
-    /// Commit point carried by the last message sent.
-    pub sent_commit: u64,
+    /// The real link engine, the one the `FollowerLink` actor drives.
+    pub engine: LinkEngine,
+    /// The open connection, if any, with the engine's generation for it.
+    pub conn: Option<(ConnId, u64)>,
 }
 
 /// What a leader keeps.
@@ -65,8 +57,15 @@ pub struct FollowerState {
     /// The last offset received on this connection (its log matches the
     /// leader's up to here); `None` until the first `Append`.
     pub received: Option<u64>,
-    /// A `Position` is owed once the disk has synced everything.
+    /// The log end last reported to the leader (`Welcome` or `Position`):
+    /// once the leader streams, the log matches its own up to here.
+    pub reported: Option<u64>,
+    /// A `Position` (or the `Welcome`) is owed once the disk has synced
+    /// everything.
     pub position_owed: bool,
+    /// The leader's nonce from its `Hello`, while the `Welcome` that signs
+    /// it is owed.
+    pub welcome_nonce: Option<Nonce>,
     /// Acks are owed from this durable offset on.
     pub acked: u64,
 }
