@@ -14,6 +14,9 @@
 //!   the authenticated handshake, the start point, what to send next
 //!   (tail, WAL read or snapshot) within the window, heartbeats, and the
 //!   session timeout.
+//! - [`session`]: one inbound replication connection on a follower: the
+//!   handshake it answers, the checks on every frame, snapshot reassembly,
+//!   acks, and the session timeout.
 //! - [`epoch`]: epoch fencing, one rule for every path that persists an
 //!   epoch.
 //! - [`follower`]: what a truncation or a snapshot install from the leader
@@ -25,6 +28,7 @@ pub mod epoch;
 pub mod follower;
 pub mod leader;
 pub mod link;
+pub mod session;
 pub mod store;
 
 pub use leader::{Acks, LeaderAction, LeaderEngine, LeaderError, LeaderInput, ProposalId};
@@ -32,3 +36,4 @@ pub use link::{
     LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,
     SnapshotBytes,
 };
+pub use session::{Local, SessionAction, SessionEngine, SessionInput};

@@ -1,26 +1,22 @@
 //! `ReplicaSession`: one inbound replication connection on a follower.
 //!
-//! It speaks first (`Challenge` with a fresh nonce), checks the leader's
-//! `Hello` (protocol, cluster id, HMAC proof, epoch fencing), asks the
-//! [`ReplicaListener`] to make it the active session (which persists a higher
-//! epoch first) and answers `Welcome` with its log end, or `Reject` with the
-//! reason. Then it checks every `Append` — CRC and decoding of each record,
-//! contiguity and epochs — before passing it on, carries out `Truncate` and
-//! snapshot installs, and acks durable offsets as the listener reports them.
-//!
-//! Anything malformed closes the connection with a logged reason; nothing from
-//! it is applied. A leader silent for `session_timeout` is dropped too.
+//! The protocol of the connection — the handshake it answers, the checks on
+//! every frame, snapshot reassembly, acks, the session timeout — is the
+//! core's [`SessionEngine`]; this actor owns the socket and carries the
+//! engine's actions out: frames to the writer, requests to the
+//! [`ReplicaListener`] (which owns the log), answered back as inputs. While
+//! a request is outstanding the actor stops reading the connection
+//! (`ctx.wait`), so the engine takes one request at a time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
 use metawal::codec::CodecError;
+use metawal::engine::{Local, SessionAction, SessionEngine, SessionInput};
 use metawal::frame::{Frame, RejectReason};
-use metawal::handshake::{reject, HandshakeKeys, Nonce};
-use metawal::record::RecordReader;
+use metawal::handshake::{HandshakeKeys, Nonce};
 use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 
@@ -30,9 +26,6 @@ use crate::follower::listener::{
     SessionSnapshot, SessionTruncate,
 };
 use crate::shared::NodeShared;
-
-/// Largest snapshot a follower accepts.
-const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The listener reports a new durable offset.
 #[derive(Message)]
@@ -45,20 +38,6 @@ pub(crate) struct Durable {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopSession;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    AwaitHello { nonce: Nonce },
-    Attaching,
-    Ready { leader: NodeId, epoch: u64 },
-}
-
-struct SnapshotRecv {
-    offset: u64,
-    epoch: u64,
-    total: u64,
-    buf: BytesMut,
-}
 
 pub(crate) struct SessionInit {
     pub id: u64,
@@ -77,49 +56,151 @@ pub struct ReplicaSession {
     node: NodeId,
     shared: Arc<NodeShared>,
     config: ReplicationConfig,
-    keys: HandshakeKeys,
     listener: Addr<ReplicaListener>,
     durable: Arc<AtomicU64>,
     stream: Option<TcpStream>,
     conn: Option<Connection>,
-    phase: Phase,
-    last_heard: Instant,
-    last_ack: Instant,
-    acked: u64,
-    snapshot: Option<SnapshotRecv>,
+    engine: SessionEngine,
 }
 
 impl ReplicaSession {
     pub(crate) fn new(init: SessionInit) -> ReplicaSession {
-        let now = Instant::now();
+        let nonce: Nonce = rand::random();
         ReplicaSession {
+            engine: SessionEngine::new(
+                init.node,
+                init.keys,
+                init.config.clone(),
+                Instant::now(),
+                nonce,
+            ),
             id: init.id,
             node: init.node,
             shared: init.shared,
             config: init.config,
-            keys: init.keys,
             listener: init.listener,
             durable: init.durable,
             stream: Some(init.stream),
             conn: None,
-            phase: Phase::AwaitHello { nonce: [0; 16] },
-            last_heard: now,
-            last_ack: now,
-            acked: 0,
-            snapshot: None,
         }
     }
 
-    fn leader(&self) -> Option<NodeId> {
-        match self.phase {
-            Phase::Ready { leader, .. } => Some(leader),
-            _ => None,
+    fn local(&self) -> Local {
+        Local {
+            epoch: self.shared.epoch(),
+            leader: self.shared.leader(),
+            durable: self.durable.load(Ordering::Acquire),
         }
+    }
+
+    /// Feed one input to the engine and carry out its actions.
+    fn input(&mut self, input: SessionInput, ctx: &mut Context<Self>) {
+        let local = self.local();
+        self.engine.handle(Instant::now(), input, local);
+        while let Some(action) = self.engine.poll_action() {
+            self.act(action, ctx);
+        }
+    }
+
+    fn act(&mut self, action: SessionAction, ctx: &mut Context<Self>) {
+        match action {
+            SessionAction::Send(frame) => self.send(frame, ctx),
+            SessionAction::RejectAndClose { frame, reason } => {
+                self.reject_and_close(frame, ctx, &reason)
+            }
+            SessionAction::Close { reason } => self.close(ctx, &reason),
+            SessionAction::Attach { leader, epoch } => {
+                let req = self.listener.send(Attach {
+                    session: self.id,
+                    addr: ctx.address(),
+                    leader,
+                    epoch,
+                });
+                ctx.wait(req.into_actor(self).map(move |res, act, ctx| {
+                    let result = match res {
+                        Ok(Ok(end)) => Ok(end),
+                        Ok(Err(AttachRefused::NotFollower)) => Err(RejectReason::NotFollower),
+                        Ok(Err(AttachRefused::StaleEpoch { .. })) => Err(RejectReason::StaleEpoch),
+                        Ok(Err(AttachRefused::EpochConflict)) => Err(RejectReason::EpochConflict),
+                        Ok(Err(AttachRefused::Storage(e))) => {
+                            tracing::error!(node = act.node, error = %e, "cannot persist the new epoch");
+                            Err(RejectReason::NotFollower)
+                        }
+                        Err(_) => Err(RejectReason::NotFollower),
+                    };
+                    act.input(SessionInput::Attached(result), ctx);
+                }));
+            }
+            SessionAction::Append {
+                records,
+                entries,
+                commit,
+            } => {
+                let req = self.listener.send(SessionAppend {
+                    session: self.id,
+                    records,
+                    entries,
+                    commit,
+                });
+                // Stop reading the socket until the listener took the batch.
+                ctx.wait(req.into_actor(self).map(|res, act, ctx| {
+                    let result = res.unwrap_or_else(|_| Err("listener gone".into()));
+                    act.input(SessionInput::Appended(result), ctx);
+                }));
+            }
+            SessionAction::Commit { commit } => {
+                // A heartbeat's commit: if the listener's mailbox is full
+                // it is dropped, and the next heartbeat or append carries
+                // it (commit points only grow).
+                let _ = self.listener.try_send(SessionCommit {
+                    session: self.id,
+                    commit,
+                });
+            }
+            SessionAction::Truncate { to } => {
+                let req = self.listener.send(SessionTruncate {
+                    session: self.id,
+                    to,
+                });
+                self.wait_log_reset(req, ctx);
+            }
+            SessionAction::InstallSnapshot {
+                offset,
+                epoch,
+                bytes,
+            } => {
+                // Decoding (up to the engine's snapshot limit) happens on
+                // the disk thread.
+                let req = self.listener.send(SessionSnapshot {
+                    session: self.id,
+                    offset,
+                    epoch,
+                    bytes,
+                });
+                self.wait_log_reset(req, ctx);
+            }
+        }
+    }
+
+    /// Wait for the listener to reset the log (truncation or snapshot) and
+    /// pass its answer to the engine.
+    fn wait_log_reset<M>(
+        &mut self,
+        req: actix::dev::Request<ReplicaListener, M>,
+        ctx: &mut Context<Self>,
+    ) where
+        M: Message<Result = Result<(u64, u64), String>> + Send + 'static,
+        ReplicaListener: Handler<M>,
+    {
+        ctx.wait(req.into_actor(self).map(|res, act, ctx| {
+            let result = res.unwrap_or_else(|_| Err("listener gone".into()));
+            act.input(SessionInput::LogReset(result), ctx);
+        }));
     }
 
     fn close(&mut self, ctx: &mut Context<Self>, reason: &str) {
         if let Some(conn) = self.conn.take() {
-            tracing::info!(node = self.node, peer = ?self.leader(), addr = %conn.peer, reason, "replication session closed");
+            tracing::info!(node = self.node, peer = ?self.engine.leader(), addr = %conn.peer, reason, "replication session closed");
             conn.close(ctx);
         }
         ctx.stop();
@@ -143,285 +224,14 @@ impl ReplicaSession {
         ctx.run_later(self.config.session_timeout, |_, ctx| ctx.stop());
     }
 
+    /// Queue a frame; a writer that cannot take it (closed, or 64 frames
+    /// behind) ends the session: the leader resends from the acked offset.
     fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let Some(conn) = &self.conn else {
             return;
         };
         if conn.send(frame).is_err() {
             self.close(ctx, "writer closed or stuck");
-        }
-    }
-
-    fn ack(&mut self, offset: u64, ctx: &mut Context<Self>) {
-        if matches!(self.phase, Phase::Ready { .. }) {
-            self.acked = self.acked.max(offset);
-            self.last_ack = Instant::now();
-            self.send(Frame::Ack { offset }, ctx);
-        }
-    }
-
-    fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
-        match (self.phase, frame) {
-            (Phase::AwaitHello { nonce }, frame) => self.on_hello(nonce, frame, ctx),
-            (Phase::Attaching, other) => {
-                tracing::warn!(
-                    node = self.node,
-                    frame = other.kind(),
-                    "frame before the handshake finished"
-                );
-                self.close(ctx, "protocol error");
-            }
-            (
-                Phase::Ready { epoch, .. },
-                Frame::Append {
-                    first_offset,
-                    records,
-                    commit,
-                },
-            ) => self.on_append(epoch, first_offset, records, commit, ctx),
-            (Phase::Ready { .. }, Frame::Heartbeat { commit }) => {
-                let _ = self.listener.try_send(SessionCommit {
-                    session: self.id,
-                    commit,
-                });
-                if self.last_ack.elapsed() >= self.config.heartbeat_interval / 2 {
-                    let durable = self.durable.load(Ordering::Acquire);
-                    self.ack(durable, ctx);
-                }
-            }
-            (Phase::Ready { .. }, Frame::Truncate { to }) => {
-                let req = self.listener.send(SessionTruncate {
-                    session: self.id,
-                    to,
-                });
-                self.report_position(req, "truncation refused", ctx);
-            }
-            (
-                Phase::Ready { .. },
-                Frame::SnapshotChunk {
-                    offset,
-                    epoch,
-                    total_len,
-                    position,
-                    data,
-                },
-            ) => self.on_snapshot_chunk(offset, epoch, total_len, position, data, ctx),
-            (_, other) => {
-                tracing::warn!(
-                    node = self.node,
-                    frame = other.kind(),
-                    "unexpected frame from leader"
-                );
-                self.close(ctx, "protocol error");
-            }
-        }
-    }
-
-    fn on_hello(&mut self, nonce: Nonce, frame: Frame, ctx: &mut Context<Self>) {
-        let current = self.shared.epoch();
-        let known_leader = self.shared.leader();
-        let info = match self.keys.check_hello(&nonce, current, known_leader, &frame) {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::warn!(node = self.node, epoch = current, error = %e, "leader handshake refused");
-                let frame = reject(&e, current, known_leader);
-                self.reject_and_close(frame, ctx, "handshake refused");
-                return;
-            }
-        };
-        self.phase = Phase::Attaching;
-        let req = self.listener.send(Attach {
-            session: self.id,
-            addr: ctx.address(),
-            leader: info.leader_id,
-            epoch: info.epoch,
-        });
-        ctx.wait(req.into_actor(self).map(move |res, act, ctx| {
-            let refused = match res {
-                Ok(Ok((last_offset, last_epoch))) => {
-                    match act.keys.welcome(&info.nonce, last_offset, last_epoch) {
-                        Ok(frame) => {
-                            act.phase = Phase::Ready {
-                                leader: info.leader_id,
-                                epoch: info.epoch,
-                            };
-                            act.acked = last_offset;
-                            act.send(frame, ctx);
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::error!(node = act.node, error = %e, "cannot build Welcome");
-                            RejectReason::BadProof
-                        }
-                    }
-                }
-                Ok(Err(AttachRefused::NotFollower)) => RejectReason::NotFollower,
-                Ok(Err(AttachRefused::StaleEpoch { .. })) => RejectReason::StaleEpoch,
-                Ok(Err(AttachRefused::EpochConflict)) => RejectReason::EpochConflict,
-                Ok(Err(AttachRefused::Storage(e))) => {
-                    tracing::error!(node = act.node, error = %e, "cannot persist the new epoch");
-                    RejectReason::NotFollower
-                }
-                Err(_) => RejectReason::NotFollower,
-            };
-            tracing::warn!(node = act.node, leader = info.leader_id, epoch = info.epoch, reason = ?refused, "leader refused");
-            let frame = Frame::Reject {
-                reason: refused,
-                epoch: act.shared.epoch(),
-                leader: act.shared.leader(),
-            };
-            act.reject_and_close(frame, ctx, "leader refused");
-        }));
-    }
-
-    fn on_append(
-        &mut self,
-        epoch: u64,
-        first_offset: u64,
-        records: Bytes,
-        commit: u64,
-        ctx: &mut Context<Self>,
-    ) {
-        let mut recs = Vec::new();
-        let mut entries = Vec::new();
-        for item in RecordReader::new(records) {
-            match item {
-                Ok((r, e)) => {
-                    recs.push(r);
-                    entries.push(e);
-                }
-                Err(e) => {
-                    tracing::warn!(node = self.node, epoch, offset = first_offset + recs.len() as u64, error = %e, "bad record from leader; nothing of this batch is written");
-                    self.close(ctx, "bad record");
-                    return;
-                }
-            }
-        }
-        if recs.first().is_some_and(|r| r.offset != first_offset) {
-            tracing::warn!(
-                node = self.node,
-                offset = first_offset,
-                "Append's first_offset does not match its first record"
-            );
-            self.close(ctx, "bad append");
-            return;
-        }
-        let req = self.listener.send(SessionAppend {
-            session: self.id,
-            records: recs,
-            entries,
-            commit,
-        });
-        // Wait: stop reading the socket until the listener took the batch.
-        ctx.wait(req.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(node = act.node, offset = first_offset, error = %e, "append refused");
-                act.close(ctx, "append refused");
-            }
-            Err(_) => act.close(ctx, "listener gone"),
-        }));
-    }
-
-    fn on_snapshot_chunk(
-        &mut self,
-        offset: u64,
-        epoch: u64,
-        total: u64,
-        position: u64,
-        data: Bytes,
-        ctx: &mut Context<Self>,
-    ) {
-        if total > MAX_SNAPSHOT_BYTES {
-            tracing::warn!(node = self.node, bytes = total, "snapshot too large");
-            self.close(ctx, "snapshot too large");
-            return;
-        }
-        if position == 0 {
-            self.snapshot = Some(SnapshotRecv {
-                offset,
-                epoch,
-                total,
-                buf: BytesMut::new(),
-            });
-        }
-        let Some(s) = self.snapshot.as_mut() else {
-            self.close(ctx, "snapshot chunk out of order");
-            return;
-        };
-        if s.offset != offset
-            || s.epoch != epoch
-            || s.total != total
-            || s.buf.len() as u64 != position
-            || position + data.len() as u64 > total
-        {
-            self.close(ctx, "snapshot chunk out of order");
-            return;
-        }
-        s.buf.extend_from_slice(&data);
-        if (s.buf.len() as u64) < total {
-            // Keep the leader's link from timing out during a long transfer.
-            if self.last_ack.elapsed() >= self.config.heartbeat_interval {
-                let durable = self.durable.load(Ordering::Acquire);
-                self.ack(durable, ctx);
-            }
-            return;
-        }
-        let Some(s) = self.snapshot.take() else {
-            return;
-        };
-        // Decoding (up to MAX_SNAPSHOT_BYTES) happens on the disk thread.
-        let req = self.listener.send(SessionSnapshot {
-            session: self.id,
-            offset,
-            epoch,
-            bytes: s.buf.freeze(),
-        });
-        self.report_position(req, "snapshot install failed", ctx);
-    }
-
-    /// Wait for the listener to reset the log (truncation or snapshot), then
-    /// tell the leader where the log ends now; on failure, close.
-    fn report_position<M>(
-        &mut self,
-        req: actix::dev::Request<ReplicaListener, M>,
-        failure: &'static str,
-        ctx: &mut Context<Self>,
-    ) where
-        M: Message<Result = Result<(u64, u64), String>> + Send + 'static,
-        ReplicaListener: Handler<M>,
-    {
-        ctx.wait(req.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(Ok((last_offset, last_epoch))) => {
-                // The log end may have moved down: ack from here on.
-                act.acked = last_offset;
-                act.send(
-                    Frame::Position {
-                        last_offset,
-                        last_epoch,
-                    },
-                    ctx,
-                )
-            }
-            Ok(Err(e)) => {
-                tracing::error!(node = act.node, error = %e, "{failure}");
-                act.close(ctx, failure);
-            }
-            Err(_) => act.close(ctx, "listener gone"),
-        }));
-    }
-
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        let silent = self.last_heard.elapsed();
-        if silent > self.config.session_timeout {
-            self.close(ctx, "leader silent past the session timeout");
-            return;
-        }
-        // Re-ack if a durable notification was missed.
-        let durable = self.durable.load(Ordering::Acquire);
-        if durable > self.acked && self.last_ack.elapsed() >= self.config.heartbeat_interval {
-            self.ack(durable, ctx);
         }
     }
 }
@@ -438,11 +248,13 @@ impl Actor for ReplicaSession {
         let conn = Connection::attach(ctx, stream, 1, self.config.max_frame_bytes);
         tracing::debug!(node = self.node, addr = %conn.peer, "replication connection accepted");
         self.conn = Some(conn);
-        let nonce: Nonce = rand::random();
-        self.phase = Phase::AwaitHello { nonce };
-        let challenge = self.keys.challenge(&nonce);
-        self.send(challenge, ctx);
-        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.tick(ctx));
+        // The engine's first action sends the Challenge.
+        while let Some(action) = self.engine.poll_action() {
+            self.act(action, ctx);
+        }
+        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
+            act.input(SessionInput::Tick, ctx)
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -455,9 +267,9 @@ impl Actor for ReplicaSession {
 impl StreamHandler<ConnInput> for ReplicaSession {
     fn handle(&mut self, input: ConnInput, ctx: &mut Context<Self>) {
         match input.item {
-            Inbound::Frame(f) => self.on_frame(f, ctx),
+            Inbound::Frame(f) => self.input(SessionInput::Frame(f), ctx),
             Inbound::Error(e) => {
-                tracing::warn!(node = self.node, peer = ?self.leader(), error = %e, "bad data on replication connection");
+                tracing::warn!(node = self.node, peer = ?self.engine.leader(), error = %e, "bad data on replication connection");
                 self.close(ctx, "read error");
             }
             Inbound::Closed => self.close(ctx, "closed by leader"),
@@ -480,9 +292,7 @@ impl Handler<Durable> for ReplicaSession {
     type Result = ();
 
     fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
-        if msg.offset > self.acked {
-            self.ack(msg.offset, ctx);
-        }
+        self.input(SessionInput::Durable(msg.offset), ctx);
     }
 }
 

@@ -1,0 +1,557 @@
+//! The session engine: one inbound replication connection on a follower.
+//!
+//! Every decision a `ReplicaSession` makes lives here:
+//! - it speaks first (`Challenge` with the nonce the shell drew);
+//! - it checks the leader's `Hello` ([`HandshakeKeys::check_hello`]:
+//!   protocol, cluster id, proof, epoch fencing against what this node
+//!   knows), asks the log owner to attach it ([`SessionAction::Attach`],
+//!   which persists a higher epoch first) and answers `Welcome` with the
+//!   log end, or `Reject` with the reason;
+//! - it decodes every `Append` (CRC, contiguity of the batch with its
+//!   `first_offset`) before passing it on, reassembles snapshot chunks
+//!   (in order, bounded by [`MAX_SNAPSHOT_BYTES`]), and passes truncations
+//!   on; after a truncation or a snapshot install it reports `Position`;
+//! - it acks durable offsets, answers heartbeats with an ack (so the
+//!   leader's link hears from an idle follower), and drops a leader silent
+//!   for the session timeout.
+//!
+//! Anything malformed closes the connection with a reason
+//! ([`SessionAction::Close`]); nothing from it reaches the log.
+//!
+//! The shape is the link engine's: [`SessionEngine::handle`] takes one
+//! [`SessionInput`] at `now` with what this node knows ([`Local`]);
+//! [`SessionEngine::poll_action`] returns what to do, in order. One request
+//! to the log owner (attach, append, truncate, install) is outstanding at a
+//! time: the shell stops reading the connection until it is answered.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::{Entry, NodeId};
+use crate::config::ReplicationConfig;
+use crate::frame::{Frame, RejectReason};
+use crate::handshake::{reject, HandshakeKeys, Nonce};
+use crate::record::{Record, RecordReader};
+
+/// Largest snapshot a follower accepts.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// What this node knows when an input arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    /// The highest epoch this node has seen (persisted).
+    pub epoch: u64,
+    /// The leader it knows for that epoch.
+    pub leader: Option<NodeId>,
+    /// The last offset durable in its WAL.
+    pub durable: u64,
+}
+
+/// An event for a session engine.
+#[derive(Debug, Clone)]
+pub enum SessionInput {
+    /// A frame from the leader.
+    Frame(Frame),
+    /// The answer to [`SessionAction::Attach`]: the log end `(offset,
+    /// epoch)`, or why the leader may not attach.
+    Attached(Result<(u64, u64), RejectReason>),
+    /// The answer to [`SessionAction::Append`].
+    Appended(Result<(), String>),
+    /// The answer to [`SessionAction::Truncate`] or
+    /// [`SessionAction::InstallSnapshot`]: the new log end `(offset,
+    /// epoch)`.
+    LogReset(Result<(u64, u64), String>),
+    /// The log is durable up to this offset.
+    Durable(u64),
+    /// The housekeeping timer: session timeout, a missed ack.
+    Tick,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionAction {
+    /// Write this frame; if the writer cannot take it, close.
+    Send(Frame),
+    /// Write this `Reject`, then close once it is flushed.
+    RejectAndClose {
+        /// The `Reject` frame.
+        frame: Frame,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Close the connection now.
+    Close {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Make this session the active one for leader `leader` of `epoch`
+    /// (persisting a higher epoch first); answer [`SessionInput::Attached`].
+    Attach {
+        /// The authenticated leader.
+        leader: NodeId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// Append these decoded records (checked against the log by its owner)
+    /// and learn `commit`; answer [`SessionInput::Appended`].
+    Append {
+        /// The records, byte for byte as the leader sent them.
+        records: Vec<Record>,
+        /// Their decoded entries, for the store.
+        entries: Vec<Entry>,
+        /// The leader's commit point.
+        commit: u64,
+    },
+    /// Learn the leader's commit point (from a heartbeat).
+    Commit {
+        /// The leader's commit point.
+        commit: u64,
+    },
+    /// Drop every entry after `to`; answer [`SessionInput::LogReset`].
+    Truncate {
+        /// Last offset to keep.
+        to: u64,
+    },
+    /// Install the snapshot the leader sent; answer
+    /// [`SessionInput::LogReset`].
+    InstallSnapshot {
+        /// Offset the chunks announced.
+        offset: u64,
+        /// Epoch the chunks announced.
+        epoch: u64,
+        /// The encoded snapshot (decoded and checked by the shell's disk
+        /// thread).
+        bytes: Bytes,
+    },
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello {
+        nonce: Nonce,
+    },
+    Attaching {
+        leader: NodeId,
+        epoch: u64,
+        leader_nonce: Nonce,
+    },
+    Ready {
+        leader: NodeId,
+        epoch: u64,
+        pending: Pending,
+    },
+    Closed,
+}
+
+/// The request to the log owner that is outstanding, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    None,
+    Append,
+    Reset,
+}
+
+/// A snapshot being received.
+#[derive(Debug, Clone)]
+struct SnapshotRecv {
+    offset: u64,
+    epoch: u64,
+    total: u64,
+    buf: BytesMut,
+}
+
+/// Protocol state of one inbound replication connection (see the module
+/// docs).
+#[derive(Debug, Clone)]
+pub struct SessionEngine {
+    node: NodeId,
+    keys: HandshakeKeys,
+    config: ReplicationConfig,
+    phase: Phase,
+    last_heard: Instant,
+    last_ack: Instant,
+    acked: u64,
+    snapshot: Option<SnapshotRecv>,
+    actions: VecDeque<SessionAction>,
+}
+
+impl SessionEngine {
+    /// A session on node `node` that just accepted a connection: its first
+    /// action sends the `Challenge` with `nonce` (fresh bytes from a
+    /// CSPRNG).
+    pub fn new(
+        node: NodeId,
+        keys: HandshakeKeys,
+        config: ReplicationConfig,
+        now: Instant,
+        nonce: Nonce,
+    ) -> SessionEngine {
+        let challenge = keys.challenge(&nonce);
+        SessionEngine {
+            node,
+            keys,
+            config,
+            phase: Phase::AwaitHello { nonce },
+            last_heard: now,
+            last_ack: now,
+            acked: 0,
+            snapshot: None,
+            actions: VecDeque::from([SessionAction::Send(challenge)]),
+        }
+    }
+
+    /// The leader this session follows, once attached.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.phase {
+            Phase::Ready { leader, .. } => Some(leader),
+            _ => None,
+        }
+    }
+
+    /// The epoch of the leader this session follows, once attached.
+    pub fn epoch(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Ready { epoch, .. } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// Whether the session ended (a close or reject was asked for).
+    pub fn closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// The highest offset acked on this session.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// The next action, in order.
+    pub fn poll_action(&mut self) -> Option<SessionAction> {
+        self.actions.pop_front()
+    }
+
+    /// When the leader counts as silent (call back with
+    /// [`SessionInput::Tick`]).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.phase != Phase::Closed).then(|| self.last_heard + self.config.session_timeout)
+    }
+
+    /// Take one input.
+    pub fn handle(&mut self, now: Instant, input: SessionInput, local: Local) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        match input {
+            SessionInput::Frame(frame) => {
+                self.last_heard = now;
+                self.on_frame(now, frame, local);
+            }
+            SessionInput::Attached(result) => self.on_attached(result, local),
+            SessionInput::Appended(result) => {
+                if self.take_pending(Pending::Append) {
+                    if let Err(e) = result {
+                        tracing::warn!(node = self.node, error = %e, "append refused");
+                        self.close("append refused");
+                    }
+                }
+            }
+            SessionInput::LogReset(result) => {
+                if self.take_pending(Pending::Reset) {
+                    match result {
+                        Ok((last_offset, last_epoch)) => {
+                            // The log end may have moved down: ack from here.
+                            self.acked = last_offset;
+                            self.actions.push_back(SessionAction::Send(Frame::Position {
+                                last_offset,
+                                last_epoch,
+                            }));
+                        }
+                        Err(e) => {
+                            tracing::error!(node = self.node, error = %e, "log reset refused or failed");
+                            self.close("truncation or snapshot install failed");
+                        }
+                    }
+                }
+            }
+            SessionInput::Durable(offset) => {
+                if offset > self.acked {
+                    self.ack(now, offset);
+                }
+            }
+            SessionInput::Tick => {
+                if now.saturating_duration_since(self.last_heard) > self.config.session_timeout {
+                    self.close("leader silent past the session timeout");
+                } else if local.durable > self.acked
+                    && now.saturating_duration_since(self.last_ack)
+                        >= self.config.heartbeat_interval
+                {
+                    // A durable notification was missed: re-ack.
+                    self.ack(now, local.durable);
+                }
+            }
+        }
+    }
+
+    /// Clear the outstanding request of kind `kind`; false if none was.
+    fn take_pending(&mut self, kind: Pending) -> bool {
+        match &mut self.phase {
+            Phase::Ready { pending, .. } if *pending == kind => {
+                *pending = Pending::None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn set_pending(&mut self, kind: Pending) {
+        if let Phase::Ready { pending, .. } = &mut self.phase {
+            *pending = kind;
+        }
+    }
+
+    fn close(&mut self, reason: &str) {
+        self.phase = Phase::Closed;
+        self.actions.push_back(SessionAction::Close {
+            reason: reason.to_string(),
+        });
+    }
+
+    fn reject_and_close(&mut self, frame: Frame, reason: &str) {
+        self.phase = Phase::Closed;
+        self.actions.push_back(SessionAction::RejectAndClose {
+            frame,
+            reason: reason.to_string(),
+        });
+    }
+
+    fn ack(&mut self, now: Instant, offset: u64) {
+        if matches!(self.phase, Phase::Ready { .. }) {
+            self.acked = self.acked.max(offset);
+            self.last_ack = now;
+            self.actions
+                .push_back(SessionAction::Send(Frame::Ack { offset }));
+        }
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: Frame, local: Local) {
+        match (self.phase, frame) {
+            (Phase::AwaitHello { nonce }, frame) => {
+                match self
+                    .keys
+                    .check_hello(&nonce, local.epoch, local.leader, &frame)
+                {
+                    Ok(info) => {
+                        self.phase = Phase::Attaching {
+                            leader: info.leader_id,
+                            epoch: info.epoch,
+                            leader_nonce: info.nonce,
+                        };
+                        self.actions.push_back(SessionAction::Attach {
+                            leader: info.leader_id,
+                            epoch: info.epoch,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = self.node, epoch = local.epoch, error = %e, "leader handshake refused");
+                        self.reject_and_close(
+                            reject(&e, local.epoch, local.leader),
+                            "handshake refused",
+                        );
+                    }
+                }
+            }
+            (
+                Phase::Ready {
+                    pending: Pending::None,
+                    epoch,
+                    ..
+                },
+                frame,
+            ) => self.on_ready_frame(now, epoch, frame, local),
+            (_, other) => {
+                tracing::warn!(
+                    node = self.node,
+                    frame = other.kind(),
+                    "frame from the leader while the handshake or a request is pending"
+                );
+                self.close("protocol error");
+            }
+        }
+    }
+
+    fn on_ready_frame(&mut self, now: Instant, epoch: u64, frame: Frame, local: Local) {
+        match frame {
+            Frame::Append {
+                first_offset,
+                records,
+                commit,
+            } => self.on_append(epoch, first_offset, records, commit),
+            Frame::Heartbeat { commit } => {
+                self.actions.push_back(SessionAction::Commit { commit });
+                if now.saturating_duration_since(self.last_ack)
+                    >= self.config.heartbeat_interval / 2
+                {
+                    self.ack(now, local.durable);
+                }
+            }
+            Frame::Truncate { to } => {
+                self.set_pending(Pending::Reset);
+                self.actions.push_back(SessionAction::Truncate { to });
+            }
+            Frame::SnapshotChunk {
+                offset,
+                epoch,
+                total_len,
+                position,
+                data,
+            } => self.on_snapshot_chunk(now, offset, epoch, total_len, position, data, local),
+            other => {
+                tracing::warn!(
+                    node = self.node,
+                    frame = other.kind(),
+                    "unexpected frame from leader"
+                );
+                self.close("protocol error");
+            }
+        }
+    }
+
+    fn on_attached(&mut self, result: Result<(u64, u64), RejectReason>, local: Local) {
+        let Phase::Attaching {
+            leader,
+            epoch,
+            leader_nonce,
+        } = self.phase
+        else {
+            return;
+        };
+        let refused = match result {
+            Ok((last_offset, last_epoch)) => {
+                match self.keys.welcome(&leader_nonce, last_offset, last_epoch) {
+                    Ok(frame) => {
+                        self.phase = Phase::Ready {
+                            leader,
+                            epoch,
+                            pending: Pending::None,
+                        };
+                        self.acked = last_offset;
+                        self.actions.push_back(SessionAction::Send(frame));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(node = self.node, error = %e, "cannot build Welcome");
+                        RejectReason::BadProof
+                    }
+                }
+            }
+            Err(reason) => reason,
+        };
+        tracing::warn!(node = self.node, leader, epoch, reason = ?refused, "leader refused");
+        self.reject_and_close(
+            Frame::Reject {
+                reason: refused,
+                epoch: local.epoch,
+                leader: local.leader,
+            },
+            "leader refused",
+        );
+    }
+
+    fn on_append(&mut self, epoch: u64, first_offset: u64, records: Bytes, commit: u64) {
+        let mut recs = Vec::new();
+        let mut entries = Vec::new();
+        for item in RecordReader::new(records) {
+            match item {
+                Ok((r, e)) => {
+                    recs.push(r);
+                    entries.push(e);
+                }
+                Err(e) => {
+                    tracing::warn!(node = self.node, epoch, offset = first_offset + recs.len() as u64, error = %e, "bad record from leader; nothing of this batch is written");
+                    self.close("bad record");
+                    return;
+                }
+            }
+        }
+        if recs.first().is_some_and(|r| r.offset != first_offset) {
+            tracing::warn!(
+                node = self.node,
+                offset = first_offset,
+                "Append's first_offset does not match its first record"
+            );
+            self.close("bad append");
+            return;
+        }
+        self.set_pending(Pending::Append);
+        self.actions.push_back(SessionAction::Append {
+            records: recs,
+            entries,
+            commit,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_snapshot_chunk(
+        &mut self,
+        now: Instant,
+        offset: u64,
+        epoch: u64,
+        total: u64,
+        position: u64,
+        data: Bytes,
+        local: Local,
+    ) {
+        if total > MAX_SNAPSHOT_BYTES {
+            tracing::warn!(node = self.node, bytes = total, "snapshot too large");
+            self.close("snapshot too large");
+            return;
+        }
+        if position == 0 {
+            self.snapshot = Some(SnapshotRecv {
+                offset,
+                epoch,
+                total,
+                buf: BytesMut::new(),
+            });
+        }
+        let Some(s) = self.snapshot.as_mut() else {
+            self.close("snapshot chunk out of order");
+            return;
+        };
+        if s.offset != offset
+            || s.epoch != epoch
+            || s.total != total
+            || s.buf.len() as u64 != position
+            || position + data.len() as u64 > total
+        {
+            self.snapshot = None;
+            self.close("snapshot chunk out of order");
+            return;
+        }
+        s.buf.extend_from_slice(&data);
+        if (s.buf.len() as u64) < total {
+            // Keep the leader's link from timing out during a long transfer.
+            if now.saturating_duration_since(self.last_ack) >= self.config.heartbeat_interval {
+                self.ack(now, local.durable);
+            }
+            return;
+        }
+        let Some(s) = self.snapshot.take() else {
+            return;
+        };
+        self.set_pending(Pending::Reset);
+        self.actions.push_back(SessionAction::InstallSnapshot {
+            offset,
+            epoch,
+            bytes: s.buf.freeze(),
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
