@@ -16,10 +16,10 @@
 //! in-memory index of record positions lets [`Wal::read`] `pread` any range.
 //!
 //! Recovery on [`Wal::open`] validates every record; a torn tail of the last
-//! segment (a bad record that no valid record follows) is cut off and
-//! reported, anything else bad stops the open with a
-//! [`WalError::Corrupt`] naming the file and byte. `docs/storage.md` has the
-//! exact format and rules.
+//! segment (a bad record that no valid record of this log follows: a later
+//! offset, an epoch not lower) is cut off and reported, anything else bad
+//! stops the open with a [`WalError::Corrupt`] naming the file and byte.
+//! `docs/storage.md` has the exact format and rules.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::command::Entry;
 use crate::epochs::EpochIndex;
 use crate::record::{decode_record, Record, RecordError, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN};
 
@@ -284,18 +285,54 @@ fn looks_torn(buf: &[u8], pos: usize, err: &RecordError) -> bool {
 /// the end of the file, so only pathological garbage gets near this).
 const TAIL_SEARCH_BUDGET: usize = 256 * 1024 * 1024;
 
+/// What a valid record found after a failure must hold to count as a later
+/// record of this log, rather than bytes that merely form a record: an old
+/// record copied into a payload, or a record-shaped run of bytes inside a
+/// client-supplied string.
+///
+/// A genuine record after the failed one holds a higher offset than the
+/// failed record should have held, and an epoch no lower than the last good
+/// record's (epochs never go backwards in a log). Anything else cannot
+/// follow the failed record in this log and is skipped by the search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Successor {
+    /// The offset the failed record should have held (the last good offset
+    /// + 1); a later record's offset is strictly greater.
+    failed_offset: u64,
+    /// Epoch of the last good record (the base epoch when there is none); a
+    /// later record's epoch is not lower.
+    last_epoch: u64,
+}
+
+impl Successor {
+    /// The bound for a record failing right after what `epochs` holds.
+    fn after(epochs: &EpochIndex) -> Successor {
+        Successor {
+            failed_offset: epochs.last_offset().saturating_add(1),
+            last_epoch: epochs.last_epoch(),
+        }
+    }
+
+    /// Could `entry` really follow the failed record in this log?
+    fn admits(&self, entry: &Entry) -> bool {
+        entry.offset > self.failed_offset && entry.epoch >= self.last_epoch
+    }
+}
+
 /// What the search for a valid record after a failure found.
 #[derive(Debug, PartialEq, Eq)]
 enum FollowSearch {
-    /// No valid record starts anywhere after the failure.
+    /// No valid record that could follow the failure starts anywhere after it.
     Nothing,
-    /// A complete record with a good checksum that decodes as an entry
-    /// starts at `byte`.
+    /// A complete record with a good checksum, decoding as an entry that
+    /// [`Successor::admits`], starts at `byte`.
     Found {
         /// Its byte position in the file.
         byte: usize,
         /// The offset it holds.
         offset: u64,
+        /// The epoch it holds.
+        epoch: u64,
     },
     /// The checksum budget ran out before the end of the data.
     GaveUp {
@@ -304,12 +341,20 @@ enum FollowSearch {
     },
 }
 
-/// Search `buf` from `from` on for the start of a valid record: length
-/// within limits, complete, good checksum, decodes as an entry. Candidates
-/// are only tried where the length field is non-zero, so the zeros of
-/// preallocated space are skipped; at most `budget` payload bytes are
-/// checksummed.
-fn find_valid_record(buf: &[u8], from: usize, mut budget: usize) -> FollowSearch {
+/// Search `buf` from `from` on for the start of a valid record that could
+/// follow the failed one: length within limits, complete, good checksum,
+/// decodes as an entry, and that entry is one `successor` admits (higher
+/// offset than the failed record's, epoch not lower than the last good
+/// one's). A candidate that decodes but is not admitted is skipped and the
+/// search goes on from the next byte. Candidates are only tried where the
+/// length field is non-zero, so the zeros of preallocated space are skipped;
+/// at most `budget` payload bytes are checksummed.
+fn find_valid_record(
+    buf: &[u8],
+    from: usize,
+    successor: Successor,
+    mut budget: usize,
+) -> FollowSearch {
     // A record's length field is not all zero, so no record starts at or
     // after the last non-zero byte's successor.
     let data_end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
@@ -325,10 +370,13 @@ fn find_valid_record(buf: &[u8], from: usize, mut budget: usize) -> FollowSearch
         }
         budget -= len;
         if let Ok((entry, _)) = decode_record(&buf[q..]) {
-            return FollowSearch::Found {
-                byte: q,
-                offset: entry.offset,
-            };
+            if successor.admits(&entry) {
+                return FollowSearch::Found {
+                    byte: q,
+                    offset: entry.offset,
+                    epoch: entry.epoch,
+                };
+            }
         }
         q += 1;
     }
@@ -337,23 +385,42 @@ fn find_valid_record(buf: &[u8], from: usize, mut budget: usize) -> FollowSearch
 
 /// Is the failure `err` of the record at `pos` in the last segment a torn
 /// tail, by the rules of `docs/storage.md`? `Ok` if so, else why not.
+/// `epochs` holds the records before `pos` (the last good one is the last).
 ///
 /// A torn tail is only what no valid record follows: the bad record must
-/// look torn (its header and the bytes after it) and no valid record may
-/// start anywhere after `pos` (a bit flip in the length field of a record
-/// mid-segment makes it look torn, but the fsynced records after it are
-/// still there).
-fn tail_verdict(buf: &[u8], pos: usize, err: &RecordError) -> Result<(), String> {
+/// look torn (its header and the bytes after it) and no valid record that
+/// could follow it in this log may start anywhere after `pos` (a bit flip in
+/// the length field of a record mid-segment makes it look torn, but the
+/// fsynced records after it are still there, and they hold higher offsets).
+/// A record-shaped run of bytes inside the torn record's payload (a copy of
+/// an earlier record, say) holds an offset at or below the failed one, or an
+/// older epoch, and does not count; see [`Successor`]. What this cannot tell
+/// apart: a payload crafted to embed a checksum-good record with a later
+/// offset (the very next one, say) and a current epoch. That makes the open
+/// refuse a genuinely torn tail, which fails safe: nothing is cut.
+fn tail_verdict(
+    buf: &[u8],
+    pos: usize,
+    err: &RecordError,
+    epochs: &EpochIndex,
+) -> Result<(), String> {
     if !looks_torn(buf, pos, err) {
         return Err(format!(
             "{err}, and valid-looking data follows it, so this is not a torn tail"
         ));
     }
-    match find_valid_record(buf, pos + 1, TAIL_SEARCH_BUDGET) {
+    let successor = Successor::after(epochs);
+    match find_valid_record(buf, pos + 1, successor, TAIL_SEARCH_BUDGET) {
         FollowSearch::Nothing => Ok(()),
-        FollowSearch::Found { byte, offset } => Err(format!(
-            "{err}, but a valid record (offset {offset}) starts after it at byte {byte}, \
-             so this is not a torn tail and cutting here would drop written records"
+        FollowSearch::Found {
+            byte,
+            offset,
+            epoch,
+        } => Err(format!(
+            "{err}, but a valid record that can follow it (offset {offset}, epoch {epoch}; \
+             this record should hold offset {}) starts after it at byte {byte}, \
+             so this is not a torn tail and cutting here would drop written records",
+            successor.failed_offset
         )),
         FollowSearch::GaveUp { byte } => Err(format!(
             "{err}; the search for valid records after it gave up at byte {byte} \
@@ -414,7 +481,7 @@ fn scan_segment(
                 let reason = if decode_failure {
                     format!("{err} (its checksum is good, so this is not a torn write)")
                 } else if allow_torn_tail {
-                    match tail_verdict(buf, pos, &err) {
+                    match tail_verdict(buf, pos, &err, epochs) {
                         Ok(()) => {
                             return Ok(Scan {
                                 positions,
@@ -972,7 +1039,28 @@ fn check_record_bytes(r: &Record) -> Result<(), WalError> {
 mod tests {
     use super::*;
 
+    use crate::command::Command;
     use crate::record::test_record as record;
+
+    /// The bound for a failure right after records `1..=last` of epoch 1.
+    fn after(last: u64) -> Successor {
+        let mut epochs = EpochIndex::new(0, 0);
+        for o in 1..=last {
+            epochs.append(o, 1).unwrap();
+        }
+        Successor::after(&epochs)
+    }
+
+    fn entry_record(offset: u64, epoch: u64) -> Record {
+        Record::encode(&Entry {
+            offset,
+            epoch,
+            command: Command::DeleteTopic {
+                name: format!("t{offset}"),
+            },
+        })
+        .unwrap()
+    }
 
     #[test]
     fn wal_find_valid_record_after_a_failure() {
@@ -982,34 +1070,80 @@ mod tests {
         buf.extend_from_slice(&[0u8; 300]);
         // From inside the first record: the second one is found.
         assert_eq!(
-            find_valid_record(&buf, 1, usize::MAX),
+            find_valid_record(&buf, 1, after(0), usize::MAX),
             FollowSearch::Found {
                 byte: a.len(),
-                offset: 2
+                offset: 2,
+                epoch: 1,
             }
         );
         // Past the start of the last record: only a partial record and zeros.
         assert_eq!(
-            find_valid_record(&buf, a.len() + 1, usize::MAX),
+            find_valid_record(&buf, a.len() + 1, after(0), usize::MAX),
             FollowSearch::Nothing
         );
         // Nothing but zeros (preallocated space).
         assert_eq!(
-            find_valid_record(&[0u8; 1000], 0, usize::MAX),
+            find_valid_record(&[0u8; 1000], 0, after(0), usize::MAX),
             FollowSearch::Nothing
         );
         // A record cut short is not valid.
         let cut = &buf[..a.len() + b.len() - 1];
         assert_eq!(
-            find_valid_record(cut, a.len(), usize::MAX),
+            find_valid_record(cut, a.len(), after(0), usize::MAX),
             FollowSearch::Nothing
         );
         // The checksum work is bounded: with no budget it gives up at the
         // first candidate instead of answering "nothing follows".
         assert!(matches!(
-            find_valid_record(&buf, 1, 0),
+            find_valid_record(&buf, 1, after(0), 0),
             FollowSearch::GaveUp { .. }
         ));
+    }
+
+    /// Only a record that could follow the failed one in this log counts:
+    /// a record at or below the failed record's offset, or from an older
+    /// epoch, is skipped and the search goes on to a genuine later record.
+    #[test]
+    fn wal_find_valid_record_skips_records_that_cannot_follow() {
+        // The failed record should hold offset 3, the last good one is in
+        // epoch 1. Bytes after the failure: an earlier record (1), one with
+        // the failed offset itself (3), a later offset from an older epoch,
+        // then the genuine next record (4).
+        let stale = [entry_record(1, 1), entry_record(3, 1), entry_record(9, 0)];
+        let genuine = entry_record(4, 1);
+        let mut buf = vec![0xa5u8; 5];
+        for r in &stale {
+            buf.extend_from_slice(&r.bytes);
+        }
+        let genuine_at = buf.len();
+        buf.extend_from_slice(&genuine.bytes);
+        assert_eq!(
+            find_valid_record(&buf, 1, after(2), usize::MAX),
+            FollowSearch::Found {
+                byte: genuine_at,
+                offset: 4,
+                epoch: 1,
+            }
+        );
+        // Without the genuine record nothing can follow.
+        assert_eq!(
+            find_valid_record(&buf[..genuine_at], 1, after(2), usize::MAX),
+            FollowSearch::Nothing
+        );
+        // The epoch bound is the last good record's epoch: a later offset
+        // in that epoch or a newer one counts.
+        for epoch in [1, 2] {
+            let r = entry_record(5, epoch);
+            assert_eq!(
+                find_valid_record(&r.bytes, 0, after(2), usize::MAX),
+                FollowSearch::Found {
+                    byte: 0,
+                    offset: 5,
+                    epoch,
+                }
+            );
+        }
     }
 
     #[test]
@@ -1020,15 +1154,117 @@ mod tests {
         // A length bit flip that runs the first record past the end.
         buf[1] ^= 0x40;
         let err = decode_record(&buf).unwrap_err();
-        let reason = tail_verdict(&buf, 0, &err).unwrap_err();
+        let reason = tail_verdict(&buf, 0, &err, &EpochIndex::new(0, 0)).unwrap_err();
         assert!(
-            reason.contains(&format!("offset 2) starts after it at byte {}", a.len()))
-                && reason.contains("not a torn tail"),
+            reason.contains(&format!(
+                "(offset 2, epoch 1; this record should hold offset 1) starts after it at byte {}",
+                a.len()
+            )) && reason.contains("not a torn tail"),
             "{reason}"
         );
         // The second record cut short is a torn tail.
         let cut = &buf[..a.len() + b.len() - 3];
         let err = decode_record(&cut[a.len()..]).unwrap_err();
-        assert_eq!(tail_verdict(cut, a.len(), &err), Ok(()));
+        let mut epochs = EpochIndex::new(0, 0);
+        epochs.append(1, 1).unwrap();
+        assert_eq!(tail_verdict(cut, a.len(), &err, &epochs), Ok(()));
+    }
+
+    const OPTS: WalOptions = WalOptions {
+        segment_bytes: 1 << 20,
+        preallocate: false,
+    };
+
+    /// A WAL in a new directory holding records `1..=last` (epoch 1),
+    /// synced and closed; returns the directory and its one segment.
+    fn closed_wal(last: u64) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), OPTS).unwrap();
+        let records: Vec<Record> = (1..=last).map(record).collect();
+        wal.append(&records).unwrap();
+        wal.sync().unwrap();
+        let paths = wal.segment_paths();
+        assert_eq!(paths.len(), 1);
+        let path = paths[0].clone();
+        (dir, path)
+    }
+
+    /// A torn last record whose payload happens to hold a complete,
+    /// checksum-good record that cannot follow it in this log (a copy of an
+    /// earlier record, one holding the torn record's own offset, or a later
+    /// offset from an older epoch) is still a torn tail: open cuts it and
+    /// keeps every record before it.
+    #[test]
+    fn wal_torn_tail_embedding_a_record_that_cannot_follow_is_cut() {
+        let embedded = [
+            ("a copy of an earlier record", record(2)),
+            ("a record with the torn record's offset", entry_record(4, 1)),
+            ("a later offset from an older epoch", entry_record(6, 0)),
+        ];
+        for (what, inner) in embedded {
+            let (dir, path) = closed_wal(3);
+            let good_len = std::fs::metadata(&path).unwrap().len();
+            // The torn write of record 4: a header declaring more payload
+            // than made it to disk; the payload that did holds `inner`.
+            let mut torn = Vec::new();
+            let declared = (inner.len() + 64) as u32;
+            torn.extend_from_slice(&declared.to_be_bytes());
+            torn.extend_from_slice(&0xdead_beef_u32.to_be_bytes());
+            torn.extend_from_slice(&[0x92, 0x04, 0x01]);
+            torn.extend_from_slice(&inner.bytes);
+            torn.extend_from_slice(&[0x7f; 10]);
+            {
+                let file = OpenOptions::new().append(true).open(&path).unwrap();
+                use std::io::Write;
+                (&file).write_all(&torn).unwrap();
+            }
+            let (mut wal, report) = Wal::open(dir.path(), OPTS)
+                .unwrap_or_else(|e| panic!("{what}: a torn tail must open, got {e}"));
+            assert_eq!(
+                report.torn_tail,
+                Some(TornTail {
+                    file: path.clone(),
+                    byte: good_len,
+                    removed: torn.len() as u64,
+                }),
+                "{what}"
+            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len, "{what}");
+            assert_eq!(wal.last_offset(), 3, "{what}");
+            let held = wal.read(1, usize::MAX, usize::MAX).unwrap();
+            assert_eq!(held, (1..=3).map(record).collect::<Vec<_>>(), "{what}");
+            // Appends continue where the torn record was.
+            wal.append(&[record(4)]).unwrap();
+            wal.sync().unwrap();
+        }
+    }
+
+    /// A length bit flip mid-segment still refuses the open: the genuine
+    /// records after the damaged one hold higher offsets. Nothing is cut.
+    #[test]
+    fn wal_length_bit_flip_mid_last_segment_still_refuses() {
+        let (dir, path) = closed_wal(4);
+        let before = std::fs::read(&path).unwrap();
+        // Record 2 starts right after record 1; flip a length bit so it runs
+        // past the end of the file.
+        let at = record(1).len();
+        let mut bytes = before.clone();
+        bytes[at + 1] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        match Wal::open(dir.path(), OPTS) {
+            Err(WalError::Corrupt { file, byte, reason }) => {
+                assert_eq!((file, byte), (path.clone(), at as u64));
+                let third = at + record(2).len();
+                assert!(
+                    reason.contains(&format!(
+                        "(offset 3, epoch 1; this record should hold offset 2) \
+                         starts after it at byte {third}"
+                    )),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "file changed");
     }
 }
