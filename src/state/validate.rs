@@ -1,0 +1,776 @@
+//! Command validation: the limits, [`ValidationError`] (one variant per
+//! rule) and [`MetadataState::validate`].
+//!
+//! Separate from `apply` because validation is also run on its own, by the
+//! leader before it proposes a command, and its rules (with their error
+//! variants) are the bulk of the state machine's code. `apply` reuses the
+//! per-command checks here so both refuse exactly the same commands.
+
+use crate::command::{Command, NodeId};
+
+use super::{MetadataState, PartitionState};
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+/// Largest replication factor / replica list.
+pub const MAX_REPLICAS: u32 = 64;
+/// Longest topic name (Kafka's limit).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Why a command is refused (or an entry not applied). Each rule has its own
+/// variant, carrying the offending values.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ValidationError {
+    /// The topic name is empty.
+    #[error(
+        "topic name is empty: a topic name must have 1 to {MAX_TOPIC_NAME_LEN} characters \
+         from [a-zA-Z0-9._-]"
+    )]
+    EmptyTopicName,
+    /// The topic name is longer than [`MAX_TOPIC_NAME_LEN`] characters.
+    #[error(
+        "topic name is {len} characters long: at most {max} characters are allowed \
+         (name starts with {prefix:?})"
+    )]
+    TopicNameTooLong {
+        /// Length of the name, in characters.
+        len: usize,
+        /// The limit, [`MAX_TOPIC_NAME_LEN`].
+        max: usize,
+        /// The first characters of the name (at most 32), to recognise it.
+        prefix: String,
+    },
+    /// The topic name contains a character outside `[a-zA-Z0-9._-]`.
+    #[error(
+        "topic name {name:?} contains the illegal character {ch:?} at position {position}: \
+         only ASCII letters, digits, '.', '_' and '-' are allowed"
+    )]
+    IllegalTopicNameChar {
+        /// The name.
+        name: String,
+        /// The first illegal character.
+        ch: char,
+        /// Its position in the name, counted in characters from 0.
+        position: usize,
+    },
+    /// The topic name is `.` or `..`.
+    #[error("topic name {name:?} is reserved: a topic may not be named \".\" or \"..\"")]
+    ReservedTopicName {
+        /// The name (`.` or `..`).
+        name: String,
+    },
+    /// `partition_count` is 0 or above [`MAX_PARTITIONS`].
+    #[error("partition count {count} is invalid: it must be between 1 and {max}")]
+    InvalidPartitionCount {
+        /// The requested count.
+        count: u32,
+        /// The limit, [`MAX_PARTITIONS`].
+        max: u32,
+    },
+    /// `replication_factor` is 0 or above [`MAX_REPLICAS`].
+    #[error("replication factor {factor} is invalid: it must be between 1 and {max}")]
+    InvalidReplicationFactor {
+        /// The requested factor.
+        factor: u32,
+        /// The limit, [`MAX_REPLICAS`].
+        max: u32,
+    },
+    /// `CreateTopic` of a topic that already exists.
+    #[error("topic {name:?} already exists: delete it first or choose another name")]
+    TopicExists {
+        /// The topic name.
+        name: String,
+    },
+    /// The command names a topic that does not exist.
+    #[error("unknown topic {name:?}: create it first")]
+    UnknownTopic {
+        /// The topic name.
+        name: String,
+    },
+    /// The partition index is negative or not below the topic's partition count.
+    #[error(
+        "partition {partition} of topic {topic:?} is out of range: the topic has \
+         {partition_count} partitions, numbered 0..{partition_count}"
+    )]
+    PartitionOutOfRange {
+        /// The topic name.
+        topic: String,
+        /// The requested partition index.
+        partition: i32,
+        /// The topic's partition count.
+        partition_count: u32,
+    },
+    /// `AssignPartition` with an empty replica list.
+    #[error(
+        "replica list for {topic}-{partition} is empty: assign between 1 and {MAX_REPLICAS} \
+         distinct broker ids"
+    )]
+    EmptyReplicas {
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+    },
+    /// `AssignPartition` with a broker id listed twice.
+    #[error(
+        "replica list for {topic}-{partition} names broker {replica} more than once: \
+         each broker may hold a partition once"
+    )]
+    DuplicateReplica {
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The duplicated broker id.
+        replica: NodeId,
+    },
+    /// `AssignPartition` with more than [`MAX_REPLICAS`] replicas.
+    #[error("replica list for {topic}-{partition} has {count} brokers: at most {max} are allowed")]
+    TooManyReplicas {
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// Length of the requested replica list.
+        count: usize,
+        /// The limit, [`MAX_REPLICAS`].
+        max: u32,
+    },
+    /// `SetPartitionLeader` with a leader that is not among the partition's
+    /// replicas (including a partition that is not assigned yet).
+    #[error(
+        "broker {leader} cannot lead {topic}-{partition}: it is not one of its replicas \
+         {replicas:?}; the leader must be a replica (assign the partition first if it has none)"
+    )]
+    LeaderNotReplica {
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The requested leader.
+        leader: NodeId,
+        /// The partition's current replicas.
+        replicas: Vec<NodeId>,
+    },
+    /// `UpdateIsr` with an empty ISR.
+    #[error(
+        "ISR for {topic}-{partition} is empty: it must contain at least one replica \
+         (and the leader, if one is set)"
+    )]
+    EmptyIsr {
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+    },
+    /// `UpdateIsr` with a broker id listed twice.
+    #[error(
+        "ISR for {topic}-{partition} names broker {replica} more than once: \
+         each replica may appear once"
+    )]
+    DuplicateIsrMember {
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The duplicated broker id.
+        replica: NodeId,
+    },
+    /// `UpdateIsr` naming a broker that is not a replica of the partition.
+    #[error(
+        "ISR for {topic}-{partition} names broker {replica}, which is not one of its \
+         replicas {replicas:?}: the ISR must be a subset of the replicas"
+    )]
+    IsrNotSubset {
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The first ISR member that is not a replica.
+        replica: NodeId,
+        /// The partition's current replicas.
+        replicas: Vec<NodeId>,
+    },
+    /// `UpdateIsr` leaving out the partition's current leader.
+    #[error(
+        "ISR {isr:?} for {topic}-{partition} does not contain the current leader {leader}: \
+         the leader must stay in the ISR (change the leader first)"
+    )]
+    IsrWithoutLeader {
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The partition's current leader.
+        leader: NodeId,
+        /// The requested ISR.
+        isr: Vec<NodeId>,
+    },
+    /// A control command (`LeaderChange`) was proposed: only the replication
+    /// layer appends those.
+    #[error(
+        "{kind} is a control entry appended by the replication layer; brokers may not propose it"
+    )]
+    ControlCommand {
+        /// The command kind.
+        kind: &'static str,
+    },
+    /// [`MetadataState::apply`] got an entry that is not the next one. Nothing
+    /// was changed, not even the applied offset.
+    #[error(
+        "entry at offset {got} is out of order: the next entry to apply is at offset {expected}"
+    )]
+    OutOfOrder {
+        /// `applied_offset() + 1`.
+        expected: u64,
+        /// The entry's offset.
+        got: u64,
+    },
+}
+
+impl ValidationError {
+    /// True for [`ValidationError::OutOfOrder`]: the entry was not applied at
+    /// all (every other error from [`MetadataState::apply`] still advanced the
+    /// applied offset).
+    pub fn is_out_of_order(&self) -> bool {
+        matches!(self, ValidationError::OutOfOrder { .. })
+    }
+}
+
+/// Check a topic name against Kafka's rules.
+pub(super) fn validate_topic_name(name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() {
+        return Err(ValidationError::EmptyTopicName);
+    }
+    if name == "." || name == ".." {
+        return Err(ValidationError::ReservedTopicName {
+            name: name.to_owned(),
+        });
+    }
+    // Legal characters are ASCII, so a legal name has as many bytes as chars;
+    // count characters only when the byte length is already over the limit.
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        let len = name.chars().count();
+        if len > MAX_TOPIC_NAME_LEN {
+            return Err(ValidationError::TopicNameTooLong {
+                len,
+                max: MAX_TOPIC_NAME_LEN,
+                prefix: name.chars().take(32).collect(),
+            });
+        }
+    }
+    if let Some((position, ch)) = name
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-'))
+    {
+        return Err(ValidationError::IllegalTopicNameChar {
+            name: name.to_owned(),
+            ch,
+            position,
+        });
+    }
+    Ok(())
+}
+
+/// Check an `AssignPartition` replica list.
+pub(super) fn check_replicas(
+    topic: &str,
+    partition: i32,
+    replicas: &[NodeId],
+) -> Result<(), ValidationError> {
+    if replicas.is_empty() {
+        return Err(ValidationError::EmptyReplicas {
+            topic: topic.to_owned(),
+            partition,
+        });
+    }
+    if replicas.len() > MAX_REPLICAS as usize {
+        return Err(ValidationError::TooManyReplicas {
+            topic: topic.to_owned(),
+            partition,
+            count: replicas.len(),
+            max: MAX_REPLICAS,
+        });
+    }
+    // At most MAX_REPLICAS ids: a quadratic scan beats a set and allocates nothing.
+    for (i, id) in replicas.iter().enumerate() {
+        if replicas[..i].contains(id) {
+            return Err(ValidationError::DuplicateReplica {
+                topic: topic.to_owned(),
+                partition,
+                replica: *id,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Check a `SetPartitionLeader` against the partition.
+pub(super) fn check_leader(
+    topic: &str,
+    partition: i32,
+    p: &PartitionState,
+    leader: NodeId,
+) -> Result<(), ValidationError> {
+    if !p.is_replica(leader) {
+        return Err(ValidationError::LeaderNotReplica {
+            topic: topic.to_owned(),
+            partition,
+            leader,
+            replicas: p.replicas.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Check an `UpdateIsr` against the partition.
+pub(super) fn check_isr(
+    topic: &str,
+    partition: i32,
+    p: &PartitionState,
+    isr: &[NodeId],
+) -> Result<(), ValidationError> {
+    if isr.is_empty() {
+        return Err(ValidationError::EmptyIsr {
+            topic: topic.to_owned(),
+            partition,
+        });
+    }
+    // One pass: every earlier member is a distinct replica, so the prefix
+    // scanned for duplicates is never longer than the replica list.
+    for (i, id) in isr.iter().enumerate() {
+        if isr[..i].contains(id) {
+            return Err(ValidationError::DuplicateIsrMember {
+                topic: topic.to_owned(),
+                partition,
+                replica: *id,
+            });
+        }
+        if !p.is_replica(*id) {
+            return Err(ValidationError::IsrNotSubset {
+                topic: topic.to_owned(),
+                partition,
+                replica: *id,
+                replicas: p.replicas.clone(),
+            });
+        }
+    }
+    if let Some(leader) = p.leader {
+        if !isr.contains(&leader) {
+            return Err(ValidationError::IsrWithoutLeader {
+                topic: topic.to_owned(),
+                partition,
+                leader,
+                isr: isr.to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl MetadataState {
+    /// Check `command` against this state. `LeaderChange` is refused
+    /// ([`ValidationError::ControlCommand`]): it is a control entry only the
+    /// replication layer appends.
+    ///
+    /// Checks run in this order and the first failure is returned:
+    /// topic name (create only), counts, topic existence, partition range,
+    /// then the command's own arguments against the partition.
+    /// Allocates only to build an error.
+    pub fn validate(&self, command: &Command) -> Result<(), ValidationError> {
+        match command {
+            Command::CreateTopic {
+                name,
+                partition_count,
+                replication_factor,
+            } => {
+                validate_topic_name(name)?;
+                if *partition_count == 0 || *partition_count > MAX_PARTITIONS {
+                    return Err(ValidationError::InvalidPartitionCount {
+                        count: *partition_count,
+                        max: MAX_PARTITIONS,
+                    });
+                }
+                if *replication_factor == 0 || *replication_factor > MAX_REPLICAS {
+                    return Err(ValidationError::InvalidReplicationFactor {
+                        factor: *replication_factor,
+                        max: MAX_REPLICAS,
+                    });
+                }
+                if self.topics.contains_key(name.as_str()) {
+                    return Err(ValidationError::TopicExists { name: name.clone() });
+                }
+                Ok(())
+            }
+            Command::DeleteTopic { name } => self.checked_topic(name).map(|_| ()),
+            Command::AssignPartition {
+                topic,
+                partition,
+                replicas,
+            } => {
+                self.checked_topic(topic)?
+                    .checked_partition(topic, *partition)?;
+                check_replicas(topic, *partition, replicas)
+            }
+            Command::SetPartitionLeader {
+                topic,
+                partition,
+                leader,
+            } => {
+                let p = self
+                    .checked_topic(topic)?
+                    .checked_partition(topic, *partition)?;
+                check_leader(topic, *partition, p, *leader)
+            }
+            Command::UpdateIsr {
+                topic,
+                partition,
+                isr,
+            } => {
+                let p = self
+                    .checked_topic(topic)?
+                    .checked_partition(topic, *partition)?;
+                check_isr(topic, *partition, p, isr)
+            }
+            Command::LeaderChange { .. } => Err(ValidationError::ControlCommand {
+                kind: command.kind(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{assert_rejected, assign, create, delete, fixture, isr, lead, ok};
+    use super::*;
+    use crate::command::Entry;
+
+    // ---- topic names -----------------------------------------------------
+
+    #[test]
+    fn empty_topic_name_refused() {
+        assert_rejected(
+            &fixture(),
+            create("", 1, 1),
+            ValidationError::EmptyTopicName,
+        );
+    }
+
+    #[test]
+    fn too_long_topic_name_refused() {
+        let name = "a".repeat(MAX_TOPIC_NAME_LEN + 1);
+        assert_rejected(
+            &fixture(),
+            create(&name, 1, 1),
+            ValidationError::TopicNameTooLong {
+                len: 250,
+                max: MAX_TOPIC_NAME_LEN,
+                prefix: "a".repeat(32),
+            },
+        );
+        // Exactly the limit is fine.
+        let ok_name = "a".repeat(MAX_TOPIC_NAME_LEN);
+        assert_eq!(fixture().validate(&create(&ok_name, 1, 1)), Ok(()));
+    }
+
+    #[test]
+    fn illegal_topic_name_char_refused() {
+        assert_rejected(
+            &fixture(),
+            create("ab c", 1, 1),
+            ValidationError::IllegalTopicNameChar {
+                name: "ab c".into(),
+                ch: ' ',
+                position: 2,
+            },
+        );
+        assert_rejected(
+            &fixture(),
+            create("é/x", 1, 1),
+            ValidationError::IllegalTopicNameChar {
+                name: "é/x".into(),
+                ch: 'é',
+                position: 0,
+            },
+        );
+        assert_eq!(fixture().validate(&create("Az09._-", 1, 1)), Ok(()));
+    }
+
+    #[test]
+    fn dot_topic_names_refused() {
+        for name in [".", ".."] {
+            assert_rejected(
+                &fixture(),
+                create(name, 1, 1),
+                ValidationError::ReservedTopicName { name: name.into() },
+            );
+        }
+        assert_eq!(fixture().validate(&create("...", 1, 1)), Ok(()));
+    }
+
+    // ---- counts ----------------------------------------------------------
+
+    #[test]
+    fn partition_count_bounds() {
+        for count in [0, MAX_PARTITIONS + 1] {
+            assert_rejected(
+                &fixture(),
+                create("n", count, 1),
+                ValidationError::InvalidPartitionCount {
+                    count,
+                    max: MAX_PARTITIONS,
+                },
+            );
+        }
+        assert_eq!(fixture().validate(&create("n", MAX_PARTITIONS, 1)), Ok(()));
+    }
+
+    #[test]
+    fn replication_factor_bounds() {
+        for factor in [0, MAX_REPLICAS + 1] {
+            assert_rejected(
+                &fixture(),
+                create("n", 1, factor),
+                ValidationError::InvalidReplicationFactor {
+                    factor,
+                    max: MAX_REPLICAS,
+                },
+            );
+        }
+        assert_eq!(fixture().validate(&create("n", 1, MAX_REPLICAS)), Ok(()));
+    }
+
+    #[test]
+    fn create_existing_topic_refused() {
+        assert_rejected(
+            &fixture(),
+            create("t", 1, 1),
+            ValidationError::TopicExists { name: "t".into() },
+        );
+    }
+
+    // ---- unknown topic / partition range ---------------------------------
+
+    #[test]
+    fn unknown_topic_refused_for_every_command() {
+        let unknown = ValidationError::UnknownTopic { name: "u".into() };
+        for c in [
+            delete("u"),
+            assign("u", 0, &[1]),
+            lead("u", 0, 1),
+            isr("u", 0, &[1]),
+        ] {
+            assert_rejected(&fixture(), c, unknown.clone());
+        }
+    }
+
+    #[test]
+    fn partition_out_of_range_refused() {
+        for partition in [-1, 3, i32::MIN, i32::MAX] {
+            let expected = ValidationError::PartitionOutOfRange {
+                topic: "t".into(),
+                partition,
+                partition_count: 3,
+            };
+            for c in [
+                assign("t", partition, &[1]),
+                lead("t", partition, 1),
+                isr("t", partition, &[1]),
+            ] {
+                assert_rejected(&fixture(), c, expected.clone());
+            }
+        }
+    }
+
+    // ---- AssignPartition -------------------------------------------------
+
+    #[test]
+    fn assign_empty_replicas_refused() {
+        assert_rejected(
+            &fixture(),
+            assign("t", 2, &[]),
+            ValidationError::EmptyReplicas {
+                topic: "t".into(),
+                partition: 2,
+            },
+        );
+    }
+
+    #[test]
+    fn assign_duplicate_replica_refused() {
+        assert_rejected(
+            &fixture(),
+            assign("t", 2, &[1, 2, 3, 2]),
+            ValidationError::DuplicateReplica {
+                topic: "t".into(),
+                partition: 2,
+                replica: 2,
+            },
+        );
+    }
+
+    #[test]
+    fn assign_too_many_replicas_refused() {
+        let replicas: Vec<NodeId> = (0..u64::from(MAX_REPLICAS) + 1).collect();
+        assert_rejected(
+            &fixture(),
+            assign("t", 2, &replicas),
+            ValidationError::TooManyReplicas {
+                topic: "t".into(),
+                partition: 2,
+                count: replicas.len(),
+                max: MAX_REPLICAS,
+            },
+        );
+        assert_eq!(
+            fixture().validate(&assign("t", 2, &replicas[..MAX_REPLICAS as usize])),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn assign_may_change_replica_count() {
+        let mut s = fixture();
+        ok(&mut s, assign("t", 0, &[1, 2, 3, 4, 5]));
+        assert_eq!(s.partition("t", 0).map(|p| p.replicas.len()), Some(5));
+    }
+
+    // ---- SetPartitionLeader ----------------------------------------------
+
+    #[test]
+    fn leader_not_replica_refused() {
+        assert_rejected(
+            &fixture(),
+            lead("t", 0, 9),
+            ValidationError::LeaderNotReplica {
+                topic: "t".into(),
+                partition: 0,
+                leader: 9,
+                replicas: vec![1, 2, 3],
+            },
+        );
+    }
+
+    #[test]
+    fn leader_of_unassigned_partition_refused() {
+        assert_rejected(
+            &fixture(),
+            lead("t", 2, 1),
+            ValidationError::LeaderNotReplica {
+                topic: "t".into(),
+                partition: 2,
+                leader: 1,
+                replicas: vec![],
+            },
+        );
+    }
+
+    // ---- UpdateIsr -------------------------------------------------------
+
+    #[test]
+    fn empty_isr_refused() {
+        assert_rejected(
+            &fixture(),
+            isr("t", 0, &[]),
+            ValidationError::EmptyIsr {
+                topic: "t".into(),
+                partition: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn duplicate_isr_member_refused() {
+        assert_rejected(
+            &fixture(),
+            isr("t", 0, &[1, 2, 1]),
+            ValidationError::DuplicateIsrMember {
+                topic: "t".into(),
+                partition: 0,
+                replica: 1,
+            },
+        );
+    }
+
+    #[test]
+    fn isr_not_subset_refused() {
+        assert_rejected(
+            &fixture(),
+            isr("t", 0, &[1, 7]),
+            ValidationError::IsrNotSubset {
+                topic: "t".into(),
+                partition: 0,
+                replica: 7,
+                replicas: vec![1, 2, 3],
+            },
+        );
+        // Unassigned partition: nothing is a replica.
+        assert_rejected(
+            &fixture(),
+            isr("t", 2, &[1]),
+            ValidationError::IsrNotSubset {
+                topic: "t".into(),
+                partition: 2,
+                replica: 1,
+                replicas: vec![],
+            },
+        );
+    }
+
+    #[test]
+    fn isr_without_leader_refused() {
+        assert_rejected(
+            &fixture(),
+            isr("t", 0, &[2, 3]),
+            ValidationError::IsrWithoutLeader {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                isr: vec![2, 3],
+            },
+        );
+        // Without a leader, any non-empty subset is fine.
+        let mut s = fixture();
+        ok(&mut s, isr("t", 1, &[5]));
+        assert_eq!(s.partition("t", 1).map(|p| p.isr.clone()), Some(vec![5]));
+    }
+
+    #[test]
+    fn huge_isr_with_garbage_is_refused_quickly() {
+        // A long list of non-replicas fails on the first element, not after a
+        // quadratic duplicate scan.
+        let big: Vec<NodeId> = (100..200_000).collect();
+        assert!(matches!(
+            fixture().validate(&isr("t", 0, &big)),
+            Err(ValidationError::IsrNotSubset { replica: 100, .. })
+        ));
+    }
+
+    // ---- LeaderChange ----------------------------------------------------
+
+    #[test]
+    fn leader_change_refused_by_validate_but_applied() {
+        let s = fixture();
+        let c = Command::LeaderChange {
+            leader: 2,
+            epoch: 5,
+        };
+        assert_eq!(
+            s.validate(&c),
+            Err(ValidationError::ControlCommand {
+                kind: "LeaderChange"
+            })
+        );
+        let mut after = s.clone();
+        let entry = Entry {
+            offset: s.applied_offset() + 1,
+            epoch: 5,
+            command: c,
+        };
+        assert_eq!(after.apply(&entry), Ok(()));
+        assert_eq!(after.leader(), Some(2));
+        assert_eq!(after.applied_epoch(), 5);
+        assert_eq!(after.topics, s.topics);
+    }
+}
