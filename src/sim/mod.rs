@@ -48,7 +48,7 @@ pub mod node;
 pub mod rng;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -264,6 +264,8 @@ pub struct Simulation {
     seq: u64,
     nodes: Vec<Node>,
     net: Network,
+    /// The follower end of every open connection: the real session engine.
+    sessions: BTreeMap<ConnId, crate::engine::SessionEngine>,
     checker: Checker,
     events: VecDeque<String>,
     all_events: Vec<String>,
@@ -304,6 +306,7 @@ impl Simulation {
             seq: 0,
             nodes,
             net: Network::new(),
+            sessions: BTreeMap::new(),
             checker: Checker::new(bounds),
             events: VecDeque::new(),
             all_events: Vec::new(),
@@ -617,11 +620,13 @@ impl Simulation {
                 self.leader_tick(id);
             }
         }
+        self.sessions_tick();
         self.controller();
     }
 
     /// Close `conn` and tell both ends.
     fn close(&mut self, conn: ConnId) {
+        self.sessions.remove(&conn);
         let Some(c) = self.net.close(conn) else {
             return;
         };

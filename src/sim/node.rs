@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use crate::command::{Entry, NodeId};
 use crate::engine::{LeaderEngine, LinkEngine, ProposalId};
 use crate::epochs::EpochIndex;
-use crate::handshake::Nonce;
 use crate::record::Record;
 use crate::state::MetadataState;
 
@@ -49,7 +48,8 @@ pub struct LeaderState {
     pub next_proposal: ProposalId,
 }
 
-/// What a follower keeps about its current leader connection.
+/// What a follower's listener keeps about its active leader connection
+/// (the connection's own protocol state is its `SessionEngine`).
 #[derive(Debug, Clone, Default)]
 pub struct FollowerState {
     /// The connection it accepted (the only one allowed to write).
@@ -63,11 +63,8 @@ pub struct FollowerState {
     /// A `Position` (or the `Welcome`) is owed once the disk has synced
     /// everything.
     pub position_owed: bool,
-    /// The leader's nonce from its `Hello`, while the `Welcome` that signs
-    /// it is owed.
-    pub welcome_nonce: Option<Nonce>,
-    /// Acks are owed from this durable offset on.
-    pub acked: u64,
+    /// The owed report is the session's `Welcome` (its attach answer).
+    pub welcome_owed: bool,
 }
 
 /// A node's role.
