@@ -44,14 +44,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::wait_for;
+use support::{on_arbiter, reserve_port, start_on_arbiter, wait_for, Recording};
 
 use actix::prelude::*;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use metawal_actors::{Acks, Command, MetadataChanged, Node, NodeConfig, NodeId, ReplicationConfig};
+use metawal_actors::{Acks, Command, Node, NodeConfig, NodeId, ReplicationConfig};
 use proxy::{Fault, FaultProxy};
 
 #[derive(Parser)]
@@ -243,51 +243,8 @@ fn floor(dir: &Path, counts: Counts) -> Result<Floor, String> {
 
 // ---------------------------------------------------------------- cluster
 
-/// Records when each `MetadataChanged` reached it.
-struct Recorder {
-    log: Arc<Mutex<Vec<(u64, Instant)>>>,
-}
-
-impl Actor for Recorder {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // The store drops a subscriber whose mailbox is full: make room for
-        // any burst this benchmark produces.
-        ctx.set_mailbox_capacity(1 << 20);
-    }
-}
-
-impl Handler<MetadataChanged> for Recorder {
-    type Result = ();
-
-    fn handle(&mut self, msg: MetadataChanged, _ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        lock(&self.log).push((msg.offset, now));
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A follower's notification log.
-#[derive(Clone)]
-struct Notifications {
-    log: Arc<Mutex<Vec<(u64, Instant)>>>,
-}
-
-impl Notifications {
-    fn clear(&self) {
-        lock(&self.log).clear();
-    }
-    fn highest(&self) -> u64 {
-        lock(&self.log).iter().map(|&(o, _)| o).max().unwrap_or(0)
-    }
-    fn take(&self) -> Vec<(u64, Instant)> {
-        std::mem::take(&mut *lock(&self.log))
-    }
-}
+/// Changes a follower's subscriber keeps (more than any phase writes).
+const NOTES_KEEP: usize = 1 << 22;
 
 struct Cluster {
     _dir: tempfile::TempDir,
@@ -299,30 +256,7 @@ struct Cluster {
     nodes: Vec<Option<(Node, Arbiter)>>,
     proxy: Option<(FaultProxy, Arbiter)>,
     /// Subscribers on nodes 2 and 3, when asked for.
-    notes: HashMap<NodeId, Notifications>,
-}
-
-fn reserve() -> Result<std::net::TcpListener, String> {
-    std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))
-}
-
-async fn on_arbiter<T, F>(what: &str, f: F) -> Result<(T, Arbiter), String>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = Result<T, String>> + Send + 'static,
-{
-    let arbiter = Arbiter::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if !arbiter.spawn(async move {
-        let _ = tx.send(f.await);
-    }) {
-        return Err(format!("{what}: the new arbiter is not running"));
-    }
-    match rx.await {
-        Ok(Ok(v)) => Ok((v, arbiter)),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: the arbiter stopped while starting")),
-    }
+    notes: HashMap<NodeId, Recording>,
 }
 
 impl Cluster {
@@ -352,7 +286,7 @@ impl Cluster {
             .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
         let base = dir.path().to_path_buf();
         // Hold the reserved ports while the proxy binds its own.
-        let reserved = [reserve()?, reserve()?, reserve()?];
+        let reserved = [reserve_port()?, reserve_port()?, reserve_port()?];
         let listen = reserved
             .iter()
             .map(|l| l.local_addr().map_err(|e| format!("local addr: {e}")))
@@ -398,14 +332,12 @@ impl Cluster {
         wait_isr(&leader, 3, Duration::from_secs(10)).await?;
         if subscribe {
             for id in [2, 3] {
-                let log = Arc::new(Mutex::new(Vec::with_capacity(256 * 1024)));
                 let arbiter = c.arbiter(id)?;
-                let rlog = log.clone();
-                let addr = Recorder::start_in_arbiter(&arbiter, move |_| Recorder { log: rlog });
-                c.node(id)?
-                    .subscribe(addr.recipient())
-                    .map_err(|e| format!("node {id}: cannot subscribe: {e}"))?;
-                c.notes.insert(id, Notifications { log });
+                // The store drops a subscriber whose mailbox is full: make
+                // room for any burst this benchmark produces.
+                let rec = Recording::start(c.node(id)?, Some(&arbiter), NOTES_KEEP, 1 << 20)
+                    .map_err(|e| format!("node {id}: {e}"))?;
+                c.notes.insert(id, rec);
             }
         }
         // The topic every write touches: PARTITIONS partitions on all three nodes.
@@ -447,7 +379,7 @@ impl Cluster {
                 wait_for(
                     &format!("node {id}'s subscriber to see the setup"),
                     Duration::from_secs(10),
-                    || async { notes.highest() >= last },
+                    || async { notes.last_offset() >= last },
                 )
                 .await?;
                 notes.clear();
@@ -482,10 +414,7 @@ impl Cluster {
 
     async fn start_node(&mut self, id: NodeId) -> Result<(), String> {
         let cfg = self.config(id);
-        let started = on_arbiter(&format!("node {id}"), async move {
-            Node::start(cfg).await.map_err(|e| e.to_string())
-        })
-        .await?;
+        let started = start_on_arbiter(cfg).await?;
         self.nodes[(id - 1) as usize] = Some(started);
         Ok(())
     }
@@ -518,7 +447,7 @@ impl Cluster {
             .ok_or_else(|| "this cluster has no proxy".to_string())
     }
 
-    fn notes(&self, id: NodeId) -> Result<&Notifications, String> {
+    fn notes(&self, id: NodeId) -> Result<&Recording, String> {
         self.notes
             .get(&id)
             .ok_or_else(|| format!("node {id} has no subscriber"))
@@ -695,10 +624,10 @@ async fn prop_samples(c: &Cluster, id: NodeId, sent: &[Sample]) -> Result<Vec<u6
     wait_for(
         &format!("node {id}'s subscriber to see offset {last}"),
         Duration::from_secs(60),
-        || async { notes.highest() >= last },
+        || async { notes.last_offset() >= last },
     )
     .await?;
-    let seen: HashMap<u64, Instant> = notes.take().into_iter().collect();
+    let seen: HashMap<u64, Instant> = notes.take_arrivals().into_iter().collect();
     let mut v = Vec::with_capacity(sent.len());
     let mut missing = 0u64;
     for s in sent {

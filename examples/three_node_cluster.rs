@@ -20,43 +20,16 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::wait_for;
+use support::{start_on_arbiter, wait_for, Recording};
 
-use actix::prelude::*;
 use actix::Arbiter;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use metawal_actors::{Acks, Command, MetadataChanged, Node, NodeConfig, NodeId};
+use metawal_actors::{Acks, Command, Node, NodeConfig, NodeId};
 
-type ArrivalLog = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Instant>>>;
-
-/// Records when each committed entry reached a node's subscribers.
-struct Arrivals {
-    seen: ArrivalLog,
-}
-
-impl Actor for Arrivals {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(64 * 1024);
-    }
-}
-
-impl Handler<MetadataChanged> for Arrivals {
-    type Result = ();
-
-    fn handle(&mut self, msg: MetadataChanged, _ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.insert(msg.offset, now);
-            // Keep only recent arrivals.
-            while seen.len() > 1024 {
-                seen.pop_first();
-            }
-        }
-    }
-}
+/// Changes each node's subscriber keeps (the demo only looks up recent
+/// ones).
+const ARRIVALS_KEEP: usize = 1024;
 
 #[derive(Parser)]
 #[command(about = "Three metawal nodes replicating cluster metadata on loopback")]
@@ -76,7 +49,8 @@ const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
 
 struct Cluster {
-    arrivals: Vec<ArrivalLog>,
+    /// Each running node's subscriber.
+    arrivals: Vec<Option<Recording>>,
     base: PathBuf,
     addrs: Vec<SocketAddr>,
     nodes: Vec<Option<(Node, Arbiter)>>,
@@ -99,20 +73,6 @@ fn config(base: &std::path::Path, id: NodeId, addrs: &[SocketAddr]) -> NodeConfi
     c
 }
 
-async fn start_on_arbiter(cfg: NodeConfig) -> Result<(Node, Arbiter), String> {
-    let arbiter = Arbiter::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let id = cfg.node_id;
-    arbiter.spawn(async move {
-        let _ = tx.send(Node::start(cfg).await);
-    });
-    match rx.await {
-        Ok(Ok(node)) => Ok((node, arbiter)),
-        Ok(Err(e)) => Err(format!("node {id} failed to start: {e}")),
-        Err(_) => Err(format!("node {id}'s arbiter stopped while starting")),
-    }
-}
-
 impl Cluster {
     fn node(&self, id: NodeId) -> Result<&Node, String> {
         self.nodes[(id - 1) as usize]
@@ -124,18 +84,17 @@ impl Cluster {
     async fn start(&mut self, id: NodeId) -> Result<(), String> {
         let cfg = config(&self.base, id, &self.addrs);
         let (node, arbiter) = start_on_arbiter(cfg).await?;
-        let seen = self.arrivals[(id - 1) as usize].clone();
-        node.subscribe(Arrivals { seen }.start().recipient())
-            .map_err(|e| format!("node {id}: cannot subscribe: {e}"))?;
+        let rec = Recording::start(&node, None, ARRIVALS_KEEP, 64 * 1024)
+            .map_err(|e| format!("node {id}: {e}"))?;
+        self.arrivals[(id - 1) as usize] = Some(rec);
         self.nodes[(id - 1) as usize] = Some((node, arbiter));
         Ok(())
     }
 
     fn arrival(&self, id: NodeId, offset: u64) -> Option<Instant> {
         self.arrivals[(id - 1) as usize]
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&offset).copied())
+            .as_ref()
+            .and_then(|r| r.arrival(offset))
     }
 
     async fn stop(&mut self, id: NodeId) {
@@ -285,7 +244,7 @@ async fn run(args: Args) -> Result<(), String> {
         addrs.push(l.local_addr().map_err(|e| e.to_string())?);
     }
     let mut cluster = Cluster {
-        arrivals: (0..3).map(|_| ArrivalLog::default()).collect(),
+        arrivals: vec![None, None, None],
         base: base.clone(),
         addrs,
         nodes: vec![None, None, None],

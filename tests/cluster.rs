@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::proxy::Fault;
-use common::{create_topic, fast_config, wait_converged, wait_until, Recording, TestCluster};
+use common::{
+    create_topic, fast_config, record, wait_converged, wait_seen, wait_until, TestCluster,
+};
 use metawal_actors::metawal::state::{PartitionState, ValidationError, MAX_PARTITIONS};
 use metawal_actors::{Acks, Command, ProposeError, Role};
 
@@ -59,8 +61,8 @@ async fn every_command_type_reaches_followers_in_order() {
     // subscribers see everything from the leader's LeaderChange at offset 1.
     c.start_node(2).await;
     c.start_node(3).await;
-    let rec2 = Recording::subscribe(c.node(2));
-    let rec3 = Recording::subscribe(c.node(3));
+    let rec2 = record(c.node(2));
+    let rec3 = record(c.node(3));
     c.start_node(1).await;
     c.wait_isr(3, LIMIT).await;
 
@@ -79,7 +81,7 @@ async fn every_command_type_reaches_followers_in_order() {
     }
     let last = expected.len() as u64;
     for (id, rec) in [(2, &rec2), (3, &rec3)] {
-        rec.wait_for(last, LIMIT).await;
+        wait_seen(rec, last, LIMIT).await;
         assert_eq!(rec.pairs(), expected, "node {id}'s subscriber sequence");
         assert!(rec.seen().iter().all(|s| s.epoch == 1));
     }
@@ -511,8 +513,8 @@ async fn restarted_leader_recovers_and_followers_resume_without_gaps_or_duplicat
     let mut c = TestCluster::new(3, &[], fast_config()).await;
     c.start_node(2).await;
     c.start_node(3).await;
-    let rec2 = Recording::subscribe(c.node(2));
-    let rec3 = Recording::subscribe(c.node(3));
+    let rec2 = record(c.node(2));
+    let rec3 = record(c.node(3));
     c.start_node(1).await;
     c.wait_isr(3, LIMIT).await;
 
@@ -572,7 +574,7 @@ async fn restarted_leader_recovers_and_followers_resume_without_gaps_or_duplicat
         assert_eq!((s.epoch, s.leader), (2, Some(1)), "node {id}");
     }
     for (id, rec) in [(2, &rec2), (3, &rec3)] {
-        rec.wait_for(62, LIMIT).await;
+        wait_seen(rec, 62, LIMIT).await;
         let seen: Vec<_> = rec
             .seen()
             .into_iter()

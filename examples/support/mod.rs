@@ -1,7 +1,19 @@
-//! Helpers shared by the examples (not an example itself: cargo only builds
-//! `examples/*.rs` and `examples/*/main.rs`).
+//! The test kit shared by the actor-level tests (`tests/common`), the bench
+//! and the examples: polling with a deadline, starting a node on its own
+//! Arbiter, loopback ports, and a subscriber that records what a node
+//! applied. One copy, so a fix to how a test waits or starts a node reaches
+//! every harness. (Not an example itself: cargo only builds `examples/*.rs`
+//! and `examples/*/main.rs`; the others include it with `#[path]`.)
 
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use metawal_actors::{Command, MetadataChanged, Node, NodeConfig};
 
 /// Wait until `cond` holds, polling, or fail after `limit`.
 pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F) -> Result<(), String>
@@ -17,4 +29,188 @@ where
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(())
+}
+
+/// Bind a loopback port (127.0.0.1:0) and keep it reserved while the
+/// listener lives.
+pub fn reserve_port() -> Result<TcpListener, String> {
+    TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))
+}
+
+/// A loopback address that was free a moment ago.
+pub fn free_addr() -> Result<SocketAddr, String> {
+    reserve_port()?
+        .local_addr()
+        .map_err(|e| format!("local addr: {e}"))
+}
+
+/// Run `f` on a new Arbiter and return its result with the Arbiter (which
+/// keeps whatever `f` started running).
+pub async fn on_arbiter<T, F>(what: &str, f: F) -> Result<(T, Arbiter), String>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    let arbiter = Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !arbiter.spawn(async move {
+        let _ = tx.send(f.await);
+    }) {
+        return Err(format!("{what}: the new arbiter is not running"));
+    }
+    match rx.await {
+        Ok(Ok(v)) => Ok((v, arbiter)),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: the arbiter stopped while starting")),
+    }
+}
+
+/// Start the node `cfg` describes on a new Arbiter.
+pub async fn start_on_arbiter(cfg: NodeConfig) -> Result<(Node, Arbiter), String> {
+    let what = format!("node {}", cfg.node_id);
+    on_arbiter(&what, async move {
+        Node::start(cfg).await.map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// One `MetadataChanged` as a [`Recording`] saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The entry's offset.
+    pub offset: u64,
+    /// The entry's epoch.
+    pub epoch: u64,
+    /// The command applied.
+    pub command: Command,
+    /// When the subscriber received it.
+    pub at: Instant,
+}
+
+type SeenLog = Arc<Mutex<VecDeque<Seen>>>;
+
+fn lock(log: &SeenLog) -> MutexGuard<'_, VecDeque<Seen>> {
+    // A panic while holding the lock leaves whole entries only.
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The subscriber actor behind a [`Recording`].
+struct Recorder {
+    seen: SeenLog,
+    keep: usize,
+    mailbox: usize,
+}
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The store drops a subscriber whose mailbox is full: make room for
+        // the bursts of the harness that starts it.
+        ctx.set_mailbox_capacity(self.mailbox);
+    }
+}
+
+impl Handler<MetadataChanged> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: MetadataChanged, _ctx: &mut Context<Self>) {
+        let mut seen = lock(&self.seen);
+        if seen.len() >= self.keep {
+            seen.pop_front();
+        }
+        seen.push_back(Seen {
+            offset: msg.offset,
+            epoch: msg.epoch,
+            command: msg.command,
+            at: Instant::now(),
+        });
+    }
+}
+
+/// What a subscriber of one node has seen: the last `keep` changes, in
+/// order.
+#[derive(Clone)]
+pub struct Recording {
+    seen: SeenLog,
+    _addr: Addr<Recorder>,
+}
+
+impl Recording {
+    /// Subscribe a recorder to `node`, running on `arbiter` (or on the
+    /// current one if `None`), keeping the last `keep` changes, with a
+    /// mailbox of `mailbox`.
+    pub fn start(
+        node: &Node,
+        arbiter: Option<&ArbiterHandle>,
+        keep: usize,
+        mailbox: usize,
+    ) -> Result<Recording, String> {
+        let seen: SeenLog = Arc::new(Mutex::new(VecDeque::with_capacity(keep.min(1 << 20))));
+        let recorder = Recorder {
+            seen: seen.clone(),
+            keep: keep.max(1),
+            mailbox,
+        };
+        let addr = match arbiter {
+            Some(a) => Recorder::start_in_arbiter(a, move |_| recorder),
+            None => recorder.start(),
+        };
+        node.subscribe(addr.clone().recipient())
+            .map_err(|e| format!("cannot subscribe: {e}"))?;
+        Ok(Recording { seen, _addr: addr })
+    }
+
+    /// Everything kept so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        lock(&self.seen).iter().cloned().collect()
+    }
+
+    /// (offset, command) pairs kept so far.
+    pub fn pairs(&self) -> Vec<(u64, Command)> {
+        lock(&self.seen)
+            .iter()
+            .map(|s| (s.offset, s.command.clone()))
+            .collect()
+    }
+
+    /// Highest offset seen (0 if none).
+    pub fn last_offset(&self) -> u64 {
+        lock(&self.seen).back().map_or(0, |s| s.offset)
+    }
+
+    /// When the entry at `offset` arrived, if it is still kept.
+    pub fn arrival(&self, offset: u64) -> Option<Instant> {
+        lock(&self.seen)
+            .iter()
+            .rev()
+            .find(|s| s.offset == offset)
+            .map(|s| s.at)
+    }
+
+    /// Take (offset, arrival) of everything kept, leaving it empty.
+    pub fn take_arrivals(&self) -> Vec<(u64, Instant)> {
+        lock(&self.seen)
+            .drain(..)
+            .map(|s| (s.offset, s.at))
+            .collect()
+    }
+
+    /// Forget everything kept.
+    pub fn clear(&self) {
+        lock(&self.seen).clear();
+    }
+
+    /// Wait until an entry at `offset` or beyond was seen.
+    pub async fn wait_for(&self, offset: u64, limit: Duration) -> Result<(), String> {
+        wait_for(
+            &format!("a subscriber to see offset {offset}"),
+            limit,
+            || {
+                let ok = self.last_offset() >= offset;
+                async move { ok }
+            },
+        )
+        .await
+    }
 }

@@ -9,11 +9,11 @@ pub mod proxy;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use actix::prelude::*;
-use metawal_actors::{Command, MetadataChanged, Node, NodeConfig, NodeId, ReplicationConfig};
+use metawal_actors::{Command, Node, NodeConfig, NodeId, ReplicationConfig};
 use proxy::FaultProxy;
 
 /// The cluster id and secret every test node uses.
@@ -21,9 +21,11 @@ pub const CLUSTER: &str = "test-cluster";
 /// The shared secret.
 pub const SECRET: &[u8] = b"test-secret";
 
-/// The polling loop the examples and the bench use too.
+/// The test kit the examples and the bench use too.
 #[path = "../../examples/support/mod.rs"]
-mod support;
+pub mod support;
+
+pub use support::Recording;
 
 /// Poll `cond` until it holds; panic with `what` after `limit`.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, cond: F)
@@ -38,19 +40,24 @@ where
 
 /// A free loopback port.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
+    support::free_addr().expect("a free loopback port")
 }
 
 /// Start `cfg` on a new Arbiter.
-pub async fn start_node(cfg: NodeConfig) -> Result<(Node, Arbiter), metawal_actors::NodeError> {
-    let arbiter = Arbiter::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    arbiter.spawn(async move {
-        let _ = tx.send(Node::start(cfg).await);
-    });
-    let node = rx.await.expect("arbiter dropped the start")?;
-    Ok((node, arbiter))
+pub async fn start_node(cfg: NodeConfig) -> Result<(Node, Arbiter), String> {
+    support::start_on_arbiter(cfg).await
+}
+
+/// Subscribe a recorder (keeping everything a test writes) to `node`.
+pub fn record(node: &Node) -> Recording {
+    Recording::start(node, None, 1_000_000, 1_000_000).expect("subscribe")
+}
+
+/// Wait until `rec` saw an entry at `offset` or beyond; panic after `limit`.
+pub async fn wait_seen(rec: &Recording, offset: u64, limit: Duration) {
+    if let Err(e) = rec.wait_for(offset, limit).await {
+        panic!("{e}");
+    }
 }
 
 /// Nodes `1..=n`, node 1 the first leader.
@@ -209,92 +216,6 @@ pub async fn wait_converged(c: &TestCluster, ids: &[NodeId], limit: Duration) ->
         .await;
     }
     end
-}
-
-/// One `MetadataChanged` as a [`Recorder`] saw it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub offset: u64,
-    pub epoch: u64,
-    pub command: Command,
-    pub at: Instant,
-}
-
-/// An actor that records every `MetadataChanged` it receives.
-pub struct Recorder {
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Actor for Recorder {
-    type Context = Context<Self>;
-}
-
-impl Handler<MetadataChanged> for Recorder {
-    type Result = ();
-
-    fn handle(&mut self, msg: MetadataChanged, _ctx: &mut Context<Self>) {
-        self.seen.lock().unwrap().push(Seen {
-            offset: msg.offset,
-            epoch: msg.epoch,
-            command: msg.command,
-            at: Instant::now(),
-        });
-    }
-}
-
-/// What a [`Recorder`] subscribed to a node has seen so far.
-#[derive(Clone)]
-pub struct Recording {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    _addr: Addr<Recorder>,
-}
-
-impl Recording {
-    /// Start a recorder (with a mailbox that fits any test's burst) on the
-    /// current arbiter and subscribe it to `node`.
-    pub fn subscribe(node: &Node) -> Recording {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let addr = Recorder::create(move |ctx| {
-            ctx.set_mailbox_capacity(1_000_000);
-            Recorder { seen: s }
-        });
-        node.subscribe(addr.clone().recipient()).expect("subscribe");
-        Recording { seen, _addr: addr }
-    }
-
-    /// Everything seen so far.
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// (offset, command) pairs seen so far.
-    pub fn pairs(&self) -> Vec<(u64, Command)> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| (s.offset, s.command.clone()))
-            .collect()
-    }
-
-    /// Highest offset seen (0 if none).
-    pub fn last_offset(&self) -> u64 {
-        self.seen.lock().unwrap().last().map_or(0, |s| s.offset)
-    }
-
-    /// Wait until an entry at `offset` or beyond was seen.
-    pub async fn wait_for(&self, offset: u64, limit: Duration) {
-        wait_until(
-            &format!("a subscriber to see offset {offset}"),
-            limit,
-            || {
-                let ok = self.last_offset() >= offset;
-                async move { ok }
-            },
-        )
-        .await;
-    }
 }
 
 /// A `CreateTopic` command.
