@@ -283,14 +283,32 @@ impl ReplicaListener {
         crate::progress::publish(&self.progress_tx, p);
     }
 
+    /// Back-pressure: a truncation or snapshot install starts only while
+    /// the store outbox has room for its event. Otherwise it is refused
+    /// before it touches the log; the session closes and the leader retries
+    /// after its backoff, by which time the store has caught up. A busy
+    /// store so never stops a healthy follower.
+    fn store_has_room(&mut self) -> Result<(), String> {
+        self.flush_store();
+        if self.store_outbox.len() >= MAX_STORE_OUTBOX {
+            return Err(format!(
+                "the metadata store has not taken the last {MAX_STORE_OUTBOX} truncations/snapshots; \
+                 refused for now (the leader retries)"
+            ));
+        }
+        Ok(())
+    }
+
     /// Tell the store of a truncation or snapshot install: in order, never
-    /// lost, never with an unbounded send. What its mailbox cannot take now waits in
-    /// the bounded outbox for the next event or tick; a store that stays
-    /// full for [`MAX_STORE_OUTBOX`] such events fail-stops the node.
+    /// lost, never with an unbounded send. What its mailbox cannot take now
+    /// waits in the bounded outbox for the next event or tick. Resets only
+    /// start while the outbox has room ([`Self::store_has_room`], one reset
+    /// at a time), so it never holds more than [`MAX_STORE_OUTBOX`]; past
+    /// that the bound was broken and the node fail-stops rather than grow it.
     fn tell_store(&mut self, event: StoreEvent) {
         if self.store_outbox.len() >= MAX_STORE_OUTBOX {
             self.fail_stop(format!(
-                "the store took none of the last {MAX_STORE_OUTBOX} truncations/snapshots"
+                "bug: the store outbox is over its bound of {MAX_STORE_OUTBOX}"
             ));
             return;
         }
@@ -479,6 +497,11 @@ impl ReplicaListener {
                 self.run_deferred(ctx);
             }
             Deferred::Truncate(to, tx) => {
+                if let Err(e) = self.store_has_room() {
+                    let _ = tx.send(Err(e));
+                    self.run_deferred(ctx);
+                    return;
+                }
                 if let Err(e) = maybe_truncate(to, self.commit, self.durable()) {
                     let _ = tx.send(Err(e.to_string()));
                     self.run_deferred(ctx);
@@ -509,6 +532,11 @@ impl ReplicaListener {
                 }));
             }
             Deferred::Snapshot(received, tx) => {
+                if let Err(e) = self.store_has_room() {
+                    let _ = tx.send(Err(e));
+                    self.run_deferred(ctx);
+                    return;
+                }
                 self.busy = true;
                 // Decode, check, store and reset the WAL on the disk thread:
                 // a snapshot may be large.
