@@ -33,13 +33,17 @@ use metawal::handshake::HandshakeKeys;
 use metawal::record::Record;
 use metawal::replication::check_append;
 use metawal::storage::{NodeMeta, Snapshot};
-use metawal::{Entry, NodeId, ReplicationConfig};
+use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
 use crate::error::DiskError;
-use crate::follower::session::{Durable, ReplicaSession, SessionInit, StopSession};
+use crate::follower::messages::{
+    Attach, AttachRefused, Durable, ListenerHandle, LogEnd, SessionAppend, SessionCommit,
+    SessionGone, SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
+};
+use crate::follower::session::{ReplicaSession, SessionInit};
 use crate::leader::replicator::WakeLinks;
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
@@ -50,25 +54,7 @@ use metawal::engine::follower::{maybe_truncate, plan_snapshot_install, SnapshotI
 /// Most replication connections served at once.
 const MAX_SESSIONS: usize = 16;
 
-/// Why a leader may not attach.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AttachRefused {
-    /// This node leads.
-    NotFollower,
-    /// The leader's epoch is lower than this node's.
-    StaleEpoch {
-        current: u64,
-        leader: Option<NodeId>,
-    },
-    /// Another leader already claims the same epoch.
-    EpochConflict,
-    /// The higher epoch could not be persisted.
-    Storage(String),
-}
-
 type AttachReply = oneshot::Sender<Result<LogEnd, AttachRefused>>;
-
-type LogEnd = (u64, u64);
 
 /// A truncation or snapshot install the store must hear of.
 enum StoreEvent {
@@ -79,61 +65,6 @@ enum StoreEvent {
 /// Most truncations/snapshot installs waiting for room in the store's
 /// mailbox.
 const MAX_STORE_OUTBOX: usize = 8;
-
-/// A session authenticated a leader of `epoch`: make it the active session.
-#[derive(Message)]
-#[rtype(result = "Result<LogEnd, AttachRefused>")]
-pub(crate) struct Attach {
-    pub session: u64,
-    pub addr: Addr<ReplicaSession>,
-    pub leader: NodeId,
-    pub epoch: u64,
-}
-
-/// Checked records from the active session.
-#[derive(Message)]
-#[rtype(result = "Result<(), String>")]
-pub(crate) struct SessionAppend {
-    pub session: u64,
-    pub records: Vec<Record>,
-    pub entries: Vec<Entry>,
-    pub commit: u64,
-}
-
-/// The leader's commit, from a heartbeat.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SessionCommit {
-    pub session: u64,
-    pub commit: u64,
-}
-
-/// Truncate after `to`, then report the log end.
-#[derive(Message)]
-#[rtype(result = "Result<LogEnd, String>")]
-pub(crate) struct SessionTruncate {
-    pub session: u64,
-    pub to: u64,
-}
-
-/// Install a snapshot received from the leader, then report the log end.
-#[derive(Message)]
-#[rtype(result = "Result<LogEnd, String>")]
-pub(crate) struct SessionSnapshot {
-    pub session: u64,
-    /// Offset and epoch the leader announced in the chunks.
-    pub offset: u64,
-    pub epoch: u64,
-    /// The encoded snapshot, decoded and checked on the disk thread.
-    pub bytes: bytes::Bytes,
-}
-
-/// A session ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SessionGone {
-    pub session: u64,
-}
 
 /// This node is about to lead: end every session and, once the in-flight
 /// write is done, answer the log's epoch index and the known commit.
@@ -225,7 +156,7 @@ pub struct ReplicaListener {
     commit: u64,
     meta: NodeMeta,
     progress_tx: watch::Sender<LogProgress>,
-    sessions: HashMap<u64, Addr<ReplicaSession>>,
+    sessions: HashMap<u64, SessionHandle>,
     next_session: u64,
     active: Option<u64>,
     write_queue: Vec<Record>,
@@ -368,7 +299,7 @@ impl ReplicaListener {
         self.write_queue.clear();
         self.active = None;
         for addr in self.sessions.values() {
-            let _ = addr.try_send(StopSession);
+            let _ = addr.stop.try_send(StopSession);
         }
         // Nothing queued behind the failure may still touch the log.
         for d in std::mem::take(&mut self.deferred) {
@@ -422,7 +353,7 @@ impl ReplicaListener {
                     );
                     act.durable.store(durable, Ordering::Release);
                     if let Some(addr) = act.active.and_then(|id| act.sessions.get(&id)) {
-                        let _ = addr.try_send(Durable { offset: durable });
+                        let _ = addr.durable.try_send(Durable { offset: durable });
                     }
                     act.publish();
                 }
@@ -476,7 +407,7 @@ impl ReplicaListener {
                         if let Some(addr) = self.sessions.get(&old) {
                             // An inactive session cannot write; if its
                             // mailbox is full it ends on its next refusal.
-                            let _ = addr.try_send(StopSession);
+                            let _ = addr.stop.try_send(StopSession);
                         }
                     }
                 }
@@ -764,12 +695,23 @@ impl StreamHandler<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)
             shared: self.shared.clone(),
             config: self.config.clone(),
             keys: self.keys.clone(),
-            listener: ctx.address(),
+            listener: ListenerHandle {
+                attach: ctx.address().recipient(),
+                append: ctx.address().recipient(),
+                commit: ctx.address().recipient(),
+                truncate: ctx.address().recipient(),
+                snapshot: ctx.address().recipient(),
+                gone: ctx.address().recipient(),
+            },
             durable: self.durable.clone(),
             stream,
         };
         let addr = ReplicaSession::new(init).start();
-        self.sessions.insert(id, addr);
+        let handle = SessionHandle {
+            durable: addr.clone().recipient(),
+            stop: addr.recipient(),
+        };
+        self.sessions.insert(id, handle);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
@@ -890,7 +832,7 @@ impl Handler<ReleaseLog> for ReplicaListener {
 
     fn handle(&mut self, _msg: ReleaseLog, ctx: &mut Context<Self>) -> Self::Result {
         for addr in self.sessions.values() {
-            let _ = addr.try_send(StopSession);
+            let _ = addr.stop.try_send(StopSession);
         }
         self.active = None;
         let (tx, rx) = oneshot::channel();
@@ -926,7 +868,7 @@ impl Handler<StopListener> for ReplicaListener {
 
     fn handle(&mut self, _msg: StopListener, ctx: &mut Context<Self>) {
         for addr in self.sessions.values() {
-            let _ = addr.try_send(StopSession);
+            let _ = addr.stop.try_send(StopSession);
         }
         ctx.stop();
     }

@@ -3,4 +3,5 @@
 //! [`session::ReplicaSession`] per inbound replication connection.
 
 pub mod listener;
+pub mod messages;
 pub mod session;

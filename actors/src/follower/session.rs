@@ -4,7 +4,8 @@
 //! every frame, snapshot reassembly, acks, the session timeout — is the
 //! core's [`SessionEngine`]; this actor owns the socket and carries the
 //! engine's actions out: frames to the writer, requests to the
-//! [`ReplicaListener`] (which owns the log), answered back as inputs. While
+//! `ReplicaListener` (which owns the log, reached through a
+//! [`ListenerHandle`]), answered back as inputs. While
 //! a request is outstanding the actor stops reading the connection
 //! (`ctx.wait`), so the engine takes one request at a time.
 
@@ -21,23 +22,11 @@ use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound};
-use crate::follower::listener::{
-    Attach, AttachRefused, ReplicaListener, SessionAppend, SessionCommit, SessionGone,
-    SessionSnapshot, SessionTruncate,
+use crate::follower::messages::{
+    Attach, AttachRefused, Durable, ListenerHandle, SessionAppend, SessionCommit, SessionGone,
+    SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
 };
 use crate::shared::NodeShared;
-
-/// The listener reports a new durable offset.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Durable {
-    pub offset: u64,
-}
-
-/// End the session.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct StopSession;
 
 pub(crate) struct SessionInit {
     pub id: u64,
@@ -45,7 +34,7 @@ pub(crate) struct SessionInit {
     pub shared: Arc<NodeShared>,
     pub config: ReplicationConfig,
     pub keys: HandshakeKeys,
-    pub listener: Addr<ReplicaListener>,
+    pub listener: ListenerHandle,
     pub durable: Arc<AtomicU64>,
     pub stream: TcpStream,
 }
@@ -56,7 +45,7 @@ pub struct ReplicaSession {
     node: NodeId,
     shared: Arc<NodeShared>,
     config: ReplicationConfig,
-    listener: Addr<ReplicaListener>,
+    listener: ListenerHandle,
     durable: Arc<AtomicU64>,
     stream: Option<TcpStream>,
     conn: Option<Connection>,
@@ -110,9 +99,12 @@ impl ReplicaSession {
             }
             SessionAction::Close { reason } => self.close(ctx, &reason),
             SessionAction::Attach { leader, epoch } => {
-                let req = self.listener.send(Attach {
+                let req = self.listener.attach.send(Attach {
                     session: self.id,
-                    addr: ctx.address(),
+                    addr: SessionHandle {
+                        durable: ctx.address().recipient(),
+                        stop: ctx.address().recipient(),
+                    },
                     leader,
                     epoch,
                 });
@@ -136,7 +128,7 @@ impl ReplicaSession {
                 entries,
                 commit,
             } => {
-                let req = self.listener.send(SessionAppend {
+                let req = self.listener.append.send(SessionAppend {
                     session: self.id,
                     records,
                     entries,
@@ -152,13 +144,13 @@ impl ReplicaSession {
                 // A heartbeat's commit: if the listener's mailbox is full
                 // it is dropped, and the next heartbeat or append carries
                 // it (commit points only grow).
-                let _ = self.listener.try_send(SessionCommit {
+                let _ = self.listener.commit.try_send(SessionCommit {
                     session: self.id,
                     commit,
                 });
             }
             SessionAction::Truncate { to } => {
-                let req = self.listener.send(SessionTruncate {
+                let req = self.listener.truncate.send(SessionTruncate {
                     session: self.id,
                     to,
                 });
@@ -171,7 +163,7 @@ impl ReplicaSession {
             } => {
                 // Decoding (up to the engine's snapshot limit) happens on
                 // the disk thread.
-                let req = self.listener.send(SessionSnapshot {
+                let req = self.listener.snapshot.send(SessionSnapshot {
                     session: self.id,
                     offset,
                     epoch,
@@ -184,13 +176,9 @@ impl ReplicaSession {
 
     /// Wait for the listener to reset the log (truncation or snapshot) and
     /// pass its answer to the engine.
-    fn wait_log_reset<M>(
-        &mut self,
-        req: actix::dev::Request<ReplicaListener, M>,
-        ctx: &mut Context<Self>,
-    ) where
+    fn wait_log_reset<M>(&mut self, req: actix::dev::RecipientRequest<M>, ctx: &mut Context<Self>)
+    where
         M: Message<Result = Result<(u64, u64), String>> + Send + 'static,
-        ReplicaListener: Handler<M>,
     {
         ctx.wait(req.into_actor(self).map(|res, act, ctx| {
             let result = res.unwrap_or_else(|_| Err("listener gone".into()));
@@ -260,7 +248,10 @@ impl Actor for ReplicaSession {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         // If the listener's mailbox is full, its housekeeping tick drops
         // this session's address once it is no longer connected.
-        let _ = self.listener.try_send(SessionGone { session: self.id });
+        let _ = self
+            .listener
+            .gone
+            .try_send(SessionGone { session: self.id });
     }
 }
 

@@ -45,7 +45,7 @@ use tokio::sync::watch;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound, QueueError};
 use crate::disk::DiskHandle;
-use crate::leader::replicator::{LeaderLog, LinkEvent};
+use crate::leader::messages::{LeaderLog, LinkEvent};
 use crate::progress::LogProgress;
 
 /// Most link events queued for the Replicator (see the module docs).

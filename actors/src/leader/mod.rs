@@ -3,4 +3,5 @@
 //! follower (its TCP stream, backoff, window and acks).
 
 pub mod link;
+pub mod messages;
 pub mod replicator;

@@ -38,19 +38,11 @@ use tokio::sync::{oneshot, watch};
 use crate::disk::DiskHandle;
 use crate::error::{DiskError, ProposeError};
 use crate::leader::link::{FollowerLink, LinkInit, LinkStats};
+use crate::leader::messages::{LeaderLog, LinkEvent};
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::status::FollowerStatus;
-use crate::store::Acks;
-
-/// The leader's log as links read it: epoch boundaries and recent records.
-#[derive(Debug)]
-pub struct LeaderLog {
-    /// Epoch boundaries of the whole log (for the start-point decision).
-    pub epochs: EpochIndex,
-    /// The newest records, bounded in bytes.
-    pub tail: TailCache,
-}
+use metawal::engine::Acks;
 
 type Waiter = oneshot::Sender<Result<(), ProposeError>>;
 
@@ -61,24 +53,6 @@ pub(crate) struct AppendEntry {
     pub record: Record,
     pub acks: Acks,
     pub reply: Option<Waiter>,
-}
-
-/// What a link reports.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) enum LinkEvent {
-    /// Handshake done; the follower's log matches up to `matched`.
-    Connected { peer: NodeId, matched: u64 },
-    /// Cumulative ack.
-    Acked { peer: NodeId, offset: u64 },
-    /// The connection dropped.
-    Disconnected { peer: NodeId },
-    /// The follower knows a higher epoch.
-    Fenced {
-        peer: NodeId,
-        epoch: u64,
-        leader: Option<NodeId>,
-    },
 }
 
 /// The WAL dropped segments: the log now starts after `base_offset`.
