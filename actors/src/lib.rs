@@ -20,7 +20,12 @@
 
 pub mod config;
 mod conn;
+/// The disk thread: crate-private, public only to the tests (feature
+/// `fault-injection`), which drive it directly.
+#[cfg(feature = "fault-injection")]
 pub mod disk;
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) mod disk;
 pub mod error;
 pub(crate) mod follower;
 pub(crate) mod leader;
