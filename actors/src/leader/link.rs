@@ -51,8 +51,7 @@ use crate::progress::LogProgress;
 /// Most link events queued for the Replicator (see the module docs).
 const MAX_OUTBOX: usize = 8;
 
-/// The soonest the link's timer fires after it is armed: a deadline already
-/// past (a heartbeat due while the writer queue is full) must not spin.
+/// The soonest the link's timer fires after it is armed.
 const MIN_TIMER: Duration = Duration::from_millis(5);
 
 /// Link figures the Replicator reads for status without a message.
@@ -332,7 +331,14 @@ impl FollowerLink {
             return;
         };
         let now = Instant::now();
-        let at = deadline.max(now + MIN_TIMER);
+        // A deadline still past after the engine ran means a heartbeat is
+        // due while the writer queue is full: the queued frames keep the
+        // follower busy, so look again in half a heartbeat, not at once.
+        let at = if deadline <= now {
+            now + (self.housekeeping / 2).max(MIN_TIMER)
+        } else {
+            deadline.max(now + MIN_TIMER)
+        };
         if let Some((armed, handle)) = self.timer {
             if armed <= at {
                 return;
