@@ -1,7 +1,8 @@
 //! Actor-level tests of a healthy 3-node cluster and of node restarts:
 //! propagation of every command type, acks=all durability, validation
-//! errors, role errors, a stopped follower, a restarted leader, and a
-//! follower whose diverged tail the leader truncates.
+//! errors, role errors, a stopped follower, a restarted leader, a
+//! follower whose diverged tail the leader truncates, and a lagging follower
+//! caught up through the leader's WAL reads (its disk reader thread).
 
 mod common;
 
@@ -815,4 +816,52 @@ async fn a_lower_epoch_never_overwrites_a_higher_one_on_disk() {
     let on_disk = NodeMeta::load(dir.path()).unwrap().unwrap();
     assert_eq!((on_disk.current_epoch, on_disk.leader), (5, Some(2)));
     disk.stop().await;
+}
+
+/// A follower far behind a leader whose tail cache holds almost nothing
+/// catches up entirely through WAL reads (the leader's disk reader thread),
+/// across many segments, while `acks=all` writes keep committing with the
+/// rest of the ISR; it ends with exactly the leader's state.
+#[actix::test]
+async fn lagging_follower_catches_up_through_wal_reads_while_writes_commit() {
+    let mut cfg = fast_config();
+    cfg.tail_cache_bytes = 1;
+    cfg.segment_bytes = 4096;
+    cfg.batch_bytes = 2048;
+    let mut c = TestCluster::start(3, &[], cfg).await;
+    c.wait_isr(3, LIMIT).await;
+    c.stop_node(3).await;
+    c.wait_isr(2, LIMIT).await;
+    for i in 0..300 {
+        c.node(1)
+            .propose(create_topic(&format!("lag{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    c.start_node(3).await;
+    // Writes go on while node 3 reads its way back.
+    for i in 0..50 {
+        c.node(1)
+            .propose(create_topic(&format!("more{i}"), 1, 3), Acks::All)
+            .await
+            .unwrap();
+    }
+    c.wait_isr(3, LIMIT).await;
+    wait_converged(&c, &[1, 2, 3], LIMIT).await;
+    assert_eq!(
+        c.node(3).applied().await.unwrap(),
+        c.node(1).applied().await.unwrap()
+    );
+    assert_eq!(c.node(3).view().topics().len(), 350);
+    // Through the WAL, not a snapshot.
+    let f3 = c
+        .node(1)
+        .status()
+        .await
+        .unwrap()
+        .follower(3)
+        .unwrap()
+        .clone();
+    assert_eq!(f3.snapshots_sent, 0);
+    c.shutdown().await;
 }

@@ -1,21 +1,51 @@
-//! The disk thread: one per node, owning the WAL and the node's files.
+//! The disk threads: two per node. The writer owns the WAL and the node's
+//! files; the reader serves read-only jobs (followers' catch-up reads,
+//! snapshot loads) next to it.
 //!
 //! fsync must never run on an actix arbiter (it stalls every timer there), so
-//! every file operation runs on this dedicated thread and answers through a
-//! oneshot channel. Consecutive appends waiting in the queue are written
-//! together and made durable with a single `fdatasync` (group commit); every
-//! other job runs in queue order, so an append queued before a truncation is
-//! written before it. The queue is bounded: callers keep at most one append in
-//! flight each, plus occasional reads.
+//! every file operation runs on these dedicated threads and answers through a
+//! oneshot channel.
 //!
-//! After a failed write or sync the thread refuses further appends: the page
-//! cache can no longer be trusted, and the node must be restarted.
+//! **Writer** (`metawal-disk-<id>`, [`DiskHandle::append`], [`DiskHandle::run`]):
+//! consecutive appends waiting in its queue are written together and made
+//! durable with a single `fdatasync` (group commit); every other job runs in
+//! queue order, so an append queued before a truncation is written before it.
+//! After a failed write or sync it refuses further appends: the page cache
+//! can no longer be trusted, and the node must be restarted.
+//!
+//! **Reader** (`metawal-disk-read-<id>`, [`DiskHandle::read`],
+//! [`DiskHandle::read_wal`]): a lagging follower's catch-up reads and the
+//! load + encode of a snapshot for a follower behind the log start can take
+//! long (megabytes of `pread`, CRC checks, MessagePack). On the writer's
+//! queue they delayed every group commit behind them, so one lagging
+//! follower slowed every `acks=leader`/`acks=all` write. They run here
+//! instead, never sharing a thread or a queue with appends. The reader does
+//! not touch the [`Wal`]: it reads through a [`WalReader`], the writer's
+//! published index of *durable* records (updated after each `fdatasync` and
+//! before each truncation changes a file), opening the segment files
+//! read-only and checking every record again; a read that a concurrent
+//! truncation overtook fails ([`WalError::Raced`], or `OutOfRange` below the
+//! new start) rather than return bytes that are no longer the log's, and the
+//! caller retries. Snapshots are written atomically (tmp + rename), so the
+//! reader loads them without coordination.
+//!
+//! Why a separate thread and not two queues on one thread (drain appends
+//! first, split reads into chunks): with one thread, a read chunk that has
+//! started still delays the next fsync by its length, and chunking only
+//! bounds, never removes, that delay; with a thread of its own the reader
+//! costs the writer nothing but a short write lock per sync to publish the
+//! new record positions.
+//!
+//! Both queues are bounded ([`QUEUE`], [`READ_QUEUE`]); a full one is
+//! [`DiskError::QueueFull`]. Callers keep at most one append and one read in
+//! flight each.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 
 use metawal::record::Record;
-use metawal::wal::{OpenReport, Wal, WalOptions};
+use metawal::storage::Snapshot;
+use metawal::wal::{OpenReport, Wal, WalError, WalOptions, WalReader};
 use metawal::NodeId;
 use tokio::sync::oneshot;
 
@@ -23,8 +53,16 @@ use crate::error::DiskError;
 use metawal::engine::epoch::{maybe_advance_epoch, EpochRefused};
 use metawal::storage::{NodeMeta, StorageError};
 
-/// Most jobs waiting for the disk thread.
-const QUEUE: usize = 1024;
+/// Most jobs waiting for the writer thread.
+pub const QUEUE: usize = 1024;
+
+/// Most jobs waiting for the reader thread: one read in flight per follower
+/// link, plus the odd snapshot load.
+pub const READ_QUEUE: usize = 64;
+
+/// How often [`DiskReader::load_latest_snapshot`] retries when the newest
+/// snapshot file was replaced (and the old one removed) while it was loading.
+const SNAPSHOT_LOAD_TRIES: usize = 3;
 
 /// What the disk thread owns; jobs get `&mut` access to it.
 #[derive(Debug)]
@@ -65,6 +103,39 @@ impl Disk {
     }
 }
 
+/// What the reader thread has; read jobs get `&` access to it.
+#[derive(Debug)]
+pub struct DiskReader {
+    /// This node.
+    pub node: NodeId,
+    /// The durable records of the node's WAL, read-only.
+    pub wal: WalReader,
+    /// The node's data directory.
+    pub data_dir: PathBuf,
+}
+
+impl DiskReader {
+    /// Load the newest snapshot, if any. A snapshot stored meanwhile removes
+    /// the older file this was about to read: then the listing is taken
+    /// again (a few times at most).
+    pub fn load_latest_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let dir = snapshot_dir(&self.data_dir);
+        let mut tries = 1;
+        loop {
+            match Snapshot::load_latest(&dir) {
+                Err(StorageError::Io { path, source })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && tries < SNAPSHOT_LOAD_TRIES =>
+                {
+                    tracing::debug!(node = self.node, file = %path.display(), "snapshot replaced while loading; retrying");
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// `data_dir/snapshots`.
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
@@ -78,6 +149,13 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
 type AppendReply = oneshot::Sender<Result<u64, String>>;
 type JobFn = Box<dyn FnOnce(&mut Disk) + Send>;
 
+type ReadJobFn = Box<dyn FnOnce(&DiskReader) + Send>;
+
+enum ReadJob {
+    Run(ReadJobFn),
+    Stop(oneshot::Sender<()>),
+}
+
 enum Job {
     Append {
         records: Vec<Record>,
@@ -87,15 +165,16 @@ enum Job {
     Stop(oneshot::Sender<()>),
 }
 
-/// A cheap, cloneable handle to a node's disk thread.
+/// A cheap, cloneable handle to a node's disk threads.
 #[derive(Clone, Debug)]
 pub struct DiskHandle {
     tx: SyncSender<Job>,
+    read_tx: SyncSender<ReadJob>,
     node: NodeId,
 }
 
 impl DiskHandle {
-    /// Start the disk thread for `data_dir` and open (recover) the WAL there.
+    /// Start the disk threads for `data_dir` and open (recover) the WAL there.
     pub async fn start(
         node: NodeId,
         data_dir: PathBuf,
@@ -103,6 +182,7 @@ impl DiskHandle {
     ) -> Result<(DiskHandle, OpenReport), DiskError> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let (opened_tx, opened_rx) = oneshot::channel();
+        let data_dir_for_reader = data_dir.clone();
         std::thread::Builder::new()
             .name(format!("metawal-disk-{node}"))
             .spawn(move || {
@@ -119,7 +199,8 @@ impl DiskHandle {
                     });
                 match opened {
                     Ok((wal, report)) => {
-                        if opened_tx.send(Ok(report)).is_ok() {
+                        let reader = wal.reader();
+                        if opened_tx.send(Ok((report, reader))).is_ok() {
                             run(
                                 node,
                                 Disk {
@@ -141,8 +222,25 @@ impl DiskHandle {
                 dir: String::new(),
                 reason: format!("cannot start the disk thread: {e}"),
             })?;
-        let report = opened_rx.await.map_err(|_| DiskError::Stopped(node))??;
-        Ok((DiskHandle { tx, node }, report))
+        let (report, wal_reader) = opened_rx.await.map_err(|_| DiskError::Stopped(node))??;
+        let (read_tx, read_rx) = mpsc::sync_channel::<ReadJob>(READ_QUEUE);
+        let reader = DiskReader {
+            node,
+            wal: wal_reader,
+            data_dir: data_dir_for_reader,
+        };
+        let handle = DiskHandle { tx, read_tx, node };
+        if let Err(e) = std::thread::Builder::new()
+            .name(format!("metawal-disk-read-{node}"))
+            .spawn(move || run_reader(reader, read_rx))
+        {
+            handle.stop().await;
+            return Err(DiskError::Inconsistent {
+                dir: String::new(),
+                reason: format!("cannot start the disk reader thread: {e}"),
+            });
+        }
+        Ok((handle, report))
     }
 
     fn submit(&self, job: Job) -> Result<(), DiskError> {
@@ -163,7 +261,7 @@ impl DiskHandle {
         Ok(rx)
     }
 
-    /// Run `f` on the disk thread, after every job queued before it.
+    /// Run `f` on the writer thread, after every job queued before it.
     pub fn run<R, F>(
         &self,
         f: F,
@@ -183,23 +281,91 @@ impl DiskHandle {
         }
     }
 
-    /// Finish queued jobs and stop the thread (the WAL files are closed).
+    /// Run the read-only job `f` on the reader thread, after the read jobs
+    /// queued before it. It never waits for (or delays) appends: it sees the
+    /// WAL's durable records through [`DiskReader::wal`].
+    pub fn read<R, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<R, DiskError>> + 'static
+    where
+        R: Send + 'static,
+        F: FnOnce(&DiskReader) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let submitted = self
+            .read_tx
+            .try_send(ReadJob::Run(Box::new(move |reader| {
+                let _ = tx.send(f(reader));
+            })))
+            .map_err(|e| match e {
+                TrySendError::Full(_) => DiskError::QueueFull(self.node),
+                TrySendError::Disconnected(_) => DiskError::Stopped(self.node),
+            });
+        let node = self.node;
+        async move {
+            submitted?;
+            rx.await.map_err(|_| DiskError::Stopped(node))
+        }
+    }
+
+    /// Up to `max_entries` durable records from `from` within `max_bytes`
+    /// (at least one), read on the reader thread ([`WalReader::read`]).
+    pub fn read_wal(
+        &self,
+        from: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<Record>, DiskError>> + 'static {
+        let job = self.read(move |r| {
+            let read = r.wal.read(from, max_entries, max_bytes);
+            if let Err(e @ WalError::Raced { .. }) = &read {
+                tracing::debug!(node = r.node, offset = from, error = %e, "WAL read raced with a truncation");
+            }
+            read
+        });
+        async move { Ok(job.await??) }
+    }
+
+    /// Finish queued jobs and stop both threads (the WAL files are closed).
     pub async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
-        let mut job = Job::Stop(tx);
-        // Never block the arbiter on a full queue: wait for room instead.
-        loop {
-            match self.tx.try_send(job) {
-                Ok(()) => break,
-                Err(TrySendError::Full(j)) => {
-                    job = j;
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                Err(TrySendError::Disconnected(_)) => return,
+        if send_waiting(&self.tx, Job::Stop(tx)).await {
+            let _ = rx.await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if send_waiting(&self.read_tx, ReadJob::Stop(tx)).await {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Queue `job`, waiting for room without blocking the arbiter; false if the
+/// thread is gone.
+async fn send_waiting<T>(tx: &SyncSender<T>, mut job: T) -> bool {
+    loop {
+        match tx.try_send(job) {
+            Ok(()) => return true,
+            Err(TrySendError::Full(j)) => {
+                job = j;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(TrySendError::Disconnected(_)) => return false,
+        }
+    }
+}
+
+fn run_reader(reader: DiskReader, rx: Receiver<ReadJob>) {
+    while let Ok(job) = rx.recv() {
+        match job {
+            ReadJob::Run(f) => f(&reader),
+            ReadJob::Stop(done) => {
+                let _ = done.send(());
+                break;
             }
         }
-        let _ = rx.await;
     }
+    tracing::debug!(node = reader.node, "disk reader thread stopped");
 }
 
 fn run(node: NodeId, mut disk: Disk, rx: Receiver<Job>) {

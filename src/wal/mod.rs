@@ -31,18 +31,22 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::epochs::EpochIndex;
 use crate::record::{Record, RECORD_HEADER_LEN};
 
+mod reader;
 mod recovery;
 mod segment;
 
+pub use reader::WalReader;
 pub use recovery::{OpenReport, TornTail};
 pub use segment::{parse_segment_file_name, segment_file_name, SEGMENT_SUFFIX};
 
+use reader::{write_lock, SharedIndex};
 use segment::{fsync_dir, io_err, open_rw, preallocate, remove_file, Segment};
 
 /// Errors of the WAL layer.
@@ -96,6 +100,16 @@ pub enum WalError {
         "WAL is unusable after an earlier failure: {0}. Restart the node to recover from disk"
     )]
     Failed(String),
+    /// A [`WalReader`] read was overtaken by a concurrent suffix truncation
+    /// (or lost a segment it had planned to read); nothing was returned.
+    /// Retrying reads the log as it is now.
+    #[error("WAL read from offset {offset} raced with a truncation ({reason}); retry")]
+    Raced {
+        /// The offset the read asked for (or the record it stopped at).
+        offset: u64,
+        /// What changed.
+        reason: String,
+    },
 }
 
 /// WAL options.
@@ -131,6 +145,11 @@ pub struct Wal {
     write_buf: Vec<u8>,
     /// Set after a failed `fdatasync`; every later call fails.
     failed: Option<String>,
+    /// Last offset known durable (synced, or found on disk at open).
+    durable: u64,
+    /// The index of durable records that [`WalReader`]s read through; kept
+    /// up to date by [`Wal::sync`] and the truncations (see `reader.rs`).
+    shared: SharedIndex,
 }
 
 impl Wal {
@@ -160,6 +179,29 @@ impl Wal {
             Some(reason) => Err(WalError::Failed(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Everything appended is durable now: let readers see it.
+    fn publish_durable(&mut self) {
+        self.durable = self.last_offset();
+        self.publish();
+    }
+
+    /// Mirror the segments, up to `durable`, into the readers' index.
+    fn publish(&self) {
+        write_lock(&self.shared).mirror(&self.segments, &self.epochs, self.durable);
+    }
+
+    /// A read-only view of this log's durable records for another thread
+    /// (see [`WalReader`]). Cheap; every reader shares one index.
+    pub fn reader(&self) -> WalReader {
+        WalReader::new(Arc::clone(&self.shared))
+    }
+
+    /// Last offset known durable: synced by [`Wal::sync`] (or found on disk
+    /// at open). What a [`WalReader`] can see.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable
     }
 
     fn active(&mut self) -> &mut Segment {
@@ -267,6 +309,7 @@ impl Wal {
         for i in 0..self.segments.len() {
             self.sync_segment(i)?;
         }
+        self.publish_durable();
         Ok(())
     }
 
@@ -370,6 +413,15 @@ impl Wal {
                 last: self.last_offset(),
             });
         }
+        // Readers first: no read planned from here on sees offsets past
+        // `after`, and reads in flight fail their generation check, before
+        // any file changes.
+        self.durable = self.durable.min(after);
+        {
+            let mut shared = write_lock(&self.shared);
+            shared.bump_rewrites();
+            shared.mirror(&self.segments, &self.epochs, self.durable);
+        }
         let cut = after + 1;
         let keep = self.segments.partition_point(|s| s.base <= cut) - 1;
         let mut removed_any = false;
@@ -395,6 +447,7 @@ impl Wal {
         let last = self.segments.len() - 1;
         self.sync_segment(last)?;
         self.epochs.truncate_suffix(after);
+        self.publish();
         tracing::info!(after, "WAL suffix truncated");
         Ok(())
     }
@@ -432,6 +485,10 @@ impl Wal {
             // From here on the new segment is the log (open finishes the
             // deletions below if a crash interrupts them).
             self.epochs.truncate_prefix(upto, upto_epoch);
+            // Readers stop planning reads in the old files before they go
+            // (a read already under way finds them gone: below the start).
+            self.durable = upto;
+            self.publish();
             for seg in &old {
                 remove_file(&seg.path)?;
                 tracing::debug!(file = %seg.path.display(), "deleted WAL segment (log emptied)");
@@ -440,18 +497,24 @@ impl Wal {
             tracing::info!(upto, upto_epoch, "WAL emptied by prefix truncation");
             return Ok(());
         }
-        let mut removed = 0;
-        while self.segments.len() > 1 && self.segments[1].base <= upto + 1 {
-            let seg = self.segments.remove(0);
-            remove_file(&seg.path)?;
-            tracing::debug!(file = %seg.path.display(), "deleted WAL segment (prefix truncation)");
-            removed += 1;
+        let mut gone = 0;
+        while gone + 1 < self.segments.len() && self.segments[gone + 1].base <= upto + 1 {
+            gone += 1;
         }
-        if removed > 0 {
-            fsync_dir(&self.dir)?;
+        if gone > 0 {
+            let old: Vec<Segment> = self.segments.drain(..gone).collect();
             let first = &self.segments[0];
             self.epochs
                 .truncate_prefix(first.base - 1, first.prev_epoch);
+            // Readers stop planning reads in the old files before they go.
+            self.publish();
+            for seg in &old {
+                remove_file(&seg.path)?;
+                tracing::debug!(file = %seg.path.display(), "deleted WAL segment (prefix truncation)");
+            }
+            fsync_dir(&self.dir)?;
+            let removed = old.len();
+            let first = &self.segments[0];
             tracing::info!(
                 upto,
                 segments = removed,

@@ -343,9 +343,12 @@ impl Wal {
             epochs: EpochIndex::new(0, 0),
             write_buf: Vec::new(),
             failed: None,
+            durable: 0,
+            shared: Default::default(),
         };
         if names.is_empty() {
             wal.create_segment(1, 0)?;
+            wal.publish_durable();
             return Ok((wal, report));
         }
 
@@ -435,6 +438,8 @@ impl Wal {
             last = wal.last_offset(),
             "WAL opened"
         );
+        // What recovery found is the log: readers may see all of it.
+        wal.publish_durable();
         Ok((wal, report))
     }
 }

@@ -11,7 +11,10 @@
 //! - frames from [`LinkEngine::poll_transmit`], taken only while the
 //!   connection's bounded writer queue has room (so none is dropped);
 //! - [`LinkAction::ReadWal`] and [`LinkAction::LoadSnapshot`] on the disk
-//!   thread, answered as inputs tagged with the connection generation;
+//!   reader thread (never the writer's queue, so a lagging follower never
+//!   delays a group commit), answered as inputs tagged with the connection
+//!   generation; a read that raced with a truncation is a
+//!   [`ReadFailure::Failed`]: the link reconnects and reads again;
 //! - one timer, armed at [`LinkEngine::poll_timeout`].
 //!
 //! Reports for the Replicator (connected, acked, disconnected, fenced) go
@@ -37,7 +40,6 @@ use metawal::engine::{
 use metawal::handshake::HandshakeKeys;
 use metawal::record::Record;
 use metawal::replication::{decide_start, LinkState, StartPoint};
-use metawal::storage::Snapshot;
 use metawal::wal::WalError;
 use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
@@ -45,6 +47,7 @@ use tokio::sync::watch;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound, QueueError};
 use crate::disk::DiskHandle;
+use crate::error::DiskError;
 use crate::leader::messages::{LeaderLog, LinkEvent};
 use crate::progress::LogProgress;
 
@@ -390,19 +393,18 @@ impl FollowerLink {
         max_bytes: usize,
         ctx: &mut Context<Self>,
     ) {
-        let read = self
-            .disk
-            .run(move |d| d.wal.read(from, max_entries, max_bytes));
+        let read = self.disk.read_wal(from, max_entries, max_bytes);
         ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
             let result = match res {
-                Ok(Ok(records)) => Ok(records),
-                Ok(Err(WalError::OutOfRange { first, .. })) if from < first => {
+                Ok(records) => Ok(records),
+                Err(DiskError::Wal(WalError::OutOfRange { first, .. })) if from < first => {
                     Err(ReadFailure::BelowLogStart)
                 }
-                Ok(Err(WalError::OutOfRange { last, .. })) if from > last => {
+                Err(DiskError::Wal(WalError::OutOfRange { last, .. })) if from > last => {
                     Err(ReadFailure::NotYetWritten)
                 }
-                Ok(Err(e)) => Err(ReadFailure::Failed(e.to_string())),
+                // A race with a truncation, an I/O error, a corrupt record,
+                // a full or stopped reader: the engine reconnects and retries.
                 Err(e) => Err(ReadFailure::Failed(e.to_string())),
             };
             act.input(LinkInput::WalRead { gen, from, result }, ctx);
@@ -410,20 +412,24 @@ impl FollowerLink {
     }
 
     fn load_snapshot(&mut self, gen: u64, ctx: &mut Context<Self>) {
-        let job = self.disk.run(|d| -> Result<Option<SnapshotBytes>, String> {
-            let snap = Snapshot::load_latest(&d.snapshot_dir()).map_err(|e| e.to_string())?;
-            match snap {
-                None => Ok(None),
-                Some(s) => {
-                    let bytes = s.encode().map_err(|e| e.to_string())?;
-                    Ok(Some(SnapshotBytes {
-                        offset: s.offset,
-                        epoch: s.epoch,
-                        bytes: Bytes::from(bytes),
-                    }))
+        // Load and encode on the reader thread: file reading and CPU only,
+        // and snapshot files are written atomically (tmp + rename).
+        let job = self
+            .disk
+            .read(|r| -> Result<Option<SnapshotBytes>, String> {
+                let snap = r.load_latest_snapshot().map_err(|e| e.to_string())?;
+                match snap {
+                    None => Ok(None),
+                    Some(s) => {
+                        let bytes = s.encode().map_err(|e| e.to_string())?;
+                        Ok(Some(SnapshotBytes {
+                            offset: s.offset,
+                            epoch: s.epoch,
+                            bytes: Bytes::from(bytes),
+                        }))
+                    }
                 }
-            }
-        });
+            });
         ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
             let result = res.map_err(|e| e.to_string()).and_then(|r| r);
             act.input(LinkInput::SnapshotLoaded { gen, result }, ctx);
