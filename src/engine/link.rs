@@ -294,6 +294,8 @@ pub struct LinkEngine {
     sent_commit: u64,
     /// A WAL read is in flight.
     reading: bool,
+    /// The last WAL read found nothing: no new one until the log moves.
+    wal_wait: bool,
     /// Records read from the WAL, not sent yet (they start at the next
     /// offset to send).
     loaded: VecDeque<Record>,
@@ -338,6 +340,7 @@ impl LinkEngine {
             last_sent: now,
             sent_commit: 0,
             reading: false,
+            wal_wait: false,
             loaded: VecDeque::new(),
             snapshot: SnapshotSend::None,
             snapshots_sent: 0,
@@ -393,7 +396,11 @@ impl LinkEngine {
             Conn::Opening => None,
             Conn::Open(phase) => {
                 let deadline = self.last_heard + self.silence_limit();
-                if *phase == Phase::Streaming {
+                // Streaming sends heartbeats; a snapshot being sent has
+                // chunks left that a full writer queue held back, and
+                // nothing else would wake the shell to send them.
+                let sending = matches!(self.snapshot, SnapshotSend::Sending { .. });
+                if *phase == Phase::Streaming || sending {
                     Some(deadline.min(self.last_sent + self.config.heartbeat_interval))
                 } else {
                     Some(deadline)
@@ -407,7 +414,10 @@ impl LinkEngine {
         match input {
             LinkInput::Tick => self.on_tick(now),
             LinkInput::Wake => self.on_wake(now),
-            LinkInput::Progress(p) => self.log = p,
+            LinkInput::Progress(p) => {
+                self.log = p;
+                self.wal_wait = false;
+            }
             LinkInput::Connected { gen, nonce } => {
                 if gen == self.gen && self.conn == Conn::Opening {
                     self.on_connected(now, nonce);
@@ -821,6 +831,8 @@ impl LinkEngine {
         }
         match result {
             Ok(records) => {
+                // Nothing read: wait for the next progress update.
+                self.wal_wait = records.is_empty();
                 // Keep only the contiguous run that starts at `from`.
                 let mut expected = from;
                 self.loaded = records
@@ -834,7 +846,9 @@ impl LinkEngine {
             }
             Err(ReadFailure::BelowLogStart) => self.start_snapshot(now),
             Err(ReadFailure::NotYetWritten) => {
-                // A later progress update brings it within reach.
+                // A later progress update brings it within reach: no new
+                // read until then.
+                self.wal_wait = true;
             }
             Err(ReadFailure::Failed(e)) => {
                 tracing::error!(node = self.node, peer = self.peer, offset = from, error = %e, "cannot read the WAL for a follower");
@@ -867,6 +881,7 @@ impl LinkEngine {
                     // update (durability) brings it within reach.
                     return None;
                 }
+                _ if self.wal_wait => return None,
                 _ => {
                     let max_entries = max_entries.min((self.log.durable - next + 1) as usize);
                     self.reading = true;

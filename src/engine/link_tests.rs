@@ -687,3 +687,90 @@ fn an_ack_beyond_what_was_sent_is_ignored() {
     assert_eq!(drain(&mut e), vec![]);
     assert_eq!(e.progress().acked_offset(), 0);
 }
+
+#[test]
+fn a_snapshot_held_back_by_a_full_writer_asks_to_be_woken() {
+    let t0 = Instant::now();
+    let mut log = Log::new(10);
+    log.tail_from = 100;
+    let cfg = ReplicationConfig {
+        batch_bytes: 100,
+        ..config()
+    };
+    let mut e = engine(t0, &log, cfg);
+    drain(&mut e);
+    e.handle(t0, LinkInput::Progress(log.progress(10)), &log);
+    handshake(&mut e, t0, &log, 0, 0);
+    e.poll_transmit(t0, &log);
+    drain(&mut e);
+    e.handle(
+        t0,
+        LinkInput::WalRead {
+            gen: 1,
+            from: 1,
+            result: Err(ReadFailure::BelowLogStart),
+        },
+        &log,
+    );
+    drain(&mut e);
+    e.handle(
+        t0,
+        LinkInput::SnapshotLoaded {
+            gen: 1,
+            result: Ok(Some(SnapshotBytes {
+                offset: 7,
+                epoch: 1,
+                bytes: Bytes::from(vec![1u8; 300]),
+            })),
+        },
+        &log,
+    );
+    // The writer took one chunk, then was full: two chunks are left, and
+    // nothing from the follower is due. The engine must ask to be called
+    // back within a heartbeat, not only at the silence deadline.
+    assert!(matches!(
+        e.poll_transmit(t0, &log),
+        Some(Frame::SnapshotChunk { position: 0, .. })
+    ));
+    assert_eq!(e.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+    let t1 = t0 + Duration::from_millis(100);
+    e.handle(t1, LinkInput::Tick, &log);
+    assert_eq!(
+        transmit(&mut e, t1, &log).len(),
+        2,
+        "the rest of the chunks"
+    );
+}
+
+#[test]
+fn an_empty_wal_read_is_not_repeated_until_the_log_moves() {
+    let t0 = Instant::now();
+    let mut log = Log::new(5);
+    log.tail_from = 100;
+    let mut e = engine(t0, &log, config());
+    drain(&mut e);
+    e.handle(t0, LinkInput::Progress(log.progress(0)), &log);
+    handshake(&mut e, t0, &log, 0, 0);
+    transmit(&mut e, t0, &log);
+    assert!(matches!(
+        drain(&mut e)[..],
+        [LinkAction::ReadWal { from: 1, .. }]
+    ));
+    e.handle(
+        t0,
+        LinkInput::WalRead {
+            gen: 1,
+            from: 1,
+            result: Err(ReadFailure::NotYetWritten),
+        },
+        &log,
+    );
+    transmit(&mut e, t0, &log);
+    assert_eq!(drain(&mut e), vec![], "no read again at once");
+    e.handle(t0, LinkInput::Progress(log.progress(0)), &log);
+    transmit(&mut e, t0, &log);
+    assert!(matches!(
+        drain(&mut e)[..],
+        [LinkAction::ReadWal { from: 1, .. }]
+    ));
+}
