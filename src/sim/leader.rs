@@ -363,6 +363,25 @@ impl Simulation {
         }
     }
 
+    /// Run `f` on the link `id` → `peer` with the leader's log as the link
+    /// sees it; `None` if `id` no longer leads or has no such link.
+    fn with_link<R>(
+        &mut self,
+        id: NodeId,
+        peer: NodeId,
+        f: impl FnOnce(&mut LinkSim, &SimLog<'_>) -> R,
+    ) -> Option<R> {
+        let node = self.node_mut(id);
+        let view = SimLog {
+            index: &node.index,
+            records: node.disk.records(),
+        };
+        let Role::Leader(l) = &mut node.role else {
+            return None;
+        };
+        Some(f(l.links.get_mut(&peer)?, &view))
+    }
+
     fn link_mut(&mut self, id: NodeId, peer: NodeId) -> Option<&mut LinkSim> {
         match &mut self.node_mut(id).role {
             Role::Leader(l) => l.links.get_mut(&peer),
@@ -405,19 +424,11 @@ impl Simulation {
     /// Feed one input to the link `id` → `peer` and carry out what it asks.
     fn link_input(&mut self, id: NodeId, peer: NodeId, input: LinkInput) {
         let now = self.instant();
+        if self
+            .with_link(id, peer, |link, view| link.engine.handle(now, input, view))
+            .is_none()
         {
-            let node = self.node_mut(id);
-            let view = SimLog {
-                index: &node.index,
-                records: node.disk.records(),
-            };
-            let Role::Leader(l) = &mut node.role else {
-                return;
-            };
-            let Some(link) = l.links.get_mut(&peer) else {
-                return;
-            };
-            link.engine.handle(now, input, &view);
+            return;
         }
         self.drive_link(id, peer);
     }
@@ -429,22 +440,15 @@ impl Simulation {
         for _ in 0..64 {
             // Frames: the simulated connection never refuses one.
             loop {
-                let node = self.node_mut(id);
-                let view = SimLog {
-                    index: &node.index,
-                    records: node.disk.records(),
-                };
-                let Role::Leader(l) = &mut node.role else {
-                    return;
-                };
-                let Some(link) = l.links.get_mut(&peer) else {
-                    return;
-                };
-                let Some((conn, _)) = link.conn else { break };
-                let Some(frame) = link.engine.poll_transmit(now, &view) else {
-                    break;
-                };
-                self.send(conn, Dir::ToFollower, frame);
+                let next = self.with_link(id, peer, |link, view| {
+                    let (conn, _) = link.conn?;
+                    Some((conn, link.engine.poll_transmit(now, view)?))
+                });
+                match next {
+                    None => return,
+                    Some(None) => break,
+                    Some(Some((conn, frame))) => self.send(conn, Dir::ToFollower, frame),
+                }
             }
             let Some(action) = self.link_mut(id, peer).and_then(|l| l.engine.poll_action()) else {
                 return;
@@ -485,16 +489,7 @@ impl Simulation {
                         reason: "unreachable".into(),
                     }
                 };
-                let node = self.node_mut(id);
-                let view = SimLog {
-                    index: &node.index,
-                    records: node.disk.records(),
-                };
-                if let Role::Leader(l) = &mut node.role {
-                    if let Some(link) = l.links.get_mut(&peer) {
-                        link.engine.handle(now, input, &view);
-                    }
-                }
+                self.with_link(id, peer, |link, view| link.engine.handle(now, input, view));
             }
             LinkAction::Close { gen } => {
                 let conn = match self.link_mut(id, peer) {
