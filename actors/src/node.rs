@@ -516,7 +516,8 @@ impl Node {
             .listener
             .send(ReleaseLog)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(failed)?;
         self.persist_epoch(epoch, node, commit).await?;
         let init = replicator_init(self, epoch, epochs, commit);
         let replicator =

@@ -19,8 +19,11 @@
 //!   acks, and the session timeout.
 //! - [`epoch`]: epoch fencing, one rule for every path that persists an
 //!   epoch.
-//! - [`follower`]: what a truncation or a snapshot install from the leader
-//!   may do to the follower's log.
+//! - [`follower`]: the follower's log owner: the active session, the
+//!   epoch persisted before it is acted on, the group-commit queue, the
+//!   commit point learned, truncations and snapshot installs (and what they
+//!   may do to the log), what the store must hear of them, and the
+//!   fail-stop on a disk failure.
 //! - [`store`]: when to snapshot, and what failed snapshots and failed reads
 //!   of committed entries mean.
 
@@ -31,6 +34,7 @@ pub mod link;
 pub mod session;
 pub mod store;
 
+pub use follower::{AttachRefused, FollowerAction, FollowerEngine, FollowerInput, StoreEvent};
 pub use leader::{Acks, LeaderAction, LeaderEngine, LeaderError, LeaderInput, ProposalId};
 pub use link::{
     LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,

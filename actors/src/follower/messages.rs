@@ -11,23 +11,10 @@ use metawal::record::Record;
 use metawal::{Entry, NodeId};
 
 /// A log end: `(last offset, its epoch)`.
-pub(crate) type LogEnd = (u64, u64);
+pub(crate) use metawal::engine::follower::LogEnd;
 
-/// Why a leader may not attach.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AttachRefused {
-    /// This node leads.
-    NotFollower,
-    /// The leader's epoch is lower than this node's.
-    StaleEpoch {
-        current: u64,
-        leader: Option<NodeId>,
-    },
-    /// Another leader already claims the same epoch.
-    EpochConflict,
-    /// The higher epoch could not be persisted.
-    Storage(String),
-}
+/// Why a leader may not attach (decided by the follower engine).
+pub(crate) use metawal::engine::AttachRefused;
 
 /// The listener reports a new durable offset to the active session.
 #[derive(Message)]
