@@ -195,6 +195,10 @@ pub enum FollowerInput {
         /// The answer's id.
         req: RequestId,
     },
+    /// Another path persisted `meta` (a vote, a role change): adopt it if
+    /// its epoch is newer. The active session's leader no longer leads this
+    /// node's epoch, so that session ends.
+    MetaChanged(NodeMeta),
     /// This node follows again: the log as the disk has it, and `meta`.
     Follow {
         /// The WAL's epoch index (everything in it durable).
@@ -291,7 +295,7 @@ pub enum FollowerAction {
 
 /// A request waiting for the write in flight (a log reset may not start
 /// while records are being written).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Deferred {
     Attach {
         req: RequestId,
@@ -333,7 +337,7 @@ enum Busy {
 }
 
 /// An attach held while a new epoch is persisted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HeldAttach {
     req: RequestId,
     session: SessionId,
@@ -342,7 +346,7 @@ struct HeldAttach {
 }
 
 /// The follower's log owner (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FollowerEngine {
     node: NodeId,
     mode: Mode,
@@ -508,6 +512,14 @@ impl FollowerEngine {
             ),
             FollowerInput::SnapshotInstalled(result) => self.on_snapshot_installed(result),
             FollowerInput::Release { req } => self.on_release(req),
+            FollowerInput::MetaChanged(meta) => {
+                if meta.current_epoch > self.meta.current_epoch {
+                    if let Some(old) = self.active.take() {
+                        self.actions.push_back(FollowerAction::StopSession(old));
+                    }
+                    self.meta = meta;
+                }
+            }
             FollowerInput::Follow {
                 epochs,
                 meta,
@@ -516,11 +528,16 @@ impl FollowerEngine {
                 if self.has_failed() {
                     return;
                 }
+                // Everything in `epochs` is on disk: no write or reset of
+                // the follower's own is still running.
                 self.mode = Mode::Following;
                 self.write_queue.clear();
+                self.writing = None;
+                self.busy = None;
                 self.commit = self.commit.max(commit);
                 self.meta = meta;
                 self.adopt_log(epochs);
+                self.run_deferred();
             }
         }
     }

@@ -670,3 +670,26 @@ fn a_node_started_as_leader_lets_no_session_attach() {
         "not even a higher epoch persists while leading"
     );
 }
+
+#[test]
+fn a_newer_epoch_persisted_elsewhere_ends_the_active_session() {
+    let mut e = attached();
+    e.handle(FollowerInput::MetaChanged(meta(1, Some(LEADER))));
+    assert!(drain(&mut e).is_empty(), "not newer: nothing changes");
+    assert_eq!(e.active(), Some(1));
+    e.handle(FollowerInput::MetaChanged(meta(2, Some(3))));
+    assert_eq!(names(&drain(&mut e)), ["stop s1"]);
+    assert_eq!(e.active(), None);
+    // The old leader (epoch 1) is now stale here.
+    e.handle(FollowerInput::SessionOpened(2));
+    e.handle(FollowerInput::Attach {
+        req: 4,
+        session: 2,
+        leader: LEADER,
+        epoch: 1,
+    });
+    assert_eq!(
+        names(&drain(&mut e)),
+        ["attached r4 Err(StaleEpoch { current: 2, leader: Some(3) })"]
+    );
+}

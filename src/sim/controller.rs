@@ -19,7 +19,9 @@ use std::cmp::Reverse;
 use crate::command::NodeId;
 
 use super::disk::Meta;
-use super::node::Role;
+use crate::engine::FollowerInput;
+
+use super::node::node_meta;
 use super::{election_wait, Simulation};
 
 impl Simulation {
@@ -72,17 +74,14 @@ impl Simulation {
             if self.node(v).is_leader() {
                 self.step_down(v, epoch);
             }
-            let follower_conn = match &self.node(v).role {
-                Role::Follower(st) => st.conn,
-                Role::Leader(_) => None,
-            };
-            if let Some(c) = follower_conn {
-                self.close(c);
-            }
-            self.node_mut(v).disk.persist_meta(Meta {
+            let vote = Meta {
                 epoch,
                 leader: Some(winner),
-            });
+            };
+            self.node_mut(v).disk.persist_meta(vote);
+            // The vote is persisted outside the log owner: it learns it, and
+            // ends the session of the leader it followed.
+            self.owner_input(v, FollowerInput::MetaChanged(node_meta(v, vote)));
         }
         let log = self.node(winner).log.clone();
         let r = self.checker.on_leader(epoch, winner, &log);

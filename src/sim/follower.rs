@@ -1,27 +1,32 @@
 //! The follower's side. Each inbound connection is driven by the real
 //! [`SessionEngine`] (the challenge, the leader's `Hello` checked with the
 //! real keys and epoch fencing, `Welcome`/`Reject`, the checks on every
-//! frame, acks, the session timeout). This file plays the part of the
-//! `ReplicaListener`, the log owner, and answers the session's requests
-//! with the listener's rules: fencing ([`maybe_advance_epoch`], the epoch
-//! persisted before it accepts a leader), [`check_append`] on every batch,
-//! truncation ([`maybe_truncate`]), the log end reported only once all of
-//! it is durable, and the commit point it may learn: the leader's, capped at
-//! what this connection delivered or matched.
+//! frame, acks, the session timeout), and the node's log is owned by the
+//! real [`FollowerEngine`] (the active session, the epoch persisted before
+//! it is acted on, the group-commit queue, truncations, the commit point
+//! learned), the two engines the `ReplicaSession` and `ReplicaListener`
+//! actors drive. This file is only their shell: it carries the engines'
+//! actions to the simulated network and disk, as those actors do to
+//! sockets and the disk thread.
+//!
+//! The shell also checks what the engines must never be asked to do: a
+//! leader may not send a batch that does not follow the log, nor ask to
+//! truncate committed entries, nor send a snapshot (nothing is compacted in
+//! the simulation).
 
-use crate::command::{Entry, NodeId};
-use crate::engine::epoch::{maybe_advance_epoch, EpochRefused};
-use crate::engine::follower::maybe_truncate;
-use crate::engine::{Local, SessionAction, SessionEngine, SessionInput};
+use crate::command::NodeId;
+use crate::engine::epoch::maybe_advance_epoch;
+use crate::engine::follower::{AppendRefused, MetaWriteError};
+use crate::engine::AttachRefused;
+use crate::engine::{
+    FollowerAction, FollowerInput, Local, SessionAction, SessionEngine, SessionInput,
+};
 use crate::frame::RejectReason;
-use crate::record::Record;
-use crate::replication::check_append;
 
 use super::check::Invariant;
 use super::disk::Meta;
 use super::leader::keys;
 use super::net::{ConnId, Dir, Msg};
-use super::node::{FollowerState, Role};
 use super::{PlantedBug, Simulation};
 
 impl Simulation {
@@ -41,6 +46,7 @@ impl Simulation {
             nonce,
         );
         self.sessions.insert(conn, session);
+        self.owner_input(id, FollowerInput::SessionOpened(conn));
         self.session_actions(conn);
     }
 
@@ -54,6 +60,14 @@ impl Simulation {
         let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         for conn in conns {
             self.session_input(conn, SessionInput::Tick);
+        }
+    }
+
+    /// `conn` is gone: its session ends, and the log owner hears of it.
+    pub(super) fn session_gone(&mut self, follower: NodeId, conn: ConnId) {
+        self.sessions.remove(&conn);
+        if self.node(follower).up {
+            self.owner_input(follower, FollowerInput::SessionGone(conn));
         }
     }
 
@@ -75,7 +89,7 @@ impl Simulation {
             Local {
                 epoch,
                 leader,
-                durable: node.disk.durable(),
+                durable: node.owner.progress().durable,
             },
         ))
     }
@@ -99,7 +113,7 @@ impl Simulation {
                 self.sessions.remove(&conn);
                 return;
             };
-            let (leader, id, conn_epoch) = (c.leader, c.follower, c.epoch);
+            let (leader, id) = (c.leader, c.follower);
             match action {
                 SessionAction::Send(frame) => self.send(conn, Dir::ToLeader, frame),
                 SessionAction::RejectAndClose { frame, reason } => {
@@ -128,18 +142,55 @@ impl Simulation {
                     entries,
                     commit,
                 } => {
-                    let result = self.append(conn, id, conn_epoch, records, entries, commit);
-                    self.session_input(conn, SessionInput::Appended(result));
-                    // Already durable (nothing new, or the planted bug).
-                    let durable = self.follower_ack_point(id);
-                    self.session_input(conn, SessionInput::Durable(durable));
+                    let result = self
+                        .node_mut(id)
+                        .owner
+                        .append(conn, records, entries, commit);
+                    if let Err(AppendRefused::Invalid(e)) = &result {
+                        self.fail(
+                            Invariant::Protocol,
+                            format!("n{id}: n{leader} sent a batch that does not follow: {e}"),
+                        );
+                        return;
+                    }
+                    self.owner_actions(id);
+                    self.session_input(
+                        conn,
+                        SessionInput::Appended(result.map_err(|e| e.to_string())),
+                    );
                 }
                 SessionAction::Commit { commit } => {
-                    if self.is_active(id, conn) {
-                        self.learn_capped_commit(id, commit);
-                    }
+                    self.owner_input(
+                        id,
+                        FollowerInput::Commit {
+                            session: conn,
+                            commit,
+                        },
+                    );
                 }
-                SessionAction::Truncate { to } => self.truncate(conn, id, leader, to),
+                SessionAction::Truncate { to } => {
+                    let p = self.node(id).owner.progress();
+                    if crate::engine::follower::maybe_truncate(to, p.commit, p.durable).is_err()
+                        && self.node(id).owner.active() == Some(conn)
+                    {
+                        self.fail(
+                            Invariant::Protocol,
+                            format!(
+                                "n{id} told by n{leader} to truncate to {to}, below its durable commit {}",
+                                p.commit.min(p.durable)
+                            ),
+                        );
+                        return;
+                    }
+                    self.owner_input(
+                        id,
+                        FollowerInput::Truncate {
+                            req: conn,
+                            session: conn,
+                            to,
+                        },
+                    );
+                }
                 SessionAction::InstallSnapshot { .. } => {
                     self.fail(
                         Invariant::Protocol,
@@ -151,28 +202,14 @@ impl Simulation {
         }
     }
 
-    fn is_active(&self, id: NodeId, conn: ConnId) -> bool {
-        matches!(&self.node(id).role, Role::Follower(st) if st.conn == Some(conn))
-    }
-
-    /// The listener's attach: fence, persist a newer epoch before acting in
-    /// it, make `conn` the active session; the log end is reported once all
-    /// of it is durable.
+    /// A session authenticated a leader: a leader of an older epoch steps
+    /// down (the broker's part before elections exist); the log owner
+    /// decides the rest.
     fn attach(&mut self, conn: ConnId, id: NodeId, leader: NodeId, epoch: u64) {
         let meta = self.node(id).meta();
-        let no_fencing = self.config.bug == Some(PlantedBug::NoFencing);
-        // The listener's fencing rule (the real engine function).
-        if let Err(refused) = maybe_advance_epoch(meta.epoch, meta.leader, epoch, leader) {
-            if !no_fencing {
-                let reason = match refused {
-                    EpochRefused::Stale { .. } => RejectReason::StaleEpoch,
-                    EpochRefused::Conflict { .. } => RejectReason::EpochConflict,
-                };
-                self.session_input(conn, SessionInput::Attached(Err(reason)));
-                return;
-            }
-        }
-        if self.node(id).is_leader() {
+        if self.node(id).is_leader()
+            && maybe_advance_epoch(meta.epoch, meta.leader, epoch, leader).is_ok()
+        {
             if epoch == meta.epoch {
                 self.fail(
                     Invariant::ElectionSafety,
@@ -182,191 +219,154 @@ impl Simulation {
             }
             self.step_down(id, epoch);
         }
-        // Persist the epoch and leader before acting in it.
-        let new_meta = Meta {
-            epoch,
-            leader: Some(leader),
-        };
-        if self.node(id).meta() != new_meta {
-            self.node_mut(id).disk.persist_meta(new_meta);
-        }
-        let old = match &self.node(id).role {
-            Role::Follower(st) => st.conn,
-            Role::Leader(_) => None,
-        };
-        if let Some(old) = old.filter(|&o| o != conn) {
-            self.close(old);
-        }
-        self.node_mut(id).role = Role::Follower(FollowerState {
-            conn: Some(conn),
-            received: None,
-            reported: None,
-            position_owed: true,
-            welcome_owed: true,
-        });
-        self.owe_position(id);
-    }
-
-    /// The listener's truncation, at the leader's request.
-    fn truncate(&mut self, conn: ConnId, id: NodeId, leader: NodeId, to: u64) {
-        if !self.is_active(id, conn) {
-            let refused = Err("session is not the active one".to_string());
-            self.session_input(conn, SessionInput::LogReset(refused));
-            return;
-        }
-        let node = self.node_mut(id);
-        // The listener's rule (the real engine function).
-        if let Err(e) = maybe_truncate(to, node.commit, node.disk.durable()) {
-            self.fail(
-                Invariant::Protocol,
-                format!("n{id} told by n{leader} to truncate: {e}"),
-            );
-            return;
-        }
-        node.truncate(to);
-        if let Role::Follower(st) = &mut node.role {
-            st.received = None;
-            st.reported = None;
-            st.position_owed = true;
-        }
-        self.report.truncations += 1;
-        self.log(format!("n{id}: truncated to {to}"));
-        self.owe_position(id);
-    }
-
-    /// Report the log end once all of it is durable (the leader counts the
-    /// matched prefix as on this node's disk): the `Welcome` of a new
-    /// session, or the `Position` after a truncation.
-    fn owe_position(&mut self, id: NodeId) {
-        let node = self.node(id);
-        let Role::Follower(st) = &node.role else {
-            return;
-        };
-        let Some(conn) = st.conn.filter(|_| st.position_owed) else {
-            return;
-        };
-        let lie = self.config.bug == Some(PlantedBug::AckBeforeFsync);
-        if !lie && (node.disk.syncing() || node.disk.durable() < node.last_offset()) {
-            self.start_sync(id);
-            return;
-        }
-        let end = (node.last_offset(), node.last_epoch());
-        let welcome = match &mut self.node_mut(id).role {
-            Role::Follower(st) => {
-                st.position_owed = false;
-                // The leader answers with a `Truncate` (which resets this)
-                // or starts streaming: then this log matches the leader's
-                // up to here, and the commit point may be learned up to it.
-                st.reported = Some(end.0);
-                std::mem::take(&mut st.welcome_owed)
+        let (leader, epoch) = if self.config.bug == Some(PlantedBug::NoFencing) {
+            // The planted bug: the shell passes the node's own epoch and
+            // leader, so the log owner takes any leader as the known one.
+            match meta.leader {
+                Some(l) if epoch < meta.epoch || (epoch == meta.epoch && l != leader) => {
+                    (l, meta.epoch)
+                }
+                _ => (leader, epoch),
             }
-            Role::Leader(_) => return,
-        };
-        let input = if welcome {
-            SessionInput::Attached(Ok(end))
         } else {
-            SessionInput::LogReset(Ok(end))
+            (leader, epoch)
         };
-        self.session_input(conn, input);
+        self.owner_input(
+            id,
+            FollowerInput::Attach {
+                req: conn,
+                session: conn,
+                leader,
+                epoch,
+            },
+        );
     }
 
-    /// The listener's append: only from the active session, checked
-    /// against the log, then written; the commit point is learned up to
-    /// what this connection delivered.
-    fn append(
-        &mut self,
-        conn: ConnId,
-        id: NodeId,
-        epoch: u64,
-        records: Vec<Record>,
-        entries: Vec<Entry>,
-        commit: u64,
-    ) -> Result<(), String> {
-        let node = self.node(id);
-        match &node.role {
-            Role::Follower(st) if st.conn == Some(conn) && !st.position_owed => {}
-            Role::Follower(st) if st.conn == Some(conn) => {
-                self.fail(
-                    Invariant::Protocol,
-                    format!("n{id}: Append before the handshake finished"),
-                );
-                return Err("append before the handshake finished".into());
-            }
-            _ => return Err("session is not the active one".into()),
-        }
-        if let Some(first) = records.first() {
-            if first.offset != node.last_offset() + 1 {
-                self.fail(
-                    Invariant::Protocol,
-                    format!(
-                        "n{id}: Append at {}, log ends at {}",
-                        first.offset,
-                        node.last_offset()
-                    ),
-                );
-                return Err("not contiguous".into());
-            }
-        }
-        if let Err(e) = check_append(&node.index, epoch, &records) {
-            self.fail(
-                Invariant::Protocol,
-                format!("n{id}: check_append refused a batch: {e}"),
-            );
-            return Err(e.to_string());
-        }
-        let last = node.last_offset() + records.len() as u64;
-        let batch: Vec<(Entry, Record)> = entries.into_iter().zip(records).collect();
-        let node = self.node_mut(id);
-        if let Err(e) = node.append(batch) {
-            self.fail(Invariant::DenseLog, format!("n{id} append: {}", e.0));
-            return Err(e.0);
-        }
-        if let Role::Follower(st) = &mut node.role {
-            st.received = Some(last);
-        }
-        self.learn_capped_commit(id, commit);
-        self.start_sync(id);
-        self.apply(id);
-        Ok(())
+    /// Feed one input to `id`'s log owner and carry out its actions.
+    pub(super) fn owner_input(&mut self, id: NodeId, input: FollowerInput) {
+        self.node_mut(id).owner.handle(input);
+        self.owner_actions(id);
     }
 
-    /// Learn the leader's commit point, capped at what this node's log is
-    /// known to share with the leader (received or matched on this
-    /// connection).
-    fn learn_capped_commit(&mut self, id: NodeId, commit: u64) {
-        let cap = match &self.node(id).role {
-            Role::Follower(st) => st.received.or(st.reported),
-            Role::Leader(_) => None,
-        };
-        if let Some(cap) = cap {
-            self.node_mut(id).learn_commit(commit.min(cap));
+    /// Carry out what `id`'s log owner asks, as the `ReplicaListener` does:
+    /// write meta and the WAL, truncate, answer the sessions.
+    fn owner_actions(&mut self, id: NodeId) {
+        while let Some(action) = self.node_mut(id).owner.poll_action() {
+            match action {
+                FollowerAction::PersistMeta(m) => {
+                    // Fenced against the meta on disk, as the disk thread's
+                    // `store_meta_fenced` does.
+                    let node = self.node_mut(id);
+                    let cur = node.meta();
+                    let result = match m.leader {
+                        Some(l) => maybe_advance_epoch(cur.epoch, cur.leader, m.current_epoch, l)
+                            .map(|_| ())
+                            .map_err(MetaWriteError::Fenced),
+                        None => Ok(()),
+                    };
+                    if result.is_ok() {
+                        node.disk.persist_meta(Meta {
+                            epoch: m.current_epoch,
+                            leader: m.leader,
+                        });
+                    }
+                    node.owner.handle(FollowerInput::MetaWritten(result));
+                }
+                FollowerAction::EpochChanged { epoch, leader } => {
+                    self.log(format!(
+                        "n{id}: follows n{} in epoch {epoch}",
+                        leader.unwrap_or(0)
+                    ));
+                }
+                FollowerAction::Write(records) => {
+                    let last = records.last().map_or(0, |r| r.offset);
+                    let mut batch = Vec::with_capacity(records.len());
+                    for r in records {
+                        match r.entry() {
+                            Ok(e) => batch.push((e, r)),
+                            Err(e) => {
+                                self.fail(
+                                    Invariant::Protocol,
+                                    format!("n{id}: undecodable record: {e}"),
+                                );
+                                return;
+                            }
+                        }
+                    }
+                    let node = self.node_mut(id);
+                    if let Err(e) = node.append(batch) {
+                        self.fail(Invariant::DenseLog, format!("n{id} append: {}", e.0));
+                        return;
+                    }
+                    if self.config.bug == Some(PlantedBug::AckBeforeFsync) {
+                        // The planted bug: "durable" before the fsync.
+                        self.node_mut(id)
+                            .owner
+                            .handle(FollowerInput::Written(Ok(last)));
+                    }
+                    self.start_sync(id);
+                }
+                FollowerAction::TruncateWal { to } => {
+                    let node = self.node_mut(id);
+                    node.truncate(to);
+                    let index = node.index.clone();
+                    node.owner.handle(FollowerInput::Truncated(Ok(index)));
+                    self.report.truncations += 1;
+                    self.log(format!("n{id}: truncated to {to}"));
+                }
+                FollowerAction::InstallSnapshot { .. } => {
+                    self.fail(
+                        Invariant::Protocol,
+                        format!("n{id}: asked to install a snapshot, but no log is compacted"),
+                    );
+                    return;
+                }
+                // The simulated store applies from the node's log.
+                FollowerAction::Entries(_) => {}
+                FollowerAction::Durable { session, offset } => {
+                    self.session_input(session, SessionInput::Durable(offset));
+                }
+                FollowerAction::StopSession(conn) => {
+                    if self.net.get(conn).is_some() {
+                        self.log(format!("n{id}: ends session #{conn}"));
+                        self.close(conn);
+                    }
+                }
+                FollowerAction::Attached { req, result } => {
+                    let result = result.map_err(|e| match e {
+                        AttachRefused::StaleEpoch { .. } => RejectReason::StaleEpoch,
+                        AttachRefused::EpochConflict => RejectReason::EpochConflict,
+                        AttachRefused::NotFollower | AttachRefused::Storage(_) => {
+                            RejectReason::NotFollower
+                        }
+                    });
+                    self.session_input(req, SessionInput::Attached(result));
+                }
+                FollowerAction::LogReset { req, result } => {
+                    self.session_input(req, SessionInput::LogReset(result));
+                }
+                // The simulated node leads with its log at once.
+                FollowerAction::Released { .. } => {}
+                FollowerAction::FailStop(reason) => {
+                    self.fail(
+                        Invariant::Protocol,
+                        format!("n{id}: the log owner fail-stopped, but simulated disks do not fail: {reason}"),
+                    );
+                    return;
+                }
+            }
+        }
+        // The simulated store hears of resets through the node's log.
+        while self.node_mut(id).owner.poll_store_event().is_some() {}
+        let commit = self.node(id).owner.progress().commit;
+        if !self.node(id).is_leader() {
+            self.node_mut(id).learn_commit(commit);
             self.apply(id);
         }
     }
 
-    /// What the follower may ack: its durable offset (or, with the planted
-    /// bug, everything it wrote).
-    fn follower_ack_point(&self, id: NodeId) -> u64 {
-        let node = self.node(id);
-        if self.config.bug == Some(PlantedBug::AckBeforeFsync) {
-            node.last_offset()
-        } else {
-            node.disk.durable()
-        }
-    }
-
-    /// The follower's disk is durable up to `durable`: owe a position, ack,
-    /// apply.
-    pub(super) fn follower_durable(&mut self, id: NodeId, _durable: u64) {
-        self.owe_position(id);
-        let conn = match &self.node(id).role {
-            Role::Follower(st) if !st.position_owed => st.conn,
-            _ => None,
-        };
-        if let Some(conn) = conn {
-            let offset = self.follower_ack_point(id);
-            self.session_input(conn, SessionInput::Durable(offset));
-        }
-        self.apply(id);
+    /// The follower's disk is durable up to `durable`: tell the log owner.
+    pub(super) fn follower_durable(&mut self, id: NodeId, durable: u64) {
+        self.owner_input(id, FollowerInput::Written(Ok(durable)));
     }
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use crate::command::{Command, Entry, NodeId};
 use crate::engine::{
-    LeaderAction, LeaderEngine, LeaderInput, LinkAction, LinkEngine, LinkInput, LinkReport,
-    LinkSetup, LogProgress, LogView, ReadFailure,
+    FollowerInput, LeaderAction, LeaderEngine, LeaderInput, LinkAction, LinkEngine, LinkInput,
+    LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,
 };
 use crate::epochs::EpochIndex;
 use crate::frame::NONCE_LEN;
@@ -21,7 +21,7 @@ use crate::replication::{decide_start, ReplicaSetTracker, StartPoint};
 use super::check::Invariant;
 use super::disk::Meta;
 use super::net::{ConnId, Dir, Msg};
-use super::node::{Acks, FollowerState, LeaderState, LinkSim, Role, Waiter};
+use super::node::{node_meta, Acks, LeaderState, LinkSim, Role, Waiter};
 use super::{Ev, Simulation, MS};
 
 /// Entries the leader's in-memory tail holds in the simulation: links
@@ -83,6 +83,8 @@ impl Simulation {
         let now = self.instant();
         let config = self.config.clone();
         let peers: Vec<NodeId> = (1..=config.nodes as NodeId).filter(|&p| p != id).collect();
+        // The log owner ends every session and lets none attach from now.
+        self.owner_input(id, FollowerInput::Release { req: 0 });
         let node = self.node_mut(id);
         node.disk.persist_meta(Meta {
             epoch,
@@ -151,11 +153,18 @@ impl Simulation {
                 leader: None,
             });
         }
-        let Role::Leader(l) =
-            std::mem::replace(&mut node.role, Role::Follower(FollowerState::default()))
-        else {
+        let Role::Leader(l) = std::mem::replace(&mut node.role, Role::Follower) else {
             return;
         };
+        // The real node follows with its log once the writes queued before
+        // are on disk; the simulation takes that wait as instant.
+        node.disk.sync_all();
+        let follow = FollowerInput::Follow {
+            epochs: node.index.clone(),
+            meta: node_meta(id, node.meta()),
+            commit: node.commit,
+        };
+        node.owner.handle(follow);
         self.report.failed += l.waiters.len() as u64;
         self.report.step_downs += 1;
         self.log(format!(
@@ -268,7 +277,7 @@ impl Simulation {
         loop {
             let action = match &mut self.node_mut(id).role {
                 Role::Leader(l) => l.engine.poll_action(),
-                Role::Follower(_) => None,
+                Role::Follower => None,
             };
             let Some(action) = action else { return };
             match action {
@@ -304,7 +313,7 @@ impl Simulation {
                 } => {
                     let waiter = match &mut self.node_mut(id).role {
                         Role::Leader(l) => l.waiters.remove(&proposal),
-                        Role::Follower(_) => None,
+                        Role::Follower => None,
                     };
                     let Some(w) = waiter else {
                         self.fail(
@@ -359,7 +368,7 @@ impl Simulation {
     fn link_peers(&self, id: NodeId) -> Vec<NodeId> {
         match &self.node(id).role {
             Role::Leader(l) => l.links.keys().copied().collect(),
-            Role::Follower(_) => Vec::new(),
+            Role::Follower => Vec::new(),
         }
     }
 
@@ -385,7 +394,7 @@ impl Simulation {
     fn link_mut(&mut self, id: NodeId, peer: NodeId) -> Option<&mut LinkSim> {
         match &mut self.node_mut(id).role {
             Role::Leader(l) => l.links.get_mut(&peer),
-            Role::Follower(_) => None,
+            Role::Follower => None,
         }
     }
 
@@ -585,7 +594,7 @@ impl Simulation {
                 Some((c, g)) if c == conn => g,
                 _ => return,
             },
-            Role::Follower(_) => return,
+            Role::Follower => return,
         };
         self.link_input(id, peer, LinkInput::Frame { gen, frame: msg });
         self.pump(id);

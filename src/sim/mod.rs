@@ -56,7 +56,7 @@ use crate::command::{Command, NodeId};
 
 use check::{Bounds, Broken, Checker, Invariant};
 use net::{ConnId, Dir, Network};
-use node::{Acks, Node, Role};
+use node::{Acks, Node};
 use rng::SimRng;
 
 const MS: u64 = 1_000_000;
@@ -632,12 +632,7 @@ impl Simulation {
         };
         self.log(format!("#{conn} n{}→n{} closed", c.leader, c.follower));
         self.leader_link_down(c.leader, c.follower, conn);
-        let f = self.node_mut(c.follower);
-        if let Role::Follower(st) = &mut f.role {
-            if st.conn == Some(conn) {
-                *st = node::FollowerState::default();
-            }
-        }
+        self.session_gone(c.follower, conn);
     }
 
     fn external(&mut self) {
@@ -706,12 +701,7 @@ impl Simulation {
                 self.report.partitions += 1;
                 for (id, c) in self.net.split(side) {
                     self.leader_link_down(c.leader, c.follower, id);
-                    let f = self.node_mut(c.follower);
-                    if let Role::Follower(st) = &mut f.role {
-                        if st.conn == Some(id) {
-                            *st = node::FollowerState::default();
-                        }
-                    }
+                    self.session_gone(c.follower, id);
                 }
             }
         } else if self.net.partition().is_some() {

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Entry, NodeId};
-use crate::engine::{LeaderEngine, LinkEngine, ProposalId};
+use crate::engine::{FollowerEngine, LeaderEngine, LinkEngine, ProposalId};
 use crate::epochs::EpochIndex;
 use crate::record::Record;
 use crate::state::MetadataState;
+use crate::storage::NodeMeta;
 
 use super::disk::{CrashLoss, Meta, SimDisk};
 use super::net::ConnId;
@@ -48,32 +49,14 @@ pub struct LeaderState {
     pub next_proposal: ProposalId,
 }
 
-/// What a follower's listener keeps about its active leader connection
-/// (the connection's own protocol state is its `SessionEngine`).
-#[derive(Debug, Clone, Default)]
-pub struct FollowerState {
-    /// The connection it accepted (the only one allowed to write).
-    pub conn: Option<ConnId>,
-    /// The last offset received on this connection (its log matches the
-    /// leader's up to here); `None` until the first `Append`.
-    pub received: Option<u64>,
-    /// The log end last reported to the leader (`Welcome` or `Position`):
-    /// once the leader streams, the log matches its own up to here.
-    pub reported: Option<u64>,
-    /// A `Position` (or the `Welcome`) is owed once the disk has synced
-    /// everything.
-    pub position_owed: bool,
-    /// The owed report is the session's `Welcome` (its attach answer).
-    pub welcome_owed: bool,
-}
-
 /// A node's role.
 #[derive(Debug, Clone)]
 pub enum Role {
     /// Leader of the epoch in its meta.
     Leader(Box<LeaderState>),
-    /// Follower (of the leader in its meta, if any).
-    Follower(FollowerState),
+    /// Follower (of the leader in its meta, if any); its log owner is
+    /// [`Node::owner`].
+    Follower,
 }
 
 /// One simulated node.
@@ -95,6 +78,10 @@ pub struct Node {
     pub chain: Vec<u64>,
     /// The role.
     pub role: Role,
+    /// The real follower engine, the log's owner while the node follows
+    /// (the one the `ReplicaListener` actor drives); it refuses every
+    /// session while the node leads.
+    pub owner: FollowerEngine,
     /// The highest commit point this node knows.
     pub commit: u64,
     /// The state built by applying committed entries.
@@ -118,7 +105,13 @@ impl Node {
             log: Vec::new(),
             index: EpochIndex::new(0, 0),
             chain: Vec::new(),
-            role: Role::Follower(FollowerState::default()),
+            role: Role::Follower,
+            owner: FollowerEngine::new(
+                id,
+                EpochIndex::new(0, 0),
+                node_meta(id, Meta::default()),
+                0,
+            ),
             commit: 0,
             state: MetadataState::new(),
             dirty_from: 0,
@@ -186,7 +179,7 @@ impl Node {
     }
 
     fn reload(&mut self) {
-        self.role = Role::Follower(FollowerState::default());
+        self.role = Role::Follower;
         self.commit = 0;
         self.state = MetadataState::new();
         self.index = EpochIndex::new(0, 0);
@@ -204,6 +197,13 @@ impl Node {
             self.chain.push(prev);
             self.log.push(entry);
         }
+        // Everything read back is on disk.
+        self.owner = FollowerEngine::new(
+            self.id,
+            self.index.clone(),
+            node_meta(self.id, self.disk.meta()),
+            0,
+        );
     }
 
     /// Learn that everything up to `commit` is committed.
@@ -225,6 +225,17 @@ impl Node {
             let _ = self.state.apply(&self.log[offset as usize - 1]);
         }
         from..=upto
+    }
+}
+
+/// The engines' form of a simulated node's meta.
+pub fn node_meta(id: NodeId, meta: Meta) -> NodeMeta {
+    NodeMeta {
+        node_id: id,
+        cluster_id: "sim".into(),
+        current_epoch: meta.epoch,
+        leader: meta.leader,
+        commit_hint: 0,
     }
 }
 
