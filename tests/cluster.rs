@@ -865,3 +865,40 @@ async fn lagging_follower_catches_up_through_wal_reads_while_writes_commit() {
     assert_eq!(f3.snapshots_sent, 0);
     c.shutdown().await;
 }
+
+/// On the leader the Replicator is the only writer of the log progress its
+/// actors read (links, store). The listener must not overwrite it with its
+/// own follower position: it did on every accepted connection and every
+/// housekeeping tick, which sent the commit point back to 0, made the store
+/// refuse writes as "overloaded" under load, and fed the links a log end of
+/// 0.
+#[actix::test]
+async fn the_leaders_log_progress_never_goes_back() {
+    let cfg = fast_config();
+    let heartbeat = cfg.heartbeat_interval;
+    let c = TestCluster::start(3, &[], cfg).await;
+    c.wait_isr(3, LIMIT).await;
+    for i in 0..10 {
+        c.node(1)
+            .propose(create_topic(&format!("t{i}"), 1, 3), Acks::All)
+            .await
+            .expect("acks=all");
+    }
+    let leader = c.node(1);
+    let committed = leader.log_progress().commit;
+    assert!(committed >= 11, "commit {committed} after 11 entries");
+    // An inbound connection to the leader (a follower starting) and a few
+    // of the listener's housekeeping ticks: the progress stays where the
+    // Replicator put it.
+    let _probe = std::net::TcpStream::connect(c.addrs[&1]).expect("connect to the leader");
+    let deadline = Instant::now() + heartbeat * 5;
+    while Instant::now() < deadline {
+        let p = leader.log_progress();
+        assert!(
+            p.commit >= committed && p.log_end >= committed,
+            "the leader's progress went back to {p:?} (commit was {committed})"
+        );
+        actix_rt::time::sleep(heartbeat / 4).await;
+    }
+    c.shutdown().await;
+}

@@ -452,6 +452,13 @@ impl Node {
         Ok(status)
     }
 
+    /// Test hook (feature `fault-injection`): the log progress (log end,
+    /// durable, commit) this node's actors read from its progress channel.
+    #[cfg(feature = "fault-injection")]
+    pub fn log_progress(&self) -> crate::progress::LogProgress {
+        *self.progress_rx.borrow()
+    }
+
     /// Test hook (feature `fault-injection`): this node's next WAL append
     /// fails as an I/O error would (which poisons the WAL).
     #[cfg(feature = "fault-injection")]

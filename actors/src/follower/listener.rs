@@ -184,7 +184,11 @@ impl ReplicaListener {
         self.flush_store();
         let p = self.engine.progress();
         self.durable.store(p.durable, Ordering::Release);
-        crate::progress::publish(&self.progress_tx, p);
+        // While this node leads, the Replicator is the progress channel's
+        // one writer (the engine's position is the log it released).
+        if !self.engine.is_leading() {
+            crate::progress::publish(&self.progress_tx, p);
+        }
     }
 
     fn act(&mut self, action: FollowerAction, ctx: &mut Context<Self>) {
