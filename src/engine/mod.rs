@@ -17,6 +17,8 @@
 //! - [`session`]: one inbound replication connection on a follower: the
 //!   handshake it answers, the checks on every frame, snapshot reassembly,
 //!   acks, and the session timeout.
+//! - [`election`]: leader election (pre-vote, vote, check-quorum, resign,
+//!   transfer). Not wired into the actors yet (issue 8).
 //! - [`epoch`]: epoch fencing, one rule for every path that persists an
 //!   epoch.
 //! - [`follower`]: the follower's log owner: the active session, the
@@ -27,6 +29,7 @@
 //! - [`store`]: when to snapshot, and what failed snapshots and failed reads
 //!   of committed entries mean.
 
+pub mod election;
 pub mod epoch;
 pub mod follower;
 pub mod leader;

@@ -1,0 +1,702 @@
+//! Leader election: Raft's (Ongaro §3.4, §9.6 pre-vote, §6.2 check-quorum),
+//! as KRaft does it for its metadata log (KIP-595, KIP-996).
+//!
+//! Why in its own engine: who may lead, and when, is the one decision every
+//! other role depends on, and it is exactly the kind of decision that must
+//! be tested deterministically. The shell (an actor on a real node, the
+//! simulation's node otherwise) carries its messages, persists its votes and
+//! starts or stops the leader role when told to.
+//!
+//! The rules, one per input:
+//! - **Timeout.** A follower that has heard nothing from a leader for a
+//!   randomized election timeout in `[T, 2T)` starts a *pre-vote*: it asks
+//!   every voter whether it would vote for it in `epoch + 1`, without
+//!   changing its epoch. A voter grants a pre-vote only if it does not hear a
+//!   live leader itself (nor leads) and the asker's log is at least as
+//!   up to date as its own. So a node that was partitioned away, or
+//!   restarted with a stale epoch, can never disrupt a healthy leader.
+//! - **Vote.** With a majority of pre-votes the node persists `(epoch + 1,
+//!   voted_for = itself)` and only then asks for votes. A voter in a lower
+//!   epoch moves up to the asker's epoch; it grants if it has not voted for
+//!   another node in that epoch and the asker's `(last_epoch, last_offset)`
+//!   is at least its own, and it answers only once `(epoch, voted_for)` is
+//!   on disk. While it hears a live leader it refuses (unless the vote is a
+//!   leader transfer).
+//! - **Win.** A majority of votes (its own counted) makes the candidate
+//!   leader: [`ElectionAction::BecomeLeader`]. The shell appends the
+//!   epoch's `LeaderChange`; the leader engine commits nothing before it.
+//! - **Split vote.** A round that does not finish within `[T, 2T)` starts
+//!   again with a pre-vote, after a new random timeout (the jitter breaks
+//!   ties).
+//! - **Check-quorum.** A leader that has not heard from a majority (itself
+//!   counted) within `T` steps down ([`ElectionAction::StepDown`]): its
+//!   proposals get `NotLeader` instead of hanging.
+//! - **Resign.** A leader that shuts down cleanly tells the others, which
+//!   forget it and elect within a short random delay instead of `T`.
+//! - **Transfer.** [`ElectionInput::TransferTo`] sends `ElectNow` to the
+//!   target, which skips the pre-vote and asks for votes marked as a
+//!   transfer, which voters grant even while they hear the old leader.
+//! - **Higher epochs.** Any message or leader contact from a higher epoch
+//!   moves this node to it (persisted, not voted) and makes it a follower.
+//!
+//! The shape is the other engines': [`ElectionEngine::handle`] takes one
+//! input at `now` with this node's log end, [`ElectionEngine::poll_action`]
+//! returns what to do, [`ElectionEngine::poll_timeout`] when to call back.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::NodeId;
+
+/// A log end: `(last_epoch, last_offset)`, compared in that order (Raft's
+/// up-to-date rule).
+pub type LastLog = (u64, u64);
+
+/// This node's part in elections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionRole {
+    /// Follows the leader it knows, if any.
+    Follower,
+    /// Asking for pre-votes (epoch unchanged).
+    PreCandidate,
+    /// Asking for votes in its new epoch.
+    Candidate,
+    /// Leads its epoch.
+    Leader,
+}
+
+/// An election message between voters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionMsg {
+    /// Would you vote for me in `epoch`? (Changes nothing at the voter.)
+    PreVote {
+        /// The epoch the asker would stand in (its own + 1).
+        epoch: u64,
+        /// The asker's last log epoch.
+        last_epoch: u64,
+        /// The asker's last offset.
+        last_offset: u64,
+    },
+    /// The answer to a `PreVote`.
+    PreVoteReply {
+        /// The epoch asked about.
+        epoch: u64,
+        /// The voter's own epoch.
+        current: u64,
+        /// Granted.
+        granted: bool,
+    },
+    /// Vote for me in `epoch`.
+    Vote {
+        /// The asker's new epoch.
+        epoch: u64,
+        /// The asker's last log epoch.
+        last_epoch: u64,
+        /// The asker's last offset.
+        last_offset: u64,
+        /// Asked for by the leader (a transfer): granted even while the
+        /// voter hears that leader.
+        transfer: bool,
+    },
+    /// The answer to a `Vote`.
+    VoteReply {
+        /// The epoch asked about.
+        epoch: u64,
+        /// The voter's own epoch.
+        current: u64,
+        /// Granted.
+        granted: bool,
+    },
+    /// The leader of `epoch` shuts down: elect now.
+    Resign {
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// The leader of `epoch` hands leadership to the receiver: stand now.
+    ElectNow {
+        /// Its epoch.
+        epoch: u64,
+    },
+}
+
+impl ElectionMsg {
+    /// The epoch a message is about.
+    pub fn epoch(&self) -> u64 {
+        match *self {
+            ElectionMsg::PreVote { epoch, .. }
+            | ElectionMsg::PreVoteReply { epoch, .. }
+            | ElectionMsg::Vote { epoch, .. }
+            | ElectionMsg::VoteReply { epoch, .. }
+            | ElectionMsg::Resign { epoch }
+            | ElectionMsg::ElectNow { epoch } => epoch,
+        }
+    }
+}
+
+/// An event for the election engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElectionInput {
+    /// The timer: election timeout, check-quorum.
+    Tick,
+    /// A message from another voter.
+    Received {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: ElectionMsg,
+    },
+    /// The answer to [`ElectionAction::PersistVote`]: on disk.
+    Persisted {
+        /// The epoch written.
+        epoch: u64,
+        /// The vote written.
+        voted_for: Option<NodeId>,
+    },
+    /// Replication from `leader` in `epoch` (it attached, appended, or sent
+    /// a heartbeat): a live leader.
+    LeaderHeard {
+        /// The leader.
+        leader: NodeId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// Leader only: `peer` answered in this epoch (an ack or a handshake).
+    FollowerHeard {
+        /// The follower.
+        peer: NodeId,
+    },
+    /// Leader only: hand leadership to `to` now (it has caught up).
+    TransferTo {
+        /// The target.
+        to: NodeId,
+    },
+    /// Leader only: this node shuts down cleanly.
+    Resign,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElectionAction {
+    /// Send `msg` to `to` (best effort: lost messages are retried by the
+    /// next round).
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        msg: ElectionMsg,
+    },
+    /// Write `(epoch, voted_for)` durably; answer
+    /// [`ElectionInput::Persisted`]. Writes are answered in order.
+    PersistVote {
+        /// The epoch.
+        epoch: u64,
+        /// The vote (`None`: moved to the epoch without voting).
+        voted_for: Option<NodeId>,
+    },
+    /// This node won `epoch`: start leading (append its `LeaderChange`).
+    BecomeLeader {
+        /// The epoch won.
+        epoch: u64,
+    },
+    /// This node stops leading (or standing) and follows, in `epoch`, the
+    /// `leader` if known.
+    StepDown {
+        /// The epoch it is in now.
+        epoch: u64,
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+}
+
+/// Election settings.
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// `T`: the election timeout is drawn from `[T, 2T)`; a leader not heard
+    /// from for `T` is dead to its followers; a leader that has not heard a
+    /// majority for `T` steps down.
+    pub election_timeout: Duration,
+}
+
+/// `(epoch, voted_for)` as persisted.
+type Vote = (u64, Option<NodeId>);
+
+/// Most messages waiting for a vote write: one answer per voter and one
+/// round of requests.
+const MAX_AFTER_PERSIST: usize = 256;
+
+/// The election engine of one voter (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ElectionEngine {
+    node: NodeId,
+    voters: BTreeSet<NodeId>,
+    config: ElectionConfig,
+    rng: u64,
+    role: ElectionRole,
+    /// The epoch this node is in (maybe not on disk yet).
+    epoch: u64,
+    /// Its vote in `epoch` (maybe not on disk yet).
+    voted_for: Option<NodeId>,
+    /// The leader of `epoch`, if known.
+    leader: Option<NodeId>,
+    /// When a leader was last heard from (followers).
+    leader_contact: Option<Instant>,
+    /// When the current wait (election timeout) ends.
+    deadline: Instant,
+    /// Pre-votes or votes granted in the current round (self included).
+    granted: BTreeSet<NodeId>,
+    /// Leader: when each follower was last heard from.
+    heard: BTreeMap<NodeId, Instant>,
+    /// Vote writes not answered yet, in order, with what waits for each.
+    persisting: VecDeque<(Vote, Vec<ElectionAction>)>,
+    /// Elections this node started (pre-vote rounds that became votes).
+    elections: u64,
+    actions: VecDeque<ElectionAction>,
+}
+
+impl ElectionEngine {
+    /// A voter among `voters` (itself included) that starts as a follower
+    /// with `(epoch, voted_for)` as persisted. `seed` seeds the timeouts.
+    pub fn new(
+        node: NodeId,
+        voters: impl IntoIterator<Item = NodeId>,
+        config: ElectionConfig,
+        epoch: u64,
+        voted_for: Option<NodeId>,
+        now: Instant,
+        seed: u64,
+    ) -> ElectionEngine {
+        let mut voters: BTreeSet<NodeId> = voters.into_iter().collect();
+        voters.insert(node);
+        let mut e = ElectionEngine {
+            node,
+            voters,
+            config,
+            rng: seed | 1,
+            role: ElectionRole::Follower,
+            epoch,
+            voted_for,
+            leader: None,
+            leader_contact: None,
+            deadline: now,
+            granted: BTreeSet::new(),
+            heard: BTreeMap::new(),
+            persisting: VecDeque::new(),
+            elections: 0,
+            actions: VecDeque::new(),
+        };
+        e.reset_timeout(now);
+        e
+    }
+
+    /// The role.
+    pub fn role(&self) -> ElectionRole {
+        self.role
+    }
+
+    /// The epoch this node is in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Its vote in that epoch.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+
+    /// The leader of that epoch, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// When the leader was last heard from.
+    pub fn leader_contact(&self) -> Option<Instant> {
+        self.leader_contact
+    }
+
+    /// Elections this node has stood in.
+    pub fn elections(&self) -> u64 {
+        self.elections
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<ElectionAction> {
+        self.actions.pop_front()
+    }
+
+    /// When to [`ElectionInput::Tick`] next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.deadline
+    }
+
+    fn majority(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    /// A uniform number in [0, 1) (xorshift64*).
+    fn jitter(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A new election timeout in `[T, 2T)` from `now`.
+    fn reset_timeout(&mut self, now: Instant) {
+        let t = self.config.election_timeout;
+        self.deadline = now + t + t.mul_f64(self.jitter());
+    }
+
+    /// Whether a leader was heard from within `T` (or this node leads).
+    fn hears_live_leader(&self, now: Instant) -> bool {
+        self.role == ElectionRole::Leader
+            || self
+                .leader_contact
+                .is_some_and(|t| now.saturating_duration_since(t) < self.config.election_timeout)
+    }
+
+    /// Take one input at `now`; `log` is this node's log end.
+    pub fn handle(&mut self, now: Instant, input: ElectionInput, log: LastLog) {
+        match input {
+            ElectionInput::Tick => self.on_tick(now, log),
+            ElectionInput::Received { from, msg } => {
+                if from != self.node && self.voters.contains(&from) {
+                    self.on_message(now, from, msg, log);
+                }
+            }
+            ElectionInput::Persisted { epoch, voted_for } => self.on_persisted(epoch, voted_for),
+            ElectionInput::LeaderHeard { leader, epoch } => {
+                if epoch < self.epoch || leader == self.node {
+                    return;
+                }
+                if epoch > self.epoch {
+                    self.move_to_epoch(now, epoch);
+                }
+                if self.role != ElectionRole::Follower {
+                    // Another node leads this epoch (a candidate lost).
+                    self.become_follower(now, Some(leader));
+                }
+                self.leader = Some(leader);
+                self.leader_contact = Some(now);
+                self.reset_timeout(now);
+            }
+            ElectionInput::FollowerHeard { peer } => {
+                if self.role == ElectionRole::Leader && self.voters.contains(&peer) {
+                    self.heard.insert(peer, now);
+                }
+            }
+            ElectionInput::TransferTo { to } => {
+                if self.role == ElectionRole::Leader && to != self.node && self.voters.contains(&to)
+                {
+                    let msg = ElectionMsg::ElectNow { epoch: self.epoch };
+                    self.actions.push_back(ElectionAction::Send { to, msg });
+                }
+            }
+            ElectionInput::Resign => {
+                if self.role == ElectionRole::Leader {
+                    let msg = ElectionMsg::Resign { epoch: self.epoch };
+                    self.broadcast(msg);
+                    self.become_follower(now, None);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, log: LastLog) {
+        match self.role {
+            ElectionRole::Leader => {
+                // Check-quorum: heard from a majority (itself counted)
+                // within T?
+                let t = self.config.election_timeout;
+                let live = 1 + self
+                    .heard
+                    .values()
+                    .filter(|&&at| now.saturating_duration_since(at) < t)
+                    .count();
+                if live < self.majority() {
+                    tracing::warn!(
+                        node = self.node,
+                        epoch = self.epoch,
+                        live,
+                        "leader has not heard from a majority within the election timeout; stepping down"
+                    );
+                    self.become_follower(now, None);
+                }
+                self.deadline = now + t / 4;
+            }
+            _ if now >= self.deadline => self.start_pre_vote(now, log),
+            _ => {}
+        }
+    }
+
+    fn broadcast(&mut self, msg: ElectionMsg) {
+        let peers: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.node)
+            .collect();
+        for to in peers {
+            self.actions.push_back(ElectionAction::Send { to, msg });
+        }
+    }
+
+    fn start_pre_vote(&mut self, now: Instant, log: LastLog) {
+        self.role = ElectionRole::PreCandidate;
+        self.leader = None;
+        self.granted = BTreeSet::from([self.node]);
+        self.reset_timeout(now);
+        tracing::debug!(
+            node = self.node,
+            epoch = self.epoch + 1,
+            "election timeout: asking for pre-votes"
+        );
+        if self.granted.len() >= self.majority() {
+            self.start_vote(now, log, false);
+            return;
+        }
+        self.broadcast(ElectionMsg::PreVote {
+            epoch: self.epoch + 1,
+            last_epoch: log.0,
+            last_offset: log.1,
+        });
+    }
+
+    /// Stand in `epoch + 1`: vote for itself, and once that is on disk ask
+    /// for votes.
+    fn start_vote(&mut self, now: Instant, log: LastLog, transfer: bool) {
+        self.role = ElectionRole::Candidate;
+        self.epoch += 1;
+        self.voted_for = Some(self.node);
+        self.leader = None;
+        self.leader_contact = None;
+        self.granted = BTreeSet::from([self.node]);
+        self.elections += 1;
+        self.reset_timeout(now);
+        tracing::info!(
+            node = self.node,
+            epoch = self.epoch,
+            "standing for election"
+        );
+        let request = ElectionMsg::Vote {
+            epoch: self.epoch,
+            last_epoch: log.0,
+            last_offset: log.1,
+            transfer,
+        };
+        let sends: Vec<ElectionAction> = self
+            .voters
+            .iter()
+            .filter(|&&v| v != self.node)
+            .map(|&to| ElectionAction::Send { to, msg: request })
+            .collect();
+        self.persist(sends);
+        // A single voter wins on its own vote once it is on disk.
+        if self.granted.len() >= self.majority() {
+            self.win();
+        }
+    }
+
+    /// Persist `(epoch, voted_for)`; `then` happens once it is on disk.
+    fn persist(&mut self, then: Vec<ElectionAction>) {
+        let key = (self.epoch, self.voted_for);
+        self.actions.push_back(ElectionAction::PersistVote {
+            epoch: key.0,
+            voted_for: key.1,
+        });
+        if self.persisting.len() >= MAX_AFTER_PERSIST {
+            // Writes are answered in order and each round adds one; a
+            // backlog this long means the disk is stuck: drop the oldest
+            // waiting messages (elections retry) rather than grow.
+            self.persisting.pop_front();
+        }
+        self.persisting.push_back((key, then));
+    }
+
+    fn on_persisted(&mut self, epoch: u64, voted_for: Option<NodeId>) {
+        // Writes complete in order: everything up to this one is on disk.
+        while let Some((key, _)) = self.persisting.front() {
+            let done = *key == (epoch, voted_for);
+            if let Some((_, then)) = self.persisting.pop_front() {
+                self.actions.extend(then);
+            }
+            if done {
+                break;
+            }
+        }
+    }
+
+    fn win(&mut self) {
+        self.role = ElectionRole::Leader;
+        self.leader = Some(self.node);
+        self.heard.clear();
+        tracing::info!(node = self.node, epoch = self.epoch, "won the election");
+        self.actions
+            .push_back(ElectionAction::BecomeLeader { epoch: self.epoch });
+    }
+
+    fn become_follower(&mut self, now: Instant, leader: Option<NodeId>) {
+        let was = self.role;
+        self.role = ElectionRole::Follower;
+        self.leader = leader;
+        self.granted.clear();
+        self.heard.clear();
+        self.reset_timeout(now);
+        if was == ElectionRole::Leader || was == ElectionRole::Candidate {
+            self.actions.push_back(ElectionAction::StepDown {
+                epoch: self.epoch,
+                leader,
+            });
+        }
+    }
+
+    /// Move to a higher `epoch` without voting (persisted).
+    fn move_to_epoch(&mut self, now: Instant, epoch: u64) {
+        debug_assert!(epoch > self.epoch);
+        self.epoch = epoch;
+        self.voted_for = None;
+        self.leader = None;
+        if self.role != ElectionRole::Follower {
+            self.become_follower(now, None);
+        }
+        self.persist(Vec::new());
+    }
+
+    fn on_message(&mut self, now: Instant, from: NodeId, msg: ElectionMsg, log: LastLog) {
+        match msg {
+            ElectionMsg::PreVote {
+                epoch,
+                last_epoch,
+                last_offset,
+            } => {
+                let granted = epoch > self.epoch
+                    && !self.hears_live_leader(now)
+                    && (last_epoch, last_offset) >= log;
+                let reply = ElectionMsg::PreVoteReply {
+                    epoch,
+                    current: self.epoch,
+                    granted,
+                };
+                self.actions.push_back(ElectionAction::Send {
+                    to: from,
+                    msg: reply,
+                });
+            }
+            ElectionMsg::PreVoteReply {
+                epoch,
+                current,
+                granted,
+            } => {
+                if current > self.epoch {
+                    self.move_to_epoch(now, current);
+                    return;
+                }
+                if self.role == ElectionRole::PreCandidate && epoch == self.epoch + 1 && granted {
+                    self.granted.insert(from);
+                    if self.granted.len() >= self.majority() {
+                        self.start_vote(now, log, false);
+                    }
+                }
+            }
+            ElectionMsg::Vote {
+                epoch,
+                last_epoch,
+                last_offset,
+                transfer,
+            } => self.on_vote_request(now, from, epoch, (last_epoch, last_offset), transfer, log),
+            ElectionMsg::VoteReply {
+                epoch,
+                current,
+                granted,
+            } => {
+                if current > self.epoch {
+                    self.move_to_epoch(now, current);
+                    return;
+                }
+                if self.role == ElectionRole::Candidate && epoch == self.epoch && granted {
+                    self.granted.insert(from);
+                    if self.granted.len() >= self.majority() {
+                        self.win();
+                    }
+                }
+            }
+            ElectionMsg::Resign { epoch } => {
+                if epoch == self.epoch && self.leader == Some(from) {
+                    // Elect soon, not after T: within a short random delay
+                    // (so the followers do not all stand at once).
+                    self.leader = None;
+                    self.leader_contact = None;
+                    let t = self.config.election_timeout;
+                    self.deadline = now + (t / 4).mul_f64(self.jitter());
+                }
+            }
+            ElectionMsg::ElectNow { epoch } => {
+                if epoch == self.epoch
+                    && self.leader == Some(from)
+                    && self.role != ElectionRole::Leader
+                {
+                    self.start_vote(now, log, true);
+                }
+            }
+        }
+    }
+
+    fn on_vote_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        epoch: u64,
+        theirs: LastLog,
+        transfer: bool,
+        log: LastLog,
+    ) {
+        let refuse = |e: &mut ElectionEngine| {
+            let reply = ElectionMsg::VoteReply {
+                epoch,
+                current: e.epoch,
+                granted: false,
+            };
+            e.actions.push_back(ElectionAction::Send {
+                to: from,
+                msg: reply,
+            });
+        };
+        if epoch < self.epoch {
+            refuse(self);
+            return;
+        }
+        // Leader stickiness: while this node hears a live leader (or is
+        // one), a vote that is not a transfer is ignored, so a node that
+        // was cut off cannot unseat a healthy leader.
+        if !transfer && self.hears_live_leader(now) && self.leader != Some(from) {
+            refuse(self);
+            return;
+        }
+        if epoch > self.epoch {
+            self.move_to_epoch(now, epoch);
+        }
+        let free = self.voted_for.is_none() || self.voted_for == Some(from);
+        if !free || theirs < log {
+            refuse(self);
+            return;
+        }
+        self.voted_for = Some(from);
+        // Granting resets the timer: the candidate is about to lead.
+        self.reset_timeout(now);
+        let reply = ElectionMsg::VoteReply {
+            epoch,
+            current: self.epoch,
+            granted: true,
+        };
+        self.persist(vec![ElectionAction::Send {
+            to: from,
+            msg: reply,
+        }]);
+    }
+}
+
+#[cfg(test)]
+#[path = "election_tests.rs"]
+mod tests;

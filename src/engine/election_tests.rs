@@ -1,0 +1,553 @@
+//! Each input to the election engine and the exact actions it produces,
+//! then small clusters of engines exchanging messages directly.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+const T: Duration = Duration::from_millis(100);
+
+fn config() -> ElectionConfig {
+    ElectionConfig {
+        election_timeout: T,
+    }
+}
+
+fn engine(node: NodeId, epoch: u64, t0: Instant) -> ElectionEngine {
+    ElectionEngine::new(node, [1, 2, 3], config(), epoch, None, t0, node * 7919)
+}
+
+fn drain(e: &mut ElectionEngine) -> Vec<ElectionAction> {
+    std::iter::from_fn(|| e.poll_action()).collect()
+}
+
+fn send(to: NodeId, msg: ElectionMsg) -> ElectionAction {
+    ElectionAction::Send { to, msg }
+}
+
+fn pre_vote(epoch: u64, log: LastLog) -> ElectionMsg {
+    ElectionMsg::PreVote {
+        epoch,
+        last_epoch: log.0,
+        last_offset: log.1,
+    }
+}
+
+fn vote(epoch: u64, log: LastLog, transfer: bool) -> ElectionMsg {
+    ElectionMsg::Vote {
+        epoch,
+        last_epoch: log.0,
+        last_offset: log.1,
+        transfer,
+    }
+}
+
+fn received(from: NodeId, msg: ElectionMsg) -> ElectionInput {
+    ElectionInput::Received { from, msg }
+}
+
+#[test]
+fn the_timeout_is_drawn_from_t_to_2t() {
+    let t0 = Instant::now();
+    for seed in 0..50 {
+        let e = ElectionEngine::new(1, [1, 2, 3], config(), 0, None, t0, seed);
+        let wait = e.poll_timeout() - t0;
+        assert!(wait >= T && wait < 2 * T, "{wait:?}");
+    }
+}
+
+#[test]
+fn a_timeout_asks_for_pre_votes_without_changing_the_epoch() {
+    let t0 = Instant::now();
+    let mut e = engine(1, 4, t0);
+    e.handle(t0 + T / 2, ElectionInput::Tick, (4, 10));
+    assert!(drain(&mut e).is_empty(), "not yet");
+    let at = e.poll_timeout();
+    e.handle(at, ElectionInput::Tick, (4, 10));
+    assert_eq!(
+        drain(&mut e),
+        [send(2, pre_vote(5, (4, 10))), send(3, pre_vote(5, (4, 10)))]
+    );
+    assert_eq!(e.role(), ElectionRole::PreCandidate);
+    assert_eq!(e.epoch(), 4, "a pre-vote changes no epoch");
+}
+
+#[test]
+fn pre_votes_then_a_persisted_vote_then_votes_then_leadership() {
+    let t0 = Instant::now();
+    let mut e = engine(1, 4, t0);
+    let at = e.poll_timeout();
+    e.handle(at, ElectionInput::Tick, (4, 10));
+    drain(&mut e);
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 5,
+        current: 4,
+        granted: true,
+    };
+    e.handle(at, received(2, granted), (4, 10));
+    assert_eq!(
+        drain(&mut e),
+        [ElectionAction::PersistVote {
+            epoch: 5,
+            voted_for: Some(1)
+        }],
+        "no vote request before its own vote is on disk"
+    );
+    assert_eq!(e.role(), ElectionRole::Candidate);
+    e.handle(
+        at,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: Some(1),
+        },
+        (4, 10),
+    );
+    assert_eq!(
+        drain(&mut e),
+        [
+            send(2, vote(5, (4, 10), false)),
+            send(3, vote(5, (4, 10), false))
+        ]
+    );
+    let yes = ElectionMsg::VoteReply {
+        epoch: 5,
+        current: 5,
+        granted: true,
+    };
+    e.handle(at, received(3, yes), (4, 10));
+    assert_eq!(drain(&mut e), [ElectionAction::BecomeLeader { epoch: 5 }]);
+    assert_eq!(e.role(), ElectionRole::Leader);
+    assert_eq!(e.elections(), 1);
+}
+
+#[test]
+fn a_voter_grants_once_per_epoch_and_answers_after_the_write() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    v.handle(t0, received(1, vote(5, (4, 10), false)), (4, 10));
+    assert_eq!(
+        drain(&mut v),
+        [
+            ElectionAction::PersistVote {
+                epoch: 5,
+                voted_for: None
+            },
+            ElectionAction::PersistVote {
+                epoch: 5,
+                voted_for: Some(1)
+            }
+        ]
+    );
+    v.handle(
+        t0,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: Some(1),
+        },
+        (4, 10),
+    );
+    assert_eq!(
+        drain(&mut v),
+        [send(
+            1,
+            ElectionMsg::VoteReply {
+                epoch: 5,
+                current: 5,
+                granted: true
+            }
+        )]
+    );
+    // Another candidate of the same epoch: refused at once.
+    v.handle(t0, received(3, vote(5, (4, 12), false)), (4, 10));
+    assert_eq!(
+        drain(&mut v),
+        [send(
+            3,
+            ElectionMsg::VoteReply {
+                epoch: 5,
+                current: 5,
+                granted: false
+            }
+        )]
+    );
+    assert_eq!(v.voted_for(), Some(1));
+}
+
+#[test]
+fn a_candidate_behind_the_voters_log_is_refused() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    for (theirs, why) in [((4, 9), "shorter log"), ((3, 20), "older last epoch")] {
+        v.handle(t0, received(1, vote(6, theirs, false)), (4, 10));
+        let out = drain(&mut v);
+        assert_eq!(
+            out.last(),
+            Some(&send(
+                1,
+                ElectionMsg::VoteReply {
+                    epoch: 6,
+                    current: 6,
+                    granted: false
+                }
+            )),
+            "{why}: {out:?}"
+        );
+    }
+    assert_eq!(v.voted_for(), None);
+    assert_eq!(v.epoch(), 6, "the epoch moved up, persisted, unvoted");
+}
+
+#[test]
+fn a_voter_that_hears_its_leader_refuses_pre_votes_and_votes() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    v.handle(
+        t0,
+        ElectionInput::LeaderHeard {
+            leader: 3,
+            epoch: 4,
+        },
+        (4, 10),
+    );
+    v.handle(t0 + T / 2, received(1, pre_vote(5, (4, 50))), (4, 10));
+    assert_eq!(
+        drain(&mut v),
+        [send(
+            1,
+            ElectionMsg::PreVoteReply {
+                epoch: 5,
+                current: 4,
+                granted: false
+            }
+        )]
+    );
+    v.handle(t0 + T / 2, received(1, vote(9, (4, 50), false)), (4, 10));
+    assert_eq!(
+        drain(&mut v),
+        [send(
+            1,
+            ElectionMsg::VoteReply {
+                epoch: 9,
+                current: 4,
+                granted: false
+            }
+        )]
+    );
+    assert_eq!(
+        v.epoch(),
+        4,
+        "a stale node cannot push a healthy voter's epoch"
+    );
+    // Once the leader has been silent for T, the same pre-vote is granted.
+    v.handle(t0 + T, received(1, pre_vote(5, (4, 50))), (4, 10));
+    assert_eq!(
+        drain(&mut v),
+        [send(
+            1,
+            ElectionMsg::PreVoteReply {
+                epoch: 5,
+                current: 4,
+                granted: true
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_transfer_vote_is_granted_while_the_old_leader_is_heard() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    v.handle(
+        t0,
+        ElectionInput::LeaderHeard {
+            leader: 3,
+            epoch: 4,
+        },
+        (4, 10),
+    );
+    v.handle(t0, received(1, vote(5, (4, 10), true)), (4, 10));
+    let out = drain(&mut v);
+    assert!(
+        out.contains(&ElectionAction::PersistVote {
+            epoch: 5,
+            voted_for: Some(1)
+        }),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_leader_steps_down_without_a_majority_within_t() {
+    let t0 = Instant::now();
+    let mut l = leader_of_epoch_1(t0);
+    l.handle(t0 + T / 2, ElectionInput::FollowerHeard { peer: 2 }, (1, 1));
+    l.handle(t0 + T, ElectionInput::Tick, (1, 1));
+    assert!(drain(&mut l).is_empty(), "node 2 was heard T/2 ago");
+    l.handle(t0 + T * 3 / 2, ElectionInput::Tick, (1, 1));
+    assert_eq!(
+        drain(&mut l),
+        [ElectionAction::StepDown {
+            epoch: 1,
+            leader: None
+        }]
+    );
+    assert_eq!(l.role(), ElectionRole::Follower);
+}
+
+/// Node 1, leader of epoch 1 at `t0` in a 3-node cluster.
+fn leader_of_epoch_1(t0: Instant) -> ElectionEngine {
+    let mut l = engine(1, 0, t0);
+    let at = l.poll_timeout();
+    l.handle(at, ElectionInput::Tick, (0, 0));
+    let yes = ElectionMsg::PreVoteReply {
+        epoch: 1,
+        current: 0,
+        granted: true,
+    };
+    l.handle(at, received(2, yes), (0, 0));
+    l.handle(
+        at,
+        ElectionInput::Persisted {
+            epoch: 1,
+            voted_for: Some(1),
+        },
+        (0, 0),
+    );
+    let yes = ElectionMsg::VoteReply {
+        epoch: 1,
+        current: 1,
+        granted: true,
+    };
+    l.handle(at, received(2, yes), (0, 0));
+    assert_eq!(l.role(), ElectionRole::Leader);
+    drain(&mut l);
+    l
+}
+
+#[test]
+fn a_resigning_leader_is_replaced_without_waiting_t() {
+    let t0 = Instant::now();
+    let mut l = leader_of_epoch_1(t0);
+    l.handle(t0, ElectionInput::Resign, (1, 1));
+    assert_eq!(
+        drain(&mut l),
+        [
+            send(2, ElectionMsg::Resign { epoch: 1 }),
+            send(3, ElectionMsg::Resign { epoch: 1 }),
+            ElectionAction::StepDown {
+                epoch: 1,
+                leader: None
+            }
+        ]
+    );
+    let mut f = engine(2, 1, t0);
+    f.handle(
+        t0,
+        ElectionInput::LeaderHeard {
+            leader: 1,
+            epoch: 1,
+        },
+        (1, 1),
+    );
+    f.handle(t0, received(1, ElectionMsg::Resign { epoch: 1 }), (1, 1));
+    assert!(f.poll_timeout() < t0 + T / 4 + Duration::from_nanos(1));
+}
+
+#[test]
+fn a_higher_epoch_in_any_reply_makes_the_node_follow_in_it() {
+    let t0 = Instant::now();
+    let mut e = engine(1, 4, t0);
+    let at = e.poll_timeout();
+    e.handle(at, ElectionInput::Tick, (4, 10));
+    drain(&mut e);
+    let no = ElectionMsg::PreVoteReply {
+        epoch: 5,
+        current: 7,
+        granted: false,
+    };
+    e.handle(at, received(2, no), (4, 10));
+    assert_eq!(
+        drain(&mut e),
+        [ElectionAction::PersistVote {
+            epoch: 7,
+            voted_for: None
+        }]
+    );
+    assert_eq!((e.role(), e.epoch()), (ElectionRole::Follower, 7));
+}
+
+#[test]
+fn messages_from_strangers_are_ignored() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    v.handle(t0, received(9, vote(5, (9, 99), false)), (4, 10));
+    v.handle(t0, received(2, vote(5, (9, 99), false)), (4, 10));
+    assert!(drain(&mut v).is_empty());
+}
+
+// ---- Small clusters, messages delivered directly ----
+
+/// `n` engines; messages among `up` nodes are delivered at once, votes are
+/// persisted at once. Runs `steps` ticks of `T / 10`.
+struct Mini {
+    t: Instant,
+    engines: BTreeMap<NodeId, ElectionEngine>,
+    logs: BTreeMap<NodeId, LastLog>,
+    up: BTreeMap<NodeId, bool>,
+    leaders: Vec<(u64, NodeId)>,
+}
+
+impl Mini {
+    fn new(n: u64, seed: u64) -> Mini {
+        let t = Instant::now();
+        let ids: Vec<NodeId> = (1..=n).collect();
+        let engines = ids
+            .iter()
+            .map(|&i| {
+                let e = ElectionEngine::new(i, ids.clone(), config(), 0, None, t, seed * 31 + i);
+                (i, e)
+            })
+            .collect();
+        Mini {
+            t,
+            engines,
+            logs: ids.iter().map(|&i| (i, (0, 0))).collect(),
+            up: ids.iter().map(|&i| (i, true)).collect(),
+            leaders: Vec::new(),
+        }
+    }
+
+    fn input(&mut self, id: NodeId, input: ElectionInput) {
+        if !self.up[&id] {
+            return;
+        }
+        let mut queue = vec![(id, input)];
+        while let Some((id, input)) = queue.pop() {
+            let log = self.logs[&id];
+            let Some(e) = self.engines.get_mut(&id) else {
+                continue;
+            };
+            e.handle(self.t, input, log);
+            while let Some(a) = e.poll_action() {
+                match a {
+                    ElectionAction::Send { to, msg } => {
+                        if self.up[&to] {
+                            queue.push((to, ElectionInput::Received { from: id, msg }));
+                        }
+                    }
+                    ElectionAction::PersistVote { epoch, voted_for } => {
+                        queue.push((id, ElectionInput::Persisted { epoch, voted_for }));
+                    }
+                    ElectionAction::BecomeLeader { epoch } => {
+                        self.leaders.push((epoch, id));
+                        // The new leader's LeaderChange.
+                        self.logs.insert(id, (epoch, self.logs[&id].1 + 1));
+                    }
+                    ElectionAction::StepDown { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// Advance `T / 10`; leaders replicate to (and hear) every up node.
+    fn step(&mut self) {
+        self.t += T / 10;
+        let ids: Vec<NodeId> = self.engines.keys().copied().collect();
+        for &id in &ids {
+            self.input(id, ElectionInput::Tick);
+        }
+        for &l in &ids {
+            let e = &self.engines[&l];
+            if !self.up[&l] || e.role() != ElectionRole::Leader {
+                continue;
+            }
+            let epoch = e.epoch();
+            for &f in &ids {
+                if f != l && self.up[&f] {
+                    self.logs.insert(f, self.logs[&l]);
+                    self.input(f, ElectionInput::LeaderHeard { leader: l, epoch });
+                    if self.engines[&f].epoch() == epoch {
+                        self.input(l, ElectionInput::FollowerHeard { peer: f });
+                    }
+                }
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        let ls: Vec<NodeId> = self
+            .engines
+            .iter()
+            .filter(|(id, e)| self.up[*id] && e.role() == ElectionRole::Leader)
+            .map(|(&id, _)| id)
+            .collect();
+        (ls.len() == 1).then(|| ls[0])
+    }
+
+    fn one_leader_per_epoch(&self) {
+        let mut by_epoch: BTreeMap<u64, NodeId> = BTreeMap::new();
+        for &(epoch, id) in &self.leaders {
+            if let Some(&other) = by_epoch.get(&epoch) {
+                assert_eq!(other, id, "two leaders in epoch {epoch}");
+            }
+            by_epoch.insert(epoch, id);
+        }
+    }
+}
+
+#[test]
+fn a_cluster_elects_one_leader_and_replaces_a_dead_one() {
+    for seed in 0..50 {
+        for n in [3, 5] {
+            let mut m = Mini::new(n, seed);
+            let mut steps = 0;
+            while m.leader().is_none() {
+                m.step();
+                steps += 1;
+                assert!(steps < 100, "seed {seed}: no leader within 10 T");
+            }
+            let first = m.leader().unwrap();
+            // Stable: no new election while the leader is heard.
+            for _ in 0..50 {
+                m.step();
+            }
+            assert_eq!(
+                m.leader(),
+                Some(first),
+                "seed {seed}: a healthy leader was unseated"
+            );
+            // Kill it: a new leader within a few T.
+            m.up.insert(first, false);
+            let mut steps = 0;
+            while m.leader().is_none() {
+                m.step();
+                steps += 1;
+                assert!(steps < 100, "seed {seed}: no new leader within 10 T");
+            }
+            assert_ne!(m.leader(), Some(first));
+            m.one_leader_per_epoch();
+        }
+    }
+}
+
+#[test]
+fn a_restarted_node_with_a_stale_epoch_does_not_disrupt_the_leader() {
+    let mut m = Mini::new(3, 7);
+    while m.leader().is_none() {
+        m.step();
+    }
+    let leader = m.leader().unwrap();
+    let epoch = m.engines[&leader].epoch();
+    let other = (1..=3).find(|&i| i != leader).unwrap();
+    // `other` restarts knowing nothing newer and times out at once.
+    let t = m.t;
+    m.engines.insert(
+        other,
+        ElectionEngine::new(other, [1, 2, 3], config(), 0, None, t, 99),
+    );
+    for _ in 0..100 {
+        m.step();
+    }
+    assert_eq!(m.leader(), Some(leader));
+    assert_eq!(m.engines[&leader].epoch(), epoch, "no epoch was bumped");
+}
