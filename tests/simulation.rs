@@ -32,6 +32,7 @@ fn node_with(id: u64, entries: &[Entry]) -> Node {
     n.disk.persist_meta(Meta {
         epoch,
         leader: Some(1),
+        voted_for: Some(1),
     });
     n
 }
@@ -218,8 +219,8 @@ fn a_follower_acking_before_fsync_is_caught() {
 
 #[test]
 fn a_follower_without_fencing_is_caught() {
-    let found = first_violation(PlantedBug::NoFencing, 100);
-    assert!(found.is_some(), "100 seeds did not notice missing fencing");
+    let found = first_violation(PlantedBug::NoFencing, 1000);
+    assert!(found.is_some(), "1000 seeds did not notice missing fencing");
     eprintln!("no fencing: first caught by {found:?}");
 }
 

@@ -68,7 +68,7 @@ pub enum ElectionRole {
 }
 
 /// An election message between voters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ElectionMsg {
     /// Would you vote for me in `epoch`? (Changes nothing at the voter.)
     PreVote {
@@ -160,6 +160,12 @@ pub enum ElectionInput {
         /// The leader.
         leader: NodeId,
         /// Its epoch.
+        epoch: u64,
+    },
+    /// Replication saw a higher epoch (a follower refused this leader as
+    /// stale): move to it and follow.
+    HigherEpoch {
+        /// The epoch seen.
         epoch: u64,
     },
     /// Leader only: `peer` answered in this epoch (an ack or a handshake).
@@ -382,6 +388,11 @@ impl ElectionEngine {
                 self.leader_contact = Some(now);
                 self.reset_timeout(now);
             }
+            ElectionInput::HigherEpoch { epoch } => {
+                if epoch > self.epoch {
+                    self.move_to_epoch(now, epoch);
+                }
+            }
             ElectionInput::FollowerHeard { peer } => {
                 if self.role == ElectionRole::Leader && self.voters.contains(&peer) {
                     self.heard.insert(peer, now);
@@ -495,7 +506,7 @@ impl ElectionEngine {
         self.persist(sends);
         // A single voter wins on its own vote once it is on disk.
         if self.granted.len() >= self.majority() {
-            self.win();
+            self.win(now);
         }
     }
 
@@ -528,10 +539,18 @@ impl ElectionEngine {
         }
     }
 
-    fn win(&mut self) {
+    fn win(&mut self, now: Instant) {
         self.role = ElectionRole::Leader;
         self.leader = Some(self.node);
-        self.heard.clear();
+        // Check-quorum counts from the win: every follower has `T` to be
+        // heard from.
+        self.heard = self
+            .voters
+            .iter()
+            .filter(|&&v| v != self.node)
+            .map(|&v| (v, now))
+            .collect();
+        self.deadline = now + self.config.election_timeout / 4;
         tracing::info!(node = self.node, epoch = self.epoch, "won the election");
         self.actions
             .push_back(ElectionAction::BecomeLeader { epoch: self.epoch });
@@ -618,7 +637,7 @@ impl ElectionEngine {
                 if self.role == ElectionRole::Candidate && epoch == self.epoch && granted {
                     self.granted.insert(from);
                     if self.granted.len() >= self.majority() {
-                        self.win();
+                        self.win(now);
                     }
                 }
             }

@@ -278,12 +278,20 @@ fn a_transfer_vote_is_granted_while_the_old_leader_is_heard() {
 
 #[test]
 fn the_leader_steps_down_without_a_majority_within_t() {
-    let t0 = Instant::now();
-    let mut l = leader_of_epoch_1(t0);
-    l.handle(t0 + T / 2, ElectionInput::FollowerHeard { peer: 2 }, (1, 1));
-    l.handle(t0 + T, ElectionInput::Tick, (1, 1));
+    let (mut l, won) = leader_of_epoch_1(Instant::now());
+    l.handle(won + T / 10, ElectionInput::Tick, (1, 1));
+    assert!(
+        drain(&mut l).is_empty(),
+        "a new leader's followers have T to be heard from"
+    );
+    l.handle(
+        won + T / 2,
+        ElectionInput::FollowerHeard { peer: 2 },
+        (1, 1),
+    );
+    l.handle(won + T, ElectionInput::Tick, (1, 1));
     assert!(drain(&mut l).is_empty(), "node 2 was heard T/2 ago");
-    l.handle(t0 + T * 3 / 2, ElectionInput::Tick, (1, 1));
+    l.handle(won + T * 3 / 2, ElectionInput::Tick, (1, 1));
     assert_eq!(
         drain(&mut l),
         [ElectionAction::StepDown {
@@ -294,8 +302,8 @@ fn the_leader_steps_down_without_a_majority_within_t() {
     assert_eq!(l.role(), ElectionRole::Follower);
 }
 
-/// Node 1, leader of epoch 1 at `t0` in a 3-node cluster.
-fn leader_of_epoch_1(t0: Instant) -> ElectionEngine {
+/// Node 1, leader of epoch 1 in a 3-node cluster, and when it won.
+fn leader_of_epoch_1(t0: Instant) -> (ElectionEngine, Instant) {
     let mut l = engine(1, 0, t0);
     let at = l.poll_timeout();
     l.handle(at, ElectionInput::Tick, (0, 0));
@@ -321,13 +329,12 @@ fn leader_of_epoch_1(t0: Instant) -> ElectionEngine {
     l.handle(at, received(2, yes), (0, 0));
     assert_eq!(l.role(), ElectionRole::Leader);
     drain(&mut l);
-    l
+    (l, at)
 }
 
 #[test]
 fn a_resigning_leader_is_replaced_without_waiting_t() {
-    let t0 = Instant::now();
-    let mut l = leader_of_epoch_1(t0);
+    let (mut l, t0) = leader_of_epoch_1(Instant::now());
     l.handle(t0, ElectionInput::Resign, (1, 1));
     assert_eq!(
         drain(&mut l),

@@ -18,7 +18,7 @@
 //!   handshake it answers, the checks on every frame, snapshot reassembly,
 //!   acks, and the session timeout.
 //! - [`election`]: leader election (pre-vote, vote, check-quorum, resign,
-//!   transfer). Not wired into the actors yet (issue 8).
+//!   transfer). The simulation runs it; the actors do not yet (issue 8).
 //! - [`epoch`]: epoch fencing, one rule for every path that persists an
 //!   epoch.
 //! - [`follower`]: the follower's log owner: the active session, the

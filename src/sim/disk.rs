@@ -1,5 +1,5 @@
 //! A simulated disk: a node's log of records, of which a prefix is durable,
-//! and its meta `(epoch, leader)`, written durably at once (tmp + fsync +
+//! and its meta `(epoch, leader, voted_for)`, written durably at once (tmp + fsync +
 //! rename in the real storage).
 //!
 //! Appends land in an unsynced tail; an fsync makes everything appended
@@ -19,8 +19,10 @@ use super::rng::SimRng;
 pub struct Meta {
     /// Highest epoch the node has seen and persisted.
     pub epoch: u64,
-    /// The leader of that epoch, if known.
+    /// The leader of that epoch, if known (persisted when it attached).
     pub leader: Option<NodeId>,
+    /// The vote cast in that epoch (persisted before the vote is sent).
+    pub voted_for: Option<NodeId>,
 }
 
 /// What a crash did to the unsynced tail.

@@ -15,6 +15,7 @@
 //! the simulation).
 
 use crate::command::NodeId;
+use crate::engine::election::ElectionInput;
 use crate::engine::epoch::maybe_advance_epoch;
 use crate::engine::follower::{AppendRefused, MetaWriteError};
 use crate::engine::AttachRefused;
@@ -50,9 +51,15 @@ impl Simulation {
         self.session_actions(conn);
     }
 
-    /// A message from a leader.
+    /// A message from a leader. Anything on the active session is a sign
+    /// of life of its leader, for the election engine.
     pub(super) fn follower_receive(&mut self, conn: ConnId, msg: Msg) {
         self.session_input(conn, SessionInput::Frame(msg));
+        let Some(c) = self.net.get(conn) else { return };
+        let (id, leader, epoch) = (c.follower, c.leader, c.epoch);
+        if self.node(id).up && self.node(id).owner.active() == Some(conn) {
+            self.election_input(id, ElectionInput::LeaderHeard { leader, epoch });
+        }
     }
 
     /// Timer: every session's timeout.
@@ -217,16 +224,17 @@ impl Simulation {
                 );
                 return;
             }
-            self.step_down(id, epoch);
+            self.election_input(id, ElectionInput::HigherEpoch { epoch });
         }
         let (leader, epoch) = if self.config.bug == Some(PlantedBug::NoFencing) {
             // The planted bug: the shell passes the node's own epoch and
             // leader, so the log owner takes any leader as the known one.
-            match meta.leader {
-                Some(l) if epoch < meta.epoch || (epoch == meta.epoch && l != leader) => {
-                    (l, meta.epoch)
-                }
-                _ => (leader, epoch),
+            let stale = epoch < meta.epoch
+                || (epoch == meta.epoch && meta.leader.is_some_and(|l| l != leader));
+            if stale {
+                (meta.leader.unwrap_or(leader), meta.epoch)
+            } else {
+                (leader, epoch)
             }
         } else {
             (leader, epoch)
@@ -265,9 +273,15 @@ impl Simulation {
                         None => Ok(()),
                     };
                     if result.is_ok() {
+                        let voted_for = if m.current_epoch == cur.epoch {
+                            cur.voted_for
+                        } else {
+                            None
+                        };
                         node.disk.persist_meta(Meta {
                             epoch: m.current_epoch,
                             leader: m.leader,
+                            voted_for,
                         });
                     }
                     node.owner.handle(FollowerInput::MetaWritten(result));
@@ -277,6 +291,9 @@ impl Simulation {
                         "n{id}: follows n{} in epoch {epoch}",
                         leader.unwrap_or(0)
                     ));
+                    if let Some(leader) = leader {
+                        self.election_input(id, ElectionInput::LeaderHeard { leader, epoch });
+                    }
                 }
                 FollowerAction::Write(records) => {
                     let last = records.last().map_or(0, |r| r.offset);

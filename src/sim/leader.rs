@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Command, Entry, NodeId};
+use crate::engine::election::ElectionInput;
 use crate::engine::{
     FollowerInput, LeaderAction, LeaderEngine, LeaderInput, LinkAction, LinkEngine, LinkInput,
     LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,
@@ -89,6 +90,7 @@ impl Simulation {
         node.disk.persist_meta(Meta {
             epoch,
             leader: Some(id),
+            voted_for: Some(id),
         });
         let last = node.last_offset();
         let tracker = ReplicaSetTracker::new(
@@ -151,6 +153,7 @@ impl Simulation {
             node.disk.persist_meta(Meta {
                 epoch,
                 leader: None,
+                voted_for: None,
             });
         }
         let Role::Leader(l) = std::mem::replace(&mut node.role, Role::Follower) else {
@@ -542,9 +545,11 @@ impl Simulation {
             LinkAction::Report(report) => match report {
                 LinkReport::Connected { matched } => {
                     self.log(format!("n{id}: n{peer} matched at {matched}"));
+                    self.election_input(id, ElectionInput::FollowerHeard { peer });
                     self.leader_input(id, LeaderInput::Connected { peer, matched });
                 }
                 LinkReport::Acked { offset } => {
+                    self.election_input(id, ElectionInput::FollowerHeard { peer });
                     self.leader_input(id, LeaderInput::Acked { peer, offset });
                 }
                 LinkReport::Disconnected => {
@@ -552,7 +557,7 @@ impl Simulation {
                 }
                 LinkReport::Fenced { epoch: theirs, .. } => {
                     if theirs > epoch {
-                        self.step_down(id, theirs);
+                        self.election_input(id, ElectionInput::HigherEpoch { epoch: theirs });
                     }
                 }
             },

@@ -11,7 +11,8 @@
 //! random choice drawn from one seeded [rng]. A seed replays exactly.
 //!
 //! One step is one event: a message delivered, an fsync completed, a timer
-//! tick (leaders heartbeat and reconnect; the controller elects), or an
+//! tick (leaders heartbeat and reconnect; election timers run), an election
+//! message delivered, or an
 //! external event (a client write with `acks` none / leader / all, a
 //! connection cut, a crash, a restart, a partition or its heal). After every
 //! step the [`check`] module verifies the invariants. At the end of a seed the
@@ -19,11 +20,12 @@
 //! leader, every node at the same applied offset and digest, every
 //! acknowledged `acks=all` write on every node.
 //!
-//! Leader changes are made by a [controller] that stands in for
-//! elections (a later issue): see there for what it models.
+//! Leaders are elected by the real election engine on every node
+//! ([election]): pre-votes and votes over the simulated network, votes
+//! persisted before they are sent, check-quorum. Leader transfer and
+//! resignation are not driven by the simulation yet.
 //!
-//! Not modelled yet: real elections (pre-vote, votes over the network,
-//! check-quorum, leader transfer), snapshots and log compaction (a
+//! Not modelled yet: snapshots and log compaction (a
 //! `Snapshot` start point is reported as a violation), the tail cache, WAL
 //! segment files and corruption beyond a torn tail, frames, the codec and
 //! the authenticated handshake, one-way partitions, request timeouts, and
@@ -39,8 +41,8 @@
 //! ```
 
 pub mod check;
-pub mod controller;
 pub mod disk;
+pub mod election;
 pub mod follower;
 pub mod leader;
 pub mod net;
@@ -241,11 +243,22 @@ pub struct SeedReport {
 /// Things that happen at a point of virtual time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Deliver { conn: ConnId, dir: Dir },
+    Deliver {
+        conn: ConnId,
+        dir: Dir,
+    },
     WalRead(leader::WalReadDone),
-    Fsync { node: NodeId, generation: u64 },
+    Fsync {
+        node: NodeId,
+        generation: u64,
+    },
     Tick,
     External,
+    Election {
+        from: NodeId,
+        to: NodeId,
+        msg: crate::engine::election::ElectionMsg,
+    },
 }
 
 /// Run one seed to the end (or its first violation).
@@ -272,10 +285,6 @@ pub struct Simulation {
     step: u64,
     faults: bool,
     next_topic: u64,
-    /// The controller's timer: since when no live leader of the highest
-    /// epoch serves a majority, and how long it waits.
-    leaderless_since: Option<u64>,
-    election_wait: u64,
     /// Per node: its disk is slow until this virtual time.
     slow_disk_until: Vec<u64>,
     report: SeedReport,
@@ -286,13 +295,19 @@ impl Simulation {
     /// A cluster of `config.nodes` empty nodes, no leader yet.
     pub fn new(config: SimConfig) -> Simulation {
         let mut rng = SimRng::new(config.seed);
-        let nodes = (1..=config.nodes as NodeId).map(Node::new).collect();
+        let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let nodes = voters
+            .iter()
+            .map(|&id| {
+                let seed = rng.next_u64();
+                Node::with_election(id, voters.clone(), config.election_timeout, seed)
+            })
+            .collect();
         let bounds = Bounds {
             window_entries: config.window_entries,
             window_bytes: config.window_bytes,
             queue: 256,
         };
-        let election_wait = election_wait(&config, &mut rng);
         let report = SeedReport {
             seed: config.seed,
             nodes: config.nodes,
@@ -313,8 +328,6 @@ impl Simulation {
             step: 0,
             faults: true,
             next_topic: 0,
-            leaderless_since: None,
-            election_wait,
             slow_disk_until: vec![0; config.nodes],
             report,
             broken: None,
@@ -448,6 +461,10 @@ impl Simulation {
                 Ev::Fsync { node, generation } => self.fsync_done(node, generation),
                 Ev::Tick => {
                     self.tick();
+                    true
+                }
+                Ev::Election { from, to, msg } => {
+                    self.election_deliver(from, to, msg);
                     true
                 }
                 Ev::External => {
@@ -621,7 +638,11 @@ impl Simulation {
             }
         }
         self.sessions_tick();
-        self.controller();
+        for id in 1..=self.nodes.len() as NodeId {
+            if self.node(id).up {
+                self.election_input(id, crate::engine::election::ElectionInput::Tick);
+            }
+        }
     }
 
     /// Close `conn` and tell both ends.
@@ -733,7 +754,8 @@ impl Simulation {
     }
 
     fn restart(&mut self, id: NodeId) {
-        self.node_mut(id).restart();
+        let now = self.instant();
+        self.node_mut(id).restart(now);
         self.report.restarts += 1;
         let n = self.node(id);
         let line = format!(
@@ -769,9 +791,4 @@ impl Simulation {
         };
         self.leader_propose(id, command, acks);
     }
-}
-
-fn election_wait(config: &SimConfig, rng: &mut SimRng) -> u64 {
-    let t = config.election_timeout.as_nanos() as u64;
-    rng.range(t, 2 * t - 1)
 }

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Entry, NodeId};
+use std::time::{Duration, Instant};
+
+use crate::engine::election::{ElectionConfig, ElectionEngine};
 use crate::engine::{FollowerEngine, LeaderEngine, LinkEngine, ProposalId};
 use crate::epochs::EpochIndex;
 use crate::record::Record;
@@ -78,6 +81,11 @@ pub struct Node {
     pub chain: Vec<u64>,
     /// The role.
     pub role: Role,
+    /// The real election engine (rebuilt from the persisted vote on
+    /// restart).
+    pub election: ElectionEngine,
+    /// What the election engine is built from: the voters, `T`, a seed.
+    pub election_setup: (Vec<NodeId>, Duration, u64),
     /// The real follower engine, the log's owner while the node follows
     /// (the one the `ReplicaListener` actor drives); it refuses every
     /// session while the node leads.
@@ -97,6 +105,12 @@ pub struct AppendRefused(pub String);
 impl Node {
     /// A fresh node with an empty disk.
     pub fn new(id: NodeId) -> Node {
+        Node::with_election(id, vec![id], Duration::from_millis(80), id)
+    }
+
+    /// A fresh node among `voters` with election timeout `t`.
+    pub fn with_election(id: NodeId, voters: Vec<NodeId>, t: Duration, seed: u64) -> Node {
+        let setup = (voters, t, seed);
         Node {
             id,
             up: true,
@@ -112,6 +126,8 @@ impl Node {
                 node_meta(id, Meta::default()),
                 0,
             ),
+            election: election_engine(id, &setup, Meta::default(), Instant::now()),
+            election_setup: setup,
             commit: 0,
             state: MetadataState::new(),
             dirty_from: 0,
@@ -172,10 +188,15 @@ impl Node {
 
     /// Restart from the disk: a follower with an empty state, which learns
     /// the commit point again from the leader.
-    pub fn restart(&mut self) {
+    pub fn restart(&mut self, now: Instant) {
         self.up = true;
         self.incarnation += 1;
         self.reload();
+        let mut setup = self.election_setup.clone();
+        setup.2 = setup
+            .2
+            .wrapping_add(self.incarnation.wrapping_mul(0x9E37_79B9));
+        self.election = election_engine(self.id, &setup, self.disk.meta(), now);
     }
 
     fn reload(&mut self) {
@@ -226,6 +247,27 @@ impl Node {
         }
         from..=upto
     }
+}
+
+/// An election engine for node `id` with the vote of `meta`.
+fn election_engine(
+    id: NodeId,
+    setup: &(Vec<NodeId>, Duration, u64),
+    meta: Meta,
+    now: Instant,
+) -> ElectionEngine {
+    let config = ElectionConfig {
+        election_timeout: setup.1,
+    };
+    ElectionEngine::new(
+        id,
+        setup.0.iter().copied(),
+        config,
+        meta.epoch,
+        meta.voted_for,
+        now,
+        setup.2,
+    )
 }
 
 /// The engines' form of a simulated node's meta.
