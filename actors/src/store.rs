@@ -1,27 +1,29 @@
-//! `MetadataStore`: the actor a broker talks to, on every node.
+//! `MetadataStore`: the actor a broker talks to, on every node, and the
+//! shell of the store engine ([`StoreEngine`]).
 //!
-//! - On the leader it accepts typed proposals: it checks the role and, for
-//!   `acks=all`, the ISR size; validates the command against the *appended*
-//!   state (committed entries plus those appended but not yet committed, so
-//!   two proposals in a row are checked against each other); gives the entry
-//!   the next offset, encodes it once into a [`Record`] and hands it to the
-//!   Replicator. An invalid proposal gets its specific error and nothing is
-//!   appended.
-//! - On every node it applies committed entries in offset order to its
-//!   [`MetadataState`], updates the [`MetadataView`] and notifies subscribers
-//!   with [`MetadataChanged`]. Entries come from a bounded in-memory queue
-//!   (the leader's own proposals, or what the follower received); whatever
-//!   is not there is read back from the WAL on the disk thread. Progress
-//!   (commit, local durability) arrives through the node's watch channel.
-//! - Every `snapshot_every` applied entries it writes a snapshot and lets the
-//!   WAL drop old segments.
+//! - On the leader it takes typed proposals. The engine decides admission
+//!   (the role, the ISR size for `acks=all`, the command against the
+//!   *appended* state, the bound on uncommitted entries) and gives the entry
+//!   its offset and record; this actor hands the record to the Replicator
+//!   and waits for the acknowledgement asked for. An invalid proposal gets
+//!   its specific error and nothing is appended.
+//! - On every node the engine applies committed entries in offset order;
+//!   this actor updates the [`MetadataView`] and notifies subscribers with
+//!   [`MetadataChanged`] as each one is applied. Entries come from a bounded
+//!   in-memory queue (the leader's own proposals, or what the follower
+//!   received); whatever is not there is read back from the WAL on the disk
+//!   reader thread. Progress (commit, local durability) arrives through the
+//!   node's watch channel.
+//! - Every `snapshot_every` applied entries the engine asks for a snapshot;
+//!   this actor writes it and lets the WAL drop old segments.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use metawal::engine::store::{ReadRetry, ReadVerdict, SnapshotPolicy, MAX_READ_FAILURES};
-use metawal::record::{decode_record, Record};
+use metawal::engine::store::{
+    Admission, AdmitRefused, ApplySink, NodeRole, StoreAction, StoreEngine, StoreInput, MAX_PENDING,
+};
+use metawal::record::decode_record;
 use metawal::storage::Snapshot;
 use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
 use tokio::sync::{oneshot, watch};
@@ -33,15 +35,8 @@ use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::view::{MetadataChanged, MetadataView};
 
-/// Most decoded entries held in memory waiting for their commit; the rest
-/// are read back from the WAL when they commit.
-const MAX_PENDING: usize = 16 * 1024;
-/// Most entries read from the WAL at once when applying.
-const READ_BATCH: usize = 4096;
-/// Most appended-but-uncommitted entries before proposals are refused. With
-/// records of at most 64 KiB (in practice < 2 KiB) this bounds the leader's
-/// write queue and waiters.
-const MAX_UNCOMMITTED: u64 = 250_000;
+/// Most bytes of committed records read back from the WAL at once.
+const READ_BYTES: usize = 8 * 1024 * 1024;
 /// Most subscribers.
 const MAX_SUBSCRIBERS: usize = 1024;
 
@@ -156,14 +151,6 @@ pub(crate) struct StopStore;
 /// Resolves when the proposal reached the acknowledgement it asked for.
 type AckWait = oneshot::Receiver<Result<(), ProposeError>>;
 
-/// Leader-only: the state with every appended entry, and the next offset.
-struct AppendedLog {
-    state: MetadataState,
-    next_offset: u64,
-    epoch: u64,
-    replicator: Addr<Replicator>,
-}
-
 /// Everything the store needs at start.
 pub(crate) struct StoreInit {
     pub node: NodeId,
@@ -183,321 +170,42 @@ pub struct MetadataStore {
     node: NodeId,
     shared: Arc<NodeShared>,
     config: ReplicationConfig,
-    state: MetadataState,
+    engine: StoreEngine,
     view: MetadataView,
     disk: DiskHandle,
-    appended: Option<AppendedLog>,
-    pending: VecDeque<Entry>,
-    progress: LogProgress,
+    /// The Replicator proposals go to, while leading.
+    replicator: Option<Addr<Replicator>>,
+    /// At start on the leader: the epoch to lead and its appended state.
+    lead_at_start: Option<(MetadataState, u64, u64)>,
     progress_rx: Option<watch::Receiver<LogProgress>>,
     in_flight: EntriesInFlight,
-    reading: bool,
     subscribers: Vec<Recipient<MetadataChanged>>,
-    snapshots: SnapshotPolicy,
-    read_retry: ReadRetry,
-    /// Fail-stopped: applies nothing more.
-    failed: bool,
     /// A new log start the Replicator has not taken yet.
     log_start_moved: Option<(u64, u64)>,
 }
 
-impl MetadataStore {
-    pub(crate) fn new(init: StoreInit) -> MetadataStore {
-        init.view.reset(&init.state);
-        let snapshots =
-            SnapshotPolicy::new(init.config.snapshot_every, init.state.applied_offset());
-        let progress = *init.progress.borrow();
-        MetadataStore {
-            node: init.node,
-            shared: init.shared,
-            config: init.config,
-            view: init.view,
-            disk: init.disk,
-            appended: init
-                .leader
-                .map(|(state, next_offset, epoch, replicator)| AppendedLog {
-                    state,
-                    next_offset,
-                    epoch,
-                    replicator,
-                }),
-            state: init.state,
-            pending: VecDeque::new(),
-            progress,
-            progress_rx: Some(init.progress),
-            in_flight: init.in_flight,
-            reading: false,
-            subscribers: Vec::new(),
-            snapshots,
-            read_retry: ReadRetry::default(),
-            failed: false,
-            log_start_moved: None,
-        }
-    }
+/// Where the engine's applied entries go: the view, then the subscribers,
+/// in order, as each one is applied.
+struct ViewSink<'a> {
+    node: NodeId,
+    view: &'a MetadataView,
+    subscribers: &'a mut Vec<Recipient<MetadataChanged>>,
+}
 
-    /// Check, number, encode and hand a command to the Replicator. Returns the
-    /// offset and the acknowledgement to wait for.
-    fn append(
-        &mut self,
-        command: Command,
-        acks: Acks,
-        control: bool,
-    ) -> Result<(Proposed, Option<AckWait>), ProposeError> {
-        let role = self.shared.role();
-        let Some(log) = self.appended.as_mut().filter(|_| role == Role::Leader) else {
-            return Err(match role {
-                Role::Stopped => ProposeError::ShuttingDown,
-                Role::Failed => ProposeError::Storage(
-                    "this leader's storage failed and it stopped accepting writes; restart the node".into(),
-                ),
-                _ => ProposeError::NotLeader {
-                    node: self.node,
-                    leader: self.shared.leader().filter(|&l| l != self.node),
-                },
-            });
-        };
-        if acks == Acks::All {
-            let (isr, required) = (self.shared.isr_len(), self.shared.min_insync());
-            if isr < required {
-                return Err(ProposeError::NotEnoughReplicas { isr, required });
-            }
-        }
-        if !control {
-            log.state.validate(&command)?;
-        }
-        let uncommitted = log.next_offset.saturating_sub(1 + self.progress.commit);
-        if uncommitted >= MAX_UNCOMMITTED {
-            return Err(ProposeError::Overloaded(format!(
-                "{uncommitted} entries appended but not committed"
-            )));
-        }
-        let entry = Entry {
-            offset: log.next_offset,
-            epoch: log.epoch,
-            command,
-        };
-        let encode_started = std::time::Instant::now();
-        let record = Record::encode(&entry)
-            .map_err(|e| ProposeError::Storage(format!("cannot encode entry: {e}")))?;
-        tracing::trace!(
-            stage = "encode",
-            node = self.node,
-            offset = entry.offset,
-            bytes = record.len(),
-            us = encode_started.elapsed().as_micros() as u64
-        );
-        let (reply, rx) = match acks {
-            Acks::None => (None, None),
-            _ => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-        };
-        log.replicator
-            .try_send(AppendEntry {
-                record,
-                acks,
-                reply,
-            })
-            .map_err(|e| match e {
-                SendError::Full(_) => {
-                    ProposeError::Overloaded("the Replicator's mailbox is full".into())
-                }
-                SendError::Closed(_) => ProposeError::ShuttingDown,
-            })?;
-        // Accepted: from here on the entry is in the log's order.
-        if let Err(e) = log.state.apply(&entry) {
-            // Control entries and validated commands apply; anything else is a bug.
-            tracing::error!(node = self.node, offset = entry.offset, error = %e, "appended state refused a validated entry");
-        }
-        log.next_offset += 1;
-        let proposed = Proposed {
-            offset: entry.offset,
-            epoch: entry.epoch,
-        };
-        self.push_pending(entry);
-        Ok((proposed, rx))
-    }
-
-    fn push_pending(&mut self, entry: Entry) {
-        if entry.offset <= self.state.applied_offset() {
-            return;
-        }
-        if let Some(back) = self.pending.back() {
-            if entry.offset != back.offset + 1 {
-                if self.pending.len() >= MAX_PENDING {
-                    return;
-                }
-                // A gap: start a new run; the gap is read from the WAL.
-                self.pending.clear();
-            }
-        }
-        if self.pending.len() < MAX_PENDING {
-            self.pending.push_back(entry);
-        }
-    }
-
-    /// Apply everything committed and durable here, from the queue or the WAL.
-    fn drive(&mut self, ctx: &mut Context<Self>) {
-        if self.failed {
-            return;
-        }
-        self.report_log_start();
-        let target = self.progress.applicable();
-        while self.state.applied_offset() < target {
-            let next = self.state.applied_offset() + 1;
-            while self.pending.front().is_some_and(|e| e.offset < next) {
-                self.pending.pop_front();
-            }
-            match self.pending.front() {
-                Some(e) if e.offset == next => {
-                    if let Some(e) = self.pending.pop_front() {
-                        self.apply_entry(e);
-                    }
-                }
-                front => {
-                    let upto = front.map_or(target, |e| (e.offset - 1).min(target));
-                    self.read_from_wal(ctx, next, upto);
-                    break;
-                }
-            }
-        }
-        self.maybe_snapshot(ctx);
-    }
-
-    fn read_from_wal(&mut self, ctx: &mut Context<Self>, from: u64, upto: u64) {
-        if self.reading {
-            return;
-        }
-        self.reading = true;
-        let count = (upto - from + 1).min(READ_BATCH as u64) as usize;
-        let read = self
-            .disk
-            .run(move |d| d.wal.read(from, count, 8 * 1024 * 1024));
-        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
-            act.reading = false;
-            let records = match res {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    act.read_failed(from, e.to_string(), ctx);
-                    return;
-                }
-                Err(e) => {
-                    act.read_failed(from, e.to_string(), ctx);
-                    return;
-                }
-            };
-            act.read_retry.on_ok();
-            for r in records {
-                if r.offset != act.state.applied_offset() + 1 || r.offset > upto {
-                    break;
-                }
-                match decode_record(&r.bytes) {
-                    Ok((entry, _)) => act.apply_entry(entry),
-                    Err(e) => {
-                        act.fail_stop(format!(
-                            "committed record {} read back from the WAL is corrupt: {e}",
-                            r.offset
-                        ));
-                        return;
-                    }
-                }
-            }
-            act.drive(ctx);
-        }));
-    }
-
-    /// Append the leader's `LeaderChange`, the first entry of its epoch: its
-    /// commit commits every entry before it. Without it the leader could
-    /// commit nothing of its epoch, so a failure is returned (and the
-    /// caller fails the role change or the node), never only logged.
-    fn announce_leadership(&mut self) -> Result<(), ProposeError> {
-        let Some(log) = &self.appended else {
-            return Ok(());
-        };
-        let command = Command::LeaderChange {
-            leader: self.node,
-            epoch: log.epoch,
-        };
-        let (p, _) = self.append(command, Acks::None, true)?;
-        tracing::info!(
-            node = self.node,
-            offset = p.offset,
-            epoch = p.epoch,
-            "leader appended LeaderChange"
-        );
-        Ok(())
-    }
-
-    /// Tell the Replicator (if leading) where the log starts now.
-    fn report_log_start(&mut self) {
-        let (Some((base_offset, base_epoch)), Some(log)) = (self.log_start_moved, &self.appended)
-        else {
-            self.log_start_moved = None;
-            return;
-        };
-        let moved = LogStartMoved {
-            base_offset,
-            base_epoch,
-        };
-        if !matches!(log.replicator.try_send(moved), Err(SendError::Full(_))) {
-            self.log_start_moved = None;
-        }
-    }
-
-    /// A read of committed entries failed: retry (bounded), then fail-stop.
-    fn read_failed(&mut self, from: u64, error: String, ctx: &mut Context<Self>) {
-        match self.read_retry.on_failed() {
-            ReadVerdict::Retry => {
-                tracing::warn!(node = self.node, offset = from, %error, "cannot read committed entries from the WAL; retrying");
-                self.retry_drive_later(ctx);
-            }
-            ReadVerdict::FailStop => self.fail_stop(format!(
-                "cannot read committed entries from offset {from} after {MAX_READ_FAILURES} tries: {error}"
-            )),
-        }
-    }
-
-    /// This node cannot apply its committed log: fail-stop. It applies
-    /// nothing more, takes no proposals and no replication (role `Failed`);
-    /// restart it once the disk is fixed.
-    fn fail_stop(&mut self, reason: String) {
-        tracing::error!(node = self.node, offset = self.state.applied_offset(), %reason, "cannot apply the committed log; node stopped applying: restart it");
-        self.failed = true;
-        self.shared.set_role(Role::Failed);
-    }
-
-    fn retry_drive_later(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_later(self.config.heartbeat_interval, |act, ctx| act.drive(ctx));
-    }
-
-    fn apply_entry(&mut self, entry: Entry) {
-        tracing::trace!(
-            stage = "apply",
-            node = self.node,
-            offset = entry.offset,
-            epoch = entry.epoch
-        );
-        match self.state.apply(&entry) {
-            Ok(()) => self.view.update(&self.state, &entry.command),
-            Err(e) if e.is_out_of_order() => {
-                tracing::error!(node = self.node, offset = entry.offset, error = %e, "entry out of order; not applied");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(node = self.node, offset = entry.offset, error = %e, "committed entry does not apply; skipped on every node alike");
-            }
+impl ApplySink for ViewSink<'_> {
+    fn applied(&mut self, state: &MetadataState, entry: &Entry, changed: bool) {
+        if changed {
+            self.view.update(state, &entry.command);
         }
         self.view.set_applied(entry.offset, entry.epoch);
         if self.subscribers.is_empty() {
             return;
         }
-        let node = self.node;
-        let offset = entry.offset;
+        let (node, offset) = (self.node, entry.offset);
         let change = MetadataChanged {
             offset: entry.offset,
             epoch: entry.epoch,
-            command: entry.command,
+            command: entry.command.clone(),
         };
         self.subscribers
             .retain(|s| match s.try_send(change.clone()) {
@@ -510,18 +218,203 @@ impl MetadataStore {
             });
     }
 
-    fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
-        let applied = self.state.applied_offset();
-        if self.failed || !self.snapshots.maybe_start(applied) {
-            return;
-        }
-        let snapshot = Snapshot {
-            offset: applied,
-            epoch: self.state.applied_epoch(),
-            state: self.state.clone(),
+    fn reset(&mut self, state: &MetadataState) {
+        self.view.reset(state);
+    }
+}
+
+impl MetadataStore {
+    pub(crate) fn new(init: StoreInit) -> MetadataStore {
+        init.view.reset(&init.state);
+        let progress = *init.progress.borrow();
+        let (lead_at_start, replicator) = match init.leader {
+            Some((state, next_offset, epoch, replicator)) => {
+                (Some((state, next_offset, epoch)), Some(replicator))
+            }
+            None => (None, None),
         };
-        // Keep one interval of log behind the snapshot for followers that lag.
-        let keep_from = applied.saturating_sub(self.config.snapshot_every);
+        MetadataStore {
+            node: init.node,
+            shared: init.shared,
+            engine: StoreEngine::new(init.node, init.state, init.config.snapshot_every, progress),
+            config: init.config,
+            view: init.view,
+            disk: init.disk,
+            replicator,
+            lead_at_start,
+            progress_rx: Some(init.progress),
+            in_flight: init.in_flight,
+            subscribers: Vec::new(),
+            log_start_moved: None,
+        }
+    }
+
+    /// Feed one input to the engine and carry out what it asks.
+    fn input(&mut self, input: StoreInput, ctx: &mut Context<Self>) {
+        let mut sink = ViewSink {
+            node: self.node,
+            view: &self.view,
+            subscribers: &mut self.subscribers,
+        };
+        self.engine.handle(input, &mut sink);
+        self.run_actions(ctx);
+    }
+
+    fn run_actions(&mut self, ctx: &mut Context<Self>) {
+        self.report_log_start();
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                StoreAction::ReadWal { from, count, upto } => {
+                    // On the reader thread: it never waits behind (or
+                    // delays) the group commits.
+                    let read = self.disk.read_wal(from, count, READ_BYTES);
+                    ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+                        let result = res.map_err(|e| e.to_string());
+                        act.input(StoreInput::WalRead { from, upto, result }, ctx);
+                    }));
+                }
+                StoreAction::RetryReadLater => {
+                    ctx.run_later(self.config.heartbeat_interval, |act, ctx| {
+                        act.input(StoreInput::RetryRead, ctx)
+                    });
+                }
+                StoreAction::TakeSnapshot {
+                    snapshot,
+                    keep_from,
+                } => self.take_snapshot(snapshot, keep_from, ctx),
+                StoreAction::FailStop(_reason) => {
+                    // The engine logged why; the node takes no proposals
+                    // and no replication from now on. Restart it.
+                    self.shared.set_role(Role::Failed);
+                }
+            }
+        }
+    }
+
+    /// What admission needs from the node.
+    fn admission(&self) -> Admission {
+        let role = match self.shared.role() {
+            Role::Leader => NodeRole::Leader,
+            Role::Follower => NodeRole::Follower {
+                leader: self.shared.leader().filter(|&l| l != self.node),
+            },
+            Role::Failed => NodeRole::Failed,
+            Role::Stopped => NodeRole::Stopped,
+        };
+        Admission {
+            role,
+            isr_len: self.shared.isr_len(),
+            min_insync: self.shared.min_insync(),
+        }
+    }
+
+    /// Admit a command (the engine decides), hand its record to the
+    /// Replicator. Returns the offset and the acknowledgement to wait for.
+    fn append(
+        &mut self,
+        command: Command,
+        acks: Acks,
+        control: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<(Proposed, Option<AckWait>), ProposeError> {
+        let admitted = self
+            .engine
+            .admit(command, acks == Acks::All, control, self.admission())
+            .map_err(|e| self.refused(e))?;
+        let Some(replicator) = &self.replicator else {
+            return Err(self.refused(AdmitRefused::NotLeader { leader: None }));
+        };
+        let (reply, rx) = match acks {
+            Acks::None => (None, None),
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
+        replicator
+            .try_send(AppendEntry {
+                record: admitted.record,
+                acks,
+                reply,
+            })
+            .map_err(|e| match e {
+                SendError::Full(_) => {
+                    ProposeError::Overloaded("the Replicator's mailbox is full".into())
+                }
+                SendError::Closed(_) => ProposeError::ShuttingDown,
+            })?;
+        // Accepted: from here on the entry is in the log's order.
+        let proposed = Proposed {
+            offset: admitted.entry.offset,
+            epoch: admitted.entry.epoch,
+        };
+        self.engine.appended(admitted.entry);
+        self.run_actions(ctx);
+        Ok((proposed, rx))
+    }
+
+    fn refused(&self, e: AdmitRefused) -> ProposeError {
+        match e {
+            AdmitRefused::NotLeader { leader } => ProposeError::NotLeader {
+                node: self.node,
+                leader,
+            },
+            AdmitRefused::Failed => ProposeError::Storage(
+                "this node's storage failed and it stopped accepting writes; restart the node"
+                    .into(),
+            ),
+            AdmitRefused::Stopped => ProposeError::ShuttingDown,
+            AdmitRefused::NotEnoughReplicas { isr, required } => {
+                ProposeError::NotEnoughReplicas { isr, required }
+            }
+            AdmitRefused::Invalid(e) => ProposeError::Invalid(e),
+            AdmitRefused::Overloaded(why) => ProposeError::Overloaded(why),
+            AdmitRefused::Encode(e) => ProposeError::Storage(format!("cannot encode entry: {e}")),
+        }
+    }
+
+    /// Append the leader's `LeaderChange`, the first entry of its epoch: its
+    /// commit commits every entry before it. Without it the leader could
+    /// commit nothing of its epoch, so a failure is returned (and the
+    /// caller fails the role change or the node), never only logged.
+    fn announce_leadership(&mut self, ctx: &mut Context<Self>) -> Result<(), ProposeError> {
+        let Some(epoch) = self.engine.leading() else {
+            return Ok(());
+        };
+        let command = Command::LeaderChange {
+            leader: self.node,
+            epoch,
+        };
+        let (p, _) = self.append(command, Acks::None, true, ctx)?;
+        tracing::info!(
+            node = self.node,
+            offset = p.offset,
+            epoch = p.epoch,
+            "leader appended LeaderChange"
+        );
+        Ok(())
+    }
+
+    /// Tell the Replicator (if leading) where the log starts now.
+    fn report_log_start(&mut self) {
+        let (Some((base_offset, base_epoch)), Some(replicator)) =
+            (self.log_start_moved, &self.replicator)
+        else {
+            self.log_start_moved = None;
+            return;
+        };
+        let moved = LogStartMoved {
+            base_offset,
+            base_epoch,
+        };
+        // Latest wins; retried on the next input if its mailbox is full.
+        if !matches!(replicator.try_send(moved), Err(SendError::Full(_))) {
+            self.log_start_moved = None;
+        }
+    }
+
+    fn take_snapshot(&mut self, snapshot: Snapshot, keep_from: u64, ctx: &mut Context<Self>) {
+        let offset = snapshot.offset;
         let node = self.node;
         let job = self.disk.run(move |d| -> Result<(u64, u64), String> {
             snapshot
@@ -537,33 +430,27 @@ impl MetadataStore {
             let e = d.wal.epochs();
             Ok((e.base_offset(), e.base_epoch()))
         });
-        ctx.spawn(job.into_actor(self).map(move |res, act, _| {
-            match res {
+        ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+            let input = match res {
                 Ok(Ok((base_offset, base_epoch))) => {
-                    act.snapshots.on_written(applied);
                     tracing::info!(
                         node,
-                        offset = applied,
+                        offset,
                         log_start = base_offset + 1,
                         "snapshot written"
                     );
                     // Links must not look for records before the new log
-                    // start: tell the Replicator (latest wins; retried on
-                    // the next apply pass if its mailbox is full).
+                    // start: tell the Replicator.
                     act.log_start_moved = Some((base_offset, base_epoch));
-                    act.report_log_start();
+                    StoreInput::SnapshotWritten { offset }
                 }
-                // Retried after another snapshot_every entries (the WAL
-                // keeps everything meanwhile); not on every apply pass.
-                Ok(Err(e)) => {
-                    act.snapshots.on_failed(applied);
-                    tracing::error!(node, offset = applied, error = %e, "snapshot failed; retrying after another snapshot_every entries")
-                }
-                Err(e) => {
-                    act.snapshots.on_failed(applied);
-                    tracing::error!(node, offset = applied, error = %e, "snapshot failed; retrying after another snapshot_every entries")
-                }
-            }
+                Ok(Err(error)) => StoreInput::SnapshotFailed { offset, error },
+                Err(e) => StoreInput::SnapshotFailed {
+                    offset,
+                    error: e.to_string(),
+                },
+            };
+            act.input(input, ctx);
         }));
     }
 }
@@ -576,17 +463,28 @@ impl Actor for MetadataStore {
         if let Some(rx) = self.progress_rx.take() {
             ctx.add_stream(crate::progress::updates(rx));
         }
-        if let Err(e) = self.announce_leadership() {
-            self.fail_stop(format!("cannot append the LeaderChange of this epoch: {e}"));
+        if let Some((appended, next_offset, epoch)) = self.lead_at_start.take() {
+            self.input(
+                StoreInput::Lead {
+                    epoch,
+                    appended,
+                    next_offset,
+                },
+                ctx,
+            );
+            if let Err(e) = self.announce_leadership(ctx) {
+                tracing::error!(node = self.node, epoch, error = %e, "cannot append the LeaderChange of this epoch; node fail-stops");
+                self.shared.set_role(Role::Failed);
+            }
         }
-        self.drive(ctx);
+        let progress = self.engine.progress();
+        self.input(StoreInput::Progress(progress), ctx);
     }
 }
 
 impl StreamHandler<LogProgress> for MetadataStore {
     fn handle(&mut self, progress: LogProgress, ctx: &mut Context<Self>) {
-        self.progress = progress;
-        self.drive(ctx);
+        self.input(StoreInput::Progress(progress), ctx);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
@@ -597,9 +495,9 @@ impl StreamHandler<LogProgress> for MetadataStore {
 impl Handler<Propose> for MetadataStore {
     type Result = ResponseFuture<Result<Proposed, ProposeError>>;
 
-    fn handle(&mut self, msg: Propose, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
         let timeout = self.config.request_timeout;
-        let result = self.append(msg.command, msg.acks, false);
+        let result = self.append(msg.command, msg.acks, false, ctx);
         Box::pin(async move {
             let (proposed, rx) = result?;
             let Some(rx) = rx else {
@@ -639,18 +537,15 @@ impl Handler<FollowerEntries> for MetadataStore {
 
     fn handle(&mut self, msg: FollowerEntries, ctx: &mut Context<Self>) {
         self.in_flight.release(msg.0.len());
-        for e in msg.0 {
-            self.push_pending(e);
-        }
-        self.drive(ctx);
+        self.input(StoreInput::Entries(msg.0), ctx);
     }
 }
 
 impl Handler<Truncated> for MetadataStore {
     type Result = ();
 
-    fn handle(&mut self, msg: Truncated, _ctx: &mut Context<Self>) {
-        self.pending.retain(|e| e.offset <= msg.to);
+    fn handle(&mut self, msg: Truncated, ctx: &mut Context<Self>) {
+        self.input(StoreInput::Truncated { to: msg.to }, ctx);
     }
 }
 
@@ -658,21 +553,7 @@ impl Handler<InstallSnapshot> for MetadataStore {
     type Result = ();
 
     fn handle(&mut self, msg: InstallSnapshot, ctx: &mut Context<Self>) {
-        let snap = *msg.0;
-        if snap.offset <= self.state.applied_offset() {
-            return;
-        }
-        tracing::info!(
-            node = self.node,
-            offset = snap.offset,
-            epoch = snap.epoch,
-            "state replaced by snapshot"
-        );
-        self.state = snap.state;
-        self.view.reset(&self.state);
-        self.pending.retain(|e| e.offset > snap.offset);
-        self.snapshots.on_installed(snap.offset);
-        self.drive(ctx);
+        self.input(StoreInput::SnapshotInstalled(msg.0), ctx);
     }
 }
 
@@ -680,10 +561,11 @@ impl Handler<GetApplied> for MetadataStore {
     type Result = MessageResult<GetApplied>;
 
     fn handle(&mut self, _msg: GetApplied, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.engine.state();
         MessageResult(Applied {
-            offset: self.state.applied_offset(),
-            epoch: self.state.applied_epoch(),
-            digest: self.state.digest(),
+            offset: state.applied_offset(),
+            epoch: state.applied_epoch(),
+            digest: state.digest(),
         })
     }
 }
@@ -692,15 +574,19 @@ impl Handler<TakeLeadership> for MetadataStore {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
     fn handle(&mut self, msg: TakeLeadership, _ctx: &mut Context<Self>) -> Self::Result {
-        let mut appended = self.state.clone();
+        let mut appended = self.engine.state().clone();
         let node = self.node;
+        // The listener released the log: every record in it is durable and
+        // nothing is written until the Replicator starts. Rare (a role
+        // change), so it runs on the writer thread, after any write queued
+        // before it.
         let job = self.disk.run(move |d| -> Result<(MetadataState, u64), String> {
             let last = d.wal.last_offset();
             let mut next = appended.applied_offset() + 1;
             while next <= last {
                 let records = d
                     .wal
-                    .read(next, 4096, 8 * 1024 * 1024)
+                    .read(next, 4096, READ_BYTES)
                     .map_err(|e| e.to_string())?;
                 if records.is_empty() {
                     break;
@@ -708,6 +594,7 @@ impl Handler<TakeLeadership> for MetadataStore {
                 for r in records {
                     let (entry, _) = decode_record(&r.bytes).map_err(|e| e.to_string())?;
                     if let Err(e) = appended.apply(&entry) {
+                        // Skipped on every node alike, as when applied.
                         tracing::warn!(node, offset = entry.offset, error = %e, "entry does not apply");
                     }
                     next = entry.offset + 1;
@@ -715,16 +602,18 @@ impl Handler<TakeLeadership> for MetadataStore {
             }
             Ok((appended, last))
         });
-        Box::pin(job.into_actor(self).map(move |res, act, _ctx| {
+        Box::pin(job.into_actor(self).map(move |res, act, ctx| {
             let (state, last) = res.map_err(|e| e.to_string())??;
-            act.appended = Some(AppendedLog {
-                state,
-                next_offset: last + 1,
-                epoch: msg.epoch,
-                replicator: msg.replicator,
-            });
-            act.pending.clear();
-            act.announce_leadership()
+            act.replicator = Some(msg.replicator);
+            act.input(
+                StoreInput::Lead {
+                    epoch: msg.epoch,
+                    appended: state,
+                    next_offset: last + 1,
+                },
+                ctx,
+            );
+            act.announce_leadership(ctx)
                 .map_err(|e| format!("cannot append the LeaderChange of epoch {}: {e}", msg.epoch))
         }))
     }
@@ -733,9 +622,9 @@ impl Handler<TakeLeadership> for MetadataStore {
 impl Handler<DropLeadership> for MetadataStore {
     type Result = ();
 
-    fn handle(&mut self, _msg: DropLeadership, _ctx: &mut Context<Self>) {
-        self.appended = None;
-        self.pending.clear();
+    fn handle(&mut self, _msg: DropLeadership, ctx: &mut Context<Self>) {
+        self.replicator = None;
+        self.input(StoreInput::StepDown, ctx);
     }
 }
 
