@@ -2,6 +2,7 @@
 //! nodes must keep every invariant; plus tests that the checker itself
 //! reports hand-made violations (a checker that cannot fail proves nothing).
 
+use metawal::engine::store::StoreEngine;
 use metawal::sim::check::{Bounds, Checker, Invariant};
 use metawal::sim::disk::Meta;
 use metawal::sim::net::Network;
@@ -186,15 +187,15 @@ fn checker_reports_a_regressed_applied_offset() {
     c.on_written(&e, nodes[0].chain[0]).expect("written");
     nodes[0].learn_commit(1);
     // Not durable yet: nothing applies.
-    assert!(nodes[0].apply_committed().is_empty());
+    assert!(nodes[0].apply_committed().expect("no fail-stop").is_empty());
     let net = Network::new();
     c.check_step(&mut nodes, &net).expect("fine");
     // Pretend it applied offset 1, then lost it in the same incarnation.
     let mut applied = metawal::MetadataState::new();
     applied.apply(&e).expect("applies");
-    nodes[0].state = applied;
+    nodes[0].store = StoreEngine::new(1, applied, 1000, Default::default());
     c.check_step(&mut nodes, &net).expect("fine");
-    nodes[0].state = metawal::MetadataState::new();
+    nodes[0].store = StoreEngine::new(1, metawal::MetadataState::new(), 1000, Default::default());
     let err = c
         .check_step(&mut nodes, &net)
         .expect_err("applied offset went back");

@@ -261,7 +261,7 @@ impl Checker {
             self.check_log(n)?;
             let meta = n.meta();
             if n.up {
-                let applied = n.state.applied_offset();
+                let applied = n.state().applied_offset();
                 let last = self.last_applied.entry(n.id).or_insert((n.incarnation, 0));
                 if last.0 != n.incarnation {
                     *last = (n.incarnation, 0);

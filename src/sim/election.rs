@@ -62,7 +62,6 @@ impl Simulation {
                         .handle(now, ElectionInput::Persisted { epoch, voted_for }, log);
                 }
                 ElectionAction::BecomeLeader { epoch } => {
-                    self.report.elections += 1;
                     self.log(format!("n{id} wins epoch {epoch}"));
                     let log = self.node(id).log.clone();
                     let r = self.checker.on_leader(epoch, id, &log);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::command::{Command, Entry, NodeId};
 use crate::engine::election::ElectionInput;
+use crate::engine::store::{Admission, AdmitRefused, Admitted, NodeRole, StoreInput};
 use crate::engine::{
     FollowerInput, LeaderAction, LeaderEngine, LeaderInput, LinkAction, LinkEngine, LinkInput,
     LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,
@@ -140,7 +141,22 @@ impl Simulation {
             "n{id} leads epoch {epoch} (log {last}, commit {})",
             self.node(id).commit
         ));
-        self.leader_append(id, Command::LeaderChange { leader: id, epoch }, None);
+        // The store takes leadership: its appended state is the applied
+        // state plus every entry of the log after it.
+        let node = self.node_mut(id);
+        let mut appended = node.state().clone();
+        for e in &node.log[appended.applied_offset() as usize..] {
+            // An entry that does not apply changes nothing, on every node
+            // alike.
+            let _ = appended.apply(e);
+        }
+        let lead = StoreInput::Lead {
+            epoch,
+            appended,
+            next_offset: last + 1,
+        };
+        self.store_input(id, lead);
+        self.append_leader_change(id, epoch);
         self.leader_tick(id);
     }
 
@@ -168,6 +184,7 @@ impl Simulation {
             commit: node.commit,
         };
         node.owner.handle(follow);
+        self.store_input(id, StoreInput::StepDown);
         self.report.failed += l.waiters.len() as u64;
         self.report.step_downs += 1;
         self.log(format!(
@@ -189,40 +206,63 @@ impl Simulation {
             return;
         };
         let tracker = l.engine.tracker();
-        if acks == Acks::All && !tracker.acks_all_allowed() {
-            let line = format!(
-                "n{id}: acks=all refused (ISR {:?} below min_insync {})",
-                tracker.isr(),
-                tracker.min_insync()
-            );
-            self.report.refused += 1;
-            self.log(line);
-            return;
+        let adm = Admission {
+            role: NodeRole::Leader,
+            isr_len: tracker.isr().len(),
+            min_insync: tracker.min_insync(),
+        };
+        let kind = command.kind();
+        // The store's admission (the real engine's).
+        match node.store.admit(command, acks == Acks::All, false, adm) {
+            Ok(admitted) => self.leader_append(id, admitted, Some(acks)),
+            Err(AdmitRefused::NotEnoughReplicas { isr, required }) => {
+                self.report.refused += 1;
+                self.log(format!(
+                    "n{id}: acks=all refused (ISR of {isr} below min_insync {required})"
+                ));
+            }
+            Err(e) => {
+                self.report.failed += 1;
+                self.log(format!("n{id}: refused {kind}: {e}"));
+            }
         }
-        if let Err(e) = node.state.validate(&command) {
-            self.report.failed += 1;
-            self.log(format!("n{id}: refused {}: {e}", command.kind()));
-            return;
+    }
+
+    /// The leader's own `LeaderChange`, the first entry of its epoch.
+    fn append_leader_change(&mut self, id: NodeId, epoch: u64) {
+        let node = self.node(id);
+        let adm = Admission {
+            role: NodeRole::Leader,
+            isr_len: 1,
+            min_insync: 1,
+        };
+        let command = Command::LeaderChange { leader: id, epoch };
+        match node.store.admit(command, false, true, adm) {
+            Ok(admitted) => self.leader_append(id, admitted, None),
+            Err(e) => self.fail(
+                Invariant::Protocol,
+                format!("n{id}: its LeaderChange was refused: {e}"),
+            ),
         }
-        self.leader_append(id, command, Some(acks));
     }
 
     /// Append `command` at the leader's log end in its epoch; a client
     /// (`acks` given) waits for the engine to resolve it.
-    fn leader_append(&mut self, id: NodeId, command: Command, acks: Option<Acks>) {
+    fn leader_append(&mut self, id: NodeId, admitted: Admitted, acks: Option<Acks>) {
         let node = self.node_mut(id);
-        let entry = Entry {
-            offset: node.last_offset() + 1,
-            epoch: node.meta().epoch,
-            command,
-        };
-        let record = match Record::encode(&entry) {
-            Ok(r) => r,
-            Err(e) => {
-                self.fail(Invariant::Protocol, format!("encode failed: {e}"));
-                return;
-            }
-        };
+        let Admitted { entry, record } = admitted;
+        if entry.offset != node.last_offset() + 1 || entry.epoch != node.meta().epoch {
+            let detail = format!(
+                "n{id}: the store numbered an entry {}@e{} after {}@e{}",
+                entry.offset,
+                entry.epoch,
+                node.last_offset(),
+                node.meta().epoch
+            );
+            self.fail(Invariant::DenseLog, detail);
+            return;
+        }
+        node.store.appended(entry.clone());
         if let Err(e) = node.append(vec![(entry.clone(), record)]) {
             self.fail(Invariant::DenseLog, format!("leader n{id} append: {}", e.0));
             return;

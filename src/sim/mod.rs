@@ -392,7 +392,7 @@ impl Simulation {
                         n.last_offset(),
                         n.disk.durable(),
                         n.commit,
-                        n.state.applied_offset()
+                        n.state().applied_offset()
                     )
                 })
                 .collect();
@@ -418,12 +418,12 @@ impl Simulation {
         let caught_up = self
             .nodes
             .iter()
-            .all(|n| n.up && n.state.applied_offset() == end && n.last_offset() == end);
+            .all(|n| n.up && n.state().applied_offset() == end && n.last_offset() == end);
         if !caught_up {
             return false;
         }
-        let digest = leader.state.digest();
-        self.nodes.iter().all(|n| n.state.digest() == digest)
+        let digest = leader.state().digest();
+        self.nodes.iter().all(|n| n.state().digest() == digest)
     }
 
     fn finish(mut self) -> SeedReport {
@@ -621,9 +621,28 @@ impl Simulation {
 
     /// Apply what `id` may apply, and check each applied entry.
     fn apply(&mut self, id: NodeId) {
-        let range = self.node_mut(id).apply_committed();
-        for offset in range {
-            let entry = self.node(id).log[offset as usize - 1].clone();
+        let applied = self.node_mut(id).apply_committed();
+        self.check_applied(id, applied);
+    }
+
+    /// Feed one input to `id`'s store engine; check what it applied.
+    fn store_input(&mut self, id: NodeId, input: crate::engine::store::StoreInput) {
+        let applied = self.node_mut(id).store_input(input);
+        self.check_applied(id, applied);
+    }
+
+    fn check_applied(&mut self, id: NodeId, applied: Result<Vec<crate::command::Entry>, String>) {
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(reason) => {
+                self.fail(
+                    Invariant::Protocol,
+                    format!("n{id}: the store fail-stopped: {reason}"),
+                );
+                return;
+            }
+        };
+        for entry in applied {
             let r = self.checker.on_applied(id, &entry);
             self.check(r);
         }

@@ -7,7 +7,8 @@ use crate::command::{Entry, NodeId};
 use std::time::{Duration, Instant};
 
 use crate::engine::election::{ElectionConfig, ElectionEngine};
-use crate::engine::{FollowerEngine, LeaderEngine, LinkEngine, ProposalId};
+use crate::engine::store::{ApplySink, StoreAction, StoreEngine, StoreInput};
+use crate::engine::{FollowerEngine, LeaderEngine, LinkEngine, LogProgress, ProposalId};
 use crate::epochs::EpochIndex;
 use crate::record::Record;
 use crate::state::MetadataState;
@@ -92,8 +93,13 @@ pub struct Node {
     pub owner: FollowerEngine,
     /// The highest commit point this node knows.
     pub commit: u64,
-    /// The state built by applying committed entries.
-    pub state: MetadataState,
+    /// The real store engine (the `MetadataStore` actor's): admission on
+    /// the leader, and the state built by applying committed entries in
+    /// order.
+    pub store: StoreEngine,
+    /// Log entries handed to the store so far (it applies them once
+    /// committed and durable).
+    pub fed: u64,
     /// Lowest log index changed since the checker last looked.
     pub dirty_from: usize,
 }
@@ -129,7 +135,8 @@ impl Node {
             election: election_engine(id, &setup, Meta::default(), Instant::now()),
             election_setup: setup,
             commit: 0,
-            state: MetadataState::new(),
+            store: new_store(id),
+            fed: 0,
             dirty_from: 0,
         }
     }
@@ -170,6 +177,11 @@ impl Node {
 
     /// Drop every entry after `to`.
     pub fn truncate(&mut self, to: u64) {
+        // Nothing is applied past the durable commit, which a truncation
+        // never goes below: this applies nothing.
+        self.store
+            .handle(StoreInput::Truncated { to }, &mut Collect(Vec::new()));
+        self.fed = self.fed.min(to);
         self.disk.truncate(to);
         self.index.truncate_suffix(to);
         let keep = to.min(self.log.len() as u64) as usize;
@@ -202,7 +214,8 @@ impl Node {
     fn reload(&mut self) {
         self.role = Role::Follower;
         self.commit = 0;
-        self.state = MetadataState::new();
+        self.store = new_store(self.id);
+        self.fed = 0;
         self.index = EpochIndex::new(0, 0);
         self.log.clear();
         self.chain.clear();
@@ -232,21 +245,83 @@ impl Node {
         self.commit = self.commit.max(commit);
     }
 
-    /// Apply committed, locally durable entries in order. Returns the
-    /// offsets applied now.
-    pub fn apply_committed(&mut self) -> std::ops::RangeInclusive<u64> {
-        let from = self.state.applied_offset() + 1;
-        let upto = self
-            .commit
-            .min(self.disk.durable())
-            .min(self.log.len() as u64);
-        for offset in from..=upto {
-            // An invalid command changes nothing but the applied offset,
-            // identically everywhere; the leader never writes one.
-            let _ = self.state.apply(&self.log[offset as usize - 1]);
-        }
-        from..=upto
+    /// The applied state.
+    pub fn state(&self) -> &MetadataState {
+        self.store.state()
     }
+
+    /// Hand the store the log entries it has not seen and the progress;
+    /// return what it applied (committed, locally durable, in order).
+    pub fn apply_committed(&mut self) -> Result<Vec<Entry>, String> {
+        let mut applied = Vec::new();
+        let end = self.log.len() as u64;
+        if self.fed < end {
+            let from = self.fed.max(self.store.state().applied_offset()) as usize;
+            let entries = self.log[from..].to_vec();
+            applied.extend(self.store_input(StoreInput::Entries(entries))?);
+            self.fed = end;
+        }
+        let progress = LogProgress {
+            log_end: end,
+            durable: self.disk.durable(),
+            commit: self.commit,
+        };
+        applied.extend(self.store_input(StoreInput::Progress(progress))?);
+        Ok(applied)
+    }
+
+    /// Feed one input to the store and carry out its actions (its WAL
+    /// reads are answered from the disk at once); return what it applied,
+    /// or why it fail-stopped.
+    pub fn store_input(&mut self, input: StoreInput) -> Result<Vec<Entry>, String> {
+        let mut sink = Collect(Vec::new());
+        self.store.handle(input, &mut sink);
+        while let Some(action) = self.store.poll_action() {
+            match action {
+                StoreAction::ReadWal { from, count, upto } => {
+                    let durable = self.disk.durable().min(upto);
+                    let records: Vec<Record> = self
+                        .disk
+                        .records()
+                        .iter()
+                        .skip(from.saturating_sub(1) as usize)
+                        .take(count)
+                        .filter(|r| r.offset <= durable)
+                        .cloned()
+                        .collect();
+                    let read = StoreInput::WalRead {
+                        from,
+                        upto,
+                        result: Ok(records),
+                    };
+                    self.store.handle(read, &mut sink);
+                }
+                StoreAction::RetryReadLater | StoreAction::TakeSnapshot { .. } => {}
+                StoreAction::FailStop(reason) => return Err(reason),
+            }
+        }
+        Ok(sink.0)
+    }
+}
+
+/// Collects what the store applied, for the checker.
+struct Collect(Vec<Entry>);
+
+impl ApplySink for Collect {
+    fn applied(&mut self, _state: &MetadataState, entry: &Entry, _changed: bool) {
+        self.0.push(entry.clone());
+    }
+    fn reset(&mut self, _state: &MetadataState) {}
+}
+
+/// A store that never snapshots (no compaction in the simulation).
+fn new_store(id: NodeId) -> StoreEngine {
+    StoreEngine::new(
+        id,
+        MetadataState::new(),
+        u64::MAX / 4,
+        LogProgress::default(),
+    )
 }
 
 /// An election engine for node `id` with the vote of `meta`.
