@@ -3,7 +3,8 @@
 //! makes the leader reconnect without waiting out its backoff), and of epoch
 //! fencing under concurrent handshakes (an older leader cannot lower the
 //! follower's epoch; a second leader of the same epoch gets `EpochConflict`),
-//! and of link supervision (a panicked link is replaced).
+//! of link supervision (a panicked link is replaced), and of a failed
+//! promotion (the node follows again, its epoch not lowered).
 
 mod common;
 
@@ -641,5 +642,42 @@ async fn a_panicked_link_is_replaced_and_the_follower_rejoins() {
             .link_restarts,
         0
     );
+    c.shutdown().await;
+}
+
+/// A `become_leader` that fails (here: the new epoch cannot be written)
+/// leaves nothing half-done: the node follows again, takes the leader's
+/// writes, and its epoch is not lowered.
+#[actix::test]
+async fn a_failed_become_leader_follows_again_without_lowering_its_epoch() {
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    c.wait_isr(3, LIMIT).await;
+    let n2 = c.node(2);
+    let before = n2.status().await.expect("status");
+    n2.inject_meta_failure().await;
+    let err = n2
+        .become_leader(before.epoch + 5)
+        .await
+        .expect_err("the epoch write fails");
+    assert!(err.to_string().contains("injected"), "{err}");
+    let after = n2.status().await.expect("status");
+    assert_eq!(after.role, metawal_actors::Role::Follower);
+    assert!(
+        after.epoch >= before.epoch,
+        "epoch went from {} to {}",
+        before.epoch,
+        after.epoch
+    );
+    assert!(after.followers.is_empty(), "no Replicator left running");
+    // It follows the leader again and applies what it writes.
+    let p = c
+        .node(1)
+        .propose(create_topic("after-failed-promotion", 1, 3), Acks::Leader)
+        .await
+        .expect("write on the leader");
+    wait_until("node 2 applies the leader's write", LIMIT, || async {
+        n2.applied().await.is_ok_and(|a| a.offset >= p.offset)
+    })
+    .await;
     c.shutdown().await;
 }

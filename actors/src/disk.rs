@@ -75,6 +75,10 @@ pub struct Disk {
     /// an I/O error would.
     #[cfg(feature = "fault-injection")]
     pub inject_write_failure: bool,
+    /// Test hook (feature `fault-injection`): the next meta write fails as
+    /// an I/O error would.
+    #[cfg(feature = "fault-injection")]
+    pub inject_meta_failure: std::cell::Cell<bool>,
 }
 
 impl Disk {
@@ -86,6 +90,13 @@ impl Disk {
         &self,
         meta: &NodeMeta,
     ) -> Result<Result<(), EpochRefused>, StorageError> {
+        #[cfg(feature = "fault-injection")]
+        if self.inject_meta_failure.take() {
+            return Err(StorageError::Io {
+                path: self.data_dir.clone(),
+                source: std::io::Error::other("injected meta write failure"),
+            });
+        }
         if let (Some(cur), Some(leader)) = (NodeMeta::load(&self.data_dir)?, meta.leader) {
             if let Err(refused) =
                 maybe_advance_epoch(cur.current_epoch, cur.leader, meta.current_epoch, leader)
@@ -208,6 +219,8 @@ impl DiskHandle {
                                     data_dir,
                                     #[cfg(feature = "fault-injection")]
                                     inject_write_failure: false,
+                                    #[cfg(feature = "fault-injection")]
+                                    inject_meta_failure: std::cell::Cell::new(false),
                                 },
                                 rx,
                             );

@@ -459,6 +459,13 @@ impl Node {
         *self.progress_rx.borrow()
     }
 
+    /// Test hook (feature `fault-injection`): this node's next `meta` write
+    /// fails as an I/O error would.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_meta_failure(&self) {
+        let _ = self.disk.run(|d| d.inject_meta_failure.set(true)).await;
+    }
+
     /// Test hook (feature `fault-injection`): this node's next WAL append
     /// fails as an I/O error would (which poisons the WAL).
     #[cfg(feature = "fault-injection")]
@@ -503,16 +510,75 @@ impl Node {
         if epoch <= current {
             return Err(RoleError::StaleEpoch { epoch, current });
         }
-        let previous_leader = self.shared.leader();
         // From here on the listener refuses sessions.
         self.shared.set_role(Role::Leader);
         let result = self.take_leadership(epoch).await;
         if let Err(e) = &result {
             tracing::error!(node, epoch, error = %e, "could not become leader; following again");
-            self.shared.set_role(Role::Follower);
-            self.shared.set_epoch_leader(current, previous_leader);
+            self.roll_back_leadership(epoch).await;
         }
         result
+    }
+
+    /// Undo a failed [`Node::become_leader`]: stop the Replicator it may
+    /// have started, drop the store's leadership, and follow again with the
+    /// log and `meta` as they are on disk. The epoch is never lowered: if
+    /// the new one was persisted, the node follows in it (a leader must
+    /// come in a higher one). A node that fail-stopped meanwhile stays
+    /// `Failed`; one whose log or meta cannot be read back fail-stops.
+    async fn roll_back_leadership(&self, epoch: u64) {
+        let node = self.node_id;
+        if let Some(r) = self.set_replicator(None) {
+            let _ = r.send(StopReplicator).await;
+        }
+        let _ = self.store.send(DropLeadership).await;
+        let on_disk = self
+            .disk
+            .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
+            .await;
+        let (epochs, meta) = match on_disk {
+            Ok((epochs, Ok(Some(meta)))) => (epochs, meta),
+            Ok((epochs, Ok(None))) => (
+                epochs,
+                NodeMeta {
+                    node_id: node,
+                    cluster_id: self.config.cluster_id.clone(),
+                    current_epoch: self.shared.epoch(),
+                    leader: self.shared.leader(),
+                    commit_hint: 0,
+                },
+            ),
+            Ok((_, Err(e))) => {
+                tracing::error!(node, epoch, error = %e, "cannot read meta back after a failed role change; node stopped: restart it");
+                self.shared.set_role(Role::Failed);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(node, epoch, error = %e, "cannot read the log back after a failed role change; node stopped: restart it");
+                self.shared.set_role(Role::Failed);
+                return;
+            }
+        };
+        if self.shared.role() == Role::Failed {
+            return;
+        }
+        self.shared
+            .set_epoch_leader(meta.current_epoch.max(self.shared.epoch()), meta.leader);
+        let resumed = self
+            .listener
+            .send(ResumeFollowing {
+                epochs,
+                meta,
+                commit: 0,
+            })
+            .await;
+        if resumed.is_err() {
+            // The listener stopped: the node is shutting down.
+            return;
+        }
+        if self.shared.role() == Role::Leader {
+            self.shared.set_role(Role::Follower);
+        }
     }
 
     async fn take_leadership(&self, epoch: u64) -> Result<(), RoleError> {
