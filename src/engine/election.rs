@@ -527,6 +527,14 @@ impl ElectionEngine {
     }
 
     fn on_persisted(&mut self, epoch: u64, voted_for: Option<NodeId>) {
+        // An answer to no write of ours releases nothing.
+        if !self
+            .persisting
+            .iter()
+            .any(|(k, _)| *k == (epoch, voted_for))
+        {
+            return;
+        }
         // Writes complete in order: everything up to this one is on disk.
         while let Some((key, _)) = self.persisting.front() {
             let done = *key == (epoch, voted_for);

@@ -558,3 +558,30 @@ fn a_restarted_node_with_a_stale_epoch_does_not_disrupt_the_leader() {
     assert_eq!(m.leader(), Some(leader));
     assert_eq!(m.engines[&leader].epoch(), epoch, "no epoch was bumped");
 }
+
+#[test]
+fn a_vote_is_answered_only_after_its_own_write() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    v.handle(t0, received(1, vote(5, (4, 10), false)), (4, 10));
+    drain(&mut v);
+    // An answer for another write (not this vote) releases nothing.
+    v.handle(
+        t0,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: Some(3),
+        },
+        (4, 10),
+    );
+    assert!(drain(&mut v).is_empty());
+    v.handle(
+        t0,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: Some(1),
+        },
+        (4, 10),
+    );
+    assert_eq!(drain(&mut v).len(), 1, "the grant, now");
+}
