@@ -193,7 +193,7 @@ struct ViewSink<'a> {
 }
 
 impl ApplySink for ViewSink<'_> {
-    fn applied(&mut self, state: &MetadataState, entry: &Entry, changed: bool) {
+    fn applied(&mut self, state: &MetadataState, entry: Entry, changed: bool) {
         if changed {
             self.view.update(state, &entry.command);
         }
@@ -205,7 +205,7 @@ impl ApplySink for ViewSink<'_> {
         let change = MetadataChanged {
             offset: entry.offset,
             epoch: entry.epoch,
-            command: entry.command.clone(),
+            command: entry.command,
         };
         self.subscribers
             .retain(|s| match s.try_send(change.clone()) {

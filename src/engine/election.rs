@@ -342,11 +342,7 @@ impl ElectionEngine {
 
     /// A uniform number in [0, 1) (xorshift64*).
     fn jitter(&mut self) -> f64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        super::unit_jitter(&mut self.rng)
     }
 
     /// A new election timeout in `[T, 2T)` from `now`.

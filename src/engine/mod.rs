@@ -29,6 +29,17 @@
 //! - [`store`]: when to snapshot, and what failed snapshots and failed reads
 //!   of committed entries mean.
 
+/// A uniform number in [0, 1) from a seeded xorshift64* generator whose
+/// state is `rng` (never 0). The engines' one source of jitter, so a seed
+/// replays exactly.
+pub(crate) fn unit_jitter(rng: &mut u64) -> f64 {
+    *rng ^= *rng >> 12;
+    *rng ^= *rng << 25;
+    *rng ^= *rng >> 27;
+    let x = rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 pub mod election;
 pub mod epoch;
 pub mod follower;

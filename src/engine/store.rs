@@ -225,10 +225,11 @@ pub struct Admitted {
 /// Where applied entries go, as they are applied (the shell's view and
 /// subscribers).
 pub trait ApplySink {
-    /// `entry` was applied; `state` is the state right after it. `changed`
-    /// is false for a committed entry that does not apply (it changes
-    /// nothing, on every node alike).
-    fn applied(&mut self, state: &MetadataState, entry: &Entry, changed: bool);
+    /// `entry` was applied (it is handed over: the engine keeps nothing of
+    /// it); `state` is the state right after it. `changed` is false for a
+    /// committed entry that does not apply (it changes nothing, on every
+    /// node alike).
+    fn applied(&mut self, state: &MetadataState, entry: Entry, changed: bool);
     /// The state was replaced (a snapshot install).
     fn reset(&mut self, state: &MetadataState);
 }
@@ -644,7 +645,7 @@ impl StoreEngine {
                 false
             }
         };
-        sink.applied(&self.state, &entry, changed);
+        sink.applied(&self.state, entry, changed);
     }
 
     fn maybe_snapshot(&mut self) {

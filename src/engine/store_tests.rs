@@ -11,7 +11,7 @@ struct Sink {
 }
 
 impl ApplySink for Sink {
-    fn applied(&mut self, state: &MetadataState, entry: &Entry, changed: bool) {
+    fn applied(&mut self, state: &MetadataState, entry: Entry, changed: bool) {
         assert_eq!(
             state.applied_offset(),
             entry.offset,

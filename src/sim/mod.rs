@@ -295,12 +295,14 @@ impl Simulation {
     /// A cluster of `config.nodes` empty nodes, no leader yet.
     pub fn new(config: SimConfig) -> Simulation {
         let mut rng = SimRng::new(config.seed);
+        // The virtual clock starts here; every engine is set up on it.
+        let base = Instant::now();
         let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let nodes = voters
             .iter()
             .map(|&id| {
                 let seed = rng.next_u64();
-                Node::with_election(id, voters.clone(), config.election_timeout, seed)
+                Node::with_election(id, voters.clone(), config.election_timeout, seed, base)
             })
             .collect();
         let bounds = Bounds {
@@ -315,7 +317,7 @@ impl Simulation {
         };
         let mut sim = Simulation {
             rng,
-            base: Instant::now(),
+            base,
             now: 0,
             queue: BinaryHeap::new(),
             seq: 0,

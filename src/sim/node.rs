@@ -111,11 +111,19 @@ pub struct AppendRefused(pub String);
 impl Node {
     /// A fresh node with an empty disk.
     pub fn new(id: NodeId) -> Node {
-        Node::with_election(id, vec![id], Duration::from_millis(80), id)
+        Node::with_election(id, vec![id], Duration::from_millis(80), id, Instant::now())
     }
 
-    /// A fresh node among `voters` with election timeout `t`.
-    pub fn with_election(id: NodeId, voters: Vec<NodeId>, t: Duration, seed: u64) -> Node {
+    /// A fresh node among `voters` with election timeout `t`, its election
+    /// timer started at `now` (the simulation's clock, so a seed replays
+    /// exactly).
+    pub fn with_election(
+        id: NodeId,
+        voters: Vec<NodeId>,
+        t: Duration,
+        seed: u64,
+        now: Instant,
+    ) -> Node {
         let setup = (voters, t, seed);
         Node {
             id,
@@ -132,7 +140,7 @@ impl Node {
                 node_meta(id, Meta::default()),
                 0,
             ),
-            election: election_engine(id, &setup, Meta::default(), Instant::now()),
+            election: election_engine(id, &setup, Meta::default(), now),
             election_setup: setup,
             commit: 0,
             store: new_store(id),
@@ -308,8 +316,8 @@ impl Node {
 struct Collect(Vec<Entry>);
 
 impl ApplySink for Collect {
-    fn applied(&mut self, _state: &MetadataState, entry: &Entry, _changed: bool) {
-        self.0.push(entry.clone());
+    fn applied(&mut self, _state: &MetadataState, entry: Entry, _changed: bool) {
+        self.0.push(entry);
     }
     fn reset(&mut self, _state: &MetadataState) {}
 }
