@@ -328,6 +328,10 @@ impl Cluster {
     /// `subscribe`, and create the benchmark topic.
     async fn setup(mut self, subscribe: bool) -> Result<Cluster, String> {
         let c = &mut self;
+        // The phases measure node 1 as leader (node 3 is behind the proxy
+        // on its links): if another node won the first election, hand
+        // leadership to node 1.
+        c.make_leader(1, Duration::from_secs(20)).await?;
         let leader = c.node(1)?.clone();
         wait_isr(&leader, 3, Duration::from_secs(10)).await?;
         if subscribe {
@@ -407,8 +411,6 @@ impl Cluster {
                 (p, addr)
             })
             .collect();
-        cfg.first_leader = 1;
-        cfg.first_epoch = 1;
         cfg
     }
 
@@ -424,6 +426,24 @@ impl Cluster {
             node.shutdown().await;
             arbiter.stop();
         }
+    }
+
+    /// Wait for a leader; hand leadership to `id` if another node won.
+    async fn make_leader(&self, id: NodeId, limit: Duration) -> Result<(), String> {
+        let running: Vec<Node> = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(|(n, _)| n.clone())
+            .collect();
+        let (l, _) = support::wait_leader(&running, limit).await?;
+        if l != id {
+            self.node(l)?
+                .transfer_leadership(id)
+                .await
+                .map_err(|e| format!("transfer from node {l} to node {id}: {e}"))?;
+        }
+        Ok(())
     }
 
     fn node(&self, id: NodeId) -> Result<&Node, String> {

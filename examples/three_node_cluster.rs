@@ -1,11 +1,13 @@
-//! Three metawal nodes in one process, node 1 the metadata leader, each on its
-//! own actix Arbiter, replicating over loopback TCP.
+//! Three metawal nodes in one process, each on its own actix Arbiter,
+//! replicating over loopback TCP; they elect their metadata leader.
 //!
-//! The story: create topic `orders`, assign its partitions, set leaders and
-//! ISRs (each an `acks=all` write, with its latency and what every follower's
-//! view shows); a burst of 10 000 `acks=all` writes from 64 proposers; node 3
-//! stopped while writes go on, then restarted to catch up and rejoin the ISR.
-//! It ends by comparing all three nodes' state digests.
+//! The story: the election; create topic `orders`, assign its partitions,
+//! set leaders and ISRs (each an `acks=all` write, with its latency and what
+//! every follower's view shows); a burst of 10 000 `acks=all` writes from 64
+//! proposers; a follower stopped while writes go on, then restarted to
+//! catch up and rejoin the ISR; the leader killed (a crash: no resignation),
+//! a new one elected, writes going on, the old leader back as a follower. It
+//! ends by comparing all three nodes' state digests.
 //!
 //! ```text
 //! cargo run --release --example three_node_cluster [-- --data-dir DIR]
@@ -49,6 +51,8 @@ const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
 
 struct Cluster {
+    /// The node that leads now.
+    leader: NodeId,
     /// Each running node's subscriber.
     arrivals: Vec<Option<Recording>>,
     base: PathBuf,
@@ -68,8 +72,6 @@ fn config(base: &std::path::Path, id: NodeId, addrs: &[SocketAddr]) -> NodeConfi
         .filter(|&p| p != id)
         .map(|p| (p, addrs[(p - 1) as usize]))
         .collect();
-    c.first_leader = 1;
-    c.first_epoch = 1;
     c
 }
 
@@ -103,6 +105,44 @@ impl Cluster {
             arbiter.stop();
         }
     }
+
+    /// Stop `id` as a crash would: no resignation.
+    async fn kill(&mut self, id: NodeId) {
+        if let Some((node, arbiter)) = self.nodes[(id - 1) as usize].take() {
+            node.crash().await;
+            arbiter.stop();
+        }
+    }
+
+    /// Wait until one running node leads and every running node knows it;
+    /// remember it. Returns it and its epoch.
+    async fn wait_leader(&mut self, limit: Duration) -> Result<(NodeId, u64), String> {
+        let running: Vec<Node> = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(|(n, _)| n.clone())
+            .collect();
+        let (id, epoch) = support::wait_leader(&running, limit).await?;
+        self.leader = id;
+        Ok((id, epoch))
+    }
+
+    fn followers(&self) -> Vec<NodeId> {
+        (1..=3).filter(|&id| id != self.leader).collect()
+    }
+
+    async fn wait_isr(&self, n: usize, limit: Duration) -> Result<(), String> {
+        let leader = self.node(self.leader)?;
+        wait_for(&format!("an ISR of {n}"), limit, || async {
+            leader
+                .status()
+                .await
+                .map(|s| s.isr_len == n)
+                .unwrap_or(false)
+        })
+        .await
+    }
 }
 
 fn describe(node: &Node, partition: i32) -> String {
@@ -123,7 +163,7 @@ async fn step(
     command: Command,
     show: Option<i32>,
 ) -> Result<u64, String> {
-    let leader = cluster.node(1)?;
+    let leader = cluster.node(cluster.leader)?;
     let started = Instant::now();
     let p = leader
         .propose(command, Acks::All)
@@ -133,7 +173,7 @@ async fn step(
     // Every follower's view shows the change once the commit reaches it; the
     // time is when its subscriber was notified, from the proposal's start.
     let mut views = Vec::new();
-    for id in [2, 3] {
+    for id in cluster.followers() {
         let n = cluster.node(id)?;
         wait_for(
             &format!("node {id} to apply offset {}", p.offset),
@@ -165,7 +205,7 @@ async fn step(
 }
 
 async fn burst(cluster: &Cluster, writes: u64, proposers: u64) -> Result<(), String> {
-    let leader = cluster.node(1)?.clone();
+    let leader = cluster.node(cluster.leader)?.clone();
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -244,32 +284,27 @@ async fn run(args: Args) -> Result<(), String> {
         addrs.push(l.local_addr().map_err(|e| e.to_string())?);
     }
     let mut cluster = Cluster {
+        leader: 0,
         arrivals: vec![None, None, None],
         base: base.clone(),
         addrs,
         nodes: vec![None, None, None],
     };
     println!("metawal three-node cluster (data in {})", base.display());
-    for id in [2, 3, 1] {
+    let started = Instant::now();
+    for id in [1, 2, 3] {
         cluster.start(id).await?;
         println!(
             "  node {id} listening on {}",
             cluster.addrs[(id - 1) as usize]
         );
     }
-    let leader = cluster.node(1)?.clone();
-    wait_for(
-        "both followers to join the ISR",
-        Duration::from_secs(10),
-        || async {
-            leader
-                .status()
-                .await
-                .map(|s| s.isr_len == 3)
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    let (leader_id, epoch) = cluster.wait_leader(Duration::from_secs(20)).await?;
+    println!(
+        "  node {leader_id} elected leader of epoch {epoch} after {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    cluster.wait_isr(3, Duration::from_secs(10)).await?;
     println!("  ISR is {{1, 2, 3}}\n");
 
     println!("1. the seed's story, every write acks=all:");
@@ -325,66 +360,77 @@ async fn run(args: Args) -> Result<(), String> {
     println!("\n2. burst:");
     burst(&cluster, args.writes, args.proposers).await?;
 
-    println!("\n3. node 3 stops; writes go on:");
-    cluster.stop(3).await;
+    let leader = cluster.node(cluster.leader)?.clone();
+    let follower = cluster.followers()[1];
+    println!("\n3. node {follower} (a follower) stops; writes go on:");
+    cluster.stop(follower).await;
     let stopped_at = Instant::now();
-    wait_for(
-        "node 3 to leave the ISR",
-        Duration::from_secs(10),
-        || async {
-            leader
-                .status()
-                .await
-                .map(|s| s.isr_len == 2)
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    cluster.wait_isr(2, Duration::from_secs(10)).await?;
     println!(
-        "  node 3 left the ISR after {:.1} ms",
+        "  node {follower} left the ISR after {:.1} ms",
         stopped_at.elapsed().as_secs_f64() * 1e3
     );
-    let mut last = 0;
-    for i in 0..500u64 {
-        let p = leader
-            .propose(
-                Command::SetPartitionLeader {
-                    topic: TOPIC.into(),
-                    partition: (i % PARTITIONS as u64) as i32,
-                    leader: 1 + i % 2,
-                },
-                Acks::All,
-            )
-            .await
-            .map_err(|e| format!("write with node 3 down: {e}"))?;
-        last = p.offset;
-    }
-    println!("  500 more acks=all writes succeeded with ISR {{1, 2}} (log end {last})");
+    let last = writes(&leader, 500, "with a follower down").await?;
+    println!("  500 more acks=all writes succeeded with an ISR of 2 (log end {last})");
 
-    println!("\n4. node 3 restarts:");
+    println!("\n4. node {follower} restarts:");
     let restarted = Instant::now();
-    cluster.start(3).await?;
-    wait_for(
-        "node 3 to rejoin the ISR",
-        Duration::from_secs(20),
-        || async {
-            leader
-                .status()
-                .await
-                .map(|s| s.isr_len == 3)
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    cluster.start(follower).await?;
+    cluster.wait_isr(3, Duration::from_secs(20)).await?;
     let status = leader.status().await.map_err(|e| e.to_string())?;
-    if let Some(f) = status.follower(3) {
+    if let Some(f) = status.follower(follower) {
         println!(
-            "  node 3 caught up from its own WAL and rejoined the ISR in {:.1} ms (acked {}, reconnects {})",
+            "  node {follower} caught up from its own WAL and rejoined the ISR in {:.1} ms (acked {}, reconnects {})",
             restarted.elapsed().as_secs_f64() * 1e3,
             f.acked_offset,
             f.reconnects
         );
     }
+
+    let old = cluster.leader;
+    println!("\n5. the leader, node {old}, is killed (no resignation):");
+    cluster.kill(old).await;
+    let killed = Instant::now();
+    let (new, epoch) = cluster.wait_leader(Duration::from_secs(20)).await?;
+    let elected = killed.elapsed();
+    let leader = cluster.node(new)?.clone();
+    // The first acks=all write on the new leader (it needs one follower: the
+    // ISR of two that min_insync_replicas = 2 asks for).
+    let first = loop {
+        match leader
+            .propose(
+                Command::SetPartitionLeader {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    leader: new,
+                },
+                Acks::All,
+            )
+            .await
+        {
+            Ok(_) => break killed.elapsed(),
+            Err(e) if killed.elapsed() < Duration::from_secs(20) => {
+                tracing::debug!(error = %e, "first write after failover refused; retrying");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(format!("no acks=all write after failover: {e}")),
+        }
+    };
+    println!(
+        "  node {new} elected leader of epoch {epoch} after {:.0} ms; first acks=all write after {:.0} ms",
+        elected.as_secs_f64() * 1e3,
+        first.as_secs_f64() * 1e3
+    );
+    let last = writes(&leader, 500, "after failover").await?;
+    println!("  500 more acks=all writes succeeded on node {new} (log end {last})");
+    let restarted = Instant::now();
+    cluster.start(old).await?;
+    cluster.wait_isr(3, Duration::from_secs(20)).await?;
+    let role = cluster.node(old)?.role();
+    println!(
+        "  node {old} came back as a {role} and rejoined the ISR in {:.1} ms",
+        restarted.elapsed().as_secs_f64() * 1e3
+    );
 
     // Converge: everyone applies the leader's commit.
     let target = leader.status().await.map_err(|e| e.to_string())?.commit;
@@ -425,6 +471,26 @@ async fn run(args: Args) -> Result<(), String> {
         reference.offset, reference.digest
     );
     Ok(())
+}
+
+/// `n` acks=all writes on `leader`, one at a time; the last offset.
+async fn writes(leader: &Node, n: u64, what: &str) -> Result<u64, String> {
+    let mut last = 0;
+    for i in 0..n {
+        let p = leader
+            .propose(
+                Command::SetPartitionLeader {
+                    topic: TOPIC.into(),
+                    partition: (i % PARTITIONS as u64) as i32,
+                    leader: 1 + i % 3,
+                },
+                Acks::All,
+            )
+            .await
+            .map_err(|e| format!("write {i} {what}: {e}"))?;
+        last = p.offset;
+    }
+    Ok(last)
 }
 
 fn main() -> ExitCode {

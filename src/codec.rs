@@ -110,8 +110,15 @@ fn bulk_len(frame: &Frame) -> usize {
             proof,
             ..
         } => cluster_id.len() + nonce.len() + proof.len(),
-        Frame::Welcome { proof, .. } => proof.len(),
-        Frame::Reject { .. }
+        Frame::Welcome { proof, .. } | Frame::VoterWelcome { proof, .. } => proof.len(),
+        Frame::VoterHello {
+            cluster_id,
+            nonce,
+            proof,
+            ..
+        } => cluster_id.len() + nonce.len() + proof.len(),
+        Frame::Election { .. }
+        | Frame::Reject { .. }
         | Frame::Truncate { .. }
         | Frame::Position { .. }
         | Frame::Ack { .. }

@@ -1,6 +1,7 @@
 //! Tunables of replication and storage, with the defaults of the design.
 //!
-//! [`ReplicationConfig::default`] gives: heartbeat 100 ms, session timeout 2 s,
+//! [`ReplicationConfig::default`] gives: heartbeat 100 ms, election timeout
+//! 1 s, session timeout 2 s,
 //! replica lag 5 s, `min_insync_replicas` 2, request timeout 5 s, backoff
 //! 50 ms → 5 s, window 4 MiB, batch 256 KiB, max frame 16 MiB, snapshot every
 //! 100 000 entries.
@@ -25,6 +26,10 @@ pub enum ConfigError {
 pub struct ReplicationConfig {
     /// How often the leader sends a heartbeat on an idle link.
     pub heartbeat_interval: Duration,
+    /// `T` of leader election: a follower that has not heard its leader for
+    /// a random time in `[T, 2T)` stands for election; a leader that has not
+    /// heard from a majority for `T` steps down.
+    pub election_timeout: Duration,
     /// A peer silent this long is considered gone; the link reconnects.
     pub session_timeout: Duration,
     /// A follower that has not caught up with the leader's log end for this
@@ -60,6 +65,7 @@ impl Default for ReplicationConfig {
     fn default() -> Self {
         ReplicationConfig {
             heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_secs(1),
             session_timeout: Duration::from_secs(2),
             replica_lag_time_max: Duration::from_secs(5),
             min_insync_replicas: 2,
@@ -94,6 +100,15 @@ impl ReplicationConfig {
                 "session_timeout",
                 format!(
                     "must be longer than heartbeat_interval ({:?})",
+                    self.heartbeat_interval
+                ),
+            );
+        }
+        if self.election_timeout < 3 * self.heartbeat_interval {
+            return bad(
+                "election_timeout",
+                format!(
+                    "must be at least 3 x heartbeat_interval ({:?}), or a live leader looks dead between heartbeats",
                     self.heartbeat_interval
                 ),
             );

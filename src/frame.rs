@@ -8,9 +8,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command::NodeId;
+use crate::engine::election::ElectionMsg;
 
-/// Version of this protocol; both sides must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of this protocol; both sides must agree (2: election frames).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Length of the random nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 16;
@@ -133,6 +134,36 @@ pub enum Frame {
         /// Chunk bytes.
         data: Bytes,
     },
+    /// Voter → node, instead of `Hello` on an election connection: who
+    /// this voter is, and proof of the secret.
+    VoterHello {
+        /// [`PROTOCOL_VERSION`] of the voter.
+        protocol: u32,
+        /// The voter's cluster id.
+        cluster_id: String,
+        /// The voter's node id.
+        node_id: NodeId,
+        /// Random bytes the accepting node must sign.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        /// HMAC-SHA256 over the accepting node's nonce and these fields.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Node → voter: accepted; proof of the secret.
+    VoterWelcome {
+        /// The accepting node's id.
+        node_id: NodeId,
+        /// HMAC-SHA256 over the voter's nonce and the node id.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Voter → node on an authenticated election connection: one election
+    /// message (pre-vote, vote, their replies, resign, elect-now).
+    Election {
+        /// The message.
+        msg: ElectionMsg,
+    },
 }
 
 impl Frame {
@@ -149,6 +180,9 @@ impl Frame {
             Frame::Ack { .. } => "Ack",
             Frame::Heartbeat { .. } => "Heartbeat",
             Frame::SnapshotChunk { .. } => "SnapshotChunk",
+            Frame::VoterHello { .. } => "VoterHello",
+            Frame::VoterWelcome { .. } => "VoterWelcome",
+            Frame::Election { .. } => "Election",
         }
     }
 }

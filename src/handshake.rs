@@ -37,6 +37,12 @@ pub const LEADER_TAG: &[u8] = b"metawal-leader";
 /// Domain-separation tag of the follower's proof (in `Welcome`).
 pub const FOLLOWER_TAG: &[u8] = b"metawal-follower";
 
+/// Domain-separation tag of a voter's proof (in `VoterHello`).
+pub const VOTER_TAG: &[u8] = b"metawal-voter";
+
+/// Domain-separation tag of the accepting node's proof (in `VoterWelcome`).
+pub const VOTER_ACCEPT_TAG: &[u8] = b"metawal-voter-accept";
+
 /// Longest peer-supplied cluster id kept in an error message.
 const MAX_SHOWN_CLUSTER_ID: usize = 128;
 
@@ -375,6 +381,146 @@ impl HandshakeKeys {
         mac.update(&node_id.to_be_bytes());
         mac.update(&last_offset.to_be_bytes());
         mac.update(&last_epoch.to_be_bytes());
+        Ok(mac)
+    }
+
+    /// Voter, step 2 of an election connection (after the accepting
+    /// node's `Challenge`, checked with [`HandshakeKeys::check_challenge`]):
+    /// the `VoterHello`. `my_nonce` must be fresh CSPRNG bytes; keep it for
+    /// [`HandshakeKeys::check_voter_welcome`]. Fails only if the keys are
+    /// invalid.
+    pub fn voter_hello(
+        &self,
+        their_nonce: &Nonce,
+        my_nonce: &Nonce,
+    ) -> Result<Frame, HandshakeError> {
+        let mac = self.voter_mac(their_nonce, self.node_id, my_nonce)?;
+        Ok(Frame::VoterHello {
+            protocol: PROTOCOL_VERSION,
+            cluster_id: self.cluster_id.clone(),
+            node_id: self.node_id,
+            nonce: my_nonce.to_vec(),
+            proof: mac.finalize().into_bytes().to_vec(),
+        })
+    }
+
+    /// Accepting node: checks a `VoterHello` against the nonce of its own
+    /// `Challenge` (protocol, cluster id, nonce length, proof in constant
+    /// time, not this node's id). Returns the voter's id and nonce.
+    pub fn check_voter_hello(
+        &self,
+        my_nonce: &Nonce,
+        frame: &Frame,
+    ) -> Result<(NodeId, Nonce), HandshakeError> {
+        let Frame::VoterHello {
+            protocol,
+            cluster_id,
+            node_id,
+            nonce,
+            proof,
+        } = frame
+        else {
+            return Err(HandshakeError::Unexpected {
+                expected: "VoterHello",
+                got: frame.kind(),
+            });
+        };
+        self.validate()?;
+        self.check_protocol_and_cluster(*protocol, cluster_id)?;
+        let nonce = nonce_from("VoterHello", nonce)?;
+        self.voter_mac(my_nonce, *node_id, &nonce)?
+            .verify_slice(proof)
+            .map_err(|_| HandshakeError::BadProof {
+                frame: "VoterHello",
+                peer: *node_id,
+            })?;
+        if *node_id == self.node_id {
+            return Err(HandshakeError::SameNodeId { node_id: *node_id });
+        }
+        Ok((*node_id, nonce))
+    }
+
+    /// Accepting node: the `VoterWelcome` answering a valid `VoterHello`.
+    pub fn voter_welcome(&self, voter_nonce: &Nonce) -> Result<Frame, HandshakeError> {
+        let mac = self.voter_accept_mac(voter_nonce, self.node_id)?;
+        Ok(Frame::VoterWelcome {
+            node_id: self.node_id,
+            proof: mac.finalize().into_bytes().to_vec(),
+        })
+    }
+
+    /// Voter, end of the handshake: checks the `VoterWelcome` against the
+    /// nonce of its `VoterHello` and the node it meant to reach.
+    pub fn check_voter_welcome(
+        &self,
+        my_nonce: &Nonce,
+        expected_node_id: NodeId,
+        frame: &Frame,
+    ) -> Result<(), HandshakeError> {
+        let (node_id, proof) = match frame {
+            Frame::VoterWelcome { node_id, proof } => (*node_id, proof),
+            Frame::Reject {
+                reason,
+                epoch,
+                leader,
+            } => {
+                return Err(HandshakeError::Rejected {
+                    reason: *reason,
+                    epoch: *epoch,
+                    leader: *leader,
+                })
+            }
+            other => {
+                return Err(HandshakeError::Unexpected {
+                    expected: "VoterWelcome",
+                    got: other.kind(),
+                })
+            }
+        };
+        self.validate()?;
+        if node_id != expected_node_id {
+            return Err(HandshakeError::NodeIdMismatch {
+                expected: expected_node_id,
+                got: node_id,
+            });
+        }
+        self.voter_accept_mac(my_nonce, node_id)?
+            .verify_slice(proof)
+            .map_err(|_| HandshakeError::BadProof {
+                frame: "VoterWelcome",
+                peer: node_id,
+            })
+    }
+
+    /// HMAC(secret, "metawal-voter" ‖ lp(acceptor_nonce) ‖ lp(cluster_id)
+    /// ‖ node_id BE ‖ lp(voter_nonce)).
+    fn voter_mac(
+        &self,
+        acceptor_nonce: &[u8],
+        node_id: NodeId,
+        voter_nonce: &[u8],
+    ) -> Result<HmacSha256, HandshakeError> {
+        let mut mac = self.mac()?;
+        mac.update(VOTER_TAG);
+        put_var(&mut mac, acceptor_nonce);
+        put_var(&mut mac, self.cluster_id.as_bytes());
+        mac.update(&node_id.to_be_bytes());
+        put_var(&mut mac, voter_nonce);
+        Ok(mac)
+    }
+
+    /// HMAC(secret, "metawal-voter-accept" ‖ lp(voter_nonce) ‖
+    /// lp(cluster_id) ‖ node_id BE).
+    fn voter_accept_mac(
+        &self,
+        voter_nonce: &[u8],
+        node_id: NodeId,
+    ) -> Result<HmacSha256, HandshakeError> {
+        let mut mac = self.mac()?;
+        mac.update(VOTER_ACCEPT_TAG);
+        put_var(&mut mac, voter_nonce);
+        put_var(&mut mac, self.cluster_id.as_bytes());
+        mac.update(&node_id.to_be_bytes());
         Ok(mac)
     }
 

@@ -270,6 +270,8 @@ pub struct NodeMeta {
     pub current_epoch: u64,
     /// Leader of that epoch, if known.
     pub leader: Option<NodeId>,
+    /// The candidate this node voted for in that epoch, if any.
+    pub voted_for: Option<NodeId>,
     /// A commit index known to be committed (may lag the real one).
     pub commit_hint: u64,
 }
@@ -282,6 +284,9 @@ struct MetaBody {
     cluster_id: String,
     current_epoch: u64,
     leader: Option<NodeId>,
+    /// Absent in meta files written before elections: no vote.
+    #[serde(default)]
+    voted_for: Option<NodeId>,
     commit_hint: u64,
 }
 
@@ -295,6 +300,7 @@ impl NodeMeta {
             cluster_id: self.cluster_id.clone(),
             current_epoch: self.current_epoch,
             leader: self.leader,
+            voted_for: self.voted_for,
             commit_hint: self.commit_hint,
         })
         .map_err(|e| StorageError::Corrupt {
@@ -327,6 +333,7 @@ impl NodeMeta {
             cluster_id: m.cluster_id,
             current_epoch: m.current_epoch,
             leader: m.leader,
+            voted_for: m.voted_for,
             commit_hint: m.commit_hint,
         }))
     }
@@ -371,8 +378,41 @@ mod tests {
             cluster_id: "cluster-a".into(),
             current_epoch: 7,
             leader: Some(1),
+            voted_for: Some(2),
             commit_hint: 12345,
         }
+    }
+
+    /// A meta file from before elections (no `voted_for`) still loads, as
+    /// no vote.
+    #[test]
+    fn a_meta_file_without_a_vote_loads_as_no_vote() {
+        #[derive(Serialize)]
+        struct OldBody {
+            node_id: NodeId,
+            cluster_id: String,
+            current_epoch: u64,
+            leader: Option<NodeId>,
+            commit_hint: u64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let body = rmp_serde::to_vec_named(&OldBody {
+            node_id: 3,
+            cluster_id: "cluster-a".into(),
+            current_epoch: 7,
+            leader: Some(1),
+            commit_hint: 12345,
+        })
+        .unwrap();
+        atomic_write(&dir.path().join(META_FILE_NAME), &seal(META_MAGIC, &body)).unwrap();
+        let loaded = NodeMeta::load(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            loaded,
+            NodeMeta {
+                voted_for: None,
+                ..meta()
+            }
+        );
     }
 
     fn snap(offset: u64) -> Snapshot {

@@ -136,9 +136,10 @@ async fn diverged_tail_past_the_snapshot_is_replaced() {
             .expect("write");
     }
     let end = common::wait_converged(&c, &[1, 2, 3], limit).await;
+    let epoch = c.node(1).status().await.expect("status").epoch;
     c.stop_node(3).await;
 
-    // Node 3 holds 1000 entries of epoch 1 that no other node has.
+    // Node 3 holds 1000 entries of the current epoch that no other node has.
     let strays = 1000;
     {
         let opts = WalOptions {
@@ -150,7 +151,7 @@ async fn diverged_tail_past_the_snapshot_is_replaced() {
             .map(|i| {
                 Record::encode(&Entry {
                     offset: end + i,
-                    epoch: 1,
+                    epoch,
                     command: common::create_topic(&format!("stray{i}"), 1, 3),
                 })
                 .expect("encode")
@@ -160,15 +161,14 @@ async fn diverged_tail_past_the_snapshot_is_replaced() {
         wal.sync().expect("sync");
     }
 
-    // The leader restarts in epoch 2, writes past a few snapshots and drops
-    // old segments, all without node 3.
-    c.stop_node(1).await;
-    c.start_node(1).await;
-    c.wait_isr(2, limit).await;
+    // Leadership moves to node 2 (a new epoch), which writes past a few
+    // snapshots and drops old segments, all without node 3.
+    c.node(1).transfer_leadership(2).await.expect("transfer");
+    c.wait_isr_of(2, 2, limit).await;
     let mut last = 0;
     for i in 0..600u64 {
         last = c
-            .node(1)
+            .node(2)
             .propose(common::create_topic(&format!("u{i}"), 1, 3), Acks::All)
             .await
             .expect("write while node 3 is down")
@@ -181,18 +181,18 @@ async fn diverged_tail_past_the_snapshot_is_replaced() {
     );
 
     c.start_node(3).await;
-    c.wait_isr(3, limit).await;
+    c.wait_isr_of(2, 3, limit).await;
     let n3 = c.node(3).clone();
     wait_until("node 3 to apply the leader's log", limit, || {
         let n3 = n3.clone();
         async move { n3.view().applied_offset() >= last }
     })
     .await;
-    let a1 = c.node(1).applied().await.expect("applied");
+    let a2 = c.node(2).applied().await.expect("applied");
     let a3 = n3.applied().await.expect("applied");
-    assert_eq!((a3.offset, a3.digest), (a1.offset, a1.digest));
+    assert_eq!((a3.offset, a3.digest), (a2.offset, a2.digest));
     assert!(n3.view().topic("stray1").is_none());
-    let status = c.node(1).status().await.expect("status");
+    let status = c.node(2).status().await.expect("status");
     let sent = status.follower(3).expect("follower 3").snapshots_sent;
     assert_eq!(sent, 1, "one snapshot brought node 3 back");
     c.shutdown().await;

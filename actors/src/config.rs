@@ -21,20 +21,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Address the replication listener binds (port 0 picks one).
     pub listen_addr: SocketAddr,
-    /// Every other node's id and replication address.
+    /// Every other node's id and replication address: the voters, with
+    /// this node (static membership; 3 or 5 nodes recommended).
     pub peers: BTreeMap<NodeId, SocketAddr>,
-    /// The metadata leader of a new cluster.
-    pub first_leader: NodeId,
-    /// The epoch it starts in (≥ 1).
-    pub first_epoch: u64,
-    /// Replication tunables (defaults from the design).
+    /// Replication and election tunables (defaults from the design).
     pub replication: ReplicationConfig,
-    /// A node whose `meta` says it led comes back as leader of the next
-    /// epoch (default). Set to `false` when leadership may have moved while
-    /// the node was down (after [`crate::Node::become_leader`] on another
-    /// node): it then comes back as a follower of whichever leader of a
-    /// current epoch connects, and must be promoted explicitly.
-    pub resume_leadership: bool,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -46,16 +37,13 @@ impl std::fmt::Debug for NodeConfig {
             .field("data_dir", &self.data_dir)
             .field("listen_addr", &self.listen_addr)
             .field("peers", &self.peers)
-            .field("first_leader", &self.first_leader)
-            .field("first_epoch", &self.first_epoch)
             .field("replication", &self.replication)
-            .field("resume_leadership", &self.resume_leadership)
             .finish()
     }
 }
 
 impl NodeConfig {
-    /// A config with the default tunables, first leader node 1 at epoch 1.
+    /// A config with the default tunables and no peers.
     pub fn new(
         node_id: NodeId,
         cluster_id: impl Into<String>,
@@ -70,10 +58,7 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             listen_addr,
             peers: BTreeMap::new(),
-            first_leader: 1,
-            first_epoch: 1,
             replication: ReplicationConfig::default(),
-            resume_leadership: true,
         }
     }
 
@@ -100,15 +85,6 @@ impl NodeConfig {
         }
         if self.peers.contains_key(&0) {
             return bad("peer ids must be at least 1".into());
-        }
-        if self.first_leader != self.node_id && !self.peers.contains_key(&self.first_leader) {
-            return bad(format!(
-                "first_leader {} is neither this node nor a peer",
-                self.first_leader
-            ));
-        }
-        if self.first_epoch == 0 {
-            return bad("first_epoch must be at least 1".into());
         }
         self.replication.validate()?;
         Ok(())

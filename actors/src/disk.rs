@@ -50,7 +50,7 @@ use metawal::NodeId;
 use tokio::sync::oneshot;
 
 use crate::error::DiskError;
-use metawal::engine::epoch::{maybe_advance_epoch, EpochRefused};
+use metawal::engine::epoch::{merge_meta, vote_meta, EpochRefused};
 use metawal::storage::{NodeMeta, StorageError};
 
 /// Most jobs waiting for the writer thread.
@@ -75,37 +75,72 @@ pub struct Disk {
     /// an I/O error would.
     #[cfg(feature = "fault-injection")]
     pub inject_write_failure: bool,
-    /// Test hook (feature `fault-injection`): the next meta write fails as
-    /// an I/O error would.
+    /// Test hook (feature `fault-injection`): `Some(k)`: after `k` more
+    /// meta writes, the next one fails as an I/O error would.
     #[cfg(feature = "fault-injection")]
-    pub inject_meta_failure: std::cell::Cell<bool>,
+    pub inject_meta_failure: std::cell::Cell<Option<u32>>,
 }
 
 impl Disk {
-    /// Persist `meta` unless the meta on disk holds a higher epoch, or this
-    /// epoch under another leader ([`maybe_advance_epoch`]). Every meta
-    /// write goes through here, on this thread, so two writers racing can
-    /// never lower the persisted epoch.
+    /// Persist `meta` merged with the meta on disk ([`merge_meta`]: never
+    /// a lower epoch, a second leader of an epoch or a second vote in one;
+    /// what `meta` leaves out of the same epoch is kept). Every meta write
+    /// goes through here or [`Disk::store_vote`], on this thread, so two
+    /// writers racing can never undo each other.
     pub fn store_meta_fenced(
         &self,
         meta: &NodeMeta,
     ) -> Result<Result<(), EpochRefused>, StorageError> {
+        self.injected_meta_failure()?;
+        let cur = NodeMeta::load(&self.data_dir)?;
+        let merged = match merge_meta(cur.as_ref(), meta) {
+            Ok(m) => m,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if cur.as_ref() != Some(&merged) {
+            merged.store(&self.data_dir)?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Persist a move to `epoch` with a vote for `voted_for` (or none)
+    /// ([`vote_meta`]); returns the meta now on disk. Refused (nothing
+    /// written) for an epoch below the one on disk or a second vote in it.
+    pub fn store_vote(
+        &self,
+        epoch: u64,
+        voted_for: Option<NodeId>,
+    ) -> Result<Result<NodeMeta, EpochRefused>, StorageError> {
+        self.injected_meta_failure()?;
+        let Some(cur) = NodeMeta::load(&self.data_dir)? else {
+            return Err(StorageError::Corrupt {
+                file: self.data_dir.join(metawal::storage::META_FILE_NAME),
+                reason: "missing: a node writes it at start, before any vote".into(),
+            });
+        };
+        let merged = match vote_meta(&cur, epoch, voted_for) {
+            Ok(m) => m,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if merged != cur {
+            merged.store(&self.data_dir)?;
+        }
+        Ok(Ok(merged))
+    }
+
+    fn injected_meta_failure(&self) -> Result<(), StorageError> {
         #[cfg(feature = "fault-injection")]
-        if self.inject_meta_failure.take() {
+        if let Some(skip) = self.inject_meta_failure.take() {
+            if skip > 0 {
+                self.inject_meta_failure.set(Some(skip - 1));
+                return Ok(());
+            }
             return Err(StorageError::Io {
                 path: self.data_dir.clone(),
                 source: std::io::Error::other("injected meta write failure"),
             });
         }
-        if let (Some(cur), Some(leader)) = (NodeMeta::load(&self.data_dir)?, meta.leader) {
-            if let Err(refused) =
-                maybe_advance_epoch(cur.current_epoch, cur.leader, meta.current_epoch, leader)
-            {
-                return Ok(Err(refused));
-            }
-        }
-        meta.store(&self.data_dir)?;
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Where snapshots live.
@@ -220,7 +255,7 @@ impl DiskHandle {
                                     #[cfg(feature = "fault-injection")]
                                     inject_write_failure: false,
                                     #[cfg(feature = "fault-injection")]
-                                    inject_meta_failure: std::cell::Cell::new(false),
+                                    inject_meta_failure: std::cell::Cell::new(None),
                                 },
                                 rx,
                             );

@@ -54,6 +54,12 @@ pub enum ProposeError {
         /// The request timeout.
         timeout: Duration,
     },
+    /// This node stopped leading (it lost its quorum or an election, or
+    /// handed leadership over) after appending the entry and before it was
+    /// acknowledged: the entry may or may not be committed by the next
+    /// leader. Read it back there before retrying.
+    #[error("this node stopped leading before the entry was acknowledged; it may or may not commit under the next leader: check there before retrying")]
+    LeadershipLost,
     /// Too much is queued; nothing was appended.
     #[error("node is overloaded ({0}); nothing was appended, retry later")]
     Overloaded(String),
@@ -80,25 +86,41 @@ impl From<metawal::engine::LeaderError> for ProposeError {
             },
             LeaderError::Storage(why) => ProposeError::Storage(why),
             LeaderError::ShuttingDown => ProposeError::ShuttingDown,
+            LeaderError::SteppedDown => ProposeError::LeadershipLost,
         }
     }
 }
 
-/// Why a role change was refused or failed.
+/// Why a leader transfer (or a role change the Elector asked for) failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RoleError {
-    /// The node is not in the role the change starts from.
-    #[error("node {node} is {role}, not {expected}; nothing changed")]
-    WrongRole {
+    /// This node does not lead; only the leader can hand leadership over.
+    #[error("node {node} is not the metadata leader (leader: {}); ask the leader", leader.map_or("unknown".to_string(), |l| format!("node {l}")))]
+    NotLeader {
         /// This node.
         node: NodeId,
-        /// Its role now.
-        role: crate::shared::Role,
-        /// The role the change needs.
-        expected: crate::shared::Role,
+        /// The leader it knows, if any.
+        leader: Option<NodeId>,
     },
-    /// The epoch is not above every epoch the node has seen.
-    #[error("epoch {epoch} is not above the node's current epoch {current}; pick a higher one; nothing changed")]
+    /// The target is not a peer of this node.
+    #[error("node {node} is not a voter of this cluster (or is this node); nothing changed")]
+    UnknownPeer {
+        /// The target asked for.
+        node: NodeId,
+    },
+    /// A step of a transfer did not finish in time; the old leader takes
+    /// proposals again if it still leads.
+    #[error("leader transfer to node {to} timed out while {step} (waited {waited:?}); the old leader keeps leading if it still can")]
+    TransferTimedOut {
+        /// The target.
+        to: NodeId,
+        /// The step that timed out.
+        step: &'static str,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The epoch is below one the node has seen.
+    #[error("epoch {epoch} is below the node's current epoch {current}; nothing changed")]
     StaleEpoch {
         /// The epoch asked for.
         epoch: u64,

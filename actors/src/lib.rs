@@ -26,6 +26,7 @@ mod conn;
 pub mod disk;
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) mod disk;
+pub(crate) mod election;
 pub mod error;
 pub(crate) mod follower;
 pub(crate) mod leader;
@@ -37,6 +38,7 @@ pub mod store;
 pub mod view;
 
 pub use metawal;
+pub use metawal::engine::election::ElectionRole;
 pub use metawal::{Command, Entry, NodeId, ReplicationConfig};
 
 pub use config::NodeConfig;

@@ -3,15 +3,14 @@
 //!
 //! [`Node::start`] validates the config, starts the disk thread and recovers
 //! the data directory on it (WAL with torn-tail repair, newest snapshot, the
-//! `meta` file), picks the role — a node whose `meta` names itself leader
-//! comes back as leader of the next epoch; otherwise it follows the leader it
-//! knows, or the config's first leader on a new cluster — binds the
-//! replication listener and starts the actors on the current arbiter:
-//! `MetadataStore` and `ReplicaListener` on every node, and `Replicator` (with
-//! its `FollowerLink`s) on the leader. A node that starts as a follower then
-//! opens one TCP connection to its leader's replication address and drops it:
-//! a wake-up that makes the leader's disconnected links retry now instead of
-//! waiting out their backoff.
+//! `meta` file), binds the replication listener and starts the actors on
+//! the current arbiter: `MetadataStore`, `ReplicaListener` and the
+//! `Elector`. Every node starts as a follower; leadership is decided by
+//! election (the Elector calls back [`Node::lead`] and [`Node::step_down`]),
+//! and moved on purpose only with [`Node::transfer_leadership`]. A node that
+//! knows a leader from its `meta` opens one TCP connection to it and drops
+//! it: a wake-up that makes the leader's disconnected link retry now instead
+//! of waiting out its backoff.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 use crate::disk::{Disk, DiskHandle};
+use crate::election::{Elector, ElectorInit, ElectorSlot, Resign, StopElector, TransferTo};
 use crate::error::{DiskError, NodeError, ProposeError, RoleError};
 use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
@@ -126,6 +126,8 @@ pub struct Node {
     /// The Replicator while this node leads.
     replicator: Arc<std::sync::Mutex<Option<Addr<Replicator>>>>,
     listener: Addr<ReplicaListener>,
+    /// The Elector (set once at start; it holds a clone of this handle).
+    elector: Arc<std::sync::OnceLock<Addr<Elector>>>,
     view: MetadataView,
     shared: Arc<NodeShared>,
     disk: DiskHandle,
@@ -198,33 +200,25 @@ impl Node {
                 )));
             }
         }
-        // Role and epoch.
-        let (role, epoch, leader) = match &rec.meta {
-            Some(m) if m.leader == Some(node) && !config.resume_leadership => {
-                (Role::Follower, m.current_epoch, None)
-            }
-            Some(m) if m.leader == Some(node) => (
-                Role::Leader,
-                m.current_epoch.max(rec.epochs.last_epoch()) + 1,
-                Some(node),
-            ),
-            Some(m) => (Role::Follower, m.current_epoch, m.leader),
-            None if config.first_leader == node => (
-                Role::Leader,
-                config.first_epoch.max(rec.epochs.last_epoch() + 1),
-                Some(node),
-            ),
-            None => (
+        // Every node starts as a follower; leadership comes from an
+        // election. A node that led before it stopped does not know whether
+        // it still does: it follows (no leader known) until it hears one or
+        // wins again.
+        let (role, epoch, leader, voted_for) = match &rec.meta {
+            Some(m) => (
                 Role::Follower,
-                config.first_epoch,
-                Some(config.first_leader),
+                m.current_epoch,
+                m.leader.filter(|&l| l != node),
+                m.voted_for,
             ),
+            None => (Role::Follower, 0, None, None),
         };
         let meta = NodeMeta {
             node_id: node,
             cluster_id: config.cluster_id.clone(),
             current_epoch: epoch,
             leader,
+            voted_for,
             commit_hint: rec.commit,
         };
         let listener = TcpListener::bind(config.listen_addr)
@@ -252,7 +246,9 @@ impl Node {
             epoch,
             leader,
             config.replication.effective_min_insync(cluster_size),
+            config.peers.keys().copied(),
         ));
+        shared.set_last_log(rec.epochs.last_epoch(), rec.epochs.last_offset());
         let keys = HandshakeKeys::new(node, config.cluster_id.clone(), config.secret.clone())
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let last = rec.epochs.last_offset();
@@ -264,22 +260,6 @@ impl Node {
         let view = MetadataView::new();
         let in_flight = EntriesInFlight::default();
 
-        let replicator = (role == Role::Leader).then(|| {
-            Replicator::new(ReplicatorInit {
-                node,
-                epoch,
-                config: config.replication.clone(),
-                shared: shared.clone(),
-                disk: disk.clone(),
-                keys: keys.clone(),
-                peers: config.peers.clone(),
-                epochs: rec.epochs.clone(),
-                commit: rec.commit,
-                progress_tx: progress_tx.clone(),
-                progress_rx: progress_rx.clone(),
-            })
-            .start()
-        });
         let store = MetadataStore::new(StoreInit {
             node,
             shared: shared.clone(),
@@ -289,11 +269,11 @@ impl Node {
             disk: disk.clone(),
             progress: progress_rx.clone(),
             in_flight: in_flight.clone(),
-            leader: replicator
-                .clone()
-                .map(|r| (rec.appended, last + 1, epoch, r)),
+            leader: None,
         })
         .start();
+        drop(rec.appended);
+        let elector_slot: ElectorSlot = Arc::default();
         let listener = ReplicaListener::new(ListenerInit {
             node,
             shared: shared.clone(),
@@ -307,10 +287,11 @@ impl Node {
             commit: rec.commit,
             meta,
             progress_tx: progress_tx.clone(),
-            wake: replicator.clone().map(|r| r.recipient()),
+            wake: None,
+            elector: elector_slot.clone(),
         })
         .start();
-        if role == Role::Follower {
+        {
             if let Some(addr) = leader.and_then(|l| config.peers.get(&l)).copied() {
                 // Tell the leader we are (back) up, so its link does not wait
                 // out its reconnect backoff: connecting is the whole message.
@@ -324,23 +305,46 @@ impl Node {
                 });
             }
         }
-        tracing::info!(node, addr = %replication_addr, role = %role, epoch, "node started");
-        Ok(Node {
+        let config = Arc::new(config);
+        let handle = Node {
             node_id: node,
             store,
-            replicator: Arc::new(std::sync::Mutex::new(replicator)),
-            listener,
+            replicator: Arc::new(std::sync::Mutex::new(None)),
+            listener: listener.clone(),
+            elector: Arc::new(std::sync::OnceLock::new()),
             view,
-            shared,
-            disk,
+            shared: shared.clone(),
+            disk: disk.clone(),
             replication_addr,
-            config: Arc::new(config),
-            keys,
+            config: config.clone(),
+            keys: keys.clone(),
             progress_tx,
-            progress_rx,
+            progress_rx: progress_rx.clone(),
             arbiter: actix::Arbiter::current(),
             role_change: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        let elector = Elector::new(ElectorInit {
+            node,
+            shared,
+            config: config.replication.clone(),
+            keys,
+            peers: config.peers.clone(),
+            disk,
+            listener,
+            progress: progress_rx,
+            epoch,
+            voted_for,
+            roles: handle.clone(),
         })
+        .start();
+        let _ = elector_slot.set(elector.clone().recipient());
+        let _ = handle.elector.set(elector);
+        tracing::info!(node, addr = %replication_addr, epoch, leader = ?leader, "node started");
+        Ok(handle)
+    }
+
+    fn elector(&self) -> Option<&Addr<Elector>> {
+        self.elector.get()
     }
 
     fn replicator(&self) -> Option<Addr<Replicator>> {
@@ -414,11 +418,25 @@ impl Node {
 
     /// The node's status (and its followers', on the leader).
     pub async fn status(&self) -> Result<NodeStatus, ProposeError> {
+        let (election_role, voted_for, elections) = self.shared.election();
+        let role = self.shared.role();
         let mut status = NodeStatus {
             node_id: self.node_id,
-            role: self.shared.role(),
+            role,
+            election_role,
             epoch: self.shared.epoch(),
-            leader: self.shared.leader(),
+            leader: if role == Role::Leader {
+                Some(self.node_id)
+            } else {
+                self.shared.leader()
+            },
+            voted_for,
+            since_leader_contact: if role == Role::Leader {
+                Some(std::time::Duration::ZERO)
+            } else {
+                self.shared.leader_contact().map(|t| t.elapsed())
+            },
+            elections,
             log_end: 0,
             durable: 0,
             commit: 0,
@@ -459,11 +477,28 @@ impl Node {
         *self.progress_rx.borrow()
     }
 
-    /// Test hook (feature `fault-injection`): this node's next `meta` write
-    /// fails as an I/O error would.
+    /// Test hook (feature `fault-injection`): after `skip` more `meta`
+    /// writes succeed, the next one fails as an I/O error would.
     #[cfg(feature = "fault-injection")]
-    pub async fn inject_meta_failure(&self) {
-        let _ = self.disk.run(|d| d.inject_meta_failure.set(true)).await;
+    pub async fn inject_meta_failure(&self, skip: u32) {
+        let _ = self
+            .disk
+            .run(move |d| d.inject_meta_failure.set(Some(skip)))
+            .await;
+    }
+
+    /// Test hook (feature `fault-injection`): whether an injected `meta`
+    /// failure has not happened yet.
+    #[cfg(feature = "fault-injection")]
+    pub async fn meta_failure_pending(&self) -> bool {
+        self.disk
+            .run(|d| {
+                let pending = d.inject_meta_failure.take();
+                d.inject_meta_failure.set(pending);
+                pending.is_some()
+            })
+            .await
+            .unwrap_or(false)
     }
 
     /// Test hook (feature `fault-injection`): this node's next WAL append
@@ -486,32 +521,26 @@ impl Node {
         }
     }
 
-    /// Make this follower the metadata leader of `epoch`, which must be above
-    /// every epoch it has seen (the broker's controller picks it; promote the
-    /// live node with the highest `(last epoch, log end)`, see `status()`).
-    ///
-    /// The node closes its replication sessions, lets its in-flight write
-    /// finish, persists the epoch, starts a Replicator with a link to every
-    /// peer and appends its `LeaderChange`. Followers accept it when its links
-    /// connect (they fence any older leader from then on). Proposals get
-    /// `NotLeader` until this returns.
-    pub async fn become_leader(&self, epoch: u64) -> Result<(), RoleError> {
+    /// The election won `epoch`: lead it. The node closes its replication
+    /// sessions, lets its in-flight write finish, persists the epoch (its
+    /// own vote is already on disk), starts a Replicator with a link to
+    /// every peer and appends its `LeaderChange`. Proposals get `NotLeader`
+    /// until this returns. On failure it follows again (see
+    /// [`Node::roll_back_leadership`]) and the Elector resigns.
+    pub(crate) async fn lead(&self, epoch: u64) -> Result<(), RoleError> {
         let _serial = self.role_change.lock().await;
         let node = self.node_id;
-        let role = self.shared.role();
-        if role != Role::Follower {
-            return Err(RoleError::WrongRole {
-                node,
-                role,
-                expected: Role::Follower,
-            });
-        }
         let current = self.shared.epoch();
-        if epoch <= current {
+        if epoch < current {
             return Err(RoleError::StaleEpoch { epoch, current });
         }
         // From here on the listener refuses sessions.
-        self.shared.set_role(Role::Leader);
+        if !self.shared.set_role_if(Role::Follower, Role::Leader) {
+            return Err(RoleError::Failed(format!(
+                "node {node} is {}, not a follower",
+                self.shared.role()
+            )));
+        }
         let result = self.take_leadership(epoch).await;
         if let Err(e) = &result {
             tracing::error!(node, epoch, error = %e, "could not become leader; following again");
@@ -520,7 +549,7 @@ impl Node {
         result
     }
 
-    /// Undo a failed [`Node::become_leader`]: stop the Replicator it may
+    /// Undo a failed [`Node::lead`]: stop the Replicator it may
     /// have started, drop the store's leadership, and follow again with the
     /// log and `meta` as they are on disk. The epoch is never lowered: if
     /// the new one was persisted, the node follows in it (a leader must
@@ -529,7 +558,7 @@ impl Node {
     async fn roll_back_leadership(&self, epoch: u64) {
         let node = self.node_id;
         if let Some(r) = self.set_replicator(None) {
-            let _ = r.send(StopReplicator).await;
+            let _ = r.send(StopReplicator { step_down: true }).await;
         }
         let _ = self.store.send(DropLeadership).await;
         let on_disk = self
@@ -545,6 +574,7 @@ impl Node {
                     cluster_id: self.config.cluster_id.clone(),
                     current_epoch: self.shared.epoch(),
                     leader: self.shared.leader(),
+                    voted_for: None,
                     commit_hint: 0,
                 },
             ),
@@ -576,9 +606,7 @@ impl Node {
             // The listener stopped: the node is shutting down.
             return;
         }
-        if self.shared.role() == Role::Leader {
-            self.shared.set_role(Role::Follower);
-        }
+        self.shared.set_role_if(Role::Leader, Role::Follower);
     }
 
     async fn take_leadership(&self, epoch: u64) -> Result<(), RoleError> {
@@ -622,6 +650,8 @@ impl Node {
             cluster_id: self.config.cluster_id.clone(),
             current_epoch: epoch,
             leader: Some(leader),
+            // Kept from disk in the same epoch (the node's own vote).
+            voted_for: None,
             commit_hint,
         };
         let m = meta.clone();
@@ -639,7 +669,7 @@ impl Node {
             Err(EpochRefused::Stale { current, .. }) => {
                 return Err(RoleError::StaleEpoch { epoch, current })
             }
-            Err(EpochRefused::Conflict { .. }) => {
+            Err(EpochRefused::Conflict { .. } | EpochRefused::Voted { .. }) => {
                 return Err(RoleError::StaleEpoch {
                     epoch,
                     current: epoch,
@@ -650,69 +680,192 @@ impl Node {
         Ok(meta)
     }
 
-    /// Make this leader follow `leader` in `epoch` (above its own). It stops
-    /// its Replicator (waiting proposals fail), persists the epoch, and
-    /// takes its log as it is on disk; the new leader truncates whatever it
-    /// does not have. Proposals get `NotLeader` from the start of the call.
-    /// On a node that already follows this is a no-op (it learns new
-    /// leaders from their handshakes).
-    pub async fn become_follower(&self, leader: NodeId, epoch: u64) -> Result<(), RoleError> {
+    /// The Elector says this node no longer leads (check-quorum, a higher
+    /// epoch, a transfer, a resignation): stop the Replicator (waiting
+    /// proposals get `LeadershipLost`, new ones `NotLeader`), drop the
+    /// store's leadership and follow with the log and `meta` as they are on
+    /// disk; the next leader truncates whatever it does not have. On a node
+    /// that does not lead it only records the epoch and leader.
+    pub(crate) async fn step_down(&self, epoch: u64, leader: Option<NodeId>) {
         let _serial = self.role_change.lock().await;
         let node = self.node_id;
-        let role = self.shared.role();
-        let current = self.shared.epoch();
-        if role == Role::Follower {
-            return if epoch >= current {
-                Ok(())
-            } else {
-                Err(RoleError::StaleEpoch { epoch, current })
-            };
+        if !self.shared.set_role_if(Role::Leader, Role::Follower) {
+            if epoch > self.shared.epoch() {
+                self.shared.set_epoch_leader(epoch, leader);
+            }
+            return;
         }
-        if role != Role::Leader {
-            return Err(RoleError::WrongRole {
-                node,
-                role,
-                expected: Role::Leader,
-            });
-        }
-        if epoch <= current || leader == node {
-            return Err(RoleError::StaleEpoch { epoch, current });
-        }
-        self.shared.set_role(Role::Follower);
+        tracing::info!(node, epoch, leader = ?leader, "stepping down");
         if let Some(r) = self.set_replicator(None) {
-            let _ = r.send(StopReplicator).await;
+            let _ = r.send(StopReplicator { step_down: true }).await;
         }
-        let failed = |e: String| RoleError::Failed(e);
-        // After every write queued before it.
-        let epochs = self
-            .disk
-            .run(|d| d.wal.epochs().clone())
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let commit = self.progress_rx.borrow().commit;
-        let meta = self
-            .persist_epoch(epoch, leader, self.view.applied_offset())
-            .await?;
         let _ = self.store.send(DropLeadership).await;
-        self.listener
+        // After every write queued before it.
+        let on_disk = self
+            .disk
+            .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
+            .await;
+        let (epochs, meta) = match on_disk {
+            Ok((epochs, Ok(Some(meta)))) => (epochs, meta),
+            Ok((_, Ok(None))) => {
+                tracing::error!(
+                    node,
+                    epoch,
+                    "meta file missing after leading; node stopped: restart it"
+                );
+                self.shared.set_role(Role::Failed);
+                return;
+            }
+            Ok((_, Err(e))) => {
+                tracing::error!(node, epoch, error = %e, "cannot read meta back after stepping down; node stopped: restart it");
+                self.shared.set_role(Role::Failed);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(node, epoch, error = %e, "cannot read the log back after stepping down; node stopped: restart it");
+                self.shared.set_role(Role::Failed);
+                return;
+            }
+        };
+        let commit = self.progress_rx.borrow().commit;
+        self.shared
+            .set_epoch_leader(epoch.max(meta.current_epoch), leader.filter(|&l| l != node));
+        let _ = self
+            .listener
             .send(ResumeFollowing {
                 epochs,
                 meta,
                 commit,
             })
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        tracing::info!(node, leader, epoch, "became follower");
-        Ok(())
+            .await;
+        tracing::info!(node, epoch, leader = ?leader, "stepped down; following");
     }
 
-    /// Stop the node: close its connections, stop its actors, sync and close
-    /// the WAL, and record how far it had applied.
-    pub async fn shutdown(self) {
+    /// Hand leadership to `to`, for a broker that wants its controller to
+    /// also lead the metadata log. This node stops taking proposals
+    /// (`NotLeader`), waits until `to` has everything it has, tells it to
+    /// stand for election at once, and returns once `to` leads. If that
+    /// does not happen within the election timeout at each step, it takes
+    /// proposals again (if it still leads) and returns an error.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), RoleError> {
+        let node = self.node_id;
+        if to == node || !self.config.peers.contains_key(&to) {
+            return Err(RoleError::UnknownPeer { node: to });
+        }
+        if self.shared.role() != Role::Leader {
+            return Err(RoleError::NotLeader {
+                node,
+                leader: self.shared.leader(),
+            });
+        }
+        let t = self.config.replication.election_timeout;
+        self.shared.set_transferring(true);
+        let result = self.transfer(to, t).await;
+        self.shared.set_transferring(false);
+        match &result {
+            Ok(()) => tracing::info!(
+                node,
+                to,
+                epoch = self.shared.epoch(),
+                "leadership transferred"
+            ),
+            Err(e) => tracing::warn!(node, to, error = %e, "leadership transfer failed"),
+        }
+        result
+    }
+
+    async fn transfer(&self, to: NodeId, t: std::time::Duration) -> Result<(), RoleError> {
+        let node = self.node_id;
+        let step = std::time::Duration::from_millis(2);
+        // 1. `to` catches up with everything this leader has.
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            let Some(r) = self.replicator() else {
+                return Err(RoleError::NotLeader {
+                    node,
+                    leader: self.shared.leader(),
+                });
+            };
+            let s = r
+                .send(GetReplicationStatus)
+                .await
+                .map_err(|_| RoleError::Failed("the node is shutting down".into()))?;
+            if s.followers
+                .iter()
+                .any(|f| f.peer == to && f.acked_offset >= s.log_end)
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RoleError::TransferTimedOut {
+                    to,
+                    step: "catching up",
+                    waited: t,
+                });
+            }
+            tokio::time::sleep(step).await;
+        }
+        // 2. `to` stands now; 3. wait until it leads.
+        let Some(elector) = self.elector() else {
+            return Err(RoleError::Failed("no elector".into()));
+        };
+        elector
+            .send(TransferTo(to))
+            .await
+            .map_err(|_| RoleError::Failed("the node is shutting down".into()))?;
+        let deadline = tokio::time::Instant::now() + 2 * t;
+        loop {
+            if self.shared.role() != Role::Leader && self.shared.leader() == Some(to) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RoleError::TransferTimedOut {
+                    to,
+                    step: "electing",
+                    waited: 2 * t,
+                });
+            }
+            tokio::time::sleep(step).await;
+        }
+    }
+
+    /// Test hook (feature `fault-injection`): stop the node as a crash
+    /// would look to its peers — no resignation, no last `meta` write —
+    /// while still releasing its sockets and files so it can be restarted
+    /// in the same process.
+    #[cfg(feature = "fault-injection")]
+    pub async fn crash(self) {
         let node = self.node_id;
         self.shared.set_role(Role::Stopped);
         if let Some(r) = self.set_replicator(None) {
-            let _ = r.send(StopReplicator).await;
+            let _ = r.send(StopReplicator { step_down: false }).await;
+        }
+        if let Some(elector) = self.elector() {
+            let _ = elector.send(StopElector).await;
+        }
+        let _ = self.listener.send(StopListener).await;
+        let _ = self.store.send(StopStore).await;
+        self.disk.stop().await;
+        tracing::info!(node, "node crashed (test hook)");
+    }
+
+    /// Stop the node: a leader resigns first (its followers elect at once
+    /// instead of after the election timeout), then it closes its
+    /// connections, stops its actors, syncs and closes the WAL, and records
+    /// how far it had applied.
+    pub async fn shutdown(self) {
+        let node = self.node_id;
+        let led = self.shared.role() == Role::Leader;
+        self.shared.set_role(Role::Stopped);
+        // No heartbeat may follow the resignation.
+        if let Some(r) = self.set_replicator(None) {
+            let _ = r.send(StopReplicator { step_down: false }).await;
+        }
+        if let Some(elector) = self.elector() {
+            if led {
+                let _ = elector.send(Resign).await;
+            }
+            let _ = elector.send(StopElector).await;
         }
         let _ = self.listener.send(StopListener).await;
         let _ = self.store.send(StopStore).await;
@@ -720,11 +873,17 @@ impl Node {
             node_id: node,
             cluster_id: self.config.cluster_id.clone(),
             current_epoch: self.shared.epoch(),
-            leader: self.shared.leader(),
+            leader: None,
+            voted_for: None,
             commit_hint: self.view.applied_offset(),
         };
-        match self.disk.run(move |d| meta.store(&d.data_dir)).await {
-            Ok(Ok(())) => {}
+        // Merged with the meta on disk: never a lower epoch, the vote and
+        // leader of the epoch kept.
+        match self.disk.run(move |d| d.store_meta_fenced(&meta)).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(refused))) => {
+                tracing::debug!(node, %refused, "commit hint not recorded: a newer epoch is on disk")
+            }
             Ok(Err(e)) => tracing::warn!(node, error = %e, "could not record the commit hint"),
             Err(e) => tracing::warn!(node, error = %e, "could not record the commit hint"),
         }

@@ -1,9 +1,15 @@
 //! Node-wide facts several actors read without a message: role, epoch,
-//! leader, and the ISR size the MetadataStore checks before accepting an
-//! `acks=all` proposal.
+//! leader, the ISR size the MetadataStore checks before accepting an
+//! `acks=all` proposal, and the liveness signals the Elector reads — when
+//! this node last heard its leader (set by the ReplicaListener) or each
+//! follower (set by the FollowerLinks) — so that no message is sent per
+//! heartbeat.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use metawal::engine::election::ElectionRole;
 use metawal::NodeId;
 
 /// What a node is doing.
@@ -65,6 +71,22 @@ pub struct NodeShared {
     leader: AtomicU64,
     isr_len: AtomicUsize,
     min_insync: usize,
+    /// The zero of the `*_ns` clocks below.
+    base: Instant,
+    /// When the active leader session last delivered anything (ns since
+    /// `base`; 0: never).
+    leader_contact_ns: AtomicU64,
+    /// Leader: when each follower last answered (ns since `base`).
+    followers_heard_ns: BTreeMap<NodeId, AtomicU64>,
+    /// The follower's log end `(epoch, offset)`, as its log owner last saw it.
+    last_log_epoch: AtomicU64,
+    last_log_offset: AtomicU64,
+    /// The election engine's view, published for `status()`.
+    election_role: AtomicU8,
+    voted_for: AtomicU64,
+    elections: AtomicU64,
+    /// A leader transfer is under way: proposals are refused.
+    transferring: AtomicBool,
 }
 
 impl NodeShared {
@@ -75,6 +97,7 @@ impl NodeShared {
         epoch: u64,
         leader: Option<NodeId>,
         min_insync: usize,
+        peers: impl IntoIterator<Item = NodeId>,
     ) -> NodeShared {
         NodeShared {
             node_id,
@@ -83,7 +106,116 @@ impl NodeShared {
             leader: AtomicU64::new(leader.unwrap_or(0)),
             isr_len: AtomicUsize::new(1),
             min_insync,
+            base: Instant::now(),
+            leader_contact_ns: AtomicU64::new(0),
+            followers_heard_ns: peers.into_iter().map(|p| (p, AtomicU64::new(0))).collect(),
+            last_log_epoch: AtomicU64::new(0),
+            last_log_offset: AtomicU64::new(0),
+            election_role: AtomicU8::new(0),
+            voted_for: AtomicU64::new(0),
+            elections: AtomicU64::new(0),
+            transferring: AtomicBool::new(false),
         }
+    }
+
+    fn since_base_ns(&self, at: Instant) -> u64 {
+        // 1 ns at least: 0 means "never".
+        (at.saturating_duration_since(self.base).as_nanos() as u64).max(1)
+    }
+
+    fn at(&self, ns: u64) -> Option<Instant> {
+        (ns != 0).then(|| self.base + Duration::from_nanos(ns))
+    }
+
+    /// The active leader session delivered something now.
+    pub fn note_leader_contact(&self) {
+        let ns = self.since_base_ns(Instant::now());
+        self.leader_contact_ns.fetch_max(ns, Ordering::AcqRel);
+    }
+
+    /// When the leader was last heard from, if ever.
+    pub fn leader_contact(&self) -> Option<Instant> {
+        self.at(self.leader_contact_ns.load(Ordering::Acquire))
+    }
+
+    /// Leader: `peer` answered now.
+    pub fn note_follower_heard(&self, peer: NodeId) {
+        if let Some(t) = self.followers_heard_ns.get(&peer) {
+            t.fetch_max(self.since_base_ns(Instant::now()), Ordering::AcqRel);
+        }
+    }
+
+    /// Leader: when each follower last answered.
+    pub fn followers_heard(&self) -> impl Iterator<Item = (NodeId, Instant)> + '_ {
+        self.followers_heard_ns
+            .iter()
+            .filter_map(|(&p, t)| Some((p, self.at(t.load(Ordering::Acquire))?)))
+    }
+
+    /// The follower's log end `(last epoch, last offset)` as its log owner
+    /// last published it.
+    pub fn last_log(&self) -> (u64, u64) {
+        (
+            self.last_log_epoch.load(Ordering::Acquire),
+            self.last_log_offset.load(Ordering::Acquire),
+        )
+    }
+
+    /// Publish the follower's log end.
+    pub fn set_last_log(&self, epoch: u64, offset: u64) {
+        self.last_log_epoch.store(epoch, Ordering::Release);
+        self.last_log_offset.store(offset, Ordering::Release);
+    }
+
+    /// Publish the election engine's view.
+    pub fn set_election(&self, role: ElectionRole, voted_for: Option<NodeId>, elections: u64) {
+        let r = match role {
+            ElectionRole::Follower => 0,
+            ElectionRole::PreCandidate => 1,
+            ElectionRole::Candidate => 2,
+            ElectionRole::Leader => 3,
+        };
+        self.election_role.store(r, Ordering::Release);
+        self.voted_for
+            .store(voted_for.unwrap_or(0), Ordering::Release);
+        self.elections.store(elections, Ordering::Release);
+    }
+
+    /// The election engine's role, vote and election count.
+    pub fn election(&self) -> (ElectionRole, Option<NodeId>, u64) {
+        let role = match self.election_role.load(Ordering::Acquire) {
+            1 => ElectionRole::PreCandidate,
+            2 => ElectionRole::Candidate,
+            3 => ElectionRole::Leader,
+            _ => ElectionRole::Follower,
+        };
+        let voted = match self.voted_for.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(v),
+        };
+        (role, voted, self.elections.load(Ordering::Acquire))
+    }
+
+    /// Whether a leader transfer is under way (proposals are refused).
+    pub fn transferring(&self) -> bool {
+        self.transferring.load(Ordering::Acquire)
+    }
+
+    /// Start or end a leader transfer.
+    pub fn set_transferring(&self, on: bool) {
+        self.transferring.store(on, Ordering::Release);
+    }
+
+    /// Set the role to `to` only if it is `from` now; whether it was.
+    pub fn set_role_if(&self, from: Role, to: Role) -> bool {
+        self.role
+            .compare_exchange(
+                from.to_u8(),
+                to.to_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
     }
 
     /// Current role.

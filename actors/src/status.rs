@@ -1,6 +1,9 @@
 //! `NodeStatus`: what a node reports about itself and, on the leader, about
 //! each follower.
 
+use std::time::Duration;
+
+use metawal::engine::election::ElectionRole;
 use metawal::replication::LinkState;
 use metawal::NodeId;
 
@@ -39,10 +42,19 @@ pub struct NodeStatus {
     pub node_id: NodeId,
     /// Its role.
     pub role: Role,
+    /// Its part in elections (follower, pre-candidate, candidate, leader).
+    pub election_role: ElectionRole,
     /// Its epoch.
     pub epoch: u64,
-    /// The leader it knows.
+    /// The leader it knows (itself if it leads).
     pub leader: Option<NodeId>,
+    /// Whom it voted for in `epoch`, if anyone.
+    pub voted_for: Option<NodeId>,
+    /// Time since its active leader session last delivered anything (zero
+    /// on the leader; `None` if it never heard a leader since it started).
+    pub since_leader_contact: Option<Duration>,
+    /// Elections this node stood in since it started.
+    pub elections: u64,
     /// Last offset in its log.
     pub log_end: u64,
     /// Last offset durable in its WAL.

@@ -294,6 +294,8 @@ impl MetadataStore {
     /// What admission needs from the node.
     fn admission(&self) -> Admission {
         let role = match self.shared.role() {
+            // A leader handing over takes no proposals.
+            Role::Leader if self.shared.transferring() => NodeRole::Follower { leader: None },
             Role::Leader => NodeRole::Leader,
             Role::Follower => NodeRole::Follower {
                 leader: self.shared.leader().filter(|&l| l != self.node),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use metawal_actors::{Command, MetadataChanged, Node, NodeConfig};
+use metawal_actors::{Command, MetadataChanged, Node, NodeConfig, NodeId, Role};
 
 /// Wait until `cond` holds, polling, or fail after `limit`.
 pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F) -> Result<(), String>
@@ -29,6 +29,32 @@ where
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(())
+}
+
+/// Wait until one of `nodes` leads and every one of them knows it as
+/// leader; returns its id and epoch.
+pub async fn wait_leader(nodes: &[Node], limit: Duration) -> Result<(NodeId, u64), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut statuses = Vec::new();
+        for node in nodes {
+            if let Ok(s) = node.status().await {
+                statuses.push(s);
+            }
+        }
+        if let Some(l) = statuses.iter().find(|s| s.role == Role::Leader) {
+            if statuses.len() == nodes.len() && statuses.iter().all(|s| s.leader == Some(l.node_id))
+            {
+                return Ok((l.node_id, l.epoch));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out after {limit:?} waiting for one leader known to every node"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Bind a loopback port (127.0.0.1:0) and keep it reserved while the

@@ -147,7 +147,11 @@ pub enum ElectionInput {
         /// The message.
         msg: ElectionMsg,
     },
-    /// The answer to [`ElectionAction::PersistVote`]: on disk.
+    /// The answer to [`ElectionAction::PersistVote`]: on disk. The `log`
+    /// passed to [`ElectionEngine::handle`] with it must be the log end as
+    /// of the fence the shell set before writing (see
+    /// [`ElectionAction::PersistVote`]): vote grants and vote requests that
+    /// waited for this write are decided and built with it.
     Persisted {
         /// The epoch written.
         epoch: u64,
@@ -167,6 +171,17 @@ pub enum ElectionInput {
     HigherEpoch {
         /// The epoch seen.
         epoch: u64,
+    },
+    /// The answer to [`ElectionAction::PersistVote`] when the write was
+    /// refused or failed: what waited for it is dropped, never sent (the
+    /// election retries). `current` is the epoch found on disk, if higher.
+    PersistFailed {
+        /// The epoch of the write.
+        epoch: u64,
+        /// The vote of the write.
+        voted_for: Option<NodeId>,
+        /// A higher epoch found on disk, to move to.
+        current: Option<u64>,
     },
     /// Leader only: `peer` answered in this epoch (an ack or a handshake).
     FollowerHeard {
@@ -193,8 +208,14 @@ pub enum ElectionAction {
         /// The message.
         msg: ElectionMsg,
     },
-    /// Write `(epoch, voted_for)` durably; answer
-    /// [`ElectionInput::Persisted`]. Writes are answered in order.
+    /// Fence the log at `epoch` (from now on no entry of a lower epoch is
+    /// accepted or acknowledged), then write `(epoch, voted_for)` durably;
+    /// answer [`ElectionInput::Persisted`] with the log end as of the fence
+    /// (or [`ElectionInput::PersistFailed`]). Writes are answered in order.
+    ///
+    /// Why the fence: a vote is granted against this node's log end. If the
+    /// old leader could still append (and be acknowledged) after that, it
+    /// could commit an entry the new leader does not have.
     PersistVote {
         /// The epoch.
         epoch: u64,
@@ -228,6 +249,21 @@ pub struct ElectionConfig {
 /// `(epoch, voted_for)` as persisted.
 type Vote = (u64, Option<NodeId>);
 
+/// What waits for a vote write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AfterPersist {
+    /// Answer `to`'s vote request for `epoch`: granted if its log `theirs`
+    /// is at least this node's log as fenced.
+    Grant {
+        to: NodeId,
+        epoch: u64,
+        theirs: LastLog,
+    },
+    /// Ask every other voter for its vote in `epoch`, with this node's log
+    /// as fenced.
+    RequestVotes { epoch: u64, transfer: bool },
+}
+
 /// Most messages waiting for a vote write: one answer per voter and one
 /// round of requests.
 const MAX_AFTER_PERSIST: usize = 256;
@@ -255,7 +291,7 @@ pub struct ElectionEngine {
     /// Leader: when each follower was last heard from.
     heard: BTreeMap<NodeId, Instant>,
     /// Vote writes not answered yet, in order, with what waits for each.
-    persisting: VecDeque<(Vote, Vec<ElectionAction>)>,
+    persisting: VecDeque<(Vote, Vec<AfterPersist>)>,
     /// Elections this node started (pre-vote rounds that became votes).
     elections: u64,
     actions: VecDeque<ElectionAction>,
@@ -368,7 +404,14 @@ impl ElectionEngine {
                     self.on_message(now, from, msg, log);
                 }
             }
-            ElectionInput::Persisted { epoch, voted_for } => self.on_persisted(epoch, voted_for),
+            ElectionInput::Persisted { epoch, voted_for } => {
+                self.on_persisted(epoch, voted_for, log)
+            }
+            ElectionInput::PersistFailed {
+                epoch,
+                voted_for,
+                current,
+            } => self.on_persist_failed(now, epoch, voted_for, current),
             ElectionInput::LeaderHeard { leader, epoch } => {
                 if epoch < self.epoch || leader == self.node {
                     return;
@@ -391,7 +434,10 @@ impl ElectionEngine {
             }
             ElectionInput::FollowerHeard { peer } => {
                 if self.role == ElectionRole::Leader && self.voters.contains(&peer) {
-                    self.heard.insert(peer, now);
+                    // Never earlier than what is known (the shell may
+                    // report a contact from before the win's grace).
+                    let at = self.heard.entry(peer).or_insert(now);
+                    *at = (*at).max(now);
                 }
             }
             ElectionInput::TransferTo { to } => {
@@ -461,7 +507,7 @@ impl ElectionEngine {
             "election timeout: asking for pre-votes"
         );
         if self.granted.len() >= self.majority() {
-            self.start_vote(now, log, false);
+            self.start_vote(now, false);
             return;
         }
         self.broadcast(ElectionMsg::PreVote {
@@ -473,7 +519,7 @@ impl ElectionEngine {
 
     /// Stand in `epoch + 1`: vote for itself, and once that is on disk ask
     /// for votes.
-    fn start_vote(&mut self, now: Instant, log: LastLog, transfer: bool) {
+    fn start_vote(&mut self, now: Instant, transfer: bool) {
         self.role = ElectionRole::Candidate;
         self.epoch += 1;
         self.voted_for = Some(self.node);
@@ -487,19 +533,12 @@ impl ElectionEngine {
             epoch = self.epoch,
             "standing for election"
         );
-        let request = ElectionMsg::Vote {
+        // The requests carry the log as fenced at this epoch, so they are
+        // built once the vote is on disk.
+        self.persist(vec![AfterPersist::RequestVotes {
             epoch: self.epoch,
-            last_epoch: log.0,
-            last_offset: log.1,
             transfer,
-        };
-        let sends: Vec<ElectionAction> = self
-            .voters
-            .iter()
-            .filter(|&&v| v != self.node)
-            .map(|&to| ElectionAction::Send { to, msg: request })
-            .collect();
-        self.persist(sends);
+        }]);
         // A single voter wins on its own vote once it is on disk.
         if self.granted.len() >= self.majority() {
             self.win(now);
@@ -507,7 +546,7 @@ impl ElectionEngine {
     }
 
     /// Persist `(epoch, voted_for)`; `then` happens once it is on disk.
-    fn persist(&mut self, then: Vec<ElectionAction>) {
+    fn persist(&mut self, then: Vec<AfterPersist>) {
         let key = (self.epoch, self.voted_for);
         self.actions.push_back(ElectionAction::PersistVote {
             epoch: key.0,
@@ -522,7 +561,7 @@ impl ElectionEngine {
         self.persisting.push_back((key, then));
     }
 
-    fn on_persisted(&mut self, epoch: u64, voted_for: Option<NodeId>) {
+    fn on_persisted(&mut self, epoch: u64, voted_for: Option<NodeId>, log: LastLog) {
         // An answer to no write of ours releases nothing.
         if !self
             .persisting
@@ -532,13 +571,72 @@ impl ElectionEngine {
             return;
         }
         // Writes complete in order: everything up to this one is on disk.
-        while let Some((key, _)) = self.persisting.front() {
-            let done = *key == (epoch, voted_for);
-            if let Some((_, then)) = self.persisting.pop_front() {
-                self.actions.extend(then);
+        while let Some((key, then)) = self.persisting.pop_front() {
+            for after in then {
+                self.release(after, log);
             }
-            if done {
+            if key == (epoch, voted_for) {
                 break;
+            }
+        }
+    }
+
+    /// Carry out what waited for a vote write, with the log as fenced.
+    fn release(&mut self, after: AfterPersist, log: LastLog) {
+        match after {
+            AfterPersist::Grant { to, epoch, theirs } => {
+                // Decided again against the fenced log: entries appended
+                // between the request and the fence count.
+                let granted = epoch == self.epoch && self.voted_for == Some(to) && theirs >= log;
+                if !granted {
+                    tracing::debug!(
+                        node = self.node,
+                        peer = to,
+                        epoch,
+                        "vote withheld: the log grew before the fence"
+                    );
+                }
+                let msg = ElectionMsg::VoteReply {
+                    epoch,
+                    current: self.epoch,
+                    granted,
+                };
+                self.actions.push_back(ElectionAction::Send { to, msg });
+            }
+            AfterPersist::RequestVotes { epoch, transfer } => {
+                if self.role != ElectionRole::Candidate || self.epoch != epoch {
+                    return;
+                }
+                let request = ElectionMsg::Vote {
+                    epoch,
+                    last_epoch: log.0,
+                    last_offset: log.1,
+                    transfer,
+                };
+                self.broadcast(request);
+            }
+        }
+    }
+
+    fn on_persist_failed(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        voted_for: Option<NodeId>,
+        current: Option<u64>,
+    ) {
+        let before = self.persisting.len();
+        self.persisting.retain(|(k, _)| *k != (epoch, voted_for));
+        if self.persisting.len() != before {
+            tracing::warn!(node = self.node, epoch, voted_for = ?voted_for, "vote not persisted: nothing that waited for it is sent");
+        }
+        match current {
+            Some(c) if c > self.epoch => self.move_to_epoch(now, c),
+            _ => {
+                // Our own candidacy cannot go on without its vote on disk.
+                if self.role == ElectionRole::Candidate && self.epoch == epoch {
+                    self.become_follower(now, None);
+                }
             }
         }
     }
@@ -619,7 +717,7 @@ impl ElectionEngine {
                 if self.role == ElectionRole::PreCandidate && epoch == self.epoch + 1 && granted {
                     self.granted.insert(from);
                     if self.granted.len() >= self.majority() {
-                        self.start_vote(now, log, false);
+                        self.start_vote(now, false);
                     }
                 }
             }
@@ -660,7 +758,7 @@ impl ElectionEngine {
                     && self.leader == Some(from)
                     && self.role != ElectionRole::Leader
                 {
-                    self.start_vote(now, log, true);
+                    self.start_vote(now, true);
                 }
             }
         }
@@ -708,14 +806,10 @@ impl ElectionEngine {
         self.voted_for = Some(from);
         // Granting resets the timer: the candidate is about to lead.
         self.reset_timeout(now);
-        let reply = ElectionMsg::VoteReply {
-            epoch,
-            current: self.epoch,
-            granted: true,
-        };
-        self.persist(vec![ElectionAction::Send {
+        self.persist(vec![AfterPersist::Grant {
             to: from,
-            msg: reply,
+            epoch,
+            theirs,
         }]);
     }
 }

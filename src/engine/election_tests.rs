@@ -585,3 +585,139 @@ fn a_vote_is_answered_only_after_its_own_write() {
     );
     assert_eq!(drain(&mut v).len(), 1, "the grant, now");
 }
+
+/// A vote is granted against the log as it is once the old leader is
+/// fenced off: an entry appended between the request and the fence (the
+/// old leader may have it acknowledged and committed) withholds the vote.
+#[test]
+fn a_vote_is_withheld_if_the_log_grew_before_the_fence() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    v.handle(t0, received(1, vote(5, (4, 10), false)), (4, 10));
+    drain(&mut v);
+    // The fence found one more entry of epoch 4.
+    v.handle(
+        t0,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: Some(1),
+        },
+        (4, 11),
+    );
+    assert_eq!(
+        drain(&mut v),
+        [send(
+            1,
+            ElectionMsg::VoteReply {
+                epoch: 5,
+                current: 5,
+                granted: false
+            }
+        )]
+    );
+    assert_eq!(
+        v.voted_for(),
+        Some(1),
+        "the vote on disk stays: no other candidate gets it"
+    );
+}
+
+/// A candidate's vote requests carry its log as fenced, not as it was when
+/// it stood.
+#[test]
+fn vote_requests_carry_the_log_as_fenced() {
+    let t0 = Instant::now();
+    let mut e = engine(1, 4, t0);
+    let at = e.poll_timeout();
+    e.handle(at, ElectionInput::Tick, (4, 10));
+    drain(&mut e);
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 5,
+        current: 4,
+        granted: true,
+    };
+    e.handle(at, received(2, granted), (4, 10));
+    drain(&mut e);
+    e.handle(
+        at,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: Some(1),
+        },
+        (4, 12),
+    );
+    assert_eq!(
+        drain(&mut e),
+        [
+            send(2, vote(5, (4, 12), false)),
+            send(3, vote(5, (4, 12), false))
+        ]
+    );
+}
+
+/// A vote write that fails sends nothing that waited for it; a higher epoch
+/// found on disk is adopted; a candidate whose own vote failed stands down.
+#[test]
+fn a_failed_vote_write_sends_nothing_and_adopts_the_epoch_on_disk() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    v.handle(t0, received(1, vote(5, (4, 10), false)), (4, 10));
+    drain(&mut v);
+    v.handle(
+        t0,
+        ElectionInput::PersistFailed {
+            epoch: 5,
+            voted_for: Some(1),
+            current: Some(7),
+        },
+        (4, 10),
+    );
+    assert_eq!(
+        drain(&mut v),
+        [ElectionAction::PersistVote {
+            epoch: 7,
+            voted_for: None
+        }],
+        "no vote reply; the epoch on disk is adopted"
+    );
+    assert_eq!(v.epoch(), 7);
+    // The earlier write's answer now releases nothing.
+    v.handle(
+        t0,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: Some(1),
+        },
+        (4, 10),
+    );
+    assert!(drain(&mut v).is_empty());
+
+    let mut c = engine(1, 4, t0);
+    let at = c.poll_timeout();
+    c.handle(at, ElectionInput::Tick, (4, 10));
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 5,
+        current: 4,
+        granted: true,
+    };
+    c.handle(at, received(2, granted), (4, 10));
+    drain(&mut c);
+    c.handle(
+        at,
+        ElectionInput::PersistFailed {
+            epoch: 5,
+            voted_for: Some(1),
+            current: None,
+        },
+        (4, 10),
+    );
+    assert_eq!(
+        drain(&mut c),
+        [ElectionAction::StepDown {
+            epoch: 5,
+            leader: None
+        }],
+        "no vote requests"
+    );
+    assert_eq!(c.role(), ElectionRole::Follower);
+}

@@ -604,7 +604,7 @@ impl FollowerEngine {
             Err(EpochRefused::Stale {
                 current, leader, ..
             }) => self.answer_attach(a.req, Err(AttachRefused::StaleEpoch { current, leader })),
-            Err(EpochRefused::Conflict { .. }) => {
+            Err(EpochRefused::Conflict { .. } | EpochRefused::Voted { .. }) => {
                 self.answer_attach(a.req, Err(AttachRefused::EpochConflict))
             }
             Ok(EpochStep::Same) => self.defer(Deferred::Attach {
@@ -616,6 +616,9 @@ impl FollowerEngine {
             Ok(EpochStep::Advance) => {
                 // Persist the new epoch and leader before acting on them.
                 let mut meta = self.meta.clone();
+                if a.epoch > meta.current_epoch {
+                    meta.voted_for = None;
+                }
                 meta.current_epoch = a.epoch;
                 meta.leader = Some(a.leader);
                 meta.commit_hint = meta.commit_hint.max(self.commit.min(self.durable));
@@ -657,7 +660,9 @@ impl FollowerEngine {
                     EpochRefused::Stale {
                         current, leader, ..
                     } => AttachRefused::StaleEpoch { current, leader },
-                    EpochRefused::Conflict { .. } => AttachRefused::EpochConflict,
+                    EpochRefused::Conflict { .. } | EpochRefused::Voted { .. } => {
+                        AttachRefused::EpochConflict
+                    }
                 };
                 self.answer_attach(a.req, Err(refused));
             }

@@ -79,6 +79,7 @@ fn meta(epoch: u64, leader: Option<NodeId>) -> NodeMeta {
         cluster_id: "test-cluster".into(),
         current_epoch: epoch,
         leader,
+        voted_for: None,
         commit_hint: 0,
     }
 }

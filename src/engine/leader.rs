@@ -57,6 +57,11 @@ pub enum LeaderError {
     /// The leader is stopping.
     #[error("the leader is stopping")]
     ShuttingDown,
+    /// The leader stepped down (it lost an election, its quorum, or handed
+    /// leadership over) before the entry was acknowledged: it is in this
+    /// node's log and may or may not be committed by the next leader.
+    #[error("the leader stepped down before the entry was acknowledged")]
+    SteppedDown,
 }
 
 /// An event for the leader engine.
@@ -108,6 +113,9 @@ pub enum LeaderInput {
     Tick,
     /// The leader stops: every waiter gets [`LeaderError::ShuttingDown`].
     Stop,
+    /// The leader steps down: every waiter gets
+    /// [`LeaderError::SteppedDown`].
+    StepDown,
 }
 
 /// What the shell must do.
@@ -269,12 +277,17 @@ impl LeaderEngine {
                     self.maybe_write();
                 }
             }
-            LeaderInput::Stop => {
+            LeaderInput::Stop | LeaderInput::StepDown => {
+                let why = if matches!(input, LeaderInput::Stop) {
+                    LeaderError::ShuttingDown
+                } else {
+                    LeaderError::SteppedDown
+                };
                 for (offset, proposal) in self.drain_waiters() {
                     self.actions.push_back(LeaderAction::Resolve {
                         proposal,
                         offset,
-                        result: Err(LeaderError::ShuttingDown),
+                        result: Err(why.clone()),
                     });
                 }
             }

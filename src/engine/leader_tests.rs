@@ -310,3 +310,30 @@ fn stop_answers_waiters_shutting_down() {
         }]
     );
 }
+
+/// A leader that steps down tells its waiters so at once (they do not hang
+/// until the request timeout), and that the outcome is open.
+#[test]
+fn a_step_down_answers_waiters_that_the_leader_stepped_down() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    e.handle(t0, append(1, Acks::All, 1));
+    e.handle(t0, append(2, Acks::Leader, 2));
+    drain(&mut e);
+    e.handle(t0, LeaderInput::StepDown);
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            LeaderAction::Resolve {
+                proposal: 1,
+                offset: 1,
+                result: Err(LeaderError::SteppedDown)
+            },
+            LeaderAction::Resolve {
+                proposal: 2,
+                offset: 2,
+                result: Err(LeaderError::SteppedDown)
+            }
+        ]
+    );
+}

@@ -114,6 +114,14 @@ pub enum SessionAction {
         /// Last offset to keep.
         to: u64,
     },
+    /// An election message from the authenticated voter `from`, for this
+    /// node's election engine (best effort: elections retry).
+    Election {
+        /// The voter.
+        from: NodeId,
+        /// The message.
+        msg: crate::engine::election::ElectionMsg,
+    },
     /// Install the snapshot the leader sent; answer
     /// [`SessionInput::LogReset`].
     InstallSnapshot {
@@ -142,6 +150,10 @@ enum Phase {
         leader: NodeId,
         epoch: u64,
         pending: Pending,
+    },
+    /// An election connection from an authenticated voter.
+    Voter {
+        from: NodeId,
     },
     Closed,
 }
@@ -215,6 +227,14 @@ impl SessionEngine {
     pub fn epoch(&self) -> Option<u64> {
         match self.phase {
             Phase::Ready { epoch, .. } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// The voter of an election connection, once authenticated.
+    pub fn voter(&self) -> Option<NodeId> {
+        match self.phase {
+            Phase::Voter { from } => Some(from),
             _ => None,
         }
     }
@@ -339,6 +359,35 @@ impl SessionEngine {
 
     fn on_frame(&mut self, now: Instant, frame: Frame, local: Local) {
         match (self.phase, frame) {
+            (Phase::AwaitHello { nonce }, frame @ Frame::VoterHello { .. }) => {
+                match self
+                    .keys
+                    .check_voter_hello(&nonce, &frame)
+                    .and_then(|(from, theirs)| Ok((from, self.keys.voter_welcome(&theirs)?)))
+                {
+                    Ok((from, welcome)) => {
+                        self.phase = Phase::Voter { from };
+                        self.actions.push_back(SessionAction::Send(welcome));
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = self.node, error = %e, "election connection refused");
+                        self.reject_and_close(reject(&e, 0, None), "voter handshake refused");
+                    }
+                }
+            }
+            (Phase::Voter { from }, Frame::Election { msg }) => {
+                self.actions
+                    .push_back(SessionAction::Election { from, msg });
+            }
+            (Phase::Voter { from }, other) => {
+                tracing::warn!(
+                    node = self.node,
+                    peer = from,
+                    frame = other.kind(),
+                    "unexpected frame on an election connection"
+                );
+                self.close("protocol error");
+            }
             (Phase::AwaitHello { nonce }, frame) => {
                 match self
                     .keys

@@ -404,3 +404,105 @@ fn a_silent_leader_is_dropped_and_a_missed_durable_is_re_acked() {
     );
     assert_eq!(e.poll_timeout(), None);
 }
+
+const VOTER: NodeId = 3;
+const VOTER_NONCE: Nonce = [5; NONCE_LEN];
+
+fn voter_hello(secret: &[u8], cluster: &str) -> Frame {
+    HandshakeKeys::new(VOTER, cluster, secret.to_vec())
+        .expect("valid keys")
+        .voter_hello(&MY_NONCE, &VOTER_NONCE)
+        .expect("a VoterHello")
+}
+
+fn pre_vote() -> crate::engine::election::ElectionMsg {
+    crate::engine::election::ElectionMsg::PreVote {
+        epoch: 4,
+        last_epoch: 3,
+        last_offset: 9,
+    }
+}
+
+/// An election connection: an authenticated voter is welcomed (with a
+/// proof the voter checks), and its election frames reach the election
+/// engine, tagged with its authenticated id. Nothing reaches the log.
+#[test]
+fn an_authenticated_voter_is_welcomed_and_its_election_frames_passed_on() {
+    let t0 = Instant::now();
+    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    drain(&mut e);
+    let l = local(1, Some(LEADER), 5);
+    e.handle(
+        t0,
+        SessionInput::Frame(voter_hello(b"s", "test-cluster")),
+        l,
+    );
+    let out = drain(&mut e);
+    let [SessionAction::Send(welcome)] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    keys(VOTER, b"s")
+        .check_voter_welcome(&VOTER_NONCE, FOLLOWER, welcome)
+        .expect("the welcome proves the secret");
+    assert_eq!(e.voter(), Some(VOTER));
+    e.handle(
+        t0,
+        SessionInput::Frame(Frame::Election { msg: pre_vote() }),
+        l,
+    );
+    assert_eq!(
+        drain(&mut e),
+        [SessionAction::Election {
+            from: VOTER,
+            msg: pre_vote()
+        }]
+    );
+    // A replication frame on an election connection closes it.
+    e.handle(t0, SessionInput::Frame(append(6, 6, 0)), l);
+    assert!(matches!(
+        drain(&mut e).as_slice(),
+        [SessionAction::Close { .. }]
+    ));
+    assert!(e.closed());
+}
+
+/// A voter with another secret or cluster id is refused and logged; an
+/// election frame before (or instead of) the voter's handshake is refused:
+/// nothing reaches the election engine.
+#[test]
+fn a_voter_with_another_secret_or_cluster_is_refused_and_passes_nothing_on() {
+    let t0 = Instant::now();
+    let l = local(1, Some(LEADER), 5);
+    for (frame, reason) in [
+        (
+            voter_hello(b"other", "test-cluster"),
+            RejectReason::BadProof,
+        ),
+        (
+            voter_hello(b"s", "other-cluster"),
+            RejectReason::ClusterMismatch,
+        ),
+        (
+            Frame::Election { msg: pre_vote() },
+            RejectReason::Unexpected,
+        ),
+    ] {
+        let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+        drain(&mut e);
+        e.handle(t0, SessionInput::Frame(frame), l);
+        let out = drain(&mut e);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [SessionAction::RejectAndClose { frame: Frame::Reject { reason: r, epoch: 0, leader: None }, .. }] if *r == reason
+            ),
+            "{out:?}"
+        );
+        e.handle(
+            t0,
+            SessionInput::Frame(Frame::Election { msg: pre_vote() }),
+            l,
+        );
+        assert!(drain(&mut e).is_empty(), "nothing after the refusal");
+    }
+}

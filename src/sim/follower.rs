@@ -166,6 +166,15 @@ impl Simulation {
                         SessionInput::Appended(result.map_err(|e| e.to_string())),
                     );
                 }
+                SessionAction::Election { from, msg } => {
+                    // The simulation carries election messages as datagrams
+                    // of their own, never on replication connections.
+                    self.fail(
+                        Invariant::ElectionSafety,
+                        format!("n{id}: an election message from n{from} on a replication connection: {msg:?}"),
+                    );
+                    return;
+                }
                 SessionAction::Commit { commit } => {
                     self.owner_input(
                         id,

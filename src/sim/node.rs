@@ -360,6 +360,7 @@ pub fn node_meta(id: NodeId, meta: Meta) -> NodeMeta {
         cluster_id: "sim".into(),
         current_epoch: meta.epoch,
         leader: meta.leader,
+        voted_for: meta.voted_for,
         commit_hint: 0,
     }
 }

@@ -60,7 +60,8 @@ pub async fn wait_seen(rec: &Recording, offset: u64, limit: Duration) {
     }
 }
 
-/// Nodes `1..=n`, node 1 the first leader.
+/// Nodes `1..=n`. [`TestCluster::start`] makes node 1 the leader (by
+/// election, then a transfer if another node won).
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     /// Each node's own replication address.
@@ -75,10 +76,34 @@ impl TestCluster {
     /// Start `n` nodes; followers in `proxied` are reached through a proxy.
     pub async fn start(n: u64, proxied: &[NodeId], replication: ReplicationConfig) -> TestCluster {
         let mut c = TestCluster::new(n, proxied, replication).await;
-        for id in (2..=n).chain([1]) {
+        for id in 1..=n {
             c.start_node(id).await;
         }
+        c.make_leader(1).await;
         c
+    }
+
+    /// Wait until some running node leads and every running node knows it;
+    /// returns it.
+    pub async fn wait_leader(&self, limit: Duration) -> NodeId {
+        let running: Vec<Node> = self.nodes.values().map(|(n, _)| n.clone()).collect();
+        match support::wait_leader(&running, limit).await {
+            Ok((id, _)) => id,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Wait for a leader, and hand leadership to `id` if another node won.
+    pub async fn make_leader(&self, id: NodeId) {
+        let limit = Duration::from_secs(20);
+        let l = self.wait_leader(limit).await;
+        if l != id {
+            self.node(l)
+                .transfer_leadership(id)
+                .await
+                .unwrap_or_else(|e| panic!("transfer from {l} to {id}: {e}"));
+        }
+        self.wait_isr_of(id, self.nodes.len(), limit).await;
     }
 
     /// Prepare `n` nodes (addresses, data dirs, proxies) without starting
@@ -231,6 +256,7 @@ pub fn create_topic(name: &str, partitions: u32, rf: u32) -> Command {
 pub fn fast_config() -> ReplicationConfig {
     ReplicationConfig {
         heartbeat_interval: Duration::from_millis(20),
+        election_timeout: Duration::from_millis(300),
         session_timeout: Duration::from_millis(400),
         replica_lag_time_max: Duration::from_millis(500),
         backoff_min: Duration::from_millis(10),

@@ -3,7 +3,7 @@
 //! ```text
 //! METAWAL_SECRET=s3cret metawal-node --node-id 1 --cluster-id prod \
 //!     --data-dir /var/lib/metawal --listen 0.0.0.0:7101 \
-//!     --peer 2=10.0.0.2:7101 --peer 3=10.0.0.3:7101 --first-leader 1
+//!     --peer 2=10.0.0.2:7101 --peer 3=10.0.0.3:7101
 //! ```
 //!
 //! It starts an actix System, starts the [`Node`] on it, logs with
@@ -59,20 +59,6 @@ struct Args {
     #[arg(long = "peer", value_name = "ID=ADDR", value_parser = parse_peer)]
     peers: Vec<(NodeId, SocketAddr)>,
 
-    /// The metadata leader of a new cluster. Used only when the data dir is
-    /// new: afterwards the node's `meta` file decides.
-    #[arg(long, value_name = "ID")]
-    first_leader: NodeId,
-
-    /// The epoch a new cluster starts in (>= 1).
-    #[arg(long, value_name = "EPOCH", default_value_t = 1)]
-    first_epoch: u64,
-
-    /// If this node led before it stopped, come back as a follower instead
-    /// of resuming leadership in a new epoch (use once leadership can move).
-    #[arg(long)]
-    no_resume_leadership: bool,
-
     /// acks=all needs at least this many in-sync replicas, leader included
     /// (capped at the cluster size) [default: 2].
     #[arg(long, value_name = "N")]
@@ -81,6 +67,12 @@ struct Args {
     /// Heartbeat interval on an idle link, in ms [default: 100].
     #[arg(long, value_name = "MS")]
     heartbeat_ms: Option<u64>,
+
+    /// Election timeout T, in ms: a follower that has not heard its leader
+    /// for a random time in [T, 2T) stands for election; a leader that has
+    /// not heard a majority for T steps down [default: 1000].
+    #[arg(long, value_name = "MS")]
+    election_timeout_ms: Option<u64>,
 
     /// A peer silent this long is dropped and reconnected, in ms [default: 2000].
     #[arg(long, value_name = "MS")]
@@ -167,6 +159,9 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     if let Some(v) = args.heartbeat_ms {
         replication.heartbeat_interval = ms(v);
     }
+    if let Some(v) = args.election_timeout_ms {
+        replication.election_timeout = ms(v);
+    }
     if let Some(v) = args.session_timeout_ms {
         replication.session_timeout = ms(v);
     }
@@ -187,9 +182,6 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
         args.listen,
     );
     config.peers = peers;
-    config.first_leader = args.first_leader;
-    config.first_epoch = args.first_epoch;
-    config.resume_leadership = !args.no_resume_leadership;
     config.replication = replication;
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
@@ -199,8 +191,12 @@ fn log_status(s: &NodeStatus) {
     tracing::info!(
         node = s.node_id,
         role = %s.role,
+        election = ?s.election_role,
         epoch = s.epoch,
         leader = ?s.leader,
+        voted_for = ?s.voted_for,
+        since_leader_ms = ?s.since_leader_contact.map(|d| d.as_millis()),
+        elections = s.elections,
         log_end = s.log_end,
         durable = s.durable,
         commit = s.commit,

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
+use crate::election::ElectorSlot;
 use crate::error::DiskError;
 use crate::follower::messages::{
     Attach, Durable, ListenerHandle, LogEnd, SessionAppend, SessionCommit, SessionGone,
@@ -68,6 +69,17 @@ pub(crate) struct ResumeFollowing {
     pub epochs: EpochIndex,
     pub meta: NodeMeta,
     pub commit: u64,
+}
+
+/// A vote is about to be persisted in `epoch`: from now on take nothing
+/// from a leader of a lower epoch (its session ends), and answer the log
+/// end `(last epoch, last offset)` as of this fence — records queued for
+/// the disk included — against which the vote is decided. Refused while
+/// this node leads or after a fail-stop (the log it holds is not the log).
+#[derive(Message)]
+#[rtype(result = "Result<(u64, u64), String>")]
+pub(crate) struct Fence {
+    pub epoch: u64,
 }
 
 /// Stop accepting and end every session.
@@ -111,6 +123,8 @@ pub(crate) struct ListenerInit {
     /// On the leader: told of every inbound connection (a follower that
     /// started says so by connecting).
     pub wake: Option<Recipient<WakeLinks>>,
+    /// Where election connections deliver their messages.
+    pub elector: ElectorSlot,
 }
 
 /// The follower-side acceptor and the shell of its log owner (see the
@@ -133,6 +147,7 @@ pub struct ReplicaListener {
     replies: HashMap<RequestId, Reply>,
     next_request: RequestId,
     wake: Option<Recipient<WakeLinks>>,
+    elector: ElectorSlot,
 }
 
 impl ReplicaListener {
@@ -160,6 +175,7 @@ impl ReplicaListener {
             replies: HashMap::new(),
             next_request: 0,
             wake: init.wake,
+            elector: init.elector,
         }
     }
 
@@ -188,6 +204,9 @@ impl ReplicaListener {
         // one writer (the engine's position is the log it released).
         if !self.engine.is_leading() {
             crate::progress::publish(&self.progress_tx, p);
+            let log = self.engine.epochs();
+            self.shared
+                .set_last_log(log.last_epoch(), log.last_offset());
         }
     }
 
@@ -287,6 +306,10 @@ impl ReplicaListener {
                 }
             }
             FollowerAction::Attached { req, result } => {
+                if result.is_ok() {
+                    // A leader authenticated and attached: it is alive.
+                    self.shared.note_leader_contact();
+                }
                 if let Some(Reply::Attach(tx)) = self.replies.remove(&req) {
                     let _ = tx.send(result);
                 }
@@ -462,6 +485,7 @@ impl StreamHandler<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)
                 gone: ctx.address().recipient(),
             },
             durable: self.durable.clone(),
+            elector: self.elector.clone(),
             stream,
         };
         let addr = ReplicaSession::new(init).start();
@@ -511,6 +535,9 @@ impl Handler<SessionAppend> for ReplicaListener {
             .engine
             .append(msg.session, msg.records, msg.entries, msg.commit)
             .map_err(|e| e.to_string());
+        if result.is_ok() {
+            self.shared.note_leader_contact();
+        }
         self.run_actions(ctx);
         result
     }
@@ -520,6 +547,9 @@ impl Handler<SessionCommit> for ReplicaListener {
     type Result = ();
 
     fn handle(&mut self, msg: SessionCommit, ctx: &mut Context<Self>) {
+        if self.engine.active() == Some(msg.session) {
+            self.shared.note_leader_contact();
+        }
         self.input(
             FollowerInput::Commit {
                 session: msg.session,
@@ -581,7 +611,13 @@ impl Handler<GetPosition> for ReplicaListener {
     type Result = MessageResult<GetPosition>;
 
     fn handle(&mut self, _msg: GetPosition, _ctx: &mut Context<Self>) -> Self::Result {
-        let p = self.engine.progress();
+        // While the node leads (or is stepping down) the log is the
+        // Replicator's, as published on the progress channel.
+        let p = if self.engine.is_leading() {
+            *self.progress_tx.borrow()
+        } else {
+            self.engine.progress()
+        };
         MessageResult(FollowerPosition {
             log_end: p.log_end,
             durable: p.durable,
@@ -622,6 +658,28 @@ impl Handler<ResumeFollowing> for ReplicaListener {
             },
             ctx,
         );
+    }
+}
+
+impl Handler<Fence> for ReplicaListener {
+    type Result = Result<(u64, u64), String>;
+
+    fn handle(&mut self, msg: Fence, ctx: &mut Context<Self>) -> Self::Result {
+        if self.engine.is_leading() || self.engine.has_failed() {
+            return Err(
+                "this node leads or has failed: its log owner holds no log to vote with".into(),
+            );
+        }
+        let meta = self.engine.meta();
+        if msg.epoch > meta.current_epoch {
+            let mut fenced = meta.clone();
+            fenced.current_epoch = msg.epoch;
+            fenced.leader = None;
+            fenced.voted_for = None;
+            self.input(FollowerInput::MetaChanged(fenced), ctx);
+        }
+        let log = self.engine.epochs();
+        Ok((log.last_epoch(), log.last_offset()))
     }
 }
 

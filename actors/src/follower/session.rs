@@ -22,6 +22,7 @@ use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound};
+use crate::election::{ElectionIn, ElectorSlot};
 use crate::follower::messages::{
     Attach, AttachRefused, Durable, ListenerHandle, SessionAppend, SessionCommit, SessionGone,
     SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
@@ -36,6 +37,7 @@ pub(crate) struct SessionInit {
     pub keys: HandshakeKeys,
     pub listener: ListenerHandle,
     pub durable: Arc<AtomicU64>,
+    pub elector: ElectorSlot,
     pub stream: TcpStream,
 }
 
@@ -47,6 +49,7 @@ pub struct ReplicaSession {
     config: ReplicationConfig,
     listener: ListenerHandle,
     durable: Arc<AtomicU64>,
+    elector: ElectorSlot,
     stream: Option<TcpStream>,
     conn: Option<Connection>,
     engine: SessionEngine,
@@ -69,6 +72,7 @@ impl ReplicaSession {
             config: init.config,
             listener: init.listener,
             durable: init.durable,
+            elector: init.elector,
             stream: Some(init.stream),
             conn: None,
         }
@@ -148,6 +152,19 @@ impl ReplicaSession {
                     session: self.id,
                     commit,
                 });
+            }
+            SessionAction::Election { from, msg } => {
+                // Best effort, bounded: if the Elector's mailbox is full the
+                // message is dropped and the election retries it.
+                if let Some(elector) = self.elector.get() {
+                    if elector.try_send(ElectionIn { from, msg }).is_err() {
+                        tracing::debug!(
+                            node = self.node,
+                            peer = from,
+                            "election message dropped: elector busy"
+                        );
+                    }
+                }
             }
             SessionAction::Truncate { to } => {
                 let req = self.listener.truncate.send(SessionTruncate {
@@ -263,7 +280,7 @@ impl StreamHandler<ConnInput> for ReplicaSession {
                 tracing::warn!(node = self.node, peer = ?self.engine.leader(), error = %e, "bad data on replication connection");
                 self.close(ctx, "read error");
             }
-            Inbound::Closed => self.close(ctx, "closed by leader"),
+            Inbound::Closed => self.close(ctx, "closed by peer"),
         }
     }
 

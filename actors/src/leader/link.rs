@@ -37,6 +37,7 @@ use metawal::codec::CodecError;
 use metawal::engine::{
     LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogView, ReadFailure, SnapshotBytes,
 };
+use metawal::frame::Frame;
 use metawal::handshake::HandshakeKeys;
 use metawal::record::Record;
 use metawal::replication::{decide_start, LinkState, StartPoint};
@@ -147,6 +148,7 @@ pub(crate) struct LinkInit {
     pub replicator: Recipient<LinkEvent>,
     pub progress: watch::Receiver<LogProgress>,
     pub stats: Arc<LinkStats>,
+    pub shared: Arc<crate::shared::NodeShared>,
 }
 
 /// The leader's log behind its mutex, as the link engine reads it (the
@@ -187,6 +189,8 @@ pub struct FollowerLink {
     replicator: Recipient<LinkEvent>,
     progress_rx: Option<watch::Receiver<LogProgress>>,
     stats: Arc<LinkStats>,
+    /// Where this link records that its follower answered (check-quorum).
+    shared: Arc<crate::shared::NodeShared>,
     engine: LinkEngine,
     conn: Option<Connection>,
     /// The armed timer and when it fires.
@@ -223,6 +227,7 @@ impl FollowerLink {
             replicator: init.replicator,
             progress_rx: Some(init.progress),
             stats: init.stats,
+            shared: init.shared,
             conn: None,
             timer: None,
             outbox: VecDeque::new(),
@@ -545,7 +550,24 @@ impl StreamHandler<ConnInput> for FollowerLink {
     fn handle(&mut self, input: ConnInput, ctx: &mut Context<Self>) {
         let gen = input.gen;
         let input = match input.item {
-            Inbound::Frame(frame) => LinkInput::Frame { gen, frame },
+            Inbound::Frame(frame) => {
+                let answer = matches!(
+                    frame,
+                    Frame::Ack { .. } | Frame::Position { .. } | Frame::Welcome { .. }
+                );
+                self.input(LinkInput::Frame { gen, frame }, ctx);
+                // An answer on an authenticated connection of this epoch:
+                // the follower counts toward the leader's quorum.
+                if answer
+                    && matches!(
+                        self.engine.state(),
+                        LinkState::Probing | LinkState::Streaming | LinkState::Snapshotting
+                    )
+                {
+                    self.shared.note_follower_heard(self.peer);
+                }
+                return;
+            }
             Inbound::Error(e) => {
                 tracing::warn!(node = self.node, peer = self.peer, error = %e, "bad data from follower");
                 LinkInput::Closed {

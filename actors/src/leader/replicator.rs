@@ -86,7 +86,11 @@ pub struct WakeLinks;
 /// Stop the Replicator and its links.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct StopReplicator;
+pub(crate) struct StopReplicator {
+    /// The node steps down (waiting proposals get `LeadershipLost`), rather
+    /// than shutting down (`ShuttingDown`).
+    pub step_down: bool,
+}
 
 struct LinkSlot {
     addr: Addr<FollowerLink>,
@@ -190,6 +194,7 @@ impl Replicator {
             replicator: ctx.address().recipient(),
             progress: self.progress_rx.clone(),
             stats: stats.clone(),
+            shared: self.shared.clone(),
         });
         let addr = link.start();
         self.links.insert(
@@ -494,13 +499,18 @@ impl Handler<PanicLink> for Replicator {
 impl Handler<StopReplicator> for Replicator {
     type Result = ();
 
-    fn handle(&mut self, _msg: StopReplicator, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: StopReplicator, ctx: &mut Context<Self>) {
         for slot in self.links.values() {
             // A link whose mailbox is full stops on its next heartbeat,
             // when it finds the Replicator gone.
             let _ = slot.addr.try_send(crate::leader::link::StopLink);
         }
-        self.input(LeaderInput::Stop, ctx);
+        let input = if msg.step_down {
+            LeaderInput::StepDown
+        } else {
+            LeaderInput::Stop
+        };
+        self.input(input, ctx);
         ctx.stop();
     }
 }

@@ -1,0 +1,299 @@
+//! `VoterLink`: this node's election connection to one peer.
+//!
+//! Election messages are datagrams to the engine: a lost one is retried by
+//! the next round. So the link is simple and bounded. It connects when it
+//! has something to send, answers the peer's `Challenge` with a
+//! `VoterHello` (HMAC proof over the peer's nonce), checks the peer's
+//! `VoterWelcome` (its proof over ours) and then writes `Election` frames.
+//! The peer closes an idle connection after its session timeout; the next
+//! message reconnects. One link per peer, so a slow or dead peer delays no
+//! other.
+//!
+//! Bounds: at most [`MAX_QUEUED`] messages wait (the oldest is dropped);
+//! one connection attempt at a time, each bounded by the session timeout;
+//! a failed connect or handshake drops what waited (no retry loop: the
+//! engine's timers are the retry).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+use metawal::codec::CodecError;
+use metawal::engine::election::ElectionMsg;
+use metawal::frame::Frame;
+use metawal::handshake::{HandshakeKeys, Nonce};
+use metawal::NodeId;
+
+use crate::conn::{ConnInput, ConnOwner, Connection, Inbound};
+
+/// Most election messages waiting for the connection.
+const MAX_QUEUED: usize = 16;
+
+/// Send one election message to the peer (best effort).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SendElection(pub ElectionMsg);
+
+/// Write what is queued, then stop (bounded by the connect timeout).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopVoterLink;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Connecting,
+    AwaitChallenge,
+    AwaitWelcome { nonce: Nonce },
+    Ready,
+}
+
+pub(crate) struct VoterLink {
+    node: NodeId,
+    peer: NodeId,
+    addr: SocketAddr,
+    keys: HandshakeKeys,
+    connect_timeout: Duration,
+    max_frame_bytes: usize,
+    phase: Phase,
+    conn: Option<Connection>,
+    gen: u64,
+    queue: VecDeque<ElectionMsg>,
+    stopping: bool,
+}
+
+impl VoterLink {
+    pub(crate) fn new(
+        node: NodeId,
+        peer: NodeId,
+        addr: SocketAddr,
+        keys: HandshakeKeys,
+        connect_timeout: Duration,
+        max_frame_bytes: usize,
+    ) -> VoterLink {
+        VoterLink {
+            node,
+            peer,
+            addr,
+            keys,
+            connect_timeout,
+            max_frame_bytes,
+            phase: Phase::Idle,
+            conn: None,
+            gen: 0,
+            queue: VecDeque::new(),
+            stopping: false,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::Connecting;
+        let (addr, limit) = (self.addr, self.connect_timeout);
+        let fut =
+            async move { tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(Ok(stream)) => {
+                act.gen += 1;
+                act.conn = Some(Connection::attach(
+                    ctx,
+                    stream,
+                    act.gen,
+                    act.max_frame_bytes,
+                ));
+                act.phase = Phase::AwaitChallenge;
+            }
+            Ok(Err(e)) => act.give_up(ctx, &format!("connect failed: {e}")),
+            Err(_) => act.give_up(ctx, "connect timed out"),
+        }));
+    }
+
+    /// Drop the connection and what waited for it (the engine retries).
+    fn give_up(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if !self.queue.is_empty() {
+            tracing::debug!(
+                node = self.node,
+                peer = self.peer,
+                dropped = self.queue.len(),
+                why,
+                "election messages dropped"
+            );
+        }
+        self.queue.clear();
+        self.close(ctx);
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if let Some(conn) = self.conn.take() {
+            conn.close(ctx);
+        }
+        self.phase = Phase::Idle;
+        if self.stopping {
+            ctx.stop();
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Ready {
+            return;
+        }
+        let Some(conn) = &self.conn else {
+            return;
+        };
+        while let Some(msg) = self.queue.pop_front() {
+            if conn.send(Frame::Election { msg }).is_err() {
+                // The writer is stuck or gone: drop the rest; reconnect on
+                // the next message.
+                self.give_up(ctx, "writer full or closed");
+                return;
+            }
+        }
+        if self.stopping {
+            if let Some(conn) = self.conn.take() {
+                conn.close_after_flush(ctx);
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        match self.phase {
+            Phase::AwaitChallenge => {
+                let info = match self.keys.check_challenge(&frame) {
+                    Ok(info) if info.node_id == self.peer => info,
+                    Ok(info) => {
+                        tracing::warn!(
+                            node = self.node,
+                            peer = self.peer,
+                            claimed = info.node_id,
+                            "election connection answered by another node id; closed"
+                        );
+                        self.give_up(ctx, "wrong peer");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = self.node, peer = self.peer, error = %e, "election handshake refused");
+                        self.give_up(ctx, "handshake refused");
+                        return;
+                    }
+                };
+                let nonce: Nonce = rand::random();
+                match self.keys.voter_hello(&info.nonce, &nonce) {
+                    Ok(hello) => {
+                        if let Some(conn) = &self.conn {
+                            if conn.send(hello).is_err() {
+                                self.give_up(ctx, "writer closed");
+                                return;
+                            }
+                        }
+                        self.phase = Phase::AwaitWelcome { nonce };
+                    }
+                    Err(e) => {
+                        tracing::error!(node = self.node, error = %e, "cannot sign a VoterHello");
+                        self.give_up(ctx, "keys invalid");
+                    }
+                }
+            }
+            Phase::AwaitWelcome { nonce } => {
+                match self.keys.check_voter_welcome(&nonce, self.peer, &frame) {
+                    Ok(()) => {
+                        tracing::debug!(
+                            node = self.node,
+                            peer = self.peer,
+                            "election connection ready"
+                        );
+                        self.phase = Phase::Ready;
+                        self.flush(ctx);
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = self.node, peer = self.peer, error = %e, "election handshake refused");
+                        self.give_up(ctx, "handshake refused");
+                    }
+                }
+            }
+            Phase::Ready | Phase::Idle | Phase::Connecting => {
+                tracing::warn!(
+                    node = self.node,
+                    peer = self.peer,
+                    frame = frame.kind(),
+                    "unexpected frame on an election connection; closed"
+                );
+                self.close(ctx);
+            }
+        }
+    }
+}
+
+impl Actor for VoterLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+impl Handler<SendElection> for VoterLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendElection, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            self.queue.pop_front();
+        }
+        self.queue.push_back(msg.0);
+        match self.phase {
+            Phase::Idle => self.connect(ctx),
+            Phase::Ready => self.flush(ctx),
+            _ => {}
+        }
+    }
+}
+
+impl Handler<StopVoterLink> for VoterLink {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopVoterLink, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        match self.phase {
+            Phase::Ready => self.flush(ctx),
+            Phase::Idle => ctx.stop(),
+            _ if self.queue.is_empty() => self.close(ctx),
+            _ => {}
+        }
+        // Whatever happens, stop within the connect timeout.
+        ctx.run_later(self.connect_timeout, |_, ctx| ctx.stop());
+    }
+}
+
+impl StreamHandler<ConnInput> for VoterLink {
+    fn handle(&mut self, input: ConnInput, ctx: &mut Context<Self>) {
+        if input.gen != self.gen {
+            return;
+        }
+        match input.item {
+            Inbound::Frame(frame) => self.on_frame(frame, ctx),
+            Inbound::Error(e) => self.give_up(ctx, &format!("read error: {e}")),
+            // The peer closes idle election connections: reconnect on the
+            // next message.
+            Inbound::Closed => self.give_up(ctx, "closed by peer"),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl ConnOwner for VoterLink {
+    fn writer_done(&mut self, gen: u64, result: Result<(), CodecError>, ctx: &mut Context<Self>) {
+        if gen != self.gen {
+            return;
+        }
+        if let Err(e) = result {
+            tracing::debug!(node = self.node, peer = self.peer, error = %e, "election connection write failed");
+        }
+        self.close(ctx);
+        if self.stopping {
+            ctx.stop();
+        }
+    }
+}
