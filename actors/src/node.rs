@@ -437,6 +437,7 @@ impl Node {
                 self.shared.leader_contact().map(|t| t.elapsed())
             },
             elections,
+            pre_votes: self.shared.pre_votes(),
             log_end: 0,
             durable: 0,
             commit: 0,

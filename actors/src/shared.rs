@@ -85,6 +85,7 @@ pub struct NodeShared {
     election_role: AtomicU8,
     voted_for: AtomicU64,
     elections: AtomicU64,
+    pre_votes: AtomicU64,
     /// A leader transfer is under way: proposals are refused.
     transferring: AtomicBool,
 }
@@ -114,6 +115,7 @@ impl NodeShared {
             election_role: AtomicU8::new(0),
             voted_for: AtomicU64::new(0),
             elections: AtomicU64::new(0),
+            pre_votes: AtomicU64::new(0),
             transferring: AtomicBool::new(false),
         }
     }
@@ -168,7 +170,14 @@ impl NodeShared {
     }
 
     /// Publish the election engine's view.
-    pub fn set_election(&self, role: ElectionRole, voted_for: Option<NodeId>, elections: u64) {
+    pub fn set_election(
+        &self,
+        role: ElectionRole,
+        voted_for: Option<NodeId>,
+        elections: u64,
+        pre_votes: u64,
+    ) {
+        self.pre_votes.store(pre_votes, Ordering::Release);
         let r = match role {
             ElectionRole::Follower => 0,
             ElectionRole::PreCandidate => 1,
@@ -179,6 +188,11 @@ impl NodeShared {
         self.voted_for
             .store(voted_for.unwrap_or(0), Ordering::Release);
         self.elections.store(elections, Ordering::Release);
+    }
+
+    /// Pre-vote rounds this node started.
+    pub fn pre_votes(&self) -> u64 {
+        self.pre_votes.load(Ordering::Acquire)
     }
 
     /// The election engine's role, vote and election count.

@@ -53,8 +53,12 @@ pub struct NodeStatus {
     /// Time since its active leader session last delivered anything (zero
     /// on the leader; `None` if it never heard a leader since it started).
     pub since_leader_contact: Option<Duration>,
-    /// Elections this node stood in since it started.
+    /// Elections this node stood in since it started (each one a new
+    /// epoch).
     pub elections: u64,
+    /// Pre-vote rounds it started (no epoch change; most end there while a
+    /// leader is alive).
+    pub pre_votes: u64,
     /// Last offset in its log.
     pub log_end: u64,
     /// Last offset durable in its WAL.

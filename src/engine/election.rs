@@ -294,6 +294,8 @@ pub struct ElectionEngine {
     persisting: VecDeque<(Vote, Vec<AfterPersist>)>,
     /// Elections this node started (pre-vote rounds that became votes).
     elections: u64,
+    /// Pre-vote rounds this node started.
+    pre_votes: u64,
     actions: VecDeque<ElectionAction>,
 }
 
@@ -326,6 +328,7 @@ impl ElectionEngine {
             heard: BTreeMap::new(),
             persisting: VecDeque::new(),
             elections: 0,
+            pre_votes: 0,
             actions: VecDeque::new(),
         };
         e.reset_timeout(now);
@@ -360,6 +363,11 @@ impl ElectionEngine {
     /// Elections this node has stood in.
     pub fn elections(&self) -> u64 {
         self.elections
+    }
+
+    /// Pre-vote rounds this node has started.
+    pub fn pre_votes(&self) -> u64 {
+        self.pre_votes
     }
 
     /// The next thing to do.
@@ -498,6 +506,7 @@ impl ElectionEngine {
 
     fn start_pre_vote(&mut self, now: Instant, log: LastLog) {
         self.role = ElectionRole::PreCandidate;
+        self.pre_votes += 1;
         self.leader = None;
         self.granted = BTreeSet::from([self.node]);
         self.reset_timeout(now);

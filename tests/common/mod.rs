@@ -195,6 +195,14 @@ impl TestCluster {
         &self.proxies[&id]
     }
 
+    /// Stop node `id` as a crash would (no resignation) and its arbiter.
+    pub async fn crash_node(&mut self, id: NodeId) {
+        if let Some((node, arbiter)) = self.nodes.remove(&id) {
+            node.crash().await;
+            arbiter.stop();
+        }
+    }
+
     /// Shut node `id` down and stop its arbiter.
     pub async fn stop_node(&mut self, id: NodeId) {
         if let Some((node, arbiter)) = self.nodes.remove(&id) {

@@ -297,6 +297,7 @@ impl Elector {
             self.engine.role(),
             self.engine.voted_for(),
             self.engine.elections(),
+            self.engine.pre_votes(),
         );
     }
 
