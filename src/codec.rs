@@ -277,11 +277,13 @@ mod tests {
                 reason: RejectReason::StaleEpoch,
                 epoch: 10,
                 leader: Some(3),
+                proof: vec![0xEE; 32],
             },
             Frame::Reject {
                 reason: RejectReason::BadProof,
                 epoch: 0,
                 leader: None,
+                proof: Vec::new(),
             },
             Frame::Truncate { to: 42 },
             Frame::Position {

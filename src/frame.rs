@@ -89,6 +89,12 @@ pub enum Frame {
         epoch: u64,
         /// The leader the follower knows for that epoch, if any.
         leader: Option<NodeId>,
+        /// HMAC-SHA256 over the leader's nonce and these fields, when the
+        /// follower verified the leader's `Hello` before refusing (a stale
+        /// or conflicting epoch); empty otherwise. A proven higher epoch
+        /// makes the leader step down.
+        #[serde(default, with = "serde_bytes")]
+        proof: Vec<u8>,
     },
     /// Leader → follower: drop every entry after `to`, then report `Position`.
     Truncate {

@@ -37,6 +37,9 @@ pub const LEADER_TAG: &[u8] = b"metawal-leader";
 /// Domain-separation tag of the follower's proof (in `Welcome`).
 pub const FOLLOWER_TAG: &[u8] = b"metawal-follower";
 
+/// Domain-separation tag of a follower's proof in a `Reject`.
+pub const REJECT_TAG: &[u8] = b"metawal-reject";
+
 /// Domain-separation tag of a voter's proof (in `VoterHello`).
 pub const VOTER_TAG: &[u8] = b"metawal-voter";
 
@@ -172,6 +175,9 @@ pub enum HandshakeError {
         epoch: u64,
         /// The leader the peer knows for that epoch.
         leader: Option<NodeId>,
+        /// The `Reject` carried a valid proof over this side's nonce: the
+        /// peer has the secret and really knows `epoch`.
+        proven: bool,
     },
     /// This node's own keys are invalid.
     #[error("handshake keys are invalid: {0}")]
@@ -227,6 +233,7 @@ pub fn reject(err: &HandshakeError, current_epoch: u64, leader: Option<NodeId>) 
         reason: err.reject_reason(),
         epoch,
         leader,
+        proof: Vec::new(),
     }
 }
 
@@ -463,11 +470,13 @@ impl HandshakeKeys {
                 reason,
                 epoch,
                 leader,
+                ..
             } => {
                 return Err(HandshakeError::Rejected {
                     reason: *reason,
                     epoch: *epoch,
                     leader: *leader,
+                    proven: false,
                 })
             }
             other => {
@@ -490,6 +499,68 @@ impl HandshakeKeys {
                 frame: "VoterWelcome",
                 peer: node_id,
             })
+    }
+
+    /// Follower: the `Reject` for a leader whose `Hello` verified (its
+    /// nonce `leader_nonce`) but whose epoch this node refuses, with a proof
+    /// the leader can check: it then knows the higher epoch is real.
+    pub fn signed_reject(
+        &self,
+        leader_nonce: &Nonce,
+        reason: RejectReason,
+        epoch: u64,
+        leader: Option<NodeId>,
+    ) -> Result<Frame, HandshakeError> {
+        let mac = self.reject_mac(leader_nonce, self.node_id, reason, epoch, leader)?;
+        Ok(Frame::Reject {
+            reason,
+            epoch,
+            leader,
+            proof: mac.finalize().into_bytes().to_vec(),
+        })
+    }
+
+    /// The `Reject` for `err` found while checking `hello`: signed over the
+    /// Hello's nonce when the error was found after its proof verified (see
+    /// [`reject`]), unsigned otherwise.
+    pub fn reject_hello(
+        &self,
+        err: &HandshakeError,
+        current_epoch: u64,
+        leader: Option<NodeId>,
+        hello: &Frame,
+    ) -> Frame {
+        if let (true, Frame::Hello { nonce, .. }) = (err.after_proof(), hello) {
+            if let Ok(nonce) = nonce_from("Hello", nonce) {
+                if let Ok(f) =
+                    self.signed_reject(&nonce, err.reject_reason(), current_epoch, leader)
+                {
+                    return f;
+                }
+            }
+        }
+        reject(err, current_epoch, leader)
+    }
+
+    /// HMAC(secret, "metawal-reject" ‖ lp(leader_nonce) ‖ lp(cluster_id) ‖
+    /// node_id BE ‖ reason u8 ‖ epoch BE ‖ leader BE (0: none)).
+    fn reject_mac(
+        &self,
+        leader_nonce: &[u8],
+        node_id: NodeId,
+        reason: RejectReason,
+        epoch: u64,
+        leader: Option<NodeId>,
+    ) -> Result<HmacSha256, HandshakeError> {
+        let mut mac = self.mac()?;
+        mac.update(REJECT_TAG);
+        put_var(&mut mac, leader_nonce);
+        put_var(&mut mac, self.cluster_id.as_bytes());
+        mac.update(&node_id.to_be_bytes());
+        mac.update(&[reason as u8]);
+        mac.update(&epoch.to_be_bytes());
+        mac.update(&leader.unwrap_or(0).to_be_bytes());
+        Ok(mac)
     }
 
     /// HMAC(secret, "metawal-voter" ‖ lp(acceptor_nonce) ‖ lp(cluster_id)
@@ -639,11 +710,13 @@ impl HandshakeKeys {
                 reason,
                 epoch,
                 leader,
+                ..
             } => {
                 return Err(HandshakeError::Rejected {
                     reason: *reason,
                     epoch: *epoch,
                     leader: *leader,
+                    proven: false,
                 })
             }
             other => {
@@ -733,12 +806,27 @@ impl HandshakeKeys {
                 reason,
                 epoch,
                 leader,
+                proof,
             } => {
+                // A proof is checked against this leader's nonce and the
+                // follower it connected to; an empty one proves nothing.
+                let proven = !proof.is_empty()
+                    && self
+                        .reject_mac(my_nonce, expected_node_id, *reason, *epoch, *leader)?
+                        .verify_slice(proof)
+                        .is_ok();
+                if !proof.is_empty() && !proven {
+                    return Err(HandshakeError::BadProof {
+                        frame: "Reject",
+                        peer: expected_node_id,
+                    });
+                }
                 return Err(HandshakeError::Rejected {
                     reason: *reason,
                     epoch: *epoch,
                     leader: *leader,
-                })
+                    proven,
+                });
             }
             other => {
                 return Err(HandshakeError::Unexpected {
@@ -960,18 +1048,65 @@ mod tests {
             Frame::Reject {
                 reason: RejectReason::StaleEpoch,
                 epoch: 7,
-                leader: Some(3)
+                leader: Some(3),
+                proof: Vec::new(),
             }
         );
-        // The leader sees it while waiting for the Welcome.
+        // The leader sees it while waiting for the Welcome, unproven.
         assert_eq!(
             l.check_welcome(&NL, 2, &rej).unwrap_err(),
             HandshakeError::Rejected {
                 reason: RejectReason::StaleEpoch,
                 epoch: 7,
-                leader: Some(3)
+                leader: Some(3),
+                proven: false,
             }
         );
+    }
+
+    /// A follower's signed refusal proves its epoch to the leader it was
+    /// answering; any change to it, another nonce or another secret does
+    /// not verify.
+    #[test]
+    fn a_signed_reject_proves_the_epoch_and_nothing_else_does() {
+        let keys =
+            |id, secret: &[u8]| HandshakeKeys::new(id, "cluster-a", secret.to_vec()).unwrap();
+        let f = keys(2, b"s");
+        let l = keys(1, b"s");
+        let signed = f
+            .signed_reject(&NL, RejectReason::StaleEpoch, 9, Some(3))
+            .unwrap();
+        assert_eq!(
+            l.check_welcome(&NL, 2, &signed).unwrap_err(),
+            HandshakeError::Rejected {
+                reason: RejectReason::StaleEpoch,
+                epoch: 9,
+                leader: Some(3),
+                proven: true,
+            }
+        );
+        let Frame::Reject { proof, .. } = &signed else {
+            panic!("{signed:?}");
+        };
+        let forged = Frame::Reject {
+            reason: RejectReason::StaleEpoch,
+            epoch: 90,
+            leader: Some(3),
+            proof: proof.clone(),
+        };
+        for (frame, nonce, leader_keys) in [
+            (&forged, NL, keys(1, b"s")),
+            (&signed, [9u8; NONCE_LEN], keys(1, b"s")),
+            (&signed, NL, keys(1, b"other")),
+        ] {
+            assert!(matches!(
+                leader_keys.check_welcome(&nonce, 2, frame),
+                Err(HandshakeError::BadProof {
+                    frame: "Reject",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]
@@ -1149,6 +1284,7 @@ mod tests {
             reason: RejectReason::ClusterMismatch,
             epoch: 0,
             leader: None,
+            proof: Vec::new(),
         };
         assert!(matches!(
             f.check_hello(&NF, 0, None, &rej),
@@ -1170,7 +1306,8 @@ mod tests {
             Frame::Reject {
                 reason: RejectReason::BadProof,
                 epoch: 0,
-                leader: None
+                leader: None,
+                proof: Vec::new(),
             }
         );
         assert_eq!(
@@ -1178,7 +1315,8 @@ mod tests {
             Frame::Reject {
                 reason: RejectReason::NotFollower,
                 epoch: 0,
-                leader: None
+                leader: None,
+                proof: Vec::new(),
             }
         );
     }

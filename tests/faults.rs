@@ -392,6 +392,7 @@ async fn bad_peers_are_refused_with_a_logged_reason_and_the_follower_keeps_servi
                 reason: r,
                 epoch,
                 leader,
+                ..
             }) => {
                 assert_eq!(r, reason);
                 // An unauthenticated peer learns nothing.
@@ -543,13 +544,24 @@ async fn concurrent_leaders_cannot_lower_the_followers_epoch() {
     // seen: it is welcomed, then replaced (closed) once epoch 5 attaches.
     // Otherwise it is refused as stale. Either way the follower ends at 5.
     match older.next().await {
-        Some(Frame::Reject {
-            reason,
-            epoch,
-            leader,
-        }) => {
+        Some(
+            f @ Frame::Reject {
+                reason,
+                epoch,
+                leader,
+                ..
+            },
+        ) => {
             assert_eq!(reason, RejectReason::StaleEpoch);
             assert_eq!((epoch, leader), (5, Some(1)));
+            // Signed over the stale leader's nonce: it can trust the epoch.
+            match keys(3).check_welcome(&[2u8; 16], 2, &f) {
+                Err(metawal_actors::metawal::handshake::HandshakeError::Rejected {
+                    proven,
+                    ..
+                }) => assert!(proven, "the refusal proves the higher epoch"),
+                other => panic!("{other:?}"),
+            }
         }
         Some(Frame::Welcome { .. }) => older.expect_closed().await,
         other => panic!("the epoch-4 leader should be refused or replaced, got {other:?}"),
@@ -684,5 +696,175 @@ async fn a_failed_leadership_follows_again_without_lowering_its_epoch() {
         n2.applied().await.is_ok_and(|a| a.offset >= p.offset)
     })
     .await;
+    c.shutdown().await;
+}
+
+/// Election connections are authenticated like replication ones: a voter
+/// with the wrong secret or cluster id is refused with a logged reason, and
+/// nothing it sends reaches the election: the node's epoch, vote and leader
+/// are unchanged.
+#[actix::test]
+async fn bad_voters_are_refused_with_a_logged_reason_and_change_nothing() {
+    use metawal_actors::metawal::engine::election::ElectionMsg;
+
+    let logs = captured_logs();
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    let follower = c.node(2).clone();
+    let addr = follower.replication_addr();
+    let before = follower.status().await.unwrap();
+    let leader_before = c.node(1).status().await.unwrap();
+    // A vote for "node 3" in a much higher epoch, from a log that is behind.
+    let grab = ElectionMsg::Vote {
+        epoch: before.epoch + 100,
+        last_epoch: 0,
+        last_offset: 0,
+        transfer: true,
+    };
+
+    for (cluster, secret, reason, text) in [
+        (
+            CLUSTER,
+            &b"wrong"[..],
+            RejectReason::BadProof,
+            "does not verify",
+        ),
+        (
+            "other-cluster",
+            SECRET,
+            RejectReason::ClusterMismatch,
+            "cluster id mismatch",
+        ),
+    ] {
+        let mut peer = RawPeer::connect(addr).await;
+        let theirs = peer.challenge().await;
+        let keys = HandshakeKeys::new(3, cluster, secret.to_vec()).unwrap();
+        peer.send(keys.voter_hello(&theirs, &[7u8; 16]).unwrap())
+            .await;
+        // Sent at once, before any answer: must never reach the election.
+        peer.send(Frame::Election { msg: grab }).await;
+        match peer.next().await {
+            Some(Frame::Reject {
+                reason: r,
+                epoch,
+                leader,
+                ..
+            }) => {
+                assert_eq!(r, reason);
+                assert_eq!((epoch, leader), (0, None), "nothing disclosed");
+            }
+            other => panic!("expected a Reject, got {other:?}"),
+        }
+        peer.expect_closed().await;
+        wait_until("the refusal to be logged", LIMIT, || {
+            let ok = logged(&logs, &["election connection refused", "node=2", text]);
+            async move { ok }
+        })
+        .await;
+    }
+
+    let after = follower.status().await.unwrap();
+    assert_eq!(
+        (after.epoch, after.voted_for, after.leader),
+        (before.epoch, before.voted_for, Some(1)),
+        "nothing changed"
+    );
+    assert_eq!(c.node(1).status().await.unwrap().epoch, leader_before.epoch);
+    c.shutdown().await;
+}
+
+/// A follower pushed to an epoch above its leader's (here by a vote request
+/// of a much higher epoch, from a voter behind a cut link, which it refuses
+/// as behind but which moves its epoch) refuses the leader's handshakes; its
+/// refusal is signed over the leader's nonce, so the leader — which still
+/// hears a majority and would otherwise lead on without it — trusts the
+/// higher epoch, steps down, and the next election takes the follower back
+/// in: one leader, the full ISR, one digest.
+#[actix::test]
+async fn a_follower_pushed_past_its_leaders_epoch_is_taken_back_by_a_new_election() {
+    use metawal_actors::metawal::engine::election::ElectionMsg;
+
+    let mut c = TestCluster::start(5, &[5], fast_config()).await;
+    let before = c.node(2).status().await.unwrap();
+    // Node 5 is cut off: replies to it (node 2's refusal of the vote) are
+    // lost, so only node 2 learns the high epoch.
+    c.proxy(5).set(Fault::Cut);
+    let mut peer = RawPeer::connect(c.node(2).replication_addr()).await;
+    let theirs = peer.challenge().await;
+    let keys = HandshakeKeys::new(5, CLUSTER, SECRET.to_vec()).unwrap();
+    peer.send(keys.voter_hello(&theirs, &[8u8; 16]).unwrap())
+        .await;
+    match peer.next().await {
+        Some(f @ Frame::VoterWelcome { .. }) => {
+            keys.check_voter_welcome(&[8u8; 16], 2, &f).unwrap()
+        }
+        other => panic!("expected a VoterWelcome, got {other:?}"),
+    }
+    peer.send(Frame::Election {
+        msg: ElectionMsg::Vote {
+            epoch: before.epoch + 100,
+            last_epoch: 0,
+            last_offset: 0,
+            transfer: true,
+        },
+    })
+    .await;
+    let n2 = c.node(2).clone();
+    wait_until("node 2 to move to the vote's epoch", LIMIT, || {
+        let n2 = n2.clone();
+        async move {
+            n2.status()
+                .await
+                .is_ok_and(|s| s.epoch >= before.epoch + 100)
+        }
+    })
+    .await;
+    assert_ne!(
+        n2.status().await.unwrap().voted_for,
+        Some(5),
+        "no vote for a node that is behind"
+    );
+    drop(peer);
+
+    // A new leader above that epoch, which node 2 follows (or is).
+    let n1 = c.node(1).clone();
+    wait_until(
+        "a leader above the pushed epoch, with node 2 in its ISR",
+        LIMIT,
+        || {
+            let (n1, n2) = (n1.clone(), n2.clone());
+            let nodes = [n1, n2, c.node(3).clone(), c.node(4).clone()];
+            async move {
+                for n in &nodes {
+                    if let Ok(s) = n.status().await {
+                        if s.role == metawal_actors::Role::Leader
+                            && s.epoch > before.epoch + 100
+                            && (s.node_id == 2 || s.follower(2).is_some_and(|f| f.in_isr))
+                        {
+                            return true;
+                        }
+                    }
+                }
+                false
+            }
+        },
+    )
+    .await;
+    c.proxy(5).set(Fault::Pass);
+    let leader = c.wait_leader(LIMIT).await;
+    c.wait_isr_of(leader, 5, LIMIT).await;
+    let p = c
+        .node(leader)
+        .propose(create_topic("after-the-push", 1, 3), Acks::All)
+        .await
+        .expect("the cluster writes again");
+    for id in 1..=5 {
+        let v = c.node(id).view();
+        wait_until(&format!("node {id} to apply {}", p.offset), LIMIT, || {
+            let ok = v.applied_offset() >= p.offset;
+            async move { ok }
+        })
+        .await;
+    }
+    c.stop_node(5).await;
     c.shutdown().await;
 }

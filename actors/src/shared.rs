@@ -88,6 +88,8 @@ pub struct NodeShared {
     pre_votes: AtomicU64,
     /// A leader transfer is under way: proposals are refused.
     transferring: AtomicBool,
+    /// The highest epoch a follower proved to this leader (0: none).
+    higher_epoch: AtomicU64,
 }
 
 impl NodeShared {
@@ -117,6 +119,7 @@ impl NodeShared {
             elections: AtomicU64::new(0),
             pre_votes: AtomicU64::new(0),
             transferring: AtomicBool::new(false),
+            higher_epoch: AtomicU64::new(0),
         }
     }
 
@@ -208,6 +211,16 @@ impl NodeShared {
             v => Some(v),
         };
         (role, voted, self.elections.load(Ordering::Acquire))
+    }
+
+    /// Leader: a follower proved it knows `epoch`.
+    pub fn note_higher_epoch(&self, epoch: u64) {
+        self.higher_epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// The highest epoch a follower proved to this leader (0: none).
+    pub fn higher_epoch(&self) -> u64 {
+        self.higher_epoch.load(Ordering::Acquire)
     }
 
     /// Whether a leader transfer is under way (proposals are refused).

@@ -178,6 +178,8 @@ pub enum LinkReport {
         epoch: u64,
         /// The leader it knows for that epoch.
         leader: Option<NodeId>,
+        /// The refusal carried a valid proof: the epoch is real.
+        proven: bool,
     },
 }
 
@@ -669,12 +671,14 @@ impl LinkEngine {
             reason: RejectReason::StaleEpoch | RejectReason::EpochConflict,
             epoch,
             leader,
+            proven,
         } = &e
         {
             self.actions
                 .push_back(LinkAction::Report(LinkReport::Fenced {
                     epoch: *epoch,
                     leader: *leader,
+                    proven: *proven,
                 }));
         }
         tracing::warn!(node = self.node, peer = self.peer, epoch = self.epoch, error = %e, "handshake with follower failed");

@@ -280,6 +280,7 @@ fn a_reject_with_a_higher_epoch_reports_fenced() {
                 reason: RejectReason::StaleEpoch,
                 epoch: 4,
                 leader: Some(3),
+                proof: Vec::new(),
             },
         },
         &log,
@@ -289,7 +290,8 @@ fn a_reject_with_a_higher_epoch_reports_fenced() {
         vec![
             LinkAction::Report(LinkReport::Fenced {
                 epoch: 4,
-                leader: Some(3)
+                leader: Some(3),
+                proven: false
             }),
             LinkAction::Close { gen: 1 },
         ]

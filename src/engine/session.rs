@@ -406,10 +406,10 @@ impl SessionEngine {
                     }
                     Err(e) => {
                         tracing::warn!(node = self.node, epoch = local.epoch, error = %e, "leader handshake refused");
-                        self.reject_and_close(
-                            reject(&e, local.epoch, local.leader),
-                            "handshake refused",
-                        );
+                        let refusal = self
+                            .keys
+                            .reject_hello(&e, local.epoch, local.leader, &frame);
+                        self.reject_and_close(refusal, "handshake refused");
                     }
                 }
             }
@@ -500,14 +500,18 @@ impl SessionEngine {
             Err(reason) => reason,
         };
         tracing::warn!(node = self.node, leader, epoch, reason = ?refused, "leader refused");
-        self.reject_and_close(
-            Frame::Reject {
+        // The leader's Hello verified: sign the refusal, so that a leader
+        // fenced by a higher epoch can trust it and step down.
+        let frame = self
+            .keys
+            .signed_reject(&leader_nonce, refused, local.epoch, local.leader)
+            .unwrap_or(Frame::Reject {
                 reason: refused,
                 epoch: local.epoch,
                 leader: local.leader,
-            },
-            "leader refused",
-        );
+                proof: Vec::new(),
+            });
+        self.reject_and_close(frame, "leader refused");
     }
 
     fn on_append(&mut self, epoch: u64, first_offset: u64, records: Bytes, commit: u64) {

@@ -115,7 +115,8 @@ fn a_hello_with_another_secret_is_rejected_without_disclosing_the_epoch() {
             frame: Frame::Reject {
                 reason: RejectReason::BadProof,
                 epoch: 0,
-                leader: None
+                leader: None,
+                proof: Vec::new()
             },
             reason: "handshake refused".into()
         }]
@@ -143,13 +144,22 @@ fn a_stale_epoch_is_rejected_with_this_nodes_epoch_and_leader() {
     assert_eq!(
         drain(&mut e),
         vec![SessionAction::RejectAndClose {
-            frame: Frame::Reject {
-                reason: RejectReason::StaleEpoch,
-                epoch: 4,
-                leader: Some(3)
-            },
+            frame: keys(FOLLOWER, b"s")
+                .signed_reject(&LEADER_NONCE, RejectReason::StaleEpoch, 4, Some(3))
+                .unwrap(),
             reason: "handshake refused".into()
         }]
+    );
+    // The stale leader can verify it: the higher epoch is real.
+    let out = keys(LEADER, b"s")
+        .signed_reject(&LEADER_NONCE, RejectReason::StaleEpoch, 4, Some(3))
+        .unwrap();
+    assert!(
+        matches!(
+            keys(LEADER, b"s").check_welcome(&LEADER_NONCE, FOLLOWER, &out),
+            Err(crate::handshake::HandshakeError::BadProof { .. })
+        ),
+        "signed by node 1, not the follower the leader connected to"
     );
 }
 
@@ -169,11 +179,9 @@ fn an_attach_refused_by_the_log_owner_is_rejected() {
     assert_eq!(
         drain(&mut e),
         vec![SessionAction::RejectAndClose {
-            frame: Frame::Reject {
-                reason: RejectReason::NotFollower,
-                epoch: 1,
-                leader: None
-            },
+            frame: keys(FOLLOWER, b"s")
+                .signed_reject(&LEADER_NONCE, RejectReason::NotFollower, 1, None)
+                .unwrap(),
             reason: "leader refused".into()
         }]
     );
@@ -494,7 +502,7 @@ fn a_voter_with_another_secret_or_cluster_is_refused_and_passes_nothing_on() {
         assert!(
             matches!(
                 out.as_slice(),
-                [SessionAction::RejectAndClose { frame: Frame::Reject { reason: r, epoch: 0, leader: None }, .. }] if *r == reason
+                [SessionAction::RejectAndClose { frame: Frame::Reject { reason: r, epoch: 0, leader: None, proof }, .. }] if *r == reason && proof.is_empty()
             ),
             "{out:?}"
         );

@@ -218,22 +218,19 @@ impl Simulation {
         }
     }
 
-    /// A session authenticated a leader: a leader of an older epoch steps
-    /// down (the broker's part before elections exist); the log owner
-    /// decides the rest.
+    /// A session authenticated a leader; the log owner decides. (A node
+    /// that leads refuses it, as a real node's listener does: a stale
+    /// leader learns of the new epoch from check-quorum or from a
+    /// follower's signed refusal, not from here.) Two leaders of one epoch
+    /// are a violation.
     fn attach(&mut self, conn: ConnId, id: NodeId, leader: NodeId, epoch: u64) {
         let meta = self.node(id).meta();
-        if self.node(id).is_leader()
-            && maybe_advance_epoch(meta.epoch, meta.leader, epoch, leader).is_ok()
-        {
-            if epoch == meta.epoch {
-                self.fail(
-                    Invariant::ElectionSafety,
-                    format!("n{id} leads epoch {epoch} and n{leader} says it does too"),
-                );
-                return;
-            }
-            self.election_input(id, ElectionInput::HigherEpoch { epoch });
+        if self.node(id).is_leader() && epoch == meta.epoch && leader != id {
+            self.fail(
+                Invariant::ElectionSafety,
+                format!("n{id} leads epoch {epoch} and n{leader} says it does too"),
+            );
+            return;
         }
         let (leader, epoch) = if self.config.bug == Some(PlantedBug::NoFencing) {
             // The planted bug: the shell passes the node's own epoch and

@@ -595,8 +595,14 @@ impl Simulation {
                 LinkReport::Disconnected => {
                     self.leader_input(id, LeaderInput::Disconnected { peer });
                 }
-                LinkReport::Fenced { epoch: theirs, .. } => {
-                    if theirs > epoch {
+                LinkReport::Fenced {
+                    epoch: theirs,
+                    proven,
+                    ..
+                } => {
+                    // As the real Replicator: only a signed refusal is
+                    // trusted enough to step down on.
+                    if proven && theirs > epoch {
                         self.election_input(id, ElectionInput::HigherEpoch { epoch: theirs });
                     }
                 }

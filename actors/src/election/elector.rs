@@ -151,6 +151,14 @@ impl Elector {
                 }
             }
         }
+        let higher = self.shared.higher_epoch();
+        if higher > self.engine.epoch() {
+            self.engine.handle(
+                Instant::now(),
+                ElectionInput::HigherEpoch { epoch: higher },
+                log,
+            );
+        }
         let heard: Vec<(NodeId, Instant)> = self.shared.followers_heard().collect();
         for (peer, at) in heard {
             if self.fed_followers.get(&peer).is_none_or(|&t| at > t) {

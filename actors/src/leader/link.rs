@@ -322,7 +322,12 @@ impl FollowerLink {
                     LinkReport::Connected { matched } => LinkEvent::Connected { peer, matched },
                     LinkReport::Acked { offset } => LinkEvent::Acked { peer, offset },
                     LinkReport::Disconnected => LinkEvent::Disconnected { peer },
-                    LinkReport::Fenced { epoch, leader } => LinkEvent::Fenced {
+                    LinkReport::Fenced {
+                        epoch,
+                        leader,
+                        proven,
+                    } => LinkEvent::Fenced {
+                        proven,
                         peer,
                         epoch,
                         leader,

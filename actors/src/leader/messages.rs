@@ -35,5 +35,7 @@ pub(crate) enum LinkEvent {
         peer: NodeId,
         epoch: u64,
         leader: Option<NodeId>,
+        /// The refusal carried a valid proof.
+        proven: bool,
     },
 }

@@ -409,10 +409,19 @@ impl Handler<LinkEvent> for Replicator {
                 peer,
                 epoch,
                 leader,
+                proven,
             } => {
-                // A Reject carries no proof, so it is not trusted enough to
-                // step down on; it is reported loudly instead.
-                tracing::error!(node = self.node, peer, epoch = self.epoch, their_epoch = epoch, their_leader = ?leader, "follower reports a higher epoch: another leader may exist; check the cluster's leadership");
+                if proven && epoch > self.epoch {
+                    // The follower proved it knows a higher epoch (e.g. it
+                    // stood for election and lost): this leader is stale.
+                    // The Elector moves to that epoch and steps down, and
+                    // the next election includes the follower again.
+                    tracing::warn!(node = self.node, peer, epoch = self.epoch, their_epoch = epoch, their_leader = ?leader, "follower proved a higher epoch; stepping down");
+                    self.shared.note_higher_epoch(epoch);
+                } else {
+                    // Unproven: not trusted enough to step down on.
+                    tracing::error!(node = self.node, peer, epoch = self.epoch, their_epoch = epoch, their_leader = ?leader, "follower reports a higher epoch without proof: another leader may exist; check the cluster's leadership");
+                }
                 LeaderInput::Disconnected { peer }
             }
         };
