@@ -469,3 +469,60 @@ async fn a_leader_that_shuts_down_cleanly_resigns_and_is_replaced_before_the_tim
         .expect("acks=all on the new leader");
     c.shutdown().await;
 }
+
+/// A leader whose disk fails fail-stops, and the cluster replaces it by
+/// itself: its links stop, so the followers stop hearing it and elect one
+/// of them; the failed node never stands again until it is restarted.
+#[actix::test]
+async fn a_leader_whose_disk_fails_is_replaced_by_an_election() {
+    let cfg = fast_config();
+    let mut c = TestCluster::start(3, &[], cfg).await;
+    c.node(1)
+        .propose(create_topic("before", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    c.node(1).inject_wal_failure().await;
+    let r = c
+        .node(1)
+        .propose(create_topic("lost", 1, 3), Acks::All)
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(c.node(1).role(), Role::Failed);
+    let tried = c.node(1).status().await.unwrap().pre_votes;
+    let leader = {
+        let nodes = [c.node(2).clone(), c.node(3).clone()];
+        let found = std::cell::Cell::new(None);
+        wait_until("nodes 2 and 3 to elect one of them", LIMIT, || {
+            let nodes = nodes.clone();
+            let found = &found;
+            async move {
+                for n in &nodes {
+                    if n.role() == Role::Leader {
+                        found.set(Some(n.id()));
+                        return true;
+                    }
+                }
+                false
+            }
+        })
+        .await;
+        found.get().expect("a leader")
+    };
+    c.wait_isr_of(leader, 2, LIMIT).await;
+    c.node(leader)
+        .propose(create_topic("after", 1, 3), Acks::All)
+        .await
+        .expect("the cluster writes again");
+    let s1 = c.node(1).status().await.unwrap();
+    assert_eq!(
+        (s1.role, s1.elections),
+        (Role::Failed, c.node(1).status().await.unwrap().elections)
+    );
+    // Restarted, it rejoins as a follower.
+    c.stop_node(1).await;
+    c.start_node(1).await;
+    c.wait_isr_of(leader, 3, LIMIT).await;
+    let end = c.node(leader).status().await.unwrap().log_end;
+    converged(&c, &[1, 2, 3], end).await;
+    c.shutdown().await;
+}

@@ -232,10 +232,13 @@ impl Node {
             source,
         })?;
         if rec.meta.as_ref() != Some(&meta) {
+            // Through the merge like every meta write: a former leader's
+            // record of leading its last epoch stays on disk.
             let m = meta.clone();
-            disk.run(move |d| m.store(&d.data_dir))
+            disk.run(move |d| d.store_meta_fenced(&m))
                 .await?
-                .map_err(DiskError::from)?;
+                .map_err(DiskError::from)?
+                .map_err(|e| NodeError::Config(format!("meta refused at start: {e}")))?;
         }
         tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
 
@@ -445,12 +448,14 @@ impl Node {
             isr_len: 0,
             followers: Vec::new(),
         };
-        match &self.replicator() {
-            Some(r) => {
-                let s = r
-                    .send(GetReplicationStatus)
-                    .await
-                    .map_err(|_| ProposeError::ShuttingDown)?;
+        // A Replicator that fail-stopped answers nothing: the listener's
+        // view of the log (the progress channel) stands in.
+        let replication = match &self.replicator() {
+            Some(r) => r.send(GetReplicationStatus).await.ok(),
+            None => None,
+        };
+        match replication {
+            Some(s) => {
                 status.log_end = s.log_end;
                 status.durable = s.durable;
                 status.commit = s.commit;
@@ -670,11 +675,10 @@ impl Node {
             Err(EpochRefused::Stale { current, .. }) => {
                 return Err(RoleError::StaleEpoch { epoch, current })
             }
-            Err(EpochRefused::Conflict { .. } | EpochRefused::Voted { .. }) => {
-                return Err(RoleError::StaleEpoch {
-                    epoch,
-                    current: epoch,
-                })
+            Err(refused @ (EpochRefused::Conflict { .. } | EpochRefused::Voted { .. })) => {
+                return Err(RoleError::Failed(format!(
+                    "cannot take epoch {epoch}: {refused}"
+                )))
             }
         }
         self.shared.set_epoch_leader(epoch, Some(leader));
@@ -745,9 +749,10 @@ impl Node {
     /// Hand leadership to `to`, for a broker that wants its controller to
     /// also lead the metadata log. This node stops taking proposals
     /// (`NotLeader`), waits until `to` has everything it has, tells it to
-    /// stand for election at once, and returns once `to` leads. If that
-    /// does not happen within the election timeout at each step, it takes
-    /// proposals again (if it still leads) and returns an error.
+    /// stand for election at once, and returns once `to` leads. Catching up
+    /// may take the election timeout `T`, the election `2T`; past either it
+    /// takes proposals again (if it still leads) and returns
+    /// [`RoleError::TransferTimedOut`].
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), RoleError> {
         let node = self.node_id;
         if to == node || !self.config.peers.contains_key(&to) {

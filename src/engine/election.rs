@@ -30,7 +30,9 @@
 //!   ties).
 //! - **Check-quorum.** A leader that has not heard from a majority (itself
 //!   counted) within `T` steps down ([`ElectionAction::StepDown`]): its
-//!   proposals get `NotLeader` instead of hanging.
+//!   waiting proposals fail at once (their outcome is open: the next leader
+//!   may or may not have them) and new ones get `NotLeader`, instead of
+//!   hanging.
 //! - **Resign.** A leader that shuts down cleanly tells the others, which
 //!   forget it and elect within a short random delay instead of `T`.
 //! - **Transfer.** [`ElectionInput::TransferTo`] sends `ElectNow` to the
@@ -548,7 +550,10 @@ impl ElectionEngine {
             epoch: self.epoch,
             transfer,
         }]);
-        // A single voter wins on its own vote once it is on disk.
+        // A single voter wins on its own vote. `BecomeLeader` is queued
+        // after the `PersistVote`, and shells carry actions out in order
+        // (the Elector one at a time), so it leads only once that vote is
+        // on disk.
         if self.granted.len() >= self.majority() {
             self.win(now);
         }
@@ -688,6 +693,9 @@ impl ElectionEngine {
         self.epoch = epoch;
         self.voted_for = None;
         self.leader = None;
+        // The leader heard was the old epoch's: it no longer keeps this
+        // node from granting (pre-)votes in the new one.
+        self.leader_contact = None;
         if self.role != ElectionRole::Follower {
             self.become_follower(now, None);
         }

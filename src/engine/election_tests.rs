@@ -721,3 +721,35 @@ fn a_failed_vote_write_sends_nothing_and_adopts_the_epoch_on_disk() {
     );
     assert_eq!(c.role(), ElectionRole::Follower);
 }
+
+/// A voter moved to a new epoch (here by a transfer vote) no longer counts
+/// the old epoch's leader as live: if the transfer's candidate does not win,
+/// another candidate's pre-vote is granted at once rather than after `T`.
+#[test]
+fn a_move_to_a_new_epoch_forgets_the_old_leader() {
+    let t0 = Instant::now();
+    let mut v = engine(2, 4, t0);
+    v.handle(
+        t0,
+        ElectionInput::LeaderHeard {
+            leader: 3,
+            epoch: 4,
+        },
+        (4, 10),
+    );
+    v.handle(t0, received(1, vote(5, (4, 10), true)), (4, 10));
+    drain(&mut v);
+    assert_eq!(v.leader_contact(), None);
+    v.handle(t0 + T / 10, received(3, pre_vote(6, (4, 10))), (4, 10));
+    assert_eq!(
+        drain(&mut v),
+        [send(
+            3,
+            ElectionMsg::PreVoteReply {
+                epoch: 6,
+                current: 5,
+                granted: true
+            }
+        )]
+    );
+}

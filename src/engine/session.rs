@@ -304,7 +304,12 @@ impl SessionEngine {
             }
             SessionInput::Tick => {
                 if now.saturating_duration_since(self.last_heard) > self.config.session_timeout {
-                    self.close("leader silent past the session timeout");
+                    let why = if self.voter().is_some() {
+                        "election connection idle past the session timeout"
+                    } else {
+                        "leader silent past the session timeout"
+                    };
+                    self.close(why);
                 } else if local.durable > self.acked
                     && now.saturating_duration_since(self.last_ack)
                         >= self.config.heartbeat_interval

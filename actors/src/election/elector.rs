@@ -170,6 +170,13 @@ impl Elector {
     }
 
     fn input(&mut self, input: ElectionInput, ctx: &mut Context<Self>) {
+        if input == ElectionInput::Tick && self.shared.role() == Role::Failed {
+            // A node whose storage failed neither stands nor leads (it
+            // could not keep what it would be given). It stays silent until
+            // it is restarted.
+            self.arm_timer(ctx);
+            return;
+        }
         self.sync_contacts();
         let log = self.log();
         self.engine.handle(Instant::now(), input, log);
@@ -185,7 +192,7 @@ impl Elector {
                 break;
             };
             match action {
-                ElectionAction::Send { to, msg } => self.send(to, msg, ctx),
+                ElectionAction::Send { to, msg } => self.send(to, msg),
                 ElectionAction::PersistVote { epoch, voted_for } => {
                     self.persist_vote(epoch, voted_for, ctx)
                 }
@@ -220,7 +227,7 @@ impl Elector {
         }
     }
 
-    fn send(&mut self, to: NodeId, msg: ElectionMsg, ctx: &mut Context<Self>) {
+    fn send(&mut self, to: NodeId, msg: ElectionMsg) {
         let Some(&addr) = self.peers.get(&to) else {
             return;
         };
@@ -244,7 +251,6 @@ impl Elector {
                 "election message dropped: link busy"
             );
         }
-        let _ = ctx;
     }
 
     /// Fence the log owner at `epoch`, write the vote, and give the engine

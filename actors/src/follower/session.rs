@@ -205,7 +205,8 @@ impl ReplicaSession {
 
     fn close(&mut self, ctx: &mut Context<Self>, reason: &str) {
         if let Some(conn) = self.conn.take() {
-            tracing::info!(node = self.node, peer = ?self.engine.leader(), addr = %conn.peer, reason, "replication session closed");
+            let peer = self.engine.leader().or(self.engine.voter());
+            tracing::info!(node = self.node, peer = ?peer, addr = %conn.peer, reason, "replication session closed");
             conn.close(ctx);
         }
         ctx.stop();

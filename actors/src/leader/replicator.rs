@@ -265,7 +265,19 @@ impl Replicator {
             LeaderAction::Commit { offset } => {
                 tracing::trace!(stage = "commit", node = self.node, offset);
             }
-            LeaderAction::Failed { .. } => self.shared.set_role(Role::Failed),
+            LeaderAction::Failed { .. } => {
+                // Fail-stop: no more writes here. The links stop too, so the
+                // followers stop hearing this leader and elect another one
+                // within [T, 2T) (this node does not stand: it has failed).
+                self.shared.set_role(Role::Failed);
+                for slot in self.links.values() {
+                    let _ = slot.addr.try_send(crate::leader::link::StopLink);
+                }
+                // Stopping also ends link supervision (which would restart
+                // the links); a link that missed its StopLink stops when it
+                // finds the Replicator gone.
+                ctx.stop();
+            }
         }
     }
 
