@@ -162,9 +162,9 @@ pub enum HandshakeError {
     /// caller, e.g. a node that leads itself, to build a `Reject`).
     #[error("this node is not a follower")]
     NotFollower,
-    /// The peer refused the handshake with a `Reject`. A `Reject` carries no
-    /// proof, so a leader receiving `StaleEpoch` here reports it rather than
-    /// stepping down.
+    /// The peer refused the handshake with a `Reject`. Only one whose proof
+    /// verified (`proven`) is trusted: a leader steps down on a proven
+    /// higher epoch and only reports an unproven one.
     #[error(
         "peer rejected the handshake: {reason:?} (peer knows epoch {epoch}, leader {leader:?})"
     )]

@@ -1,8 +1,10 @@
 //! Actor-level tests of automatic leader election over real TCP: failover
 //! after a leader crash, check-quorum when the leader is cut off, a
 //! partition healing into one digest, a 5-node cluster losing two and then
-//! three nodes, leader transfer there and back under load, and pre-vote
-//! keeping a node with a stale epoch from disrupting a healthy leader.
+//! three nodes, leader transfer there and back under load, pre-vote
+//! keeping a node with a stale epoch from disrupting a healthy leader, the
+//! resignation of a leader that shuts down cleanly, and the replacement of
+//! a leader whose disk fails.
 //!
 //! Timeouts are the fast test ones (`fast_config`: T = 300 ms, heartbeat
 //! 20 ms); every wait polls a condition with a deadline.

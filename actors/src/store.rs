@@ -284,8 +284,22 @@ impl MetadataStore {
                 } => self.take_snapshot(snapshot, keep_from, ctx),
                 StoreAction::FailStop(_reason) => {
                     // The engine logged why; the node takes no proposals
-                    // and no replication from now on. Restart it.
+                    // and no replication from now on. Restart it. On a
+                    // leader the Replicator and its links stop too, so the
+                    // followers stop hearing it and elect another leader.
                     self.shared.set_role(Role::Failed);
+                    if let Some(r) = self.replicator.take() {
+                        ctx.spawn(
+                            async move {
+                                let _ = r
+                                    .send(crate::leader::replicator::StopReplicator {
+                                        step_down: false,
+                                    })
+                                    .await;
+                            }
+                            .into_actor(self),
+                        );
+                    }
                 }
             }
         }

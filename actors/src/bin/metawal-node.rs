@@ -197,6 +197,7 @@ fn log_status(s: &NodeStatus) {
         voted_for = ?s.voted_for,
         since_leader_ms = ?s.since_leader_contact.map(|d| d.as_millis()),
         elections = s.elections,
+        pre_votes = s.pre_votes,
         log_end = s.log_end,
         durable = s.durable,
         commit = s.commit,

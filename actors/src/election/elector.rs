@@ -170,11 +170,18 @@ impl Elector {
     }
 
     fn input(&mut self, input: ElectionInput, ctx: &mut Context<Self>) {
-        if input == ElectionInput::Tick && self.shared.role() == Role::Failed {
-            // A node whose storage failed neither stands nor leads (it
-            // could not keep what it would be given). It stays silent until
-            // it is restarted.
-            self.arm_timer(ctx);
+        if self.shared.role() == Role::Failed {
+            // A node whose storage failed takes no part in elections: it
+            // neither stands (not even on `ElectNow`) nor votes (it could
+            // not keep what it would be given). It stays silent until it
+            // is restarted, looking again once per election timeout.
+            if let Some(t) = self.timer.take() {
+                ctx.cancel_future(t);
+            }
+            self.timer = Some(ctx.run_later(self.config.election_timeout, |act, ctx| {
+                act.timer = None;
+                act.input(ElectionInput::Tick, ctx);
+            }));
             return;
         }
         self.sync_contacts();

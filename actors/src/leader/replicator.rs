@@ -430,6 +430,10 @@ impl Handler<LinkEvent> for Replicator {
                     // the next election includes the follower again.
                     tracing::warn!(node = self.node, peer, epoch = self.epoch, their_epoch = epoch, their_leader = ?leader, "follower proved a higher epoch; stepping down");
                     self.shared.note_higher_epoch(epoch);
+                } else if proven {
+                    // Proven, but not higher: another leader claims this
+                    // very epoch (an election bug or a misconfiguration).
+                    tracing::error!(node = self.node, peer, epoch = self.epoch, their_epoch = epoch, their_leader = ?leader, "follower proved another leader of this epoch; check the cluster's leadership");
                 } else {
                     // Unproven: not trusted enough to step down on.
                     tracing::error!(node = self.node, peer, epoch = self.epoch, their_epoch = epoch, their_leader = ?leader, "follower reports a higher epoch without proof: another leader may exist; check the cluster's leadership");
