@@ -32,8 +32,8 @@
 //!    the first `acks=all` write a surviving node accepts, and to a new
 //!    leader. Each kill starts from a full ISR that has run 2 T without
 //!    election traffic; the killed node is restarted and back in the ISR
-//!    before the next. Also as many clean shutdowns (the
-//!    leader resigns) with the default timeouts, for comparison.
+//!    before the next. Also 3 clean shutdowns (the leader resigns) with the
+//!    default timeouts, for comparison.
 //!
 //! `--json` prints exactly one JSON object on stdout; progress and the table
 //! then go to stderr. See docs/benchmarks.md for what every figure means.
@@ -778,6 +778,8 @@ struct FailoverSample {
     written: Duration,
 }
 
+/// Clean shutdowns (resignations) measured for comparison.
+const FAILOVER_RESIGNS: usize = 3;
 /// `acks=all` writes to the leader just before each kill.
 const FAILOVER_WRITES: u64 = 10;
 /// Before a crash, the full cluster runs this many election timeouts `T`
@@ -942,19 +944,18 @@ async fn failover_samples(
     Ok(samples)
 }
 
-/// Start a cluster with `replication`, take `kills` samples of each of
-/// `hows`, stop it.
+/// Start a cluster with `replication`, take the samples `hows` asks for
+/// (how, how many), stop it.
 async fn failover_phase(
     out: Out,
     parent: &Path,
     replication: ReplicationConfig,
-    kills: usize,
-    hows: &[Kill],
+    hows: &[(Kill, usize)],
 ) -> Result<Vec<Vec<FailoverSample>>, String> {
     let mut c = Cluster::start_with(parent, false, false, replication).await?;
     let mut all = Vec::new();
     let mut result = Ok(());
-    for &how in hows {
+    for &(how, kills) in hows {
         match failover_samples(out, &mut c, kills, how).await {
             Ok(s) => all.push(s),
             Err(e) => {
@@ -1411,6 +1412,8 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
     // 8: failover.
     if want(8) {
         let kills = counts.failover_kills;
+        // Informative only, and each costs a restart: a few.
+        let resigns = kills.min(FAILOVER_RESIGNS);
         let fast = ReplicationConfig {
             election_timeout: FAST_ELECTION_TIMEOUT,
             heartbeat_interval: FAST_HEARTBEAT,
@@ -1419,7 +1422,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
         fast.validate()
             .map_err(|e| format!("the fast failover config: {e}"))?;
         out.progress(&format!(
-            "[8/8] failover: {kills} leader crashes and {kills} clean shutdowns with T = {:?} (heartbeat {:?}), {kills} crashes with T = {:?} (heartbeat {:?})",
+            "[8/8] failover: {kills} leader crashes and {resigns} clean shutdowns with T = {:?} (heartbeat {:?}), {kills} crashes with T = {:?} (heartbeat {:?})",
             defaults.election_timeout,
             defaults.heartbeat_interval,
             fast.election_timeout,
@@ -1431,8 +1434,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
             out,
             &parent,
             defaults.clone(),
-            kills,
-            &[Kill::Crash, Kill::Resign],
+            &[(Kill::Crash, kills), (Kill::Resign, resigns)],
         )
         .await?;
         if let [crash, resign] = slow.as_slice() {
@@ -1441,7 +1443,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
             r.resign_failover_ms = written(resign);
             r.resign_election_ms = elected(resign);
         }
-        let fast = failover_phase(out, &parent, fast, kills, &[Kill::Crash]).await?;
+        let fast = failover_phase(out, &parent, fast, &[(Kill::Crash, kills)]).await?;
         if let [crash] = fast.as_slice() {
             r.failover_150_ms = written(crash);
             r.failover_150_election_ms = elected(crash);
