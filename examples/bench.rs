@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Phases, in one run (each on a fresh cluster where it needs one; node 1 is
-//! always the leader, nodes on their own Arbiters, loopback TCP, data dirs in
-//! the system temp dir or under `--data-dir`):
+//! the leader until phase 8 kills leaders, nodes on their own Arbiters,
+//! loopback TCP, data dirs in the system temp dir or under `--data-dir`):
 //!
 //! 1. floor: 100-byte append + fdatasync on the data dir's filesystem, and a
 //!    100-byte loopback TCP ping-pong.
@@ -26,6 +26,14 @@
 //!    (all three nodes are in this process) and the bytes in flight to node 3.
 //! 7. catch-up: node 3 stopped, writes go on, node 3 restarted: entries per
 //!    second from its restart until the leader has it back in the ISR.
+//! 8. failover: the leader crashes (`Node::crash`: no resignation), 5 times
+//!    (3 with `--quick`) with the default timeouts (T = 1 s) and as often with
+//!    `election_timeout` 150 ms (heartbeat 20 ms); time from the crash to
+//!    the first `acks=all` write a surviving node accepts, and to a new
+//!    leader. Each kill starts from a full ISR that has run 2 T without
+//!    election traffic; the killed node is restarted and back in the ISR
+//!    before the next. Also 3 clean shutdowns (the leader resigns) with the
+//!    default timeouts, for comparison.
 //!
 //! `--json` prints exactly one JSON object on stdout; progress and the table
 //! then go to stderr. See docs/benchmarks.md for what every figure means.
@@ -51,7 +59,9 @@ use support::{on_arbiter, reserve_port, start_on_arbiter, wait_for, Recording};
 use actix::prelude::*;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use metawal_actors::{Acks, Command, Node, NodeConfig, NodeId, ReplicationConfig};
+use metawal_actors::{
+    Acks, Command, ElectionRole, Node, NodeConfig, NodeId, ReplicationConfig, Role,
+};
 use proxy::{Fault, FaultProxy};
 
 #[derive(Parser)]
@@ -68,7 +78,7 @@ struct Args {
     /// Put the nodes' data under this directory (default: the system temp dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Run only these phases (2..=7; the floor always runs), e.g. `--only 3`
+    /// Run only these phases (2..=8; the floor always runs), e.g. `--only 3`
     /// to profile one. Figures of skipped phases are reported as 0.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
@@ -86,6 +96,8 @@ struct Counts {
     stalled_writes: u64,
     catchup_writes: u64,
     proposers: u64,
+    /// Leader crashes per failover measurement (the median is reported).
+    failover_kills: usize,
 }
 
 impl Counts {
@@ -100,6 +112,7 @@ impl Counts {
             stalled_writes: 200_000,
             catchup_writes: 200_000,
             proposers: 64,
+            failover_kills: 5,
         };
         if !quick {
             return full;
@@ -114,6 +127,7 @@ impl Counts {
             stalled_writes: full.stalled_writes / 10,
             catchup_writes: full.catchup_writes / 10,
             proposers: full.proposers,
+            failover_kills: 3,
         }
     }
 }
@@ -124,6 +138,10 @@ const CLUSTER_ID: &str = "bench-cluster";
 const SECRET: &[u8] = b"bench-secret";
 /// The slow follower's delay in the isolation phase.
 const SLOW_DELAY: Duration = Duration::from_millis(50);
+/// The short election timeout of the failover phase, and a heartbeat that
+/// keeps it valid (`election_timeout >= 3 x heartbeat_interval`).
+const FAST_ELECTION_TIMEOUT: Duration = Duration::from_millis(150);
+const FAST_HEARTBEAT: Duration = Duration::from_millis(20);
 
 type Hist = Histogram<u64>;
 
@@ -257,6 +275,8 @@ struct Cluster {
     proxy: Option<(FaultProxy, Arbiter)>,
     /// Subscribers on nodes 2 and 3, when asked for.
     notes: HashMap<NodeId, Recording>,
+    /// Every node's replication and election tunables.
+    replication: ReplicationConfig,
 }
 
 impl Cluster {
@@ -264,11 +284,21 @@ impl Cluster {
     /// wait for the full ISR, subscribe recorders on the followers if
     /// `subscribe`, and create the benchmark topic.
     async fn start(parent: &Path, with_proxy: bool, subscribe: bool) -> Result<Cluster, String> {
+        Cluster::start_with(parent, with_proxy, subscribe, ReplicationConfig::default()).await
+    }
+
+    /// [`Cluster::start`] with these tunables on every node.
+    async fn start_with(
+        parent: &Path,
+        with_proxy: bool,
+        subscribe: bool,
+        replication: ReplicationConfig,
+    ) -> Result<Cluster, String> {
         // A reserved port can be taken by someone else before a node binds
         // it: start again on new ports (a few times at most).
         let mut attempt = 1;
         loop {
-            match Cluster::try_start(parent, with_proxy).await {
+            match Cluster::try_start(parent, with_proxy, replication.clone()).await {
                 Ok(c) => return c.setup(subscribe).await,
                 Err(e) if attempt < 4 && e.contains("Address already in use") => {
                     attempt += 1;
@@ -279,7 +309,11 @@ impl Cluster {
     }
 
     /// Start the nodes (and the proxy); stop whatever started on failure.
-    async fn try_start(parent: &Path, with_proxy: bool) -> Result<Cluster, String> {
+    async fn try_start(
+        parent: &Path,
+        with_proxy: bool,
+        replication: ReplicationConfig,
+    ) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("metawal-bench-")
             .tempdir_in(parent)
@@ -313,6 +347,7 @@ impl Cluster {
             nodes: vec![None, None, None],
             proxy,
             notes: HashMap::new(),
+            replication,
         };
         drop(reserved);
         for id in [2, 3, 1] {
@@ -400,6 +435,7 @@ impl Cluster {
             self.base.join(format!("node-{id}")),
             self.listen[(id - 1) as usize],
         );
+        cfg.replication = self.replication.clone();
         cfg.peers = (1..=3u64)
             .filter(|&p| p != id)
             .map(|p| {
@@ -426,6 +462,24 @@ impl Cluster {
             node.shutdown().await;
             arbiter.stop();
         }
+    }
+
+    /// Stop node `id` as a crash would (feature `fault-injection`): no
+    /// resignation, so its followers elect only after their timeout.
+    async fn crash_node(&mut self, id: NodeId) {
+        if let Some((node, arbiter)) = self.nodes[(id - 1) as usize].take() {
+            node.crash().await;
+            arbiter.stop();
+        }
+    }
+
+    /// The running nodes, by id.
+    fn running(&self) -> Vec<(NodeId, Node)> {
+        self.nodes
+            .iter()
+            .zip(1..)
+            .filter_map(|(n, id)| n.as_ref().map(|(n, _)| (id, n.clone())))
+            .collect()
     }
 
     /// Wait for a leader; hand leadership to `id` if another node won.
@@ -701,6 +755,219 @@ fn rss_bytes() -> Result<u64, String> {
     Ok(kb * 1024)
 }
 
+// ---------------------------------------------------------------- failover
+
+/// How a failover sample takes the leader away.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// `Node::crash`: no resignation, no last `meta` write; the followers
+    /// stand only once their election timeout ran out.
+    Crash,
+    /// `Node::shutdown`: the leader resigns and the followers elect within a
+    /// short random delay.
+    Resign,
+}
+
+/// One leader taken away; both times from just before the kill.
+#[derive(Clone, Copy)]
+struct FailoverSample {
+    /// Until a surviving node's election engine first reported itself
+    /// leader (polled before each write attempt).
+    elected: Duration,
+    /// Until the first `acks=all` write on the new leader returned `Ok`.
+    written: Duration,
+}
+
+/// Clean shutdowns (resignations) measured for comparison.
+const FAILOVER_RESIGNS: usize = 3;
+/// `acks=all` writes to the leader just before each kill.
+const FAILOVER_WRITES: u64 = 10;
+/// Before a crash, the full cluster runs this many election timeouts `T`
+/// with no election traffic. A follower re-arms its election timer at each
+/// election input (a vote, a pre-vote, its start) and reads the leader's
+/// last contact only when that timer fires; a crash right after a failover
+/// and restart finds both followers with a timer armed moments ago, and
+/// each stands at the later of that deadline and a fresh draw from the last
+/// contact (median ~1.5 T instead of ~1.3 T; docs/benchmarks.md, issue 8).
+/// After 2 T every follower has re-armed from a leader contact, as under a
+/// leader that has been up for a while.
+const FAILOVER_SETTLE_TIMEOUTS: u32 = 2;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median, min and max (0 for none).
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+/// A valid write that changes something (cycling partitions and leaders).
+fn failover_command(seq: u64) -> Command {
+    Command::SetPartitionLeader {
+        topic: TOPIC.into(),
+        partition: (seq % PARTITIONS) as i32,
+        leader: 1 + (seq / PARTITIONS) % 3,
+    }
+}
+
+/// `kills` times: wait for a leader and the full ISR (and, before a crash,
+/// [`FAILOVER_SETTLE_TIMEOUTS`] x T more), write [`FAILOVER_WRITES`]
+/// entries `acks=all`, take the leader away (`how`),
+/// then propose `acks=all` on each surviving node in turn, 1 ms between
+/// rounds, until one accepts; restart the killed node and wait until the
+/// new leader has all three in its ISR again.
+async fn failover_samples(
+    out: Out,
+    c: &mut Cluster,
+    kills: usize,
+    how: Kill,
+) -> Result<Vec<FailoverSample>, String> {
+    let t = c.replication.election_timeout;
+    // Far above the expected [T, 2T) + one election: only a cluster that
+    // does not recover hits it.
+    let limit = 10 * t + Duration::from_secs(10);
+    out.progress(&format!(
+        "      {} x {}, election timeout {t:?}, heartbeat {:?}:",
+        kills,
+        match how {
+            Kill::Crash => "leader crash",
+            Kill::Resign => "clean leader shutdown (resigns)",
+        },
+        c.replication.heartbeat_interval
+    ));
+    let mut seq = 0u64;
+    let mut samples = Vec::with_capacity(kills);
+    for k in 1..=kills {
+        let running = c.running();
+        let nodes: Vec<Node> = running.iter().map(|(_, n)| n.clone()).collect();
+        let (l, epoch) = support::wait_leader(&nodes, Duration::from_secs(30)).await?;
+        let leader = c.node(l)?.clone();
+        wait_isr(&leader, 3, Duration::from_secs(30)).await?;
+        if how == Kill::Crash {
+            // A resigning leader's followers draw a fresh delay at once.
+            tokio::time::sleep(FAILOVER_SETTLE_TIMEOUTS * t).await;
+        }
+        for _ in 0..FAILOVER_WRITES {
+            seq += 1;
+            leader
+                .propose(failover_command(seq), Acks::All)
+                .await
+                .map_err(|e| format!("failover: write to leader {l} before the kill: {e}"))?;
+        }
+        drop(leader);
+        let others: Vec<(NodeId, Node)> = running.into_iter().filter(|(id, _)| *id != l).collect();
+        drop(nodes);
+
+        let t0 = Instant::now();
+        match how {
+            Kill::Crash => c.crash_node(l).await,
+            Kill::Resign => c.stop_node(l).await,
+        }
+        let stopped = t0.elapsed();
+        let deadline = t0 + limit;
+        let mut elected: Option<(NodeId, Duration)> = None;
+        let mut written: Option<(NodeId, Duration)> = None;
+        let mut attempts = 0u64;
+        let mut last_err = String::from("none");
+        'rounds: loop {
+            for (id, n) in &others {
+                // Elected: the node's election engine won (its role as a
+                // replicating leader follows once it has taken over).
+                if elected.is_none()
+                    && (n.role() == Role::Leader
+                        || n.status()
+                            .await
+                            .is_ok_and(|s| s.election_role == ElectionRole::Leader))
+                {
+                    elected = Some((*id, t0.elapsed()));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break 'rounds;
+                }
+                seq += 1;
+                attempts += 1;
+                match tokio::time::timeout(left, n.propose(failover_command(seq), Acks::All)).await
+                {
+                    Ok(Ok(_)) => {
+                        written = Some((*id, t0.elapsed()));
+                        break 'rounds;
+                    }
+                    Ok(Err(e)) => last_err = format!("node {id}: {e}"),
+                    Err(_) => last_err = format!("node {id}: no answer before the deadline"),
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let Some((w, written_after)) = written else {
+            return Err(format!(
+                "failover {k}: no acks=all write succeeded within {limit:?} of taking leader {l} away ({attempts} attempts; last error: {last_err})"
+            ));
+        };
+        // The winner may have been elected between two role checks.
+        let elected = elected.unwrap_or((w, written_after));
+
+        let restart = Instant::now();
+        c.start_node(l).await?;
+        let nodes: Vec<Node> = c.running().into_iter().map(|(_, n)| n).collect();
+        let (nl, new_epoch) = support::wait_leader(&nodes, Duration::from_secs(30)).await?;
+        wait_isr(c.node(nl)?, 3, Duration::from_secs(30)).await?;
+        out.progress(&format!(
+            "        {k}: leader {l} (epoch {epoch}) {} in {:.1} ms; node {} leader after {:.1} ms; first acks=all write on node {w} after {:.1} ms ({attempts} attempts); node {l} back, ISR 3 (leader {nl}, epoch {new_epoch}) {:.0} ms later",
+            if how == Kill::Crash { "crashed" } else { "shut down" },
+            ms(stopped),
+            elected.0,
+            ms(elected.1),
+            ms(written_after),
+            ms(restart.elapsed()),
+        ));
+        samples.push(FailoverSample {
+            elected: elected.1,
+            written: written_after,
+        });
+    }
+    Ok(samples)
+}
+
+/// Start a cluster with `replication`, take the samples `hows` asks for
+/// (how, how many), stop it.
+async fn failover_phase(
+    out: Out,
+    parent: &Path,
+    replication: ReplicationConfig,
+    hows: &[(Kill, usize)],
+) -> Result<Vec<Vec<FailoverSample>>, String> {
+    let mut c = Cluster::start_with(parent, false, false, replication).await?;
+    let mut all = Vec::new();
+    let mut result = Ok(());
+    for &(how, kills) in hows {
+        match failover_samples(out, &mut c, kills, how).await {
+            Ok(s) => all.push(s),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    c.stop().await;
+    result.map(|()| all)
+}
+
 // ---------------------------------------------------------------- phases
 
 #[derive(Default)]
@@ -749,6 +1016,16 @@ struct Results {
     catchup_eps: f64,
     catchup_connect_ms: f64,
     catchup_stream_eps: f64,
+    /// Failover after a leader crash, default timeouts: ms to the first
+    /// acks=all write, and to a new leader, per kill.
+    failover_ms: Vec<f64>,
+    failover_election_ms: Vec<f64>,
+    /// The same with election_timeout = 150 ms, heartbeat 20 ms.
+    failover_150_ms: Vec<f64>,
+    failover_150_election_ms: Vec<f64>,
+    /// The same after a clean shutdown (the leader resigns), default timeouts.
+    resign_failover_ms: Vec<f64>,
+    resign_election_ms: Vec<f64>,
 }
 
 async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(), String> {
@@ -762,7 +1039,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
     // freed (the allocator reuses it without growing the RSS).
     if want(6) {
         out.progress(&format!(
-        "[6/7] stalled follower: node 3's proxy stops reading; {} acks=leader writes from {p} proposers",
+        "[6/8] stalled follower: node 3's proxy stops reading; {} acks=leader writes from {p} proposers",
         counts.stalled_writes
     ));
         let c = Cluster::start(&parent, true, false).await?;
@@ -844,7 +1121,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
         let leader = c.node(1)?.clone();
         if want(2) {
             out.progress(&format!(
-                "[2/7] latency: {} sequential acks=all writes",
+                "[2/8] latency: {} sequential acks=all writes",
                 counts.latency_writes
             ));
             let lat = load(
@@ -870,7 +1147,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
         }
         if want(3) {
             out.progress(&format!(
-                "[3/7] throughput: {} acks=all writes from {p} proposers",
+                "[3/8] throughput: {} acks=all writes from {p} proposers",
                 counts.throughput_writes
             ));
             let thr = load(
@@ -895,7 +1172,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
         }
         if want(4) {
             out.progress(&format!(
-        "[4/7] propagation: {} sequential acks=leader writes, leader -> follower MetadataChanged",
+        "[4/8] propagation: {} sequential acks=leader writes, leader -> follower MetadataChanged",
         counts.propagation_writes
     ));
             let pr = load(
@@ -929,7 +1206,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
     // 5: isolation.
     if want(5) {
         out.progress(&format!(
-        "[5/7] isolation: {} acks=leader writes from {p} proposers, node 3 behind a proxy: pass, then {} ms delay",
+        "[5/8] isolation: {} acks=leader writes from {p} proposers, node 3 behind a proxy: pass, then {} ms delay",
         counts.isolation_writes,
         SLOW_DELAY.as_millis()
     ));
@@ -1064,7 +1341,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
     // 7: catch-up.
     if want(7) {
         out.progress(&format!(
-            "[7/7] catch-up: node 3 stopped, {} acks=leader writes, node 3 restarted",
+            "[7/8] catch-up: node 3 stopped, {} acks=leader writes, node 3 restarted",
             counts.catchup_writes
         ));
         let mut c = Cluster::start(&parent, false, false).await?;
@@ -1130,6 +1407,67 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
         r.catchup_entries, secs, r.catchup_start_ms, r.catchup_connect_ms, r.catchup_eps, r.catchup_stream_eps
     ));
         c.stop().await;
+    }
+
+    // 8: failover.
+    if want(8) {
+        let kills = counts.failover_kills;
+        // Informative only, and each costs a restart: a few.
+        let resigns = kills.min(FAILOVER_RESIGNS);
+        let fast = ReplicationConfig {
+            election_timeout: FAST_ELECTION_TIMEOUT,
+            heartbeat_interval: FAST_HEARTBEAT,
+            ..ReplicationConfig::default()
+        };
+        fast.validate()
+            .map_err(|e| format!("the fast failover config: {e}"))?;
+        out.progress(&format!(
+            "[8/8] failover: {kills} leader crashes and {resigns} clean shutdowns with T = {:?} (heartbeat {:?}), {kills} crashes with T = {:?} (heartbeat {:?})",
+            defaults.election_timeout,
+            defaults.heartbeat_interval,
+            fast.election_timeout,
+            fast.heartbeat_interval
+        ));
+        let written = |v: &[FailoverSample]| v.iter().map(|s| ms(s.written)).collect::<Vec<_>>();
+        let elected = |v: &[FailoverSample]| v.iter().map(|s| ms(s.elected)).collect::<Vec<_>>();
+        let slow = failover_phase(
+            out,
+            &parent,
+            defaults.clone(),
+            &[(Kill::Crash, kills), (Kill::Resign, resigns)],
+        )
+        .await?;
+        if let [crash, resign] = slow.as_slice() {
+            r.failover_ms = written(crash);
+            r.failover_election_ms = elected(crash);
+            r.resign_failover_ms = written(resign);
+            r.resign_election_ms = elected(resign);
+        }
+        let fast = failover_phase(out, &parent, fast, &[(Kill::Crash, kills)]).await?;
+        if let [crash] = fast.as_slice() {
+            r.failover_150_ms = written(crash);
+            r.failover_150_election_ms = elected(crash);
+        }
+        let line = |name: &str, v: &[f64], e: &[f64]| {
+            let (m, lo, hi) = spread(v);
+            let (em, _, _) = spread(e);
+            format!("      {name}: first acks=all write median {m:.0} ms ({lo:.0}-{hi:.0}), new leader median {em:.0} ms")
+        };
+        out.progress(&line(
+            "crash, T = 1 s",
+            &r.failover_ms,
+            &r.failover_election_ms,
+        ));
+        out.progress(&line(
+            "crash, T = 150 ms",
+            &r.failover_150_ms,
+            &r.failover_150_election_ms,
+        ));
+        out.progress(&line(
+            "clean shutdown, T = 1 s",
+            &r.resign_failover_ms,
+            &r.resign_election_ms,
+        ));
     }
     Ok(())
 }
@@ -1372,9 +1710,42 @@ fn print_table(out: Out, r: &Results, quick: bool) {
         String::new(),
         None,
     );
+    let failover_row = |name: &str, v: &[f64], e: &[f64]| {
+        let (m, lo, hi) = spread(v);
+        row(name, format!("{m:.0}"), String::new(), None);
+        row(
+            "  min / max (ms)",
+            format!("{lo:.0} / {hi:.0}"),
+            String::new(),
+            None,
+        );
+        row(
+            "  new leader known after, median (ms)",
+            format!("{:.0}", spread(e).0),
+            String::new(),
+            None,
+        );
+    };
+    failover_row(
+        "failover, crash, T = 1 s: median (ms)",
+        &r.failover_ms,
+        &r.failover_election_ms,
+    );
+    failover_row(
+        "failover, crash, T = 150 ms: median (ms)",
+        &r.failover_150_ms,
+        &r.failover_150_election_ms,
+    );
+    failover_row(
+        "failover, resign, T = 1 s: median (ms)",
+        &r.resign_failover_ms,
+        &r.resign_election_ms,
+    );
 }
 
 fn json(r: &Results, quick: bool) -> serde_json::Value {
+    let fo = spread(&r.failover_ms);
+    let fast = spread(&r.failover_150_ms);
     serde_json::json!({
         "floor_fsync_p50_us": r1(r.floor_fsync_p50_us),
         "floor_fsync_p99_us": r1(r.floor_fsync_p99_us),
@@ -1400,6 +1771,20 @@ fn json(r: &Results, quick: bool) -> serde_json::Value {
         "stalled_window_bytes": r.stalled_window_bytes,
         "catchup_connect_ms": r1(r.catchup_connect_ms),
         "catchup_stream_eps": r.catchup_stream_eps.round(),
+        // Failover (issue 8): ms from killing the leader to the first
+        // acks=all write on the new leader, median over the kills.
+        "failover_ms": r1(fo.0),
+        "failover_min_ms": r1(fo.1),
+        "failover_max_ms": r1(fo.2),
+        "failover_samples_ms": r.failover_ms.iter().map(|&x| r1(x)).collect::<Vec<_>>(),
+        "failover_election_ms": r1(spread(&r.failover_election_ms).0),
+        "failover_150ms_ms": r1(fast.0),
+        "failover_150ms_min_ms": r1(fast.1),
+        "failover_150ms_max_ms": r1(fast.2),
+        "failover_150ms_samples_ms": r.failover_150_ms.iter().map(|&x| r1(x)).collect::<Vec<_>>(),
+        "failover_150ms_election_ms": r1(spread(&r.failover_150_election_ms).0),
+        "resign_failover_ms": r1(spread(&r.resign_failover_ms).0),
+        "resign_failover_samples_ms": r.resign_failover_ms.iter().map(|&x| r1(x)).collect::<Vec<_>>(),
     })
 }
 
@@ -1428,7 +1813,7 @@ fn main() -> ExitCode {
         parent.display()
     ));
     out.progress(&format!(
-        "[1/7] floor: {} x fdatasync of a 100 B append, {} x 100 B loopback ping-pong",
+        "[1/8] floor: {} x fdatasync of a 100 B append, {} x 100 B loopback ping-pong",
         counts.fsync_samples, counts.rtt_samples
     ));
     let fl = match tempfile::Builder::new()
