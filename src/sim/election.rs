@@ -4,7 +4,9 @@
 //! its own latency, lost if either end is down or a partition separates
 //! them when it arrives), persists votes on the simulated disk before the
 //! engine may act on them, tells the node's log owner of every epoch a vote
-//! moved it to, and starts or stops the leader role when the engine says.
+//! moved it to, starts or stops the leader role when the engine says, and
+//! keeps the engine's timer armed for its deadline, as the elector actor
+//! does (on the node's own clock, converted to the virtual one).
 //!
 //! It also checks what no engine may do: vote twice in one epoch, or vote
 //! in an epoch below the one on its disk.
@@ -24,11 +26,12 @@ impl Simulation {
         if !self.node(id).up {
             return;
         }
-        let now = self.instant();
+        let now = self.clock(id);
         let node = self.node_mut(id);
         let log = (node.last_epoch(), node.last_offset());
         node.election.handle(now, input, log);
         self.election_actions(id);
+        self.arm_election_timer(id);
     }
 
     /// An election message arrives at `to`.
@@ -55,7 +58,7 @@ impl Simulation {
                     if !self.persist_vote(id, epoch, voted_for) {
                         return;
                     }
-                    let now = self.instant();
+                    let now = self.clock(id);
                     let node = self.node_mut(id);
                     let log = (node.last_epoch(), node.last_offset());
                     node.election

@@ -11,11 +11,22 @@
 //! random choice drawn from one seeded [rng]. A seed replays exactly.
 //!
 //! One step is one event: a message delivered, an fsync completed, a timer
-//! tick (leaders heartbeat and reconnect; election timers run), an election
-//! message delivered, or an
-//! external event (a client write with `acks` none / leader / all, a
-//! connection cut, a crash, a restart, a partition or its heal). After every
-//! step the [`check`] module verifies the invariants. At the end of a seed the
+//! tick (leaders heartbeat and reconnect, sessions time out), a node's
+//! election timer, an election message delivered, or an external event (a
+//! client write with `acks` none / leader / all, a connection cut, a crash,
+//! a restart, a slow disk, a partition or its heal, a clock step). After
+//! every step the [`check`] module verifies the invariants.
+//!
+//! **Clock steps**: every node has its own monotonic clock, the virtual
+//! clock plus an offset that only grows; a step adds a random amount in
+//! `[0, T)` (`T` = the election timeout) to one node's offset. All of a
+//! node's engines (election, leader, links, sessions) see its clock, and
+//! its election timer, armed from the engine's
+//! [`poll_timeout`](crate::engine::election::ElectionEngine::poll_timeout)
+//! as the real elector arms it, is converted back to the virtual clock
+//! with the node's offset (and re-armed when the clock steps).
+//!
+//! At the end of a seed the
 //! faults heal, crashed nodes restart, and the cluster must settle: one
 //! leader, every node at the same applied offset and digest, every
 //! acknowledged `acks=all` write on every node.
@@ -28,8 +39,9 @@
 //! Not modelled yet: snapshots and log compaction (a
 //! `Snapshot` start point is reported as a violation), the tail cache, WAL
 //! segment files and corruption beyond a torn tail, frames, the codec and
-//! the authenticated handshake, one-way partitions, request timeouts, and
-//! commands other than `CreateTopic`.
+//! the authenticated handshake, one-way partitions, backward clock steps
+//! (monotonic clocks never go back), request timeouts, and commands other
+//! than `CreateTopic`.
 //!
 //! ```no_run
 //! use metawal::sim::{run_seed, SimConfig};
@@ -212,6 +224,8 @@ pub struct SeedReport {
     pub restarts: u64,
     /// Partitions made.
     pub partitions: u64,
+    /// Clock steps.
+    pub clock_steps: u64,
     /// Connections cut.
     pub cuts: u64,
     /// Leader promotions.
@@ -259,6 +273,20 @@ enum Ev {
         to: NodeId,
         msg: crate::engine::election::ElectionMsg,
     },
+    /// A node's election timer (stale unless `gen` is its current one).
+    ElectionTimer {
+        node: NodeId,
+        gen: u64,
+    },
+}
+
+/// A node's armed election timer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timer {
+    /// Bumped at every arm; an event of an older generation is stale.
+    gen: u64,
+    /// Virtual time it fires at, while armed.
+    at: Option<u64>,
 }
 
 /// Run one seed to the end (or its first violation).
@@ -287,6 +315,11 @@ pub struct Simulation {
     next_topic: u64,
     /// Per node: its disk is slow until this virtual time.
     slow_disk_until: Vec<u64>,
+    /// Per node: how far its clock is ahead of the virtual clock (only
+    /// grows: clocks are monotonic).
+    clock_offset: Vec<u64>,
+    /// Per node: its election timer.
+    timers: Vec<Timer>,
     report: SeedReport,
     broken: Option<Broken>,
 }
@@ -331,11 +364,16 @@ impl Simulation {
             faults: true,
             next_topic: 0,
             slow_disk_until: vec![0; config.nodes],
+            clock_offset: vec![0; config.nodes],
+            timers: vec![Timer::default(); config.nodes],
             report,
             broken: None,
             config,
         };
         sim.schedule(0, Ev::Tick);
+        for id in 1..=sim.nodes.len() as NodeId {
+            sim.arm_election_timer(id);
+        }
         let first = sim.external_delay();
         sim.schedule(first, Ev::External);
         sim
@@ -469,6 +507,7 @@ impl Simulation {
                     self.election_deliver(from, to, msg);
                     true
                 }
+                Ev::ElectionTimer { node, gen } => self.election_timer(node, gen),
                 Ev::External => {
                     if self.faults {
                         self.external();
@@ -500,9 +539,18 @@ impl Simulation {
         self.rng.range(mean / 4, mean * 7 / 4)
     }
 
-    /// The virtual clock as an `Instant` (for the engines).
-    fn instant(&self) -> Instant {
-        self.base + Duration::from_nanos(self.now)
+    /// Node `id`'s clock as an `Instant`, for its engines: the virtual
+    /// clock plus the node's offset.
+    fn clock(&self, id: NodeId) -> Instant {
+        self.base + Duration::from_nanos(self.now + self.clock_offset[id as usize - 1])
+    }
+
+    /// The virtual time at which node `id`'s clock reads `at` (now if that
+    /// is past).
+    fn virtual_time(&self, id: NodeId, at: Instant) -> u64 {
+        let zero = self.base + Duration::from_nanos(self.clock_offset[id as usize - 1]);
+        let t = at.saturating_duration_since(zero).as_nanos();
+        u64::try_from(t).unwrap_or(u64::MAX).max(self.now)
     }
 
     fn node(&self, id: NodeId) -> &Node {
@@ -659,11 +707,73 @@ impl Simulation {
             }
         }
         self.sessions_tick();
-        for id in 1..=self.nodes.len() as NodeId {
-            if self.node(id).up {
-                self.election_input(id, crate::engine::election::ElectionInput::Tick);
-            }
+    }
+
+    /// Arm `id`'s election timer for the engine's deadline, on the virtual
+    /// clock, unless it is armed for no later already (an early timer
+    /// re-arms when it finds the deadline moved).
+    fn arm_election_timer(&mut self, id: NodeId) {
+        if !self.node(id).up {
+            return;
         }
+        let at = self.virtual_time(id, self.node(id).election.poll_timeout());
+        let timer = &mut self.timers[id as usize - 1];
+        if timer.at.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        timer.gen += 1;
+        timer.at = Some(at);
+        let ev = Ev::ElectionTimer {
+            node: id,
+            gen: timer.gen,
+        };
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, ev)));
+    }
+
+    /// Disarm `id`'s election timer (a crash or a new engine).
+    fn disarm_election_timer(&mut self, id: NodeId) {
+        let timer = &mut self.timers[id as usize - 1];
+        timer.gen += 1;
+        timer.at = None;
+    }
+
+    /// `id`'s election timer fires: a tick if its clock reached the
+    /// engine's deadline, else it re-arms.
+    fn election_timer(&mut self, id: NodeId, gen: u64) -> bool {
+        let timer = &mut self.timers[id as usize - 1];
+        if timer.gen != gen || !self.nodes[id as usize - 1].up {
+            return false;
+        }
+        timer.at = None;
+        let due = self.node(id).election.poll_timeout() <= self.clock(id);
+        if due {
+            self.election_input(id, crate::engine::election::ElectionInput::Tick);
+            // A tick at the deadline always sets a later one; otherwise the
+            // timer would fire again and again at this instant.
+            if self.node(id).election.poll_timeout() <= self.clock(id) {
+                self.fail(
+                    Invariant::Protocol,
+                    format!("n{id}: the election engine kept its deadline after ticking at it"),
+                );
+            }
+        } else {
+            self.arm_election_timer(id);
+        }
+        due
+    }
+
+    /// `id`'s clock jumps forward by `by`: its engines see the new time
+    /// at their next input, its election timer fires that much earlier.
+    fn step_clock(&mut self, id: NodeId, by: u64) {
+        self.clock_offset[id as usize - 1] += by;
+        self.report.clock_steps += 1;
+        self.log(format!(
+            "fault: n{id}'s clock steps {:.3} ms forward",
+            by as f64 / MS as f64
+        ));
+        self.disarm_election_timer(id);
+        self.arm_election_timer(id);
     }
 
     /// Close `conn` and tell both ends.
@@ -746,13 +856,26 @@ impl Simulation {
                     self.session_gone(c.follower, id);
                 }
             }
-        } else if self.net.partition().is_some() {
-            {
+        } else if r < 997 {
+            if self.net.partition().is_some() {
                 self.log("fault: heal partition".into());
                 self.net.heal();
+            } else {
+                self.propose();
             }
         } else {
-            self.propose();
+            // A clock step, often the leader's (its check-quorum).
+            let up: Vec<NodeId> = (1..=n).filter(|&i| self.node(i).up).collect();
+            let leader = up.iter().copied().find(|&i| self.node(i).is_leader());
+            let id = match leader {
+                Some(l) if self.rng.chance(500) => Some(l),
+                _ => self.rng.pick(&up),
+            };
+            if let Some(id) = id {
+                let t = self.config.election_timeout.as_nanos() as u64;
+                let by = self.rng.below(t);
+                self.step_clock(id, by);
+            }
         }
     }
 
@@ -760,6 +883,7 @@ impl Simulation {
         for c in self.net.connections_of(id) {
             self.close(c);
         }
+        self.disarm_election_timer(id);
         let loss = {
             let Simulation { nodes, rng, .. } = self;
             nodes[id as usize - 1].crash(rng)
@@ -775,8 +899,10 @@ impl Simulation {
     }
 
     fn restart(&mut self, id: NodeId) {
-        let now = self.instant();
+        let now = self.clock(id);
         self.node_mut(id).restart(now);
+        self.disarm_election_timer(id);
+        self.arm_election_timer(id);
         self.report.restarts += 1;
         let n = self.node(id);
         let line = format!(
@@ -813,3 +939,6 @@ impl Simulation {
         self.leader_propose(id, command, acks);
     }
 }
+
+#[cfg(test)]
+mod tests;
