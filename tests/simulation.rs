@@ -50,7 +50,7 @@ fn checker() -> Checker {
 fn ci_seeds_keep_every_invariant() {
     let seeds = 400;
     let (mut steps, mut crashes, mut partitions, mut acked, mut elections) = (0, 0, 0, 0, 0);
-    let mut clock_steps = 0;
+    let (mut one_way, mut blackholed, mut clock_steps) = (0, 0, 0);
     for seed in 0..seeds {
         let nodes = if seed % 2 == 0 { 3 } else { 5 };
         let report = run_seed(&SimConfig::new(seed, nodes));
@@ -62,12 +62,17 @@ fn ci_seeds_keep_every_invariant() {
         partitions += report.partitions;
         acked += report.acked_all;
         elections += report.elections;
+        one_way += report.one_way_partitions;
+        blackholed += report.blackholed;
         clock_steps += report.clock_steps;
     }
-    // The faults really happened.
+    // The faults really happened, the new ones included, and deaf nodes
+    // really missed messages.
     assert!(steps >= seeds * 2000);
     assert!(crashes > seeds, "{crashes} crashes");
     assert!(partitions > seeds, "{partitions} partitions");
+    assert!(one_way > seeds / 2, "{one_way} one-way partitions");
+    assert!(blackholed > 10 * seeds, "{blackholed} messages blackholed");
     assert!(clock_steps > seeds / 2, "{clock_steps} clock steps");
     assert!(elections > 2 * seeds, "{elections} elections");
     assert!(acked > 10 * seeds, "{acked} acks=all writes");

@@ -1,12 +1,13 @@
 //! Elections: every node runs the real [`ElectionEngine`], the one the
 //! node's election actor drives. This file is its shell: it carries
 //! election messages over the simulated network (each one a datagram with
-//! its own latency, lost if either end is down or a partition separates
-//! them when it arrives), persists votes on the simulated disk before the
-//! engine may act on them, tells the node's log owner of every epoch a vote
-//! moved it to, starts or stops the leader role when the engine says, and
-//! keeps the engine's timer armed for its deadline, as the elector actor
-//! does (on the node's own clock, converted to the virtual one).
+//! its own latency, lost if either end is down, a partition separates them
+//! or the receiver is deaf when it arrives), persists votes on the
+//! simulated disk before the engine may act on them, tells the node's log
+//! owner of every epoch a vote moved it to, starts or stops the leader role
+//! when the engine says, and keeps the engine's timer armed for its
+//! deadline, as the elector actor does (on the node's own clock, converted
+//! to the virtual one).
 //!
 //! It also checks what no engine may do: vote twice in one epoch, or vote
 //! in an epoch below the one on its disk.
@@ -34,13 +35,18 @@ impl Simulation {
         self.arm_election_timer(id);
     }
 
-    /// An election message arrives at `to`.
-    pub(super) fn election_deliver(&mut self, from: NodeId, to: NodeId, msg: ElectionMsg) {
+    /// An election message arrives at `to` (returns false if it is lost).
+    pub(super) fn election_deliver(&mut self, from: NodeId, to: NodeId, msg: ElectionMsg) -> bool {
         if !self.node(to).up || !self.node(from).up || !self.net.reachable(from, to) {
-            return;
+            return false;
+        }
+        if !self.net.delivers(from, to) {
+            self.report.blackholed += 1;
+            return false;
         }
         self.log(format!("n{to} <- n{from} {msg:?}"));
         self.election_input(to, ElectionInput::Received { from, msg });
+        true
     }
 
     fn election_actions(&mut self, id: NodeId) {

@@ -140,7 +140,7 @@ impl Simulation {
                 }
                 SessionAction::Close { reason } => {
                     self.log(format!("n{id}: closes #{conn}: {reason}"));
-                    self.close(conn);
+                    self.close_by(conn, id);
                     return;
                 }
                 SessionAction::Attach { leader, epoch } => self.attach(conn, id, leader, epoch),
@@ -352,7 +352,7 @@ impl Simulation {
                 FollowerAction::StopSession(conn) => {
                     if self.net.get(conn).is_some() {
                         self.log(format!("n{id}: ends session #{conn}"));
-                        self.close(conn);
+                        self.close_by(conn, id);
                     }
                 }
                 FollowerAction::Attached { req, result } => {

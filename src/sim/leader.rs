@@ -194,7 +194,7 @@ impl Simulation {
         ));
         for link in l.links.values() {
             if let Some((c, _)) = link.conn {
-                self.close(c);
+                self.close_by(c, id);
             }
         }
     }
@@ -518,7 +518,9 @@ impl Simulation {
         let epoch = self.node(id).meta().epoch;
         match action {
             LinkAction::Connect { gen } => {
-                let input = if self.node(peer).up && self.net.reachable(id, peer) {
+                // The handshake needs both directions: none to or from a
+                // deaf node.
+                let input = if self.node(peer).up && self.net.connects(id, peer) {
                     let mut follower_nonce = [0u8; NONCE_LEN];
                     let mut leader_nonce = [0u8; NONCE_LEN];
                     for b in follower_nonce.iter_mut().chain(leader_nonce.iter_mut()) {
@@ -555,7 +557,7 @@ impl Simulation {
                     None => None,
                 };
                 if let Some(c) = conn {
-                    self.close(c);
+                    self.close_by(c, id);
                 }
             }
             LinkAction::ReadWal {

@@ -13,9 +13,20 @@
 //! One step is one event: a message delivered, an fsync completed, a timer
 //! tick (leaders heartbeat and reconnect, sessions time out), a node's
 //! election timer, an election message delivered, or an external event (a
-//! client write with `acks` none / leader / all, a connection cut, a crash,
-//! a restart, a slow disk, a partition or its heal, a clock step). After
-//! every step the [`check`] module verifies the invariants.
+//! client write with `acks` none / leader / all, a connection cut, a crash
+//! (leaders more often than their share), a restart, a slow disk, a
+//! partition — often a leader cut off into a minority — or its heal, a
+//! one-way partition or its heal, a clock step). After every step the
+//! [`check`] module verifies the invariants.
+//!
+//! **One-way partitions** make a minority of nodes deaf ([net]): they send
+//! but receive nothing. Election datagrams to them are lost; on a
+//! replication connection the direction towards them stalls like a TCP
+//! stream whose packets are blackholed (nothing lost or reordered, nothing
+//! delivered until it heals), so a deaf leader's acks stop arriving and a
+//! deaf follower's appends stop arriving, until an end gives up on the
+//! silence. A FIN that cannot reach its peer leaves the connection
+//! half-open; a new connection needs both directions.
 //!
 //! **Clock steps**: every node has its own monotonic clock, the virtual
 //! clock plus an offset that only grows; a step adds a random amount in
@@ -26,10 +37,9 @@
 //! as the real elector arms it, is converted back to the virtual clock
 //! with the node's offset (and re-armed when the clock steps).
 //!
-//! At the end of a seed the
-//! faults heal, crashed nodes restart, and the cluster must settle: one
-//! leader, every node at the same applied offset and digest, every
-//! acknowledged `acks=all` write on every node.
+//! At the end of a seed the faults heal, crashed nodes restart, and the
+//! cluster must settle: one leader, every node at the same applied offset
+//! and digest, every acknowledged `acks=all` write on every node.
 //!
 //! Leaders are elected by the real election engine on every node
 //! ([election]): pre-votes and votes over the simulated network, votes
@@ -39,9 +49,9 @@
 //! Not modelled yet: snapshots and log compaction (a
 //! `Snapshot` start point is reported as a violation), the tail cache, WAL
 //! segment files and corruption beyond a torn tail, frames, the codec and
-//! the authenticated handshake, one-way partitions, backward clock steps
-//! (monotonic clocks never go back), request timeouts, and commands other
-//! than `CreateTopic`.
+//! the authenticated handshake, nodes that receive but cannot send,
+//! backward clock steps (monotonic clocks never go back), request
+//! timeouts, and commands other than `CreateTopic`.
 //!
 //! ```no_run
 //! use metawal::sim::{run_seed, SimConfig};
@@ -224,6 +234,11 @@ pub struct SeedReport {
     pub restarts: u64,
     /// Partitions made.
     pub partitions: u64,
+    /// One-way partitions made (a node made deaf).
+    pub one_way_partitions: u64,
+    /// Messages that did not reach a deaf node: election datagrams lost,
+    /// stream data and FINs held back (each retransmission counted).
+    pub blackholed: u64,
     /// Clock steps.
     pub clock_steps: u64,
     /// Connections cut.
@@ -277,6 +292,10 @@ enum Ev {
     ElectionTimer {
         node: NodeId,
         gen: u64,
+    },
+    /// The FIN of a half-open connection tries to reach its other end.
+    Fin {
+        conn: ConnId,
     },
 }
 
@@ -503,11 +522,9 @@ impl Simulation {
                     self.tick();
                     true
                 }
-                Ev::Election { from, to, msg } => {
-                    self.election_deliver(from, to, msg);
-                    true
-                }
+                Ev::Election { from, to, msg } => self.election_deliver(from, to, msg),
                 Ev::ElectionTimer { node, gen } => self.election_timer(node, gen),
+                Ev::Fin { conn } => self.fin(conn),
                 Ev::External => {
                     if self.faults {
                         self.external();
@@ -551,6 +568,12 @@ impl Simulation {
         let zero = self.base + Duration::from_nanos(self.clock_offset[id as usize - 1]);
         let t = at.saturating_duration_since(zero).as_nanos();
         u64::try_from(t).unwrap_or(u64::MAX).max(self.now)
+    }
+
+    /// A delay for a TCP retransmission (of data or a FIN that did not get
+    /// through).
+    fn retransmit_delay(&mut self) -> u64 {
+        self.rng.range(20 * MS, 60 * MS)
     }
 
     fn node(&self, id: NodeId) -> &Node {
@@ -609,6 +632,14 @@ impl Simulation {
             return false;
         };
         let (leader, follower) = (c.leader, c.follower);
+        if c.queued(dir) > 0 && c.closed_by.is_none() && !self.net.flows(conn, dir) {
+            // The receiver is deaf: the stream stalls, the sender
+            // retransmits.
+            self.report.blackholed += 1;
+            let delay = self.retransmit_delay();
+            self.schedule(delay, Ev::Deliver { conn, dir });
+            return false;
+        }
         let Some(msg) = self.net.pop(conn, dir) else {
             return false;
         };
@@ -709,6 +740,76 @@ impl Simulation {
         self.sessions_tick();
     }
 
+    /// Close `conn` and tell both ends (those still open).
+    fn close(&mut self, conn: ConnId) {
+        let Some(c) = self.net.close(conn) else {
+            self.sessions.remove(&conn);
+            return;
+        };
+        self.log(format!("#{conn} n{}→n{} closed", c.leader, c.follower));
+        self.ends_closed(conn, &c);
+    }
+
+    /// Tell the ends of the closed `conn` that were still open.
+    fn ends_closed(&mut self, conn: ConnId, c: &net::Connection) {
+        if c.closed_by != Some(c.follower) {
+            self.sessions.remove(&conn);
+        }
+        if c.closed_by != Some(c.leader) {
+            self.leader_link_down(c.leader, c.follower, conn);
+        }
+        if c.closed_by != Some(c.follower) {
+            self.session_gone(c.follower, conn);
+        }
+    }
+
+    /// `closer` closes its end of `conn`. The other end hears of it when
+    /// the FIN reaches it: now, or, if it is deaf, once it hears again (or
+    /// it closes on its own timeout first).
+    fn close_by(&mut self, conn: ConnId, closer: NodeId) {
+        let Some(c) = self.net.get(conn) else {
+            return;
+        };
+        if c.closed_by == Some(closer) {
+            return;
+        }
+        let (leader, follower, other) = (c.leader, c.follower, c.peer_of(closer));
+        if c.closed_by.is_some() || self.net.delivers(closer, other) {
+            self.close(conn);
+            return;
+        }
+        self.net.half_close(conn, closer);
+        self.log(format!(
+            "#{conn} n{leader}→n{follower} closed by n{closer}, half-open: n{other} does not hear the FIN"
+        ));
+        if closer == leader {
+            self.leader_link_down(leader, follower, conn);
+        } else {
+            self.sessions.remove(&conn);
+            self.session_gone(follower, conn);
+        }
+        let delay = self.retransmit_delay();
+        self.schedule(delay, Ev::Fin { conn });
+    }
+
+    /// The FIN of half-open `conn` is (re)sent.
+    fn fin(&mut self, conn: ConnId) -> bool {
+        let Some(c) = self.net.get(conn) else {
+            return false;
+        };
+        let Some(closer) = c.closed_by else {
+            return false;
+        };
+        if !self.net.delivers(closer, c.peer_of(closer)) {
+            self.report.blackholed += 1;
+            let delay = self.retransmit_delay();
+            self.schedule(delay, Ev::Fin { conn });
+            return false;
+        }
+        self.close(conn);
+        true
+    }
+
     /// Arm `id`'s election timer for the engine's deadline, on the virtual
     /// clock, unless it is armed for no later already (an early timer
     /// re-arms when it finds the deadline moved).
@@ -776,36 +877,25 @@ impl Simulation {
         self.arm_election_timer(id);
     }
 
-    /// Close `conn` and tell both ends.
-    fn close(&mut self, conn: ConnId) {
-        self.sessions.remove(&conn);
-        let Some(c) = self.net.close(conn) else {
-            return;
-        };
-        self.log(format!("#{conn} n{}→n{} closed", c.leader, c.follower));
-        self.leader_link_down(c.leader, c.follower, conn);
-        self.session_gone(c.follower, conn);
-    }
-
     fn external(&mut self) {
         let r = self.rng.below(1000);
         let n = self.nodes.len() as NodeId;
-        if r < 945 {
+        if r < 935 {
             self.propose();
-        } else if r < 950 {
+        } else if r < 940 {
             let id = self.rng.range(1, n);
             let ms = self.rng.range(200, 1000);
             self.slow_disk_until[id as usize - 1] = self.now + ms * MS;
             self.report.slow_disks += 1;
             self.log(format!("fault: n{id}'s disk is slow for {ms} ms"));
-        } else if r < 960 {
+        } else if r < 950 {
             let conns: Vec<ConnId> = self.net.connections().map(|(id, _)| id).collect();
             if let Some(c) = self.rng.pick(&conns) {
                 self.log(format!("fault: cut #{c}"));
                 self.report.cuts += 1;
                 self.close(c);
             }
-        } else if r < 970 {
+        } else if r < 960 {
             let up: Vec<NodeId> = (1..=n).filter(|&i| self.node(i).up).collect();
             let leaders: Vec<NodeId> = up
                 .iter()
@@ -824,12 +914,12 @@ impl Simulation {
                     self.crash(id);
                 }
             }
-        } else if r < 985 {
+        } else if r < 975 {
             let down: Vec<NodeId> = (1..=n).filter(|&i| !self.node(i).up).collect();
             if let Some(id) = self.rng.pick(&down) {
                 self.restart(id);
             }
-        } else if r < 993 {
+        } else if r < 983 {
             if self.net.partition().is_none() && n > 1 {
                 let mut side: Vec<bool> = (0..n).map(|_| self.rng.chance(500)).collect();
                 // Often: cut a leader off into a minority.
@@ -852,16 +942,32 @@ impl Simulation {
                 self.log(format!("fault: partition {{{}}} | rest", a.join(",")));
                 self.report.partitions += 1;
                 for (id, c) in self.net.split(side) {
-                    self.leader_link_down(c.leader, c.follower, id);
-                    self.session_gone(c.follower, id);
+                    self.ends_closed(id, &c);
                 }
             }
-        } else if r < 997 {
+        } else if r < 990 {
             if self.net.partition().is_some() {
                 self.log("fault: heal partition".into());
-                self.net.heal();
+                self.net.heal_partition();
             } else {
                 self.propose();
+            }
+        } else if r < 994 {
+            self.one_way_partition();
+        } else if r < 997 {
+            if self.net.deaf().is_empty() {
+                self.propose();
+            } else {
+                let healed: Vec<String> = self
+                    .net
+                    .heal_deaf()
+                    .iter()
+                    .map(|i| format!("n{i}"))
+                    .collect();
+                self.log(format!(
+                    "fault: heal one-way partition ({} hear again)",
+                    healed.join(",")
+                ));
             }
         } else {
             // A clock step, often the leader's (its check-quorum).
@@ -879,9 +985,39 @@ impl Simulation {
         }
     }
 
+    /// Make one more node deaf (a minority at most), often the leader: it
+    /// sends, but hears nothing.
+    fn one_way_partition(&mut self) {
+        let n = self.nodes.len() as NodeId;
+        let most = (self.nodes.len() - 1) / 2;
+        if self.net.deaf().len() >= most {
+            return;
+        }
+        let hearing: Vec<NodeId> = (1..=n)
+            .filter(|&i| self.node(i).up && !self.net.deaf().contains(&i))
+            .collect();
+        let leader = hearing.iter().copied().find(|&i| self.node(i).is_leader());
+        let id = match leader {
+            Some(l) if self.rng.chance(500) => Some(l),
+            _ => self.rng.pick(&hearing),
+        };
+        let Some(id) = id else { return };
+        self.net.deafen(id);
+        self.report.one_way_partitions += 1;
+        self.log(format!(
+            "fault: one-way partition: n{id}{} sends but hears nothing",
+            if self.node(id).is_leader() {
+                " (leader)"
+            } else {
+                ""
+            }
+        ));
+    }
+
     fn crash(&mut self, id: NodeId) {
+        // Its connections end at its side; a peer hears of it if it can.
         for c in self.net.connections_of(id) {
-            self.close(c);
+            self.close_by(c, id);
         }
         self.disarm_election_timer(id);
         let loss = {
