@@ -19,7 +19,7 @@ use crate::engine::FollowerInput;
 use super::check::Invariant;
 use super::disk::Meta;
 use super::node::node_meta;
-use super::{Ev, Simulation, MS};
+use super::{Ev, PlantedBug, Simulation, MS};
 
 impl Simulation {
     /// Feed one input to `id`'s election engine and carry out its actions.
@@ -83,6 +83,9 @@ impl Simulation {
                     ));
                     if self.node(id).is_leader() {
                         self.step_down(id, epoch);
+                    }
+                    if self.config.bug == Some(PlantedBug::LateElectionTimer) {
+                        self.late_timer[id as usize - 1] = true;
                     }
                 }
             }

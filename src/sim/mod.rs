@@ -38,8 +38,11 @@
 //! with the node's offset (and re-armed when the clock steps).
 //!
 //! At the end of a seed the faults heal, crashed nodes restart, and the
-//! cluster must settle: one leader, every node at the same applied offset
-//! and digest, every acknowledged `acks=all` write on every node.
+//! cluster must settle: within `10 × T` of virtual time from the heal,
+//! exactly one leader that every live node knows of ([`Invariant::Liveness`]
+//! otherwise; the time is [`SeedReport::heal_to_leader`]); then every node
+//! at the same applied offset and digest and every acknowledged
+//! `acks=all` write on every node.
 //!
 //! Leaders are elected by the real election engine on every node
 //! ([election]): pre-votes and votes over the simulated network, votes
@@ -85,6 +88,10 @@ use rng::SimRng;
 
 const MS: u64 = 1_000_000;
 const EVENTS_KEPT: usize = 50;
+
+/// After the faults heal, one leader known to every live node must exist
+/// within this many election timeouts of virtual time.
+pub const LIVENESS_TIMEOUTS: u32 = 10;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -134,6 +141,11 @@ pub enum PlantedBug {
     /// Followers accept a leader of a lower epoch than the one they
     /// persisted.
     NoFencing,
+    /// A node that has stepped down (from leading or standing) arms its
+    /// election timer `20 × T` past the engine's deadline until it
+    /// restarts: the cluster still elects and converges within the settle
+    /// deadline, only slowly, so only the liveness bound catches it.
+    LateElectionTimer,
 }
 
 impl SimConfig {
@@ -263,6 +275,10 @@ pub struct SeedReport {
     pub slow_disks: u64,
     /// Crash recoveries that cut a torn record.
     pub torn_tails: u64,
+    /// Virtual time from the final heal to the first moment one leader
+    /// existed that every live node knew of (`None` if the seed broke an
+    /// invariant before).
+    pub heal_to_leader: Option<Duration>,
     /// The first invariant that broke, if any.
     pub violation: Option<Violation>,
     /// Every event, when [`SimConfig::keep_events`] was set.
@@ -339,6 +355,8 @@ pub struct Simulation {
     clock_offset: Vec<u64>,
     /// Per node: its election timer.
     timers: Vec<Timer>,
+    /// Per node: its election timers are armed late (the planted bug).
+    late_timer: Vec<bool>,
     report: SeedReport,
     broken: Option<Broken>,
 }
@@ -385,6 +403,7 @@ impl Simulation {
             slow_disk_until: vec![0; config.nodes],
             clock_offset: vec![0; config.nodes],
             timers: vec![Timer::default(); config.nodes],
+            late_timer: vec![false; config.nodes],
             report,
             broken: None,
             config,
@@ -426,9 +445,33 @@ impl Simulation {
                 self.restart(i as NodeId + 1);
             }
         }
+        let healed = self.now;
+        let bound = (self.config.election_timeout * LIVENESS_TIMEOUTS).as_nanos() as u64;
         let deadline = self.now + self.config.settle_deadline.as_nanos() as u64;
         while self.broken.is_none() && self.now < deadline {
-            if self.converged() {
+            let since = self.now - healed;
+            if self.report.heal_to_leader.is_none() {
+                if self.leader_known() {
+                    self.report.heal_to_leader = Some(Duration::from_nanos(since));
+                    self.log(format!(
+                        "settle: one leader known to every node {:.3} ms after the heal",
+                        since as f64 / MS as f64
+                    ));
+                }
+                if since > bound {
+                    let state = self.describe_nodes();
+                    self.fail(
+                        Invariant::Liveness,
+                        format!(
+                            "no leader known to every live node within {LIVENESS_TIMEOUTS} x T = {:?} of the heal (after {:?}): {state}",
+                            Duration::from_nanos(bound),
+                            Duration::from_nanos(since)
+                        ),
+                    );
+                    return;
+                }
+            }
+            if self.report.heal_to_leader.is_some() && self.converged() {
                 if let Err(b) = self.checker.check_acked(&self.nodes) {
                     self.broken = Some(b);
                 }
@@ -439,27 +482,59 @@ impl Simulation {
             }
         }
         if self.broken.is_none() {
-            let state: Vec<String> = self
-                .nodes
-                .iter()
-                .map(|n| {
-                    format!(
-                        "n{} {} e{} log {} durable {} commit {} applied {}",
-                        n.id,
-                        if n.is_leader() { "leader" } else { "follower" },
-                        n.meta().epoch,
-                        n.last_offset(),
-                        n.disk.durable(),
-                        n.commit,
-                        n.state().applied_offset()
-                    )
-                })
-                .collect();
+            let state = self.describe_nodes();
             self.broken = Some(Broken {
                 invariant: Invariant::Convergence,
-                detail: format!("not settled after the faults healed: {}", state.join("; ")),
+                detail: format!("not settled after the faults healed: {state}"),
             });
         }
+    }
+
+    /// Every node's role, epoch, log and what it knows of the leader.
+    fn describe_nodes(&self) -> String {
+        let state: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "n{} {} e{} ({:?} in e{}, leader {:?}) log {} durable {} commit {} applied {}",
+                    n.id,
+                    if !n.up {
+                        "down"
+                    } else if n.is_leader() {
+                        "leader"
+                    } else {
+                        "follower"
+                    },
+                    n.meta().epoch,
+                    n.election.role(),
+                    n.election.epoch(),
+                    n.election.leader(),
+                    n.last_offset(),
+                    n.disk.durable(),
+                    n.commit,
+                    n.state().applied_offset()
+                )
+            })
+            .collect();
+        state.join("; ")
+    }
+
+    /// Exactly one node leads, and every other live node's election engine
+    /// knows it as the leader of its epoch.
+    fn leader_known(&self) -> bool {
+        let leaders: Vec<&Node> = self.nodes.iter().filter(|n| n.is_leader()).collect();
+        let [leader] = leaders[..] else {
+            return false;
+        };
+        let epoch = leader.election.epoch();
+        leader.election.role() == crate::engine::election::ElectionRole::Leader
+            && leader.meta().epoch == epoch
+            && self
+                .nodes
+                .iter()
+                .filter(|n| n.up && n.id != leader.id)
+                .all(|n| n.election.epoch() == epoch && n.election.leader() == Some(leader.id))
     }
 
     /// One leader of the highest epoch; every node applied its whole log
@@ -817,7 +892,10 @@ impl Simulation {
         if !self.node(id).up {
             return;
         }
-        let at = self.virtual_time(id, self.node(id).election.poll_timeout());
+        let mut at = self.virtual_time(id, self.node(id).election.poll_timeout());
+        if self.late_timer[id as usize - 1] {
+            at += (self.config.election_timeout * 20).as_nanos() as u64;
+        }
         let timer = &mut self.timers[id as usize - 1];
         if timer.at.is_some_and(|armed| armed <= at) {
             return;
@@ -1037,6 +1115,7 @@ impl Simulation {
     fn restart(&mut self, id: NodeId) {
         let now = self.clock(id);
         self.node_mut(id).restart(now);
+        self.late_timer[id as usize - 1] = false;
         self.disarm_election_timer(id);
         self.arm_election_timer(id);
         self.report.restarts += 1;
