@@ -1,19 +1,23 @@
 //! Deterministic whole-cluster simulation of metawal: many seeds, each a
 //! cluster of 3 or 5 nodes under message latency, connection cuts,
-//! partitions, crashes (losing unsynced writes, torn records) and restarts,
-//! with the invariants checked after every step.
+//! partitions, one-way partitions, clock steps, crashes (losing unsynced
+//! writes, torn records) and restarts, with the invariants checked after
+//! every step and, once the faults heal, a leader required within 10 x T.
 //!
 //! ```text
 //! cargo run --release --example simulate -- --seeds 100
 //! cargo run --release --example simulate -- --seed 17 --nodes 5 --verbose
 //! ```
 //!
+//! Before it, a line with the new faults and the time from the final heal
+//! to one leader every node knows:
+//! `faults: O one-way partitions (B messages blackholed), K clock steps; heal to leader: median M ms, p99 Q ms, max X ms (seed S)`.
 //! The last line is always
 //! `simulated N seeds (S steps, C crashes, P partitions, W acked writes): V violations`
 //! and the exit code is non-zero when V > 0.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use metawal::sim::{run_seed, SimConfig};
@@ -59,6 +63,9 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let (mut steps, mut crashes, mut partitions, mut writes, mut violations) = (0, 0, 0, 0, 0);
+    let (mut one_way, mut blackholed, mut clock_steps) = (0, 0, 0);
+    // (heal to leader, seed) of every seed that settled.
+    let mut heal_to_leader: Vec<(Duration, u64)> = Vec::new();
     for &seed in &seeds {
         let nodes = args.nodes.unwrap_or(if seed % 2 == 0 { 3 } else { 5 });
         let mut config = SimConfig::new(seed, nodes);
@@ -71,8 +78,9 @@ fn main() -> ExitCode {
             }
             println!(
                 "seed {seed}: {} nodes, {} steps, {:?} virtual, {} crashes ({} torn), {} restarts, \
-                 {} partitions, {} cuts, {} elections, {} step-downs, {} fenced, {} truncations, {} writes ok ({} acks=all), \
-                 {} acks=all refused, {} failed",
+                 {} partitions, {} one-way partitions ({} blackholed), {} clock steps, {} cuts, {} elections, \
+                 {} step-downs, {} fenced, {} truncations, {} writes ok ({} acks=all), \
+                 {} acks=all refused, {} failed, heal to leader {:?}",
                 report.nodes,
                 report.steps,
                 report.virtual_time,
@@ -80,6 +88,9 @@ fn main() -> ExitCode {
                 report.torn_tails,
                 report.restarts,
                 report.partitions,
+                report.one_way_partitions,
+                report.blackholed,
+                report.clock_steps,
                 report.cuts,
                 report.elections,
                 report.step_downs,
@@ -88,19 +99,43 @@ fn main() -> ExitCode {
                 report.writes_ok,
                 report.acked_all,
                 report.refused,
-                report.failed
+                report.failed,
+                report.heal_to_leader
             );
         }
         steps += report.steps;
         crashes += report.crashes;
         partitions += report.partitions;
         writes += report.writes_ok;
+        one_way += report.one_way_partitions;
+        blackholed += report.blackholed;
+        clock_steps += report.clock_steps;
+        if let Some(t) = report.heal_to_leader {
+            heal_to_leader.push((t, seed));
+        }
         if let Some(v) = &report.violation {
             violations += 1;
             println!("{v}");
         }
     }
     eprintln!("wall time {:.1?}", started.elapsed());
+    heal_to_leader.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let healed = match heal_to_leader.last() {
+        Some(&(max, seed)) => {
+            let at = |q: f64| heal_to_leader[((heal_to_leader.len() - 1) as f64 * q) as usize].0;
+            format!(
+                "median {:.1} ms, p99 {:.1} ms, max {:.1} ms (seed {seed})",
+                ms(at(0.5)),
+                ms(at(0.99)),
+                ms(max)
+            )
+        }
+        None => "no seed settled".into(),
+    };
+    println!(
+        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps; heal to leader: {healed}"
+    );
     println!(
         "simulated {} seeds ({steps} steps, {crashes} crashes, {partitions} partitions, {writes} acked writes): {violations} violations",
         seeds.len()

@@ -7,7 +7,7 @@ use metawal::sim::check::{Bounds, Checker, Invariant};
 use metawal::sim::disk::Meta;
 use metawal::sim::net::Network;
 use metawal::sim::node::Node;
-use metawal::sim::{run_seed, PlantedBug, SimConfig};
+use metawal::sim::{run_seed, PlantedBug, SimConfig, LIVENESS_TIMEOUTS};
 use metawal::{Command, Entry, Record};
 
 fn entry(offset: u64, epoch: u64, name: &str) -> Entry {
@@ -50,9 +50,12 @@ fn checker() -> Checker {
 fn ci_seeds_keep_every_invariant() {
     let seeds = 400;
     let (mut steps, mut crashes, mut partitions, mut acked, mut elections) = (0, 0, 0, 0, 0);
+    let (mut one_way, mut blackholed, mut clock_steps) = (0, 0, 0);
+    let mut heal_to_leader = Vec::new();
     for seed in 0..seeds {
         let nodes = if seed % 2 == 0 { 3 } else { 5 };
-        let report = run_seed(&SimConfig::new(seed, nodes));
+        let config = SimConfig::new(seed, nodes);
+        let report = run_seed(&config);
         if let Some(v) = &report.violation {
             panic!("{v}");
         }
@@ -61,13 +64,33 @@ fn ci_seeds_keep_every_invariant() {
         partitions += report.partitions;
         acked += report.acked_all;
         elections += report.elections;
+        one_way += report.one_way_partitions;
+        blackholed += report.blackholed;
+        clock_steps += report.clock_steps;
+        // Every seed that settled found its leader within the bound.
+        let t = report.heal_to_leader.expect("a settled seed has a leader");
+        assert!(
+            t <= config.election_timeout * LIVENESS_TIMEOUTS,
+            "seed {seed}: {t:?}"
+        );
+        heal_to_leader.push(t);
     }
-    // The faults really happened.
+    // The faults really happened, the new ones included, and deaf nodes
+    // really missed messages.
     assert!(steps >= seeds * 2000);
     assert!(crashes > seeds, "{crashes} crashes");
     assert!(partitions > seeds, "{partitions} partitions");
+    assert!(one_way > seeds / 2, "{one_way} one-way partitions");
+    assert!(blackholed > 10 * seeds, "{blackholed} messages blackholed");
+    assert!(clock_steps > seeds / 2, "{clock_steps} clock steps");
     assert!(elections > 2 * seeds, "{elections} elections");
     assert!(acked > 10 * seeds, "{acked} acks=all writes");
+    heal_to_leader.sort();
+    eprintln!(
+        "heal to leader: median {:?}, max {:?}",
+        heal_to_leader[heal_to_leader.len() / 2],
+        heal_to_leader.last()
+    );
 }
 
 #[test]
@@ -216,6 +239,19 @@ fn a_follower_acking_before_fsync_is_caught() {
     let found = first_violation(PlantedBug::AckBeforeFsync, 300);
     assert!(found.is_some(), "300 seeds did not notice unsynced acks");
     eprintln!("ack before fsync: first caught by {found:?}");
+}
+
+/// A shell that arms election timers late after a step-down is safe, and
+/// the cluster still converges well within the settle deadline: only the
+/// liveness bound (one leader within `10 x T` of the heal) catches it.
+#[test]
+fn late_election_timers_break_the_liveness_bound() {
+    let found = first_violation(PlantedBug::LateElectionTimer, 200);
+    assert!(
+        matches!(found, Some((_, Invariant::Liveness))),
+        "200 seeds with late election timers: {found:?}"
+    );
+    eprintln!("late election timer: first caught by {found:?}");
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub enum Invariant {
     /// After the faults healed, the cluster did not settle on one leader
     /// with every node at the same applied offset and digest.
     Convergence,
+    /// After the faults healed, no leader known to every live node within
+    /// [`LIVENESS_TIMEOUTS`](super::LIVENESS_TIMEOUTS) election timeouts.
+    Liveness,
     /// An `acks=all` write that returned Ok is missing from a node.
     AckedWriteLost,
 }
@@ -57,6 +60,7 @@ impl Invariant {
             Invariant::BoundedQueues => "bounded-queues",
             Invariant::Protocol => "protocol",
             Invariant::Convergence => "convergence",
+            Invariant::Liveness => "liveness",
             Invariant::AckedWriteLost => "acked-write-lost",
         }
     }

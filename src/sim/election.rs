@@ -1,10 +1,13 @@
 //! Elections: every node runs the real [`ElectionEngine`], the one the
 //! node's election actor drives. This file is its shell: it carries
 //! election messages over the simulated network (each one a datagram with
-//! its own latency, lost if either end is down or a partition separates
-//! them when it arrives), persists votes on the simulated disk before the
-//! engine may act on them, tells the node's log owner of every epoch a vote
-//! moved it to, and starts or stops the leader role when the engine says.
+//! its own latency, lost if either end is down, a partition separates them
+//! or the receiver is deaf when it arrives), persists votes on the
+//! simulated disk before the engine may act on them, tells the node's log
+//! owner of every epoch a vote moved it to, starts or stops the leader role
+//! when the engine says, and keeps the engine's timer armed for its
+//! deadline, as the elector actor does (on the node's own clock, converted
+//! to the virtual one).
 //!
 //! It also checks what no engine may do: vote twice in one epoch, or vote
 //! in an epoch below the one on its disk.
@@ -16,7 +19,7 @@ use crate::engine::FollowerInput;
 use super::check::Invariant;
 use super::disk::Meta;
 use super::node::node_meta;
-use super::{Ev, Simulation, MS};
+use super::{Ev, PlantedBug, Simulation, MS};
 
 impl Simulation {
     /// Feed one input to `id`'s election engine and carry out its actions.
@@ -24,20 +27,26 @@ impl Simulation {
         if !self.node(id).up {
             return;
         }
-        let now = self.instant();
+        let now = self.clock(id);
         let node = self.node_mut(id);
         let log = (node.last_epoch(), node.last_offset());
         node.election.handle(now, input, log);
         self.election_actions(id);
+        self.arm_election_timer(id);
     }
 
-    /// An election message arrives at `to`.
-    pub(super) fn election_deliver(&mut self, from: NodeId, to: NodeId, msg: ElectionMsg) {
+    /// An election message arrives at `to` (returns false if it is lost).
+    pub(super) fn election_deliver(&mut self, from: NodeId, to: NodeId, msg: ElectionMsg) -> bool {
         if !self.node(to).up || !self.node(from).up || !self.net.reachable(from, to) {
-            return;
+            return false;
+        }
+        if !self.net.delivers(from, to) {
+            self.report.blackholed += 1;
+            return false;
         }
         self.log(format!("n{to} <- n{from} {msg:?}"));
         self.election_input(to, ElectionInput::Received { from, msg });
+        true
     }
 
     fn election_actions(&mut self, id: NodeId) {
@@ -55,7 +64,7 @@ impl Simulation {
                     if !self.persist_vote(id, epoch, voted_for) {
                         return;
                     }
-                    let now = self.instant();
+                    let now = self.clock(id);
                     let node = self.node_mut(id);
                     let log = (node.last_epoch(), node.last_offset());
                     node.election
@@ -74,6 +83,9 @@ impl Simulation {
                     ));
                     if self.node(id).is_leader() {
                         self.step_down(id, epoch);
+                    }
+                    if self.config.bug == Some(PlantedBug::LateElectionTimer) {
+                        self.late_timer[id as usize - 1] = true;
                     }
                 }
             }

@@ -43,7 +43,7 @@ impl Simulation {
             id,
             keys(id),
             self.config.link_config(),
-            self.instant(),
+            self.clock(id),
             nonce,
         );
         self.sessions.insert(conn, session);
@@ -103,10 +103,10 @@ impl Simulation {
 
     /// Feed one input to the session on `conn` and carry out its actions.
     fn session_input(&mut self, conn: ConnId, input: SessionInput) {
-        let Some((_, local)) = self.local(conn) else {
+        let Some((id, local)) = self.local(conn) else {
             return;
         };
-        let now = self.instant();
+        let now = self.clock(id);
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -140,7 +140,7 @@ impl Simulation {
                 }
                 SessionAction::Close { reason } => {
                     self.log(format!("n{id}: closes #{conn}: {reason}"));
-                    self.close(conn);
+                    self.close_by(conn, id);
                     return;
                 }
                 SessionAction::Attach { leader, epoch } => self.attach(conn, id, leader, epoch),
@@ -352,7 +352,7 @@ impl Simulation {
                 FollowerAction::StopSession(conn) => {
                     if self.net.get(conn).is_some() {
                         self.log(format!("n{id}: ends session #{conn}"));
-                        self.close(conn);
+                        self.close_by(conn, id);
                     }
                 }
                 FollowerAction::Attached { req, result } => {

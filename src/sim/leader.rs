@@ -82,7 +82,7 @@ impl Simulation {
     /// `id` becomes the leader of `epoch` (already persisted in its meta)
     /// and appends its `LeaderChange`.
     pub(super) fn become_leader(&mut self, id: NodeId, epoch: u64) {
-        let now = self.instant();
+        let now = self.clock(id);
         let config = self.config.clone();
         let peers: Vec<NodeId> = (1..=config.nodes as NodeId).filter(|&p| p != id).collect();
         // The log owner ends every session and lets none attach from now.
@@ -194,7 +194,7 @@ impl Simulation {
         ));
         for link in l.links.values() {
             if let Some((c, _)) = link.conn {
-                self.close(c);
+                self.close_by(c, id);
             }
         }
     }
@@ -276,7 +276,7 @@ impl Simulation {
                 entry.offset
             ));
         }
-        let now = self.instant();
+        let now = self.clock(id);
         let offset = entry.offset;
         if let Role::Leader(l) = &mut self.node_mut(id).role {
             // The waiter is registered before the entry can be sent.
@@ -307,7 +307,7 @@ impl Simulation {
 
     /// Feed one input to `id`'s leader engine and carry out its actions.
     fn leader_input(&mut self, id: NodeId, input: LeaderInput) {
-        let now = self.instant();
+        let now = self.clock(id);
         if let Role::Leader(l) = &mut self.node_mut(id).role {
             l.engine.handle(now, input);
         }
@@ -328,7 +328,7 @@ impl Simulation {
                     let durable = self.node(id).disk.durable();
                     if durable >= up_to {
                         // Already synced by an earlier group commit.
-                        let now = self.instant();
+                        let now = self.clock(id);
                         if let Role::Leader(l) = &mut self.node_mut(id).role {
                             l.engine
                                 .handle(now, LeaderInput::WalDurable { up_to: durable });
@@ -475,7 +475,7 @@ impl Simulation {
 
     /// Feed one input to the link `id` → `peer` and carry out what it asks.
     fn link_input(&mut self, id: NodeId, peer: NodeId, input: LinkInput) {
-        let now = self.instant();
+        let now = self.clock(id);
         if self
             .with_link(id, peer, |link, view| link.engine.handle(now, input, view))
             .is_none()
@@ -488,7 +488,7 @@ impl Simulation {
     /// Send what the link engine has to send, then carry out its actions,
     /// until it has nothing more.
     fn drive_link(&mut self, id: NodeId, peer: NodeId) {
-        let now = self.instant();
+        let now = self.clock(id);
         for _ in 0..64 {
             // Frames: the simulated connection never refuses one.
             loop {
@@ -514,11 +514,13 @@ impl Simulation {
     }
 
     fn link_action(&mut self, id: NodeId, peer: NodeId, action: LinkAction) {
-        let now = self.instant();
+        let now = self.clock(id);
         let epoch = self.node(id).meta().epoch;
         match action {
             LinkAction::Connect { gen } => {
-                let input = if self.node(peer).up && self.net.reachable(id, peer) {
+                // The handshake needs both directions: none to or from a
+                // deaf node.
+                let input = if self.node(peer).up && self.net.connects(id, peer) {
                     let mut follower_nonce = [0u8; NONCE_LEN];
                     let mut leader_nonce = [0u8; NONCE_LEN];
                     for b in follower_nonce.iter_mut().chain(leader_nonce.iter_mut()) {
@@ -555,7 +557,7 @@ impl Simulation {
                     None => None,
                 };
                 if let Some(c) = conn {
-                    self.close(c);
+                    self.close_by(c, id);
                 }
             }
             LinkAction::ReadWal {

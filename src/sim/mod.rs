@@ -11,14 +11,38 @@
 //! random choice drawn from one seeded [rng]. A seed replays exactly.
 //!
 //! One step is one event: a message delivered, an fsync completed, a timer
-//! tick (leaders heartbeat and reconnect; election timers run), an election
-//! message delivered, or an
-//! external event (a client write with `acks` none / leader / all, a
-//! connection cut, a crash, a restart, a partition or its heal). After every
-//! step the [`check`] module verifies the invariants. At the end of a seed the
-//! faults heal, crashed nodes restart, and the cluster must settle: one
-//! leader, every node at the same applied offset and digest, every
-//! acknowledged `acks=all` write on every node.
+//! tick (leaders heartbeat and reconnect, sessions time out), a node's
+//! election timer, an election message delivered, or an external event (a
+//! client write with `acks` none / leader / all, a connection cut, a crash
+//! (leaders more often than their share), a restart, a slow disk, a
+//! partition — often a leader cut off into a minority — or its heal, a
+//! one-way partition or its heal, a clock step). After every step the
+//! [`check`] module verifies the invariants.
+//!
+//! **One-way partitions** make a minority of nodes deaf ([net]): they send
+//! but receive nothing. Election datagrams to them are lost; on a
+//! replication connection the direction towards them stalls like a TCP
+//! stream whose packets are blackholed (nothing lost or reordered, nothing
+//! delivered until it heals), so a deaf leader's acks stop arriving and a
+//! deaf follower's appends stop arriving, until an end gives up on the
+//! silence. A FIN that cannot reach its peer leaves the connection
+//! half-open; a new connection needs both directions.
+//!
+//! **Clock steps**: every node has its own monotonic clock, the virtual
+//! clock plus an offset that only grows; a step adds a random amount in
+//! `[0, T)` (`T` = the election timeout) to one node's offset. All of a
+//! node's engines (election, leader, links, sessions) see its clock, and
+//! its election timer, armed from the engine's
+//! [`poll_timeout`](crate::engine::election::ElectionEngine::poll_timeout)
+//! as the real elector arms it, is converted back to the virtual clock
+//! with the node's offset (and re-armed when the clock steps).
+//!
+//! At the end of a seed the faults heal, crashed nodes restart, and the
+//! cluster must settle: within `10 × T` of virtual time from the heal,
+//! exactly one leader that every live node knows of ([`Invariant::Liveness`]
+//! otherwise; the time is [`SeedReport::heal_to_leader`]); then every node
+//! at the same applied offset and digest and every acknowledged
+//! `acks=all` write on every node.
 //!
 //! Leaders are elected by the real election engine on every node
 //! ([election]): pre-votes and votes over the simulated network, votes
@@ -28,8 +52,9 @@
 //! Not modelled yet: snapshots and log compaction (a
 //! `Snapshot` start point is reported as a violation), the tail cache, WAL
 //! segment files and corruption beyond a torn tail, frames, the codec and
-//! the authenticated handshake, one-way partitions, request timeouts, and
-//! commands other than `CreateTopic`.
+//! the authenticated handshake, nodes that receive but cannot send,
+//! backward clock steps (monotonic clocks never go back), request
+//! timeouts, and commands other than `CreateTopic`.
 //!
 //! ```no_run
 //! use metawal::sim::{run_seed, SimConfig};
@@ -63,6 +88,10 @@ use rng::SimRng;
 
 const MS: u64 = 1_000_000;
 const EVENTS_KEPT: usize = 50;
+
+/// After the faults heal, one leader known to every live node must exist
+/// within this many election timeouts of virtual time.
+pub const LIVENESS_TIMEOUTS: u32 = 10;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -112,6 +141,11 @@ pub enum PlantedBug {
     /// Followers accept a leader of a lower epoch than the one they
     /// persisted.
     NoFencing,
+    /// A node that has stepped down (from leading or standing) arms its
+    /// election timer `20 × T` past the engine's deadline until it
+    /// restarts: the cluster still elects and converges within the settle
+    /// deadline, only slowly, so only the liveness bound catches it.
+    LateElectionTimer,
 }
 
 impl SimConfig {
@@ -212,6 +246,13 @@ pub struct SeedReport {
     pub restarts: u64,
     /// Partitions made.
     pub partitions: u64,
+    /// One-way partitions made (a node made deaf).
+    pub one_way_partitions: u64,
+    /// Messages that did not reach a deaf node: election datagrams lost,
+    /// stream data and FINs held back (each retransmission counted).
+    pub blackholed: u64,
+    /// Clock steps.
+    pub clock_steps: u64,
     /// Connections cut.
     pub cuts: u64,
     /// Leader promotions.
@@ -234,6 +275,10 @@ pub struct SeedReport {
     pub slow_disks: u64,
     /// Crash recoveries that cut a torn record.
     pub torn_tails: u64,
+    /// Virtual time from the final heal to the first moment one leader
+    /// existed that every live node knew of (`None` if the seed broke an
+    /// invariant before).
+    pub heal_to_leader: Option<Duration>,
     /// The first invariant that broke, if any.
     pub violation: Option<Violation>,
     /// Every event, when [`SimConfig::keep_events`] was set.
@@ -259,6 +304,24 @@ enum Ev {
         to: NodeId,
         msg: crate::engine::election::ElectionMsg,
     },
+    /// A node's election timer (stale unless `gen` is its current one).
+    ElectionTimer {
+        node: NodeId,
+        gen: u64,
+    },
+    /// The FIN of a half-open connection tries to reach its other end.
+    Fin {
+        conn: ConnId,
+    },
+}
+
+/// A node's armed election timer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timer {
+    /// Bumped at every arm; an event of an older generation is stale.
+    gen: u64,
+    /// Virtual time it fires at, while armed.
+    at: Option<u64>,
 }
 
 /// Run one seed to the end (or its first violation).
@@ -287,6 +350,13 @@ pub struct Simulation {
     next_topic: u64,
     /// Per node: its disk is slow until this virtual time.
     slow_disk_until: Vec<u64>,
+    /// Per node: how far its clock is ahead of the virtual clock (only
+    /// grows: clocks are monotonic).
+    clock_offset: Vec<u64>,
+    /// Per node: its election timer.
+    timers: Vec<Timer>,
+    /// Per node: its election timers are armed late (the planted bug).
+    late_timer: Vec<bool>,
     report: SeedReport,
     broken: Option<Broken>,
 }
@@ -331,11 +401,17 @@ impl Simulation {
             faults: true,
             next_topic: 0,
             slow_disk_until: vec![0; config.nodes],
+            clock_offset: vec![0; config.nodes],
+            timers: vec![Timer::default(); config.nodes],
+            late_timer: vec![false; config.nodes],
             report,
             broken: None,
             config,
         };
         sim.schedule(0, Ev::Tick);
+        for id in 1..=sim.nodes.len() as NodeId {
+            sim.arm_election_timer(id);
+        }
         let first = sim.external_delay();
         sim.schedule(first, Ev::External);
         sim
@@ -369,9 +445,33 @@ impl Simulation {
                 self.restart(i as NodeId + 1);
             }
         }
+        let healed = self.now;
+        let bound = (self.config.election_timeout * LIVENESS_TIMEOUTS).as_nanos() as u64;
         let deadline = self.now + self.config.settle_deadline.as_nanos() as u64;
         while self.broken.is_none() && self.now < deadline {
-            if self.converged() {
+            let since = self.now - healed;
+            if self.report.heal_to_leader.is_none() {
+                if self.leader_known() {
+                    self.report.heal_to_leader = Some(Duration::from_nanos(since));
+                    self.log(format!(
+                        "settle: one leader known to every node {:.3} ms after the heal",
+                        since as f64 / MS as f64
+                    ));
+                }
+                if since > bound {
+                    let state = self.describe_nodes();
+                    self.fail(
+                        Invariant::Liveness,
+                        format!(
+                            "no leader known to every live node within {LIVENESS_TIMEOUTS} x T = {:?} of the heal (after {:?}): {state}",
+                            Duration::from_nanos(bound),
+                            Duration::from_nanos(since)
+                        ),
+                    );
+                    return;
+                }
+            }
+            if self.report.heal_to_leader.is_some() && self.converged() {
                 if let Err(b) = self.checker.check_acked(&self.nodes) {
                     self.broken = Some(b);
                 }
@@ -382,27 +482,59 @@ impl Simulation {
             }
         }
         if self.broken.is_none() {
-            let state: Vec<String> = self
-                .nodes
-                .iter()
-                .map(|n| {
-                    format!(
-                        "n{} {} e{} log {} durable {} commit {} applied {}",
-                        n.id,
-                        if n.is_leader() { "leader" } else { "follower" },
-                        n.meta().epoch,
-                        n.last_offset(),
-                        n.disk.durable(),
-                        n.commit,
-                        n.state().applied_offset()
-                    )
-                })
-                .collect();
+            let state = self.describe_nodes();
             self.broken = Some(Broken {
                 invariant: Invariant::Convergence,
-                detail: format!("not settled after the faults healed: {}", state.join("; ")),
+                detail: format!("not settled after the faults healed: {state}"),
             });
         }
+    }
+
+    /// Every node's role, epoch, log and what it knows of the leader.
+    fn describe_nodes(&self) -> String {
+        let state: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "n{} {} e{} ({:?} in e{}, leader {:?}) log {} durable {} commit {} applied {}",
+                    n.id,
+                    if !n.up {
+                        "down"
+                    } else if n.is_leader() {
+                        "leader"
+                    } else {
+                        "follower"
+                    },
+                    n.meta().epoch,
+                    n.election.role(),
+                    n.election.epoch(),
+                    n.election.leader(),
+                    n.last_offset(),
+                    n.disk.durable(),
+                    n.commit,
+                    n.state().applied_offset()
+                )
+            })
+            .collect();
+        state.join("; ")
+    }
+
+    /// Exactly one node leads, and every other live node's election engine
+    /// knows it as the leader of its epoch.
+    fn leader_known(&self) -> bool {
+        let leaders: Vec<&Node> = self.nodes.iter().filter(|n| n.is_leader()).collect();
+        let [leader] = leaders[..] else {
+            return false;
+        };
+        let epoch = leader.election.epoch();
+        leader.election.role() == crate::engine::election::ElectionRole::Leader
+            && leader.meta().epoch == epoch
+            && self
+                .nodes
+                .iter()
+                .filter(|n| n.up && n.id != leader.id)
+                .all(|n| n.election.epoch() == epoch && n.election.leader() == Some(leader.id))
     }
 
     /// One leader of the highest epoch; every node applied its whole log
@@ -465,10 +597,9 @@ impl Simulation {
                     self.tick();
                     true
                 }
-                Ev::Election { from, to, msg } => {
-                    self.election_deliver(from, to, msg);
-                    true
-                }
+                Ev::Election { from, to, msg } => self.election_deliver(from, to, msg),
+                Ev::ElectionTimer { node, gen } => self.election_timer(node, gen),
+                Ev::Fin { conn } => self.fin(conn),
                 Ev::External => {
                     if self.faults {
                         self.external();
@@ -500,9 +631,24 @@ impl Simulation {
         self.rng.range(mean / 4, mean * 7 / 4)
     }
 
-    /// The virtual clock as an `Instant` (for the engines).
-    fn instant(&self) -> Instant {
-        self.base + Duration::from_nanos(self.now)
+    /// Node `id`'s clock as an `Instant`, for its engines: the virtual
+    /// clock plus the node's offset.
+    fn clock(&self, id: NodeId) -> Instant {
+        self.base + Duration::from_nanos(self.now + self.clock_offset[id as usize - 1])
+    }
+
+    /// The virtual time at which node `id`'s clock reads `at` (now if that
+    /// is past).
+    fn virtual_time(&self, id: NodeId, at: Instant) -> u64 {
+        let zero = self.base + Duration::from_nanos(self.clock_offset[id as usize - 1]);
+        let t = at.saturating_duration_since(zero).as_nanos();
+        u64::try_from(t).unwrap_or(u64::MAX).max(self.now)
+    }
+
+    /// A delay for a TCP retransmission (of data or a FIN that did not get
+    /// through).
+    fn retransmit_delay(&mut self) -> u64 {
+        self.rng.range(20 * MS, 60 * MS)
     }
 
     fn node(&self, id: NodeId) -> &Node {
@@ -561,6 +707,14 @@ impl Simulation {
             return false;
         };
         let (leader, follower) = (c.leader, c.follower);
+        if c.queued(dir) > 0 && c.closed_by.is_none() && !self.net.flows(conn, dir) {
+            // The receiver is deaf: the stream stalls, the sender
+            // retransmits.
+            self.report.blackholed += 1;
+            let delay = self.retransmit_delay();
+            self.schedule(delay, Ev::Deliver { conn, dir });
+            return false;
+        }
         let Some(msg) = self.net.pop(conn, dir) else {
             return false;
         };
@@ -659,43 +813,167 @@ impl Simulation {
             }
         }
         self.sessions_tick();
-        for id in 1..=self.nodes.len() as NodeId {
-            if self.node(id).up {
-                self.election_input(id, crate::engine::election::ElectionInput::Tick);
-            }
-        }
     }
 
-    /// Close `conn` and tell both ends.
+    /// Close `conn` and tell both ends (those still open).
     fn close(&mut self, conn: ConnId) {
-        self.sessions.remove(&conn);
         let Some(c) = self.net.close(conn) else {
+            self.sessions.remove(&conn);
             return;
         };
         self.log(format!("#{conn} n{}→n{} closed", c.leader, c.follower));
-        self.leader_link_down(c.leader, c.follower, conn);
-        self.session_gone(c.follower, conn);
+        self.ends_closed(conn, &c);
+    }
+
+    /// Tell the ends of the closed `conn` that were still open.
+    fn ends_closed(&mut self, conn: ConnId, c: &net::Connection) {
+        if c.closed_by != Some(c.follower) {
+            self.sessions.remove(&conn);
+        }
+        if c.closed_by != Some(c.leader) {
+            self.leader_link_down(c.leader, c.follower, conn);
+        }
+        if c.closed_by != Some(c.follower) {
+            self.session_gone(c.follower, conn);
+        }
+    }
+
+    /// `closer` closes its end of `conn`. The other end hears of it when
+    /// the FIN reaches it: now, or, if it is deaf, once it hears again (or
+    /// it closes on its own timeout first).
+    fn close_by(&mut self, conn: ConnId, closer: NodeId) {
+        let Some(c) = self.net.get(conn) else {
+            return;
+        };
+        if c.closed_by == Some(closer) {
+            return;
+        }
+        let (leader, follower, other) = (c.leader, c.follower, c.peer_of(closer));
+        if c.closed_by.is_some() || self.net.delivers(closer, other) {
+            self.close(conn);
+            return;
+        }
+        self.net.half_close(conn, closer);
+        self.log(format!(
+            "#{conn} n{leader}→n{follower} closed by n{closer}, half-open: n{other} does not hear the FIN"
+        ));
+        if closer == leader {
+            self.leader_link_down(leader, follower, conn);
+        } else {
+            self.sessions.remove(&conn);
+            self.session_gone(follower, conn);
+        }
+        let delay = self.retransmit_delay();
+        self.schedule(delay, Ev::Fin { conn });
+    }
+
+    /// The FIN of half-open `conn` is (re)sent.
+    fn fin(&mut self, conn: ConnId) -> bool {
+        let Some(c) = self.net.get(conn) else {
+            return false;
+        };
+        let Some(closer) = c.closed_by else {
+            return false;
+        };
+        if !self.net.delivers(closer, c.peer_of(closer)) {
+            self.report.blackholed += 1;
+            let delay = self.retransmit_delay();
+            self.schedule(delay, Ev::Fin { conn });
+            return false;
+        }
+        self.close(conn);
+        true
+    }
+
+    /// Arm `id`'s election timer for the engine's deadline, on the virtual
+    /// clock, unless it is armed for no later already (an early timer
+    /// re-arms when it finds the deadline moved).
+    fn arm_election_timer(&mut self, id: NodeId) {
+        if !self.node(id).up {
+            return;
+        }
+        let mut at = self.virtual_time(id, self.node(id).election.poll_timeout());
+        if self.late_timer[id as usize - 1] {
+            at += (self.config.election_timeout * 20).as_nanos() as u64;
+        }
+        let timer = &mut self.timers[id as usize - 1];
+        if timer.at.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        timer.gen += 1;
+        timer.at = Some(at);
+        let ev = Ev::ElectionTimer {
+            node: id,
+            gen: timer.gen,
+        };
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, ev)));
+    }
+
+    /// Disarm `id`'s election timer (a crash or a new engine).
+    fn disarm_election_timer(&mut self, id: NodeId) {
+        let timer = &mut self.timers[id as usize - 1];
+        timer.gen += 1;
+        timer.at = None;
+    }
+
+    /// `id`'s election timer fires: a tick if its clock reached the
+    /// engine's deadline, else it re-arms.
+    fn election_timer(&mut self, id: NodeId, gen: u64) -> bool {
+        let timer = &mut self.timers[id as usize - 1];
+        if timer.gen != gen || !self.nodes[id as usize - 1].up {
+            return false;
+        }
+        timer.at = None;
+        let due = self.node(id).election.poll_timeout() <= self.clock(id);
+        if due {
+            self.election_input(id, crate::engine::election::ElectionInput::Tick);
+            // A tick at the deadline always sets a later one; otherwise the
+            // timer would fire again and again at this instant.
+            if self.node(id).election.poll_timeout() <= self.clock(id) {
+                self.fail(
+                    Invariant::Protocol,
+                    format!("n{id}: the election engine kept its deadline after ticking at it"),
+                );
+            }
+        } else {
+            self.arm_election_timer(id);
+        }
+        due
+    }
+
+    /// `id`'s clock jumps forward by `by`: its engines see the new time
+    /// at their next input, its election timer fires that much earlier.
+    fn step_clock(&mut self, id: NodeId, by: u64) {
+        self.clock_offset[id as usize - 1] += by;
+        self.report.clock_steps += 1;
+        self.log(format!(
+            "fault: n{id}'s clock steps {:.3} ms forward",
+            by as f64 / MS as f64
+        ));
+        self.disarm_election_timer(id);
+        self.arm_election_timer(id);
     }
 
     fn external(&mut self) {
         let r = self.rng.below(1000);
         let n = self.nodes.len() as NodeId;
-        if r < 945 {
+        if r < 935 {
             self.propose();
-        } else if r < 950 {
+        } else if r < 940 {
             let id = self.rng.range(1, n);
             let ms = self.rng.range(200, 1000);
             self.slow_disk_until[id as usize - 1] = self.now + ms * MS;
             self.report.slow_disks += 1;
             self.log(format!("fault: n{id}'s disk is slow for {ms} ms"));
-        } else if r < 960 {
+        } else if r < 950 {
             let conns: Vec<ConnId> = self.net.connections().map(|(id, _)| id).collect();
             if let Some(c) = self.rng.pick(&conns) {
                 self.log(format!("fault: cut #{c}"));
                 self.report.cuts += 1;
                 self.close(c);
             }
-        } else if r < 970 {
+        } else if r < 960 {
             let up: Vec<NodeId> = (1..=n).filter(|&i| self.node(i).up).collect();
             let leaders: Vec<NodeId> = up
                 .iter()
@@ -714,12 +992,12 @@ impl Simulation {
                     self.crash(id);
                 }
             }
-        } else if r < 985 {
+        } else if r < 975 {
             let down: Vec<NodeId> = (1..=n).filter(|&i| !self.node(i).up).collect();
             if let Some(id) = self.rng.pick(&down) {
                 self.restart(id);
             }
-        } else if r < 993 {
+        } else if r < 983 {
             if self.net.partition().is_none() && n > 1 {
                 let mut side: Vec<bool> = (0..n).map(|_| self.rng.chance(500)).collect();
                 // Often: cut a leader off into a minority.
@@ -742,24 +1020,84 @@ impl Simulation {
                 self.log(format!("fault: partition {{{}}} | rest", a.join(",")));
                 self.report.partitions += 1;
                 for (id, c) in self.net.split(side) {
-                    self.leader_link_down(c.leader, c.follower, id);
-                    self.session_gone(c.follower, id);
+                    self.ends_closed(id, &c);
                 }
             }
-        } else if self.net.partition().is_some() {
-            {
+        } else if r < 990 {
+            if self.net.partition().is_some() {
                 self.log("fault: heal partition".into());
-                self.net.heal();
+                self.net.heal_partition();
+            } else {
+                self.propose();
+            }
+        } else if r < 994 {
+            self.one_way_partition();
+        } else if r < 997 {
+            if self.net.deaf().is_empty() {
+                self.propose();
+            } else {
+                let healed: Vec<String> = self
+                    .net
+                    .heal_deaf()
+                    .iter()
+                    .map(|i| format!("n{i}"))
+                    .collect();
+                self.log(format!(
+                    "fault: heal one-way partition ({} hear again)",
+                    healed.join(",")
+                ));
             }
         } else {
-            self.propose();
+            // A clock step, often the leader's (its check-quorum).
+            let up: Vec<NodeId> = (1..=n).filter(|&i| self.node(i).up).collect();
+            let leader = up.iter().copied().find(|&i| self.node(i).is_leader());
+            let id = match leader {
+                Some(l) if self.rng.chance(500) => Some(l),
+                _ => self.rng.pick(&up),
+            };
+            if let Some(id) = id {
+                let t = self.config.election_timeout.as_nanos() as u64;
+                let by = self.rng.below(t);
+                self.step_clock(id, by);
+            }
         }
     }
 
-    fn crash(&mut self, id: NodeId) {
-        for c in self.net.connections_of(id) {
-            self.close(c);
+    /// Make one more node deaf (a minority at most), often the leader: it
+    /// sends, but hears nothing.
+    fn one_way_partition(&mut self) {
+        let n = self.nodes.len() as NodeId;
+        let most = (self.nodes.len() - 1) / 2;
+        if self.net.deaf().len() >= most {
+            return;
         }
+        let hearing: Vec<NodeId> = (1..=n)
+            .filter(|&i| self.node(i).up && !self.net.deaf().contains(&i))
+            .collect();
+        let leader = hearing.iter().copied().find(|&i| self.node(i).is_leader());
+        let id = match leader {
+            Some(l) if self.rng.chance(500) => Some(l),
+            _ => self.rng.pick(&hearing),
+        };
+        let Some(id) = id else { return };
+        self.net.deafen(id);
+        self.report.one_way_partitions += 1;
+        self.log(format!(
+            "fault: one-way partition: n{id}{} sends but hears nothing",
+            if self.node(id).is_leader() {
+                " (leader)"
+            } else {
+                ""
+            }
+        ));
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        // Its connections end at its side; a peer hears of it if it can.
+        for c in self.net.connections_of(id) {
+            self.close_by(c, id);
+        }
+        self.disarm_election_timer(id);
         let loss = {
             let Simulation { nodes, rng, .. } = self;
             nodes[id as usize - 1].crash(rng)
@@ -775,8 +1113,11 @@ impl Simulation {
     }
 
     fn restart(&mut self, id: NodeId) {
-        let now = self.instant();
+        let now = self.clock(id);
         self.node_mut(id).restart(now);
+        self.late_timer[id as usize - 1] = false;
+        self.disarm_election_timer(id);
+        self.arm_election_timer(id);
         self.report.restarts += 1;
         let n = self.node(id);
         let line = format!(
@@ -813,3 +1154,6 @@ impl Simulation {
         self.leader_propose(id, command, acks);
     }
 }
+
+#[cfg(test)]
+mod tests;

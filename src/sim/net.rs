@@ -1,8 +1,19 @@
 //! The simulated network: one connection per leader → follower link, each a
-//! pair of FIFO queues with per-message latency; connections can be cut, and
-//! a partition splits the nodes into two sides that cannot reach each other.
+//! pair of FIFO queues with per-message latency; connections can be cut, a
+//! partition splits the nodes into two sides that cannot reach each other,
+//! and a one-way partition makes nodes *deaf*: they still send, but nothing
+//! reaches them.
+//!
+//! A connection is a TCP stream, so a direction that cannot deliver (its
+//! receiver is deaf) loses nothing and reorders nothing: its data waits at
+//! the head of the stream and the sender retransmits it (the simulation
+//! retries the delivery) until the direction heals or an end gives up on
+//! the silence and closes. A close is a FIN: if it cannot reach the other
+//! end, that end stays open, half-open, until the FIN gets through or it
+//! closes on its own timeout. The connection's handshake needs both
+//! directions, so no connection opens to or from a deaf node.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::command::NodeId;
 use crate::frame::{Frame, NONCE_LEN};
@@ -67,6 +78,9 @@ pub struct Connection {
     pub epoch: u64,
     /// The nonce of the follower's `Challenge` on this connection.
     pub follower_nonce: [u8; NONCE_LEN],
+    /// The end that closed while its FIN could not reach the other end:
+    /// the connection is half-open, the other end still has it.
+    pub closed_by: Option<NodeId>,
     queues: [VecDeque<(u64, Msg)>; 2],
 }
 
@@ -75,15 +89,34 @@ impl Connection {
     pub fn queued(&self, dir: Dir) -> usize {
         self.queues[dir as usize].len()
     }
+
+    /// The sending and the receiving end of direction `dir`.
+    pub fn ends(&self, dir: Dir) -> (NodeId, NodeId) {
+        match dir {
+            Dir::ToFollower => (self.leader, self.follower),
+            Dir::ToLeader => (self.follower, self.leader),
+        }
+    }
+
+    /// The end other than `node`.
+    pub fn peer_of(&self, node: NodeId) -> NodeId {
+        if node == self.leader {
+            self.follower
+        } else {
+            self.leader
+        }
+    }
 }
 
-/// Every open connection, and the partition if any.
+/// Every open connection, the partition if any, and the deaf nodes.
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     conns: BTreeMap<ConnId, Connection>,
     next_id: ConnId,
     /// Side of each node while a partition is in force.
     partition: Option<Vec<bool>>,
+    /// Nodes that can send but not receive (a one-way partition).
+    deaf: BTreeSet<NodeId>,
 }
 
 impl Network {
@@ -92,12 +125,49 @@ impl Network {
         Network::default()
     }
 
-    /// Whether `a` and `b` can talk (no partition between them).
+    /// Whether no partition separates `a` and `b` (deafness aside).
     pub fn reachable(&self, a: NodeId, b: NodeId) -> bool {
         match &self.partition {
             None => true,
             Some(side) => side_of(side, a) == side_of(side, b),
         }
+    }
+
+    /// Whether what `from` sends reaches `to` now: no partition between
+    /// them and `to` not deaf.
+    pub fn delivers(&self, from: NodeId, to: NodeId) -> bool {
+        self.reachable(from, to) && !self.deaf.contains(&to)
+    }
+
+    /// Whether a connection between `a` and `b` can be set up: its
+    /// handshake needs both directions.
+    pub fn connects(&self, a: NodeId, b: NodeId) -> bool {
+        self.delivers(a, b) && self.delivers(b, a)
+    }
+
+    /// Make `node` deaf: from now on nothing reaches it, what it sends
+    /// still arrives.
+    pub fn deafen(&mut self, node: NodeId) {
+        self.deaf.insert(node);
+    }
+
+    /// The deaf nodes.
+    pub fn deaf(&self) -> &BTreeSet<NodeId> {
+        &self.deaf
+    }
+
+    /// Every deaf node hears again. Returns the nodes that were deaf.
+    pub fn heal_deaf(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.deaf).into_iter().collect()
+    }
+
+    /// Whether data in direction `dir` of `id` arrives now (false for a
+    /// closed connection).
+    pub fn flows(&self, id: ConnId, dir: Dir) -> bool {
+        self.conns.get(&id).is_some_and(|c| {
+            let (from, to) = c.ends(dir);
+            c.closed_by.is_none() && self.delivers(from, to)
+        })
     }
 
     /// The partition in force: the side of every node (index = id - 1).
@@ -122,8 +192,14 @@ impl Network {
     }
 
     /// Remove the partition.
-    pub fn heal(&mut self) {
+    pub fn heal_partition(&mut self) {
         self.partition = None;
+    }
+
+    /// Remove the partition and every one-way partition.
+    pub fn heal(&mut self) {
+        self.heal_partition();
+        self.heal_deaf();
     }
 
     /// Open a connection from `leader` (in `epoch`) to `follower`, whose
@@ -144,6 +220,7 @@ impl Network {
                 follower,
                 epoch,
                 follower_nonce,
+                closed_by: None,
                 queues: [VecDeque::new(), VecDeque::new()],
             },
         );
@@ -157,9 +234,13 @@ impl Network {
 
     /// Queue `msg` on `id` in direction `dir`, to arrive no earlier than
     /// `at` and never before a message queued earlier (FIFO). Returns the
-    /// delivery time, or `None` when the connection is closed.
+    /// delivery time, or `None` when the connection is closed (at either
+    /// end: a half-open connection's open end sends into the void).
     pub fn send(&mut self, id: ConnId, dir: Dir, msg: Msg, at: u64) -> Option<u64> {
         let c = self.conns.get_mut(&id)?;
+        if c.closed_by.is_some() {
+            return None;
+        }
         let q = &mut c.queues[dir as usize];
         let at = q.back().map_or(at, |&(last, _)| at.max(last));
         q.push_back((at, msg));
@@ -176,6 +257,21 @@ impl Network {
     /// Close `id`, dropping whatever was in flight.
     pub fn close(&mut self, id: ConnId) -> Option<Connection> {
         self.conns.remove(&id)
+    }
+
+    /// `closer` closed its end of `id` but its FIN cannot reach the other
+    /// end, which keeps the connection: half-open. Whatever was in flight
+    /// is dropped (neither end will read it). Returns false if `id` is
+    /// not open or already half-open.
+    pub fn half_close(&mut self, id: ConnId, closer: NodeId) -> bool {
+        match self.conns.get_mut(&id) {
+            Some(c) if c.closed_by.is_none() => {
+                c.closed_by = Some(closer);
+                c.queues.iter_mut().for_each(VecDeque::clear);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Every open connection.
@@ -233,5 +329,49 @@ mod tests {
         assert!(!n.reachable(1, 3));
         n.heal();
         assert!(n.reachable(1, 3));
+    }
+
+    #[test]
+    fn a_deaf_node_sends_but_does_not_receive() {
+        let mut n = Network::new();
+        let c = n.open(1, 2, 1, [0; NONCE_LEN]);
+        assert!(n.flows(c, Dir::ToFollower) && n.flows(c, Dir::ToLeader));
+        n.deafen(2);
+        // Datagrams and stream data: to 2 blocked, from 2 delivered.
+        assert!(!n.delivers(1, 2) && n.delivers(2, 1));
+        assert!(!n.flows(c, Dir::ToFollower));
+        assert!(n.flows(c, Dir::ToLeader));
+        // The connection stays open, its data waits in order.
+        assert_eq!(
+            n.send(c, Dir::ToFollower, Msg::Ack { offset: 1 }, 5),
+            Some(5)
+        );
+        assert_eq!(
+            n.send(c, Dir::ToFollower, Msg::Ack { offset: 2 }, 1),
+            Some(5)
+        );
+        assert!(n.get(c).is_some());
+        // No new connection either way: the handshake needs both ways.
+        assert!(!n.connects(1, 2) && !n.connects(2, 1));
+        assert!(n.connects(1, 3));
+        assert_eq!(n.heal_deaf(), vec![2]);
+        assert!(n.flows(c, Dir::ToFollower));
+        assert_eq!(n.pop(c, Dir::ToFollower), Some(Msg::Ack { offset: 1 }));
+        assert_eq!(n.pop(c, Dir::ToFollower), Some(Msg::Ack { offset: 2 }));
+    }
+
+    #[test]
+    fn a_half_open_connection_carries_nothing() {
+        let mut n = Network::new();
+        let c = n.open(1, 2, 1, [0; NONCE_LEN]);
+        n.send(c, Dir::ToLeader, Msg::Ack { offset: 1 }, 5);
+        n.deafen(2);
+        assert!(n.half_close(c, 1));
+        assert!(!n.half_close(c, 2), "already half-open");
+        assert_eq!(n.get(c).and_then(|c| c.closed_by), Some(1));
+        assert_eq!(n.pop(c, Dir::ToLeader), None, "in-flight data dropped");
+        assert_eq!(n.send(c, Dir::ToLeader, Msg::Ack { offset: 2 }, 9), None);
+        assert!(!n.flows(c, Dir::ToLeader));
+        assert!(n.close(c).is_some());
     }
 }
