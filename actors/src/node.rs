@@ -562,38 +562,15 @@ impl Node {
     /// come in a higher one). A node that fail-stopped meanwhile stays
     /// `Failed`; one whose log or meta cannot be read back fail-stops.
     async fn roll_back_leadership(&self, epoch: u64) {
-        let node = self.node_id;
         if let Some(r) = self.set_replicator(None) {
             let _ = r.send(StopReplicator { step_down: true }).await;
         }
         let _ = self.store.send(DropLeadership).await;
-        let on_disk = self
-            .disk
-            .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
-            .await;
-        let (epochs, meta) = match on_disk {
-            Ok((epochs, Ok(Some(meta)))) => (epochs, meta),
-            Ok((epochs, Ok(None))) => (
-                epochs,
-                NodeMeta {
-                    node_id: node,
-                    cluster_id: self.config.cluster_id.clone(),
-                    current_epoch: self.shared.epoch(),
-                    leader: self.shared.leader(),
-                    voted_for: None,
-                    commit_hint: 0,
-                },
-            ),
-            Ok((_, Err(e))) => {
-                tracing::error!(node, epoch, error = %e, "cannot read meta back after a failed role change; node stopped: restart it");
-                self.shared.set_role(Role::Failed);
-                return;
-            }
-            Err(e) => {
-                tracing::error!(node, epoch, error = %e, "cannot read the log back after a failed role change; node stopped: restart it");
-                self.shared.set_role(Role::Failed);
-                return;
-            }
+        let Some((epochs, meta)) = self
+            .log_and_meta_on_disk(epoch, "a failed role change")
+            .await
+        else {
+            return;
         };
         if self.shared.role() == Role::Failed {
             return;
@@ -613,6 +590,31 @@ impl Node {
             return;
         }
         self.shared.set_role_if(Role::Leader, Role::Follower);
+    }
+
+    /// The log and `meta` as they are on disk once every write queued
+    /// before this call is done: what a node that stops leading follows
+    /// with. If either cannot be read (or `meta`, written at start, is
+    /// gone) the node fail-stops: it cannot know what it holds.
+    async fn log_and_meta_on_disk(
+        &self,
+        epoch: u64,
+        after: &str,
+    ) -> Option<(EpochIndex, NodeMeta)> {
+        let node = self.node_id;
+        let on_disk = self
+            .disk
+            .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
+            .await;
+        let why = match on_disk {
+            Ok((epochs, Ok(Some(meta)))) => return Some((epochs, meta)),
+            Ok((_, Ok(None))) => "the meta file is missing".to_string(),
+            Ok((_, Err(e))) => format!("cannot read meta back: {e}"),
+            Err(e) => format!("cannot read the log back: {e}"),
+        };
+        tracing::error!(node, epoch, after, reason = %why, "node stopped: restart it");
+        self.shared.set_role(Role::Failed);
+        None
     }
 
     async fn take_leadership(&self, epoch: u64) -> Result<(), RoleError> {
@@ -706,31 +708,8 @@ impl Node {
         }
         let _ = self.store.send(DropLeadership).await;
         // After every write queued before it.
-        let on_disk = self
-            .disk
-            .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
-            .await;
-        let (epochs, meta) = match on_disk {
-            Ok((epochs, Ok(Some(meta)))) => (epochs, meta),
-            Ok((_, Ok(None))) => {
-                tracing::error!(
-                    node,
-                    epoch,
-                    "meta file missing after leading; node stopped: restart it"
-                );
-                self.shared.set_role(Role::Failed);
-                return;
-            }
-            Ok((_, Err(e))) => {
-                tracing::error!(node, epoch, error = %e, "cannot read meta back after stepping down; node stopped: restart it");
-                self.shared.set_role(Role::Failed);
-                return;
-            }
-            Err(e) => {
-                tracing::error!(node, epoch, error = %e, "cannot read the log back after stepping down; node stopped: restart it");
-                self.shared.set_role(Role::Failed);
-                return;
-            }
+        let Some((epochs, meta)) = self.log_and_meta_on_disk(epoch, "stepping down").await else {
+            return;
         };
         let commit = self.progress_rx.borrow().commit;
         self.shared
