@@ -353,6 +353,16 @@ impl HandshakeKeys {
             .map_err(|_| HandshakeError::InvalidKeys(KeysError::EmptySecret))
     }
 
+    /// HMAC(secret, tag ‖ lp(nonce) ‖ lp(cluster_id) ‖ …): the prefix of
+    /// every proof, each kind with its own tag, over the other side's nonce.
+    fn tagged_mac(&self, tag: &[u8], nonce: &[u8]) -> Result<HmacSha256, HandshakeError> {
+        let mut mac = self.mac()?;
+        mac.update(tag);
+        put_var(&mut mac, nonce);
+        put_var(&mut mac, self.cluster_id.as_bytes());
+        Ok(mac)
+    }
+
     /// HMAC(secret, "metawal-leader" ‖ lp(follower_nonce) ‖ lp(cluster_id)
     /// ‖ leader_id BE ‖ epoch BE ‖ lp(leader_nonce)).
     fn leader_mac(
@@ -362,10 +372,7 @@ impl HandshakeKeys {
         epoch: u64,
         leader_nonce: &[u8],
     ) -> Result<HmacSha256, HandshakeError> {
-        let mut mac = self.mac()?;
-        mac.update(LEADER_TAG);
-        put_var(&mut mac, follower_nonce);
-        put_var(&mut mac, self.cluster_id.as_bytes());
+        let mut mac = self.tagged_mac(LEADER_TAG, follower_nonce)?;
         mac.update(&leader_id.to_be_bytes());
         mac.update(&epoch.to_be_bytes());
         put_var(&mut mac, leader_nonce);
@@ -381,10 +388,7 @@ impl HandshakeKeys {
         last_offset: u64,
         last_epoch: u64,
     ) -> Result<HmacSha256, HandshakeError> {
-        let mut mac = self.mac()?;
-        mac.update(FOLLOWER_TAG);
-        put_var(&mut mac, leader_nonce);
-        put_var(&mut mac, self.cluster_id.as_bytes());
+        let mut mac = self.tagged_mac(FOLLOWER_TAG, leader_nonce)?;
         mac.update(&node_id.to_be_bytes());
         mac.update(&last_offset.to_be_bytes());
         mac.update(&last_epoch.to_be_bytes());
@@ -552,10 +556,7 @@ impl HandshakeKeys {
         epoch: u64,
         leader: Option<NodeId>,
     ) -> Result<HmacSha256, HandshakeError> {
-        let mut mac = self.mac()?;
-        mac.update(REJECT_TAG);
-        put_var(&mut mac, leader_nonce);
-        put_var(&mut mac, self.cluster_id.as_bytes());
+        let mut mac = self.tagged_mac(REJECT_TAG, leader_nonce)?;
         mac.update(&node_id.to_be_bytes());
         mac.update(&[reason as u8]);
         mac.update(&epoch.to_be_bytes());
@@ -571,10 +572,7 @@ impl HandshakeKeys {
         node_id: NodeId,
         voter_nonce: &[u8],
     ) -> Result<HmacSha256, HandshakeError> {
-        let mut mac = self.mac()?;
-        mac.update(VOTER_TAG);
-        put_var(&mut mac, acceptor_nonce);
-        put_var(&mut mac, self.cluster_id.as_bytes());
+        let mut mac = self.tagged_mac(VOTER_TAG, acceptor_nonce)?;
         mac.update(&node_id.to_be_bytes());
         put_var(&mut mac, voter_nonce);
         Ok(mac)
@@ -587,10 +585,7 @@ impl HandshakeKeys {
         voter_nonce: &[u8],
         node_id: NodeId,
     ) -> Result<HmacSha256, HandshakeError> {
-        let mut mac = self.mac()?;
-        mac.update(VOTER_ACCEPT_TAG);
-        put_var(&mut mac, voter_nonce);
-        put_var(&mut mac, self.cluster_id.as_bytes());
+        let mut mac = self.tagged_mac(VOTER_ACCEPT_TAG, voter_nonce)?;
         mac.update(&node_id.to_be_bytes());
         Ok(mac)
     }
