@@ -54,6 +54,16 @@ pub enum Command {
         /// Non-empty subset of the replicas that contains the current leader.
         isr: Vec<NodeId>,
     },
+    /// Several commands applied as one log entry, in order, all or none:
+    /// validated together (each against the state the earlier ones leave),
+    /// and if any is refused the whole batch changes nothing. 1 to
+    /// [`crate::state::MAX_BATCH_COMMANDS`] commands; no `Batch` or
+    /// `LeaderChange` inside. Creating a topic together with its partition
+    /// assignments is the typical use.
+    Batch {
+        /// The commands, applied in this order.
+        commands: Vec<Command>,
+    },
     /// Control entry appended by a new metadata leader as the first entry of
     /// its epoch. Its commit commits every earlier entry. Never proposed by a
     /// broker.
@@ -74,6 +84,7 @@ impl Command {
             Command::AssignPartition { .. } => "AssignPartition",
             Command::SetPartitionLeader { .. } => "SetPartitionLeader",
             Command::UpdateIsr { .. } => "UpdateIsr",
+            Command::Batch { .. } => "Batch",
             Command::LeaderChange { .. } => "LeaderChange",
         }
     }

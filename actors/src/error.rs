@@ -60,6 +60,15 @@ pub enum ProposeError {
     /// leader. Read it back there before retrying.
     #[error("this node stopped leading before the entry was acknowledged; it may or may not commit under the next leader: check there before retrying")]
     LeadershipLost,
+    /// The entry would be larger than a log record may be; nothing was
+    /// appended. Split the batch.
+    #[error("the entry would be {bytes} bytes, above the {max}-byte record limit; nothing was appended: split it into smaller batches")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The record size limit.
+        max: usize,
+    },
     /// Too much is queued; nothing was appended.
     #[error("node is overloaded ({0}); nothing was appended, retry later")]
     Overloaded(String),
@@ -89,6 +98,27 @@ impl From<metawal::engine::LeaderError> for ProposeError {
             LeaderError::SteppedDown => ProposeError::LeadershipLost,
         }
     }
+}
+
+/// Why a linearizable read ([`crate::Node::read_index`]) could not be
+/// confirmed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ReadError {
+    /// This node does not lead; linearizable reads are confirmed by the
+    /// leader.
+    #[error("node {node} is not the metadata leader (leader: {}); read there", leader.map_or("unknown".to_string(), |l| format!("node {l}")))]
+    NotLeader {
+        /// This node.
+        node: NodeId,
+        /// The leader this node knows, if any.
+        leader: Option<NodeId>,
+    },
+    /// This node stopped leading while the read was being confirmed.
+    #[error("this node stopped leading while confirming the read; retry on the new leader")]
+    LeadershipLost,
+    /// No quorum confirmed the leadership within the time allowed.
+    #[error("no quorum confirmed this node's leadership within {0:?}; retry")]
+    Timeout(Duration),
 }
 
 /// Why a leader transfer (or a role change the Elector asked for) failed.

@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod changes;
 pub mod config;
 mod conn;
 /// The disk thread: crate-private, public only to the tests (feature
@@ -41,8 +42,9 @@ pub use metawal;
 pub use metawal::engine::election::ElectionRole;
 pub use metawal::{Command, Entry, NodeId, ReplicationConfig};
 
+pub use changes::{ChangeStream, ChangesError};
 pub use config::NodeConfig;
-pub use error::{DiskError, NodeError, ProposeError, RoleError};
+pub use error::{DiskError, NodeError, ProposeError, ReadError, RoleError};
 pub use node::Node;
 pub use shared::Role;
 pub use status::{FollowerStatus, NodeStatus};

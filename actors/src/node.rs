@@ -26,10 +26,11 @@ use metawal::{Command, MetadataState, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::changes::ChangeStream;
 use crate::config::NodeConfig;
 use crate::disk::{Disk, DiskHandle};
 use crate::election::{Elector, ElectorInit, ElectorSlot, Resign, StopElector, TransferTo};
-use crate::error::{DiskError, NodeError, ProposeError, RoleError};
+use crate::error::{DiskError, NodeError, ProposeError, ReadError, RoleError};
 use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
 };
@@ -38,8 +39,8 @@ use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::status::NodeStatus;
 use crate::store::{
-    Acks, Applied, DropLeadership, EntriesInFlight, GetApplied, MetadataStore, Propose, Proposed,
-    StopStore, StoreInit, Subscribe, TakeLeadership,
+    Acks, Applied, DropLeadership, EntriesInFlight, GetApplied, GetState, MetadataStore, Propose,
+    Proposed, StopStore, StoreInit, Subscribe, TakeLeadership,
 };
 use crate::view::{MetadataChanged, MetadataView};
 use metawal::engine::epoch::EpochRefused;
@@ -397,6 +398,89 @@ impl Node {
             .map_err(|_| ProposeError::ShuttingDown)?
     }
 
+    /// Propose several commands as one log entry, applied all or none
+    /// ([`Command::Batch`]): if any command is refused the whole batch is,
+    /// with [`ProposeError::Invalid`] naming it, and nothing is appended.
+    pub async fn propose_batch(
+        &self,
+        commands: Vec<Command>,
+        acks: Acks,
+    ) -> Result<Proposed, ProposeError> {
+        self.propose(Command::Batch { commands }, acks).await
+    }
+
+    /// The committed entries of this node's log from `offset` on, in order,
+    /// read back from the WAL and then followed as they are applied
+    /// (bounded: see [`ChangeStream`]). Works on every node.
+    pub fn changes_from(&self, offset: u64) -> ChangeStream {
+        ChangeStream::new(self.disk.clone(), &self.view, offset)
+    }
+
+    /// A copy of the applied state, consistent at its applied offset (a
+    /// base to resume a [`ChangeStream`] from after
+    /// [`crate::ChangesError::Compacted`]).
+    pub async fn state(&self) -> Result<MetadataState, ProposeError> {
+        self.store
+            .send(GetState)
+            .await
+            .map(|s| *s)
+            .map_err(|_| ProposeError::ShuttingDown)
+    }
+
+    /// Confirm, within `timeout`, that this node still leads and has
+    /// applied every entry committed before the call (a read index, see
+    /// [`metawal::engine::read_index`]): a read of the [`MetadataView`]
+    /// after it returns is linearizable. Returns the read index. Costs one
+    /// round of heartbeats (at most `heartbeat_interval` plus a round trip).
+    pub async fn read_index(&self, timeout: std::time::Duration) -> Result<u64, ReadError> {
+        use metawal::engine::read_index::{LeaderView, ReadIndex, ReadIndexState};
+        /// How often the quorum is looked at while waiting: follower
+        /// acknowledgements are atomics, not messages.
+        const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let voters = self.config.peers.len() + 1;
+        let look = || LeaderView {
+            leading: self.shared.role() == Role::Leader,
+            epoch: self.shared.epoch(),
+            applied_offset: self.view.applied_offset(),
+            applied_epoch: self.view.applied_epoch(),
+        };
+        let mut applied = self.view.applied_watch();
+        let read = loop {
+            let view = look();
+            if !view.leading {
+                return Err(ReadError::NotLeader {
+                    node: self.node_id,
+                    leader: self.shared.leader(),
+                });
+            }
+            let commit = self.progress_rx.borrow().commit;
+            if let Some(read) =
+                ReadIndex::maybe_start(std::time::Instant::now(), view, commit, voters)
+            {
+                break read;
+            }
+            // The leader's own LeaderChange is not applied yet.
+            if tokio::time::timeout_at(deadline, applied.changed())
+                .await
+                .is_err()
+            {
+                return Err(ReadError::Timeout(timeout));
+            }
+        };
+        loop {
+            match read.check(look(), self.shared.followers_heard().map(|(_, t)| t)) {
+                ReadIndexState::Ready(index) => return Ok(index),
+                ReadIndexState::Lost => return Err(ReadError::LeadershipLost),
+                ReadIndexState::Waiting => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ReadError::Timeout(timeout));
+            }
+            tokio::time::sleep(RECHECK).await;
+        }
+    }
+
     /// Notify `recipient` of every committed change, in order, from now on.
     /// `Overloaded` if the store's mailbox is full (retry), `ShuttingDown`
     /// if the node stopped.
@@ -442,6 +526,7 @@ impl Node {
             elections,
             pre_votes: self.shared.pre_votes(),
             log_end: 0,
+            last_log_epoch: 0,
             durable: 0,
             commit: 0,
             applied_offset: self.view.applied_offset(),
@@ -457,6 +542,9 @@ impl Node {
         match replication {
             Some(s) => {
                 status.log_end = s.log_end;
+                // The leader's last entry is its own epoch's LeaderChange
+                // or later.
+                status.last_log_epoch = status.epoch;
                 status.durable = s.durable;
                 status.commit = s.commit;
                 status.isr_len = self.shared.isr_len();
@@ -469,6 +557,7 @@ impl Node {
                     .await
                     .map_err(|_| ProposeError::ShuttingDown)?;
                 status.log_end = p.log_end;
+                status.last_log_epoch = self.shared.last_log().0;
                 status.durable = p.durable;
                 status.commit = p.commit;
             }

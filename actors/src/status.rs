@@ -61,6 +61,9 @@ pub struct NodeStatus {
     pub pre_votes: u64,
     /// Last offset in its log.
     pub log_end: u64,
+    /// Epoch of the entry at `log_end` (0 for an empty log): with
+    /// `log_end`, what elections compare.
+    pub last_log_epoch: u64,
     /// Last offset durable in its WAL.
     pub durable: u64,
     /// The commit point (highest committed offset) it knows.

@@ -127,6 +127,11 @@ pub struct Applied {
 #[rtype(result = "Applied")]
 pub struct GetApplied;
 
+/// Ask for a copy of the applied state.
+#[derive(Debug, Message)]
+#[rtype(result = "Box<MetadataState>")]
+pub struct GetState;
+
 /// This node now leads `epoch` through `replicator`: build the appended
 /// state (the applied state plus every entry in the WAL after it) and
 /// append the `LeaderChange`.
@@ -385,6 +390,7 @@ impl MetadataStore {
             }
             AdmitRefused::Invalid(e) => ProposeError::Invalid(e),
             AdmitRefused::Overloaded(why) => ProposeError::Overloaded(why),
+            AdmitRefused::TooLarge { bytes, max } => ProposeError::TooLarge { bytes, max },
             AdmitRefused::Encode(e) => ProposeError::Storage(format!("cannot encode entry: {e}")),
         }
     }
@@ -583,6 +589,14 @@ impl Handler<GetApplied> for MetadataStore {
             epoch: state.applied_epoch(),
             digest: state.digest(),
         })
+    }
+}
+
+impl Handler<GetState> for MetadataStore {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _msg: GetState, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(Box::new(self.engine.state().clone()))
     }
 }
 

@@ -12,6 +12,7 @@ use actix::Message;
 use dashmap::DashMap;
 use metawal::state::{MetadataState, PartitionState};
 use metawal::Command;
+use tokio::sync::watch;
 
 /// One topic as the view holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +23,25 @@ pub struct TopicView {
     pub partitions: Vec<PartitionState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     topics: DashMap<String, TopicView>,
     applied_offset: AtomicU64,
     applied_epoch: AtomicU64,
+    /// The applied offset again, for readers that wait for it to pass a
+    /// point (change streams, `min_offset` reads) instead of polling.
+    applied_tx: watch::Sender<u64>,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            topics: DashMap::new(),
+            applied_offset: AtomicU64::new(0),
+            applied_epoch: AtomicU64::new(0),
+            applied_tx: watch::channel(0).0,
+        }
+    }
 }
 
 /// Read-only, cheap-to-clone view of a node's committed metadata.
@@ -64,6 +79,25 @@ impl MetadataView {
     /// Offset of the last applied (committed) entry.
     pub fn applied_offset(&self) -> u64 {
         self.inner.applied_offset.load(Ordering::Acquire)
+    }
+
+    /// A receiver of the applied offset: `changed()` wakes when an entry is
+    /// applied (or a snapshot installed).
+    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+        self.inner.applied_tx.subscribe()
+    }
+
+    /// Wait until this node has applied `offset`, for at most `timeout`.
+    /// Returns the applied offset (at least `offset`), or `None` on time-out.
+    pub async fn wait_applied(&self, offset: u64, timeout: std::time::Duration) -> Option<u64> {
+        let mut rx = self.applied_watch();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= offset)).await;
+        match reached {
+            Ok(Ok(a)) => Some(*a),
+            // The sender lives as long as the view: never closed while
+            // `self` is held.
+            Ok(Err(_)) | Err(_) => None,
+        }
     }
 
     /// Epoch of the last applied entry.
@@ -123,6 +157,14 @@ impl MetadataView {
                     slot.clone_from(new);
                 }
             }
+            Command::Batch { commands } => {
+                // A later command of the batch may have undone an earlier
+                // one's topic (delete, re-create): copying each from the
+                // final state in order ends with the final state.
+                for c in commands {
+                    self.update(state, c);
+                }
+            }
             Command::LeaderChange { .. } => {}
         }
     }
@@ -130,6 +172,7 @@ impl MetadataView {
     pub(crate) fn set_applied(&self, offset: u64, epoch: u64) {
         self.inner.applied_epoch.store(epoch, Ordering::Release);
         self.inner.applied_offset.store(offset, Ordering::Release);
+        self.inner.applied_tx.send_replace(offset);
     }
 }
 

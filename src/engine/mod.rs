@@ -18,7 +18,8 @@
 //!   handshake it answers, the checks on every frame, snapshot reassembly,
 //!   acks, and the session timeout.
 //! - [`election`]: leader election (pre-vote, vote, check-quorum, resign,
-//!   transfer). The simulation runs it; the actors do not yet (issue 8).
+//!   transfer).
+//! - [`read_index`]: when a leader may answer a linearizable read.
 //! - [`epoch`]: epoch fencing, one rule for every path that persists an
 //!   epoch.
 //! - [`follower`]: the follower's log owner: the active session, the
@@ -45,6 +46,7 @@ pub mod epoch;
 pub mod follower;
 pub mod leader;
 pub mod link;
+pub mod read_index;
 pub mod session;
 pub mod store;
 

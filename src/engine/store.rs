@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 
 use crate::command::{Command, Entry, NodeId};
 use crate::engine::LogProgress;
-use crate::record::{decode_record, Record};
+use crate::record::{decode_record, Record, RecordError};
 use crate::state::{MetadataState, ValidationError};
 use crate::storage::Snapshot;
 
@@ -207,6 +207,14 @@ pub enum AdmitRefused {
     /// Too much is appended but not committed.
     #[error("{0}")]
     Overloaded(String),
+    /// The entry's record would exceed the record size limit.
+    #[error("the entry is {bytes} bytes encoded, above the {max}-byte record limit")]
+    TooLarge {
+        /// Encoded payload size.
+        bytes: usize,
+        /// [`crate::record::MAX_RECORD_PAYLOAD`].
+        max: usize,
+    },
     /// The entry could not be encoded.
     #[error("cannot encode entry: {0}")]
     Encode(String),
@@ -438,7 +446,10 @@ impl StoreEngine {
             epoch: log.epoch,
             command,
         };
-        let record = Record::encode(&entry).map_err(|e| AdmitRefused::Encode(e.to_string()))?;
+        let record = Record::encode(&entry).map_err(|e| match e {
+            RecordError::BadLength { len, max } => AdmitRefused::TooLarge { bytes: len, max },
+            e => AdmitRefused::Encode(e.to_string()),
+        })?;
         Ok(Admitted { entry, record })
     }
 

@@ -1146,10 +1146,28 @@ impl Simulation {
             _ => Acks::All,
         };
         self.next_topic += 1;
-        let command = Command::CreateTopic {
-            name: format!("topic-{}", self.next_topic),
-            partition_count: 1 + (self.next_topic % 3) as u32,
+        let name = format!("topic-{}", self.next_topic);
+        let partition_count = 1 + (self.next_topic % 3) as u32;
+        let create = Command::CreateTopic {
+            name: name.clone(),
+            partition_count,
             replication_factor: 1,
+        };
+        // Every fourth proposal is an atomic batch: the topic with its
+        // partition assignments in one entry (no extra random draw, so the
+        // schedule of faults is the same as without batches).
+        let command = if self.next_topic.is_multiple_of(4) {
+            let mut commands = vec![create];
+            for p in 0..partition_count {
+                commands.push(Command::AssignPartition {
+                    topic: name.clone(),
+                    partition: p as i32,
+                    replicas: vec![1 + u64::from(p) % 3],
+                });
+            }
+            Command::Batch { commands }
+        } else {
+            create
         };
         self.leader_propose(id, command, acks);
     }

@@ -41,7 +41,7 @@ impl MetadataState {
     }
 
     /// Validate and, if valid, carry out one command (offset already advanced).
-    fn apply_command(&mut self, command: &Command) -> Result<(), ValidationError> {
+    pub(super) fn apply_command(&mut self, command: &Command) -> Result<(), ValidationError> {
         match command {
             Command::CreateTopic {
                 name,
@@ -105,6 +105,11 @@ impl MetadataState {
                 let p = self.checked_partition_mut(topic, *partition)?;
                 check_isr(topic, *partition, p, isr)?;
                 p.isr.clone_from(isr);
+                Ok(())
+            }
+            Command::Batch { commands } => {
+                let outcome = self.batch_outcome(commands)?;
+                self.commit_batch(outcome);
                 Ok(())
             }
             Command::LeaderChange { leader, .. } => {

@@ -21,6 +21,7 @@
 //! | `AssignPartition` | sets the replicas; keeps the leader only if it is among the new replicas (else `None`); filters the ISR to the new replicas, keeping its order; if the ISR becomes empty while a leader remains, the ISR becomes `[leader]` |
 //! | `SetPartitionLeader` | sets the leader; appends it to the ISR if it is not there |
 //! | `UpdateIsr` | sets the ISR as given |
+//! | `Batch` | each command in order, all or none: if one is refused the batch changes nothing ([`ValidationError::InBatch`]) |
 //! | `LeaderChange` | sets [`MetadataState::leader`] (control entry: applied, never validated) |
 //!
 //! An in-order entry whose command does not validate changes nothing but the
@@ -37,7 +38,8 @@
 //! In the source the module is split by concept, one file each: `mod.rs`
 //! holds the state types and the lookups shared by the rest; `validate.rs`
 //! the limits, [`ValidationError`] and [`MetadataState::validate`];
-//! `apply.rs` [`MetadataState::apply`]; `digest.rs` [`Digest`] and
+//! `apply.rs` [`MetadataState::apply`]; `batch.rs` the all-or-none
+//! outcome of a `Batch`; `digest.rs` [`Digest`] and
 //! [`MetadataState::digest`]. The submodules are private: every item is
 //! used through this module (`metawal::state::X`).
 
@@ -48,13 +50,16 @@ use serde::{Deserialize, Serialize};
 use crate::command::NodeId;
 
 mod apply;
+mod batch;
 mod digest;
 #[cfg(test)]
 pub(crate) mod tests;
 mod validate;
 
 pub use digest::Digest;
-pub use validate::{ValidationError, MAX_PARTITIONS, MAX_REPLICAS, MAX_TOPIC_NAME_LEN};
+pub use validate::{
+    ValidationError, MAX_BATCH_COMMANDS, MAX_PARTITIONS, MAX_REPLICAS, MAX_TOPIC_NAME_LEN,
+};
 
 /// One partition's assignment.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

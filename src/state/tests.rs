@@ -128,9 +128,9 @@ fn arb_count() -> impl Strategy<Value = u32> {
     prop_oneof![9 => 2u32..4, 1 => 0u32..6]
 }
 
-/// Random commands over a small name pool and broker-id pool: a mix of
-/// valid and invalid ones.
-fn arb_command() -> impl Strategy<Value = Command> {
+/// Random broker commands (no control entry, no batch) over a small name
+/// pool and broker-id pool: a mix of valid and invalid ones.
+fn arb_single() -> impl Strategy<Value = Command> {
     prop_oneof![
         2 => (arb_name(), arb_count(), arb_count()).prop_map(|(name, partition_count, replication_factor)| {
             Command::CreateTopic { name, partition_count, replication_factor }
@@ -145,6 +145,15 @@ fn arb_command() -> impl Strategy<Value = Command> {
         4 => (arb_name(), arb_partition(), arb_ids(3)).prop_map(|(topic, partition, isr)| {
             Command::UpdateIsr { topic, partition, isr }
         }),
+    ]
+}
+
+/// [`arb_single`] commands, batches of them (sometimes empty), and
+/// `LeaderChange` control entries.
+fn arb_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        16 => arb_single(),
+        2 => prop::collection::vec(arb_single(), 0..6).prop_map(|commands| Command::Batch { commands }),
         1 => (1u64..=3, 0u64..4).prop_map(|(leader, epoch)| Command::LeaderChange { leader, epoch }),
     ]
 }
@@ -226,6 +235,20 @@ proptest! {
                     prop_assert_eq!(&applied, &Ok(()));
                     prop_assert_eq!(a.leader(), Some(*leader));
                     prop_assert_eq!(&a.topics, &before.topics);
+                }
+                Command::Batch { commands } => {
+                    // All or none: a valid batch leaves what its commands
+                    // applied one by one leave; a refused one nothing.
+                    prop_assert_eq!(&applied, &validated);
+                    let mut one_by_one = before.clone();
+                    let each: Result<(), ValidationError> =
+                        commands.iter().try_for_each(|c| one_by_one.apply_command(c));
+                    if applied.is_ok() {
+                        prop_assert!(each.is_ok());
+                        prop_assert_eq!(&a.topics, &one_by_one.topics);
+                    } else {
+                        prop_assert_eq!(&a.topics, &before.topics);
+                    }
                 }
                 _ => {
                     // apply fails exactly when validate does, with the same error.

@@ -14,6 +14,8 @@ use super::{MetadataState, PartitionState};
 pub const MAX_PARTITIONS: u32 = 10_000;
 /// Largest replication factor / replica list.
 pub const MAX_REPLICAS: u32 = 64;
+/// Most commands in one [`Command::Batch`].
+pub const MAX_BATCH_COMMANDS: usize = 10_000;
 /// Longest topic name (Kafka's limit).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
@@ -214,6 +216,37 @@ pub enum ValidationError {
     ControlCommand {
         /// The command kind.
         kind: &'static str,
+    },
+    /// A `Batch` with no commands.
+    #[error("the batch is empty: a batch holds 1 to {MAX_BATCH_COMMANDS} commands")]
+    EmptyBatch,
+    /// A `Batch` with more than [`MAX_BATCH_COMMANDS`] commands.
+    #[error("the batch has {len} commands: at most {max} are allowed; split it")]
+    BatchTooLarge {
+        /// Number of commands in the batch.
+        len: usize,
+        /// The limit, [`MAX_BATCH_COMMANDS`].
+        max: usize,
+    },
+    /// A `Batch` holding a command that cannot be in one (a `Batch` or a
+    /// `LeaderChange`). Nothing of the batch was applied.
+    #[error("command {index} of the batch is a {kind}, which a batch may not hold")]
+    NotInBatch {
+        /// Position of the command in the batch, from 0.
+        index: usize,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// A command of a `Batch` is refused (checked against the state the
+    /// commands before it leave). Nothing of the batch was applied.
+    #[error("command {index} of the batch ({kind}) is refused, so the whole batch is: {error}")]
+    InBatch {
+        /// Position of the command in the batch, from 0.
+        index: usize,
+        /// Its kind.
+        kind: &'static str,
+        /// Why it is refused.
+        error: Box<ValidationError>,
     },
     /// [`MetadataState::apply`] got an entry that is not the next one. Nothing
     /// was changed, not even the applied offset.
@@ -433,6 +466,7 @@ impl MetadataState {
                     .checked_partition(topic, *partition)?;
                 check_isr(topic, *partition, p, isr)
             }
+            Command::Batch { commands } => self.batch_outcome(commands).map(|_| ()),
             Command::LeaderChange { .. } => Err(ValidationError::ControlCommand {
                 kind: command.kind(),
             }),
