@@ -322,6 +322,7 @@ fn run_crash(p: Params) {
     let mut c = cluster.into_inner().unwrap_or_else(|e| e.into_inner());
     c.heal();
     c.reap();
+    let outside = c.unexpected_exits.iter().filter(|e| e.external_shutdown).count();
     let failures: Vec<_> = c.node_failures().into_iter().cloned().collect();
     assert!(
         failures.is_empty(),
@@ -437,7 +438,7 @@ fn run_crash(p: Params) {
         "CRASH RUN nodes={} seed={} duration={:.1}s: kills={} (leader {}), stops={} (leader {}), \
          writes={} acked={} failed={} unknown={} (of which in the log: {}), \
          acked after the last restart={}, longest gap between acks={:?} (after t={:.1}s), \
-         ack latency p50={:?} p99={:?} max={:?}, final applied offset={}, digest={}",
+         ack latency p50={:?} p99={:?} max={:?}, final applied offset={}, digest={}, graceful exits from outside signals={}",
         p.nodes,
         p.seed,
         run_time.as_secs_f64(),
@@ -458,6 +459,7 @@ fn run_crash(p: Params) {
         latencies.last().copied().unwrap_or_default(),
         applied,
         statuses[0].as_ref().unwrap()["digest"],
+        outside,
     );
 
     assert!(

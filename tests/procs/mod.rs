@@ -120,6 +120,14 @@ pub fn node_binary() -> &'static Path {
     })
 }
 
+/// The nodes' `RUST_LOG`: warnings, plus the node's life cycle (start,
+/// recovery, leadership, shutdown) so that a post-mortem can place events.
+/// `METAWAL_TEST_RUST_LOG` overrides it.
+fn node_log_filter() -> String {
+    std::env::var("METAWAL_TEST_RUST_LOG")
+        .unwrap_or_else(|_| "warn,metawal_node=info,metawal_actors::node=info".into())
+}
+
 /// A free port on 127.0.0.1: bind port 0, read it, drop the listener.
 /// Another process may take it before the node binds it; [`Cluster::start`]
 /// retries with new ports when a node cannot bind.
@@ -183,6 +191,12 @@ pub struct UnexpectedExit {
     pub tail: String,
     /// The log says the address was taken (a port-choice race, not a node bug).
     pub bind_failure: bool,
+    /// Exit code 0 after the node logged `shutting down`: the only way
+    /// `metawal-node` exits 0 is a SIGTERM or SIGINT, which this harness
+    /// never sends, so it came from outside (on a shared machine with a
+    /// small `pid_max`, a stale `kill PID` meant for another process).
+    /// Not a node failure; reported.
+    pub external_shutdown: bool,
 }
 
 /// N real `metawal-node` processes on 127.0.0.1. Dropping it SIGKILLs and
@@ -366,7 +380,7 @@ impl Cluster {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("METAWAL_SECRET", SECRET).env("RUST_LOG", "warn");
+        cmd.env("METAWAL_SECRET", SECRET).env("RUST_LOG", node_log_filter());
         let child = cmd.spawn().expect("spawn metawal-node");
         let n = &mut self.nodes[i];
         n.child = Some(child);
@@ -476,6 +490,9 @@ impl Cluster {
                     return;
                 }
                 if let Some(e) = self.reap_one(i) {
+                    if e.external_shutdown {
+                        break;
+                    }
                     if !e.bind_failure {
                         // Recorded in unexpected_exits; the test fails on it.
                         return;
@@ -547,8 +564,15 @@ impl Cluster {
             node: i as u64 + 1,
             status: status.to_string(),
             bind_failure: bind_failure(&tail),
+            external_shutdown: status.code() == Some(0) && tail.contains("shutting down"),
             tail,
         };
+        if e.external_shutdown {
+            eprintln!(
+                "procs: WARNING: node {} shut down gracefully (SIGTERM/SIGINT from outside the test?)",
+                e.node
+            );
+        }
         self.unexpected_exits.push(e.clone());
         Some(e)
     }
