@@ -436,7 +436,7 @@ fn run_crash(p: Params) {
     eprintln!("outcome reasons: {reasons:#?}");
     eprintln!(
         "CRASH RUN nodes={} seed={} duration={:.1}s: kills={} (leader {}), stops={} (leader {}), \
-         writes={} acked={} failed={} unknown={} (of which in the log: {}), \
+         writes={} (attempts {}) acked={} failed={} unknown={} (of which in the log: {}), \
          acked after the last restart={}, longest gap between acks={:?} (after t={:.1}s), \
          ack latency p50={:?} p99={:?} max={:?}, final applied offset={}, digest={}, graceful exits from outside signals={}",
         p.nodes,
@@ -447,6 +447,7 @@ fn run_crash(p: Params) {
         st.stops,
         st.leader_stops,
         records.len(),
+        records.iter().map(|r| r.attempts as u64).sum::<u64>(),
         acked.len(),
         failed,
         unknown,
