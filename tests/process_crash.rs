@@ -322,7 +322,11 @@ fn run_crash(p: Params) {
     let mut c = cluster.into_inner().unwrap_or_else(|e| e.into_inner());
     c.heal();
     c.reap();
-    let outside = c.unexpected_exits.iter().filter(|e| e.external_shutdown).count();
+    let outside = c
+        .unexpected_exits
+        .iter()
+        .filter(|e| e.external_shutdown)
+        .count();
     let failures: Vec<_> = c.node_failures().into_iter().cloned().collect();
     assert!(
         failures.is_empty(),

@@ -109,23 +109,22 @@ pub fn check(writes: &[(String, Outcome)], views: &[NodeView]) -> Vec<String> {
         let in_state = |name: &str| state.as_ref().map(|(_, t)| t.contains(name));
         for (name, outcome) in writes {
             let found = at.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            // Acked below a moved log start: checked in the state instead.
+            let below_start = |offset: u64| state.is_some() && offset < first;
             match outcome {
-                Outcome::Acked { offset } if *offset >= first || state.is_none() => {
-                    if found != [*offset] {
-                        v.push(format!(
-                            "node {node}: acked write {name:?} at offset {offset} found at {found:?}"
-                        ));
-                    }
+                Outcome::Acked { offset } if !below_start(*offset) && found != [*offset] => {
+                    v.push(format!(
+                        "node {node}: acked write {name:?} at offset {offset} found at {found:?}"
+                    ))
                 }
-                Outcome::Acked { offset } => {
-                    // Below the log start: in the state, not again in the log.
-                    if in_state(name) != Some(true) || !found.is_empty() {
-                        v.push(format!(
-                            "node {node}: acked write {name:?} at offset {offset} (below the log \
-                             start {first}): in the state: {:?}, in the log at {found:?}",
-                            in_state(name)
-                        ));
-                    }
+                Outcome::Acked { offset }
+                    if below_start(*offset) && (in_state(name) != Some(true) || !found.is_empty()) =>
+                {
+                    v.push(format!(
+                        "node {node}: acked write {name:?} at offset {offset} (below the log \
+                         start {first}): in the state: {:?}, in the log at {found:?}",
+                        in_state(name)
+                    ))
                 }
                 Outcome::Failed { why } if !found.is_empty() || in_state(name) == Some(true) => {
                     v.push(format!(

@@ -380,7 +380,8 @@ impl Cluster {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("METAWAL_SECRET", SECRET).env("RUST_LOG", node_log_filter());
+        cmd.env("METAWAL_SECRET", SECRET)
+            .env("RUST_LOG", node_log_filter());
         let child = cmd.spawn().expect("spawn metawal-node");
         let n = &mut self.nodes[i];
         n.child = Some(child);
