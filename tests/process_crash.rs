@@ -93,6 +93,9 @@ struct ChaosStats {
     stops: u32,
     leader_stops: u32,
     last_restart: Option<Instant>,
+    /// The longest a restart took until the node served `/livez` (WAL
+    /// replay since the last snapshot, bind retries).
+    slowest_restart: Duration,
     /// (seconds since start, what happened)
     events: Vec<(f64, String)>,
 }
@@ -146,6 +149,7 @@ fn chaos(
                 format!("node {} exited by itself ({})", e.node, e.status),
             ));
             c.restart(e.node);
+            st.last_restart = Some(Instant::now());
         }
         let leader = c.leader();
         let frac = (t0.elapsed().as_secs_f64() / (chaos_end - t0).as_secs_f64()).min(1.0);
@@ -180,9 +184,11 @@ fn chaos(
                 format!("SIGKILL {victims:?} (leader {leader:?}), restart in {down:?}"),
             ));
             std::thread::sleep(down);
+            let restart_began = Instant::now();
             for &v in &victims {
                 c.restart(v);
             }
+            st.slowest_restart = st.slowest_restart.max(restart_began.elapsed());
             st.last_restart = Some(Instant::now());
             st.events.push((at(), format!("restarted {victims:?}")));
         } else {
@@ -442,7 +448,7 @@ fn run_crash(p: Params) {
         "CRASH RUN nodes={} seed={} duration={:.1}s: kills={} (leader {}), stops={} (leader {}), \
          writes={} (attempts {}) acked={} failed={} unknown={} (of which in the log: {}), \
          acked after the last restart={}, longest gap between acks={:?} (after t={:.1}s), \
-         ack latency p50={:?} p99={:?} max={:?}, final applied offset={}, digest={}, graceful exits from outside signals={}",
+         ack latency p50={:?} p99={:?} max={:?}, slowest restart to /livez={:?}, final applied offset={}, digest={}, graceful exits from outside signals={}",
         p.nodes,
         p.seed,
         run_time.as_secs_f64(),
@@ -462,6 +468,7 @@ fn run_crash(p: Params) {
         pct(0.5),
         pct(0.99),
         latencies.last().copied().unwrap_or_default(),
+        st.slowest_restart,
         applied,
         statuses[0].as_ref().unwrap()["digest"],
         outside,
