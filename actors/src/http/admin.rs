@@ -110,7 +110,7 @@ pub(crate) async fn transfer(req: HttpRequest, api: ApiData) -> Result<HttpRespo
 
 pub(crate) async fn metrics(api: ApiData) -> Result<HttpResponse, ApiError> {
     let s = api.node.status().await.map_err(|e| propose_error(&e))?;
-    let text = api.node.metrics().encode(&s).map_err(|e| {
+    let text = api.node.metrics().encode(&(&s).into()).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics",
