@@ -16,7 +16,14 @@ use actix::prelude::*;
 use futures::{SinkExt, StreamExt};
 use metawal::codec::{CodecError, FrameCodec};
 use metawal::frame::Frame;
+use std::pin::Pin;
+use std::task::Poll;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::metrics::NodeMetrics;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -75,12 +82,22 @@ impl Connection {
         stream: TcpStream,
         gen: u64,
         max_frame_bytes: usize,
+        metrics: &NodeMetrics,
     ) -> Connection {
         let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (read_half, write_half) = stream.into_split();
+        let (sent, received) = metrics.byte_counters();
+        let read_half = Counted {
+            inner: read_half,
+            bytes: received,
+        };
+        let write_half = Counted {
+            inner: write_half,
+            bytes: sent,
+        };
         let reader = FramedRead::new(read_half, FrameCodec::new(max_frame_bytes))
             .map(move |r| ConnInput {
                 gen,
@@ -140,8 +157,59 @@ impl Connection {
     }
 }
 
+/// A stream half that counts the bytes through it (for the
+/// `metawal_bytes_*` metrics): one atomic add per read or write call.
+struct Counted<T> {
+    inner: T,
+    bytes: Counter,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            self.bytes.inc_by(n as u64);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.bytes.inc_by(*n as u64);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 async fn write_loop(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+    mut sink: FramedWrite<Counted<tokio::net::tcp::OwnedWriteHalf>, FrameCodec>,
     mut rx: mpsc::Receiver<Frame>,
 ) -> Result<(), CodecError> {
     while let Some(frame) = rx.recv().await {

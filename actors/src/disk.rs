@@ -47,6 +47,7 @@ use metawal::record::Record;
 use metawal::storage::Snapshot;
 use metawal::wal::{OpenReport, Wal, WalError, WalOptions, WalReader};
 use metawal::NodeId;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
 use crate::error::DiskError;
@@ -221,10 +222,22 @@ pub struct DiskHandle {
 
 impl DiskHandle {
     /// Start the disk threads for `data_dir` and open (recover) the WAL there.
+    #[cfg(feature = "fault-injection")]
     pub async fn start(
         node: NodeId,
         data_dir: PathBuf,
         options: WalOptions,
+    ) -> Result<(DiskHandle, OpenReport), DiskError> {
+        DiskHandle::start_timed(node, data_dir, options, None).await
+    }
+
+    /// [`DiskHandle::start`], recording each WAL `fdatasync`'s duration in
+    /// `fsync_seconds`.
+    pub async fn start_timed(
+        node: NodeId,
+        data_dir: PathBuf,
+        options: WalOptions,
+        fsync_seconds: Option<Histogram>,
     ) -> Result<(DiskHandle, OpenReport), DiskError> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let (opened_tx, opened_rx) = oneshot::channel();
@@ -258,6 +271,7 @@ impl DiskHandle {
                                     inject_meta_failure: std::cell::Cell::new(None),
                                 },
                                 rx,
+                                fsync_seconds,
                             );
                         }
                     }
@@ -416,7 +430,7 @@ fn run_reader(reader: DiskReader, rx: Receiver<ReadJob>) {
     tracing::debug!(node = reader.node, "disk reader thread stopped");
 }
 
-fn run(node: NodeId, mut disk: Disk, rx: Receiver<Job>) {
+fn run(node: NodeId, mut disk: Disk, rx: Receiver<Job>, fsync_seconds: Option<Histogram>) {
     let mut failed: Option<String> = None;
     let mut next: Option<Job> = None;
     loop {
@@ -441,7 +455,7 @@ fn run(node: NodeId, mut disk: Disk, rx: Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
-                write_batch(node, &mut disk, batch, &mut failed);
+                write_batch(node, &mut disk, batch, &mut failed, fsync_seconds.as_ref());
             }
             Job::Run(f) => f(&mut disk),
             Job::Stop(done) => {
@@ -463,6 +477,7 @@ fn write_batch(
     disk: &mut Disk,
     batch: Vec<(Vec<Record>, AppendReply)>,
     failed: &mut Option<String>,
+    fsync_seconds: Option<&Histogram>,
 ) {
     let started = std::time::Instant::now();
     let mut written = Vec::with_capacity(batch.len());
@@ -504,6 +519,9 @@ fn write_batch(
     let write_done = std::time::Instant::now();
     let synced = disk.wal.sync();
     let fsync = write_done.elapsed();
+    if let Some(h) = fsync_seconds {
+        h.observe(fsync.as_secs_f64());
+    }
     match synced {
         Ok(()) => {
             let durable = disk.wal.last_offset();

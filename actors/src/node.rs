@@ -35,6 +35,7 @@ use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
 };
 use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
+use crate::metrics::NodeMetrics;
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::status::NodeStatus;
@@ -175,13 +176,15 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         config.validate()?;
         let node = config.node_id;
-        let (disk, report) = DiskHandle::start(
+        let metrics = NodeMetrics::new();
+        let (disk, report) = DiskHandle::start_timed(
             node,
             config.data_dir.clone(),
             WalOptions {
                 segment_bytes: config.replication.segment_bytes,
                 preallocate: true,
             },
+            Some(metrics.fsync_histogram()),
         )
         .await?;
         if let Some(t) = &report.torn_tail {
@@ -244,14 +247,16 @@ impl Node {
         tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
 
         let cluster_size = config.peers.len() + 1;
-        let shared = Arc::new(NodeShared::new(
+        let mut shared = NodeShared::new(
             node,
             role,
             epoch,
             leader,
             config.replication.effective_min_insync(cluster_size),
             config.peers.keys().copied(),
-        ));
+        );
+        shared.metrics = metrics;
+        let shared = Arc::new(shared);
         shared.set_last_log(rec.epochs.last_epoch(), rec.epochs.last_offset());
         let keys = HandshakeKeys::new(node, config.cluster_id.clone(), config.secret.clone())
             .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -390,12 +395,52 @@ impl Node {
         self.shared.role()
     }
 
+    /// This node's epoch now.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch()
+    }
+
+    /// The leader this node knows now (itself if it leads).
+    pub fn leader(&self) -> Option<NodeId> {
+        if self.shared.role() == Role::Leader {
+            Some(self.node_id)
+        } else {
+            self.shared.leader()
+        }
+    }
+
     /// Propose a change (only the leader accepts).
     pub async fn propose(&self, command: Command, acks: Acks) -> Result<Proposed, ProposeError> {
-        self.store
+        let started = std::time::Instant::now();
+        let result = self
+            .store
             .send(Propose { command, acks })
             .await
-            .map_err(|_| ProposeError::ShuttingDown)?
+            .map_err(|_| ProposeError::ShuttingDown)
+            .and_then(|r| r);
+        self.shared
+            .metrics
+            .proposal(acks, &result, started.elapsed());
+        result
+    }
+
+    /// This node's metrics (`GET /metrics` encodes them).
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.shared.metrics
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The first offset this node's WAL holds (entries before it were
+    /// compacted into a snapshot), read on the disk reader thread.
+    pub async fn log_start(&self) -> Result<u64, ProposeError> {
+        self.disk
+            .read(|r| r.wal.first_offset())
+            .await
+            .map_err(|e| ProposeError::Storage(e.to_string()))
     }
 
     /// Propose several commands as one log entry, applied all or none

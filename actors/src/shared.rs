@@ -5,6 +5,7 @@
 //! follower (set by the FollowerLinks) — so that no message is sent per
 //! heartbeat.
 
+use crate::metrics::NodeMetrics;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -90,6 +91,8 @@ pub struct NodeShared {
     transferring: AtomicBool,
     /// The highest epoch a follower proved to this leader (0: none).
     higher_epoch: AtomicU64,
+    /// The node's metrics.
+    pub metrics: NodeMetrics,
 }
 
 impl NodeShared {
@@ -120,6 +123,7 @@ impl NodeShared {
             pre_votes: AtomicU64::new(0),
             transferring: AtomicBool::new(false),
             higher_epoch: AtomicU64::new(0),
+            metrics: NodeMetrics::new(),
         }
     }
 

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use metawal_actors::http::{serve, HttpConfig};
 use metawal_actors::{Node, NodeConfig, NodeId, NodeStatus, ReplicationConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -30,68 +31,179 @@ const SECRET_ENV: &str = "METAWAL_SECRET";
     version,
     about = "Run one metawal node: replicated cluster metadata through a write-ahead log",
     after_help = "The shared secret comes from --secret-file, or else from the METAWAL_SECRET \
-                  environment variable; it must not be empty. Logging: RUST_LOG (default info)."
+                  environment variable; it must not be empty. Every flag can also be set by the \
+                  METAWAL_* variable named in its help (lists comma-separated, e.g. \
+                  METAWAL_PEERS=2=a:7101,3=b:7101). Logging: RUST_LOG (default info)."
 )]
 struct Args {
     /// This node's id (>= 1).
-    #[arg(long, value_name = "ID")]
+    #[arg(
+        long,
+        env = "METAWAL_NODE_ID",
+        hide_env_values = true,
+        value_name = "ID"
+    )]
     node_id: NodeId,
 
     /// The cluster id; every node of the cluster must use the same one.
-    #[arg(long, value_name = "ID")]
+    #[arg(
+        long,
+        env = "METAWAL_CLUSTER_ID",
+        hide_env_values = true,
+        value_name = "ID"
+    )]
     cluster_id: String,
 
     /// File holding the shared secret (one trailing newline is ignored).
     /// Without it, the secret is read from METAWAL_SECRET.
-    #[arg(long, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "METAWAL_SECRET_FILE",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     secret_file: Option<PathBuf>,
 
     /// Directory for the WAL, snapshots and the `meta` file (created if missing).
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        long,
+        env = "METAWAL_DATA_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     data_dir: PathBuf,
 
     /// Address the replication listener binds, e.g. 0.0.0.0:7101.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "METAWAL_LISTEN",
+        hide_env_values = true,
+        value_name = "ADDR"
+    )]
     listen: SocketAddr,
 
     /// Another node of the cluster and its replication address, e.g.
     /// 2=10.0.0.2:7101 (repeat for each peer; host names are resolved once at start).
-    #[arg(long = "peer", value_name = "ID=ADDR", value_parser = parse_peer)]
+    #[arg(long = "peer", env = "METAWAL_PEERS", hide_env_values = true, value_name = "ID=ADDR", value_parser = parse_peer, value_delimiter = ',')]
     peers: Vec<(NodeId, SocketAddr)>,
 
     /// acks=all needs at least this many in-sync replicas, leader included
     /// (capped at the cluster size) [default: 2].
-    #[arg(long, value_name = "N")]
+    #[arg(
+        long,
+        env = "METAWAL_MIN_INSYNC_REPLICAS",
+        hide_env_values = true,
+        value_name = "N"
+    )]
     min_insync_replicas: Option<usize>,
 
     /// Heartbeat interval on an idle link, in ms [default: 100].
-    #[arg(long, value_name = "MS")]
+    #[arg(
+        long,
+        env = "METAWAL_HEARTBEAT_MS",
+        hide_env_values = true,
+        value_name = "MS"
+    )]
     heartbeat_ms: Option<u64>,
 
     /// Election timeout T, in ms: a follower that has not heard its leader
     /// for a random time in [T, 2T) stands for election; a leader that has
     /// not heard a majority for T steps down [default: 1000].
-    #[arg(long, value_name = "MS")]
+    #[arg(
+        long,
+        env = "METAWAL_ELECTION_TIMEOUT_MS",
+        hide_env_values = true,
+        value_name = "MS"
+    )]
     election_timeout_ms: Option<u64>,
 
     /// A peer silent this long is dropped and reconnected, in ms [default: 2000].
-    #[arg(long, value_name = "MS")]
+    #[arg(
+        long,
+        env = "METAWAL_SESSION_TIMEOUT_MS",
+        hide_env_values = true,
+        value_name = "MS"
+    )]
     session_timeout_ms: Option<u64>,
 
     /// A follower lagging this long leaves the ISR, in ms [default: 5000].
-    #[arg(long, value_name = "MS")]
+    #[arg(
+        long,
+        env = "METAWAL_REPLICA_LAG_MS",
+        hide_env_values = true,
+        value_name = "MS"
+    )]
     replica_lag_ms: Option<u64>,
 
     /// A proposal not resolved in this time fails with a timeout, in ms [default: 5000].
-    #[arg(long, value_name = "MS")]
+    #[arg(
+        long,
+        env = "METAWAL_REQUEST_TIMEOUT_MS",
+        hide_env_values = true,
+        value_name = "MS"
+    )]
     request_timeout_ms: Option<u64>,
 
     /// Take a snapshot every this many applied entries [default: 100000].
-    #[arg(long, value_name = "N")]
+    #[arg(
+        long,
+        env = "METAWAL_SNAPSHOT_EVERY",
+        hide_env_values = true,
+        value_name = "N"
+    )]
     snapshot_every: Option<u64>,
 
+    /// Serve the HTTP API (docs/api.md) on this address, e.g. 0.0.0.0:8081.
+    /// Without it the node serves no client API.
+    #[arg(
+        long,
+        env = "METAWAL_HTTP",
+        hide_env_values = true,
+        value_name = "ADDR"
+    )]
+    http: Option<SocketAddr>,
+
+    /// Another node's HTTP address, e.g. 2=10.0.0.2:8081 (repeat for each
+    /// peer): a follower redirects writes to the leader's (307).
+    #[arg(long = "peer-http", env = "METAWAL_PEER_HTTP", hide_env_values = true, value_name = "ID=HOST:PORT", value_parser = parse_peer_http, value_delimiter = ',')]
+    peer_http: Vec<(NodeId, String)>,
+
+    /// Largest HTTP request body, in bytes [default: 1048576].
+    #[arg(
+        long,
+        env = "METAWAL_HTTP_BODY_LIMIT",
+        hide_env_values = true,
+        value_name = "BYTES"
+    )]
+    http_body_limit: Option<usize>,
+
+    /// Most /v1/watch streams at once [default: 256].
+    #[arg(
+        long,
+        env = "METAWAL_MAX_WATCHERS",
+        hide_env_values = true,
+        value_name = "N"
+    )]
+    max_watchers: Option<usize>,
+
+    /// A watch reader that takes no event for this long is cut off, in ms
+    /// [default: 10000].
+    #[arg(
+        long,
+        env = "METAWAL_WATCH_STALL_MS",
+        hide_env_values = true,
+        value_name = "MS"
+    )]
+    watch_stall_ms: Option<u64>,
+
     /// Log the node's status every this many seconds (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "METAWAL_STATUS_SECS",
+        hide_env_values = true,
+        value_name = "SECS",
+        default_value_t = 10
+    )]
     status_secs: u64,
 }
 
@@ -111,6 +223,67 @@ fn parse_peer(s: &str) -> Result<(NodeId, SocketAddr), String> {
         .next()
         .ok_or_else(|| format!("peer address {addr:?} resolves to nothing"))?;
     Ok((id, resolved))
+}
+
+/// Parse `ID=HOST:PORT` (kept as text: it goes into redirect URLs).
+fn parse_peer_http(s: &str) -> Result<(NodeId, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=HOST:PORT (e.g. 2=10.0.0.2:8081), got {s:?}"))?;
+    let id: NodeId = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("peer id {id:?} is not a number"))?;
+    let addr = addr.trim();
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok || addr.contains('/') || addr.chars().any(char::is_whitespace) {
+        return Err(format!("peer HTTP address {addr:?} is not HOST:PORT"));
+    }
+    Ok((id, addr.to_string()))
+}
+
+/// The HTTP API's configuration, if `--http` is given.
+fn http_config(args: &Args) -> Result<Option<HttpConfig>, String> {
+    let Some(addr) = args.http else {
+        if !args.peer_http.is_empty() {
+            return Err("--peer-http is given without --http".into());
+        }
+        return Ok(None);
+    };
+    let mut c = HttpConfig::new(addr);
+    for (id, a) in &args.peer_http {
+        // One list can serve every node: each skips its own entry.
+        if *id == args.node_id {
+            continue;
+        }
+        if !args.peers.iter().any(|(p, _)| p == id) {
+            return Err(format!("--peer-http {id}: node {id} is not a --peer"));
+        }
+        if c.peer_http.insert(*id, a.clone()).is_some() {
+            return Err(format!("--peer-http {id} is given more than once"));
+        }
+    }
+    if let Some(v) = args.http_body_limit {
+        if v == 0 {
+            return Err("--http-body-limit must be at least 1".into());
+        }
+        c.body_limit_bytes = v;
+    }
+    if let Some(v) = args.max_watchers {
+        if v == 0 {
+            return Err("--max-watchers must be at least 1".into());
+        }
+        c.max_watchers = v;
+    }
+    if let Some(v) = args.watch_stall_ms {
+        if v == 0 {
+            return Err("--watch-stall-ms must be at least 1".into());
+        }
+        c.watch_stall = Duration::from_millis(v);
+    }
+    Ok(Some(c))
 }
 
 /// The secret from `--secret-file` or `METAWAL_SECRET`; never empty.
@@ -147,6 +320,10 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     let secret = read_secret(args.secret_file.as_ref())?;
     let mut peers = BTreeMap::new();
     for &(id, addr) in &args.peers {
+        // One list can serve every node: each skips its own entry.
+        if id == args.node_id {
+            continue;
+        }
         if peers.insert(id, addr).is_some() {
             return Err(format!("--peer {id} is given more than once"));
         }
@@ -246,10 +423,26 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run(config: NodeConfig, status_every: Option<Duration>) -> Result<(), String> {
+async fn run(
+    config: NodeConfig,
+    http: Option<HttpConfig>,
+    status_every: Option<Duration>,
+) -> Result<(), String> {
     let node = Node::start(config)
         .await
         .map_err(|e| format!("cannot start the node: {e}"))?;
+    let http = match http {
+        Some(c) => match serve(node.clone(), c).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                // Fail-stop: a node asked to serve clients that cannot is
+                // misconfigured; it leaves the cluster cleanly and says why.
+                node.shutdown().await;
+                return Err(e.to_string());
+            }
+        },
+        None => None,
+    };
     tracing::info!(
         node = node.id(),
         addr = %node.replication_addr(),
@@ -278,7 +471,11 @@ async fn run(config: NodeConfig, status_every: Option<Duration>) -> Result<(), S
         _ = status_loop => {}
     }
     tracing::info!(node = node.id(), "shutting down");
+    // Resign first (in-flight writes get their answers), then stop HTTP.
     node.shutdown().await;
+    if let Some(h) = http {
+        h.stop().await;
+    }
     Ok(())
 }
 
@@ -296,9 +493,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let http = match http_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("metawal-node: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let status_every = (args.status_secs > 0).then(|| Duration::from_secs(args.status_secs));
     let system = actix::System::new();
-    match system.block_on(run(config, status_every)) {
+    match system.block_on(run(config, http, status_every)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("metawal-node: error: {e}");

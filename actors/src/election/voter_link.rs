@@ -26,6 +26,7 @@ use metawal::handshake::{HandshakeKeys, Nonce};
 use metawal::NodeId;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound};
+use crate::metrics::NodeMetrics;
 
 /// Most election messages waiting for the connection.
 const MAX_QUEUED: usize = 16;
@@ -61,6 +62,7 @@ pub(crate) struct VoterLink {
     gen: u64,
     queue: VecDeque<ElectionMsg>,
     stopping: bool,
+    metrics: NodeMetrics,
 }
 
 impl VoterLink {
@@ -71,6 +73,7 @@ impl VoterLink {
         keys: HandshakeKeys,
         connect_timeout: Duration,
         max_frame_bytes: usize,
+        metrics: NodeMetrics,
     ) -> VoterLink {
         VoterLink {
             node,
@@ -84,6 +87,7 @@ impl VoterLink {
             gen: 0,
             queue: VecDeque::new(),
             stopping: false,
+            metrics,
         }
     }
 
@@ -100,6 +104,7 @@ impl VoterLink {
                     stream,
                     act.gen,
                     act.max_frame_bytes,
+                    &act.metrics,
                 ));
                 act.phase = Phase::AwaitChallenge;
             }

@@ -251,7 +251,13 @@ impl Actor for ReplicaSession {
             ctx.stop();
             return;
         };
-        let conn = Connection::attach(ctx, stream, 1, self.config.max_frame_bytes);
+        let conn = Connection::attach(
+            ctx,
+            stream,
+            1,
+            self.config.max_frame_bytes,
+            &self.shared.metrics,
+        );
         tracing::debug!(node = self.node, addr = %conn.peer, "replication connection accepted");
         self.conn = Some(conn);
         // The engine's first action sends the Challenge.

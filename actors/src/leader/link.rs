@@ -372,7 +372,7 @@ impl FollowerLink {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let input = match res {
                 Ok(Ok(stream)) => {
-                    let conn = Connection::attach(ctx, stream, gen, act.max_frame_bytes);
+                    let conn = Connection::attach(ctx, stream, gen, act.max_frame_bytes, &act.shared.metrics);
                     tracing::debug!(node = act.node, peer = act.peer, addr = %conn.peer, "connected");
                     if let Some(old) = act.conn.replace(conn) {
                         old.close(ctx);

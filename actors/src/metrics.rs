@@ -1,0 +1,441 @@
+//! `NodeMetrics`: a node's Prometheus metrics.
+//!
+//! Two kinds, kept apart on purpose:
+//! - **Recorded as they happen**, where the event is: proposal results and
+//!   commit latency ([`crate::Node::propose`]), WAL fsync latency (the disk
+//!   thread), bytes on replication and election connections. These are
+//!   atomics (a histogram observation takes a short lock), cheap enough for
+//!   the hot path.
+//! - **Read at scrape time** from [`crate::Node::status`]: follower lag,
+//!   state and reconnects, ISR size, role, epoch, elections, offsets. They
+//!   already exist as status; copying them on every change would cost the
+//!   hot path for nothing.
+//!
+//! [`NodeMetrics::encode`] refreshes the second kind from a status and
+//! writes the OpenMetrics text that `GET /metrics` serves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metawal::replication::LinkState;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::error::ProposeError;
+use crate::shared::Role;
+use crate::status::NodeStatus;
+use crate::store::Acks;
+
+/// Label: the acknowledgement level of a proposal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AcksLabel {
+    acks: &'static str,
+}
+
+/// Label: how a proposal ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Label: a follower.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+/// Labels: a follower and one link state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerStateLabel {
+    peer: String,
+    state: &'static str,
+}
+
+/// Label: a role.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
+}
+
+/// Label: an HTTP status class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+const LINK_STATES: [LinkState; 5] = [
+    LinkState::Connecting,
+    LinkState::Handshaking,
+    LinkState::Probing,
+    LinkState::Streaming,
+    LinkState::Snapshotting,
+];
+const ROLES: [Role; 4] = [Role::Leader, Role::Follower, Role::Failed, Role::Stopped];
+
+/// Latency buckets: 50 µs to about 3.3 s, doubling.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_05, 2.0, 17)
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+struct Inner {
+    registry: Registry,
+    commit_latency: Family<AcksLabel, Histogram, fn() -> Histogram>,
+    fsync_latency: Histogram,
+    proposals: Family<ResultLabel, Counter>,
+    bytes_sent: Counter,
+    bytes_received: Counter,
+    follower_lag: Family<PeerLabel, Gauge>,
+    follower_state: Family<PeerStateLabel, Gauge>,
+    follower_reconnects: Family<PeerLabel, Gauge>,
+    isr_size: Gauge,
+    epoch: Gauge,
+    elections: Gauge,
+    applied_offset: Gauge,
+    commit_offset: Gauge,
+    log_end_offset: Gauge,
+    role: Family<RoleLabel, Gauge>,
+    watchers: Gauge,
+    watch_cutoffs: Counter,
+    http_requests: Family<StatusLabel, Counter>,
+}
+
+/// A node's metrics (cheap to clone: one `Arc`).
+#[derive(Clone)]
+pub struct NodeMetrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NodeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeMetrics")
+    }
+}
+
+impl Default for NodeMetrics {
+    fn default() -> NodeMetrics {
+        NodeMetrics::new()
+    }
+}
+
+/// A gauge value from a count (saturating: gauges are i64).
+fn g(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl NodeMetrics {
+    /// Every metric, registered under `metawal_*`.
+    pub fn new() -> NodeMetrics {
+        let mut r = Registry::default();
+        let commit_latency =
+            Family::<AcksLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        r.register(
+            "metawal_commit_latency_seconds",
+            "Successful proposals, from propose to the acknowledgement asked for",
+            commit_latency.clone(),
+        );
+        let fsync_latency = latency_histogram();
+        r.register(
+            "metawal_fsync_latency_seconds",
+            "WAL fdatasync (one per group commit)",
+            fsync_latency.clone(),
+        );
+        let proposals = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "metawal_proposals",
+            "Proposals by result",
+            proposals.clone(),
+        );
+        let bytes_sent = Counter::default();
+        r.register(
+            "metawal_bytes_sent",
+            "Bytes written to replication and election connections",
+            bytes_sent.clone(),
+        );
+        let bytes_received = Counter::default();
+        r.register(
+            "metawal_bytes_received",
+            "Bytes read from replication and election connections",
+            bytes_received.clone(),
+        );
+        let follower_lag = Family::<PeerLabel, Gauge>::default();
+        r.register(
+            "metawal_follower_lag_entries",
+            "Entries a follower is behind the leader's log end (leader only)",
+            follower_lag.clone(),
+        );
+        let follower_state = Family::<PeerStateLabel, Gauge>::default();
+        r.register(
+            "metawal_follower_state",
+            "1 for the state a follower's link is in (leader only)",
+            follower_state.clone(),
+        );
+        let follower_reconnects = Family::<PeerLabel, Gauge>::default();
+        r.register(
+            "metawal_follower_reconnects",
+            "Reconnections of a follower's link in this leadership (leader only)",
+            follower_reconnects.clone(),
+        );
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let isr_size = gauge(
+            &mut r,
+            "metawal_isr_size",
+            "In-sync replicas, leader included (leader only)",
+        );
+        let epoch = gauge(&mut r, "metawal_epoch", "This node's epoch");
+        let elections = gauge(
+            &mut r,
+            "metawal_elections",
+            "Elections this node stood in since it started",
+        );
+        let applied_offset = gauge(
+            &mut r,
+            "metawal_applied_offset",
+            "Last offset applied to the metadata state",
+        );
+        let commit_offset = gauge(
+            &mut r,
+            "metawal_commit_offset",
+            "Highest committed offset this node knows",
+        );
+        let log_end_offset = gauge(
+            &mut r,
+            "metawal_log_end_offset",
+            "Last offset in this node's log",
+        );
+        let role = Family::<RoleLabel, Gauge>::default();
+        r.register("metawal_role", "1 for this node's role", role.clone());
+        let watchers = gauge(&mut r, "metawal_watchers", "Open /v1/watch streams");
+        let watch_cutoffs = Counter::default();
+        r.register(
+            "metawal_watch_cutoffs",
+            "Watch streams cut off because their reader did not keep up",
+            watch_cutoffs.clone(),
+        );
+        let http_requests = Family::<StatusLabel, Counter>::default();
+        r.register(
+            "metawal_http_requests",
+            "HTTP API responses by status class",
+            http_requests.clone(),
+        );
+        NodeMetrics {
+            inner: Arc::new(Inner {
+                registry: r,
+                commit_latency,
+                fsync_latency,
+                proposals,
+                bytes_sent,
+                bytes_received,
+                follower_lag,
+                follower_state,
+                follower_reconnects,
+                isr_size,
+                epoch,
+                elections,
+                applied_offset,
+                commit_offset,
+                log_end_offset,
+                role,
+                watchers,
+                watch_cutoffs,
+                http_requests,
+            }),
+        }
+    }
+
+    /// A proposal ended: count it by result, and time it if it succeeded.
+    pub(crate) fn proposal(
+        &self,
+        acks: Acks,
+        result: &Result<crate::Proposed, ProposeError>,
+        took: Duration,
+    ) {
+        let label = match result {
+            Ok(_) => {
+                let acks = match acks {
+                    Acks::All => "all",
+                    Acks::Leader => "leader",
+                    Acks::None => "none",
+                };
+                self.inner
+                    .commit_latency
+                    .get_or_create(&AcksLabel { acks })
+                    .observe(took.as_secs_f64());
+                "ok"
+            }
+            Err(e) => result_label(e),
+        };
+        self.inner
+            .proposals
+            .get_or_create(&ResultLabel { result: label })
+            .inc();
+    }
+
+    /// The histogram the disk thread records each `fdatasync` in.
+    pub(crate) fn fsync_histogram(&self) -> Histogram {
+        self.inner.fsync_latency.clone()
+    }
+
+    /// The byte counters of replication and election connections (sent,
+    /// received).
+    pub(crate) fn byte_counters(&self) -> (Counter, Counter) {
+        (
+            self.inner.bytes_sent.clone(),
+            self.inner.bytes_received.clone(),
+        )
+    }
+
+    /// A watch stream opened (`+1`) or closed (`-1`).
+    pub(crate) fn watchers_add(&self, delta: i64) {
+        self.inner.watchers.inc_by(delta);
+    }
+
+    /// A watch stream was cut off for not keeping up.
+    pub(crate) fn watch_cut_off(&self) {
+        self.inner.watch_cutoffs.inc();
+    }
+
+    /// Count an HTTP response by its status.
+    pub(crate) fn http_response(&self, status: u16) {
+        let status = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.inner
+            .http_requests
+            .get_or_create(&StatusLabel { status })
+            .inc();
+    }
+
+    /// Refresh the scrape-time metrics from `status` and encode everything
+    /// as OpenMetrics text.
+    pub fn encode(&self, status: &NodeStatus) -> Result<String, std::fmt::Error> {
+        let m = &self.inner;
+        m.isr_size.set(g(status.isr_len as u64));
+        m.epoch.set(g(status.epoch));
+        m.elections.set(g(status.elections));
+        m.applied_offset.set(g(status.applied_offset));
+        m.commit_offset.set(g(status.commit));
+        m.log_end_offset.set(g(status.log_end));
+        for role in ROLES {
+            m.role
+                .get_or_create(&RoleLabel {
+                    role: role.as_str(),
+                })
+                .set(i64::from(role == status.role));
+        }
+        // Followers only on the leader: a node that lost leadership drops
+        // its follower series instead of reporting frozen values.
+        m.follower_lag.clear();
+        m.follower_state.clear();
+        m.follower_reconnects.clear();
+        for f in &status.followers {
+            let peer = f.peer.to_string();
+            m.follower_lag
+                .get_or_create(&PeerLabel { peer: peer.clone() })
+                .set(g(f.lag));
+            m.follower_reconnects
+                .get_or_create(&PeerLabel { peer: peer.clone() })
+                .set(g(f.reconnects));
+            for s in LINK_STATES {
+                m.follower_state
+                    .get_or_create(&PeerStateLabel {
+                        peer: peer.clone(),
+                        state: s.as_str(),
+                    })
+                    .set(i64::from(s == f.state));
+            }
+        }
+        let mut out = String::new();
+        encode(&mut out, &m.registry)?;
+        Ok(out)
+    }
+}
+
+/// The `result` label of a failed proposal.
+fn result_label(e: &ProposeError) -> &'static str {
+    match e {
+        ProposeError::NotLeader { .. } => "not_leader",
+        ProposeError::Invalid(_) => "invalid",
+        ProposeError::NotEnoughReplicas { .. } => "not_enough_replicas",
+        ProposeError::NotEnoughReplicasAfterAppend { .. } => "isr_shrank",
+        ProposeError::Timeout { .. } => "timeout",
+        ProposeError::LeadershipLost => "leadership_lost",
+        ProposeError::TooLarge { .. } => "too_large",
+        ProposeError::Overloaded(_) => "overloaded",
+        ProposeError::Storage(_) => "storage",
+        ProposeError::ShuttingDown => "shutting_down",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_and_latencies_are_counted_and_encoded() {
+        let m = NodeMetrics::new();
+        let ok = Ok(crate::Proposed {
+            offset: 3,
+            epoch: 1,
+        });
+        m.proposal(Acks::All, &ok, Duration::from_micros(700));
+        m.proposal(
+            Acks::All,
+            &Err(ProposeError::LeadershipLost),
+            Duration::ZERO,
+        );
+        m.fsync_histogram().observe(0.0002);
+        m.byte_counters().0.inc_by(1234);
+        let text = m
+            .encode(&NodeStatus {
+                node_id: 1,
+                role: Role::Follower,
+                election_role: metawal::engine::election::ElectionRole::Follower,
+                epoch: 4,
+                leader: Some(2),
+                voted_for: None,
+                since_leader_contact: None,
+                elections: 0,
+                pre_votes: 0,
+                log_end: 9,
+                last_log_epoch: 4,
+                durable: 9,
+                commit: 8,
+                applied_offset: 7,
+                isr_len: 0,
+                followers: Vec::new(),
+            })
+            .unwrap();
+        for line in [
+            "metawal_proposals_total{result=\"ok\"} 1",
+            "metawal_proposals_total{result=\"leadership_lost\"} 1",
+            "metawal_commit_latency_seconds_count{acks=\"all\"} 1",
+            "metawal_fsync_latency_seconds_count 1",
+            "metawal_bytes_sent_total 1234",
+            "metawal_epoch 4",
+            "metawal_applied_offset 7",
+            "metawal_role{role=\"follower\"} 1",
+            "metawal_role{role=\"leader\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+}
