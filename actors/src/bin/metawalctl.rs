@@ -74,8 +74,9 @@ Endpoints are tried in order; followers redirect writes to the leader (307).";
 
 /// Most `307` hops followed for one request.
 const MAX_HOPS: usize = 5;
-/// Most passes over the endpoint list for one request.
-const MAX_ROUNDS: usize = 5;
+/// Most passes over the endpoint list for one request (also bounded by
+/// `--timeout-ms`): enough to wait out an election after a leader crash.
+const MAX_ROUNDS: usize = 12;
 /// Most consecutive watch reconnects without receiving an entry.
 const MAX_WATCH_RECONNECTS: u32 = 10;
 /// TCP connect timeout for every request.
@@ -716,7 +717,7 @@ impl Client {
         kind: Kind,
     ) -> Result<ureq::Response, Step> {
         let mut url = url.to_string();
-        for _ in 0..=MAX_HOPS {
+        for hop in 0..=MAX_HOPS {
             let request = agent
                 .request(method, &url)
                 .set("Accept", "application/json");
@@ -729,7 +730,17 @@ impl Client {
             let response = match result {
                 Ok(r) => r,
                 Err(ureq::Error::Status(_, r)) => r,
-                Err(ureq::Error::Transport(t)) => return Err(transport_step(&url, &t, kind)),
+                Err(ureq::Error::Transport(t)) => {
+                    let mut step = transport_step(&url, &t, kind);
+                    if let (Step::Next(skip), true) = (&mut step, hop > 0) {
+                        // The first node answered with a redirect to a
+                        // leader that is gone: an election is coming, so
+                        // this round counts as "a node answered".
+                        skip.answered = true;
+                        skip.note = format!("redirected to the leader, unreachable: {}", skip.note);
+                    }
+                    return Err(step);
+                }
             };
             let status = response.status();
             let leader = response
@@ -837,17 +848,14 @@ fn server_error(status: u16, url: &str, text: &str, kind: Kind, leader: Option<&
         "{message} [{} HTTP {status} from {url}]",
         code.as_deref().unwrap_or("-")
     );
-    if code.as_deref() == Some("not_leader") {
-        match leader {
-            Some(id) => {
-                let _ = write!(
-                    line,
-                    " (it names node {id} as the leader: add node {id}'s HTTP address to \
-                     --endpoints, or give the nodes --peer-http)"
-                );
-            }
-            None => line.push_str(" (no leader known: an election may be running)"),
-        }
+    // (With no leader known, the server's message already says an election
+    // may be running.)
+    if let (Some("not_leader"), Some(id)) = (code.as_deref(), leader) {
+        let _ = write!(
+            line,
+            " (it names node {id} as the leader: add node {id}'s HTTP address to \
+             --endpoints, or give the nodes --peer-http)"
+        );
     }
     CtlError {
         failure,
@@ -874,6 +882,20 @@ fn resolve_location(current: &str, location: &str) -> String {
         format!("{origin}{location}")
     } else {
         format!("{origin}/{location}")
+    }
+}
+
+/// The `scheme://host:port` part of a URL.
+fn origin(url: &str) -> String {
+    resolve_location(url, "/").trim_end_matches('/').to_string()
+}
+
+/// `1 partition`, `3 partitions`.
+fn plural(n: u32, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
@@ -1229,7 +1251,8 @@ fn topic(cli: &Cli, client: &Client, cmd: &TopicCmd) -> Result<(), CtlError> {
                     cli.json,
                     &reply,
                     &format!(
-                        "created topic {name} ({partitions} partitions, replication factor {replication_factor})"
+                        "created topic {name} ({}, replication factor {replication_factor})",
+                        plural(*partitions, "partition")
                     ),
                 );
             }
@@ -1245,8 +1268,9 @@ fn topic(cli: &Cli, client: &Client, cmd: &TopicCmd) -> Result<(), CtlError> {
                 cli.json,
                 &reply,
                 &format!(
-                    "created topic {name} ({partitions} partitions, replication factor \
+                    "created topic {name} ({}, replication factor \
                      {replication_factor}, assigned over brokers {})",
+                    plural(*partitions, "partition"),
                     join_ids(&brokers)
                 ),
             )
@@ -1284,10 +1308,10 @@ fn topic(cli: &Cli, client: &Client, cmd: &TopicCmd) -> Result<(), CtlError> {
             let mut out = render_table(&["TOPIC", "PARTITIONS", "RF"], &rows);
             let _ = write!(
                 out,
-                "({} topics, applied offset {} at {})",
-                rows.len(),
+                "({}, applied offset {} at {})",
+                plural(u32::try_from(rows.len()).unwrap_or(u32::MAX), "topic"),
                 cell(reply.json.get("applied_offset")),
-                reply.url
+                origin(&reply.url)
             );
             emit(&out)
         }
@@ -1320,7 +1344,7 @@ fn topic(cli: &Cli, client: &Client, cmd: &TopicCmd) -> Result<(), CtlError> {
                 rows.len(),
                 cell(j.get("replication_factor")),
                 cell(j.get("applied_offset")),
-                reply.url
+                origin(&reply.url)
             );
             out.push_str(&render_table(
                 &["PARTITION", "REPLICAS", "LEADER", "ISR"],
@@ -1498,9 +1522,10 @@ fn status(cli: &Cli, client: &Client, all: bool) -> Result<(), CtlError> {
         if cli.json {
             return emit(&reply.body);
         }
-        let origin = resolve_location(&reply.url, "/");
-        let origin = origin.trim_end_matches('/');
-        let mut out = render_table(&STATUS_HEADERS, &[status_row(origin, &reply.json)]);
+        let mut out = render_table(
+            &STATUS_HEADERS,
+            &[status_row(&origin(&reply.url), &reply.json)],
+        );
         let followers = followers_table(&reply.json);
         if !followers.is_empty() {
             out.push('\n');
@@ -1682,25 +1707,23 @@ fn backoff(n: u32) -> Duration {
 }
 
 /// The 410 `compacted` answer, with what to do.
+///
+/// The snapshot served by `GET /v1/snapshot` is the node's applied state
+/// *now*, which may be past `detail.snapshot_offset`: the watch must resume
+/// after the offset of the snapshot actually loaded, so the advice names that
+/// offset rather than a number from this answer.
 fn compacted(mut e: CtlError, client: &Client) -> CtlError {
     let detail = e.detail.clone().unwrap_or(Value::Null);
-    let start = cell(detail.get("log_start"));
-    let snap = detail.get("snapshot_offset").and_then(Value::as_u64);
     let endpoint = client.endpoints.first().cloned().unwrap_or_default();
-    e.message = match snap {
-        Some(a) => format!(
-            "the entries before offset {start} were compacted into a snapshot at offset {a}: \
-             reload the state from GET {endpoint}/v1/snapshot, then run \
-             `metawalctl watch --from {}` ({})",
-            a + 1,
-            e.message
-        ),
-        None => format!(
-            "the entries requested were compacted into a snapshot: reload the state from \
-             GET {endpoint}/v1/snapshot and watch from its offset + 1 ({})",
-            e.message
-        ),
+    let start = match detail.get("log_start").and_then(Value::as_u64) {
+        Some(s) => format!("the entries before offset {s}"),
+        None => "the entries asked for".to_string(),
     };
+    e.message = format!(
+        "{start} were compacted into a snapshot: reload the state with \
+         `curl -s {endpoint}/v1/snapshot` and resume with `metawalctl watch --from <its offset + 1>` ({})",
+        e.message
+    );
     e.failure = Failure::Refused;
     e
 }
@@ -1910,6 +1933,9 @@ mod tests {
             "http://a:1/v1/x"
         );
         assert_eq!(resolve_location("http://a:1", "/"), "http://a:1/");
+        assert_eq!(origin("http://a:1/v1/topics?x=1"), "http://a:1");
+        assert_eq!(plural(1, "partition"), "1 partition");
+        assert_eq!(plural(3, "partition"), "3 partitions");
     }
 
     #[test]
