@@ -1160,12 +1160,24 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
         Cmd::Status { all } => status(cli, &client, *all),
         Cmd::Watch { from, count } => watch(cli, &client, *from, *count),
         Cmd::Leader(LeaderCmd::Transfer { to }) => {
-            let reply = client.request(
+            let reply = match client.request(
                 "POST",
                 &format!("/v1/leader/transfer?to={to}"),
                 None,
                 Kind::Write,
-            )?;
+            ) {
+                Ok(r) => r,
+                // The server refuses a transfer to the node that already
+                // leads (`unknown_peer`, "or is this node"); for the user
+                // that is done, not wrong.
+                Err(e) if e.code.as_deref() == Some("unknown_peer") => {
+                    match already_leads(&client, *to) {
+                        Some(reply) => reply,
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             if cli.json {
                 return emit(&reply.body);
             }
@@ -1176,6 +1188,22 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
             ))
         }
     }
+}
+
+/// `Some` (a status reply shaped like a transfer's `{"leader","epoch"}`) if
+/// node `to` is the leader an endpoint reports.
+fn already_leads(client: &Client, to: NodeId) -> Option<Reply> {
+    let status = client.request("GET", "/v1/status", None, Kind::Read).ok()?;
+    let leader = status.json.get("leader").and_then(Value::as_u64)?;
+    if leader != to {
+        return None;
+    }
+    let body = serde_json::json!({"leader": leader, "epoch": status.json.get("epoch")});
+    Some(Reply {
+        url: status.url,
+        body: body.to_string(),
+        json: body,
+    })
 }
 
 /// Sends one command or a batch (a JSON array) to `/v1/commands`.
@@ -1263,7 +1291,16 @@ fn topic(cli: &Cli, client: &Client, cmd: &TopicCmd) -> Result<(), CtlError> {
             };
             let batch = assignment_batch(name, *partitions, *replication_factor, &brokers)
                 .map_err(|m| CtlError::new(Failure::Usage, m))?;
-            let reply = propose(client, &batch, write.acks)?;
+            let reply = propose(client, &batch, write.acks).map_err(|mut e| {
+                if e.code.as_deref() == Some("entry_too_large") {
+                    e.message.push_str(
+                        "; with --assign the topic and all its assignments are one entry: \
+                         use fewer partitions, or create the topic without --assign and \
+                         assign its partitions with `metawalctl partition assign/leader/isr`",
+                    );
+                }
+                e
+            })?;
             print_write(
                 cli.json,
                 &reply,
@@ -1713,16 +1750,11 @@ fn backoff(n: u32) -> Duration {
 /// after the offset of the snapshot actually loaded, so the advice names that
 /// offset rather than a number from this answer.
 fn compacted(mut e: CtlError, client: &Client) -> CtlError {
-    let detail = e.detail.clone().unwrap_or(Value::Null);
     let endpoint = client.endpoints.first().cloned().unwrap_or_default();
-    let start = match detail.get("log_start").and_then(Value::as_u64) {
-        Some(s) => format!("the entries before offset {s}"),
-        None => "the entries asked for".to_string(),
-    };
-    e.message = format!(
-        "{start} were compacted into a snapshot: reload the state with \
-         `curl -s {endpoint}/v1/snapshot` and resume with `metawalctl watch --from <its offset + 1>` ({})",
-        e.message
+    let _ = write!(
+        e.message,
+        "; to catch up: `curl -s {endpoint}/v1/snapshot` (the whole state at its \
+         `offset`), then `metawalctl watch --from <that offset + 1>`"
     );
     e.failure = Failure::Refused;
     e
