@@ -522,6 +522,9 @@ struct Skip {
     answered: bool,
     /// The server's answer, kept for the final message if every node gives it.
     error: Option<Box<CtlError>>,
+    /// The node names a leader it cannot redirect to (no `--peer-http` for
+    /// it): waiting will not change that.
+    misconfigured: bool,
 }
 
 /// One step of following a request through one endpoint.
@@ -652,6 +655,7 @@ impl Client {
                 }
             }
             let any_answered = skips.iter().any(|s| s.answered);
+            let all_misconfigured = skips.iter().filter(|s| s.answered).all(|s| s.misconfigured);
             let wait = skips
                 .iter()
                 .filter_map(|s| s.retry_after)
@@ -661,7 +665,13 @@ impl Client {
             last_skips = skips;
             // Nobody answered at all: the cluster is down or the list is
             // wrong; waiting would not help.
-            if !any_answered || round + 1 == MAX_ROUNDS || Instant::now() + wait >= deadline {
+            // Every node that answered names a leader it has no HTTP
+            // address for: a configuration problem, not an election.
+            if !any_answered
+                || all_misconfigured
+                || round + 1 == MAX_ROUNDS
+                || Instant::now() + wait >= deadline
+            {
                 break;
             }
             sleep(wait);
@@ -766,6 +776,7 @@ impl Client {
                             retry_after: None,
                             answered: true,
                             error: None,
+                            misconfigured: false,
                         }))
                     }
                 }
@@ -778,6 +789,7 @@ impl Client {
                     note: err.message.clone(),
                     retry_after,
                     answered: true,
+                    misconfigured: err.code.as_deref() == Some("not_leader") && leader.is_some(),
                     error: Some(Box::new(err)),
                 })),
             };
@@ -787,6 +799,7 @@ impl Client {
             retry_after: None,
             answered: true,
             error: None,
+            misconfigured: false,
         }))
     }
 }
@@ -812,6 +825,7 @@ fn transport_step(url: &str, t: &ureq::Transport, kind: Kind) -> Step {
             // A read that timed out or dropped still means a node is there.
             answered: !not_sent,
             error: None,
+            misconfigured: false,
         })
     } else {
         Step::Fatal(Box::new(CtlError::new(
