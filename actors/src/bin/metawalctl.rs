@@ -2124,4 +2124,158 @@ mod tests {
             Cli::try_parse_from(["metawalctl", "--endpoints", "https://x:1", "status"]).is_err()
         );
     }
+
+    /// A one-thread HTTP server that answers each accepted connection with
+    /// the next canned response (`None`: read the request, then close
+    /// without answering) and returns what it received: (request line, body).
+    fn fake_server(
+        responses: Vec<Option<String>>,
+    ) -> (
+        String,
+        std::net::TcpListener,
+        std::thread::JoinHandle<Vec<(String, String)>>,
+    ) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let probe = listener.try_clone().unwrap();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for response in responses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                seen.push((
+                    request_line.trim().to_string(),
+                    String::from_utf8(body).unwrap(),
+                ));
+                if let Some(r) = response {
+                    (&stream).write_all(r.as_bytes()).unwrap();
+                }
+            }
+            seen
+        });
+        (base, probe, handle)
+    }
+
+    fn http(status: &str, headers: &str, body: &str) -> Option<String> {
+        Some(format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    #[test]
+    fn a_write_follows_307_and_resends_the_body() {
+        let (leader, _, leader_seen) =
+            fake_server(vec![http("200 OK", "", r#"{"offset":5,"epoch":2}"#)]);
+        let location = format!("Location: {leader}/v1/commands?acks=all\r\n");
+        let (follower, _, follower_seen) =
+            fake_server(vec![http("307 Temporary Redirect", &location, "{}")]);
+        let client = Client::new(&[follower], Duration::from_secs(5));
+        let reply = propose(
+            &client,
+            &[Command::DeleteTopic { name: "t".into() }],
+            Acks::All,
+        )
+        .unwrap();
+        assert_eq!(reply.json["offset"], 5);
+        let body = r#"{"DeleteTopic":{"name":"t"}}"#;
+        assert_eq!(
+            follower_seen.join().unwrap(),
+            vec![("POST /v1/commands?acks=all HTTP/1.1".into(), body.into())]
+        );
+        assert_eq!(leader_seen.join().unwrap()[0].1, body);
+    }
+
+    #[test]
+    fn a_write_dropped_after_sending_is_unknown_and_not_resent() {
+        let (a, _, a_seen) = fake_server(vec![None]);
+        let (b, b_probe, _b) = fake_server(vec![]);
+        let client = Client::new(&[a, b], Duration::from_secs(5));
+        let err = propose(
+            &client,
+            &[Command::DeleteTopic { name: "t".into() }],
+            Acks::All,
+        )
+        .unwrap_err();
+        assert_eq!(err.failure, Failure::OutcomeUnknown);
+        assert_eq!(a_seen.join().unwrap().len(), 1);
+        b_probe.set_nonblocking(true).unwrap();
+        assert!(
+            b_probe.accept().is_err(),
+            "the write was sent to a second node"
+        );
+    }
+
+    #[test]
+    fn a_request_skips_dead_and_leaderless_nodes() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let (busy, _, _h1) = fake_server(vec![http(
+            "503 Service Unavailable",
+            "Retry-After: 1\r\nX-Metawal-Leader: none\r\n",
+            r#"{"error":"not_leader","message":"no leader","detail":null}"#,
+        )]);
+        let (ok, _, _h2) = fake_server(vec![http("200 OK", "", r#"{"offset":9,"epoch":3}"#)]);
+        let client = Client::new(&[dead, busy, ok], Duration::from_secs(5));
+        let reply = propose(
+            &client,
+            &[Command::DeleteTopic { name: "t".into() }],
+            Acks::Leader,
+        )
+        .unwrap();
+        assert_eq!(reply.json["offset"], 9);
+    }
+
+    #[test]
+    fn refusals_and_unknown_outcomes_end_at_once() {
+        let (a, _, _h) = fake_server(vec![http(
+            "504 Gateway Timeout",
+            "",
+            r#"{"error":"leadership_lost","message":"lost","detail":null}"#,
+        )]);
+        let (b, b_probe, _hb) = fake_server(vec![]);
+        let client = Client::new(&[a, b], Duration::from_secs(5));
+        let err = propose(
+            &client,
+            &[Command::DeleteTopic { name: "t".into() }],
+            Acks::All,
+        )
+        .unwrap_err();
+        assert_eq!(err.failure.exit_code(), 5);
+        assert_eq!(err.code.as_deref(), Some("leadership_lost"));
+        b_probe.set_nonblocking(true).unwrap();
+        assert!(b_probe.accept().is_err());
+        let (c, _, _hc) = fake_server(vec![http(
+            "404 Not Found",
+            "",
+            r#"{"error":"unknown_topic","message":"no such topic","detail":null}"#,
+        )]);
+        let client = Client::new(&[c], Duration::from_secs(5));
+        let err = client
+            .request("GET", "/v1/topics/x", None, Kind::Read)
+            .unwrap_err();
+        assert_eq!(err.failure.exit_code(), 3);
+        assert!(err.body.unwrap().contains("unknown_topic"));
+    }
 }
