@@ -90,6 +90,13 @@ const MAX_SSE_LINE: u64 = 16 << 20;
 /// Largest batch the server accepts (`MAX_BATCH_COMMANDS`).
 const MAX_BATCH_COMMANDS: usize = 10_000;
 
+/// Like `eprintln!`, but a closed stderr is ignored instead of panicking.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
@@ -1652,7 +1659,18 @@ fn watch(
     from: Option<u64>,
     count: Option<u64>,
 ) -> Result<(), CtlError> {
-    let mut next = from;
+    // Without --from: new entries only. Pin the start to an explicit offset
+    // (the answering node's applied offset + 1) so that a reconnect before
+    // the first entry cannot skip any; the stream's own `X-Metawal-Applied`
+    // is read after the server chose its start, so it is only a fallback.
+    let mut next = match from {
+        Some(f) => Some(f),
+        None => client
+            .request("GET", "/v1/status", None, Kind::Read)
+            .ok()
+            .and_then(|r| r.json.get("applied_offset").and_then(Value::as_u64))
+            .map(|a| a + 1),
+    };
     let mut printed: u64 = 0;
     let mut failures: u32 = 0;
     let mut start = 0;
@@ -1673,7 +1691,7 @@ fn watch(
                 if failures > MAX_WATCH_RECONNECTS {
                     return Err(e);
                 }
-                eprintln!("metawalctl: watch: {} (retrying)", e.message);
+                note!("metawalctl: watch: {} (retrying)", e.message);
                 sleep(backoff(failures));
                 continue;
             }
@@ -1682,7 +1700,8 @@ fn watch(
         start = routed.endpoint;
         let response = routed.response;
         if next.is_none() {
-            // Without `from` the stream starts after the node's applied offset.
+            // The status above failed: the stream started after the node's
+            // applied offset, at most this one.
             next = response
                 .header("X-Metawal-Applied")
                 .and_then(|a| a.trim().parse::<u64>().ok())
@@ -1743,7 +1762,7 @@ fn watch(
                 format!("{end}; gave up after {MAX_WATCH_RECONNECTS} reconnects without progress"),
             ));
         }
-        eprintln!(
+        note!(
             "metawalctl: watch: {end}; reconnecting from offset {}",
             next.map(|n| n.to_string())
                 .unwrap_or_else(|| "(new)".into())
@@ -1790,7 +1809,7 @@ fn main() -> ExitCode {
                 | Cmd::Leader(_) => Kind::Write,
                 _ => Kind::Read,
             };
-            eprintln!(
+            note!(
                 "metawalctl: {}: {}\n  -> {}",
                 e.failure.label(),
                 e.message,
