@@ -101,6 +101,10 @@ pub(crate) async fn transfer(req: HttpRequest, api: ApiData) -> Result<HttpRespo
     if api.node.role() != Role::Leader {
         return Err(api.to_leader(&req));
     }
+    // Already there: re-running a transfer succeeds without an election.
+    if to == api.node.id() {
+        return Ok(HttpResponse::Ok().json(json!({ "leader": to, "epoch": api.node.epoch() })));
+    }
     match api.node.transfer_leadership(to).await {
         Ok(()) => Ok(HttpResponse::Ok().json(json!({ "leader": to, "epoch": api.node.epoch() }))),
         Err(RoleError::NotLeader { .. }) => Err(api.to_leader(&req)),
