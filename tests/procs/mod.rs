@@ -1,0 +1,695 @@
+//! Harness for tests that run real `metawal-node` processes.
+//!
+//! The actor-level tests (`tests/common`) run every node in one process;
+//! they cannot show what a real `SIGKILL` does (no destructor runs, nothing
+//! is flushed that was not already `fdatasync`ed, the page cache survives
+//! but the process's memory does not), what a `SIGSTOP` does (a process
+//! that is frozen, as in a long GC pause, and then goes on with its stale
+//! view of the world), or how the HTTP server behaves with real sockets.
+//! This harness starts real processes and lets a test do exactly that.
+//!
+//! - [`node_binary`] finds (and if needed builds) `metawal-node`;
+//! - [`Cluster`] starts N nodes on `127.0.0.1` with free ports and temp
+//!   data dirs, kills / restarts / stops / continues them, and kills every
+//!   child on drop, also when the test panics, so no process leaks;
+//! - [`http`] is a small blocking client of the HTTP API (docs/api.md)
+//!   that classifies every write attempt by what its status code promises;
+//! - [`check`] is the history checker (pure functions, unit-tested with
+//!   planted inconsistencies).
+
+#![allow(dead_code)]
+
+pub mod check;
+pub mod http;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The cluster id every test node uses.
+pub const CLUSTER_ID: &str = "proc-test";
+/// The shared secret, passed in `METAWAL_SECRET`.
+pub const SECRET: &str = "proc-test-secret";
+
+/// The `metawal-node` binary, built if needed (once per test process).
+///
+/// The root package cannot use `CARGO_BIN_EXE_metawal-node` (that is only
+/// set for a package's own binaries), so the binary is looked for where
+/// cargo puts it for the target dir this test executable was built in:
+/// `current_exe()` is `<target>/<profile>/deps/<test>-<hash>`, the binary
+/// is `<target>/<profile>/metawal-node`.
+///
+/// `cargo test` does not build another package's binaries, so this runs
+/// `$CARGO build -p metawal-actors --bin metawal-node` (with `--release`
+/// when the tests are built without debug assertions) with that target
+/// dir. Cargo decides whether the binary is stale: when it is up to date
+/// the build is a no-op of well under a second. `METAWAL_TEST_NODE_BIN`
+/// overrides all of this with a path.
+pub fn node_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("METAWAL_TEST_NODE_BIN") {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_file(),
+                "METAWAL_TEST_NODE_BIN={} is not a file",
+                p.display()
+            );
+            return p;
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        let deps = exe.parent().expect("test executable has a parent dir");
+        let profile_dir = deps.parent().expect("deps has a parent dir");
+        let target_dir = profile_dir.parent().expect("profile dir has a parent dir");
+        let bin = profile_dir.join(format!("metawal-node{}", std::env::consts::EXE_SUFFIX));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(workspace)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "metawal-actors",
+                "--bin",
+                "metawal-node",
+            ])
+            .arg("--target-dir")
+            .arg(target_dir);
+        if cfg!(not(debug_assertions)) {
+            cmd.arg("--release");
+        }
+        let started = Instant::now();
+        eprintln!("procs: building metawal-node: {cmd:?}");
+        match cmd.status() {
+            Ok(s) if s.success() => {}
+            Ok(s) if bin.is_file() => {
+                eprintln!(
+                    "procs: WARNING: `cargo build` failed ({s}); using the existing {}",
+                    bin.display()
+                )
+            }
+            Ok(s) => panic!(
+                "building metawal-node failed ({s}) and {} does not exist",
+                bin.display()
+            ),
+            Err(e) if bin.is_file() => {
+                eprintln!(
+                    "procs: WARNING: cannot run {cargo:?} ({e}); using the existing {}",
+                    bin.display()
+                )
+            }
+            Err(e) => panic!(
+                "cannot run {cargo:?} to build metawal-node ({e}) and {} does not exist",
+                bin.display()
+            ),
+        }
+        eprintln!(
+            "procs: metawal-node ready in {:?}: {}",
+            started.elapsed(),
+            bin.display()
+        );
+        assert!(bin.is_file(), "{} missing after the build", bin.display());
+        bin
+    })
+}
+
+/// The nodes' `RUST_LOG`: warnings, plus the node's life cycle (start,
+/// recovery, leadership, shutdown) so that a post-mortem can place events.
+/// `METAWAL_TEST_RUST_LOG` overrides it.
+fn node_log_filter() -> String {
+    std::env::var("METAWAL_TEST_RUST_LOG")
+        .unwrap_or_else(|_| "warn,metawal_node=info,metawal_actors::node=info".into())
+}
+
+/// A free port on 127.0.0.1: bind port 0, read it, drop the listener.
+/// Another process may take it before the node binds it; [`Cluster::start`]
+/// retries with new ports when a node cannot bind.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// How to run the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub nodes: u64,
+    /// `--election-timeout-ms` (`T`).
+    pub election_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    pub request_timeout_ms: u64,
+    pub replica_lag_ms: u64,
+    /// More flags for every node.
+    pub extra_args: Vec<String>,
+}
+
+impl ClusterOpts {
+    /// Fast elections, generous everything else (the VM is small and loaded).
+    pub fn fast(nodes: u64) -> Self {
+        ClusterOpts {
+            nodes,
+            election_timeout_ms: 300,
+            heartbeat_ms: 50,
+            request_timeout_ms: 4000,
+            replica_lag_ms: 2000,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// One node: its addresses, data dir, log file and (when running) process.
+#[derive(Debug)]
+pub struct NodeProc {
+    pub id: u64,
+    pub repl: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+    pub starts: u32,
+}
+
+impl NodeProc {
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+}
+
+/// A node that exited without being killed by the harness.
+#[derive(Debug, Clone)]
+pub struct UnexpectedExit {
+    pub node: u64,
+    pub status: String,
+    /// The end of its log at the time.
+    pub tail: String,
+    /// The log says the address was taken (a port-choice race, not a node bug).
+    pub bind_failure: bool,
+    /// Exit code 0 after the node logged `shutting down`: the only way
+    /// `metawal-node` exits 0 is a SIGTERM or SIGINT, which this harness
+    /// never sends, so it came from outside (on a shared machine with a
+    /// small `pid_max`, a stale `kill PID` meant for another process).
+    /// Not a node failure; reported.
+    pub external_shutdown: bool,
+}
+
+/// N real `metawal-node` processes on 127.0.0.1. Dropping it SIGKILLs and
+/// reaps every child.
+pub struct Cluster {
+    pub opts: ClusterOpts,
+    dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+    t0: Instant,
+    pub unexpected_exits: Vec<UnexpectedExit>,
+}
+
+fn signal(pid: i32, sig: libc::c_int) -> bool {
+    // SAFETY: kill(2) has no memory effects; pid is our own child's.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+fn bind_failure(log: &str) -> bool {
+    let l = log.to_ascii_lowercase();
+    l.contains("address already in use") || l.contains("addrinuse") || l.contains("os error 98")
+}
+
+impl Cluster {
+    /// Start `opts.nodes` nodes and wait until every one serves `/livez`
+    /// and one of them leads. Retries with new ports (up to 5 times) when a
+    /// node could not bind the port the harness picked for it.
+    pub fn start(opts: ClusterOpts) -> Cluster {
+        let bin = node_binary().to_path_buf();
+        let dir = tempfile::Builder::new()
+            .prefix("metawal-procs-")
+            .tempdir()
+            .expect("tempdir");
+        let mut cluster = Cluster {
+            opts,
+            dir,
+            nodes: Vec::new(),
+            t0: Instant::now(),
+            unexpected_exits: Vec::new(),
+        };
+        for round in 0..5 {
+            cluster.pick_ports();
+            for i in 0..cluster.nodes.len() {
+                cluster.spawn(i, &bin);
+            }
+            match cluster.wait_live(Duration::from_secs(30)) {
+                Ok(()) => {
+                    cluster.wait_leader(Duration::from_secs(30));
+                    return cluster;
+                }
+                Err(e) if e.bind_failure => {
+                    eprintln!(
+                        "procs: start round {round}: node {} could not bind; new ports",
+                        e.node
+                    );
+                    cluster.kill_all();
+                    for n in &cluster.nodes {
+                        let _ = std::fs::remove_dir_all(&n.data_dir);
+                    }
+                }
+                Err(e) => panic!(
+                    "node {} exited at start ({}):\n{}",
+                    e.node, e.status, e.tail
+                ),
+            }
+        }
+        panic!("could not start the cluster: ports kept being taken");
+    }
+
+    fn pick_ports(&mut self) {
+        let root = self.dir.path().to_path_buf();
+        let mut ports = Vec::new();
+        // Hold all listeners until every port is chosen so that no two nodes get one.
+        let mut held = Vec::new();
+        for _ in 0..self.opts.nodes * 2 {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            ports.push(l.local_addr().unwrap().port());
+            held.push(l);
+        }
+        drop(held);
+        self.nodes = (1..=self.opts.nodes)
+            .map(|id| {
+                let i = (id - 1) as usize;
+                NodeProc {
+                    id,
+                    repl: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
+                    http: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+                    data_dir: root.join(format!("node-{id}")),
+                    log_path: root.join(format!("node-{id}.log")),
+                    child: None,
+                    stopped: false,
+                    starts: 0,
+                }
+            })
+            .collect();
+    }
+
+    /// The temp dir holding the data dirs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.http).collect()
+    }
+
+    fn note(&self, i: usize, what: &str) {
+        if let Ok(mut f) = File::options()
+            .append(true)
+            .create(true)
+            .open(&self.nodes[i].log_path)
+        {
+            let _ = writeln!(
+                f,
+                "=== harness t={:.3}s: {what}",
+                self.t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn args(&self, i: usize) -> Vec<String> {
+        let n = &self.nodes[i];
+        let o = &self.opts;
+        let mut a = vec![
+            "--node-id".to_string(),
+            n.id.to_string(),
+            "--cluster-id".into(),
+            CLUSTER_ID.into(),
+            "--data-dir".into(),
+            n.data_dir.display().to_string(),
+            "--listen".into(),
+            n.repl.to_string(),
+            "--http".into(),
+            n.http.to_string(),
+            "--election-timeout-ms".into(),
+            o.election_timeout_ms.to_string(),
+            "--heartbeat-ms".into(),
+            o.heartbeat_ms.to_string(),
+            "--request-timeout-ms".into(),
+            o.request_timeout_ms.to_string(),
+            "--replica-lag-ms".into(),
+            o.replica_lag_ms.to_string(),
+            "--status-secs".into(),
+            "0".into(),
+        ];
+        for p in &self.nodes {
+            if p.id != n.id {
+                a.push("--peer".into());
+                a.push(format!("{}={}", p.id, p.repl));
+                a.push("--peer-http".into());
+                a.push(format!("{}={}", p.id, p.http));
+            }
+        }
+        a.extend(o.extra_args.iter().cloned());
+        a
+    }
+
+    fn spawn(&mut self, i: usize, bin: &Path) {
+        assert!(
+            self.nodes[i].child.is_none(),
+            "node {} already running",
+            i + 1
+        );
+        let starts = self.nodes[i].starts + 1;
+        self.note(i, &format!("start #{starts}"));
+        let log = File::options()
+            .append(true)
+            .create(true)
+            .open(&self.nodes[i].log_path)
+            .expect("open node log");
+        let log2 = log.try_clone().expect("clone log handle");
+        let mut cmd = Command::new(bin);
+        cmd.args(self.args(i))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // clap reads every flag from a METAWAL_* variable too: keep the
+        // test's own environment (METAWAL_CRASH_*, a developer's settings)
+        // away from the nodes.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("METAWAL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("METAWAL_SECRET", SECRET)
+            .env("RUST_LOG", node_log_filter());
+        let child = cmd.spawn().expect("spawn metawal-node");
+        let n = &mut self.nodes[i];
+        n.child = Some(child);
+        n.stopped = false;
+        n.starts = starts;
+    }
+
+    /// Wait until every node answers `/livez` (or one exits).
+    fn wait_live(&mut self, limit: Duration) -> Result<(), UnexpectedExit> {
+        let deadline = Instant::now() + limit;
+        let addrs = self.http_addrs();
+        let mut live = vec![false; addrs.len()];
+        loop {
+            for (i, a) in addrs.iter().enumerate() {
+                if !live[i] {
+                    live[i] = http::livez(*a);
+                }
+            }
+            if live.iter().all(|l| *l) {
+                return Ok(());
+            }
+            if let Some(e) = self.reap().into_iter().next() {
+                return Err(e);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes not live within {limit:?}: {live:?}\n{}",
+                self.log_tails(30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until a node reports `role: leader`; returns its id.
+    pub fn wait_leader(&mut self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(id) = self.leader() {
+                return id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {limit:?}\n{}",
+                self.log_tails(30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node that says it leads (the highest epoch if several do), asked
+    /// over HTTP. Stopped and dead nodes are not asked.
+    pub fn leader(&self) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for n in &self.nodes {
+            if n.child.is_none() || n.stopped {
+                continue;
+            }
+            if let Some(s) = http::status(n.http) {
+                if s["role"] == "leader" {
+                    let epoch = s["epoch"].as_u64().unwrap_or(0);
+                    if best.is_none_or(|(e, _)| epoch > e) {
+                        best = Some((epoch, n.id));
+                    }
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    pub fn is_stopped(&self, id: u64) -> bool {
+        self.node(id).stopped
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// SIGKILL node `id` and reap it. No-op if it is not running.
+    pub fn kill(&mut self, id: u64) {
+        let i = (id - 1) as usize;
+        if let Some(mut child) = self.nodes[i].child.take() {
+            signal(child.id() as i32, libc::SIGKILL);
+            let _ = child.wait();
+            self.nodes[i].stopped = false;
+            self.note(i, "SIGKILL");
+        }
+    }
+
+    /// Start node `id` again with the same data dir and ports. If it cannot
+    /// bind (an outgoing connection may hold its port for a moment), retry
+    /// for up to 30 s. Returns once the process serves `/livez`.
+    pub fn restart(&mut self, id: u64) {
+        let i = (id - 1) as usize;
+        let bin = node_binary().to_path_buf();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.nodes[i].child.is_none() {
+                self.spawn(i, &bin);
+            }
+            let http = self.nodes[i].http;
+            loop {
+                if http::livez(http) {
+                    return;
+                }
+                if let Some(e) = self.reap_one(i) {
+                    if e.external_shutdown {
+                        break;
+                    }
+                    if !e.bind_failure {
+                        // Recorded in unexpected_exits; the test fails on it.
+                        return;
+                    }
+                    eprintln!("procs: node {id} could not bind at restart; retrying");
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} not live within 30 s of its restart\n{}",
+                    self.log_tail(id, 40)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGSTOP node `id` (a frozen process: a long GC pause, a VM stall).
+    pub fn stop(&mut self, id: u64) {
+        let i = (id - 1) as usize;
+        if let Some(pid) = self.nodes[i].pid() {
+            if !self.nodes[i].stopped && signal(pid, libc::SIGSTOP) {
+                self.nodes[i].stopped = true;
+                self.note(i, "SIGSTOP");
+            }
+        }
+    }
+
+    /// SIGCONT node `id`.
+    pub fn cont(&mut self, id: u64) {
+        let i = (id - 1) as usize;
+        if let Some(pid) = self.nodes[i].pid() {
+            if self.nodes[i].stopped {
+                signal(pid, libc::SIGCONT);
+                self.nodes[i].stopped = false;
+                self.note(i, "SIGCONT");
+            }
+        }
+    }
+
+    /// Continue every stopped node and restart every dead one; returns
+    /// how many were restarted.
+    pub fn heal(&mut self) -> usize {
+        for id in 1..=self.opts.nodes {
+            self.cont(id);
+        }
+        self.reap();
+        let mut restarted = 0;
+        for id in 1..=self.opts.nodes {
+            if !self.is_running(id) {
+                self.restart(id);
+                restarted += 1;
+            }
+        }
+        restarted
+    }
+
+    fn reap_one(&mut self, i: usize) -> Option<UnexpectedExit> {
+        let status: ExitStatus = {
+            let child = self.nodes[i].child.as_mut()?;
+            child.try_wait().ok().flatten()?
+        };
+        self.nodes[i].child = None;
+        self.nodes[i].stopped = false;
+        self.note(i, &format!("exited by itself: {status}"));
+        let tail = self.log_tail(i as u64 + 1, 40);
+        let e = UnexpectedExit {
+            node: i as u64 + 1,
+            status: status.to_string(),
+            bind_failure: bind_failure(&tail),
+            external_shutdown: status.code() == Some(0) && tail.contains("shutting down"),
+            tail,
+        };
+        if e.external_shutdown {
+            eprintln!(
+                "procs: WARNING: node {} shut down gracefully (SIGTERM/SIGINT from outside the test?)",
+                e.node
+            );
+        }
+        self.unexpected_exits.push(e.clone());
+        Some(e)
+    }
+
+    /// Notice nodes that exited by themselves (recorded in `unexpected_exits`).
+    pub fn reap(&mut self) -> Vec<UnexpectedExit> {
+        (0..self.nodes.len())
+            .filter_map(|i| self.reap_one(i))
+            .collect()
+    }
+
+    /// Exits that were not port-choice races: node failures.
+    pub fn node_failures(&self) -> Vec<&UnexpectedExit> {
+        self.unexpected_exits
+            .iter()
+            .filter(|e| !e.bind_failure)
+            .collect()
+    }
+
+    fn kill_all(&mut self) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.kill(id);
+        }
+    }
+
+    /// The last `lines` lines of node `id`'s log (stdout and stderr).
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        tail(&self.node(id).log_path, lines)
+    }
+
+    /// Every node's log tail, for a failure message.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            s.push_str(&format!(
+                "----- node {} ({}) log tail -----\n{}\n",
+                n.id,
+                n.log_path.display(),
+                self.log_tail(n.id, lines)
+            ));
+        }
+        s
+    }
+
+    /// Poll `/v1/status` on every node until all report the same applied
+    /// offset and digest twice in a row, `limit` at most. Returns the
+    /// statuses of the last poll (converged or not) and whether they
+    /// converged.
+    pub fn wait_converged(&self, limit: Duration) -> (Vec<Option<Value>>, bool) {
+        let deadline = Instant::now() + limit;
+        let mut prev: Option<(u64, String)> = None;
+        loop {
+            let statuses: Vec<Option<Value>> =
+                self.nodes.iter().map(|n| http::status(n.http)).collect();
+            let keys: Vec<Option<(u64, String)>> = statuses
+                .iter()
+                .map(|s| {
+                    let s = s.as_ref()?;
+                    Some((
+                        s["applied_offset"].as_u64()?,
+                        s["digest"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            let one_leader = statuses
+                .iter()
+                .flatten()
+                .filter(|s| s["role"] == "leader")
+                .count()
+                == 1;
+            let same = keys.iter().all(|k| k.is_some() && *k == keys[0]);
+            if same && one_leader {
+                if prev.as_ref() == keys[0].as_ref() {
+                    return (statuses, true);
+                }
+                prev = keys[0].clone();
+            } else {
+                prev = None;
+            }
+            if Instant::now() > deadline {
+                return (statuses, false);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut child) = n.child.take() {
+                // SIGKILL works on a stopped process too.
+                signal(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() || std::env::var_os("METAWAL_TEST_KEEP_DIR").is_some() {
+            // Keep the logs and data dirs for a post-mortem.
+            let path = self.dir.path().to_path_buf();
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            let _ = dir.keep();
+            eprintln!("procs: kept the data dirs and logs in {}", path.display());
+        }
+    }
+}
+
+/// The last `lines` lines of a file (reads at most its last 64 KiB).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
