@@ -35,6 +35,11 @@
 //!    before the next. Also 3 clean shutdowns (the leader resigns) with the
 //!    default timeouts, for comparison.
 //!
+//! 9. `--http` only: the latency and throughput phases again through real
+//!    HTTP clients (keep-alive connections, `POST /v1/commands?acks=all`)
+//!    against three `metawal-node` processes, reported with an `http_`
+//!    prefix beside the in-process figures.
+//!
 //! `--json` prints exactly one JSON object on stdout; progress and the table
 //! then go to stderr. See docs/benchmarks.md for what every figure means.
 
@@ -43,6 +48,12 @@ mod proxy;
 
 #[path = "support/mod.rs"]
 mod support;
+
+#[path = "../tests/procs/mod.rs"]
+mod procs;
+
+#[path = "support/http_load.rs"]
+mod http_load;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -82,6 +93,11 @@ struct Args {
     /// to profile one. Figures of skipped phases are reported as 0.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
+    /// Also run the latency and throughput phases through HTTP clients
+    /// against three metawal-node processes (built if needed); figures
+    /// with an `http_` prefix.
+    #[arg(long)]
+    http: bool,
 }
 
 /// How many of everything a run does.
@@ -1026,6 +1042,8 @@ struct Results {
     /// The same after a clean shutdown (the leader resigns), default timeouts.
     resign_failover_ms: Vec<f64>,
     resign_election_ms: Vec<f64>,
+    /// Phase 9 (`--http`).
+    http: Option<http_load::HttpFigures>,
 }
 
 async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(), String> {
@@ -1560,6 +1578,26 @@ fn print_table(out: Out, r: &Results, quick: bool) {
         String::new(),
         None,
     );
+    if let Some(h) = r.http {
+        row(
+            "HTTP acks=all sequential p50 / p99 (us)",
+            format!("{:.0} / {:.0}", h.acks_all_p50_us, h.acks_all_p99_us),
+            String::new(),
+            None,
+        );
+        row(
+            "HTTP throughput, 64 clients acks=all (1/s)",
+            format!("{:.0}", h.throughput_eps),
+            String::new(),
+            None,
+        );
+        row(
+            "  HTTP latency p50 / p99 (us)",
+            format!("{:.0} / {:.0}", h.throughput_p50_us, h.throughput_p99_us),
+            String::new(),
+            None,
+        );
+    }
     row(
         "propagation p50 (us)",
         format!("{:.0}", r.propagation_p50_us),
@@ -1785,6 +1823,12 @@ fn json(r: &Results, quick: bool) -> serde_json::Value {
         "failover_150ms_election_ms": r1(spread(&r.failover_150_election_ms).0),
         "resign_failover_ms": r1(spread(&r.resign_failover_ms).0),
         "resign_failover_samples_ms": r.resign_failover_ms.iter().map(|&x| r1(x)).collect::<Vec<_>>(),
+        // --http (issue 9): the same through HTTP clients and processes.
+        "http_acks_all_p50_us": r.http.map(|h| r1(h.acks_all_p50_us)),
+        "http_acks_all_p99_us": r.http.map(|h| r1(h.acks_all_p99_us)),
+        "http_throughput_eps": r.http.map(|h| h.throughput_eps.round()),
+        "http_throughput_p50_us": r.http.map(|h| r1(h.throughput_p50_us)),
+        "http_throughput_p99_us": r.http.map(|h| r1(h.throughput_p99_us)),
     })
 }
 
@@ -1837,6 +1881,7 @@ fn main() -> ExitCode {
         r.floor_fsync_p50_us, r.floor_fsync_p99_us, r.floor_rtt_p50_us, r.floor_rtt_p99_us
     ));
 
+    let http = args.http;
     let system = actix::System::new();
     let result = system.block_on(async {
         let local = tokio::task::LocalSet::new();
@@ -1845,6 +1890,21 @@ fn main() -> ExitCode {
     if let Err(e) = result {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
+    }
+    if http {
+        let progress = |line: &str| out.progress(line);
+        match http_load::run(
+            counts.latency_writes,
+            counts.throughput_writes,
+            counts.proposers,
+            &progress,
+        ) {
+            Ok(f) => r.http = Some(f),
+            Err(e) => {
+                eprintln!("error: --http: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     print_table(out, &r, quick);
     if out.json {

@@ -49,6 +49,10 @@ struct Args {
 
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
+/// The topic created with its assignments in one atomic batch.
+const BATCH_TOPIC: &str = "payments";
+/// `show` value of the batch step (partitions are never negative).
+const BATCH_SHOWN: i32 = -1;
 
 struct Cluster {
     /// The node that leads now.
@@ -165,10 +169,12 @@ async fn step(
 ) -> Result<u64, String> {
     let leader = cluster.node(cluster.leader)?;
     let started = Instant::now();
-    let p = leader
-        .propose(command, Acks::All)
-        .await
-        .map_err(|e| format!("{label}: {e}"))?;
+    // A batch goes through `propose_batch`: one entry, all or none.
+    let p = match command {
+        Command::Batch { commands } => leader.propose_batch(commands, Acks::All).await,
+        command => leader.propose(command, Acks::All).await,
+    }
+    .map_err(|e| format!("{label}: {e}"))?;
     let latency = started.elapsed();
     // Every follower's view shows the change once the commit reaches it; the
     // time is when its subscriber was notified, from the proposal's start.
@@ -185,6 +191,14 @@ async fn step(
             .arrival(id, p.offset)
             .map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
         let what = match show {
+            Some(BATCH_SHOWN) => n.view().topic(BATCH_TOPIC).map_or("absent".into(), |t| {
+                let assigned = t.partitions.iter().filter(|p| p.is_assigned()).count();
+                let led = t.partitions.iter().filter(|p| p.leader.is_some()).count();
+                format!(
+                    "{BATCH_TOPIC}: {} partitions, {assigned} assigned, {led} with a leader",
+                    t.partitions.len()
+                )
+            }),
             Some(part) => describe(n, part),
             None => n.view().topic(TOPIC).map_or("absent".into(), |t| {
                 format!("{} partitions", t.partitions.len())
@@ -356,6 +370,41 @@ async fn run(args: Args) -> Result<(), String> {
         )
         .await?;
     }
+
+    // The same, for a second topic, in one entry: the topic, every
+    // partition's replicas, leader and ISR, applied all or none.
+    let mut batch = vec![Command::CreateTopic {
+        name: BATCH_TOPIC.into(),
+        partition_count: PARTITIONS as u32,
+        replication_factor: 3,
+    }];
+    for p in 0..PARTITIONS {
+        let r = |k: i32| ((p + k) % 3 + 1) as u64;
+        let replicas = vec![r(0), r(1), r(2)];
+        batch.push(Command::AssignPartition {
+            topic: BATCH_TOPIC.into(),
+            partition: p,
+            replicas: replicas.clone(),
+        });
+        batch.push(Command::SetPartitionLeader {
+            topic: BATCH_TOPIC.into(),
+            partition: p,
+            leader: replicas[0],
+        });
+        batch.push(Command::UpdateIsr {
+            topic: BATCH_TOPIC.into(),
+            partition: p,
+            isr: replicas,
+        });
+    }
+    let label = format!("Batch of {} (payments, assigned)", batch.len());
+    step(
+        &cluster,
+        &label,
+        Command::Batch { commands: batch },
+        Some(BATCH_SHOWN),
+    )
+    .await?;
 
     println!("\n2. burst:");
     burst(&cluster, args.writes, args.proposers).await?;

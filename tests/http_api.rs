@@ -571,6 +571,12 @@ async fn status_health_transfer_and_metrics() {
     assert_eq!(r.status, 307);
     let r = post(a.url(1, "/v1/leader/transfer?to=9"), "").await;
     assert_eq!((r.status, r.code().as_str()), (400, "unknown_peer"));
+    let r = post(a.url(1, "/v1/leader/transfer?to=1"), "").await;
+    assert_eq!(
+        (r.status, r.json()["leader"].as_u64()),
+        (200, Some(1)),
+        "already leads"
+    );
     let r = post(a.url(1, "/v1/leader/transfer?to=2"), "").await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["leader"].as_u64(), Some(2));

@@ -17,7 +17,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metawal::engine::Acks;
 use metawal::replication::LinkState;
+use metawal::NodeId;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,9 +29,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::error::ProposeError;
-use crate::shared::Role;
-use crate::status::NodeStatus;
-use crate::store::Acks;
 
 /// Label: the acknowledgement level of a proposal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,7 +74,30 @@ const LINK_STATES: [LinkState; 5] = [
     LinkState::Streaming,
     LinkState::Snapshotting,
 ];
-const ROLES: [Role; 4] = [Role::Leader, Role::Follower, Role::Failed, Role::Stopped];
+/// Every `Role::as_str`, so that the roles a node is not in read 0.
+const ROLES: [&str; 4] = ["leader", "follower", "failed", "stopped"];
+
+/// What the scrape-time metrics are read from (built from a
+/// `NodeStatus`; plain values, so that this file imports no actor module).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scrape {
+    /// `Role::as_str` of the node.
+    pub role: &'static str,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Elections it stood in.
+    pub elections: u64,
+    /// Last applied offset.
+    pub applied_offset: u64,
+    /// Commit point it knows.
+    pub commit: u64,
+    /// Its log end.
+    pub log_end: u64,
+    /// ISR size (leader only).
+    pub isr_len: usize,
+    /// Per follower (leader only): id, lag, link state, reconnects.
+    pub followers: Vec<(NodeId, u64, LinkState, u64)>,
+}
 
 /// Latency buckets: 50 µs to about 3.3 s, doubling.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -258,12 +280,7 @@ impl NodeMetrics {
     }
 
     /// A proposal ended: count it by result, and time it if it succeeded.
-    pub(crate) fn proposal(
-        &self,
-        acks: Acks,
-        result: &Result<crate::Proposed, ProposeError>,
-        took: Duration,
-    ) {
+    pub(crate) fn proposal<T>(&self, acks: Acks, result: &Result<T, ProposeError>, took: Duration) {
         let label = match result {
             Ok(_) => {
                 let acks = match acks {
@@ -326,7 +343,7 @@ impl NodeMetrics {
 
     /// Refresh the scrape-time metrics from `status` and encode everything
     /// as OpenMetrics text.
-    pub fn encode(&self, status: &NodeStatus) -> Result<String, std::fmt::Error> {
+    pub fn encode(&self, status: &Scrape) -> Result<String, std::fmt::Error> {
         let m = &self.inner;
         m.isr_size.set(g(status.isr_len as u64));
         m.epoch.set(g(status.epoch));
@@ -336,9 +353,7 @@ impl NodeMetrics {
         m.log_end_offset.set(g(status.log_end));
         for role in ROLES {
             m.role
-                .get_or_create(&RoleLabel {
-                    role: role.as_str(),
-                })
+                .get_or_create(&RoleLabel { role })
                 .set(i64::from(role == status.role));
         }
         // Followers only on the leader: a node that lost leadership drops
@@ -346,21 +361,21 @@ impl NodeMetrics {
         m.follower_lag.clear();
         m.follower_state.clear();
         m.follower_reconnects.clear();
-        for f in &status.followers {
-            let peer = f.peer.to_string();
+        for &(peer, lag, state, reconnects) in &status.followers {
+            let peer = peer.to_string();
             m.follower_lag
                 .get_or_create(&PeerLabel { peer: peer.clone() })
-                .set(g(f.lag));
+                .set(g(lag));
             m.follower_reconnects
                 .get_or_create(&PeerLabel { peer: peer.clone() })
-                .set(g(f.reconnects));
+                .set(g(reconnects));
             for s in LINK_STATES {
                 m.follower_state
                     .get_or_create(&PeerStateLabel {
                         peer: peer.clone(),
                         state: s.as_str(),
                     })
-                    .set(i64::from(s == f.state));
+                    .set(i64::from(s == state));
             }
         }
         let mut out = String::new();
@@ -392,36 +407,22 @@ mod tests {
     #[test]
     fn results_and_latencies_are_counted_and_encoded() {
         let m = NodeMetrics::new();
-        let ok = Ok(crate::Proposed {
-            offset: 3,
-            epoch: 1,
-        });
+        let ok: Result<u64, ProposeError> = Ok(3);
         m.proposal(Acks::All, &ok, Duration::from_micros(700));
         m.proposal(
             Acks::All,
-            &Err(ProposeError::LeadershipLost),
+            &Err::<u64, _>(ProposeError::LeadershipLost),
             Duration::ZERO,
         );
         m.fsync_histogram().observe(0.0002);
         m.byte_counters().0.inc_by(1234);
         let text = m
-            .encode(&NodeStatus {
-                node_id: 1,
-                role: Role::Follower,
-                election_role: metawal::engine::election::ElectionRole::Follower,
+            .encode(&Scrape {
+                role: "follower",
                 epoch: 4,
-                leader: Some(2),
-                voted_for: None,
-                since_leader_contact: None,
-                elections: 0,
-                pre_votes: 0,
-                log_end: 9,
-                last_log_epoch: 4,
-                durable: 9,
-                commit: 8,
                 applied_offset: 7,
-                isr_len: 0,
-                followers: Vec::new(),
+                followers: vec![(2, 5, LinkState::Streaming, 1)],
+                ..Scrape::default()
             })
             .unwrap();
         for line in [
@@ -434,6 +435,9 @@ mod tests {
             "metawal_applied_offset 7",
             "metawal_role{role=\"follower\"} 1",
             "metawal_role{role=\"leader\"} 0",
+            "metawal_follower_lag_entries{peer=\"2\"} 5",
+            "metawal_follower_state{peer=\"2\",state=\"streaming\"} 1",
+            "metawal_follower_state{peer=\"2\",state=\"probing\"} 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

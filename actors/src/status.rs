@@ -7,6 +7,7 @@ use metawal::engine::election::ElectionRole;
 use metawal::replication::LinkState;
 use metawal::NodeId;
 
+use crate::metrics::Scrape;
 use crate::shared::Role;
 
 /// One follower as the leader sees it.
@@ -80,5 +81,24 @@ impl NodeStatus {
     /// The status of one follower.
     pub fn follower(&self, peer: NodeId) -> Option<&FollowerStatus> {
         self.followers.iter().find(|f| f.peer == peer)
+    }
+}
+
+impl From<&NodeStatus> for Scrape {
+    fn from(s: &NodeStatus) -> Scrape {
+        Scrape {
+            role: s.role.as_str(),
+            epoch: s.epoch,
+            elections: s.elections,
+            applied_offset: s.applied_offset,
+            commit: s.commit,
+            log_end: s.log_end,
+            isr_len: s.isr_len,
+            followers: s
+                .followers
+                .iter()
+                .map(|f| (f.peer, f.lag, f.state, f.reconnects))
+                .collect(),
+        }
     }
 }

@@ -254,10 +254,9 @@ fn http_config(args: &Args) -> Result<Option<HttpConfig>, String> {
     };
     let mut c = HttpConfig::new(addr);
     for (id, a) in &args.peer_http {
+        // One list can serve every node: each skips its own entry.
         if *id == args.node_id {
-            return Err(format!(
-                "--peer-http {id}: that is this node; give the other nodes' addresses"
-            ));
+            continue;
         }
         if !args.peers.iter().any(|(p, _)| p == id) {
             return Err(format!("--peer-http {id}: node {id} is not a --peer"));
@@ -321,6 +320,10 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     let secret = read_secret(args.secret_file.as_ref())?;
     let mut peers = BTreeMap::new();
     for &(id, addr) in &args.peers {
+        // One list can serve every node: each skips its own entry.
+        if id == args.node_id {
+            continue;
+        }
         if peers.insert(id, addr).is_some() {
             return Err(format!("--peer {id} is given more than once"));
         }

@@ -101,6 +101,10 @@ pub(crate) async fn transfer(req: HttpRequest, api: ApiData) -> Result<HttpRespo
     if api.node.role() != Role::Leader {
         return Err(api.to_leader(&req));
     }
+    // Already there: re-running a transfer succeeds without an election.
+    if to == api.node.id() {
+        return Ok(HttpResponse::Ok().json(json!({ "leader": to, "epoch": api.node.epoch() })));
+    }
     match api.node.transfer_leadership(to).await {
         Ok(()) => Ok(HttpResponse::Ok().json(json!({ "leader": to, "epoch": api.node.epoch() }))),
         Err(RoleError::NotLeader { .. }) => Err(api.to_leader(&req)),
@@ -110,7 +114,7 @@ pub(crate) async fn transfer(req: HttpRequest, api: ApiData) -> Result<HttpRespo
 
 pub(crate) async fn metrics(api: ApiData) -> Result<HttpResponse, ApiError> {
     let s = api.node.status().await.map_err(|e| propose_error(&e))?;
-    let text = api.node.metrics().encode(&s).map_err(|e| {
+    let text = api.node.metrics().encode(&(&s).into()).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics",

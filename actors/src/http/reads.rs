@@ -105,7 +105,7 @@ pub(crate) async fn describe_topic(
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_topic",
-            format!("topic {:?} does not exist on this node (applied offset {applied}); if it was just created, pass min_offset", name.as_str()),
+            format!("topic {:?} does not exist on this node (applied offset {applied}); if it was just created, read with min_offset set to the offset its write returned", name.as_str()),
         )),
     }
 }

@@ -1,0 +1,164 @@
+//! The bench's `--http` phases: the latency and throughput phases again,
+//! but through real HTTP clients against three `metawal-node` processes,
+//! so the figures compare like for like with etcd's and ZooKeeper's
+//! client-measured numbers (a client request, the server's JSON parsing,
+//! the leader's propose, replication, the response).
+//!
+//! Each client thread keeps one HTTP/1.1 connection alive (as a real client
+//! library would) and sends `POST /v1/commands?acks=all` one at a time.
+//! The processes come from the test harness (`tests/procs`): free loopback
+//! ports, temp data dirs, every child killed when the cluster is dropped.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::procs;
+
+/// What the HTTP phases measured.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HttpFigures {
+    /// Sequential `acks=all` writes from one client: median, µs.
+    pub acks_all_p50_us: f64,
+    /// Its 99th percentile, µs.
+    pub acks_all_p99_us: f64,
+    /// `clients` concurrent clients: writes per second.
+    pub throughput_eps: f64,
+    /// Their median latency, µs.
+    pub throughput_p50_us: f64,
+    /// Their 99th percentile, µs.
+    pub throughput_p99_us: f64,
+}
+
+/// Longest a single write may take before the phase fails.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(2))
+        .timeout(WRITE_TIMEOUT)
+        .redirects(0)
+        .max_idle_connections_per_host(1)
+        .build()
+}
+
+/// One `acks=all` create of `name` on `leader`; its latency.
+fn write(agent: &ureq::Agent, leader: SocketAddr, name: &str) -> Result<Duration, String> {
+    let body = format!(
+        r#"{{"CreateTopic":{{"name":"{name}","partition_count":1,"replication_factor":3}}}}"#
+    );
+    let started = Instant::now();
+    match agent
+        .post(&format!("http://{leader}/v1/commands?acks=all"))
+        .send_string(&body)
+    {
+        Ok(r) if r.status() == 200 => {
+            // Read the body so the connection is reused.
+            let _ = r.into_string();
+            Ok(started.elapsed())
+        }
+        Ok(r) => Err(format!("write {name}: HTTP {}", r.status())),
+        Err(ureq::Error::Status(code, r)) => Err(format!(
+            "write {name}: HTTP {code}: {}",
+            r.into_string().unwrap_or_default()
+        )),
+        Err(e) => Err(format!("write {name}: {e}")),
+    }
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let _ = h.record(d.as_micros().max(1) as u64);
+}
+
+fn hist() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())
+}
+
+/// Start three processes, then run `latency_writes` sequential writes and
+/// `throughput_writes` from `clients` threads, all `acks=all`.
+pub fn run(
+    latency_writes: u64,
+    throughput_writes: u64,
+    clients: u64,
+    progress: &dyn Fn(&str),
+) -> Result<HttpFigures, String> {
+    let mut opts = procs::ClusterOpts::fast(3);
+    // The default timeouts: nothing fails over during the bench.
+    opts.election_timeout_ms = 1000;
+    opts.heartbeat_ms = 100;
+    opts.request_timeout_ms = 5000;
+    opts.replica_lag_ms = 5000;
+    let mut cluster = procs::Cluster::start(opts);
+    let leader_id = cluster.wait_leader(Duration::from_secs(30));
+    let leader = cluster.node(leader_id).http;
+    // Wait for the full ISR: acks=all then waits for both followers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let full = procs::http::status(leader).is_some_and(|s| s["isr_len"].as_u64() == Some(3));
+        if full {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the ISR did not reach 3 within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut f = HttpFigures::default();
+    progress(&format!(
+        "[http 1/2] latency: {latency_writes} sequential acks=all writes over HTTP (node {leader_id} leads)"
+    ));
+    let a = agent();
+    let mut lat = hist()?;
+    for i in 0..latency_writes {
+        record(&mut lat, write(&a, leader, &format!("hl-{i}"))?);
+    }
+    f.acks_all_p50_us = lat.value_at_quantile(0.5) as f64;
+    f.acks_all_p99_us = lat.value_at_quantile(0.99) as f64;
+    progress(&format!(
+        "      p50 {:.0} us, p99 {:.0} us",
+        f.acks_all_p50_us, f.acks_all_p99_us
+    ));
+
+    progress(&format!(
+        "[http 2/2] throughput: {throughput_writes} acks=all writes from {clients} HTTP clients"
+    ));
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let next = next.clone();
+            std::thread::spawn(move || -> Result<Histogram<u64>, String> {
+                let a = agent();
+                let mut h = hist()?;
+                // Bounded: each write takes one of `throughput_writes`.
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= throughput_writes {
+                        return Ok(h);
+                    }
+                    record(&mut h, write(&a, leader, &format!("ht-{c}-{i}"))?);
+                }
+            })
+        })
+        .collect();
+    let mut all = hist()?;
+    for t in threads {
+        let h = t
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())??;
+        all.add(&h).map_err(|e| e.to_string())?;
+    }
+    let took = started.elapsed();
+    f.throughput_eps = throughput_writes as f64 / took.as_secs_f64();
+    f.throughput_p50_us = all.value_at_quantile(0.5) as f64;
+    f.throughput_p99_us = all.value_at_quantile(0.99) as f64;
+    progress(&format!(
+        "      {:.0} writes/s, p50 {:.0} us, p99 {:.0} us",
+        f.throughput_eps, f.throughput_p50_us, f.throughput_p99_us
+    ));
+    Ok(f)
+}
