@@ -1043,6 +1043,17 @@ fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// A JSON value as a table cell: strings bare, numbers as is, arrays of
 /// numbers as `1,2,3`, null/missing as `-`.
+/// One table row per element of the array `json[key]`: the cells of
+/// `fields`, in order (no rows if `key` is missing or not an array).
+fn rows_of(json: &Value, key: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    json.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|x| fields.iter().map(|f| cell(x.get(*f))).collect())
+        .collect()
+}
+
 fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "-".into(),
@@ -1347,22 +1358,11 @@ fn topic(cli: &Cli, client: &Client, cmd: &TopicCmd) -> Result<(), CtlError> {
             if cli.json {
                 return emit(&reply.body);
             }
-            let rows: Vec<Vec<String>> = reply
-                .json
-                .get("topics")
-                .and_then(Value::as_array)
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| {
-                            vec![
-                                cell(t.get("name")),
-                                cell(t.get("partition_count")),
-                                cell(t.get("replication_factor")),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = rows_of(
+                &reply.json,
+                "topics",
+                &["name", "partition_count", "replication_factor"],
+            );
             let mut out = render_table(&["TOPIC", "PARTITIONS", "RF"], &rows);
             let _ = write!(
                 out,
@@ -1380,22 +1380,7 @@ fn topic(cli: &Cli, client: &Client, cmd: &TopicCmd) -> Result<(), CtlError> {
                 return emit(&reply.body);
             }
             let j = &reply.json;
-            let rows: Vec<Vec<String>> = j
-                .get("partitions")
-                .and_then(Value::as_array)
-                .map(|ps| {
-                    ps.iter()
-                        .map(|p| {
-                            vec![
-                                cell(p.get("partition")),
-                                cell(p.get("replicas")),
-                                cell(p.get("leader")),
-                                cell(p.get("isr")),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = rows_of(j, "partitions", &["partition", "replicas", "leader", "isr"]);
             let mut out = format!(
                 "topic {}  partitions {}  replication factor {}  (applied offset {} at {})\n",
                 cell(j.get("name")),
@@ -1539,23 +1524,19 @@ const STATUS_HEADERS: [&str; 9] = [
 
 /// The followers table of a leader's status (empty string if none).
 fn followers_table(s: &Value) -> String {
-    let rows: Vec<Vec<String>> = s
-        .get("followers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|f| {
-            vec![
-                cell(f.get("peer")),
-                cell(f.get("connected")),
-                cell(f.get("state")),
-                cell(f.get("acked_offset")),
-                cell(f.get("lag")),
-                cell(f.get("in_isr")),
-                cell(f.get("reconnects")),
-            ]
-        })
-        .collect();
+    let rows = rows_of(
+        s,
+        "followers",
+        &[
+            "peer",
+            "connected",
+            "state",
+            "acked_offset",
+            "lag",
+            "in_isr",
+            "reconnects",
+        ],
+    );
     if rows.is_empty() {
         return String::new();
     }
