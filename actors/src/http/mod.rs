@@ -294,5 +294,5 @@ pub(crate) async fn read_body(
     Ok(body.freeze())
 }
 
-/// Shared by the handlers' tests: the `Api` type is crate-private.
+/// What every handler extracts: the shared [`Api`] state.
 pub(crate) type ApiData = web::Data<Api>;
