@@ -463,6 +463,7 @@ impl Cluster {
                 (p, addr)
             })
             .collect();
+        cfg.insecure_plaintext = true;
         cfg
     }
 

@@ -13,6 +13,8 @@
 //! cargo run --release --example three_node_cluster [-- --data-dir DIR]
 //! ```
 
+#[path = "../tests/common/certs.rs"]
+mod certs;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -45,8 +47,14 @@ struct Args {
     /// Concurrent proposers in the burst.
     #[arg(long, default_value_t = 64)]
     proposers: u64,
+    /// Run the nodes' connections without TLS (by default a throwaway CA
+    /// made at start issues each node a certificate: mutual TLS).
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
+/// The demo's cluster id (certificates name nodes `node-<id>.<cluster-id>`).
+const CLUSTER_ID: &str = "example-cluster";
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
 /// The topic created with its assignments in one atomic batch.
@@ -62,12 +70,19 @@ struct Cluster {
     base: PathBuf,
     addrs: Vec<SocketAddr>,
     nodes: Vec<Option<(Node, Arbiter)>>,
+    /// The throwaway CA (None: plaintext).
+    ca: Option<certs::TestCa>,
 }
 
-fn config(base: &std::path::Path, id: NodeId, addrs: &[SocketAddr]) -> NodeConfig {
+fn config(
+    base: &std::path::Path,
+    id: NodeId,
+    addrs: &[SocketAddr],
+    ca: Option<&certs::TestCa>,
+) -> Result<NodeConfig, String> {
     let mut c = NodeConfig::new(
         id,
-        "example-cluster",
+        CLUSTER_ID,
         b"example-secret".to_vec(),
         base.join(format!("node-{id}")),
         addrs[(id - 1) as usize],
@@ -76,7 +91,16 @@ fn config(base: &std::path::Path, id: NodeId, addrs: &[SocketAddr]) -> NodeConfi
         .filter(|&p| p != id)
         .map(|p| (p, addrs[(p - 1) as usize]))
         .collect();
-    c
+    match ca {
+        Some(ca) => {
+            c.tls = Some(
+                ca.node(id)
+                    .map_err(|e| format!("node {id}'s certificate: {e}"))?,
+            )
+        }
+        None => c.insecure_plaintext = true,
+    }
+    Ok(c)
 }
 
 impl Cluster {
@@ -88,7 +112,7 @@ impl Cluster {
     }
 
     async fn start(&mut self, id: NodeId) -> Result<(), String> {
-        let cfg = config(&self.base, id, &self.addrs);
+        let cfg = config(&self.base, id, &self.addrs, self.ca.as_ref())?;
         let (node, arbiter) = start_on_arbiter(cfg).await?;
         let rec = Recording::start(&node, None, ARRIVALS_KEEP, 64 * 1024)
             .map_err(|e| format!("node {id}: {e}"))?;
@@ -297,14 +321,31 @@ async fn run(args: Args) -> Result<(), String> {
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         addrs.push(l.local_addr().map_err(|e| e.to_string())?);
     }
+    let ca = if args.insecure_plaintext {
+        None
+    } else {
+        Some(
+            certs::TestCa::new(&base, "demo", CLUSTER_ID)
+                .map_err(|e| format!("cannot make the demo's certificates: {e}"))?,
+        )
+    };
     let mut cluster = Cluster {
         leader: 0,
         arrivals: vec![None, None, None],
         base: base.clone(),
         addrs,
         nodes: vec![None, None, None],
+        ca,
     };
     println!("metawal three-node cluster (data in {})", base.display());
+    match &cluster.ca {
+        Some(ca) => println!(
+            "  transport: mutual TLS 1.3 (rustls); a throwaway CA made now ({}) issued each \
+             node a certificate for node-<id>.{CLUSTER_ID}",
+            ca.ca_path().display()
+        ),
+        None => println!("  transport: plaintext TCP (--insecure-plaintext): anyone on the path can read and inject frames"),
+    }
     let started = Instant::now();
     for id in [1, 2, 3] {
         cluster.start(id).await?;

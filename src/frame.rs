@@ -35,6 +35,10 @@ pub enum RejectReason {
     NotFollower,
     /// The frame was not expected at this point of the handshake.
     Unexpected,
+    /// The node id claimed in the handshake is not one the peer's TLS
+    /// certificate was issued for (a certificate for node 2 used to act as
+    /// node 3).
+    NotCertified,
 }
 
 /// One protocol message.

@@ -182,6 +182,48 @@ pub enum HandshakeError {
     /// This node's own keys are invalid.
     #[error("handshake keys are invalid: {0}")]
     InvalidKeys(#[from] KeysError),
+    /// The peer's proof verified, but the node id it claims is not one its
+    /// TLS certificate names: a certificate issued for one node is being
+    /// used to act as another.
+    #[error(
+        "peer claims to be node {claimed}, but its TLS certificate is for node(s) {certified:?}"
+    )]
+    NotCertified {
+        /// The node id claimed in the handshake.
+        claimed: NodeId,
+        /// The node ids the certificate is valid for.
+        certified: Vec<NodeId>,
+    },
+}
+
+/// Who the transport layer proved the peer to be, before the handshake.
+///
+/// Over TLS the peer's certificate names the node ids it may act as (a
+/// `node-<id>.<cluster-id>` subject name); the handshake then refuses any
+/// other id with [`HandshakeError::NotCertified`]. Over plaintext nothing
+/// is proven and only the shared secret authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PeerIdentity {
+    /// No transport identity (plaintext): the secret alone authenticates.
+    #[default]
+    Unverified,
+    /// A verified certificate valid for exactly these node ids (often one;
+    /// empty if it names no voter of this cluster).
+    Certified(std::collections::BTreeSet<NodeId>),
+}
+
+impl PeerIdentity {
+    /// Check that a peer claiming `claimed` may be that node.
+    pub fn check(&self, claimed: NodeId) -> Result<(), HandshakeError> {
+        match self {
+            PeerIdentity::Unverified => Ok(()),
+            PeerIdentity::Certified(ids) if ids.contains(&claimed) => Ok(()),
+            PeerIdentity::Certified(ids) => Err(HandshakeError::NotCertified {
+                claimed,
+                certified: ids.iter().copied().collect(),
+            }),
+        }
+    }
 }
 
 impl HandshakeError {
@@ -196,6 +238,7 @@ impl HandshakeError {
             HandshakeError::StaleEpoch { .. } => RejectReason::StaleEpoch,
             HandshakeError::EpochConflict { .. } => RejectReason::EpochConflict,
             HandshakeError::NotFollower => RejectReason::NotFollower,
+            HandshakeError::NotCertified { .. } => RejectReason::NotCertified,
             HandshakeError::Rejected { reason, .. } => *reason,
             HandshakeError::BadNonceLength { .. }
             | HandshakeError::SameNodeId { .. }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use metawal::{NodeId, ReplicationConfig};
 
 use crate::error::NodeError;
+use crate::tls::TlsFiles;
 
 /// Configuration of one metawal node.
 #[derive(Clone)]
@@ -26,6 +27,15 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Replication and election tunables (defaults from the design).
     pub replication: ReplicationConfig,
+    /// Mutual TLS for every replication and election connection: this
+    /// node's certificate and key, and the CA every peer's certificate must
+    /// chain to (see [`crate::tls`]). Required unless `insecure_plaintext`.
+    pub tls: Option<TlsFiles>,
+    /// Run peer connections without TLS. Only for tests and trusted
+    /// networks: then the HMAC handshake alone authenticates a connection
+    /// and nothing protects the frames after it. Must be set explicitly
+    /// when `tls` is `None`; the node logs a warning at start.
+    pub insecure_plaintext: bool,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -38,12 +48,16 @@ impl std::fmt::Debug for NodeConfig {
             .field("listen_addr", &self.listen_addr)
             .field("peers", &self.peers)
             .field("replication", &self.replication)
+            .field("tls", &self.tls)
+            .field("insecure_plaintext", &self.insecure_plaintext)
             .finish()
     }
 }
 
 impl NodeConfig {
-    /// A config with the default tunables and no peers.
+    /// A config with the default tunables and no peers. Set either `tls`
+    /// or `insecure_plaintext` before starting: a config with neither is
+    /// refused by [`NodeConfig::validate`].
     pub fn new(
         node_id: NodeId,
         cluster_id: impl Into<String>,
@@ -59,6 +73,8 @@ impl NodeConfig {
             listen_addr,
             peers: BTreeMap::new(),
             replication: ReplicationConfig::default(),
+            tls: None,
+            insecure_plaintext: false,
         }
     }
 
@@ -85,6 +101,19 @@ impl NodeConfig {
         }
         if self.peers.contains_key(&0) {
             return bad("peer ids must be at least 1".into());
+        }
+        match (&self.tls, self.insecure_plaintext) {
+            (None, false) => {
+                return bad(
+                    "no TLS configured: set tls (certificate, key and CA files), \
+                     or insecure_plaintext to run peer connections unencrypted"
+                        .into(),
+                )
+            }
+            (Some(_), true) => {
+                return bad("both tls and insecure_plaintext are set: choose one".into())
+            }
+            _ => {}
         }
         self.replication.validate()?;
         Ok(())

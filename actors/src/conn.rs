@@ -1,4 +1,4 @@
-//! One TCP connection inside an actor: a framed reader added as a stream and a
+//! One peer connection (TCP, or TLS over TCP) inside an actor: a framed reader added as a stream and a
 //! writer future, both owned by the actor's context so that cancelling them
 //! ends the connection.
 //!
@@ -21,7 +21,13 @@ use std::task::Poll;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+
+use crate::tls::PeerStream;
+
+/// A connection's read half (plain or TLS).
+type ReadHalf = Pin<Box<dyn AsyncRead + Send>>;
+/// A connection's write half (plain or TLS).
+type WriteHalf = Pin<Box<dyn AsyncWrite + Send>>;
 
 use crate::metrics::NodeMetrics;
 use tokio::sync::mpsc;
@@ -79,16 +85,26 @@ impl Connection {
     /// Start reading and writing `stream` as connection `gen`.
     pub fn attach<A: ConnOwner>(
         ctx: &mut Context<A>,
-        stream: TcpStream,
+        stream: PeerStream,
         gen: u64,
         max_frame_bytes: usize,
         metrics: &NodeMetrics,
     ) -> Connection {
-        let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (read_half, write_half) = stream.into_split();
+        // Plain TCP splits into owned halves without a lock; a TLS stream
+        // (one session state for both directions) through tokio's split.
+        let (read_half, write_half): (ReadHalf, WriteHalf) = match stream {
+            PeerStream::Plain(tcp) => {
+                let (r, w) = tcp.into_split();
+                (Box::pin(r), Box::pin(w))
+            }
+            tls => {
+                let (r, w) = tokio::io::split(tls);
+                (Box::pin(r), Box::pin(w))
+            }
+        };
         let (sent, received) = metrics.byte_counters();
         let read_half = Counted {
             inner: read_half,
@@ -209,7 +225,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 }
 
 async fn write_loop(
-    mut sink: FramedWrite<Counted<tokio::net::tcp::OwnedWriteHalf>, FrameCodec>,
+    mut sink: FramedWrite<Counted<WriteHalf>, FrameCodec>,
     mut rx: mpsc::Receiver<Frame>,
 ) -> Result<(), CodecError> {
     while let Some(frame) = rx.recv().await {

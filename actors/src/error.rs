@@ -185,6 +185,10 @@ pub enum NodeError {
     /// The node was asked to stop while starting.
     #[error("node stopped while starting")]
     Stopped,
+    /// The TLS files could not be loaded or the node's own certificate
+    /// fails the checks its peers will make.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Errors of the disk thread.

@@ -38,6 +38,7 @@ pub(crate) mod progress;
 pub mod shared;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod view;
 
 pub use metawal;

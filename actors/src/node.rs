@@ -24,6 +24,8 @@ use metawal::storage::{NodeMeta, Snapshot};
 use metawal::wal::WalOptions;
 use metawal::{Command, MetadataState, NodeId};
 use tokio::net::TcpListener;
+
+use crate::tls::{PeerTls, PeerTransport};
 use tokio::sync::watch;
 
 use crate::changes::ChangeStream;
@@ -176,6 +178,24 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         config.validate()?;
         let node = config.node_id;
+        // TLS material is read and checked before anything else, so a bad
+        // certificate is a start-up error.
+        let transport = match &config.tls {
+            Some(files) => PeerTransport::Tls(Arc::new(PeerTls::load(
+                files,
+                node,
+                &config.cluster_id,
+                config.peers.keys().copied(),
+            )?)),
+            None => {
+                tracing::warn!(
+                    node,
+                    "TLS is off (insecure_plaintext): replication and election traffic can be read, \
+                     and frames injected, by anyone on the network path"
+                );
+                PeerTransport::Plain
+            }
+        };
         let metrics = NodeMetrics::new();
         let (disk, report) = DiskHandle::start_timed(
             node,
@@ -256,6 +276,7 @@ impl Node {
             config.peers.keys().copied(),
         );
         shared.metrics = metrics;
+        shared.transport = transport;
         let shared = Arc::new(shared);
         shared.set_last_log(rec.epochs.last_epoch(), rec.epochs.last_offset());
         let keys = HandshakeKeys::new(node, config.cluster_id.clone(), config.secret.clone())

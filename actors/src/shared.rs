@@ -6,6 +6,7 @@
 //! heartbeat.
 
 use crate::metrics::NodeMetrics;
+use crate::tls::PeerTransport;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -93,6 +94,8 @@ pub struct NodeShared {
     higher_epoch: AtomicU64,
     /// The node's metrics.
     pub metrics: NodeMetrics,
+    /// How peer connections are carried (TLS or plain), set at start.
+    pub(crate) transport: PeerTransport,
 }
 
 impl NodeShared {
@@ -124,6 +127,7 @@ impl NodeShared {
             transferring: AtomicBool::new(false),
             higher_epoch: AtomicU64::new(0),
             metrics: NodeMetrics::new(),
+            transport: PeerTransport::Plain,
         }
     }
 

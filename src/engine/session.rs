@@ -32,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use crate::command::{Entry, NodeId};
 use crate::config::ReplicationConfig;
 use crate::frame::{Frame, RejectReason};
-use crate::handshake::{reject, HandshakeKeys, Nonce};
+use crate::handshake::{reject, HandshakeKeys, Nonce, PeerIdentity};
 use crate::record::{Record, RecordReader};
 
 /// Largest snapshot a follower accepts.
@@ -181,6 +181,7 @@ struct SnapshotRecv {
 pub struct SessionEngine {
     node: NodeId,
     keys: HandshakeKeys,
+    identity: PeerIdentity,
     config: ReplicationConfig,
     phase: Phase,
     last_heard: Instant,
@@ -205,6 +206,7 @@ impl SessionEngine {
         SessionEngine {
             node,
             keys,
+            identity: PeerIdentity::Unverified,
             config,
             phase: Phase::AwaitHello { nonce },
             last_heard: now,
@@ -213,6 +215,15 @@ impl SessionEngine {
             snapshot: None,
             actions: VecDeque::from([SessionAction::Send(challenge)]),
         }
+    }
+
+    /// Bind the session to what the transport proved about the peer (its
+    /// TLS certificate's node ids): a `Hello` or `VoterHello` claiming any
+    /// other node is refused with `Reject { NotCertified }`, even with a
+    /// valid proof.
+    /// Call it before the first frame is handled.
+    pub fn set_peer_identity(&mut self, identity: PeerIdentity) {
+        self.identity = identity;
     }
 
     /// The leader this session follows, once attached.
@@ -368,8 +379,10 @@ impl SessionEngine {
                 match self
                     .keys
                     .check_voter_hello(&nonce, &frame)
-                    .and_then(|(from, theirs)| Ok((from, self.keys.voter_welcome(&theirs)?)))
-                {
+                    .and_then(|(from, theirs)| {
+                        self.identity.check(from)?;
+                        Ok((from, self.keys.voter_welcome(&theirs)?))
+                    }) {
                     Ok((from, welcome)) => {
                         self.phase = Phase::Voter { from };
                         self.actions.push_back(SessionAction::Send(welcome));
@@ -397,7 +410,10 @@ impl SessionEngine {
                 match self
                     .keys
                     .check_hello(&nonce, local.epoch, local.leader, &frame)
-                {
+                    .and_then(|info| {
+                        self.identity.check(info.leader_id)?;
+                        Ok(info)
+                    }) {
                     Ok(info) => {
                         self.phase = Phase::Attaching {
                             leader: info.leader_id,

@@ -514,3 +514,93 @@ fn a_voter_with_another_secret_or_cluster_is_refused_and_passes_nothing_on() {
         assert!(drain(&mut e).is_empty(), "nothing after the refusal");
     }
 }
+
+fn certified(ids: &[NodeId]) -> PeerIdentity {
+    PeerIdentity::Certified(ids.iter().copied().collect())
+}
+
+/// Over TLS the session is bound to the node ids the peer's certificate
+/// names: a leader `Hello` with a valid proof from a peer whose certificate
+/// is for another node is refused with `NotCertified` and nothing is
+/// attached; the certified leader attaches as before.
+#[test]
+fn a_hello_from_a_node_its_certificate_does_not_name_is_refused() {
+    let t0 = Instant::now();
+    let l = local(1, Some(LEADER), 5);
+    // The certificate names node 3; the Hello (valid proof) claims node 1.
+    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    e.set_peer_identity(certified(&[3]));
+    drain(&mut e);
+    e.handle(t0, SessionInput::Frame(hello(b"s", 2)), l);
+    let out = drain(&mut e);
+    let [SessionAction::RejectAndClose { frame, .. }] = out.as_slice() else {
+        panic!("expected a refusal, got {out:?}");
+    };
+    assert!(
+        matches!(
+            frame,
+            Frame::Reject {
+                reason: RejectReason::NotCertified,
+                ..
+            }
+        ),
+        "{frame:?}"
+    );
+    assert_eq!((e.leader(), e.epoch()), (None, None));
+
+    // The certificate names node 1: the same Hello attaches.
+    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    e.set_peer_identity(certified(&[LEADER]));
+    drain(&mut e);
+    e.handle(t0, SessionInput::Frame(hello(b"s", 2)), l);
+    assert_eq!(
+        drain(&mut e),
+        vec![SessionAction::Attach {
+            leader: LEADER,
+            epoch: 2
+        }]
+    );
+}
+
+/// The same binding on an election connection: a candidate whose
+/// certificate names another node gets no `VoterWelcome`, so its votes
+/// never reach the election engine.
+#[test]
+fn a_voter_hello_from_a_node_its_certificate_does_not_name_is_refused() {
+    let t0 = Instant::now();
+    let l = local(1, Some(LEADER), 5);
+    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    e.set_peer_identity(certified(&[]));
+    drain(&mut e);
+    e.handle(
+        t0,
+        SessionInput::Frame(voter_hello(b"s", "test-cluster")),
+        l,
+    );
+    let out = drain(&mut e);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [SessionAction::RejectAndClose {
+                frame: Frame::Reject {
+                    reason: RejectReason::NotCertified,
+                    ..
+                },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(e.voter(), None);
+    e.handle(
+        t0,
+        SessionInput::Frame(Frame::Election { msg: pre_vote() }),
+        l,
+    );
+    assert!(
+        !drain(&mut e)
+            .iter()
+            .any(|a| matches!(a, SessionAction::Election { .. })),
+        "no election message passes a refused session"
+    );
+}

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,8 @@ pub struct TestCluster {
     pub proxies: BTreeMap<NodeId, FaultProxy>,
     pub replication: ReplicationConfig,
     nodes: BTreeMap<NodeId, (Node, Arbiter)>,
+    /// With [`TestCluster::new_tls`]: the CA that issues node certificates.
+    pub tls: Option<certs::TestCa>,
 }
 
 impl TestCluster {
@@ -121,7 +124,21 @@ impl TestCluster {
             proxies,
             replication,
             nodes: BTreeMap::new(),
+            tls: None,
         }
+    }
+
+    /// Like [`TestCluster::new`], with mutual TLS between the nodes: a
+    /// throwaway CA in the cluster's temp dir issues each node's
+    /// certificate when it starts.
+    pub async fn new_tls(
+        n: u64,
+        proxied: &[NodeId],
+        replication: ReplicationConfig,
+    ) -> TestCluster {
+        let mut c = TestCluster::new(n, proxied, replication).await;
+        c.tls = Some(certs::TestCa::new(c.dir.path(), "cluster", CLUSTER).expect("test CA"));
+        c
     }
 
     /// The config node `id` starts with.
@@ -140,6 +157,10 @@ impl TestCluster {
             .map(|&p| (p, self.proxies.get(&p).map_or(self.addrs[&p], |x| x.addr())))
             .collect();
         cfg.replication = self.replication.clone();
+        match &self.tls {
+            Some(ca) => cfg.tls = Some(ca.node(id).expect("node certificate")),
+            None => cfg.insecure_plaintext = true,
+        }
         cfg
     }
 

@@ -340,6 +340,7 @@ impl Cluster {
             o.replica_lag_ms.to_string(),
             "--status-secs".into(),
             "0".into(),
+            "--insecure-plaintext".into(),
         ];
         for p in &self.nodes {
             if p.id != n.id {

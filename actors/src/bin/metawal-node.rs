@@ -15,10 +15,12 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use metawal_actors::http::{serve, HttpConfig};
+use metawal_actors::tls::{http_server_config, TlsFiles};
 use metawal_actors::{Node, NodeConfig, NodeId, NodeStatus, ReplicationConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -196,6 +198,62 @@ struct Args {
     )]
     watch_stall_ms: Option<u64>,
 
+    /// This node's TLS certificate chain (PEM). It must be valid for
+    /// node-<id>.<cluster-id> (server and client auth), signed by --tls-ca.
+    /// Read at start: a restart picks up a renewed file.
+    #[arg(
+        long,
+        env = "METAWAL_TLS_CERT",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "METAWAL_TLS_KEY",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// The CA certificate(s) (PEM) every peer's certificate must chain to.
+    #[arg(
+        long,
+        env = "METAWAL_TLS_CA",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    tls_ca: Option<PathBuf>,
+
+    /// Run replication and election connections without TLS. Anyone on the
+    /// network path can then read the metadata and inject frames; for
+    /// tests and trusted networks only (a warning is logged at start).
+    #[arg(
+        long,
+        env = "METAWAL_INSECURE_PLAINTEXT",
+        conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"]
+    )]
+    insecure_plaintext: bool,
+
+    /// Serve the HTTP API over TLS with --tls-cert and --tls-key (add the
+    /// host names or IPs clients use to the certificate). Redirects to
+    /// other nodes then use https.
+    #[arg(long, env = "METAWAL_HTTP_TLS", requires = "http")]
+    http_tls: bool,
+
+    /// Require HTTPS clients to present a certificate signed by this CA
+    /// (PEM). Needs --http-tls.
+    #[arg(
+        long,
+        env = "METAWAL_HTTP_CLIENT_CA",
+        hide_env_values = true,
+        value_name = "PEM",
+        requires = "http_tls"
+    )]
+    http_client_ca: Option<PathBuf>,
+
     /// Log the node's status every this many seconds (0: never).
     #[arg(
         long,
@@ -283,6 +341,22 @@ fn http_config(args: &Args) -> Result<Option<HttpConfig>, String> {
         }
         c.watch_stall = Duration::from_millis(v);
     }
+    if args.http_tls {
+        let files = tls_files(args)?.ok_or(
+            "--http-tls serves the node's certificate: give --tls-cert, --tls-key and --tls-ca",
+        )?;
+        let tls = http_server_config(&files, args.http_client_ca.as_deref())
+            .map_err(|e| e.to_string())?;
+        c.tls = Some(Arc::new(tls));
+    } else if !args.insecure_plaintext && args.http.is_some() {
+        // Peer traffic is TLS: a plain-HTTP client API next to it is almost
+        // certainly a mistake.
+        return Err(
+            "--http without --http-tls serves the client API unencrypted: \
+             add --http-tls (or run the whole node with --insecure-plaintext)"
+                .into(),
+        );
+    }
     Ok(Some(c))
 }
 
@@ -313,6 +387,19 @@ fn read_secret(file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(secret)
+}
+
+/// The TLS files, if any was given; all three or none.
+fn tls_files(args: &Args) -> Result<Option<TlsFiles>, String> {
+    match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })),
+        (None, None, None) => Ok(None),
+        _ => Err("TLS needs all three of --tls-cert, --tls-key and --tls-ca".into()),
+    }
 }
 
 /// Build the node's configuration from the arguments.
@@ -360,6 +447,15 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     );
     config.peers = peers;
     config.replication = replication;
+    config.tls = tls_files(args)?;
+    config.insecure_plaintext = args.insecure_plaintext;
+    if config.tls.is_none() && !config.insecure_plaintext {
+        return Err(
+            "no TLS: give --tls-cert, --tls-key and --tls-ca (docs/operations.md shows \
+             how to make them), or --insecure-plaintext for a test network"
+                .into(),
+        );
+    }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }

@@ -246,7 +246,7 @@ impl Elector {
                 self.keys.clone(),
                 self.config.session_timeout,
                 self.config.max_frame_bytes,
-                self.shared.metrics.clone(),
+                &self.shared,
             )
             .start()
         });

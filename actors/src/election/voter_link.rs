@@ -27,6 +27,8 @@ use metawal::NodeId;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound};
 use crate::metrics::NodeMetrics;
+use crate::shared::NodeShared;
+use crate::tls::PeerTransport;
 
 /// Most election messages waiting for the connection.
 const MAX_QUEUED: usize = 16;
@@ -63,6 +65,7 @@ pub(crate) struct VoterLink {
     queue: VecDeque<ElectionMsg>,
     stopping: bool,
     metrics: NodeMetrics,
+    transport: PeerTransport,
 }
 
 impl VoterLink {
@@ -73,7 +76,7 @@ impl VoterLink {
         keys: HandshakeKeys,
         connect_timeout: Duration,
         max_frame_bytes: usize,
-        metrics: NodeMetrics,
+        shared: &NodeShared,
     ) -> VoterLink {
         VoterLink {
             node,
@@ -87,17 +90,18 @@ impl VoterLink {
             gen: 0,
             queue: VecDeque::new(),
             stopping: false,
-            metrics,
+            metrics: shared.metrics.clone(),
+            transport: shared.transport.clone(),
         }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Connecting;
-        let (addr, limit) = (self.addr, self.connect_timeout);
-        let fut =
-            async move { tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await };
+        let (addr, peer, limit) = (self.addr, self.peer, self.connect_timeout);
+        let transport = self.transport.clone();
+        let fut = async move { transport.connect(addr, peer, limit).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok(stream)) => {
+            Ok(stream) => {
                 act.gen += 1;
                 act.conn = Some(Connection::attach(
                     ctx,
@@ -108,8 +112,7 @@ impl VoterLink {
                 ));
                 act.phase = Phase::AwaitChallenge;
             }
-            Ok(Err(e)) => act.give_up(ctx, &format!("connect failed: {e}")),
-            Err(_) => act.give_up(ctx, "connect timed out"),
+            Err(e) => act.give_up(ctx, &e.to_string()),
         }));
     }
 

@@ -17,7 +17,7 @@ use actix::prelude::*;
 use metawal::codec::CodecError;
 use metawal::engine::{Local, SessionAction, SessionEngine, SessionInput};
 use metawal::frame::{Frame, RejectReason};
-use metawal::handshake::{HandshakeKeys, Nonce};
+use metawal::handshake::{HandshakeKeys, Nonce, PeerIdentity};
 use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 
@@ -28,6 +28,7 @@ use crate::follower::messages::{
     SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
 };
 use crate::shared::NodeShared;
+use crate::tls::PeerStream;
 
 pub(crate) struct SessionInit {
     pub id: u64,
@@ -88,6 +89,11 @@ impl ReplicaSession {
 
     /// Feed one input to the engine and carry out its actions.
     fn input(&mut self, input: SessionInput, ctx: &mut Context<Self>) {
+        if self.conn.is_none() {
+            // Before the transport is up (its Challenge must not be sent
+            // into nothing) or after the connection ended: nothing to do.
+            return;
+        }
         let local = self.local();
         self.engine.handle(Instant::now(), input, local);
         while let Some(action) = self.engine.poll_action() {
@@ -230,6 +236,27 @@ impl ReplicaSession {
         ctx.run_later(self.config.session_timeout, |_, ctx| ctx.stop());
     }
 
+    /// The transport is up: attach the connection and start the protocol.
+    fn serve(&mut self, stream: PeerStream, identity: PeerIdentity, ctx: &mut Context<Self>) {
+        let conn = Connection::attach(
+            ctx,
+            stream,
+            1,
+            self.config.max_frame_bytes,
+            &self.shared.metrics,
+        );
+        tracing::debug!(node = self.node, addr = %conn.peer, identity = ?identity, "replication connection accepted");
+        self.conn = Some(conn);
+        self.engine.set_peer_identity(identity);
+        // The engine's first action sends the Challenge.
+        while let Some(action) = self.engine.poll_action() {
+            self.act(action, ctx);
+        }
+        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
+            act.input(SessionInput::Tick, ctx)
+        });
+    }
+
     /// Queue a frame; a writer that cannot take it (closed, or 64 frames
     /// behind) ends the session: the leader resends from the acked offset.
     fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) {
@@ -247,26 +274,30 @@ impl Actor for ReplicaSession {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(64);
-        let Some(stream) = self.stream.take() else {
+        let Some(tcp) = self.stream.take() else {
             ctx.stop();
             return;
         };
-        let conn = Connection::attach(
-            ctx,
-            stream,
-            1,
-            self.config.max_frame_bytes,
-            &self.shared.metrics,
-        );
-        tracing::debug!(node = self.node, addr = %conn.peer, "replication connection accepted");
-        self.conn = Some(conn);
-        // The engine's first action sends the Challenge.
-        while let Some(action) = self.engine.poll_action() {
-            self.act(action, ctx);
-        }
-        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
-            act.input(SessionInput::Tick, ctx)
-        });
+        // TLS first (bounded by the session timeout: a client that stalls
+        // the handshake holds its session slot no longer), then the
+        // protocol, bound to the node ids the client certificate names.
+        let transport = self.shared.transport.clone();
+        let limit = self.config.session_timeout;
+        let from = tcp.peer_addr().ok();
+        let accept = async move { transport.accept(tcp, limit).await };
+        ctx.spawn(accept.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((stream, identity)) => act.serve(stream, identity, ctx),
+            Err(e) => {
+                // Refused: nothing was read as a frame. The peer retries
+                // (or was not a peer); this session ends.
+                if e.is_silent_close() {
+                    tracing::debug!(node = act.node, addr = ?from, error = %e, "connection closed before the TLS handshake finished");
+                } else {
+                    tracing::warn!(node = act.node, addr = ?from, error = %e, "replication connection refused");
+                }
+                ctx.stop();
+            }
+        }));
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {

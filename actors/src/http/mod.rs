@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{ServerHandle, Service};
@@ -72,6 +73,11 @@ pub struct HttpConfig {
     pub client_request_timeout: Duration,
     /// Keep-alive of idle HTTP/1.1 connections between requests.
     pub keep_alive: Duration,
+    /// Serve HTTPS with this rustls config (see
+    /// [`crate::tls::http_server_config`]: the node's certificate, and
+    /// optionally a required client certificate). `None`: plain HTTP.
+    /// Redirects to other nodes use the same scheme.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl HttpConfig {
@@ -90,6 +96,7 @@ impl HttpConfig {
             max_connections: 25_000,
             client_request_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -129,7 +136,12 @@ impl Api {
                     .uri()
                     .path_and_query()
                     .map_or(req.path(), |p| p.as_str());
-                ApiError::redirect(format!("http://{addr}{path}"))
+                let scheme = if self.config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                ApiError::redirect(format!("{scheme}://{addr}{path}"))
             }
             None => ApiError::no_leader(leader.filter(|l| *l != me)),
         }
@@ -237,7 +249,13 @@ pub async fn serve(node: Node, config: HttpConfig) -> Result<HttpServer, HttpErr
     // The process (metawal-node) handles SIGTERM itself: it resigns
     // leadership first.
     .disable_signals()
-    .bind(config.addr)
+    // A client that stalls the TLS handshake is dropped as one that
+    // stalls its request head is.
+    .tls_handshake_timeout(config.client_request_timeout);
+    let server = match &config.tls {
+        Some(tls) => server.bind_rustls_0_23(config.addr, rustls::ServerConfig::clone(tls)),
+        None => server.bind(config.addr),
+    }
     .map_err(|source| HttpError::Bind {
         addr: config.addr,
         source,
@@ -250,7 +268,7 @@ pub async fn serve(node: Node, config: HttpConfig) -> Result<HttpServer, HttpErr
     let server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
-    tracing::info!(addr = %addr, "HTTP API serving");
+    tracing::info!(addr = %addr, tls = config.tls.is_some(), "HTTP API serving");
     Ok(HttpServer { addr, handle })
 }
 

@@ -43,7 +43,6 @@ use metawal::record::Record;
 use metawal::replication::{decide_start, LinkState, StartPoint};
 use metawal::wal::WalError;
 use metawal::{NodeId, ReplicationConfig};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::conn::{ConnInput, ConnOwner, Connection, Inbound, QueueError};
@@ -367,11 +366,12 @@ impl FollowerLink {
 
     fn connect(&mut self, gen: u64, ctx: &mut Context<Self>) {
         let addr = self.peer_addr;
-        let timeout = self.connect_timeout;
-        let fut = async move { tokio::time::timeout(timeout, TcpStream::connect(addr)).await };
+        let (peer, timeout) = (self.peer, self.connect_timeout);
+        let transport = self.shared.transport.clone();
+        let fut = async move { transport.connect(addr, peer, timeout).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let input = match res {
-                Ok(Ok(stream)) => {
+                Ok(stream) => {
                     let conn = Connection::attach(ctx, stream, gen, act.max_frame_bytes, &act.shared.metrics);
                     tracing::debug!(node = act.node, peer = act.peer, addr = %conn.peer, "connected");
                     if let Some(old) = act.conn.replace(conn) {
@@ -382,13 +382,9 @@ impl FollowerLink {
                         nonce: rand::random(),
                     }
                 }
-                Ok(Err(e)) => LinkInput::ConnectFailed {
+                Err(e) => LinkInput::ConnectFailed {
                     gen,
                     reason: e.to_string(),
-                },
-                Err(_) => LinkInput::ConnectFailed {
-                    gen,
-                    reason: format!("timed out after {timeout:?}"),
                 },
             };
             act.input(input, ctx);
