@@ -8,21 +8,17 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use common::proxy::Fault;
+use common::rawpeer::{captured_logs, logged, RawPeer};
 use common::{create_topic, fast_config, wait_converged, wait_until, TestCluster, CLUSTER, SECRET};
-use metawal_actors::metawal::codec::FrameCodec;
 use metawal_actors::metawal::frame::{Frame, RejectReason};
 use metawal_actors::metawal::handshake::HandshakeKeys;
 use metawal_actors::Acks;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio::io::AsyncWriteExt;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -245,108 +241,6 @@ async fn stalled_follower_leaves_isr_after_lag_time_and_inflight_stays_in_window
     eprintln!("peak inflight to node 3: {peak} bytes (window {WINDOW})");
     assert!(peak <= WINDOW);
     c.shutdown().await;
-}
-
-/// Logs of this test binary, captured for assertions on logged reasons.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || LogWriter(b.clone()))
-            .try_init();
-        buf
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Whether a captured log line contains every one of `parts`.
-fn logged(logs: &Mutex<Vec<u8>>, parts: &[&str]) -> bool {
-    let logs = logs.lock().unwrap();
-    String::from_utf8_lossy(&logs)
-        .lines()
-        .any(|l| parts.iter().all(|p| l.contains(p)))
-}
-
-/// A raw connection to a replication port, playing the leader's side.
-struct RawPeer {
-    stream: TcpStream,
-    codec: FrameCodec,
-    buf: BytesMut,
-}
-
-impl RawPeer {
-    async fn connect(addr: std::net::SocketAddr) -> RawPeer {
-        RawPeer {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            codec: FrameCodec::new(16 * 1024 * 1024),
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// The next frame, or None once the peer closed the connection (or the
-    /// bytes are not a frame). Panics if nothing happens within LIMIT.
-    async fn next(&mut self) -> Option<Frame> {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            match self.codec.decode(&mut self.buf) {
-                Ok(Some(f)) => return Some(f),
-                Ok(None) => {}
-                Err(_) => return None,
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return None,
-                Ok(Ok(_)) => {}
-                Err(_) => panic!("the follower neither answered nor closed within {LIMIT:?}"),
-            }
-        }
-    }
-
-    async fn send(&mut self, frame: Frame) {
-        let mut out = BytesMut::new();
-        self.codec.encode(&frame, &mut out).unwrap();
-        self.stream.write_all(&out).await.unwrap();
-    }
-
-    /// Read the follower's Challenge; return its nonce.
-    async fn challenge(&mut self) -> [u8; 16] {
-        match self.next().await {
-            Some(Frame::Challenge {
-                cluster_id,
-                node_id,
-                nonce,
-                ..
-            }) => {
-                assert_eq!(cluster_id, CLUSTER);
-                assert_eq!(node_id, 2);
-                nonce.try_into().unwrap()
-            }
-            other => panic!("expected a Challenge, got {other:?}"),
-        }
-    }
-
-    /// Expect the connection to be closed.
-    async fn expect_closed(&mut self) {
-        if let Some(f) = self.next().await {
-            panic!("expected the connection to close, got {f:?}");
-        }
-    }
 }
 
 #[actix::test]

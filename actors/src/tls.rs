@@ -276,6 +276,13 @@ pub(crate) enum ConnectError {
     Tls(std::io::Error),
 }
 
+impl ConnectError {
+    /// Whether TLS refused the connection (as opposed to the network).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ConnectError::Tls(_))
+    }
+}
+
 impl PeerTransport {
     /// Connect to peer `peer` at `addr`; TCP connect and TLS handshake
     /// together are bounded by `limit`.

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod proxy;
+pub mod rawpeer;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -79,6 +80,16 @@ impl TestCluster {
     /// Start `n` nodes; followers in `proxied` are reached through a proxy.
     pub async fn start(n: u64, proxied: &[NodeId], replication: ReplicationConfig) -> TestCluster {
         let mut c = TestCluster::new(n, proxied, replication).await;
+        for id in 1..=n {
+            c.start_node(id).await;
+        }
+        c.make_leader(1).await;
+        c
+    }
+
+    /// Like [`TestCluster::start`], with mutual TLS between the nodes.
+    pub async fn start_tls(n: u64, replication: ReplicationConfig) -> TestCluster {
+        let mut c = TestCluster::new_tls(n, &[], replication).await;
         for id in 1..=n {
             c.start_node(id).await;
         }

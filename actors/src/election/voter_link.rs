@@ -112,7 +112,12 @@ impl VoterLink {
                 ));
                 act.phase = Phase::AwaitChallenge;
             }
-            Err(e) => act.give_up(ctx, &e.to_string()),
+            Err(e) => {
+                if e.is_tls() {
+                    tracing::warn!(node = act.node, peer = act.peer, addr = %act.addr, error = %e, "election connection refused by TLS");
+                }
+                act.give_up(ctx, &e.to_string())
+            }
         }));
     }
 

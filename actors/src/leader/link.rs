@@ -382,10 +382,18 @@ impl FollowerLink {
                         nonce: rand::random(),
                     }
                 }
-                Err(e) => LinkInput::ConnectFailed {
-                    gen,
-                    reason: e.to_string(),
-                },
+                Err(e) => {
+                    if e.is_tls() {
+                        // A peer that is not who it should be (or a CA
+                        // mismatch): worth an operator's eye. The engine
+                        // retries with its bounded backoff.
+                        tracing::warn!(node = act.node, peer = act.peer, addr = %addr, error = %e, "replication connection refused by TLS");
+                    }
+                    LinkInput::ConnectFailed {
+                        gen,
+                        reason: e.to_string(),
+                    }
+                }
             };
             act.input(input, ctx);
         }));
