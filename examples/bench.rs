@@ -35,6 +35,10 @@
 //!    before the next. Also 3 clean shutdowns (the leader resigns) with the
 //!    default timeouts, for comparison.
 //!
+//! 2+3 TLS (unless `--no-tls`): the latency and throughput phases again on a
+//!    fresh cluster with mutual TLS between the nodes (a throwaway CA made
+//!    at start), reported with a `tls_` prefix beside the plaintext figures.
+//!
 //! 9. `--http` only: the latency and throughput phases again through real
 //!    HTTP clients (keep-alive connections, `POST /v1/commands?acks=all`)
 //!    against three `metawal-node` processes, reported with an `http_`
@@ -43,8 +47,13 @@
 //! `--json` prints exactly one JSON object on stdout; progress and the table
 //! then go to stderr. See docs/benchmarks.md for what every figure means.
 
+#![recursion_limit = "256"]
+
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
+
+#[path = "../tests/common/certs.rs"]
+mod certs;
 
 #[path = "support/mod.rs"]
 mod support;
@@ -98,6 +107,10 @@ struct Args {
     /// with an `http_` prefix.
     #[arg(long)]
     http: bool,
+    /// Skip the TLS comparison (phases 2 and 3 again with mutual TLS
+    /// between the nodes; figures with a `tls_` prefix).
+    #[arg(long)]
+    no_tls: bool,
 }
 
 /// How many of everything a run does.
@@ -293,6 +306,9 @@ struct Cluster {
     notes: HashMap<NodeId, Recording>,
     /// Every node's replication and election tunables.
     replication: ReplicationConfig,
+    /// With TLS between the nodes: the throwaway CA that issued their
+    /// certificates (None: plaintext).
+    ca: Option<certs::TestCa>,
 }
 
 impl Cluster {
@@ -310,11 +326,26 @@ impl Cluster {
         subscribe: bool,
         replication: ReplicationConfig,
     ) -> Result<Cluster, String> {
+        Cluster::start_opts(parent, with_proxy, subscribe, replication, false).await
+    }
+
+    /// [`Cluster::start`] with mutual TLS between the nodes.
+    async fn start_tls(parent: &Path, subscribe: bool) -> Result<Cluster, String> {
+        Cluster::start_opts(parent, false, subscribe, ReplicationConfig::default(), true).await
+    }
+
+    async fn start_opts(
+        parent: &Path,
+        with_proxy: bool,
+        subscribe: bool,
+        replication: ReplicationConfig,
+        tls: bool,
+    ) -> Result<Cluster, String> {
         // A reserved port can be taken by someone else before a node binds
         // it: start again on new ports (a few times at most).
         let mut attempt = 1;
         loop {
-            match Cluster::try_start(parent, with_proxy, replication.clone()).await {
+            match Cluster::try_start(parent, with_proxy, replication.clone(), tls).await {
                 Ok(c) => return c.setup(subscribe).await,
                 Err(e) if attempt < 4 && e.contains("Address already in use") => {
                     attempt += 1;
@@ -329,12 +360,21 @@ impl Cluster {
         parent: &Path,
         with_proxy: bool,
         replication: ReplicationConfig,
+        tls: bool,
     ) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("metawal-bench-")
             .tempdir_in(parent)
             .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
         let base = dir.path().to_path_buf();
+        let ca = if tls {
+            Some(
+                certs::TestCa::new(&base, "bench", CLUSTER_ID)
+                    .map_err(|e| format!("bench certificates: {e}"))?,
+            )
+        } else {
+            None
+        };
         // Hold the reserved ports while the proxy binds its own.
         let reserved = [reserve_port()?, reserve_port()?, reserve_port()?];
         let listen = reserved
@@ -364,6 +404,7 @@ impl Cluster {
             proxy,
             notes: HashMap::new(),
             replication,
+            ca,
         };
         drop(reserved);
         for id in [2, 3, 1] {
@@ -443,7 +484,7 @@ impl Cluster {
         Ok(self)
     }
 
-    fn config(&self, id: NodeId) -> NodeConfig {
+    fn config(&self, id: NodeId) -> Result<NodeConfig, String> {
         let mut cfg = NodeConfig::new(
             id,
             CLUSTER_ID,
@@ -463,12 +504,20 @@ impl Cluster {
                 (p, addr)
             })
             .collect();
-        cfg.insecure_plaintext = true;
-        cfg
+        match &self.ca {
+            Some(ca) => {
+                cfg.tls = Some(
+                    ca.node(id)
+                        .map_err(|e| format!("node {id}'s certificate: {e}"))?,
+                )
+            }
+            None => cfg.insecure_plaintext = true,
+        }
+        Ok(cfg)
     }
 
     async fn start_node(&mut self, id: NodeId) -> Result<(), String> {
-        let cfg = self.config(id);
+        let cfg = self.config(id)?;
         let started = start_on_arbiter(cfg).await?;
         self.nodes[(id - 1) as usize] = Some(started);
         Ok(())
@@ -1045,6 +1094,18 @@ struct Results {
     resign_election_ms: Vec<f64>,
     /// Phase 9 (`--http`).
     http: Option<http_load::HttpFigures>,
+    /// Phases 2 and 3 again with mutual TLS between the nodes.
+    tls: Option<TlsFigures>,
+}
+
+/// The latency and throughput phases over TLS.
+#[derive(Clone, Copy, Default)]
+struct TlsFigures {
+    acks_all_p50_us: f64,
+    acks_all_p99_us: f64,
+    throughput_eps: f64,
+    throughput_p50_us: f64,
+    throughput_p99_us: f64,
 }
 
 async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(), String> {
@@ -1219,6 +1280,53 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
                 r.propagation_f3_p99_us
             ));
         }
+        c.stop().await;
+    }
+
+    // 2 and 3 again over mutual TLS, on a fresh cluster set up the same
+    // way (subscribers on both followers).
+    if (want(2) || want(3)) && !args.no_tls {
+        out.progress(&format!(
+            "[2+3 TLS] latency ({} sequential) and throughput ({} from {p} proposers), acks=all, mutual TLS between the nodes",
+            counts.latency_writes, counts.throughput_writes
+        ));
+        let c = Cluster::start_tls(&parent, true).await?;
+        let leader = c.node(1)?.clone();
+        let mut t = TlsFigures::default();
+        if want(2) {
+            let lat = load(
+                out,
+                &leader,
+                counts.latency_writes,
+                1,
+                Acks::All,
+                true,
+                LoadCtl::default(),
+            )
+            .await?;
+            t.acks_all_p50_us = us(&lat.latency, 0.5);
+            t.acks_all_p99_us = us(&lat.latency, 0.99);
+        }
+        if want(3) {
+            let thr = load(
+                out,
+                &leader,
+                counts.throughput_writes,
+                p,
+                Acks::All,
+                true,
+                LoadCtl::default(),
+            )
+            .await?;
+            t.throughput_eps = thr.eps();
+            t.throughput_p50_us = us(&thr.latency, 0.5);
+            t.throughput_p99_us = us(&thr.latency, 0.99);
+        }
+        out.progress(&format!(
+            "      acks=all p50 {:.0} us, p99 {:.0} us; {:.0} entries/s, p50 {:.0} us, p99 {:.0} us",
+            t.acks_all_p50_us, t.acks_all_p99_us, t.throughput_eps, t.throughput_p50_us, t.throughput_p99_us
+        ));
+        r.tls = Some(t);
         c.stop().await;
     }
 
@@ -1579,6 +1687,33 @@ fn print_table(out: Out, r: &Results, quick: bool) {
         String::new(),
         None,
     );
+    if let Some(t) = r.tls {
+        let cost = |tls: f64, plain: f64| {
+            if plain > 0.0 {
+                format!("{:+.1} %", (tls / plain - 1.0) * 100.0)
+            } else {
+                String::new()
+            }
+        };
+        row(
+            "TLS acks=all sequential p50 / p99 (us)",
+            format!("{:.0} / {:.0}", t.acks_all_p50_us, t.acks_all_p99_us),
+            format!("p50 <= +10 %: {}", cost(t.acks_all_p50_us, r.acks_all_p50_us)),
+            Some(t.acks_all_p50_us <= 1.1 * r.acks_all_p50_us),
+        );
+        row(
+            "TLS throughput, 64 proposers acks=all (1/s)",
+            format!("{:.0}", t.throughput_eps),
+            format!(">= -10 %: {}", cost(t.throughput_eps, r.throughput_eps)),
+            Some(t.throughput_eps >= 0.9 * r.throughput_eps),
+        );
+        row(
+            "  TLS latency p50 / p99 (us)",
+            format!("{:.0} / {:.0}", t.throughput_p50_us, t.throughput_p99_us),
+            String::new(),
+            None,
+        );
+    }
     if let Some(h) = r.http {
         row(
             "HTTP acks=all sequential p50 / p99 (us)",
@@ -1830,6 +1965,12 @@ fn json(r: &Results, quick: bool) -> serde_json::Value {
         "http_throughput_eps": r.http.map(|h| h.throughput_eps.round()),
         "http_throughput_p50_us": r.http.map(|h| r1(h.throughput_p50_us)),
         "http_throughput_p99_us": r.http.map(|h| r1(h.throughput_p99_us)),
+        // Issue 10: phases 2 and 3 again with mutual TLS between the nodes.
+        "tls_acks_all_p50_us": r.tls.map(|t| r1(t.acks_all_p50_us)),
+        "tls_acks_all_p99_us": r.tls.map(|t| r1(t.acks_all_p99_us)),
+        "tls_throughput_eps": r.tls.map(|t| t.throughput_eps.round()),
+        "tls_throughput_p50_us": r.tls.map(|t| r1(t.throughput_p50_us)),
+        "tls_throughput_p99_us": r.tls.map(|t| r1(t.throughput_p99_us)),
     })
 }
 
