@@ -1698,7 +1698,10 @@ fn print_table(out: Out, r: &Results, quick: bool) {
         row(
             "TLS acks=all sequential p50 / p99 (us)",
             format!("{:.0} / {:.0}", t.acks_all_p50_us, t.acks_all_p99_us),
-            format!("p50 <= +10 %: {}", cost(t.acks_all_p50_us, r.acks_all_p50_us)),
+            format!(
+                "p50 <= +10 %: {}",
+                cost(t.acks_all_p50_us, r.acks_all_p50_us)
+            ),
             Some(t.acks_all_p50_us <= 1.1 * r.acks_all_p50_us),
         );
         row(

@@ -536,3 +536,78 @@ async fn frames_injected_into_a_peer_connection_are_refused_at_the_tls_layer() {
     }
     c.shutdown().await;
 }
+
+/// A node whose own TLS set-up cannot work refuses to start, saying what
+/// to fix, instead of starting and failing every handshake later; and a
+/// config must choose TLS or plaintext explicitly.
+#[actix::test]
+async fn a_node_with_an_unusable_certificate_refuses_to_start() {
+    let c = TestCluster::new_tls(3, &[], fast_config()).await;
+    let ca = c.tls.as_ref().unwrap();
+    let dir = c.dir.path();
+    let other = TestCa::new(dir, "other", CLUSTER).unwrap();
+    let expired = ca
+        .node_with(
+            1,
+            &LeafOpts {
+                expired: true,
+                ..LeafOpts::default()
+            },
+        )
+        .unwrap();
+    let for_node_2 = ca.node(2).unwrap();
+    // Signed by another CA than the one configured.
+    let mut from_other_ca = other.node(1).unwrap();
+    from_other_ca.ca = ca.ca_path();
+    let mut wrong_key = ca.node(1).unwrap();
+    wrong_key.key = for_node_2.key.clone();
+    let mut missing = ca.node(1).unwrap();
+    missing.key = dir.join("no-such-key.pem");
+    for (what, files, cluster, expect) in [
+        ("expired", expired, CLUSTER, "certificate expired"),
+        (
+            "node 2's",
+            for_node_2,
+            CLUSTER,
+            "certificate not valid for name \"node-1.test-cluster\"",
+        ),
+        ("another CA's", from_other_ca, CLUSTER, "UnknownIssuer"),
+        (
+            "a key of another certificate",
+            wrong_key,
+            CLUSTER,
+            "TLS configuration refused",
+        ),
+        (
+            "a missing key file",
+            missing,
+            CLUSTER,
+            "cannot read the TLS private key",
+        ),
+        (
+            "a cluster id that is no DNS name",
+            ca.node(1).unwrap(),
+            "my cluster",
+            "cannot be used with TLS",
+        ),
+    ] {
+        let mut cfg = c.config(1);
+        cfg.cluster_id = cluster.to_string();
+        cfg.tls = Some(files);
+        let err = match common::start_node(cfg).await {
+            Ok(_) => panic!("node 1 started with {what} certificate"),
+            Err(e) => e,
+        };
+        assert!(err.contains(expect), "{what}: {err}");
+        eprintln!("{what}: {err}");
+    }
+    // Neither TLS nor plaintext chosen, or both.
+    let mut cfg = c.config(1);
+    cfg.tls = None;
+    let err = common::start_node(cfg.clone()).await.err().unwrap();
+    assert!(err.contains("no TLS configured"), "{err}");
+    cfg.tls = Some(ca.node(1).unwrap());
+    cfg.insecure_plaintext = true;
+    let err = common::start_node(cfg).await.err().unwrap();
+    assert!(err.contains("both tls and insecure_plaintext"), "{err}");
+}

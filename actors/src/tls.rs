@@ -188,10 +188,19 @@ impl PeerTls {
         let key = read_key(&files.key)?;
         let roots = read_roots(&files.ca)?;
         let provider = provider();
-        let own = |reason: String| TlsError::OwnCertificate {
-            path: files.cert.clone(),
-            name: own_name.clone(),
-            reason,
+        let own = |reason: String| {
+            // rustls words it from a peer's side.
+            let mut reason = reason
+                .trim_start_matches("invalid peer certificate: ")
+                .to_string();
+            if reason.contains("UnknownIssuer") {
+                reason.push_str(&format!(" (not signed by a CA in {})", files.ca.display()));
+            }
+            TlsError::OwnCertificate {
+                path: files.cert.clone(),
+                name: own_name.clone(),
+                reason,
+            }
         };
         let server_verifier =
             WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
