@@ -652,6 +652,19 @@ impl LoadResult {
     }
 }
 
+/// Phase 2's load: sequential `acks=all` writes, every one tracked.
+async fn latency_load(out: Out, leader: &Node, counts: Counts) -> Result<LoadResult, String> {
+    let writes = counts.latency_writes;
+    load(out, leader, writes, 1, Acks::All, true, LoadCtl::default()).await
+}
+
+/// Phase 3's load: `acks=all` writes from all the proposers, every one
+/// tracked.
+async fn throughput_load(out: Out, leader: &Node, counts: Counts) -> Result<LoadResult, String> {
+    let (writes, p) = (counts.throughput_writes, counts.proposers);
+    load(out, leader, writes, p, Acks::All, true, LoadCtl::default()).await
+}
+
 /// Outside control of a load: a stop flag and the count of completed writes.
 #[derive(Clone, Default)]
 struct LoadCtl {
@@ -1204,16 +1217,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
                 "[2/8] latency: {} sequential acks=all writes",
                 counts.latency_writes
             ));
-            let lat = load(
-                out,
-                &leader,
-                counts.latency_writes,
-                1,
-                Acks::All,
-                true,
-                LoadCtl::default(),
-            )
-            .await?;
+            let lat = latency_load(out, &leader, counts).await?;
             let (lat_prop, _, _) = propagation_all(&c, &lat.sent).await?;
             r.acks_all_p50_us = us(&lat.latency, 0.5);
             r.acks_all_p99_us = us(&lat.latency, 0.99);
@@ -1230,16 +1234,7 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
                 "[3/8] throughput: {} acks=all writes from {p} proposers",
                 counts.throughput_writes
             ));
-            let thr = load(
-                out,
-                &leader,
-                counts.throughput_writes,
-                p,
-                Acks::All,
-                true,
-                LoadCtl::default(),
-            )
-            .await?;
+            let thr = throughput_load(out, &leader, counts).await?;
             let (thr_prop, _, _) = propagation_all(&c, &thr.sent).await?;
             r.throughput_eps = thr.eps();
             r.throughput_p50_us = us(&thr.latency, 0.5);
@@ -1294,30 +1289,12 @@ async fn run(args: Args, out: Out, parent: PathBuf, r: &mut Results) -> Result<(
         let leader = c.node(1)?.clone();
         let mut t = TlsFigures::default();
         if want(2) {
-            let lat = load(
-                out,
-                &leader,
-                counts.latency_writes,
-                1,
-                Acks::All,
-                true,
-                LoadCtl::default(),
-            )
-            .await?;
+            let lat = latency_load(out, &leader, counts).await?;
             t.acks_all_p50_us = us(&lat.latency, 0.5);
             t.acks_all_p99_us = us(&lat.latency, 0.99);
         }
         if want(3) {
-            let thr = load(
-                out,
-                &leader,
-                counts.throughput_writes,
-                p,
-                Acks::All,
-                true,
-                LoadCtl::default(),
-            )
-            .await?;
+            let thr = throughput_load(out, &leader, counts).await?;
             t.throughput_eps = thr.eps();
             t.throughput_p50_us = us(&thr.latency, 0.5);
             t.throughput_p99_us = us(&thr.latency, 0.99);

@@ -527,6 +527,13 @@ async fn run(
     let node = Node::start(config)
         .await
         .map_err(|e| format!("cannot start the node: {e}"))?;
+    if http.as_ref().is_some_and(|c| c.tls.is_none()) {
+        tracing::warn!(
+            node = node.id(),
+            "the HTTP API is plaintext (--insecure-plaintext): requests and answers can be read \
+             and altered on the network path"
+        );
+    }
     let http = match http {
         Some(c) => match serve(node.clone(), c).await {
             Ok(h) => Some(h),
