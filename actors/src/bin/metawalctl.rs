@@ -1135,6 +1135,37 @@ fn tls_preflight(config: &Arc<rustls::ClientConfig>, url: &str) -> Result<(), St
     }
 }
 
+/// After a plain `http://` request to `url` broke: does the port speak
+/// TLS? One raw `GET /livez` in a single write (the server reads all of it,
+/// so its answer cannot be lost to a reset) and a look at the first bytes
+/// back, within a second: a TLS alert record (`21, 3, …`) says yes.
+fn speaks_tls(url: &str) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    if !url
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+    {
+        return false;
+    }
+    let authority = url[7..].split('/').next().unwrap_or("");
+    let Some(addr) = authority.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut tcp) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let limit = Some(Duration::from_secs(1));
+    if tcp.set_read_timeout(limit).is_err() || tcp.set_write_timeout(limit).is_err() {
+        return false;
+    }
+    let probe = format!("GET /livez HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    if tcp.write_all(probe.as_bytes()).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 2];
+    tcp.read_exact(&mut b).is_ok() && b == [21, 3]
+}
+
 /// A transport error as one line: the URL, ureq's message, and what TLS
 /// said if TLS failed.
 fn transport_message(url: &str, t: &ureq::Transport) -> String {
@@ -1181,6 +1212,23 @@ fn transport_step(url: &str, t: &ureq::Transport, kind: Kind) -> Step {
         t.kind(),
         K::ConnectionFailed | K::Dns | K::InvalidUrl | K::UnknownScheme
     );
+    if !not_sent && speaks_tls(url) {
+        // An HTTPS port that reset a plain request before its TLS alert
+        // could be read (it closed with the request body unread): it never
+        // read the request as HTTP either.
+        return Step::Next(Skip {
+            note: format!(
+                "{url}: the node speaks HTTPS (it dropped a plain HTTP request, and answers a \
+                 probe with a TLS alert): use https:// endpoints, or give --cacert so that \
+                 host:port endpoints use https://"
+            ),
+            retry_after: None,
+            answered: false,
+            error: None,
+            misconfigured: false,
+            tls: true,
+        });
+    }
     if not_sent || kind == Kind::Read {
         Step::Next(Skip {
             note: what,
@@ -2610,24 +2658,36 @@ JEk91i5Embcqgy8SJPPNQwSVer+i9Iag0wPCnzr9tQ==\n\
 
     /// A server that answers every connection's first bytes with a TLS
     /// alert record and closes, as an HTTPS port does to plain HTTP.
-    fn tls_only_server() -> (String, std::thread::JoinHandle<usize>) {
+    /// A server that answers every connection's first bytes with a TLS
+    /// alert record and closes, as an HTTPS port does to plain HTTP (also
+    /// the probe that follows a reset). Sends how many bytes the first
+    /// connection brought.
+    fn tls_only_server() -> (String, std::sync::mpsc::Receiver<usize>) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let handle = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut b = [0u8; 1024];
-            let n = stream.read(&mut b).unwrap_or(0);
-            // alert, TLS 1.2 record version, length 2, fatal, decode_error
-            let _ = stream.write_all(&[21, 3, 3, 0, 2, 2, 50]);
-            n
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Bounded: the request and at most one probe.
+            for _ in 0..2 {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    break;
+                };
+                let mut b = [0u8; 1024];
+                let n = stream.read(&mut b).unwrap_or(0);
+                let _ = tx.send(n);
+                // alert, TLS 1.2 record version, length 2, fatal,
+                // decode_error; then close, maybe with the body unread
+                // (then the client sees a reset).
+                let _ = stream.write_all(&[21, 3, 3, 0, 2, 2, 50]);
+            }
         });
-        (base, handle)
+        (base, rx)
     }
 
     #[test]
     fn plain_http_to_an_https_port_is_unavailable_not_unknown() {
-        let (base, handle) = tls_only_server();
+        let (base, sent) = tls_only_server();
         let client = Client::new(&[base], Duration::from_secs(5), None);
         let err = propose(
             &client,
@@ -2635,7 +2695,8 @@ JEk91i5Embcqgy8SJPPNQwSVer+i9Iag0wPCnzr9tQ==\n\
             Acks::All,
         )
         .unwrap_err();
-        assert!(handle.join().unwrap() > 0, "the request was not sent");
+        let n = sent.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(n > 0, "the request was not sent");
         // The TLS layer refused the bytes: nothing was done, so not exit 5.
         assert_eq!(err.failure, Failure::Unavailable, "{}", err.message);
         assert!(
