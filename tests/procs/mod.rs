@@ -78,60 +78,58 @@ pub fn ctl_binary() -> &'static Path {
 /// Binary `name` of metawal-actors for this test's target dir and profile
 /// (see [`node_binary`]); the path in `$env_override` if that is set.
 fn built_binary(name: &str, env_override: &str) -> PathBuf {
-    {
-        if let Some(p) = std::env::var_os(env_override) {
-            let p = PathBuf::from(p);
-            assert!(p.is_file(), "{env_override}={} is not a file", p.display());
-            return p;
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        let deps = exe.parent().expect("test executable has a parent dir");
-        let profile_dir = deps.parent().expect("deps has a parent dir");
-        let target_dir = profile_dir.parent().expect("profile dir has a parent dir");
-        let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(workspace)
-            .args(["build", "--quiet", "-p", "metawal-actors", "--bin", name])
-            .arg("--target-dir")
-            .arg(target_dir);
-        if cfg!(not(debug_assertions)) {
-            cmd.arg("--release");
-        }
-        let started = Instant::now();
-        eprintln!("procs: building {name}: {cmd:?}");
-        match cmd.status() {
-            Ok(s) if s.success() => {}
-            Ok(s) if bin.is_file() => {
-                eprintln!(
-                    "procs: WARNING: `cargo build` failed ({s}); using the existing {}",
-                    bin.display()
-                )
-            }
-            Ok(s) => panic!(
-                "building {name} failed ({s}) and {} does not exist",
-                bin.display()
-            ),
-            Err(e) if bin.is_file() => {
-                eprintln!(
-                    "procs: WARNING: cannot run {cargo:?} ({e}); using the existing {}",
-                    bin.display()
-                )
-            }
-            Err(e) => panic!(
-                "cannot run {cargo:?} to build {name} ({e}) and {} does not exist",
-                bin.display()
-            ),
-        }
-        eprintln!(
-            "procs: {name} ready in {:?}: {}",
-            started.elapsed(),
-            bin.display()
-        );
-        assert!(bin.is_file(), "{} missing after the build", bin.display());
-        bin
+    if let Some(p) = std::env::var_os(env_override) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{env_override}={} is not a file", p.display());
+        return p;
     }
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test executable has a parent dir");
+    let profile_dir = deps.parent().expect("deps has a parent dir");
+    let target_dir = profile_dir.parent().expect("profile dir has a parent dir");
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--quiet", "-p", "metawal-actors", "--bin", name])
+        .arg("--target-dir")
+        .arg(target_dir);
+    if cfg!(not(debug_assertions)) {
+        cmd.arg("--release");
+    }
+    let started = Instant::now();
+    eprintln!("procs: building {name}: {cmd:?}");
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) if bin.is_file() => {
+            eprintln!(
+                "procs: WARNING: `cargo build` failed ({s}); using the existing {}",
+                bin.display()
+            )
+        }
+        Ok(s) => panic!(
+            "building {name} failed ({s}) and {} does not exist",
+            bin.display()
+        ),
+        Err(e) if bin.is_file() => {
+            eprintln!(
+                "procs: WARNING: cannot run {cargo:?} ({e}); using the existing {}",
+                bin.display()
+            )
+        }
+        Err(e) => panic!(
+            "cannot run {cargo:?} to build {name} ({e}) and {} does not exist",
+            bin.display()
+        ),
+    }
+    eprintln!(
+        "procs: {name} ready in {:?}: {}",
+        started.elapsed(),
+        bin.display()
+    );
+    assert!(bin.is_file(), "{} missing after the build", bin.display());
+    bin
 }
 
 /// The nodes' `RUST_LOG`: warnings, plus the node's life cycle (start,
