@@ -8,6 +8,9 @@
 //! VM stall — that wakes up later still believing what it believed before,
 //! e.g. that it leads), and clients talk to it over the real HTTP API
 //! (docs/api.md) with its status codes as the only source of truth.
+//! As in production, everything runs over TLS (the harness's default):
+//! mutual TLS between the nodes, HTTPS for the clients, so a restarted
+//! node's TLS handshakes are part of every recovery.
 //!
 //! The run: client threads each keep one `acks=all` write in flight
 //! (`CreateTopic` with a name never used before), and a chaos thread kills

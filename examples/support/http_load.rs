@@ -7,7 +7,10 @@
 //! Each client thread keeps one HTTP/1.1 connection alive (as a real client
 //! library would) and sends `POST /v1/commands?acks=all` one at a time.
 //! The processes come from the test harness (`tests/procs`): free loopback
-//! ports, temp data dirs, every child killed when the cluster is dropped.
+//! ports, temp data dirs, every child killed when the cluster is dropped,
+//! and HTTPS (the harness's TLS set-up: its test CA, `--http-tls`), so the
+//! figures include TLS as a production client would pay it (the
+//! connection is kept alive: one handshake per client, not per write).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +39,8 @@ pub struct HttpFigures {
 /// Longest a single write may take before the phase fails.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+fn agent(leader: SocketAddr) -> ureq::Agent {
+    procs::http::agent_builder(leader)
         .timeout_connect(Duration::from_secs(2))
         .timeout(WRITE_TIMEOUT)
         .redirects(0)
@@ -52,7 +55,10 @@ fn write(agent: &ureq::Agent, leader: SocketAddr, name: &str) -> Result<Duration
     );
     let started = Instant::now();
     match agent
-        .post(&format!("http://{leader}/v1/commands?acks=all"))
+        .post(&format!(
+            "{}/v1/commands?acks=all",
+            procs::http::base_url(leader)
+        ))
         .send_string(&body)
     {
         Ok(r) if r.status() == 200 => {
@@ -111,7 +117,7 @@ pub fn run(
     progress(&format!(
         "[http 1/2] latency: {latency_writes} sequential acks=all writes over HTTP (node {leader_id} leads)"
     ));
-    let a = agent();
+    let a = agent(leader);
     let mut lat = hist()?;
     for i in 0..latency_writes {
         record(&mut lat, write(&a, leader, &format!("hl-{i}"))?);
@@ -132,7 +138,7 @@ pub fn run(
         .map(|c| {
             let next = next.clone();
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
-                let a = agent();
+                let a = agent(leader);
                 let mut h = hist()?;
                 // Bounded: each write takes one of `throughput_writes`.
                 loop {

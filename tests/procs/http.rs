@@ -6,47 +6,138 @@
 //! later error means the request may have reached the node (the write's
 //! outcome is unknown). Redirects are not followed by the library: a `307`
 //! is returned to the caller, who follows it.
+//!
+//! HTTPS: the nodes of a TLS [`Cluster`](super::Cluster) serve HTTPS; the
+//! cluster registers each node's HTTP address here with the TLS client
+//! config to use for it ([`set_tls`]). Every function below looks the
+//! address up: a registered one is spoken to over `https://` with that
+//! config, any other over plain `http://`. So the free functions keep
+//! working for several clusters at once, TLS or not, and a test can change
+//! what the client trusts in the middle of a run (certificate rotation).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn agent(connect: Duration, read: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
+/// How the harness talks to one node's HTTP address.
+#[derive(Clone)]
+struct Route {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// For status probes: a stopped or dead node must not hold anyone up.
+    probe: ureq::Agent,
+    /// For writes: the read timeout is above the nodes'
+    /// `--request-timeout-ms` plus the longest SIGSTOP, so a write times
+    /// out on the client only when the node really does not answer.
+    write: ureq::Agent,
+}
+
+impl Route {
+    fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Route {
+        Route {
+            probe: agent_with(
+                tls.clone(),
+                Duration::from_millis(500),
+                Duration::from_millis(1500),
+            ),
+            write: agent_with(tls.clone(), Duration::from_secs(1), Duration::from_secs(12)),
+            tls,
+        }
+    }
+}
+
+fn routes() -> &'static Mutex<HashMap<SocketAddr, Route>> {
+    static R: OnceLock<Mutex<HashMap<SocketAddr, Route>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn plain_route() -> &'static Route {
+    static P: OnceLock<Route> = OnceLock::new();
+    P.get_or_init(|| Route::new(None))
+}
+
+fn route(addr: SocketAddr) -> Route {
+    let map = routes().lock().unwrap_or_else(|e| e.into_inner());
+    map.get(&addr)
+        .cloned()
+        .unwrap_or_else(|| plain_route().clone())
+}
+
+/// Speak to `addr` over HTTPS with `tls` (or plain HTTP with `None`).
+pub fn set_tls(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) {
+    let mut map = routes().lock().unwrap_or_else(|e| e.into_inner());
+    match tls {
+        Some(_) => {
+            map.insert(addr, Route::new(tls));
+        }
+        None => {
+            map.remove(&addr);
+        }
+    }
+}
+
+/// `https://addr` for a registered TLS address, else `http://addr`.
+pub fn base_url(addr: SocketAddr) -> String {
+    let scheme = if route(addr).tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
+}
+
+/// An agent builder for `addr`: with its TLS config if it has one.
+pub fn agent_builder(addr: SocketAddr) -> ureq::AgentBuilder {
+    let b = ureq::AgentBuilder::new();
+    match route(addr).tls {
+        Some(tls) => b.tls_config(tls),
+        None => b,
+    }
+}
+
+/// The address in a `scheme://host:port/...` URL.
+fn addr_of(url: &str) -> Option<SocketAddr> {
+    let rest = &url[url.find("://")? + 3..];
+    let end = rest.find('/').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn agent_with(
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect: Duration,
+    read: Duration,
+) -> ureq::Agent {
+    let b = ureq::AgentBuilder::new()
         .timeout_connect(connect)
         .timeout_read(read)
         .timeout_write(Duration::from_secs(2))
         .redirects(0)
-        .max_idle_connections(0)
-        .build()
+        .max_idle_connections(0);
+    match tls {
+        Some(tls) => b.tls_config(tls),
+        None => b,
+    }
+    .build()
 }
 
-/// For status probes: a stopped or dead node must not hold anyone up.
-fn probe_agent() -> &'static ureq::Agent {
-    static A: OnceLock<ureq::Agent> = OnceLock::new();
-    A.get_or_init(|| agent(Duration::from_millis(500), Duration::from_millis(1500)))
-}
-
-/// For writes: the read timeout is above the nodes' `--request-timeout-ms`
-/// plus the longest SIGSTOP, so a write times out on the client only when
-/// the node really does not answer.
-fn write_agent() -> &'static ureq::Agent {
-    static A: OnceLock<ureq::Agent> = OnceLock::new();
-    A.get_or_init(|| agent(Duration::from_secs(1), Duration::from_secs(12)))
+fn agent(addr: SocketAddr, connect: Duration, read: Duration) -> ureq::Agent {
+    agent_with(route(addr).tls, connect, read)
 }
 
 /// `GET /livez` answered 200.
 pub fn livez(addr: SocketAddr) -> bool {
-    matches!(probe_agent().get(&format!("http://{addr}/livez")).call(), Ok(r) if r.status() == 200)
+    let r = route(addr);
+    matches!(r.probe.get(&format!("{}/livez", base_url(addr))).call(), Ok(r) if r.status() == 200)
 }
 
 /// `GET /v1/status`, or `None` if the node does not answer 200 in time.
 pub fn status(addr: SocketAddr) -> Option<Value> {
-    let r = probe_agent()
-        .get(&format!("http://{addr}/v1/status"))
+    let r = route(addr)
+        .probe
+        .get(&format!("{}/v1/status", base_url(addr)))
         .call()
         .ok()?;
     if r.status() != 200 {
@@ -57,9 +148,9 @@ pub fn status(addr: SocketAddr) -> Option<Value> {
 
 /// `GET path` with a timeout; the status and the JSON body (if any).
 pub fn get_json(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, Value), String> {
-    let a = agent(Duration::from_secs(1), timeout);
+    let a = agent(addr, Duration::from_secs(1), timeout);
     let r = match a
-        .get(&format!("http://{addr}{path}"))
+        .get(&format!("{}{path}", base_url(addr)))
         .timeout(timeout)
         .call()
     {
@@ -101,7 +192,11 @@ fn error_code(r: ureq::Response) -> String {
 
 /// One `POST {url}` of `body`; classified by docs/api.md's table.
 pub fn post_once(url: &str, body: &str) -> Attempt {
-    let r = write_agent()
+    let write = match addr_of(url) {
+        Some(a) => route(a).write,
+        None => plain_route().write.clone(),
+    };
+    let r = write
         .post(url)
         .set("Content-Type", "application/json")
         .send_string(body);
@@ -191,7 +286,7 @@ impl Writer {
     }
 
     fn url(&self, i: usize) -> String {
-        format!("http://{}/v1/commands?acks=all", self.nodes[i])
+        format!("{}/v1/commands?acks=all", base_url(self.nodes[i]))
     }
 
     fn index_of(&self, url: &str) -> Option<usize> {
@@ -315,7 +410,7 @@ pub fn read_log(
     let mut out: Vec<LogEntry> = Vec::new();
     let mut next = from;
     let mut resumes = 0;
-    let a = agent(Duration::from_secs(1), Duration::from_secs(20));
+    let a = agent(addr, Duration::from_secs(1), Duration::from_secs(20));
     while next <= upto {
         if Instant::now() > deadline || resumes > 20 {
             return Err(WatchError::Other(format!(
@@ -323,7 +418,10 @@ pub fn read_log(
                 next - 1
             )));
         }
-        let resp = match a.get(&format!("http://{addr}/v1/watch?from={next}")).call() {
+        let resp = match a
+            .get(&format!("{}/v1/watch?from={next}", base_url(addr)))
+            .call()
+        {
             Ok(r) => r,
             Err(ureq::Error::Status(410, r)) => {
                 return Err(WatchError::Compacted(r.into_json().unwrap_or(Value::Null)))

@@ -16,9 +16,20 @@
 //!   that classifies every write attempt by what its status code promises;
 //! - [`check`] is the history checker (pure functions, unit-tested with
 //!   planted inconsistencies).
+//!
+//! TLS by default, as in production: the cluster makes a throwaway CA in
+//! its temp dir ([`certs::TestCa`]), gives every node its own certificate
+//! (`--tls-cert/--tls-key/--tls-ca`) and serves the HTTP API over HTTPS
+//! (`--http-tls`); the harness's HTTP client trusts that CA and presents a
+//! client certificate from it (see [`http::set_tls`]).
+//! `ClusterOpts::insecure_plaintext` runs the old plaintext set-up.
 
 #![allow(dead_code)]
 
+// Relative to this file's directory (tests/procs), whether it is included
+// as `tests/procs/mod.rs` by a test or by path from examples/bench.rs.
+#[path = "../common/certs.rs"]
+pub mod certs;
 pub mod check;
 pub mod http;
 
@@ -27,9 +38,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use metawal_actors::tls::{http_client_config, TlsFiles};
 use serde_json::Value;
 
 /// The cluster id every test node uses.
@@ -53,71 +65,71 @@ pub const SECRET: &str = "proc-test-secret";
 /// overrides all of this with a path.
 pub fn node_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("METAWAL_TEST_NODE_BIN") {
-            let p = PathBuf::from(p);
-            assert!(
-                p.is_file(),
-                "METAWAL_TEST_NODE_BIN={} is not a file",
-                p.display()
-            );
-            return p;
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        let deps = exe.parent().expect("test executable has a parent dir");
-        let profile_dir = deps.parent().expect("deps has a parent dir");
-        let target_dir = profile_dir.parent().expect("profile dir has a parent dir");
-        let bin = profile_dir.join(format!("metawal-node{}", std::env::consts::EXE_SUFFIX));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(workspace)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "metawal-actors",
-                "--bin",
-                "metawal-node",
-            ])
-            .arg("--target-dir")
-            .arg(target_dir);
-        if cfg!(not(debug_assertions)) {
-            cmd.arg("--release");
-        }
-        let started = Instant::now();
-        eprintln!("procs: building metawal-node: {cmd:?}");
-        match cmd.status() {
-            Ok(s) if s.success() => {}
-            Ok(s) if bin.is_file() => {
-                eprintln!(
-                    "procs: WARNING: `cargo build` failed ({s}); using the existing {}",
-                    bin.display()
-                )
-            }
-            Ok(s) => panic!(
-                "building metawal-node failed ({s}) and {} does not exist",
+    BIN.get_or_init(|| built_binary("metawal-node", "METAWAL_TEST_NODE_BIN"))
+}
+
+/// The `metawalctl` binary, built if needed, as [`node_binary`] does
+/// (`METAWAL_TEST_CTL_BIN` overrides it).
+pub fn ctl_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built_binary("metawalctl", "METAWAL_TEST_CTL_BIN"))
+}
+
+/// Binary `name` of metawal-actors for this test's target dir and profile
+/// (see [`node_binary`]); the path in `$env_override` if that is set.
+fn built_binary(name: &str, env_override: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_override) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{env_override}={} is not a file", p.display());
+        return p;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test executable has a parent dir");
+    let profile_dir = deps.parent().expect("deps has a parent dir");
+    let target_dir = profile_dir.parent().expect("profile dir has a parent dir");
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--quiet", "-p", "metawal-actors", "--bin", name])
+        .arg("--target-dir")
+        .arg(target_dir);
+    if cfg!(not(debug_assertions)) {
+        cmd.arg("--release");
+    }
+    let started = Instant::now();
+    eprintln!("procs: building {name}: {cmd:?}");
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) if bin.is_file() => {
+            eprintln!(
+                "procs: WARNING: `cargo build` failed ({s}); using the existing {}",
                 bin.display()
-            ),
-            Err(e) if bin.is_file() => {
-                eprintln!(
-                    "procs: WARNING: cannot run {cargo:?} ({e}); using the existing {}",
-                    bin.display()
-                )
-            }
-            Err(e) => panic!(
-                "cannot run {cargo:?} to build metawal-node ({e}) and {} does not exist",
-                bin.display()
-            ),
+            )
         }
-        eprintln!(
-            "procs: metawal-node ready in {:?}: {}",
-            started.elapsed(),
+        Ok(s) => panic!(
+            "building {name} failed ({s}) and {} does not exist",
             bin.display()
-        );
-        assert!(bin.is_file(), "{} missing after the build", bin.display());
-        bin
-    })
+        ),
+        Err(e) if bin.is_file() => {
+            eprintln!(
+                "procs: WARNING: cannot run {cargo:?} ({e}); using the existing {}",
+                bin.display()
+            )
+        }
+        Err(e) => panic!(
+            "cannot run {cargo:?} to build {name} ({e}) and {} does not exist",
+            bin.display()
+        ),
+    }
+    eprintln!(
+        "procs: {name} ready in {:?}: {}",
+        started.elapsed(),
+        bin.display()
+    );
+    assert!(bin.is_file(), "{} missing after the build", bin.display());
+    bin
 }
 
 /// The nodes' `RUST_LOG`: warnings, plus the node's life cycle (start,
@@ -147,6 +159,12 @@ pub struct ClusterOpts {
     pub replica_lag_ms: u64,
     /// More flags for every node.
     pub extra_args: Vec<String>,
+    /// Plain TCP between the nodes and plain HTTP (`--insecure-plaintext`)
+    /// instead of mutual TLS and HTTPS.
+    pub insecure_plaintext: bool,
+    /// Require HTTPS client certificates from the cluster's CA
+    /// (`--http-client-ca`); the harness's client presents one.
+    pub http_client_auth: bool,
 }
 
 impl ClusterOpts {
@@ -159,6 +177,8 @@ impl ClusterOpts {
             request_timeout_ms: 4000,
             replica_lag_ms: 2000,
             extra_args: Vec::new(),
+            insecure_plaintext: false,
+            http_client_auth: false,
         }
     }
 }
@@ -199,6 +219,19 @@ pub struct UnexpectedExit {
     pub external_shutdown: bool,
 }
 
+/// The TLS material of a cluster: files in its temp dir.
+pub struct ClusterTls {
+    /// The CA that issued every node's certificate (and the harness's
+    /// client certificate).
+    pub ca: certs::TestCa,
+    /// Node `id`'s files are `node_files[id - 1]`; each node has its own
+    /// copy of the CA file (`node-<id>-ca.pem`), so that a test can change
+    /// one node's trust (overwrite the file, restart the node).
+    pub node_files: Vec<TlsFiles>,
+    /// The client certificate the harness presents over HTTPS.
+    pub client: TlsFiles,
+}
+
 /// N real `metawal-node` processes on 127.0.0.1. Dropping it SIGKILLs and
 /// reaps every child.
 pub struct Cluster {
@@ -207,6 +240,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     t0: Instant,
     pub unexpected_exits: Vec<UnexpectedExit>,
+    /// `None` with `insecure_plaintext`.
+    pub tls: Option<ClusterTls>,
 }
 
 fn signal(pid: i32, sig: libc::c_int) -> bool {
@@ -229,12 +264,14 @@ impl Cluster {
             .prefix("metawal-procs-")
             .tempdir()
             .expect("tempdir");
+        let tls = (!opts.insecure_plaintext).then(|| make_tls(dir.path(), opts.nodes));
         let mut cluster = Cluster {
             opts,
             dir,
             nodes: Vec::new(),
             t0: Instant::now(),
             unexpected_exits: Vec::new(),
+            tls,
         };
         for round in 0..5 {
             cluster.pick_ports();
@@ -254,6 +291,7 @@ impl Cluster {
                     cluster.kill_all();
                     for n in &cluster.nodes {
                         let _ = std::fs::remove_dir_all(&n.data_dir);
+                        http::set_tls(n.http, None);
                     }
                 }
                 Err(e) => panic!(
@@ -291,6 +329,36 @@ impl Cluster {
                 }
             })
             .collect();
+        let trust = self.tls.as_ref().map(|t| t.ca.ca_path());
+        if let Some(ca) = trust {
+            self.set_http_trust(&ca);
+        }
+    }
+
+    /// Make the harness's HTTPS client trust the CA certificate(s) in
+    /// `ca` (a PEM bundle may hold several) for every node, from the next
+    /// request on. It keeps presenting its client certificate.
+    pub fn set_http_trust(&self, ca: &Path) {
+        let tls = self
+            .tls
+            .as_ref()
+            .expect("set_http_trust on a plaintext cluster");
+        let config = http_client_config(ca, Some((&tls.client.cert, &tls.client.key)))
+            .unwrap_or_else(|e| panic!("TLS client config trusting {}: {e}", ca.display()));
+        let config = Arc::new(config);
+        for n in &self.nodes {
+            http::set_tls(n.http, Some(config.clone()));
+        }
+    }
+
+    /// Node `id`'s TLS files (TLS clusters only).
+    pub fn tls_files(&self, id: u64) -> &TlsFiles {
+        &self.tls.as_ref().expect("a TLS cluster").node_files[(id - 1) as usize]
+    }
+
+    /// The base URL of node `id`'s HTTP API (`https://…` over TLS).
+    pub fn base_url(&self, id: u64) -> String {
+        http::base_url(self.node(id).http)
     }
 
     /// The temp dir holding the data dirs and logs.
@@ -340,8 +408,26 @@ impl Cluster {
             o.replica_lag_ms.to_string(),
             "--status-secs".into(),
             "0".into(),
-            "--insecure-plaintext".into(),
         ];
+        match &self.tls {
+            None => a.push("--insecure-plaintext".into()),
+            Some(t) => {
+                let f = &t.node_files[i];
+                for (flag, path) in [
+                    ("--tls-cert", &f.cert),
+                    ("--tls-key", &f.key),
+                    ("--tls-ca", &f.ca),
+                ] {
+                    a.push(flag.into());
+                    a.push(path.display().to_string());
+                }
+                a.push("--http-tls".into());
+                if o.http_client_auth {
+                    a.push("--http-client-ca".into());
+                    a.push(t.ca.ca_path().display().to_string());
+                }
+            }
+        }
         for p in &self.nodes {
             if p.id != n.id {
                 a.push("--peer".into());
@@ -665,6 +751,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for n in &mut self.nodes {
+            http::set_tls(n.http, None);
             if let Some(mut child) = n.child.take() {
                 // SIGKILL works on a stopped process too.
                 signal(child.id() as i32, libc::SIGKILL);
@@ -678,6 +765,27 @@ impl Drop for Cluster {
             let _ = dir.keep();
             eprintln!("procs: kept the data dirs and logs in {}", path.display());
         }
+    }
+}
+
+/// A CA in `dir`, a certificate for every node (with its own copy of the
+/// CA file) and one for the harness's HTTPS client.
+fn make_tls(dir: &Path, nodes: u64) -> ClusterTls {
+    let ca = certs::TestCa::new(dir, "cluster", CLUSTER_ID).expect("make the test CA");
+    let node_files = (1..=nodes)
+        .map(|id| {
+            let mut f = ca.node(id).expect("make a node certificate");
+            let own_ca = dir.join(format!("node-{id}-ca.pem"));
+            std::fs::copy(&f.ca, &own_ca).expect("copy the CA file");
+            f.ca = own_ca;
+            f
+        })
+        .collect();
+    let client = ca.client("harness").expect("make the client certificate");
+    ClusterTls {
+        ca,
+        node_files,
+        client,
     }
 }
 

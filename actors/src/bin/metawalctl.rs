@@ -12,7 +12,7 @@
 //! # How
 //!
 //! * **Endpoints.** `--endpoints a,b,c` (or `METAWAL_ENDPOINTS`) lists nodes
-//!   as `host:port` or `http://host:port`. A request goes to the first one; a
+//!   as `host:port`, `http://host:port` or `https://host:port`. A request goes to the first one; a
 //!   follower answers writes (and linearizable reads) with `307` and the
 //!   leader's URL in `Location`, which this client follows itself (at most
 //!   [`MAX_HOPS`] hops) because ureq does not re-send a POST body on a
@@ -29,6 +29,16 @@
 //!   request was sent, ends with exit code 5: the entry may be in the log.
 //!   Connections are not pooled, so a stale keep-alive connection can never
 //!   make a write look lost.
+//! * **HTTPS.** `--cacert PEM` is the CA (bundle) that signed the nodes'
+//!   certificates; with it, `host:port` endpoints mean `https://`.
+//!   `--cert`/`--key` present a client certificate (nodes run with
+//!   `--http-client-ca`). Without `--cacert`, `https://` endpoints are
+//!   checked against the public web roots built in (Mozilla's). A TLS
+//!   failure (a certificate from an unknown CA, for another name, expired;
+//!   a client certificate refused or missing; plain HTTP to an HTTPS port)
+//!   moves on to the next endpoint but is not waited out and retried; with
+//!   no endpoint left it ends with exit code 4 and a message naming the
+//!   problem (the server never saw the request).
 //! * **Output.** Aligned plain-text tables by default; `--json` prints the
 //!   server's JSON body unchanged (on an error, the server's error body goes
 //!   to stdout too, the explanation to stderr).
@@ -44,14 +54,16 @@
 //! | 0 | success |
 //! | 2 | usage error (bad flags or arguments; nothing was sent) |
 //! | 3 | refused by the cluster (400/404/409/410/413): the request is wrong; nothing was done |
-//! | 4 | unavailable: no endpoint reachable, 503 from every endpoint, no leader |
+//! | 4 | unavailable: no endpoint reachable, 503 from every endpoint, no leader, or TLS failed |
 //! | 5 | outcome unknown: a write got 504 or the connection dropped after it was sent; it may be in the log, read before retrying |
 //! | 6 | a read timed out (504 `not_applied` / `not_confirmed`) |
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -65,12 +77,15 @@ Exit codes:
   0  success
   2  usage error (bad flags or arguments; nothing was sent)
   3  refused by the cluster (HTTP 400/404/409/410/413): the request is wrong; nothing was done
-  4  unavailable: no endpoint reachable, 503 from every endpoint, no leader
+  4  unavailable: no endpoint reachable, 503 from every endpoint, no leader,
+     or TLS failed (certificates; http:// against an HTTPS port): nothing was sent
   5  outcome unknown: a write got 504 or the connection dropped after it was sent;
      it may be in the log: read it back (topic describe, watch) before retrying
   6  a read timed out (504 not_applied / not_confirmed)
 
-Endpoints are tried in order; followers redirect writes to the leader (307).";
+Endpoints are tried in order; followers redirect writes to the leader (307).
+HTTPS: --cacert ca.pem (host:port endpoints then use https://); a node run with
+--http-client-ca also needs --cert client.pem --key client-key.pem.";
 
 /// Most `307` hops followed for one request.
 const MAX_HOPS: usize = 5;
@@ -110,12 +125,14 @@ macro_rules! note {
     after_help = EXIT_CODES_HELP
 )]
 struct Cli {
-    /// Nodes to talk to, in order: host:port or http://host:port, comma separated.
+    /// Nodes to talk to, in order: host:port, http://host:port or
+    /// https://host:port, comma separated. host:port means https:// with
+    /// --cacert, http:// without.
     #[arg(
         long,
         env = "METAWAL_ENDPOINTS",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:8081",
+        default_value = "127.0.0.1:8081",
         value_parser = parse_endpoint,
         global = true
     )]
@@ -126,6 +143,31 @@ struct Cli {
     /// Timeout of one request in milliseconds (connecting is capped at 2 s).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     timeout_ms: u64,
+    /// HTTPS: trust the CA certificate(s) in this PEM file (the CA that
+    /// signed the nodes' certificates; a bundle may hold several). With it,
+    /// host:port endpoints use https://.
+    #[arg(long, env = "METAWAL_CACERT", value_name = "PEM", global = true)]
+    cacert: Option<PathBuf>,
+    /// HTTPS: present this client certificate (PEM, leaf first) to nodes run
+    /// with --http-client-ca. Needs --key and --cacert.
+    #[arg(
+        long,
+        env = "METAWAL_CERT",
+        value_name = "PEM",
+        requires = "key",
+        requires = "cacert",
+        global = true
+    )]
+    cert: Option<PathBuf>,
+    /// HTTPS: the private key of --cert (PEM). Needs --cert.
+    #[arg(
+        long,
+        env = "METAWAL_KEY",
+        value_name = "PEM",
+        requires = "cert",
+        global = true
+    )]
+    key: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -298,29 +340,33 @@ struct ReadArgs {
     linearizable: bool,
 }
 
-/// Parses one endpoint into `http://host:port` (no trailing slash).
+/// Parses one endpoint into `http://host:port`, `https://host:port` or,
+/// without a scheme, `host:port` (no trailing slash); [`with_scheme`] gives
+/// the last its scheme once the TLS flags are known.
 ///
-/// Accepts `host:port`, `http://host:port` and `http://host:port/`;
+/// Accepts `host:port`, `http(s)://host:port` and `http(s)://host:port/`;
 /// `[v6addr]:port` too. Anything else (another scheme, a path, no port) is
 /// refused with a message saying what is expected.
 fn parse_endpoint(raw: &str) -> Result<String, String> {
     let s = raw.trim();
     if s.is_empty() {
-        return Err("empty endpoint: give host:port or http://host:port".into());
+        return Err("empty endpoint: give host:port, http://host:port or https://host:port".into());
     }
-    let rest = match s.find("://") {
-        Some(i) if s[..i].eq_ignore_ascii_case("http") => &s[i + 3..],
+    let (scheme, rest) = match s.find("://") {
+        Some(i) if s[..i].eq_ignore_ascii_case("http") => (Some("http"), &s[i + 3..]),
+        Some(i) if s[..i].eq_ignore_ascii_case("https") => (Some("https"), &s[i + 3..]),
         Some(_) => {
             return Err(format!(
-                "{s}: only http:// endpoints are supported (give host:port or http://host:port)"
+                "{s}: only http:// and https:// endpoints are supported (give host:port, \
+                 http://host:port or https://host:port)"
             ))
         }
-        None => s,
+        None => (None, s),
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', '@']) {
         return Err(format!(
-            "{s}: an endpoint is host:port or http://host:port, without path or user"
+            "{s}: an endpoint is host:port or http(s)://host:port, without path or user"
         ));
     }
     let (host, port) = if rest.starts_with('[') {
@@ -352,9 +398,56 @@ fn parse_endpoint(raw: &str) -> Result<String, String> {
         return Err(format!("{s}: missing port (e.g. {host}:8081)"));
     };
     match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(format!("http://{host}:{p}")),
+        Ok(p) if p > 0 => Ok(match scheme {
+            Some(scheme) => format!("{scheme}://{host}:{p}"),
+            None => format!("{host}:{p}"),
+        }),
         _ => Err(format!("{s}: port must be 1-65535")),
     }
+}
+
+/// A parsed endpoint with its scheme: `host:port` becomes `https://` when
+/// a CA was given (`--cacert`), `http://` otherwise.
+fn with_scheme(endpoint: &str, tls: bool) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else if tls {
+        format!("https://{endpoint}")
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// The HTTPS client config from `--cacert`/`--cert`/`--key`; `None`
+/// without `--cacert` (https:// endpoints then use the built-in web roots).
+/// An unreadable or bad file is a usage error: nothing was sent.
+fn tls_config(
+    cacert: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<Arc<rustls::ClientConfig>>, CtlError> {
+    let Some(ca) = cacert else {
+        if cert.is_some() || key.is_some() {
+            return Err(CtlError::new(
+                Failure::Usage,
+                "--cert and --key need --cacert (the CA that signed the nodes' certificates)",
+            ));
+        }
+        return Ok(None);
+    };
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(CtlError::new(
+                Failure::Usage,
+                "--cert and --key go together: give both (or neither)",
+            ))
+        }
+    };
+    metawal_actors::tls::http_client_config(ca, client)
+        .map(|c| Some(Arc::new(c)))
+        .map_err(|e| CtlError::new(Failure::Usage, e.to_string()))
 }
 
 /// Parses a broker / node id (≥ 1).
@@ -532,6 +625,9 @@ struct Skip {
     /// The node names a leader it cannot redirect to (no `--peer-http` for
     /// it): waiting will not change that.
     misconfigured: bool,
+    /// TLS failed (certificates, or HTTP against HTTPS): retrying will not
+    /// help, and the node never saw the request.
+    tls: bool,
 }
 
 /// One step of following a request through one endpoint.
@@ -550,11 +646,21 @@ struct Client {
     /// For the watch stream: no overall timeout, a read timeout instead.
     stream_agent: ureq::Agent,
     timeout: Duration,
+    /// `--cacert`'s client config, for [`tls_preflight`].
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The `https://` origins whose preflight passed.
+    preflighted: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Client {
-    /// A client over `endpoints` (already parsed, deduplicated here).
-    fn new(endpoints: &[String], timeout: Duration) -> Self {
+    /// A client over `endpoints` (already parsed and given their scheme,
+    /// deduplicated here), trusting `tls` for https:// (`None`: ureq's
+    /// built-in web roots).
+    fn new(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         let mut seen = BTreeSet::new();
         let endpoints: Vec<String> = endpoints
             .iter()
@@ -562,19 +668,25 @@ impl Client {
             .cloned()
             .collect();
         let base = || {
-            ureq::AgentBuilder::new()
+            let b = ureq::AgentBuilder::new()
                 .timeout_connect(CONNECT_TIMEOUT)
                 .redirects(0)
                 // A fresh connection per request: a pooled connection that the
                 // server closed could fail a write after it "was sent".
                 .max_idle_connections(0)
-                .user_agent(concat!("metawalctl/", env!("CARGO_PKG_VERSION")))
+                .user_agent(concat!("metawalctl/", env!("CARGO_PKG_VERSION")));
+            match &tls {
+                Some(tls) => b.tls_config(tls.clone()),
+                None => b,
+            }
         };
         Client {
             endpoints,
             agent: base().timeout(timeout).build(),
             stream_agent: base().timeout_read(WATCH_READ_TIMEOUT).build(),
             timeout,
+            tls,
+            preflighted: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -689,8 +801,45 @@ impl Client {
         Err(self.unavailable(last_skips))
     }
 
+    /// [`tls_preflight`] once per `https://` origin (with `--cacert`).
+    fn preflight(&self, url: &str) -> Result<(), String> {
+        let Some(config) = &self.tls else {
+            return Ok(());
+        };
+        if !url
+            .get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+        {
+            return Ok(());
+        }
+        let origin = origin(url);
+        let mut done = self.preflighted.lock().unwrap_or_else(|e| e.into_inner());
+        if done.contains(&origin) {
+            return Ok(());
+        }
+        tls_preflight(config, url)?;
+        done.insert(origin);
+        Ok(())
+    }
+
     /// The final error when no endpoint took a request.
     fn unavailable(&self, skips: Vec<Skip>) -> CtlError {
+        if !skips.is_empty()
+            && skips.iter().all(|s| s.tls || !s.answered)
+            && skips.iter().any(|s| s.tls)
+        {
+            return CtlError::new(
+                Failure::Unavailable,
+                format!(
+                    "TLS failed, no node took the request: {}",
+                    skips
+                        .iter()
+                        .map(|s| s.note.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            );
+        }
         if !skips.iter().any(|s| s.answered) {
             return CtlError::new(
                 Failure::Unavailable,
@@ -735,6 +884,16 @@ impl Client {
     ) -> Result<ureq::Response, Step> {
         let mut url = url.to_string();
         for hop in 0..=MAX_HOPS {
+            if let Err(problem) = self.preflight(&url) {
+                return Err(Step::Next(Skip {
+                    note: format!("{url}: {problem}"),
+                    retry_after: None,
+                    answered: false,
+                    error: None,
+                    misconfigured: false,
+                    tls: true,
+                }));
+            }
             let request = agent
                 .request(method, &url)
                 .set("Accept", "application/json");
@@ -784,6 +943,7 @@ impl Client {
                             answered: true,
                             error: None,
                             misconfigured: false,
+                            tls: false,
                         }))
                     }
                 }
@@ -798,6 +958,7 @@ impl Client {
                     answered: true,
                     misconfigured: err.code.as_deref() == Some("not_leader") && leader.is_some(),
                     error: Some(Box::new(err)),
+                    tls: false,
                 })),
             };
         }
@@ -807,13 +968,207 @@ impl Client {
             answered: true,
             error: None,
             misconfigured: false,
+            tls: false,
         }))
     }
 }
 
-/// What a transport error means for the request.
-fn transport_step(url: &str, t: &ureq::Transport, kind: Kind) -> Step {
-    use ureq::ErrorKind as K;
+/// A TLS failure that happened before the server could read the request:
+/// what went wrong, for a person. `None` if `t` is not one.
+///
+/// rustls' error sits inside `std::io::Error`s (whose `source()` skips
+/// their payload), so the chain is walked through `get_ref()` too. Plain
+/// HTTP sent to an HTTPS port is recognised by the TLS alert record the
+/// server answers with (ureq reports it as an unparsable status line of
+/// bytes `[21, 3, …]`: content type 21 = alert, version 3.x).
+fn tls_failure(url: &str, t: &ureq::Transport) -> Option<String> {
+    use rustls::Error as E;
+    let https = url
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+    if !https {
+        let text = t.to_string();
+        return (text.contains("[21, 3,") || text.contains("[22, 3,")).then(|| {
+            "the node speaks HTTPS (it answered plain HTTP with a TLS alert): use https:// \
+             endpoints, or give --cacert so that host:port endpoints use https://"
+                .to_string()
+        });
+    }
+    let mut stack: Vec<&(dyn std::error::Error + 'static)> = vec![t];
+    let mut found = None;
+    for _ in 0..16 {
+        let Some(e) = stack.pop() else { break };
+        if let Some(r) = e.downcast_ref::<E>() {
+            found = Some(r);
+            break;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            stack.push(inner);
+        }
+        if let Some(next) = e.source() {
+            stack.push(next);
+        }
+    }
+    found.map(describe_rustls)
+}
+
+/// What a rustls error means, for a person.
+fn describe_rustls(found: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match found {
+        E::InvalidCertificate(C::UnknownIssuer) => format!(
+            "TLS: the node's certificate is not signed by a trusted CA (unknown issuer): pass \
+             --cacert with the CA that signed the nodes' certificates ({found})"
+        ),
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "TLS: the node's certificate is not valid for the host name in the endpoint: use a \
+             name or IP address the certificate lists ({found})"
+        ),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            format!("TLS: the node's certificate has expired ({found})")
+        }
+        E::InvalidCertificate(_) => format!("TLS: the node's certificate was refused: {found}"),
+        E::AlertReceived(A::CertificateRequired) => {
+            format!("TLS: the node requires a client certificate: pass --cert and --key ({found})")
+        }
+        E::AlertReceived(
+            A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::AccessDenied,
+        ) => format!(
+            "TLS: the node refused the client certificate (--cert must be signed by the CA the \
+             node was given with --http-client-ca, and valid now) ({found})"
+        ),
+        E::InvalidMessage(_) => format!(
+            "TLS: the node did not answer with TLS: does it serve plain HTTP (no --http-tls)? \
+             then use an http:// endpoint ({found})"
+        ),
+        other => format!("TLS handshake failed: {other}"),
+    }
+}
+
+/// How long [`tls_preflight`] waits for the node's verdict on the client
+/// certificate after the handshake.
+const PREFLIGHT_VERDICT: Duration = Duration::from_millis(1500);
+
+/// Checks, before any request is sent to the node at `url` (`https://`),
+/// that TLS with `config` works there, including the node's verdict on our
+/// client certificate.
+///
+/// Why: in TLS 1.3 the client's side of the handshake ends when it has
+/// sent its certificate; a node that refuses it (none given, or from
+/// another CA) says so with an alert that can arrive after the request is
+/// written, so ureq may report only "broken pipe" — for a write that would
+/// look like exit 5 (outcome unknown) although the server never read it.
+/// Here nothing but the handshake is sent: the node then either sends its
+/// session tickets (accepted), an alert or a close (refused), or nothing
+/// within [`PREFLIGHT_VERDICT`] (taken as accepted). `Err` is the TLS
+/// problem; anything else (cannot connect, …) is left to the real request.
+fn tls_preflight(config: &Arc<rustls::ClientConfig>, url: &str) -> Result<(), String> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let Some(rest) = url.get(8..) else {
+        return Ok(());
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => authority,
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host.to_string()) else {
+        return Ok(());
+    };
+    let Some(addr) = authority.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return Ok(());
+    };
+    let Ok(mut tcp) = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) else {
+        return Ok(());
+    };
+    let Ok(mut conn) = rustls::ClientConnection::new(config.clone(), name) else {
+        return Ok(());
+    };
+    let rustls_error = |e: &std::io::Error| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(describe_rustls)
+    };
+    let closed = "TLS: the node closed the connection right after the handshake: it refuses \
+                  this client (a node run with --http-client-ca needs --cert and --key signed \
+                  by that CA)";
+    if tcp.set_read_timeout(Some(CONNECT_TIMEOUT)).is_err() {
+        return Ok(());
+    }
+    let mut rounds = 0;
+    while conn.is_handshaking() && rounds < 100 {
+        rounds += 1;
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            return match rustls_error(&e) {
+                Some(problem) => Err(problem),
+                None => Ok(()),
+            };
+        }
+    }
+    if tcp.set_read_timeout(Some(PREFLIGHT_VERDICT)).is_err() {
+        return Ok(());
+    }
+    match conn.read_tls(&mut tcp) {
+        Ok(0) => Err(closed.into()),
+        Ok(_) => match conn.process_new_packets() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(describe_rustls(&e)),
+        },
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(())
+        }
+        Err(_) => Err(closed.into()),
+    }
+}
+
+/// After a plain `http://` request to `url` broke: does the port speak
+/// TLS? One raw `GET /livez` in a single write (the server reads all of it,
+/// so its answer cannot be lost to a reset) and a look at the first bytes
+/// back, within a second: a TLS alert record (`21, 3, …`) says yes.
+fn speaks_tls(url: &str) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    if !url
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+    {
+        return false;
+    }
+    let authority = url[7..].split('/').next().unwrap_or("");
+    let Some(addr) = authority.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut tcp) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let limit = Some(Duration::from_secs(1));
+    if tcp.set_read_timeout(limit).is_err() || tcp.set_write_timeout(limit).is_err() {
+        return false;
+    }
+    let probe = format!("GET /livez HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    if tcp.write_all(probe.as_bytes()).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 2];
+    tcp.read_exact(&mut b).is_ok() && b == [21, 3]
+}
+
+/// A transport error as one line: the URL, ureq's message, and what TLS
+/// said if TLS failed.
+fn transport_message(url: &str, t: &ureq::Transport) -> String {
     // ureq's message usually starts with the URL already.
     let what = t.to_string();
     let what = if what.contains(url) {
@@ -821,10 +1176,59 @@ fn transport_step(url: &str, t: &ureq::Transport, kind: Kind) -> Step {
     } else {
         format!("{url}: {what}")
     };
+    match tls_failure(url, t) {
+        Some(tls) => format!("{url}: {tls}"),
+        None => what,
+    }
+}
+
+/// An error from a direct `agent.get(..)` as one line (see
+/// [`transport_message`]).
+fn error_message(url: &str, e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Transport(t) => transport_message(url, t),
+        other => other.to_string(),
+    }
+}
+
+/// What a transport error means for the request.
+fn transport_step(url: &str, t: &ureq::Transport, kind: Kind) -> Step {
+    use ureq::ErrorKind as K;
+    if tls_failure(url, t).is_some() {
+        // The handshake failed or the node spoke TLS to a plain request:
+        // the HTTP server never read it (nothing done, also for a write),
+        // and trying again will not change certificates.
+        return Step::Next(Skip {
+            note: transport_message(url, t),
+            retry_after: None,
+            answered: false,
+            error: None,
+            misconfigured: false,
+            tls: true,
+        });
+    }
+    let what = transport_message(url, t);
     let not_sent = matches!(
         t.kind(),
         K::ConnectionFailed | K::Dns | K::InvalidUrl | K::UnknownScheme
     );
+    if !not_sent && speaks_tls(url) {
+        // An HTTPS port that reset a plain request before its TLS alert
+        // could be read (it closed with the request body unread): it never
+        // read the request as HTTP either.
+        return Step::Next(Skip {
+            note: format!(
+                "{url}: the node speaks HTTPS (it dropped a plain HTTP request, and answers a \
+                 probe with a TLS alert): use https:// endpoints, or give --cacert so that \
+                 host:port endpoints use https://"
+            ),
+            retry_after: None,
+            answered: false,
+            error: None,
+            misconfigured: false,
+            tls: true,
+        });
+    }
     if not_sent || kind == Kind::Read {
         Step::Next(Skip {
             note: what,
@@ -833,6 +1237,7 @@ fn transport_step(url: &str, t: &ureq::Transport, kind: Kind) -> Step {
             answered: !not_sent,
             error: None,
             misconfigured: false,
+            tls: false,
         })
     } else {
         Step::Fatal(Box::new(CtlError::new(
@@ -1185,7 +1590,17 @@ fn print_write(json: bool, reply: &Reply, what: &str) -> Result<(), CtlError> {
 
 /// Runs the parsed command line.
 fn run(cli: &Cli) -> Result<(), CtlError> {
-    let client = Client::new(&cli.endpoints, Duration::from_millis(cli.timeout_ms));
+    let tls = tls_config(
+        cli.cacert.as_deref(),
+        cli.cert.as_deref(),
+        cli.key.as_deref(),
+    )?;
+    let endpoints: Vec<String> = cli
+        .endpoints
+        .iter()
+        .map(|e| with_scheme(e, cli.cacert.is_some()))
+        .collect();
+    let client = Client::new(&endpoints, Duration::from_millis(cli.timeout_ms), tls);
     match &cli.command {
         Cmd::Topic(t) => topic(cli, &client, t),
         Cmd::Partition(p) => partition(cli, &client, p),
@@ -1404,6 +1819,10 @@ fn cluster_node_ids(client: &Client) -> Result<Vec<NodeId>, CtlError> {
     let mut notes = Vec::new();
     for endpoint in &client.endpoints {
         let url = format!("{endpoint}/v1/status");
+        if let Err(p) = client.preflight(&url) {
+            notes.push(format!("{url}: {p}"));
+            continue;
+        }
         match client.agent.get(&url).call() {
             Ok(r) => {
                 let s: Value = r
@@ -1435,7 +1854,7 @@ fn cluster_node_ids(client: &Client) -> Result<Vec<NodeId>, CtlError> {
                 }
                 return Ok(ids.into_iter().collect());
             }
-            Err(e) => notes.push(format!("{endpoint}: {e}")),
+            Err(e) => notes.push(error_message(&url, &e)),
         }
     }
     Err(CtlError::new(
@@ -1579,10 +1998,15 @@ fn status(cli: &Cli, client: &Client, all: bool) -> Result<(), CtlError> {
     for endpoint in &client.endpoints {
         let url = format!("{endpoint}/v1/status");
         let result = client
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| e.to_string())
+            .preflight(&url)
+            .map_err(|p| format!("{url}: {p}"))
+            .and_then(|()| {
+                client
+                    .agent
+                    .get(&url)
+                    .call()
+                    .map_err(|e| error_message(&url, &e))
+            })
             .and_then(|r| r.into_string().map_err(|e| e.to_string()))
             .and_then(|t| {
                 serde_json::from_str::<Value>(&t)
@@ -1807,10 +2231,22 @@ mod tests {
 
     #[test]
     fn endpoints_accept_host_port_and_urls() {
+        assert_eq!(parse_endpoint("127.0.0.1:8081").unwrap(), "127.0.0.1:8081");
         assert_eq!(
-            parse_endpoint("127.0.0.1:8081").unwrap(),
+            with_scheme(&parse_endpoint("127.0.0.1:8081").unwrap(), false),
             "http://127.0.0.1:8081"
         );
+        assert_eq!(
+            with_scheme(&parse_endpoint("127.0.0.1:8081").unwrap(), true),
+            "https://127.0.0.1:8081"
+        );
+        assert_eq!(
+            parse_endpoint("HTTPS://node-1.example:8443/").unwrap(),
+            "https://node-1.example:8443"
+        );
+        // An explicit scheme wins over --cacert either way.
+        assert_eq!(with_scheme("http://n1:1", true), "http://n1:1");
+        assert_eq!(with_scheme("https://n1:1", false), "https://n1:1");
         assert_eq!(
             parse_endpoint("http://node-2:8082").unwrap(),
             "http://node-2:8082"
@@ -1819,7 +2255,10 @@ mod tests {
             parse_endpoint(" HTTP://n3:8083/ ").unwrap(),
             "http://n3:8083"
         );
-        assert_eq!(parse_endpoint("[::1]:8081").unwrap(), "http://[::1]:8081");
+        assert_eq!(
+            with_scheme(&parse_endpoint("[::1]:8081").unwrap(), false),
+            "http://[::1]:8081"
+        );
     }
 
     #[test]
@@ -1827,7 +2266,9 @@ mod tests {
         for bad in [
             "",
             "localhost",
-            "https://n1:8081",
+            "ftp://n1:8081",
+            "https://n1",
+            "https://n1:8081/v1",
             "n1:0",
             "n1:99999",
             "n1:x",
@@ -2103,9 +2544,10 @@ mod tests {
             "leader",
         ])
         .unwrap();
+        // The scheme of host:port is decided in `run` (https with --cacert).
         assert_eq!(
             cli.endpoints,
-            vec!["http://127.0.0.1:8081", "http://127.0.0.1:8082"]
+            vec!["127.0.0.1:8081", "http://127.0.0.1:8082"]
         );
         assert!(Cli::try_parse_from([
             "metawalctl",
@@ -2120,9 +2562,177 @@ mod tests {
             "1"
         ])
         .is_err());
+        assert!(Cli::try_parse_from(["metawalctl", "--endpoints", "ftp://x:1", "status"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_parse_and_go_together() {
+        let cli = Cli::try_parse_from([
+            "metawalctl",
+            "--endpoints",
+            "n1:8081,https://n2:8082",
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "status",
+        ])
+        .unwrap();
+        assert_eq!(cli.cacert.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(cli.cert.as_deref(), Some(Path::new("c.pem")));
+        assert_eq!(cli.key.as_deref(), Some(Path::new("k.pem")));
+        assert_eq!(cli.endpoints, vec!["n1:8081", "https://n2:8082"]);
+        // Global: after the subcommand too.
+        let cli = Cli::try_parse_from(["metawalctl", "status", "--cacert", "ca.pem"]).unwrap();
+        assert_eq!(cli.cacert.as_deref(), Some(Path::new("ca.pem")));
+        // --cert without --key, --key without --cert, either without --cacert:
+        // clap's usage error (exit code 2).
+        for args in [
+            &["--cacert", "ca.pem", "--cert", "c.pem"][..],
+            &["--cacert", "ca.pem", "--key", "k.pem"][..],
+            &["--cert", "c.pem", "--key", "k.pem"][..],
+        ] {
+            let err = Cli::try_parse_from(
+                std::iter::once("metawalctl")
+                    .chain(args.iter().copied())
+                    .chain(["status"]),
+            )
+            .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+            assert!(
+                err.to_string().contains("--key")
+                    || err.to_string().contains("--cert")
+                    || err.to_string().contains("--cacert"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_files_that_cannot_be_read_are_usage_errors() {
+        assert!(tls_config(None, None, None).unwrap().is_none());
+        let missing = Path::new("/nonexistent/metawalctl-test/ca.pem");
+        let err = tls_config(Some(missing), None, None).unwrap_err();
+        assert_eq!(err.failure, Failure::Usage);
         assert!(
-            Cli::try_parse_from(["metawalctl", "--endpoints", "https://x:1", "status"]).is_err()
+            err.message.contains("CA certificate") && err.message.contains("ca.pem"),
+            "{}",
+            err.message
         );
+        let err = tls_config(Some(missing), Some(missing), None).unwrap_err();
+        assert_eq!(err.failure, Failure::Usage);
+        let err = tls_config(None, Some(missing), Some(missing)).unwrap_err();
+        assert_eq!(err.failure, Failure::Usage);
+        assert!(err.message.contains("--cacert"), "{}", err.message);
+        // A file with no certificate in it.
+        let dir = std::env::temp_dir().join(format!("metawalctl-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = tls_config(Some(&empty), None, None).unwrap_err();
+        assert_eq!(err.failure, Failure::Usage);
+        assert!(
+            err.message.contains("no PEM CERTIFICATE"),
+            "{}",
+            err.message
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A self-signed CA certificate (openssl, P-256, valid until 2126).
+    const TEST_CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBmzCCAUGgAwIBAgIUJaayKrJYj4hUrNw2zwdvrPTjFCYwCgYIKoZIzj0EAwIw\n\
+IjEgMB4GA1UEAwwXbWV0YXdhbGN0bCB1bml0IHRlc3QgQ0EwIBcNMjYxMTI5MDYy\n\
+MzI1WhgPMjEyNjExMDUwNjIzMjVaMCIxIDAeBgNVBAMMF21ldGF3YWxjdGwgdW5p\n\
+dCB0ZXN0IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE66t+oXJqhtKdkcEK\n\
+P/F2gRoNEpABAalW+r1spEGJCECtMxdOEKRJTIQsdGCNbGOFG/bPBhKpKbpzJvK+\n\
+LtPFMaNTMFEwHQYDVR0OBBYEFFUAkFPnN1q6asvnRImu+rdEQ/sLMB8GA1UdIwQY\n\
+MBaAFFUAkFPnN1q6asvnRImu+rdEQ/sLMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI\n\
+zj0EAwIDSAAwRQIhAM3PfKXOwY27BFVhcOrWYIVZYZdtAEmmB7fGxffOdVPdAiAk\n\
+JEk91i5Embcqgy8SJPPNQwSVer+i9Iag0wPCnzr9tQ==\n\
+-----END CERTIFICATE-----\n\
+";
+
+    /// A server that answers every connection's first bytes with a TLS
+    /// alert record and closes, as an HTTPS port does to plain HTTP.
+    /// A server that answers every connection's first bytes with a TLS
+    /// alert record and closes, as an HTTPS port does to plain HTTP (also
+    /// the probe that follows a reset). Sends how many bytes the first
+    /// connection brought.
+    fn tls_only_server() -> (String, std::sync::mpsc::Receiver<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Bounded: the request and at most one probe.
+            for _ in 0..2 {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    break;
+                };
+                let mut b = [0u8; 1024];
+                let n = stream.read(&mut b).unwrap_or(0);
+                let _ = tx.send(n);
+                // alert, TLS 1.2 record version, length 2, fatal,
+                // decode_error; then close, maybe with the body unread
+                // (then the client sees a reset).
+                let _ = stream.write_all(&[21, 3, 3, 0, 2, 2, 50]);
+            }
+        });
+        (base, rx)
+    }
+
+    #[test]
+    fn plain_http_to_an_https_port_is_unavailable_not_unknown() {
+        let (base, sent) = tls_only_server();
+        let client = Client::new(&[base], Duration::from_secs(5), None);
+        let err = propose(
+            &client,
+            &[Command::DeleteTopic { name: "t".into() }],
+            Acks::All,
+        )
+        .unwrap_err();
+        let n = sent.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(n > 0, "the request was not sent");
+        // The TLS layer refused the bytes: nothing was done, so not exit 5.
+        assert_eq!(err.failure, Failure::Unavailable, "{}", err.message);
+        assert!(
+            err.message.contains("TLS") && err.message.contains("https://"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn an_https_endpoint_serving_plain_http_is_a_tls_failure() {
+        // A plain HTTP server on an https:// endpoint: it answers the
+        // ClientHello with an HTTP error, which is no TLS record.
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let https = format!("https://{}", listener.local_addr().unwrap());
+        let _h = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut b = [0u8; 1024];
+            let _ = stream.read(&mut b);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let dir = std::env::temp_dir().join(format!("metawalctl-tls2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Any well-formed CA certificate will do: the handshake never gets
+        // as far as checking it.
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, TEST_CA_PEM).unwrap();
+        let tls = tls_config(Some(&ca), None, None).unwrap();
+        let client = Client::new(&[https], Duration::from_secs(5), tls);
+        let err = client
+            .request("GET", "/v1/status", None, Kind::Read)
+            .unwrap_err();
+        assert_eq!(err.failure, Failure::Unavailable, "{}", err.message);
+        assert!(err.message.contains("TLS"), "{}", err.message);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A one-thread HTTP server that answers each accepted connection with
@@ -2189,7 +2799,7 @@ mod tests {
         let location = format!("Location: {leader}/v1/commands?acks=all\r\n");
         let (follower, _, follower_seen) =
             fake_server(vec![http("307 Temporary Redirect", &location, "{}")]);
-        let client = Client::new(&[follower], Duration::from_secs(5));
+        let client = Client::new(&[follower], Duration::from_secs(5), None);
         let reply = propose(
             &client,
             &[Command::DeleteTopic { name: "t".into() }],
@@ -2209,7 +2819,7 @@ mod tests {
     fn a_write_dropped_after_sending_is_unknown_and_not_resent() {
         let (a, _, a_seen) = fake_server(vec![None]);
         let (b, b_probe, _b) = fake_server(vec![]);
-        let client = Client::new(&[a, b], Duration::from_secs(5));
+        let client = Client::new(&[a, b], Duration::from_secs(5), None);
         let err = propose(
             &client,
             &[Command::DeleteTopic { name: "t".into() }],
@@ -2237,7 +2847,7 @@ mod tests {
             r#"{"error":"not_leader","message":"no leader","detail":null}"#,
         )]);
         let (ok, _, _h2) = fake_server(vec![http("200 OK", "", r#"{"offset":9,"epoch":3}"#)]);
-        let client = Client::new(&[dead, busy, ok], Duration::from_secs(5));
+        let client = Client::new(&[dead, busy, ok], Duration::from_secs(5), None);
         let reply = propose(
             &client,
             &[Command::DeleteTopic { name: "t".into() }],
@@ -2255,7 +2865,7 @@ mod tests {
             r#"{"error":"leadership_lost","message":"lost","detail":null}"#,
         )]);
         let (b, b_probe, _hb) = fake_server(vec![]);
-        let client = Client::new(&[a, b], Duration::from_secs(5));
+        let client = Client::new(&[a, b], Duration::from_secs(5), None);
         let err = propose(
             &client,
             &[Command::DeleteTopic { name: "t".into() }],
@@ -2271,7 +2881,7 @@ mod tests {
             "",
             r#"{"error":"unknown_topic","message":"no such topic","detail":null}"#,
         )]);
-        let client = Client::new(&[c], Duration::from_secs(5));
+        let client = Client::new(&[c], Duration::from_secs(5), None);
         let err = client
             .request("GET", "/v1/topics/x", None, Kind::Read)
             .unwrap_err();

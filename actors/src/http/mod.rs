@@ -251,7 +251,13 @@ pub async fn serve(node: Node, config: HttpConfig) -> Result<HttpServer, HttpErr
     .disable_signals()
     // A client that stalls the TLS handshake is dropped as one that
     // stalls its request head is.
-    .tls_handshake_timeout(config.client_request_timeout);
+    .tls_handshake_timeout(config.client_request_timeout)
+    // actix stops accepting on every listener while a worker has 256 TLS
+    // handshakes in progress (its default): 512 idle connections that never
+    // send a ClientHello would lock every client out until their handshake
+    // timeouts fire. Bound handshakes in progress by the connection limit
+    // instead; each still ends within `tls_handshake_timeout`.
+    .max_connection_rate(config.max_connections);
     let server = match &config.tls {
         Some(tls) => server.bind_rustls_0_23(config.addr, rustls::ServerConfig::clone(tls)),
         None => server.bind(config.addr),
