@@ -52,14 +52,13 @@
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
 
-#[path = "../tests/common/certs.rs"]
-mod certs;
-
 #[path = "support/mod.rs"]
 mod support;
 
 #[path = "../tests/procs/mod.rs"]
 mod procs;
+
+use procs::certs;
 
 #[path = "support/http_load.rs"]
 mod http_load;
