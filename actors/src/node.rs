@@ -179,14 +179,19 @@ impl Node {
         config.validate()?;
         let node = config.node_id;
         // TLS material is read and checked before anything else, so a bad
-        // certificate is a start-up error.
+        // certificate is a start-up error. The files are read on a blocking
+        // thread, not on this arbiter.
         let transport = match &config.tls {
-            Some(files) => PeerTransport::Tls(Arc::new(PeerTls::load(
-                files,
-                node,
-                &config.cluster_id,
-                config.peers.keys().copied(),
-            )?)),
+            Some(files) => {
+                let (files, cluster) = (files.clone(), config.cluster_id.clone());
+                let voters: Vec<NodeId> = config.peers.keys().copied().collect();
+                let tls = tokio::task::spawn_blocking(move || {
+                    PeerTls::load(&files, node, &cluster, voters)
+                })
+                .await
+                .map_err(|e| NodeError::Config(format!("loading the TLS files failed: {e}")))??;
+                PeerTransport::Tls(Arc::new(tls))
+            }
             None => {
                 tracing::warn!(
                     node,
