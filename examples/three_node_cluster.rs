@@ -13,10 +13,7 @@
 //! cargo run --release --example three_node_cluster [-- --data-dir DIR]
 //! ```
 
-#[path = "../tests/common/certs.rs"]
-mod certs;
-#[path = "support/mod.rs"]
-mod support;
+use metawal_testkit::{certs, support};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

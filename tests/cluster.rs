@@ -4,7 +4,7 @@
 //! follower whose diverged tail the leader truncates, and a lagging follower
 //! caught up through the leader's WAL reads (its disk reader thread).
 
-mod common;
+use metawal_testkit as common;
 
 use std::time::{Duration, Instant};
 

@@ -9,7 +9,7 @@
 //! Timeouts are the fast test ones (`fast_config`: T = 300 ms, heartbeat
 //! 20 ms); every wait polls a condition with a deadline.
 
-mod common;
+use metawal_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@
 //! of link supervision (a panicked link is replaced), and of a failed
 //! leadership (the node follows again, its epoch not lowered).
 
-mod common;
+use metawal_testkit as common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //! The client is blocking (ureq) and runs on `spawn_blocking` threads, so
 //! it never blocks the test's actix runtime.
 
-mod common;
+use metawal_testkit as common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

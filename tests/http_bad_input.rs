@@ -23,7 +23,7 @@
 //! `process_crash.rs`): the 10 000 connections use as many local ports,
 //! which should not compete with the crash runs' restarted nodes.
 
-mod procs;
+use metawal_testkit::procs;
 
 use std::io::Read;
 use std::net::TcpStream;

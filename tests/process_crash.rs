@@ -41,7 +41,7 @@
 //! delays is); `METAWAL_CRASH_CLIENTS` sets the number of writers (4),
 //! `METAWAL_CRASH_SNAPSHOT_EVERY` the nodes' `--snapshot-every`.
 
-mod procs;
+use metawal_testkit::procs;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

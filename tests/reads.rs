@@ -4,7 +4,7 @@
 //! below the log start), linearizable reads (`Node::read_index`), and
 //! `last_log_epoch` in the status.
 
-mod common;
+use metawal_testkit as common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! dropped old WAL segments is brought back with a snapshot transfer, and a
 //! node restarted on a data dir with a snapshot recovers the same state.
 
-mod common;
+use metawal_testkit as common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! an established connection. Each is refused with a logged reason, nothing
 //! is applied, and the cluster keeps serving.
 
-mod common;
+use metawal_testkit as common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

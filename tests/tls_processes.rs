@@ -19,7 +19,7 @@
 //! Nodes are restarted with the same paths and new file contents (a node
 //! reads its PEM files when it starts).
 
-mod procs;
+use metawal_testkit::procs;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

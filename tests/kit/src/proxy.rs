@@ -9,7 +9,6 @@
 //! frames queueing behind each other's delays. Only loopback addresses are
 //! used.
 
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

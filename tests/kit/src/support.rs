@@ -1,11 +1,6 @@
-//! The test kit shared by the actor-level tests (`tests/common`), the bench
-//! and the examples: polling with a deadline, starting a node on its own
-//! Arbiter, loopback ports, and a subscriber that records what a node
-//! applied. One copy, so a fix to how a test waits or starts a node reaches
-//! every harness. (Not an example itself: cargo only builds `examples/*.rs`
-//! and `examples/*/main.rs`; the others include it with `#[path]`.)
-
-#![allow(dead_code)]
+//! Polling with a deadline, starting a node on its own Arbiter, loopback
+//! ports, and a subscriber that records what a node applied: the pieces the
+//! actor-level tests, the bench and the demo share.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};

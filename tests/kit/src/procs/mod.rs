@@ -24,12 +24,7 @@
 //! client certificate from it (see [`http::set_tls`]).
 //! `ClusterOpts::insecure_plaintext` runs the old plaintext set-up.
 
-#![allow(dead_code)]
-
-// Relative to this file's directory (tests/procs), whether it is included
-// as `tests/procs/mod.rs` by a test or by path from examples/bench.rs.
-#[path = "../common/certs.rs"]
-pub mod certs;
+pub use crate::certs;
 pub mod check;
 pub mod http;
 
@@ -51,18 +46,19 @@ pub const SECRET: &str = "proc-test-secret";
 
 /// The `metawal-node` binary, built if needed (once per test process).
 ///
-/// The root package cannot use `CARGO_BIN_EXE_metawal-node` (that is only
-/// set for a package's own binaries), so the binary is looked for where
-/// cargo puts it for the target dir this test executable was built in:
-/// `current_exe()` is `<target>/<profile>/deps/<test>-<hash>`, the binary
-/// is `<target>/<profile>/metawal-node`.
+/// A test of another package cannot use `CARGO_BIN_EXE_metawal-node` (that
+/// is only set for a package's own binaries), so the binary is looked for
+/// where cargo puts it for the target dir this test executable was built
+/// in: `current_exe()` is `<target>/<profile>/deps/<test>-<hash>`, the
+/// binary is `<target>/<profile>/metawal-node`.
 ///
-/// `cargo test` does not build another package's binaries, so this runs
-/// `$CARGO build -p metawal-actors --bin metawal-node` (with `--release`
-/// when the tests are built without debug assertions) with that target
-/// dir. Cargo decides whether the binary is stale: when it is up to date
-/// the build is a no-op of well under a second. `METAWAL_TEST_NODE_BIN`
-/// overrides all of this with a path.
+/// To be sure it is not stale, this runs `$CARGO build --workspace
+/// --all-targets` (with `--release` when the tests are built without debug
+/// assertions) once per test process. That is the same selection, and so
+/// the same feature resolution, as `cargo test --workspace`: after the
+/// README's test command it is a no-op of about a second, and nothing is
+/// rebuilt with other features (that rebuild cost CI two minutes before).
+/// `METAWAL_TEST_NODE_BIN` overrides all of this with a path.
 pub fn node_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| built_binary("metawal-node", "METAWAL_TEST_NODE_BIN"))
@@ -75,59 +71,46 @@ pub fn ctl_binary() -> &'static Path {
     BIN.get_or_init(|| built_binary("metawalctl", "METAWAL_TEST_CTL_BIN"))
 }
 
-/// Binary `name` of metawal-actors for this test's target dir and profile
-/// (see [`node_binary`]); the path in `$env_override` if that is set.
+/// Runs the workspace build [`node_binary`] describes, once per process;
+/// returns the profile dir the binaries are in.
+fn build_workspace() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let deps = exe.parent().expect("test executable has a parent dir");
+        let profile_dir = deps.parent().expect("deps has a parent dir");
+        let target_dir = profile_dir.parent().expect("profile dir has a parent dir");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(workspace)
+            .args(["build", "--quiet", "--workspace", "--all-targets"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        if cfg!(not(debug_assertions)) {
+            cmd.arg("--release");
+        }
+        let started = Instant::now();
+        eprintln!("procs: building the workspace's binaries: {cmd:?}");
+        match cmd.status() {
+            Ok(s) if s.success() => {}
+            Ok(s) => eprintln!("procs: WARNING: `cargo build` failed ({s}); using existing binaries"),
+            Err(e) => eprintln!("procs: WARNING: cannot run {cargo:?} ({e}); using existing binaries"),
+        }
+        eprintln!("procs: build checked in {:?}", started.elapsed());
+        profile_dir.to_path_buf()
+    })
+}
+
+/// Binary `name` for this test's target dir and profile (see
+/// [`node_binary`]); the path in `$env_override` if that is set.
 fn built_binary(name: &str, env_override: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_override) {
         let p = PathBuf::from(p);
         assert!(p.is_file(), "{env_override}={} is not a file", p.display());
         return p;
     }
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test executable has a parent dir");
-    let profile_dir = deps.parent().expect("deps has a parent dir");
-    let target_dir = profile_dir.parent().expect("profile dir has a parent dir");
-    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(workspace)
-        .args(["build", "--quiet", "-p", "metawal-actors", "--bin", name])
-        .arg("--target-dir")
-        .arg(target_dir);
-    if cfg!(not(debug_assertions)) {
-        cmd.arg("--release");
-    }
-    let started = Instant::now();
-    eprintln!("procs: building {name}: {cmd:?}");
-    match cmd.status() {
-        Ok(s) if s.success() => {}
-        Ok(s) if bin.is_file() => {
-            eprintln!(
-                "procs: WARNING: `cargo build` failed ({s}); using the existing {}",
-                bin.display()
-            )
-        }
-        Ok(s) => panic!(
-            "building {name} failed ({s}) and {} does not exist",
-            bin.display()
-        ),
-        Err(e) if bin.is_file() => {
-            eprintln!(
-                "procs: WARNING: cannot run {cargo:?} ({e}); using the existing {}",
-                bin.display()
-            )
-        }
-        Err(e) => panic!(
-            "cannot run {cargo:?} to build {name} ({e}) and {} does not exist",
-            bin.display()
-        ),
-    }
-    eprintln!(
-        "procs: {name} ready in {:?}: {}",
-        started.elapsed(),
-        bin.display()
-    );
+    let bin = build_workspace().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.is_file(), "{} missing after the build", bin.display());
     bin
 }

@@ -1,12 +1,26 @@
-//! Shared harness for the actor-level tests: a cluster of nodes in one
-//! process, each on its own Arbiter, on 127.0.0.1 with temp dirs, optionally
-//! with a [`proxy::FaultProxy`] between the leader and some followers.
-
-#![allow(dead_code)]
+//! # metawal-testkit — the one test kit of metawal
+//!
+//! Every harness the tests, the bench and the demo need, in one place, so a
+//! fix to how a test waits, starts a node or plays a fault reaches all of
+//! them:
+//!
+//! - [`TestCluster`]: a cluster of nodes in one process, each on its own
+//!   Arbiter, on 127.0.0.1 with temp dirs, optionally with a
+//!   [`proxy::FaultProxy`] between the leader and some followers;
+//! - [`support`]: polling with a deadline, starting a node on its own
+//!   Arbiter, reserved loopback ports, a recorder of what a node applied;
+//! - [`proxy`]: the fault-injecting TCP proxy;
+//! - [`rawpeer`]: a hand-driven replication peer that speaks raw frames;
+//! - [`certs`]: a throwaway CA and certificates made at run time;
+//! - [`procs`]: real `metawal-node` processes and the history checker.
+//!
+//! Dev-only: no package depends on it outside `[dev-dependencies]`.
 
 pub mod certs;
+pub mod procs;
 pub mod proxy;
 pub mod rawpeer;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,10 +36,6 @@ use proxy::FaultProxy;
 pub const CLUSTER: &str = "test-cluster";
 /// The shared secret.
 pub const SECRET: &[u8] = b"test-secret";
-
-/// The test kit the examples and the bench use too.
-#[path = "../../examples/support/mod.rs"]
-pub mod support;
 
 pub use support::Recording;
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::procs;
+use metawal_testkit::procs;
 
 /// What the HTTP phases measured.
 #[derive(Debug, Default, Clone, Copy)]

@@ -7,7 +7,6 @@
 //! Included by path from examples and the process harness, so it depends on
 //! nothing but rcgen and std.
 
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -49,19 +49,9 @@
 
 #![recursion_limit = "256"]
 
-#[path = "../tests/common/proxy.rs"]
-mod proxy;
-
-#[path = "support/mod.rs"]
-mod support;
-
-#[path = "../tests/procs/mod.rs"]
-mod procs;
-
-use procs::certs;
-
-#[path = "support/http_load.rs"]
 mod http_load;
+
+use metawal_testkit::{certs, proxy, support};
 
 use std::cell::RefCell;
 use std::collections::HashMap;

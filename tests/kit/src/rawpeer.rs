@@ -2,7 +2,6 @@
 //! speaks frames by hand (over plain TCP or TLS), and the test binary's logs
 //! captured so that a test can assert the reason a node logged.
 
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,7 +13,7 @@ use metawal_actors::metawal::frame::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::CLUSTER;
+use crate::CLUSTER;
 
 /// Logs of this test binary, captured for assertions on logged reasons.
 pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
