@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{create_topic, fast_config, free_addr, wait_until, TestCluster};
+use common::{create_topic, fast_config, reserve, wait_until, ReservedPort, TestCluster};
 use metawal_actors::http::{serve, HttpConfig, HttpServer};
 use metawal_actors::{Acks, Command, NodeId, ReplicationConfig};
 use serde_json::{json, Value};
@@ -96,10 +96,13 @@ impl ApiCluster {
         f: impl Fn(&mut HttpConfig),
     ) -> ApiCluster {
         let c = TestCluster::start(n, &[], replication).await;
-        let addrs: BTreeMap<NodeId, SocketAddr> = (1..=n).map(|id| (id, free_addr())).collect();
+        let ports: BTreeMap<NodeId, ReservedPort> = (1..=n).map(|id| (id, reserve())).collect();
+        let addrs: BTreeMap<NodeId, SocketAddr> =
+            ports.iter().map(|(&id, p)| (id, p.addr())).collect();
         let mut http = BTreeMap::new();
         for id in 1..=n {
             let mut cfg = HttpConfig::new(addrs[&id]);
+            cfg.listener = Some(ports[&id].bound().expect("listen on a reserved port"));
             cfg.peer_http = addrs
                 .iter()
                 .filter(|(p, _)| **p != id)

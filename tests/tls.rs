@@ -306,7 +306,10 @@ async fn a_peer_listening_with_another_nodes_certificate_is_not_talked_to() {
         )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let impostor = TcpListener::bind(c.addrs[&3]).await.unwrap();
+    // Node 3's own port (the cluster holds it: nothing else can bind it).
+    let impostor = c.listener(3);
+    impostor.set_nonblocking(true).unwrap();
+    let impostor = TcpListener::from_std(impostor).unwrap();
     let (tried, served) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (t, s) = (tried.clone(), served.clone());
     let task = tokio::spawn(async move {

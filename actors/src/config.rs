@@ -1,8 +1,9 @@
 //! `NodeConfig`: everything a node needs to start.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use metawal::{NodeId, ReplicationConfig};
 
@@ -22,6 +23,13 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Address the replication listener binds (port 0 picks one).
     pub listen_addr: SocketAddr,
+    /// A replication listener bound before the start: the node serves on
+    /// it instead of binding `listen_addr` (which then only names it in
+    /// errors). A test or a supervisor (systemd socket activation, a
+    /// process harness) that reserved a port hands it over this way, so no
+    /// other socket can take the port between the reservation and the
+    /// start. One start uses it up.
+    pub listener: Option<BoundListener>,
     /// Every other node's id and replication address: the voters, with
     /// this node (static membership; 3 or 5 nodes recommended).
     pub peers: BTreeMap<NodeId, SocketAddr>,
@@ -46,6 +54,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("secret", &"<redacted>")
             .field("data_dir", &self.data_dir)
             .field("listen_addr", &self.listen_addr)
+            .field("listener", &self.listener)
             .field("peers", &self.peers)
             .field("replication", &self.replication)
             .field("tls", &self.tls)
@@ -71,6 +80,7 @@ impl NodeConfig {
             secret: secret.into(),
             data_dir: data_dir.into(),
             listen_addr,
+            listener: None,
             peers: BTreeMap::new(),
             replication: ReplicationConfig::default(),
             tls: None,
@@ -117,5 +127,50 @@ impl NodeConfig {
         }
         self.replication.validate()?;
         Ok(())
+    }
+}
+
+/// A listening TCP socket bound by the caller, handed to [`Node::start`]
+/// (replication, [`NodeConfig::listener`]) or to the HTTP API
+/// ([`crate::http::HttpConfig::listener`]) instead of an address to bind.
+///
+/// Cloning shares the one socket; the first start takes it, a second start
+/// with the same value is refused with a configuration error (a socket
+/// cannot serve two nodes).
+///
+/// [`Node::start`]: crate::Node::start
+#[derive(Clone)]
+pub struct BoundListener(Arc<Mutex<Option<TcpListener>>>);
+
+impl BoundListener {
+    /// Wrap a bound, listening socket.
+    pub fn new(listener: TcpListener) -> BoundListener {
+        BoundListener(Arc::new(Mutex::new(Some(listener))))
+    }
+
+    /// Take the socket out, set to non-blocking for an async runtime;
+    /// `None` if an earlier start took it.
+    pub(crate) fn take(&self) -> std::io::Result<Option<TcpListener>> {
+        // A poisoned lock only means a thread panicked while holding it;
+        // the Option inside is still whole.
+        let taken = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match taken {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Ok(Some(l))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for BoundListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref().map(|l| l.local_addr()) {
+            Some(Ok(addr)) => write!(f, "BoundListener({addr})"),
+            Some(Err(_)) => f.write_str("BoundListener(?)"),
+            None => f.write_str("BoundListener(taken)"),
+        }
     }
 }

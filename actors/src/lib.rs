@@ -46,7 +46,7 @@ pub use metawal::engine::election::ElectionRole;
 pub use metawal::{Command, Entry, NodeId, ReplicationConfig};
 
 pub use changes::{ChangeStream, ChangesError};
-pub use config::NodeConfig;
+pub use config::{BoundListener, NodeConfig};
 pub use error::{DiskError, NodeError, ProposeError, ReadError, RoleError};
 pub use metrics::NodeMetrics;
 pub use node::Node;

@@ -250,12 +250,25 @@ impl Node {
             voted_for,
             commit_hint: rec.commit,
         };
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| NodeError::Listen {
-                addr: config.listen_addr,
-                source,
-            })?;
+        let listen_err = |source| NodeError::Listen {
+            addr: config.listen_addr,
+            source,
+        };
+        let listener = match &config.listener {
+            Some(bound) => match bound.take().map_err(listen_err)? {
+                Some(l) => TcpListener::from_std(l).map_err(listen_err)?,
+                None => {
+                    return Err(NodeError::Config(
+                        "the pre-bound replication listener was used by an earlier start: \
+                         pass a new one"
+                            .into(),
+                    ))
+                }
+            },
+            None => TcpListener::bind(config.listen_addr)
+                .await
+                .map_err(listen_err)?,
+        };
         let replication_addr = listener.local_addr().map_err(|source| NodeError::Listen {
             addr: config.listen_addr,
             source,

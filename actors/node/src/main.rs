@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::Parser;
 use metawal_actors::http::{serve, HttpConfig};
 use metawal_actors::tls::{http_server_config, TlsFiles};
-use metawal_actors::{Node, NodeConfig, NodeId, NodeStatus, ReplicationConfig};
+use metawal_actors::{BoundListener, Node, NodeConfig, NodeId, NodeStatus, ReplicationConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Environment variable holding the shared secret when `--secret-file` is not given.
@@ -83,6 +83,13 @@ struct Args {
         value_name = "ADDR"
     )]
     listen: SocketAddr,
+
+    /// Serve replication on this inherited listening socket (a file
+    /// descriptor bound to --listen's address) instead of binding --listen:
+    /// for supervisors that hold the port across restarts (socket
+    /// activation, the test harness).
+    #[arg(long, env = "METAWAL_LISTEN_FD", value_name = "FD")]
+    listen_fd: Option<i32>,
 
     /// Another node of the cluster and its replication address, e.g.
     /// 2=10.0.0.2:7101 (repeat for each peer; host names are resolved once at start).
@@ -164,6 +171,11 @@ struct Args {
         value_name = "ADDR"
     )]
     http: Option<SocketAddr>,
+
+    /// Serve the HTTP API on this inherited listening socket (bound to
+    /// --http's address) instead of binding --http, as --listen-fd does.
+    #[arg(long, env = "METAWAL_HTTP_FD", value_name = "FD", requires = "http")]
+    http_fd: Option<i32>,
 
     /// Another node's HTTP address, e.g. 2=10.0.0.2:8081 (repeat for each
     /// peer): a follower redirects writes to the leader's (307).
@@ -311,6 +323,9 @@ fn http_config(args: &Args) -> Result<Option<HttpConfig>, String> {
         return Ok(None);
     };
     let mut c = HttpConfig::new(addr);
+    if let Some(fd) = args.http_fd {
+        c.listener = Some(inherited_listener(fd, "--http-fd", addr)?);
+    }
     for (id, a) in &args.peer_http {
         // One list can serve every node: each skips its own entry.
         if *id == args.node_id {
@@ -445,6 +460,9 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
         args.data_dir.clone(),
         args.listen,
     );
+    if let Some(fd) = args.listen_fd {
+        config.listener = Some(inherited_listener(fd, "--listen-fd", args.listen)?);
+    }
     config.peers = peers;
     config.replication = replication;
     config.tls = tls_files(args)?;
@@ -458,6 +476,46 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+/// Take ownership of inherited file descriptor `fd`, which must be a
+/// listening TCP socket bound to `addr` (the address the flags name): any
+/// other descriptor is refused with an error that says what it is instead.
+fn inherited_listener(fd: i32, flag: &str, addr: SocketAddr) -> Result<BoundListener, String> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(format!(
+            "{flag} {fd}: descriptors 0-2 are stdin, stdout and stderr"
+        ));
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; it fails with
+    // EBADF on a descriptor that is not open, and changes nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(format!("{flag} {fd}: no such open file descriptor"));
+    }
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `listening` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || listening == 0 {
+        return Err(format!("{flag} {fd}: not a listening socket"));
+    }
+    // SAFETY: the descriptor is open, a listening socket, and inherited for
+    // this process to own: nothing else in it uses or closes it.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    match listener.local_addr() {
+        Ok(bound) if bound == addr => Ok(BoundListener::new(listener)),
+        Ok(bound) => Err(format!("{flag} {fd} is bound to {bound}, not to {addr}")),
+        Err(e) => Err(format!("{flag} {fd}: not a TCP socket ({e})")),
+    }
 }
 
 fn log_status(s: &NodeStatus) {

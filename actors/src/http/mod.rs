@@ -52,6 +52,9 @@ pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
 pub struct HttpConfig {
     /// Address to bind (port 0 picks one; [`HttpServer::addr`] tells it).
     pub addr: SocketAddr,
+    /// A listener bound before the start: served instead of binding
+    /// `addr` (see [`crate::config::BoundListener`]).
+    pub listener: Option<crate::config::BoundListener>,
     /// Each other node's HTTP address (`host:port`), for the redirects a
     /// follower answers writes with.
     pub peer_http: BTreeMap<NodeId, String>,
@@ -87,6 +90,7 @@ impl HttpConfig {
     pub fn new(addr: SocketAddr) -> HttpConfig {
         HttpConfig {
             addr,
+            listener: None,
             peer_http: BTreeMap::new(),
             body_limit_bytes: 1024 * 1024,
             max_watchers: 256,
@@ -258,14 +262,29 @@ pub async fn serve(node: Node, config: HttpConfig) -> Result<HttpServer, HttpErr
     // timeouts fire. Bound handshakes in progress by the connection limit
     // instead; each still ends within `tls_handshake_timeout`.
     .max_connection_rate(config.max_connections);
-    let server = match &config.tls {
-        Some(tls) => server.bind_rustls_0_23(config.addr, rustls::ServerConfig::clone(tls)),
-        None => server.bind(config.addr),
-    }
-    .map_err(|source| HttpError::Bind {
+    let bind_err = |source| HttpError::Bind {
         addr: config.addr,
         source,
-    })?;
+    };
+    let bound = match &config.listener {
+        Some(b) => match b.take().map_err(bind_err)? {
+            Some(l) => Some(l),
+            None => {
+                return Err(HttpError::Config(
+                    "the pre-bound HTTP listener was used by an earlier start: pass a new one"
+                        .into(),
+                ))
+            }
+        },
+        None => None,
+    };
+    let server = match (&config.tls, bound) {
+        (Some(tls), Some(l)) => server.listen_rustls_0_23(l, rustls::ServerConfig::clone(tls)),
+        (Some(tls), None) => server.bind_rustls_0_23(config.addr, rustls::ServerConfig::clone(tls)),
+        (None, Some(l)) => server.listen(l),
+        (None, None) => server.bind(config.addr),
+    }
+    .map_err(bind_err)?;
     let addr = server
         .addrs()
         .first()

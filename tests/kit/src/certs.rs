@@ -7,7 +7,6 @@
 //! Included by path from examples and the process harness, so it depends on
 //! nothing but rcgen and std.
 
-
 use std::path::{Path, PathBuf};
 
 use metawal_actors::tls::{peer_name, TlsFiles};

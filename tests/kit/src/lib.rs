@@ -37,7 +37,7 @@ pub const CLUSTER: &str = "test-cluster";
 /// The shared secret.
 pub const SECRET: &[u8] = b"test-secret";
 
-pub use support::Recording;
+pub use support::{Recording, ReservedPort};
 
 /// Poll `cond` until it holds; panic with `what` after `limit`.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, cond: F)
@@ -50,9 +50,10 @@ where
     }
 }
 
-/// A free loopback port.
-pub fn free_addr() -> SocketAddr {
-    support::free_addr().expect("a free loopback port")
+/// A loopback port reserved for as long as the value lives (see
+/// [`support::ReservedPort`]).
+pub fn reserve() -> ReservedPort {
+    ReservedPort::new().expect("a free loopback port")
 }
 
 /// Start `cfg` on a new Arbiter.
@@ -78,6 +79,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     /// Each node's own replication address.
     pub addrs: BTreeMap<NodeId, SocketAddr>,
+    /// The ports behind `addrs`, held for the cluster's lifetime.
+    ports: BTreeMap<NodeId, ReservedPort>,
     /// Proxies in front of some followers (the leader connects through them).
     pub proxies: BTreeMap<NodeId, FaultProxy>,
     pub replication: ReplicationConfig,
@@ -134,7 +137,9 @@ impl TestCluster {
     /// any: start them with [`TestCluster::start_node`].
     pub async fn new(n: u64, proxied: &[NodeId], replication: ReplicationConfig) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs: BTreeMap<NodeId, SocketAddr> = (1..=n).map(|id| (id, free_addr())).collect();
+        let ports: BTreeMap<NodeId, ReservedPort> = (1..=n).map(|id| (id, reserve())).collect();
+        let addrs: BTreeMap<NodeId, SocketAddr> =
+            ports.iter().map(|(&id, p)| (id, p.addr())).collect();
         let mut proxies = BTreeMap::new();
         for &id in proxied {
             proxies.insert(id, FaultProxy::start(addrs[&id]).await.expect("proxy"));
@@ -142,6 +147,7 @@ impl TestCluster {
         TestCluster {
             dir,
             addrs,
+            ports,
             proxies,
             replication,
             nodes: BTreeMap::new(),
@@ -178,11 +184,21 @@ impl TestCluster {
             .map(|&p| (p, self.proxies.get(&p).map_or(self.addrs[&p], |x| x.addr())))
             .collect();
         cfg.replication = self.replication.clone();
+        cfg.listener = Some(self.ports[&id].bound().expect("listen on a reserved port"));
         match &self.tls {
             Some(ca) => cfg.tls = Some(ca.node(id).expect("node certificate")),
             None => cfg.insecure_plaintext = true,
         }
         cfg
+    }
+
+    /// A new listening socket on node `id`'s reserved port, for a test
+    /// that plays that node itself (an impostor, a raw peer): nothing else
+    /// can bind the port while the cluster holds it.
+    pub fn listener(&self, id: NodeId) -> std::net::TcpListener {
+        self.ports[&id]
+            .listener()
+            .expect("listen on a reserved port")
     }
 
     /// Node `id`'s data directory.

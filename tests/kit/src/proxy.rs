@@ -9,7 +9,6 @@
 //! frames queueing behind each other's delays. Only loopback addresses are
 //! used.
 
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,6 @@
 //! speaks frames by hand (over plain TCP or TLS), and the test binary's logs
 //! captured so that a test can assert the reason a node logged.
 
-
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use metawal_actors::{Command, MetadataChanged, Node, NodeConfig, NodeId, Role};
+use metawal_actors::{BoundListener, Command, MetadataChanged, Node, NodeConfig, NodeId, Role};
 
 /// Wait until `cond` holds, polling, or fail after `limit`.
 pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F) -> Result<(), String>
@@ -58,11 +58,71 @@ pub fn reserve_port() -> Result<TcpListener, String> {
     TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))
 }
 
-/// A loopback address that was free a moment ago.
-pub fn free_addr() -> Result<SocketAddr, String> {
-    reserve_port()?
-        .local_addr()
-        .map_err(|e| format!("local addr: {e}"))
+/// A loopback port held for as long as this value lives, that nodes
+/// started and stopped many times can each listen on in turn.
+///
+/// Holding: a socket bound to 127.0.0.1:`port` with `SO_REUSEPORT`, never
+/// listening. While it is bound, the kernel gives the port to no other
+/// socket: not to another `bind(port 0)`, not as the source port of an
+/// outgoing connection (both skip ports with a bound socket), and not to an
+/// explicit bind without `SO_REUSEPORT`. Because it does not listen,
+/// connections to the port are refused while no node serves it, as they
+/// would be on a real machine. Each start gets a fresh listening socket on
+/// the port ([`ReservedPort::listener`]), which the node owns and closes
+/// when it stops.
+///
+/// This replaces "bind port 0, read it, release it, let the node bind it",
+/// which raced with every other socket on the machine (CI once failed on
+/// `Address already in use`).
+#[derive(Debug)]
+pub struct ReservedPort {
+    addr: SocketAddr,
+    _hold: socket2::Socket,
+}
+
+impl ReservedPort {
+    /// Reserve a free loopback port.
+    pub fn new() -> Result<ReservedPort, String> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let hold = reuse_socket(any)?;
+        let addr = hold
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| "reserved socket has no inet address".to_string())?;
+        Ok(ReservedPort { addr, _hold: hold })
+    }
+
+    /// The reserved address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A new listening socket on the reserved port, for one start.
+    pub fn listener(&self) -> Result<TcpListener, String> {
+        let s = reuse_socket(self.addr)?;
+        s.listen(1024)
+            .map_err(|e| format!("listen on {}: {e}", self.addr))?;
+        Ok(s.into())
+    }
+
+    /// [`ReservedPort::listener`], wrapped for a node's or HTTP config.
+    pub fn bound(&self) -> Result<BoundListener, String> {
+        Ok(BoundListener::new(self.listener()?))
+    }
+}
+
+/// A TCP socket with `SO_REUSEADDR` and `SO_REUSEPORT`, bound to `addr`.
+fn reuse_socket(addr: SocketAddr) -> Result<socket2::Socket, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| format!("socket: {e}"))?;
+    s.set_reuse_address(true)
+        .and_then(|()| s.set_reuse_port(true))
+        .map_err(|e| format!("SO_REUSEADDR/SO_REUSEPORT: {e}"))?;
+    s.bind(&addr.into())
+        .map_err(|e| format!("bind {addr}: {e}"))?;
+    Ok(s)
 }
 
 /// Run `f` on a new Arbiter and return its result with the Arbiter (which

@@ -30,13 +30,17 @@ pub mod http;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use metawal_actors::tls::{http_client_config, TlsFiles};
+
+use crate::reserve;
+use crate::support::ReservedPort;
 use serde_json::Value;
 
 /// The cluster id every test node uses.
@@ -94,8 +98,12 @@ fn build_workspace() -> &'static Path {
         eprintln!("procs: building the workspace's binaries: {cmd:?}");
         match cmd.status() {
             Ok(s) if s.success() => {}
-            Ok(s) => eprintln!("procs: WARNING: `cargo build` failed ({s}); using existing binaries"),
-            Err(e) => eprintln!("procs: WARNING: cannot run {cargo:?} ({e}); using existing binaries"),
+            Ok(s) => {
+                eprintln!("procs: WARNING: `cargo build` failed ({s}); using existing binaries")
+            }
+            Err(e) => {
+                eprintln!("procs: WARNING: cannot run {cargo:?} ({e}); using existing binaries")
+            }
         }
         eprintln!("procs: build checked in {:?}", started.elapsed());
         profile_dir.to_path_buf()
@@ -115,20 +123,40 @@ fn built_binary(name: &str, env_override: &str) -> PathBuf {
     bin
 }
 
+/// Make `fds` the child's descriptors 3, 4, … (inherited across exec).
+///
+/// Each is first duplicated above 9 so that a source that already is 3 or
+/// 4 is not overwritten before it is moved.
+fn pass_fds<const N: usize>(cmd: &mut Command, fds: [RawFd; N]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls fcntl, dup2 and
+    // close, which are async-signal-safe, on descriptors this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0; N];
+            for (h, &fd) in high.iter_mut().zip(&fds) {
+                *h = libc::fcntl(fd, libc::F_DUPFD, 10);
+                if *h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (k, &h) in high.iter().enumerate() {
+                if libc::dup2(h, 3 + k as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(h);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The nodes' `RUST_LOG`: warnings, plus the node's life cycle (start,
 /// recovery, leadership, shutdown) so that a post-mortem can place events.
 /// `METAWAL_TEST_RUST_LOG` overrides it.
 fn node_log_filter() -> String {
     std::env::var("METAWAL_TEST_RUST_LOG")
         .unwrap_or_else(|_| "warn,metawal_node=info,metawal_actors::node=info".into())
-}
-
-/// A free port on 127.0.0.1: bind port 0, read it, drop the listener.
-/// Another process may take it before the node binds it; [`Cluster::start`]
-/// retries with new ports when a node cannot bind.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
 }
 
 /// How to run the cluster.
@@ -172,6 +200,11 @@ pub struct NodeProc {
     pub id: u64,
     pub repl: SocketAddr,
     pub http: SocketAddr,
+    /// The ports behind `repl` and `http`, held by the harness for the
+    /// cluster's lifetime; each start hands the node fresh listening
+    /// sockets on them (`--listen-fd 3 --http-fd 4`), so no other socket
+    /// can take a node's port between its runs.
+    ports: [ReservedPort; 2],
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -192,8 +225,6 @@ pub struct UnexpectedExit {
     pub status: String,
     /// The end of its log at the time.
     pub tail: String,
-    /// The log says the address was taken (a port-choice race, not a node bug).
-    pub bind_failure: bool,
     /// Exit code 0 after the node logged `shutting down`: the only way
     /// `metawal-node` exits 0 is a SIGTERM or SIGINT, which this harness
     /// never sends, so it came from outside (on a shared machine with a
@@ -232,11 +263,6 @@ fn signal(pid: i32, sig: libc::c_int) -> bool {
     unsafe { libc::kill(pid, sig) == 0 }
 }
 
-fn bind_failure(log: &str) -> bool {
-    let l = log.to_ascii_lowercase();
-    l.contains("address already in use") || l.contains("addrinuse") || l.contains("os error 98")
-}
-
 impl Cluster {
     /// Start `opts.nodes` nodes and wait until every one serves `/livez`
     /// and one of them leads. Retries with new ports (up to 5 times) when a
@@ -256,54 +282,30 @@ impl Cluster {
             unexpected_exits: Vec::new(),
             tls,
         };
-        for round in 0..5 {
-            cluster.pick_ports();
-            for i in 0..cluster.nodes.len() {
-                cluster.spawn(i, &bin);
-            }
-            match cluster.wait_live(Duration::from_secs(30)) {
-                Ok(()) => {
-                    cluster.wait_leader(Duration::from_secs(30));
-                    return cluster;
-                }
-                Err(e) if e.bind_failure => {
-                    eprintln!(
-                        "procs: start round {round}: node {} could not bind; new ports",
-                        e.node
-                    );
-                    cluster.kill_all();
-                    for n in &cluster.nodes {
-                        let _ = std::fs::remove_dir_all(&n.data_dir);
-                        http::set_tls(n.http, None);
-                    }
-                }
-                Err(e) => panic!(
-                    "node {} exited at start ({}):\n{}",
-                    e.node, e.status, e.tail
-                ),
-            }
+        cluster.pick_ports();
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i, &bin);
         }
-        panic!("could not start the cluster: ports kept being taken");
+        if let Err(e) = cluster.wait_live(Duration::from_secs(30)) {
+            panic!(
+                "node {} exited at start ({}):\n{}",
+                e.node, e.status, e.tail
+            );
+        }
+        cluster.wait_leader(Duration::from_secs(30));
+        cluster
     }
 
     fn pick_ports(&mut self) {
         let root = self.dir.path().to_path_buf();
-        let mut ports = Vec::new();
-        // Hold all listeners until every port is chosen so that no two nodes get one.
-        let mut held = Vec::new();
-        for _ in 0..self.opts.nodes * 2 {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-            ports.push(l.local_addr().unwrap().port());
-            held.push(l);
-        }
-        drop(held);
         self.nodes = (1..=self.opts.nodes)
             .map(|id| {
-                let i = (id - 1) as usize;
+                let ports = [reserve(), reserve()];
                 NodeProc {
                     id,
-                    repl: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
-                    http: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+                    repl: ports[0].addr(),
+                    http: ports[1].addr(),
+                    ports,
                     data_dir: root.join(format!("node-{id}")),
                     log_path: root.join(format!("node-{id}.log")),
                     child: None,
@@ -381,6 +383,11 @@ impl Cluster {
             n.repl.to_string(),
             "--http".into(),
             n.http.to_string(),
+            // The sockets spawn() puts at these descriptors.
+            "--listen-fd".into(),
+            "3".into(),
+            "--http-fd".into(),
+            "4".into(),
             "--election-timeout-ms".into(),
             o.election_timeout_ms.to_string(),
             "--heartbeat-ms".into(),
@@ -452,7 +459,17 @@ impl Cluster {
         }
         cmd.env("METAWAL_SECRET", SECRET)
             .env("RUST_LOG", node_log_filter());
+        let repl = self.nodes[i].ports[0]
+            .listener()
+            .expect("listen on a reserved port");
+        let http = self.nodes[i].ports[1]
+            .listener()
+            .expect("listen on a reserved port");
+        pass_fds(&mut cmd, [repl.as_raw_fd(), http.as_raw_fd()]);
         let child = cmd.spawn().expect("spawn metawal-node");
+        // The child has its own copies; the harness keeps only the
+        // (non-listening) reservations.
+        drop((repl, http));
         let n = &mut self.nodes[i];
         n.child = Some(child);
         n.stopped = false;
@@ -544,9 +561,9 @@ impl Cluster {
         }
     }
 
-    /// Start node `id` again with the same data dir and ports. If it cannot
-    /// bind (an outgoing connection may hold its port for a moment), retry
-    /// for up to 30 s. Returns once the process serves `/livez`.
+    /// Start node `id` again with the same data dir and ports. Returns once
+    /// the process serves `/livez` (or exits: an exit is recorded in
+    /// `unexpected_exits`, and the test fails on it).
     pub fn restart(&mut self, id: u64) {
         let i = (id - 1) as usize;
         let bin = node_binary().to_path_buf();
@@ -564,12 +581,8 @@ impl Cluster {
                     if e.external_shutdown {
                         break;
                     }
-                    if !e.bind_failure {
-                        // Recorded in unexpected_exits; the test fails on it.
-                        return;
-                    }
-                    eprintln!("procs: node {id} could not bind at restart; retrying");
-                    break;
+                    // Recorded in unexpected_exits; the test fails on it.
+                    return;
                 }
                 assert!(
                     Instant::now() < deadline,
@@ -634,7 +647,6 @@ impl Cluster {
         let e = UnexpectedExit {
             node: i as u64 + 1,
             status: status.to_string(),
-            bind_failure: bind_failure(&tail),
             external_shutdown: status.code() == Some(0) && tail.contains("shutting down"),
             tail,
         };
@@ -655,18 +667,10 @@ impl Cluster {
             .collect()
     }
 
-    /// Exits that were not port-choice races: node failures.
+    /// Exits that were node failures: every unexpected exit (ports are
+    /// held by the harness, so a bind failure is a failure too).
     pub fn node_failures(&self) -> Vec<&UnexpectedExit> {
-        self.unexpected_exits
-            .iter()
-            .filter(|e| !e.bind_failure)
-            .collect()
-    }
-
-    fn kill_all(&mut self) {
-        for id in 1..=self.nodes.len() as u64 {
-            self.kill(id);
-        }
+        self.unexpected_exits.iter().collect()
     }
 
     /// The last `lines` lines of node `id`'s log (stdout and stderr).
