@@ -44,13 +44,13 @@ enum Step {
     /// Give up with this error.
     Fatal(Error),
     /// Try the next endpoint.
-    Next(Attempt),
+    Next(Box<Attempt>),
 }
 
 /// What one pass over the endpoint list found.
 enum Round {
     /// An endpoint (its index) answered with a 2xx.
-    Done(ureq::Response, usize),
+    Done(Box<ureq::Response>, usize),
     /// None did; the endpoints that did not answer at all.
     Failed(Vec<Attempt>, Vec<usize>),
 }
@@ -244,7 +244,7 @@ impl Client {
         let mut attempts = Vec::new();
         for round in 0..MAX_ROUNDS {
             let down = match self.round(transport, request, &order)? {
-                Round::Done(response, i) => return Ok((response, i)),
+                Round::Done(response, i) => return Ok((*response, i)),
                 Round::Failed(a, down) => {
                     attempts = a;
                     down
@@ -285,7 +285,7 @@ impl Client {
         for &i in order {
             let url = format!("{}{}", self.endpoints[i], request.path);
             match follow(transport, request, &url) {
-                Ok(response) => return Ok(Round::Done(response, i)),
+                Ok(response) => return Ok(Round::Done(Box::new(response), i)),
                 Err(Step::Fatal(e)) => return Err(e),
                 Err(Step::Next(attempt)) => {
                     if !attempt.answered() {
@@ -296,7 +296,7 @@ impl Client {
                     let busy = attempt
                         .server_error()
                         .is_some_and(|e| e.code != Some(ErrorCode::NotLeader));
-                    attempts.push(attempt);
+                    attempts.push(*attempt);
                     if busy {
                         break;
                     }
@@ -337,16 +337,16 @@ fn follow(transport: &Transport, request: Request<'_>, url: &str) -> Result<ureq
                     url = resolve_location(&url, location);
                     continue;
                 }
-                None => return Err(Step::Next(Attempt::NoLocation { url, status })),
+                None => return Err(Step::Next(Box::new(Attempt::NoLocation { url, status }))),
             }
         }
         let err = server_error(response, &url, request.kind);
         return Err(match err.disposition() {
             Disposition::Fail(_) => Step::Fatal(Error::Server(Box::new(err))),
-            _ => Step::Next(Attempt::Server(err)),
+            _ => Step::Next(Box::new(Attempt::Server(err))),
         });
     }
-    Err(Step::Next(Attempt::TooManyRedirects { url }))
+    Err(Step::Next(Box::new(Attempt::TooManyRedirects { url })))
 }
 
 /// An error answer (its body read) as a [`ServerError`].
@@ -382,17 +382,14 @@ fn failed(e: StartError, kind: Kind, redirected: bool) -> Step {
             source,
         },
         StartError::MaybeSent { url, source } => {
-            return Step::Fatal(Error::SentThenFailed {
-                url,
-                source: Box::new(source),
-            })
+            return Step::Fatal(Error::SentThenFailed { url, source })
         }
     };
     if redirected {
         // The first node answered with a redirect to a leader that is
         // gone: an election is coming, so this counts as "a node answered".
-        Step::Next(Attempt::LeaderUnreachable(Box::new(attempt)))
+        Step::Next(Box::new(Attempt::LeaderUnreachable(Box::new(attempt))))
     } else {
-        Step::Next(attempt)
+        Step::Next(Box::new(attempt))
     }
 }

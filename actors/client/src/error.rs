@@ -294,7 +294,7 @@ pub enum Attempt {
         /// Whether the request may have reached the node.
         sent: bool,
         /// ureq's error.
-        source: ureq::Transport,
+        source: Box<ureq::Transport>,
     },
     /// A redirect without `Location`.
     #[error("{url}: {status} without Location")]

@@ -58,9 +58,13 @@ pub use client::{Client, WATCH_READ_TIMEOUT};
 pub use diagnose::Diagnosis;
 pub use endpoint::{parse_endpoint, with_scheme, EndpointError};
 pub use error::{
-    Appended, Attempt, Disposition, Error, ErrorCode, Failure, Kind, ServerError, Unavailable,
+    disposition, Appended, Attempt, Disposition, Error, ErrorCode, Failure, Kind, ServerError,
+    Unavailable,
 };
 pub use node::{Answer, Method, Node, NodeError, Reuse};
+/// The TLS client configuration type [`Client::new`] and [`Node::new`] take
+/// (rustls 0.23), so callers need no rustls dependency of their own.
+pub use rustls::ClientConfig;
 pub use types::{Acks, FollowerStatus, NodeStatus, Proposed, Reply, Transferred};
 pub use watch::{ChangeEntry, ChangeStream, StreamEnd, StreamError, WatchEvent};
 

@@ -219,12 +219,12 @@ pub(crate) enum StartError {
     /// Nothing was sent.
     NotSent {
         url: String,
-        source: ureq::Transport,
+        source: Box<ureq::Transport>,
     },
     /// The request may have been sent.
     MaybeSent {
         url: String,
-        source: ureq::Transport,
+        source: Box<ureq::Transport>,
     },
 }
 
@@ -232,14 +232,8 @@ impl From<StartError> for NodeError {
     fn from(e: StartError) -> NodeError {
         match e {
             StartError::Diagnosed { url, problem } => NodeError::Diagnosed { url, problem },
-            StartError::NotSent { url, source } => NodeError::NotSent {
-                url,
-                source: Box::new(source),
-            },
-            StartError::MaybeSent { url, source } => NodeError::MaybeSent {
-                url,
-                source: Box::new(source),
-            },
+            StartError::NotSent { url, source } => NodeError::NotSent { url, source },
+            StartError::MaybeSent { url, source } => NodeError::MaybeSent { url, source },
         }
     }
 }
@@ -259,7 +253,10 @@ fn classify(url: &str, t: ureq::Transport) -> StartError {
         K::ConnectionFailed | K::Dns | K::InvalidUrl | K::UnknownScheme
     );
     if not_sent {
-        return StartError::NotSent { url, source: t };
+        return StartError::NotSent {
+            url,
+            source: Box::new(t),
+        };
     }
     // An HTTPS port that reset a plain request before its TLS alert could
     // be read, or a replication listener: neither read it as HTTP.
@@ -270,7 +267,12 @@ fn classify(url: &str, t: ureq::Transport) -> StartError {
             cluster,
             tls: false,
         },
-        _ => return StartError::MaybeSent { url, source: t },
+        _ => {
+            return StartError::MaybeSent {
+                url,
+                source: Box::new(t),
+            }
+        }
     };
     StartError::Diagnosed { url, problem }
 }

@@ -232,3 +232,40 @@ impl Iterator for ChangeStream {
         Some(item)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(data: &str) -> SseEvent {
+        SseEvent {
+            event: "entry".into(),
+            data: data.into(),
+            id: None,
+        }
+    }
+
+    #[test]
+    fn entries_are_typed_and_incomplete_ones_refused() {
+        let data = r#"{"offset":2,"epoch":1,"command":{"DeleteTopic":{"name":"x"}}}"#;
+        let Ok(WatchEvent::Entry(e)) = typed(entry(data), "u") else {
+            panic!("not an entry")
+        };
+        assert_eq!((e.offset, e.epoch), (2, 1));
+        assert_eq!(e.command.to_string(), r#"{"DeleteTopic":{"name":"x"}}"#);
+        assert_eq!(e.data, data);
+        assert!(matches!(
+            typed(entry(r#"{"offset":2}"#), "u"),
+            Err(StreamError::BadEntry { .. })
+        ));
+        let cutoff = SseEvent {
+            event: "cutoff".into(),
+            data: r#"{"reason":"slow","resume_from":7}"#.into(),
+            id: None,
+        };
+        let Ok(WatchEvent::Cutoff(end)) = typed(cutoff, "u") else {
+            panic!("not a cutoff")
+        };
+        assert_eq!((end.resume_from, end.why.as_str()), (Some(7), "slow"));
+    }
+}
