@@ -5,7 +5,8 @@
 //! the leader's propose, replication, the response).
 //!
 //! Each client thread keeps one HTTP/1.1 connection alive (as a real client
-//! library would) and sends `POST /v1/commands?acks=all` one at a time.
+//! library would: `metawal-client`'s `Node` with `Reuse::KeepAlive`) and
+//! sends `POST /v1/commands?acks=all` one at a time.
 //! The processes come from the test harness (`tests/procs`): free loopback
 //! ports, temp data dirs, every child killed when the cluster is dropped,
 //! and HTTPS (the harness's TLS set-up: its test CA, `--http-tls`), so the
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use metawal_testkit::procs;
+use procs::http::{Method, Node, Reuse};
 
 /// What the HTTP phases measured.
 #[derive(Debug, Default, Clone, Copy)]
@@ -39,38 +41,22 @@ pub struct HttpFigures {
 /// Longest a single write may take before the phase fails.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn agent(leader: SocketAddr) -> ureq::Agent {
-    procs::http::agent_builder(leader)
-        .timeout_connect(Duration::from_secs(2))
-        .timeout(WRITE_TIMEOUT)
-        .redirects(0)
-        .max_idle_connections_per_host(1)
-        .build()
+/// A client of `leader` on one keep-alive connection (HTTPS with the
+/// harness's TLS config for it), each write sent once.
+fn client(leader: SocketAddr) -> Node {
+    procs::http::node(leader, WRITE_TIMEOUT, Reuse::KeepAlive)
 }
 
-/// One `acks=all` create of `name` on `leader`; its latency.
-fn write(agent: &ureq::Agent, leader: SocketAddr, name: &str) -> Result<Duration, String> {
+/// One `acks=all` create of `name` on `node`; its latency.
+fn write(node: &Node, name: &str) -> Result<Duration, String> {
     let body = format!(
         r#"{{"CreateTopic":{{"name":"{name}","partition_count":1,"replication_factor":3}}}}"#
     );
     let started = Instant::now();
-    match agent
-        .post(&format!(
-            "{}/v1/commands?acks=all",
-            procs::http::base_url(leader)
-        ))
-        .send_string(&body)
-    {
-        Ok(r) if r.status() == 200 => {
-            // Read the body so the connection is reused.
-            let _ = r.into_string();
-            Ok(started.elapsed())
-        }
-        Ok(r) => Err(format!("write {name}: HTTP {}", r.status())),
-        Err(ureq::Error::Status(code, r)) => Err(format!(
-            "write {name}: HTTP {code}: {}",
-            r.into_string().unwrap_or_default()
-        )),
+    // The answer's body is read, so the connection is reused.
+    match node.send_once(Method::Post, "/v1/commands?acks=all", Some(&body)) {
+        Ok(a) if a.status == 200 => Ok(started.elapsed()),
+        Ok(a) => Err(format!("write {name}: HTTP {}: {}", a.status, a.body)),
         Err(e) => Err(format!("write {name}: {e}")),
     }
 }
@@ -117,10 +103,10 @@ pub fn run(
     progress(&format!(
         "[http 1/2] latency: {latency_writes} sequential acks=all writes over HTTP (node {leader_id} leads)"
     ));
-    let a = agent(leader);
+    let node = client(leader);
     let mut lat = hist()?;
     for i in 0..latency_writes {
-        record(&mut lat, write(&a, leader, &format!("hl-{i}"))?);
+        record(&mut lat, write(&node, &format!("hl-{i}"))?);
     }
     f.acks_all_p50_us = lat.value_at_quantile(0.5) as f64;
     f.acks_all_p99_us = lat.value_at_quantile(0.99) as f64;
@@ -138,7 +124,7 @@ pub fn run(
         .map(|c| {
             let next = next.clone();
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
-                let a = agent(leader);
+                let node = client(leader);
                 let mut h = hist()?;
                 // Bounded: each write takes one of `throughput_writes`.
                 loop {
@@ -146,7 +132,7 @@ pub fn run(
                     if i >= throughput_writes {
                         return Ok(h);
                     }
-                    record(&mut h, write(&a, leader, &format!("ht-{c}-{i}"))?);
+                    record(&mut h, write(&node, &format!("ht-{c}-{i}"))?);
                 }
             })
         })

@@ -1,52 +1,70 @@
-//! A blocking client of the HTTP API (docs/api.md), for the process tests.
+//! The process tests' view of the HTTP API (docs/api.md), on
+//! `metawal-client`: only what is specific to the harness lives here.
 //!
-//! Every request has short timeouts. Writes are sent on a fresh connection
-//! each (no pool), so that a connection error can be placed exactly: a
-//! failed *connect* means nothing was sent (safe to retry elsewhere), any
-//! later error means the request may have reached the node (the write's
-//! outcome is unknown). Redirects are not followed by the library: a `307`
-//! is returned to the caller, who follows it.
-//!
-//! HTTPS: the nodes of a TLS [`Cluster`](super::Cluster) serve HTTPS; the
-//! cluster registers each node's HTTP address here with the TLS client
-//! config to use for it ([`set_tls`]). Every function below looks the
-//! address up: a registered one is spoken to over `https://` with that
-//! config, any other over plain `http://`. So the free functions keep
-//! working for several clusters at once, TLS or not, and a test can change
-//! what the client trusts in the middle of a run (certificate rotation).
+//! * **Per-address TLS routing.** The nodes of a TLS
+//!   [`Cluster`](super::Cluster) serve HTTPS; the cluster registers each
+//!   node's HTTP address with the TLS client config to use for it
+//!   ([`set_tls`]). Every function below looks the address up: a registered
+//!   one is spoken to over `https://` with that config, any other over plain
+//!   `http://`. So the free functions keep working for several clusters at
+//!   once, TLS or not, and a test can change what the client trusts in the
+//!   middle of a run (certificate rotation).
+//! * **The [`Writer`]** that sends each write attempt once
+//!   ([`metawal_client::Node`], a fresh connection per request) and records
+//!   what its answer promises, for the history checker ([`super::check`]):
+//!   a failed *connect* (or a TLS handshake the node refused: it never read
+//!   the request) means nothing was sent and the write may go elsewhere;
+//!   any later failure means the write may have been applied. A `307` is
+//!   returned to the caller, who follows it.
+//! * [`read_log`]: a node's committed log through the change stream
+//!   ([`metawal_client::ChangeStream`]), resumed until it is read.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use metawal_client::{
+    Answer, Client, ClientConfig, Error as ClientError, NodeError, StreamError, WatchEvent,
+};
 use serde_json::Value;
+
+/// What [`node`] takes and returns, for callers without a `metawal-client`
+/// dependency of their own (the root package's bench).
+pub use metawal_client::{Method, Node, Reuse};
 
 /// How the harness talks to one node's HTTP address.
 #[derive(Clone)]
 struct Route {
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<Arc<ClientConfig>>,
     /// For status probes: a stopped or dead node must not hold anyone up.
-    probe: ureq::Agent,
-    /// For writes: the read timeout is above the nodes'
-    /// `--request-timeout-ms` plus the longest SIGSTOP, so a write times
-    /// out on the client only when the node really does not answer.
-    write: ureq::Agent,
+    probe: Node,
+    /// For writes: the timeout is above the nodes' `--request-timeout-ms`
+    /// plus the longest SIGSTOP, so a write times out on the client only
+    /// when the node really does not answer.
+    write: Node,
 }
 
+/// Timeout of a status probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Timeout of a write attempt.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(12);
+
 impl Route {
-    fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Route {
+    fn new(addr: SocketAddr, tls: Option<Arc<ClientConfig>>) -> Route {
+        let url = url_for(addr, tls.is_some());
+        let node = |timeout| Node::new(&url, timeout, tls.clone(), Reuse::Fresh);
         Route {
-            probe: agent_with(
-                tls.clone(),
-                Duration::from_millis(500),
-                Duration::from_millis(1500),
-            ),
-            write: agent_with(tls.clone(), Duration::from_secs(1), Duration::from_secs(12)),
+            probe: node(PROBE_TIMEOUT),
+            write: node(WRITE_TIMEOUT),
             tls,
         }
     }
+}
+
+fn url_for(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
 }
 
 fn routes() -> &'static Mutex<HashMap<SocketAddr, Route>> {
@@ -54,24 +72,21 @@ fn routes() -> &'static Mutex<HashMap<SocketAddr, Route>> {
     R.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn plain_route() -> &'static Route {
-    static P: OnceLock<Route> = OnceLock::new();
-    P.get_or_init(|| Route::new(None))
-}
-
+/// `addr`'s route: its registered TLS config, or plain HTTP (kept, so that
+/// its nodes are built once).
 fn route(addr: SocketAddr) -> Route {
-    let map = routes().lock().unwrap_or_else(|e| e.into_inner());
-    map.get(&addr)
-        .cloned()
-        .unwrap_or_else(|| plain_route().clone())
+    let mut map = routes().lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(addr)
+        .or_insert_with(|| Route::new(addr, None))
+        .clone()
 }
 
 /// Speak to `addr` over HTTPS with `tls` (or plain HTTP with `None`).
-pub fn set_tls(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) {
+pub fn set_tls(addr: SocketAddr, tls: Option<Arc<ClientConfig>>) {
     let mut map = routes().lock().unwrap_or_else(|e| e.into_inner());
     match tls {
         Some(_) => {
-            map.insert(addr, Route::new(tls));
+            map.insert(addr, Route::new(addr, tls));
         }
         None => {
             map.remove(&addr);
@@ -79,90 +94,50 @@ pub fn set_tls(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) {
     }
 }
 
+/// `addr`'s TLS client config, if it is registered for HTTPS.
+pub fn tls_config(addr: SocketAddr) -> Option<Arc<ClientConfig>> {
+    route(addr).tls
+}
+
 /// `https://addr` for a registered TLS address, else `http://addr`.
 pub fn base_url(addr: SocketAddr) -> String {
-    let scheme = if route(addr).tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    format!("{scheme}://{addr}")
+    url_for(addr, route(addr).tls.is_some())
 }
 
-/// An agent builder for `addr`: with its TLS config if it has one.
-pub fn agent_builder(addr: SocketAddr) -> ureq::AgentBuilder {
-    let b = ureq::AgentBuilder::new();
-    match route(addr).tls {
-        Some(tls) => b.tls_config(tls),
-        None => b,
-    }
-}
-
-/// The address in a `scheme://host:port/...` URL.
-fn addr_of(url: &str) -> Option<SocketAddr> {
-    let rest = &url[url.find("://")? + 3..];
-    let end = rest.find('/').unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-fn agent_with(
-    tls: Option<Arc<rustls::ClientConfig>>,
-    connect: Duration,
-    read: Duration,
-) -> ureq::Agent {
-    let b = ureq::AgentBuilder::new()
-        .timeout_connect(connect)
-        .timeout_read(read)
-        .timeout_write(Duration::from_secs(2))
-        .redirects(0)
-        .max_idle_connections(0);
-    match tls {
-        Some(tls) => b.tls_config(tls),
-        None => b,
-    }
-    .build()
-}
-
-fn agent(addr: SocketAddr, connect: Duration, read: Duration) -> ureq::Agent {
-    agent_with(route(addr).tls, connect, read)
+/// A [`Node`] for `addr` (with its TLS config, if registered): each
+/// request sent once and timing out after `timeout`, over one keep-alive
+/// connection with [`Reuse::KeepAlive`].
+pub fn node(addr: SocketAddr, timeout: Duration, reuse: Reuse) -> Node {
+    let r = route(addr);
+    Node::new(&url_for(addr, r.tls.is_some()), timeout, r.tls, reuse)
 }
 
 /// `GET /livez` answered 200.
 pub fn livez(addr: SocketAddr) -> bool {
-    let r = route(addr);
-    matches!(r.probe.get(&format!("{}/livez", base_url(addr))).call(), Ok(r) if r.status() == 200)
+    let answer = route(addr).probe.send_once(Method::Get, "/livez", None);
+    matches!(answer, Ok(a) if a.status == 200)
 }
 
 /// `GET /v1/status`, or `None` if the node does not answer 200 in time.
 pub fn status(addr: SocketAddr) -> Option<Value> {
-    let r = route(addr)
+    let answer = route(addr)
         .probe
-        .get(&format!("{}/v1/status", base_url(addr)))
-        .call()
+        .send_once(Method::Get, "/v1/status", None)
         .ok()?;
-    if r.status() != 200 {
+    if answer.status != 200 {
         return None;
     }
-    r.into_json().ok()
+    serde_json::from_str(&answer.body).ok()
 }
 
 /// `GET path` with a timeout; the status and the JSON body (if any).
 pub fn get_json(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, Value), String> {
-    let a = agent(addr, Duration::from_secs(1), timeout);
-    let r = match a
-        .get(&format!("{}{path}", base_url(addr)))
-        .timeout(timeout)
-        .call()
-    {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(format!("GET {path} on {addr}: {e}")),
-    };
-    let status = r.status();
-    let body: Value = r
-        .into_json()
+    let answer = node(addr, timeout, Reuse::Fresh)
+        .send_once(Method::Get, path, None)
+        .map_err(|e| format!("GET {path} on {addr}: {e}"))?;
+    let body: Value = serde_json::from_str(&answer.body)
         .map_err(|e| format!("GET {path} on {addr}: body: {e}"))?;
-    Ok((status, body))
+    Ok((answer.status, body))
 }
 
 /// What one `POST /v1/commands` attempt says about the write.
@@ -176,65 +151,60 @@ pub enum Attempt {
     Retry { code: String, leader: Option<u64> },
     /// 400 / 413: refused, nothing appended, retrying will not help.
     Refused { status: u16, code: String },
-    /// The connect failed: nothing was sent.
+    /// The connect failed (TCP, or a TLS handshake the node refused: the
+    /// node never read the request as HTTP): nothing was sent.
     ConnectFailed(String),
     /// 504, any error after the connect, or a status the API does not list
     /// for writes: the entry may or may not be in the log.
     Unknown(String),
 }
 
-fn error_code(r: ureq::Response) -> String {
-    r.into_json::<Value>()
+/// The `error` code of an error answer (`?` if it has none).
+fn error_code(answer: &Answer) -> String {
+    serde_json::from_str::<Value>(&answer.body)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or_else(|| "?".into())
 }
 
-/// One `POST {url}` of `body`; classified by docs/api.md's table.
-pub fn post_once(url: &str, body: &str) -> Attempt {
-    let write = match addr_of(url) {
-        Some(a) => route(a).write,
-        None => plain_route().write.clone(),
-    };
-    let r = write
-        .post(url)
-        .set("Content-Type", "application/json")
-        .send_string(body);
-    match r {
-        Ok(r) if r.status() == 200 => {
-            let status = r.status();
-            match r.into_json::<Value>() {
-                Ok(v) => match (v["offset"].as_u64(), v["epoch"].as_u64()) {
-                    (Some(offset), Some(epoch)) => Attempt::Ok { offset, epoch },
-                    _ => Attempt::Unknown(format!("{status} without offset/epoch: {v}")),
-                },
-                // Acked, but the offset is lost with the body.
-                Err(e) => Attempt::Unknown(format!("200, body unreadable: {e}")),
-            }
+/// One `POST path` of `body` to `addr`, sent once; classified by
+/// docs/api.md's table.
+pub fn post_once(addr: SocketAddr, path: &str, body: &str) -> Attempt {
+    let answer = match route(addr).write.send_once(Method::Post, path, Some(body)) {
+        Ok(answer) => answer,
+        // Nothing sent: refused, or the node never read it as HTTP.
+        Err(e @ (NodeError::NotSent { .. } | NodeError::Diagnosed { .. })) => {
+            return Attempt::ConnectFailed(e.to_string())
         }
-        Ok(r) if r.status() == 307 => match r.header("Location") {
-            Some(loc) => Attempt::Redirect(loc.to_string()),
+        // Sent (or maybe): the answer, if any, is lost.
+        Err(NodeError::BodyUnreadable { source, .. }) => {
+            return Attempt::Unknown(format!("answer unreadable: {source}"))
+        }
+        Err(e) => return Attempt::Unknown(format!("transport: {e}")),
+    };
+    match answer.status {
+        200 => match serde_json::from_str::<Value>(&answer.body) {
+            Ok(v) => match (v["offset"].as_u64(), v["epoch"].as_u64()) {
+                (Some(offset), Some(epoch)) => Attempt::Ok { offset, epoch },
+                _ => Attempt::Unknown(format!("200 without offset/epoch: {v}")),
+            },
+            // Acked, but the offset is lost with the body.
+            Err(e) => Attempt::Unknown(format!("200, body unreadable: {e}")),
+        },
+        307 => match answer.location {
+            Some(loc) => Attempt::Redirect(loc),
             None => Attempt::Unknown("307 without Location".into()),
         },
-        Ok(r) => Attempt::Unknown(format!("unexpected status {}", r.status())),
-        Err(ureq::Error::Status(503, r)) => {
-            let leader = r
-                .header("X-Metawal-Leader")
-                .and_then(|l| l.parse::<u64>().ok());
-            Attempt::Retry {
-                code: error_code(r),
-                leader,
-            }
-        }
-        Err(ureq::Error::Status(s @ (400 | 413), r)) => Attempt::Refused {
-            status: s,
-            code: error_code(r),
+        503 => Attempt::Retry {
+            code: error_code(&answer),
+            leader: answer.leader,
         },
-        Err(ureq::Error::Status(s, r)) => Attempt::Unknown(format!("{s} {}", error_code(r))),
-        Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => {
-            Attempt::ConnectFailed(t.to_string())
-        }
-        Err(ureq::Error::Transport(t)) => Attempt::Unknown(format!("transport: {t}")),
+        s @ (400 | 413) => Attempt::Refused {
+            status: s,
+            code: error_code(&answer),
+        },
+        s if s >= 400 => Attempt::Unknown(format!("{s} {}", error_code(&answer))),
+        s => Attempt::Unknown(format!("unexpected status {s}")),
     }
 }
 
@@ -266,6 +236,9 @@ pub fn create_topic_body(name: &str) -> String {
         .to_string()
 }
 
+/// The path of every write.
+const WRITE_PATH: &str = "/v1/commands?acks=all";
+
 /// A writer that knows every node and remembers which one led last.
 pub struct Writer {
     pub nodes: Vec<SocketAddr>,
@@ -285,14 +258,19 @@ impl Writer {
         }
     }
 
-    fn url(&self, i: usize) -> String {
-        format!("{}/v1/commands?acks=all", base_url(self.nodes[i]))
+    /// The write on the node to try first: (index into `nodes`, path).
+    fn first(&self) -> (usize, String) {
+        (self.target, WRITE_PATH.to_string())
     }
 
-    fn index_of(&self, url: &str) -> Option<usize> {
-        self.nodes
-            .iter()
-            .position(|a| url.contains(&format!("//{a}/")))
+    /// The node (index into `nodes`) and path a `Location` names, if it is
+    /// one of this writer's nodes (the node's route decides the scheme).
+    fn locate(&self, url: &str) -> Option<(usize, String)> {
+        let rest = &url[url.find("://")? + 3..];
+        let end = rest.find('/')?;
+        let addr: SocketAddr = rest[..end].parse().ok()?;
+        let i = self.nodes.iter().position(|a| *a == addr)?;
+        Some((i, rest[end..].to_string()))
     }
 
     /// Write `body` with `acks=all`: follow 307s, move on to another node
@@ -301,7 +279,7 @@ impl Writer {
     /// `self.give_up` and 1000 attempts.
     pub fn write(&mut self, body: &str, stop: impl Fn() -> bool) -> (Outcome, u32) {
         let deadline = Instant::now() + self.give_up;
-        let mut url = self.url(self.target);
+        let mut at = self.first();
         let mut hops = 0;
         let mut last = String::from("no attempt");
         for attempt in 1..=1000u32 {
@@ -313,24 +291,24 @@ impl Writer {
                     attempt - 1,
                 );
             }
-            match post_once(&url, body) {
+            match post_once(self.nodes[at.0], &at.1, body) {
                 Attempt::Ok { offset, .. } => {
-                    if let Some(i) = self.index_of(&url) {
-                        self.target = i;
-                    }
+                    self.target = at.0;
                     return (Outcome::Acked { offset }, attempt);
                 }
                 Attempt::Redirect(loc) => {
                     hops += 1;
                     last = format!("307 to {loc}");
-                    if hops <= 3 && self.index_of(&loc).is_some() {
-                        url = loc;
-                        continue;
+                    if hops <= 3 {
+                        if let Some(next) = self.locate(&loc) {
+                            at = next;
+                            continue;
+                        }
                     }
                     // A redirect loop while leadership moves: back off.
                     hops = 0;
                     self.target = (self.target + 1) % self.nodes.len();
-                    url = self.url(self.target);
+                    at = self.first();
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Attempt::Retry { code, leader } => {
@@ -346,14 +324,14 @@ impl Writer {
                         }
                         _ => (self.target + 1) % self.nodes.len(),
                     };
-                    url = self.url(self.target);
+                    at = self.first();
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Attempt::ConnectFailed(e) => {
                     last = format!("connect failed: {e}");
                     hops = 0;
                     self.target = (self.target + 1) % self.nodes.len();
-                    url = self.url(self.target);
+                    at = self.first();
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Attempt::Refused { status, code } => {
@@ -410,21 +388,25 @@ pub fn read_log(
     let mut out: Vec<LogEntry> = Vec::new();
     let mut next = from;
     let mut resumes = 0;
-    let a = agent(addr, Duration::from_secs(1), Duration::from_secs(20));
+    // Opening a stream (the client waits out a busy node) within 20 s.
+    let open = limit.min(Duration::from_secs(20));
+    let client = Client::new(&[base_url(addr)], open, tls_config(addr));
     while next <= upto {
-        if Instant::now() > deadline || resumes > 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || resumes > 20 {
             return Err(WatchError::Other(format!(
                 "watch on {addr}: reached {} of {upto} within {limit:?} and {resumes} resumes",
                 next - 1
             )));
         }
-        let resp = match a
-            .get(&format!("{}/v1/watch?from={next}", base_url(addr)))
-            .call()
-        {
-            Ok(r) => r,
-            Err(ureq::Error::Status(410, r)) => {
-                return Err(WatchError::Compacted(r.into_json().unwrap_or(Value::Null)))
+        // The stream ends at the deadline at the latest.
+        let stream = match client.watch_at(Some(next), 0, Some(left)) {
+            Ok(s) => s,
+            Err(ClientError::Server(e)) if e.status == 410 => {
+                let body = e.body.as_deref().unwrap_or("null");
+                return Err(WatchError::Compacted(
+                    serde_json::from_str(body).unwrap_or(Value::Null),
+                ));
             }
             Err(e) => {
                 resumes += 1;
@@ -433,73 +415,37 @@ pub fn read_log(
                 continue;
             }
         };
-        let mut reader = BufReader::new(resp.into_reader());
-        let (mut id, mut event, mut data) = (None::<u64>, String::new(), String::new());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
+        for event in stream {
+            match event {
+                Ok(WatchEvent::Entry(e)) => {
+                    if e.offset != next {
+                        return Err(WatchError::Other(format!(
+                            "watch on {addr}: expected offset {next}, got {}",
+                            e.offset
+                        )));
+                    }
+                    out.push(LogEntry {
+                        offset: e.offset,
+                        epoch: e.epoch,
+                        command: e.command,
+                    });
+                    next += 1;
+                    if next > upto {
+                        return Ok(out);
+                    }
+                }
+                Ok(WatchEvent::Cutoff(end)) => {
+                    eprintln!("watch on {addr}: cutoff {}; resuming from {next}", end.data);
+                }
+                Ok(WatchEvent::Error(end)) => {
+                    eprintln!("watch on {addr}: error {}; resuming from {next}", end.data);
+                }
+                Ok(_) | Err(StreamError::Ended { .. }) => {}
+                Err(e @ StreamError::Failed { .. }) => {
                     eprintln!("watch on {addr} at {next}: {e}; resuming");
-                    break;
                 }
-            }
-            let l = line.trim_end_matches(['\r', '\n']);
-            if l.is_empty() {
-                // Dispatch the event.
-                let ev = if event.is_empty() {
-                    "message"
-                } else {
-                    event.as_str()
-                };
-                match ev {
-                    "entry" => {
-                        let v: Value = serde_json::from_str(&data).map_err(|e| {
-                            WatchError::Other(format!("bad event data {data:?}: {e}"))
-                        })?;
-                        let offset = v["offset"].as_u64().or(id).ok_or_else(|| {
-                            WatchError::Other(format!("entry without offset: {data}"))
-                        })?;
-                        if offset != next {
-                            return Err(WatchError::Other(format!(
-                                "watch on {addr}: expected offset {next}, got {offset}"
-                            )));
-                        }
-                        out.push(LogEntry {
-                            offset,
-                            epoch: v["epoch"].as_u64().unwrap_or(0),
-                            command: v["command"].clone(),
-                        });
-                        next += 1;
-                        if next > upto {
-                            return Ok(out);
-                        }
-                    }
-                    "cutoff" | "error" => {
-                        eprintln!("watch on {addr}: {ev} {data}; resuming from {next}");
-                        break;
-                    }
-                    _ => {}
-                }
-                id = None;
-                event.clear();
-                data.clear();
-            } else if l.starts_with(':') {
-                // keep-alive comment
-            } else if let Some(v) = l.strip_prefix("id:") {
-                id = v.trim().parse().ok();
-            } else if let Some(v) = l.strip_prefix("event:") {
-                event = v.trim().to_string();
-            } else if let Some(v) = l.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(v.strip_prefix(' ').unwrap_or(v));
-            }
-            if Instant::now() > deadline {
-                break;
+                // A line too long, an entry without offset/epoch/command.
+                Err(e) => return Err(WatchError::Other(format!("watch on {addr}: {e}"))),
             }
         }
         resumes += 1;

@@ -12,8 +12,9 @@
 //! - [`Cluster`] starts N nodes on `127.0.0.1` with free ports and temp
 //!   data dirs, kills / restarts / stops / continues them, and kills every
 //!   child on drop, also when the test panics, so no process leaks;
-//! - [`http`] is a small blocking client of the HTTP API (docs/api.md)
-//!   that classifies every write attempt by what its status code promises;
+//! - [`http`] speaks to the nodes' HTTP API through `metawal-client`
+//!   (per-address TLS) and classifies every write attempt by what its
+//!   answer promises;
 //! - [`check`] is the history checker (pure functions, unit-tested with
 //!   planted inconsistencies).
 //!
@@ -37,7 +38,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use metawal_actors::tls::{http_client_config, TlsFiles};
+use metawal_actors::tls::TlsFiles;
+use metawal_client::tls::client_config;
 
 use crate::reserve;
 use crate::support::ReservedPort;
@@ -328,7 +330,7 @@ impl Cluster {
             .tls
             .as_ref()
             .expect("set_http_trust on a plaintext cluster");
-        let config = http_client_config(ca, Some((&tls.client.cert, &tls.client.key)))
+        let config = client_config(ca, Some((&tls.client.cert, &tls.client.key)))
             .unwrap_or_else(|e| panic!("TLS client config trusting {}: {e}", ca.display()));
         let config = Arc::new(config);
         for n in &self.nodes {
