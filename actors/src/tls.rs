@@ -86,17 +86,61 @@ pub enum TlsError {
     ClusterIdNotDnsName(String),
     /// This node's own certificate does not pass the checks its peers will
     /// make.
-    #[error("this node's TLS certificate {path} cannot be used as {name}: {reason}")]
+    #[error(
+        "this node's TLS certificate {path} cannot be used as {name}: {reason} \
+         (checked against the CA certificate file {ca})"
+    )]
     OwnCertificate {
         /// The certificate file.
         path: PathBuf,
+        /// The CA file it was checked against (an `UnknownIssuer` reason
+        /// means no CA in it signed the certificate).
+        ca: PathBuf,
         /// The name it must be valid for.
         name: String,
         /// What is wrong (expired, unknown issuer, wrong name, …).
         reason: String,
     },
-    /// rustls refused the configuration (e.g. the key does not match the
-    /// certificate).
+    /// The private key does not belong to the certificate (each was read
+    /// fine on its own).
+    #[error(
+        "TLS configuration refused: the private key {key} does not match the certificate \
+         {cert} ({reason}): give the key the certificate was issued for"
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+        /// rustls' words.
+        reason: String,
+    },
+    /// The certificate and key were read but cannot be used together for
+    /// another reason than a mismatch (e.g. a key type rustls does not
+    /// support).
+    #[error(
+        "TLS configuration refused: the certificate {cert} with the private key {key} cannot \
+         be used: {reason}"
+    )]
+    CertificateKey {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+        /// rustls' words.
+        reason: String,
+    },
+    /// The CA file was read, but its certificates cannot verify peers (e.g.
+    /// none is a usable trust anchor).
+    #[error("the CA certificate file {path} cannot be used to verify peers: {reason}")]
+    BadCa {
+        /// The CA file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused a setting that depends on no file (a protocol
+    /// version list).
     #[error("TLS configuration refused: {0}")]
     Config(String),
 }
@@ -151,6 +195,33 @@ fn config_err(e: impl std::fmt::Display) -> TlsError {
     TlsError::Config(e.to_string())
 }
 
+/// rustls refused the certificate `cert` with the key `key`: name both
+/// files, and say whether they do not belong together.
+fn cert_key_err(cert: &Path, key: &Path) -> impl FnOnce(rustls::Error) -> TlsError {
+    let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+    move |e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+            cert,
+            key,
+            reason: e.to_string(),
+        },
+        e => TlsError::CertificateKey {
+            cert,
+            key,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// A verifier could not be built from the CA file `ca`.
+fn ca_err(ca: &Path) -> impl FnOnce(rustls::server::VerifierBuilderError) -> TlsError {
+    let path = ca.to_path_buf();
+    move |e| TlsError::BadCa {
+        path,
+        reason: e.to_string(),
+    }
+}
+
 /// The loaded peer TLS set-up of one node (see the module docs).
 pub struct PeerTls {
     connector: TlsConnector,
@@ -190,14 +261,12 @@ impl PeerTls {
         let provider = provider();
         let own = |reason: String| {
             // rustls words it from a peer's side.
-            let mut reason = reason
+            let reason = reason
                 .trim_start_matches("invalid peer certificate: ")
                 .to_string();
-            if reason.contains("UnknownIssuer") {
-                reason.push_str(&format!(" (not signed by a CA in {})", files.ca.display()));
-            }
             TlsError::OwnCertificate {
                 path: files.cert.clone(),
+                ca: files.ca.clone(),
                 name: own_name.clone(),
                 reason,
             }
@@ -205,14 +274,14 @@ impl PeerTls {
         let server_verifier =
             WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
                 .build()
-                .map_err(config_err)?;
+                .map_err(ca_err(&files.ca))?;
         server_verifier
             .verify_server_cert(&certs[0], &certs[1..], &server_name, &[], UnixTime::now())
             .map_err(|e| own(e.to_string()))?;
         let client_verifier =
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
                 .build()
-                .map_err(config_err)?;
+                .map_err(ca_err(&files.ca))?;
         client_verifier
             .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
             .map_err(|e| own(format!("{e} (as a client certificate)")))?;
@@ -222,13 +291,13 @@ impl PeerTls {
             .map_err(config_err)?
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(certs.clone(), key.clone_key())
-            .map_err(config_err)?;
+            .map_err(cert_key_err(&files.cert, &files.key))?;
         let client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_err)?
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
-            .map_err(config_err)?;
+            .map_err(cert_key_err(&files.cert, &files.key))?;
         let mut voters: Vec<NodeId> = voters.into_iter().collect();
         voters.push(node);
         voters.sort_unstable();
@@ -458,11 +527,13 @@ pub fn http_server_config(
         Some(ca) => builder.with_client_cert_verifier(
             WebPkiClientVerifier::builder_with_provider(read_roots(ca)?, provider)
                 .build()
-                .map_err(config_err)?,
+                .map_err(ca_err(ca))?,
         ),
         None => builder.with_no_client_auth(),
     };
-    builder.with_single_cert(certs, key).map_err(config_err)
+    builder
+        .with_single_cert(certs, key)
+        .map_err(cert_key_err(&files.cert, &files.key))
 }
 
 /// A TLS client config trusting the CA in `ca` (PEM), presenting the
@@ -480,7 +551,7 @@ pub fn http_client_config(
     match client {
         Some((cert, key)) => builder
             .with_client_auth_cert(read_certs("certificate", cert)?, read_key(key)?)
-            .map_err(config_err),
+            .map_err(cert_key_err(cert, key)),
         None => Ok(builder.with_no_client_auth()),
     }
 }
