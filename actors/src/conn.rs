@@ -36,6 +36,13 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 /// Frames queued for one connection's writer.
 pub(crate) const WRITE_QUEUE: usize = 64;
 
+/// Whether a connection error is the connection ending abruptly (EOF
+/// without `close_notify`, a reset, a broken pipe): see
+/// [`crate::tls::is_abrupt_close`].
+pub(crate) fn closed_abruptly(e: &CodecError) -> bool {
+    matches!(e, CodecError::Io(io) if crate::tls::is_abrupt_close(io))
+}
+
 /// What a connection's reader yields.
 #[derive(Debug)]
 pub(crate) enum Inbound {

@@ -14,8 +14,9 @@
 //! [`NodeMetrics::encode`] refreshes the second kind from a status and
 //! writes the OpenMetrics text that `GET /metrics` serves.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metawal::engine::Acks;
 use metawal::replication::LinkState;
@@ -29,6 +30,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::error::ProposeError;
+use crate::status::{Noted, PeerChannel, PeerConnection, PeerStatus, PeerTable};
 
 /// Label: the acknowledgement level of a proposal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +55,21 @@ struct PeerLabel {
 struct PeerStateLabel {
     peer: String,
     state: &'static str,
+}
+
+/// Labels: a peer and one connection state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerConnLabel {
+    peer: String,
+    state: &'static str,
+}
+
+/// Labels: a peer, a failed connection's state and its reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerFailureLabel {
+    peer: String,
+    state: &'static str,
+    reason: &'static str,
 }
 
 /// Label: a role.
@@ -128,6 +145,10 @@ struct Inner {
     watchers: Gauge,
     watch_cutoffs: Counter,
     http_requests: Family<StatusLabel, Counter>,
+    peer_connection: Family<PeerConnLabel, Gauge>,
+    peer_failures: Family<PeerFailureLabel, Counter>,
+    /// Every peer's connection as last seen (see [`PeerTable`]).
+    peers: PeerTable,
 }
 
 /// A node's metrics (cheap to clone: one `Arc`).
@@ -254,8 +275,25 @@ impl NodeMetrics {
             "HTTP API responses by status class",
             http_requests.clone(),
         );
+        let peer_connection = Family::<PeerConnLabel, Gauge>::default();
+        r.register(
+            "metawal_peer_connection",
+            "1 for the state this node's connection to a peer was last seen in \
+             (connecting, connected, handshake_refused, unreachable)",
+            peer_connection.clone(),
+        );
+        let peer_failures = Family::<PeerFailureLabel, Counter>::default();
+        r.register(
+            "metawal_peer_connection_failures",
+            "Failed connections to or from a peer, by state (handshake_refused, \
+             unreachable) and reason",
+            peer_failures.clone(),
+        );
         NodeMetrics {
             inner: Arc::new(Inner {
+                peer_connection,
+                peer_failures,
+                peers: PeerTable::default(),
                 registry: r,
                 commit_latency,
                 fsync_latency,
@@ -341,6 +379,104 @@ impl NodeMetrics {
             .inc();
     }
 
+    /// Every peer's connection as this node last saw it, by peer id: from
+    /// the leader's replication links, this node's election connections
+    /// and the connections peers opened to it. Observations no live
+    /// connection backs expire after [`crate::status::PEER_STATE_TTL`].
+    pub fn peer_connections(&self) -> Vec<PeerStatus> {
+        self.inner.peers.snapshot(Instant::now())
+    }
+
+    /// Make the configured peers known, so that inbound connections from
+    /// them are recorded (and from no other id).
+    pub(crate) fn register_peers(&self, peers: impl IntoIterator<Item = NodeId>) {
+        for peer in peers {
+            self.inner.peers.register(peer);
+        }
+    }
+
+    /// Record what connection `via` showed about `peer`, count a failure,
+    /// and log it: a failure at WARN at most once per peer per
+    /// [`crate::status::PEER_WARN_INTERVAL`] (the others at debug), a
+    /// success after failures at INFO. `live`: a running connection or
+    /// link backs the observation (it does not expire until
+    /// [`NodeMetrics::peer_released`]).
+    pub(crate) fn peer_observed(
+        &self,
+        node: NodeId,
+        peer: NodeId,
+        via: PeerChannel,
+        addr: Option<SocketAddr>,
+        connection: PeerConnection,
+        live: bool,
+    ) {
+        let state = connection.as_str();
+        let reason = connection.reason();
+        let detail = connection.detail().map(str::to_string);
+        let hint = connection.hint();
+        let noted = self
+            .inner
+            .peers
+            .note(peer, via, addr, connection, live, Instant::now());
+        if let Some(reason) = reason {
+            self.inner
+                .peer_failures
+                .get_or_create(&PeerFailureLabel {
+                    peer: peer.to_string(),
+                    state,
+                    reason,
+                })
+                .inc();
+        }
+        let addr = addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let channel = via.as_str();
+        let error = detail.unwrap_or_default();
+        let reason = reason.unwrap_or("-");
+        let what = if state == "unreachable" {
+            "cannot reach peer"
+        } else {
+            "handshake with peer refused or not completed"
+        };
+        match noted {
+            Noted::Warn { suppressed } => tracing::warn!(
+                node,
+                peer,
+                %addr,
+                channel,
+                state,
+                reason,
+                %error,
+                hint,
+                suppressed,
+                "{what}"
+            ),
+            Noted::Suppressed => tracing::debug!(
+                node,
+                peer,
+                %addr,
+                channel,
+                state,
+                reason,
+                %error,
+                "{what} (warning rate-limited)"
+            ),
+            Noted::Restored { failures } => tracing::info!(
+                node,
+                peer,
+                %addr,
+                channel,
+                failures,
+                "connection to peer restored"
+            ),
+            Noted::Quiet => {}
+        }
+    }
+
+    /// The connection on `via` that backed `peer`'s observation ended.
+    pub(crate) fn peer_released(&self, peer: NodeId, via: PeerChannel) {
+        self.inner.peers.release(peer, via, Instant::now());
+    }
+
     /// Refresh the scrape-time metrics from `status` and encode everything
     /// as OpenMetrics text.
     pub fn encode(&self, status: &Scrape) -> Result<String, std::fmt::Error> {
@@ -376,6 +512,19 @@ impl NodeMetrics {
                         state: s.as_str(),
                     })
                     .set(i64::from(s == state));
+            }
+        }
+        // Peers whose observation expired drop out.
+        m.peer_connection.clear();
+        for p in m.peers.snapshot(Instant::now()) {
+            let now = p.connection.as_str();
+            for state in PeerConnection::STATES {
+                m.peer_connection
+                    .get_or_create(&PeerConnLabel {
+                        peer: p.peer.to_string(),
+                        state,
+                    })
+                    .set(i64::from(state == now));
             }
         }
         let mut out = String::new();
@@ -416,6 +565,27 @@ mod tests {
         );
         m.fsync_histogram().observe(0.0002);
         m.byte_counters().0.inc_by(1234);
+        for _ in 0..2 {
+            m.peer_observed(
+                1,
+                3,
+                PeerChannel::Replication,
+                None,
+                PeerConnection::refused(
+                    crate::status::HandshakeRefusal::SecretMismatch,
+                    "bad proof",
+                ),
+                true,
+            );
+        }
+        m.peer_observed(
+            1,
+            4,
+            PeerChannel::Election,
+            None,
+            PeerConnection::unreachable(crate::status::Unreachable::ConnectionRefused, "refused"),
+            false,
+        );
         let text = m
             .encode(&Scrape {
                 role: "follower",
@@ -438,6 +608,10 @@ mod tests {
             "metawal_follower_lag_entries{peer=\"2\"} 5",
             "metawal_follower_state{peer=\"2\",state=\"streaming\"} 1",
             "metawal_follower_state{peer=\"2\",state=\"probing\"} 0",
+            "metawal_peer_connection{peer=\"3\",state=\"handshake_refused\"} 1",
+            "metawal_peer_connection{peer=\"3\",state=\"connected\"} 0",
+            "metawal_peer_connection_failures_total{peer=\"3\",state=\"handshake_refused\",reason=\"secret_mismatch\"} 2",
+            "metawal_peer_connection_failures_total{peer=\"4\",state=\"unreachable\",reason=\"connection_refused\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::status::{HandshakeRefusal, PeerConnection, Unreachable};
 use metawal::handshake::PeerIdentity;
 use metawal::NodeId;
 use rustls::client::danger::ServerCertVerifier;
@@ -342,9 +343,13 @@ pub(crate) enum PeerTransport {
 /// Why an outbound peer connection failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
-    /// TCP connect plus TLS handshake took longer than the limit.
-    #[error("connect and TLS handshake timed out after {0:?}")]
+    /// The TCP connect took longer than the limit.
+    #[error("TCP connect timed out after {0:?}")]
     Timeout(Duration),
+    /// TCP connected, but TCP connect plus TLS handshake took longer than
+    /// the limit.
+    #[error("TLS handshake not finished within {0:?} of connecting")]
+    TlsTimeout(Duration),
     /// The TCP connect failed.
     #[error("connect failed: {0}")]
     Tcp(std::io::Error),
@@ -355,10 +360,44 @@ pub(crate) enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether TLS refused the connection (as opposed to the network).
-    pub fn is_tls(&self) -> bool {
-        matches!(self, ConnectError::Tls(_))
+    /// What the failure says about the connection to the peer.
+    pub fn connection(&self) -> PeerConnection {
+        let detail = self.to_string();
+        match self {
+            ConnectError::Timeout(_) => PeerConnection::unreachable(Unreachable::TimedOut, detail),
+            ConnectError::Tcp(e) => PeerConnection::unreachable(Unreachable::of_io(e), detail),
+            ConnectError::TlsTimeout(_) => {
+                PeerConnection::refused(HandshakeRefusal::TimedOut, detail)
+            }
+            // The peer closed (or reset) the connection before TLS could
+            // judge anything: it is shutting down, or refused the
+            // connection without a TLS alert.
+            ConnectError::Tls(e) if is_abrupt_close(e) => {
+                PeerConnection::refused(HandshakeRefusal::Closed, detail)
+            }
+            ConnectError::Tls(_) => PeerConnection::refused(HandshakeRefusal::Tls, detail),
+        }
     }
+}
+
+/// Whether an I/O error on a peer connection is the connection ending
+/// abruptly — EOF without a TLS `close_notify`, a reset, a broken pipe —
+/// rather than bad bytes or a TLS failure. Expected while either side
+/// shuts down; otherwise the peer went away without closing (crashed or
+/// killed).
+pub(crate) fn is_abrupt_close(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
+
+/// Whether an I/O error on a peer connection during the handshake is TLS
+/// refusing it (an alert from the peer, bytes that are not TLS), as
+/// opposed to the connection ending.
+pub(crate) fn is_tls_refusal(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidData
 }
 
 impl PeerTransport {
@@ -370,8 +409,10 @@ impl PeerTransport {
         peer: NodeId,
         limit: Duration,
     ) -> Result<PeerStream, ConnectError> {
+        let mut tcp_connected = false;
         let connect = async {
             let tcp = TcpStream::connect(addr).await.map_err(ConnectError::Tcp)?;
+            tcp_connected = true;
             let _ = tcp.set_nodelay(true);
             match self {
                 PeerTransport::Plain => Ok(PeerStream::Plain(tcp)),
@@ -392,9 +433,12 @@ impl PeerTransport {
                 }
             }
         };
-        tokio::time::timeout(limit, connect)
-            .await
-            .unwrap_or(Err(ConnectError::Timeout(limit)))
+        let result = tokio::time::timeout(limit, connect).await;
+        result.unwrap_or(Err(if tcp_connected {
+            ConnectError::TlsTimeout(limit)
+        } else {
+            ConnectError::Timeout(limit)
+        }))
     }
 
     /// Serve an accepted connection: over TLS, run the handshake (bounded
@@ -441,7 +485,7 @@ impl AcceptError {
     /// judge (e.g. a node waking the leader by connecting, then closing):
     /// not worth a warning.
     pub fn is_silent_close(&self) -> bool {
-        matches!(self, AcceptError::Tls(e) if e.kind() == std::io::ErrorKind::UnexpectedEof)
+        matches!(self, AcceptError::Tls(e) if is_abrupt_close(e))
     }
 }
 

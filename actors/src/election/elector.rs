@@ -343,6 +343,10 @@ impl Actor for Elector {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(256);
+        // The peer table records connections from these ids only.
+        self.shared
+            .metrics
+            .register_peers(self.peers.keys().copied());
         self.publish();
         self.arm_timer(ctx);
     }

@@ -9,6 +9,11 @@
 //! message reconnects. One link per peer, so a slow or dead peer delays no
 //! other.
 //!
+//! Every connect and handshake result goes to the node's peer table
+//! ([`NodeMetrics::peer_observed`]): a failure is logged at WARN at most
+//! once per peer per [`crate::status::PEER_WARN_INTERVAL`], with its reason
+//! (unreachable, TLS, secret, cluster id, wrong node …).
+//!
 //! Bounds: at most [`MAX_QUEUED`] messages wait (the oldest is dropped);
 //! one connection attempt at a time, each bounded by the session timeout;
 //! a failed connect or handshake drops what waited (no retry loop: the
@@ -25,10 +30,11 @@ use metawal::frame::Frame;
 use metawal::handshake::{HandshakeKeys, Nonce};
 use metawal::NodeId;
 
-use crate::conn::{ConnInput, ConnOwner, Connection, Inbound};
+use crate::conn::{closed_abruptly, ConnInput, ConnOwner, Connection, Inbound};
 use crate::metrics::NodeMetrics;
 use crate::shared::NodeShared;
-use crate::tls::PeerTransport;
+use crate::status::{reject_text, HandshakeRefusal, PeerChannel, PeerConnection};
+use crate::tls::{is_tls_refusal, PeerTransport};
 
 /// Most election messages waiting for the connection.
 const MAX_QUEUED: usize = 16;
@@ -113,12 +119,31 @@ impl VoterLink {
                 act.phase = Phase::AwaitChallenge;
             }
             Err(e) => {
-                if e.is_tls() {
-                    tracing::warn!(node = act.node, peer = act.peer, addr = %act.addr, error = %e, "election connection refused by TLS");
-                }
+                act.observe(e.connection());
                 act.give_up(ctx, &e.to_string())
             }
         }));
+    }
+
+    /// Record (and, rate-limited, log) how the connection to the peer
+    /// stands.
+    fn observe(&self, connection: PeerConnection) {
+        self.metrics.peer_observed(
+            self.node,
+            self.peer,
+            PeerChannel::Election,
+            Some(self.addr),
+            connection,
+            false,
+        );
+    }
+
+    /// Whether the handshake is under way on a connection.
+    fn handshaking(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::AwaitChallenge | Phase::AwaitWelcome { .. }
+        )
     }
 
     /// Drop the connection and what waited for it (the engine retries).
@@ -174,17 +199,21 @@ impl VoterLink {
                 let info = match self.keys.check_challenge(&frame) {
                     Ok(info) if info.node_id == self.peer => info,
                     Ok(info) => {
-                        tracing::warn!(
-                            node = self.node,
-                            peer = self.peer,
-                            claimed = info.node_id,
-                            "election connection answered by another node id; closed"
-                        );
+                        self.observe(PeerConnection::refused(
+                            HandshakeRefusal::WrongNode,
+                            format!(
+                                "node {} answered at {}, not node {}",
+                                info.node_id, self.addr, self.peer
+                            ),
+                        ));
                         self.give_up(ctx, "wrong peer");
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(node = self.node, peer = self.peer, error = %e, "election handshake refused");
+                        self.observe(PeerConnection::refused(
+                            HandshakeRefusal::of_error(&e),
+                            e.to_string(),
+                        ));
                         self.give_up(ctx, "handshake refused");
                         return;
                     }
@@ -214,11 +243,26 @@ impl VoterLink {
                             peer = self.peer,
                             "election connection ready"
                         );
+                        self.observe(PeerConnection::Connected);
                         self.phase = Phase::Ready;
                         self.flush(ctx);
                     }
                     Err(e) => {
-                        tracing::warn!(node = self.node, peer = self.peer, error = %e, "election handshake refused");
+                        let refusal = match &frame {
+                            Frame::Reject { reason, .. } => PeerConnection::refused(
+                                HandshakeRefusal::of_reject(*reason),
+                                format!(
+                                    "node {} refused the election handshake: {}",
+                                    self.peer,
+                                    reject_text(*reason)
+                                ),
+                            ),
+                            _ => PeerConnection::refused(
+                                HandshakeRefusal::of_error(&e),
+                                e.to_string(),
+                            ),
+                        };
+                        self.observe(refusal);
                         self.give_up(ctx, "handshake refused");
                     }
                 }
@@ -286,10 +330,39 @@ impl StreamHandler<ConnInput> for VoterLink {
         }
         match input.item {
             Inbound::Frame(frame) => self.on_frame(frame, ctx),
-            Inbound::Error(e) => self.give_up(ctx, &format!("read error: {e}")),
+            Inbound::Error(e) => {
+                if self.handshaking() {
+                    // E.g. the peer's TLS alert: it does not trust this
+                    // node's certificate.
+                    self.observe(match &e {
+                        CodecError::Io(io) if is_tls_refusal(io) => PeerConnection::refused(
+                            HandshakeRefusal::Tls,
+                            format!("TLS refused by node {}: {io}", self.peer),
+                        ),
+                        _ => PeerConnection::refused(
+                            HandshakeRefusal::Closed,
+                            format!("the connection ended during the handshake: {e}"),
+                        ),
+                    });
+                } else if !closed_abruptly(&e) && !self.stopping {
+                    tracing::warn!(node = self.node, peer = self.peer, error = %e, "bad data on an election connection");
+                }
+                self.give_up(ctx, &format!("read error: {e}"))
+            }
             // The peer closes idle election connections: reconnect on the
             // next message.
-            Inbound::Closed => self.give_up(ctx, "closed by peer"),
+            Inbound::Closed => {
+                if self.handshaking() {
+                    self.observe(PeerConnection::refused(
+                        HandshakeRefusal::Closed,
+                        format!(
+                            "node {} closed the connection during the handshake",
+                            self.peer
+                        ),
+                    ));
+                }
+                self.give_up(ctx, "closed by peer")
+            }
         }
     }
 

@@ -8,7 +8,15 @@
 //! [`ListenerHandle`]), answered back as inputs. While
 //! a request is outstanding the actor stops reading the connection
 //! (`ctx.wait`), so the engine takes one request at a time.
+//!
+//! What the connection shows about its peer goes to the node's peer table
+//! ([`crate::NodeMetrics::peer_connections`], channel `inbound`): an
+//! attached leader (live while the session lasts), a voter that
+//! authenticated, or a handshake this node refused or the peer abandoned.
+//! The peer is the one node its TLS certificate names, else the id its
+//! `Hello`/`VoterHello` claims; only configured voters are recorded.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,14 +29,15 @@ use metawal::handshake::{HandshakeKeys, Nonce, PeerIdentity};
 use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 
-use crate::conn::{ConnInput, ConnOwner, Connection, Inbound};
+use crate::conn::{closed_abruptly, ConnInput, ConnOwner, Connection, Inbound};
 use crate::election::{ElectionIn, ElectorSlot};
 use crate::follower::messages::{
     Attach, AttachRefused, Durable, ListenerHandle, SessionAppend, SessionCommit, SessionGone,
     SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
 };
 use crate::shared::NodeShared;
-use crate::tls::PeerStream;
+use crate::status::{reject_text, HandshakeRefusal, PeerChannel, PeerConnection};
+use crate::tls::{is_tls_refusal, PeerStream};
 
 pub(crate) struct SessionInit {
     pub id: u64,
@@ -54,6 +63,14 @@ pub struct ReplicaSession {
     stream: Option<TcpStream>,
     conn: Option<Connection>,
     engine: SessionEngine,
+    /// The remote address.
+    from: Option<SocketAddr>,
+    /// The one node the peer's TLS certificate names, if exactly one.
+    certified: Option<NodeId>,
+    /// The node id the peer's `Hello` or `VoterHello` claimed.
+    claimed: Option<NodeId>,
+    /// The leader attached on this session, recorded as connected.
+    attached: Option<NodeId>,
 }
 
 impl ReplicaSession {
@@ -76,6 +93,50 @@ impl ReplicaSession {
             elector: init.elector,
             stream: Some(init.stream),
             conn: None,
+            from: None,
+            certified: None,
+            claimed: None,
+            attached: None,
+        }
+    }
+
+    /// Who the peer is, as far as this session knows.
+    fn peer(&self) -> Option<NodeId> {
+        self.engine
+            .leader()
+            .or(self.engine.voter())
+            .or(self.certified)
+            .or(self.claimed)
+    }
+
+    /// Record how the connection with the peer stands (if the peer is
+    /// known).
+    fn observe(&self, connection: PeerConnection, live: bool) {
+        if let Some(peer) = self.peer() {
+            self.shared.metrics.peer_observed(
+                self.node,
+                peer,
+                PeerChannel::Inbound,
+                self.from,
+                connection,
+                live,
+            );
+        }
+    }
+
+    /// Whether the handshake is still under way (no leader attached, no
+    /// voter authenticated).
+    fn handshaking(&self) -> bool {
+        self.engine.leader().is_none() && self.engine.voter().is_none()
+    }
+
+    /// The connection ended before the handshake completed.
+    fn abandoned(&self, why: String) {
+        if self.handshaking() && self.conn.is_some() {
+            self.observe(
+                PeerConnection::refused(HandshakeRefusal::Closed, why),
+                false,
+            );
         }
     }
 
@@ -103,8 +164,35 @@ impl ReplicaSession {
 
     fn act(&mut self, action: SessionAction, ctx: &mut Context<Self>) {
         match action {
-            SessionAction::Send(frame) => self.send(frame, ctx),
+            SessionAction::Send(frame) => {
+                match &frame {
+                    Frame::Welcome { .. } => {
+                        if let Some(leader) = self.engine.leader() {
+                            self.attached = Some(leader);
+                            self.observe(PeerConnection::Connected, true);
+                        }
+                    }
+                    Frame::VoterWelcome { .. } => self.observe(PeerConnection::Connected, false),
+                    _ => {}
+                }
+                self.send(frame, ctx)
+            }
             SessionAction::RejectAndClose { frame, reason } => {
+                if let Frame::Reject { reason: why, .. } = &frame {
+                    let class = HandshakeRefusal::of_reject(*why);
+                    // A stale epoch or a leader that is not one any more is
+                    // the protocol's normal course, not a connection
+                    // problem.
+                    if class != HandshakeRefusal::Refused {
+                        self.observe(
+                            PeerConnection::refused(
+                                class,
+                                format!("this node refused the handshake: {}", reject_text(*why)),
+                            ),
+                            false,
+                        );
+                    }
+                }
                 self.reject_and_close(frame, ctx, &reason)
             }
             SessionAction::Close { reason } => self.close(ctx, &reason),
@@ -246,6 +334,12 @@ impl ReplicaSession {
             &self.shared.metrics,
         );
         tracing::debug!(node = self.node, addr = %conn.peer, identity = ?identity, "replication connection accepted");
+        self.from = Some(conn.peer);
+        if let PeerIdentity::Certified(ids) = &identity {
+            if ids.len() == 1 {
+                self.certified = ids.iter().next().copied();
+            }
+        }
         self.conn = Some(conn);
         self.engine.set_peer_identity(identity);
         // The engine's first action sends the Challenge.
@@ -301,6 +395,11 @@ impl Actor for ReplicaSession {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(leader) = self.attached {
+            self.shared
+                .metrics
+                .peer_released(leader, PeerChannel::Inbound);
+        }
         // If the listener's mailbox is full, its housekeeping tick drops
         // this session's address once it is no longer connected.
         let _ = self
@@ -313,12 +412,39 @@ impl Actor for ReplicaSession {
 impl StreamHandler<ConnInput> for ReplicaSession {
     fn handle(&mut self, input: ConnInput, ctx: &mut Context<Self>) {
         match input.item {
-            Inbound::Frame(f) => self.input(SessionInput::Frame(f), ctx),
+            Inbound::Frame(f) => {
+                if self.handshaking() {
+                    match &f {
+                        Frame::Hello { leader_id, .. } => self.claimed = Some(*leader_id),
+                        Frame::VoterHello { node_id, .. } => self.claimed = Some(*node_id),
+                        _ => {}
+                    }
+                }
+                self.input(SessionInput::Frame(f), ctx)
+            }
             Inbound::Error(e) => {
-                tracing::warn!(node = self.node, peer = ?self.engine.leader(), error = %e, "bad data on replication connection");
+                if self.handshaking() {
+                    let why = match &e {
+                        CodecError::Io(io) if is_tls_refusal(io) => {
+                            format!("TLS refused by the peer: {io}")
+                        }
+                        _ => format!("the connection ended during the handshake: {e}"),
+                    };
+                    tracing::debug!(node = self.node, addr = ?self.from, error = %e, "replication connection failed during the handshake");
+                    self.abandoned(why);
+                } else if closed_abruptly(&e) {
+                    // A peer closing on purpose sends close_notify (a clean
+                    // end of stream): this one went away.
+                    tracing::warn!(node = self.node, peer = ?self.peer(), error = %e, "replication connection ended abruptly (the peer may have crashed)");
+                } else {
+                    tracing::warn!(node = self.node, peer = ?self.peer(), error = %e, "bad data on replication connection");
+                }
                 self.close(ctx, "read error");
             }
-            Inbound::Closed => self.close(ctx, "closed by peer"),
+            Inbound::Closed => {
+                self.abandoned("the peer closed the connection during the handshake".into());
+                self.close(ctx, "closed by peer")
+            }
         }
     }
 
@@ -327,8 +453,16 @@ impl StreamHandler<ConnInput> for ReplicaSession {
 
 impl ConnOwner for ReplicaSession {
     fn writer_done(&mut self, _gen: u64, result: Result<(), CodecError>, ctx: &mut Context<Self>) {
-        if let Err(e) = result {
-            tracing::warn!(node = self.node, error = %e, "write to leader failed");
+        match result {
+            // The peer closed or reset the connection (the reader says
+            // why, or it was on purpose).
+            Err(e) if closed_abruptly(&e) => {
+                tracing::debug!(node = self.node, peer = ?self.peer(), error = %e, "write to peer failed: connection closed")
+            }
+            Err(e) => {
+                tracing::warn!(node = self.node, peer = ?self.peer(), error = %e, "write to peer failed")
+            }
+            Ok(()) => {}
         }
         self.close(ctx, "writer ended");
     }

@@ -12,7 +12,17 @@ use crate::error::RoleError;
 use crate::shared::Role;
 use crate::status::NodeStatus;
 
-fn status_json(s: &NodeStatus, applied: &crate::store::Applied) -> serde_json::Value {
+/// A peer connection's state as JSON: `{"state": ..}`, with `reason` and
+/// `detail` for a failure.
+fn connection_json(c: &crate::status::PeerConnection) -> serde_json::Value {
+    serde_json::to_value(c).unwrap_or_else(|_| json!({ "state": c.as_str() }))
+}
+
+fn status_json(
+    s: &NodeStatus,
+    applied: &crate::store::Applied,
+    peers: &[crate::status::PeerStatus],
+) -> serde_json::Value {
     let followers: Vec<_> = s
         .followers
         .iter()
@@ -28,6 +38,20 @@ fn status_json(s: &NodeStatus, applied: &crate::store::Applied) -> serde_json::V
                 "reconnects": f.reconnects,
                 "snapshots_sent": f.snapshots_sent,
                 "link_restarts": f.link_restarts,
+                "connection": connection_json(&f.connection),
+            })
+        })
+        .collect();
+    let peers: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            json!({
+                "peer": p.peer,
+                "addr": p.addr.map(|a| a.to_string()),
+                "connection": connection_json(&p.connection),
+                "via": p.via.as_str(),
+                "since_ms": p.since.as_millis() as u64,
+                "failures": p.failures,
             })
         })
         .collect();
@@ -50,6 +74,7 @@ fn status_json(s: &NodeStatus, applied: &crate::store::Applied) -> serde_json::V
         "digest": applied.digest.to_string(),
         "isr_len": s.isr_len,
         "followers": followers,
+        "peers": peers,
     })
 }
 
@@ -57,7 +82,8 @@ pub(crate) async fn status(api: ApiData) -> Result<HttpResponse, ApiError> {
     let s = api.node.status().await.map_err(|e| propose_error(&e))?;
     // Offset and digest from one message: they always match each other.
     let applied = api.node.applied().await.map_err(|e| propose_error(&e))?;
-    Ok(HttpResponse::Ok().json(status_json(&s, &applied)))
+    let peers = api.node.metrics().peer_connections();
+    Ok(HttpResponse::Ok().json(status_json(&s, &applied, &peers)))
 }
 
 pub(crate) async fn livez() -> HttpResponse {

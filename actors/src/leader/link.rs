@@ -17,6 +17,13 @@
 //!   [`ReadFailure::Failed`]: the link reconnects and reads again;
 //! - one timer, armed at [`LinkEngine::poll_timeout`].
 //!
+//! The link also says how its connection stands ([`PeerConnection`]: in
+//! [`LinkStats`] for the follower's status, and in the node's peer table
+//! with a rate-limited WARN for each failure): a failed connect is
+//! `unreachable`, a refused TLS or HMAC handshake — or one that never
+//! completes — `handshake_refused` with its reason, worked out here from
+//! what the engine was given while it was handshaking.
+//!
 //! Reports for the Replicator (connected, acked, disconnected, fenced) go
 //! through a small ordered outbox, sent with `try_send` (never the unbounded
 //! fire-and-forget send): what the Replicator's mailbox cannot take now is
@@ -45,11 +52,13 @@ use metawal::wal::WalError;
 use metawal::{NodeId, ReplicationConfig};
 use tokio::sync::watch;
 
-use crate::conn::{ConnInput, ConnOwner, Connection, Inbound, QueueError};
+use crate::conn::{closed_abruptly, ConnInput, ConnOwner, Connection, Inbound, QueueError};
 use crate::disk::DiskHandle;
 use crate::error::DiskError;
 use crate::leader::messages::{LeaderLog, LinkEvent};
 use crate::progress::LogProgress;
+use crate::status::{reject_text, HandshakeRefusal, PeerChannel, PeerConnection};
+use crate::tls::is_tls_refusal;
 
 /// Most link events queued for the Replicator (see the module docs).
 const MAX_OUTBOX: usize = 8;
@@ -66,6 +75,7 @@ pub struct LinkStats {
     inflight_bytes: AtomicUsize,
     reconnects: AtomicU64,
     snapshots_sent: AtomicU64,
+    connection: Mutex<PeerConnection>,
 }
 
 impl LinkStats {
@@ -122,6 +132,21 @@ impl LinkStats {
     /// Snapshots sent.
     pub fn snapshots_sent(&self) -> u64 {
         self.snapshots_sent.load(Ordering::Relaxed)
+    }
+
+    /// How the link's connection stands.
+    pub fn connection(&self) -> PeerConnection {
+        match self.connection.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_connection(&self, c: PeerConnection) {
+        match self.connection.lock() {
+            Ok(mut g) => *g = c,
+            Err(p) => *p.into_inner() = c,
+        }
     }
 }
 
@@ -190,6 +215,10 @@ pub struct FollowerLink {
     stats: Arc<LinkStats>,
     /// Where this link records that its follower answered (check-quorum).
     shared: Arc<crate::shared::NodeShared>,
+    /// A copy of the engine's keys, to tell why a handshake failed.
+    keys: HandshakeKeys,
+    /// How the connection stands, as last published.
+    connection: PeerConnection,
     engine: LinkEngine,
     conn: Option<Connection>,
     /// The armed timer and when it fires.
@@ -202,7 +231,10 @@ pub struct FollowerLink {
 impl FollowerLink {
     pub(crate) fn new(init: LinkInit) -> FollowerLink {
         let log_progress = *init.progress.borrow();
+        let keys = init.keys.clone();
         FollowerLink {
+            keys,
+            connection: PeerConnection::Connecting,
             node: init.node,
             peer: init.peer,
             peer_addr: init.peer_addr,
@@ -236,12 +268,116 @@ impl FollowerLink {
 
     /// Feed one input to the engine and carry out what it asks.
     fn input(&mut self, input: LinkInput, ctx: &mut Context<Self>) {
+        self.input_hinted(input, None, ctx);
+    }
+
+    /// [`Self::input`], with what a handshake failure caused by this input
+    /// would be (else worked out from the input).
+    fn input_hinted(
+        &mut self,
+        input: LinkInput,
+        hint: Option<PeerConnection>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.stopping {
             return;
         }
+        let handshaking = self.engine.state() == LinkState::Handshaking;
+        let failure = match hint {
+            Some(h) => Some(h),
+            None if handshaking => self.handshake_failure(&input),
+            None => None,
+        };
         self.engine
             .handle(Instant::now(), input, &SharedLog(&self.log));
+        if handshaking && self.engine.state() == LinkState::Connecting {
+            // The engine dropped the connection before the handshake
+            // completed.
+            self.observe(failure.unwrap_or_else(|| {
+                PeerConnection::refused(
+                    HandshakeRefusal::ProtocolError,
+                    "the connection ended during the handshake",
+                )
+            }));
+        }
         self.drive(ctx);
+    }
+
+    /// What it means if `input` ends the connection while the handshake
+    /// runs.
+    fn handshake_failure(&self, input: &LinkInput) -> Option<PeerConnection> {
+        let peer = self.peer;
+        Some(match input {
+            LinkInput::Frame { frame, .. } => match frame {
+                Frame::Reject { reason, .. } => PeerConnection::refused(
+                    HandshakeRefusal::of_reject(*reason),
+                    format!(
+                        "node {peer} refused the handshake: {}",
+                        reject_text(*reason)
+                    ),
+                ),
+                Frame::Challenge { .. } => match self.keys.check_challenge(frame) {
+                    Err(e) => {
+                        PeerConnection::refused(HandshakeRefusal::of_error(&e), e.to_string())
+                    }
+                    Ok(info) if info.node_id != peer => PeerConnection::refused(
+                        HandshakeRefusal::WrongNode,
+                        format!(
+                            "node {} answered at {}, not node {peer}",
+                            info.node_id, self.peer_addr
+                        ),
+                    ),
+                    Ok(_) => PeerConnection::refused(
+                        HandshakeRefusal::ProtocolError,
+                        "the Hello could not be built",
+                    ),
+                },
+                Frame::Welcome { node_id, .. } if *node_id != peer => PeerConnection::refused(
+                    HandshakeRefusal::WrongNode,
+                    format!("the Welcome is from node {node_id}, not node {peer}"),
+                ),
+                Frame::Welcome { .. } => PeerConnection::refused(
+                    HandshakeRefusal::SecretMismatch,
+                    format!(
+                        "node {peer}'s Welcome proof does not verify: the shared secrets differ"
+                    ),
+                ),
+                other => PeerConnection::refused(
+                    HandshakeRefusal::ProtocolError,
+                    format!("unexpected {} frame during the handshake", other.kind()),
+                ),
+            },
+            LinkInput::Tick => PeerConnection::refused(
+                HandshakeRefusal::TimedOut,
+                format!(
+                    "node {peer} did not complete the handshake within the session timeout ({:?})",
+                    self.connect_timeout
+                ),
+            ),
+            LinkInput::Closed { reason, .. } => PeerConnection::refused(
+                HandshakeRefusal::Closed,
+                format!("the connection ended during the handshake: {reason}"),
+            ),
+            _ => return None,
+        })
+    }
+
+    /// Publish how the connection stands: in the stats, and in the node's
+    /// peer table (which counts and logs failures).
+    fn observe(&mut self, connection: PeerConnection) {
+        if connection == self.connection && !connection.is_failure() {
+            return;
+        }
+        self.stats.set_connection(connection.clone());
+        self.connection = connection.clone();
+        self.shared.metrics.peer_observed(
+            self.node,
+            self.peer,
+            PeerChannel::Replication,
+            Some(self.peer_addr),
+            connection,
+            true,
+        );
     }
 
     /// Write what the engine has to send while the writer has room, carry
@@ -261,6 +397,18 @@ impl FollowerLink {
             }
         }
         self.stats.update(&self.engine);
+        if self.engine.state() == LinkState::Connecting
+            && self.connection == PeerConnection::Connected
+        {
+            // Lost after it worked: retrying.
+            self.observe(PeerConnection::Connecting);
+        }
+        if matches!(
+            self.engine.state(),
+            LinkState::Probing | LinkState::Streaming | LinkState::Snapshotting
+        ) {
+            self.observe(PeerConnection::Connected);
+        }
         self.arm_timer(ctx);
     }
 
@@ -383,12 +531,9 @@ impl FollowerLink {
                     }
                 }
                 Err(e) => {
-                    if e.is_tls() {
-                        // A peer that is not who it should be (or a CA
-                        // mismatch): worth an operator's eye. The engine
-                        // retries with its bounded backoff.
-                        tracing::warn!(node = act.node, peer = act.peer, addr = %addr, error = %e, "replication connection refused by TLS");
-                    }
+                    // Logged (WARN, rate-limited) and counted by the peer
+                    // table; the engine retries with its bounded backoff.
+                    act.observe(e.connection());
                     LinkInput::ConnectFailed {
                         gen,
                         reason: e.to_string(),
@@ -541,6 +686,9 @@ impl Actor for FollowerLink {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.shared
+            .metrics
+            .peer_released(self.peer, PeerChannel::Replication);
         tracing::debug!(node = self.node, peer = self.peer, "follower link stopped");
     }
 }
@@ -578,7 +726,35 @@ impl StreamHandler<ConnInput> for FollowerLink {
                 return;
             }
             Inbound::Error(e) => {
-                tracing::warn!(node = self.node, peer = self.peer, error = %e, "bad data from follower");
+                let handshaking = self.engine.state() == LinkState::Handshaking;
+                if handshaking {
+                    // E.g. the follower's TLS alert: it does not trust
+                    // this node's certificate.
+                    let hint = match &e {
+                        CodecError::Io(io) if is_tls_refusal(io) => PeerConnection::refused(
+                            HandshakeRefusal::Tls,
+                            format!("TLS refused by the follower: {io}"),
+                        ),
+                        _ => PeerConnection::refused(
+                            HandshakeRefusal::Closed,
+                            format!("the connection ended during the handshake: {e}"),
+                        ),
+                    };
+                    tracing::debug!(node = self.node, peer = self.peer, error = %e, "follower connection failed during the handshake");
+                    let input = LinkInput::Closed {
+                        gen,
+                        reason: format!("read error: {e}"),
+                    };
+                    self.input_hinted(input, Some(hint), ctx);
+                    return;
+                }
+                if closed_abruptly(&e) {
+                    // A follower closing on purpose sends close_notify (a
+                    // clean end of stream): this one went away.
+                    tracing::warn!(node = self.node, peer = self.peer, error = %e, "follower connection ended abruptly (the follower may have crashed)");
+                } else {
+                    tracing::warn!(node = self.node, peer = self.peer, error = %e, "bad data from follower");
+                }
                 LinkInput::Closed {
                     gen,
                     reason: format!("read error: {e}"),
@@ -599,8 +775,16 @@ impl StreamHandler<ConnInput> for FollowerLink {
 
 impl ConnOwner for FollowerLink {
     fn writer_done(&mut self, gen: u64, result: Result<(), CodecError>, ctx: &mut Context<Self>) {
-        if let Err(e) = &result {
-            tracing::warn!(node = self.node, peer = self.peer, error = %e, "write to follower failed");
+        match &result {
+            // The follower closed or reset the connection: the reader
+            // says why (or it was closed on purpose).
+            Err(e) if closed_abruptly(e) || self.stopping => {
+                tracing::debug!(node = self.node, peer = self.peer, error = %e, "write to follower failed: connection closed")
+            }
+            Err(e) => {
+                tracing::warn!(node = self.node, peer = self.peer, error = %e, "write to follower failed")
+            }
+            Ok(()) => {}
         }
         self.input(
             LinkInput::Closed {

@@ -479,6 +479,7 @@ impl Handler<GetReplicationStatus> for Replicator {
                     reconnects: slot.stats.reconnects(),
                     snapshots_sent: slot.stats.snapshots_sent(),
                     link_restarts: slot.restarts,
+                    connection: slot.stats.connection(),
                 }
             })
             .collect();
