@@ -13,20 +13,18 @@
 //! cargo run --release --example three_node_cluster [-- --data-dir DIR]
 //! ```
 
-use metawal_testkit::{certs, support};
+use metawal_testkit::support::wait_for;
+use metawal_testkit::{Subscribers, TestCluster};
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{start_on_arbiter, wait_for, Recording};
 
-use actix::Arbiter;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use metawal_actors::{Acks, Command, Node, NodeConfig, NodeId};
+use metawal_actors::{Acks, Applied, Command, Node, NodeId};
 
 /// Changes each node's subscriber keeps (the demo only looks up recent
 /// ones).
@@ -59,96 +57,30 @@ const BATCH_TOPIC: &str = "payments";
 /// `show` value of the batch step (partitions are never negative).
 const BATCH_SHOWN: i32 = -1;
 
-struct Cluster {
+/// The demo's cluster: the kit's in-process [`TestCluster`] (each node on
+/// its own Arbiter, on a reserved loopback port, with a subscriber), and
+/// the node that leads now.
+struct Demo {
+    c: TestCluster,
     /// The node that leads now.
     leader: NodeId,
-    /// Each running node's subscriber.
-    arrivals: Vec<Option<Recording>>,
-    base: PathBuf,
-    addrs: Vec<SocketAddr>,
-    nodes: Vec<Option<(Node, Arbiter)>>,
-    /// The throwaway CA (None: plaintext).
-    ca: Option<certs::TestCa>,
 }
 
-fn config(
-    base: &std::path::Path,
-    id: NodeId,
-    addrs: &[SocketAddr],
-    ca: Option<&certs::TestCa>,
-) -> Result<NodeConfig, String> {
-    let mut c = NodeConfig::new(
-        id,
-        CLUSTER_ID,
-        b"example-secret".to_vec(),
-        base.join(format!("node-{id}")),
-        addrs[(id - 1) as usize],
-    );
-    c.peers = (1..=addrs.len() as u64)
-        .filter(|&p| p != id)
-        .map(|p| (p, addrs[(p - 1) as usize]))
-        .collect();
-    match ca {
-        Some(ca) => {
-            c.tls = Some(
-                ca.node(id)
-                    .map_err(|e| format!("node {id}'s certificate: {e}"))?,
-            )
-        }
-        None => c.insecure_plaintext = true,
-    }
-    Ok(c)
-}
-
-impl Cluster {
+impl Demo {
     fn node(&self, id: NodeId) -> Result<&Node, String> {
-        self.nodes[(id - 1) as usize]
-            .as_ref()
-            .map(|(n, _)| n)
-            .ok_or_else(|| format!("node {id} is not running"))
+        self.c.try_node(id)
     }
 
-    async fn start(&mut self, id: NodeId) -> Result<(), String> {
-        let cfg = config(&self.base, id, &self.addrs, self.ca.as_ref())?;
-        let (node, arbiter) = start_on_arbiter(cfg).await?;
-        let rec = Recording::start(&node, None, ARRIVALS_KEEP, 64 * 1024)
-            .map_err(|e| format!("node {id}: {e}"))?;
-        self.arrivals[(id - 1) as usize] = Some(rec);
-        self.nodes[(id - 1) as usize] = Some((node, arbiter));
-        Ok(())
-    }
-
+    /// When node `id`'s subscriber saw the entry at `offset`.
     fn arrival(&self, id: NodeId, offset: u64) -> Option<Instant> {
-        self.arrivals[(id - 1) as usize]
-            .as_ref()
-            .and_then(|r| r.arrival(offset))
-    }
-
-    async fn stop(&mut self, id: NodeId) {
-        if let Some((node, arbiter)) = self.nodes[(id - 1) as usize].take() {
-            node.shutdown().await;
-            arbiter.stop();
-        }
-    }
-
-    /// Stop `id` as a crash would: no resignation.
-    async fn kill(&mut self, id: NodeId) {
-        if let Some((node, arbiter)) = self.nodes[(id - 1) as usize].take() {
-            node.crash().await;
-            arbiter.stop();
-        }
+        let rec = self.c.try_recording(id).ok()?;
+        rec.arrival(offset)
     }
 
     /// Wait until one running node leads and every running node knows it;
     /// remember it. Returns it and its epoch.
     async fn wait_leader(&mut self, limit: Duration) -> Result<(NodeId, u64), String> {
-        let running: Vec<Node> = self
-            .nodes
-            .iter()
-            .flatten()
-            .map(|(n, _)| n.clone())
-            .collect();
-        let (id, epoch) = support::wait_leader(&running, limit).await?;
+        let (id, epoch) = self.c.try_wait_leader(limit).await?;
         self.leader = id;
         Ok((id, epoch))
     }
@@ -158,15 +90,7 @@ impl Cluster {
     }
 
     async fn wait_isr(&self, n: usize, limit: Duration) -> Result<(), String> {
-        let leader = self.node(self.leader)?;
-        wait_for(&format!("an ISR of {n}"), limit, || async {
-            leader
-                .status()
-                .await
-                .map(|s| s.isr_len == n)
-                .unwrap_or(false)
-        })
-        .await
+        self.c.try_wait_isr_of(self.leader, n, limit).await
     }
 }
 
@@ -182,8 +106,27 @@ fn describe(node: &Node, partition: i32) -> String {
     }
 }
 
+/// What follower `n`'s view shows of the step (`show`: a partition of
+/// `orders`, the batch's topic, or the topic itself).
+fn follower_view(n: &Node, show: Option<i32>) -> String {
+    match show {
+        Some(BATCH_SHOWN) => n.view().topic(BATCH_TOPIC).map_or("absent".into(), |t| {
+            let assigned = t.partitions.iter().filter(|p| p.is_assigned()).count();
+            let led = t.partitions.iter().filter(|p| p.leader.is_some()).count();
+            format!(
+                "{BATCH_TOPIC}: {} partitions, {assigned} assigned, {led} with a leader",
+                t.partitions.len()
+            )
+        }),
+        Some(part) => describe(n, part),
+        None => n.view().topic(TOPIC).map_or("absent".into(), |t| {
+            format!("{} partitions", t.partitions.len())
+        }),
+    }
+}
+
 async fn step(
-    cluster: &Cluster,
+    cluster: &Demo,
     label: &str,
     command: Command,
     show: Option<i32>,
@@ -211,23 +154,10 @@ async fn step(
         let seen = cluster
             .arrival(id, p.offset)
             .map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
-        let what = match show {
-            Some(BATCH_SHOWN) => n.view().topic(BATCH_TOPIC).map_or("absent".into(), |t| {
-                let assigned = t.partitions.iter().filter(|p| p.is_assigned()).count();
-                let led = t.partitions.iter().filter(|p| p.leader.is_some()).count();
-                format!(
-                    "{BATCH_TOPIC}: {} partitions, {assigned} assigned, {led} with a leader",
-                    t.partitions.len()
-                )
-            }),
-            Some(part) => describe(n, part),
-            None => n.view().topic(TOPIC).map_or("absent".into(), |t| {
-                format!("{} partitions", t.partitions.len())
-            }),
-        };
         views.push(format!(
-            "node {id} +{:.2} ms: {what}",
-            seen.as_secs_f64() * 1e3
+            "node {id} +{:.2} ms: {}",
+            seen.as_secs_f64() * 1e3,
+            follower_view(n, show)
         ));
     }
     println!(
@@ -239,7 +169,7 @@ async fn step(
     Ok(p.offset)
 }
 
-async fn burst(cluster: &Cluster, writes: u64, proposers: u64) -> Result<(), String> {
+async fn burst(cluster: &Demo, writes: u64, proposers: u64) -> Result<(), String> {
     let leader = cluster.node(cluster.leader)?.clone();
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -303,39 +233,31 @@ async fn burst(cluster: &Cluster, writes: u64, proposers: u64) -> Result<(), Str
     Ok(())
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let tmp;
-    let base = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-            tmp.path().to_path_buf()
-        }
+/// Start the three nodes (mutual TLS unless `--insecure-plaintext`), wait
+/// for the election and the full ISR, printing each step.
+async fn start(args: &Args) -> Result<Demo, String> {
+    let spec = TestCluster::builder(3)
+        .cluster_id(CLUSTER_ID, b"example-secret")
+        .tls_if(!args.insecure_plaintext, "demo")
+        .subscribe(Subscribers {
+            nodes: vec![1, 2, 3],
+            keep: ARRIVALS_KEEP,
+            mailbox: 64 * 1024,
+        });
+    let spec = match &args.data_dir {
+        Some(d) => spec.keep_dir(d),
+        None => spec,
     };
-    // Reserve three loopback ports.
-    let mut addrs = Vec::new();
-    for _ in 0..3 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        addrs.push(l.local_addr().map_err(|e| e.to_string())?);
-    }
-    let ca = if args.insecure_plaintext {
-        None
-    } else {
-        Some(
-            certs::TestCa::new(&base, "demo", CLUSTER_ID)
-                .map_err(|e| format!("cannot make the demo's certificates: {e}"))?,
-        )
-    };
-    let mut cluster = Cluster {
+    let mut cluster = Demo {
+        c: spec.prepare().await?,
         leader: 0,
-        arrivals: vec![None, None, None],
-        base: base.clone(),
-        addrs,
-        nodes: vec![None, None, None],
-        ca,
     };
-    println!("metawal three-node cluster (data in {})", base.display());
-    match &cluster.ca {
+    let c = &mut cluster.c;
+    println!(
+        "metawal three-node cluster (data in {})",
+        c.dir.path().display()
+    );
+    match &c.tls {
         Some(ca) => println!(
             "  transport: mutual TLS 1.3 (rustls); a throwaway CA made now ({}) issued each \
              node a certificate for node-<id>.{CLUSTER_ID}",
@@ -345,11 +267,8 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let started = Instant::now();
     for id in [1, 2, 3] {
-        cluster.start(id).await?;
-        println!(
-            "  node {id} listening on {}",
-            cluster.addrs[(id - 1) as usize]
-        );
+        c.try_start_node(id).await?;
+        println!("  node {id} listening on {}", c.addrs[&id]);
     }
     let (leader_id, epoch) = cluster.wait_leader(Duration::from_secs(20)).await?;
     println!(
@@ -358,99 +277,81 @@ async fn run(args: Args) -> Result<(), String> {
     );
     cluster.wait_isr(3, Duration::from_secs(10)).await?;
     println!("  ISR is {{1, 2, 3}}\n");
+    Ok(cluster)
+}
 
-    println!("1. the seed's story, every write acks=all:");
-    step(
-        &cluster,
-        "CreateTopic orders (6 x RF3)",
-        Command::CreateTopic {
-            name: TOPIC.into(),
-            partition_count: PARTITIONS as u32,
-            replication_factor: 3,
-        },
-        None,
-    )
-    .await?;
-    for p in 0..PARTITIONS {
-        let r = |k: i32| ((p + k) % 3 + 1) as u64;
-        let replicas = vec![r(0), r(1), r(2)];
-        step(
-            &cluster,
-            &format!("AssignPartition orders-{p}"),
+/// Partition `p`'s replicas and the three writes that assign it, give it
+/// a leader and an ISR, named by their kind.
+fn partition_commands(topic: &str, p: i32) -> [(&'static str, Command); 3] {
+    let r = |k: i32| ((p + k) % 3 + 1) as u64;
+    let replicas = vec![r(0), r(1), r(2)];
+    [
+        (
+            "AssignPartition",
             Command::AssignPartition {
-                topic: TOPIC.into(),
+                topic: topic.into(),
                 partition: p,
                 replicas: replicas.clone(),
             },
-            Some(p),
-        )
-        .await?;
-        step(
-            &cluster,
-            &format!("SetPartitionLeader orders-{p}"),
+        ),
+        (
+            "SetPartitionLeader",
             Command::SetPartitionLeader {
-                topic: TOPIC.into(),
+                topic: topic.into(),
                 partition: p,
                 leader: replicas[0],
             },
-            Some(p),
-        )
-        .await?;
-        step(
-            &cluster,
-            &format!("UpdateIsr orders-{p}"),
+        ),
+        (
+            "UpdateIsr",
             Command::UpdateIsr {
-                topic: TOPIC.into(),
+                topic: topic.into(),
                 partition: p,
-                isr: replicas.clone(),
+                isr: replicas,
             },
-            Some(p),
-        )
-        .await?;
-    }
+        ),
+    ]
+}
 
-    // The same, for a second topic, in one entry: the topic, every
-    // partition's replicas, leader and ISR, applied all or none.
-    let mut batch = vec![Command::CreateTopic {
-        name: BATCH_TOPIC.into(),
+/// A `CreateTopic` of `name` with the demo's partitions, RF 3.
+fn create_topic(name: &str) -> Command {
+    Command::CreateTopic {
+        name: name.into(),
         partition_count: PARTITIONS as u32,
         replication_factor: 3,
-    }];
+    }
+}
+
+/// Step 1: `orders` created, then each partition assigned, given a leader
+/// and an ISR, one write at a time; then `payments` the same in one batch.
+async fn seed_story(cluster: &Demo) -> Result<(), String> {
+    println!("1. the seed's story, every write acks=all:");
+    let label = "CreateTopic orders (6 x RF3)";
+    step(cluster, label, create_topic(TOPIC), None).await?;
     for p in 0..PARTITIONS {
-        let r = |k: i32| ((p + k) % 3 + 1) as u64;
-        let replicas = vec![r(0), r(1), r(2)];
-        batch.push(Command::AssignPartition {
-            topic: BATCH_TOPIC.into(),
-            partition: p,
-            replicas: replicas.clone(),
-        });
-        batch.push(Command::SetPartitionLeader {
-            topic: BATCH_TOPIC.into(),
-            partition: p,
-            leader: replicas[0],
-        });
-        batch.push(Command::UpdateIsr {
-            topic: BATCH_TOPIC.into(),
-            partition: p,
-            isr: replicas,
-        });
+        for (kind, command) in partition_commands(TOPIC, p) {
+            step(cluster, &format!("{kind} orders-{p}"), command, Some(p)).await?;
+        }
+    }
+    // The same, for a second topic, in one entry: the topic, every
+    // partition's replicas, leader and ISR, applied all or none.
+    let mut batch = vec![create_topic(BATCH_TOPIC)];
+    for p in 0..PARTITIONS {
+        batch.extend(partition_commands(BATCH_TOPIC, p).map(|(_, c)| c));
     }
     let label = format!("Batch of {} (payments, assigned)", batch.len());
-    step(
-        &cluster,
-        &label,
-        Command::Batch { commands: batch },
-        Some(BATCH_SHOWN),
-    )
-    .await?;
+    let command = Command::Batch { commands: batch };
+    step(cluster, &label, command, Some(BATCH_SHOWN)).await?;
+    Ok(())
+}
 
-    println!("\n2. burst:");
-    burst(&cluster, args.writes, args.proposers).await?;
-
+/// Steps 3 and 4: a follower stops while writes go on, then restarts,
+/// catches up from its own WAL and rejoins the ISR.
+async fn follower_down_and_back(cluster: &mut Demo) -> Result<(), String> {
     let leader = cluster.node(cluster.leader)?.clone();
     let follower = cluster.followers()[1];
     println!("\n3. node {follower} (a follower) stops; writes go on:");
-    cluster.stop(follower).await;
+    cluster.c.stop_node(follower).await;
     let stopped_at = Instant::now();
     cluster.wait_isr(2, Duration::from_secs(10)).await?;
     println!(
@@ -462,7 +363,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     println!("\n4. node {follower} restarts:");
     let restarted = Instant::now();
-    cluster.start(follower).await?;
+    cluster.c.try_start_node(follower).await?;
     cluster.wait_isr(3, Duration::from_secs(20)).await?;
     let status = leader.status().await.map_err(|e| e.to_string())?;
     if let Some(f) = status.follower(follower) {
@@ -473,36 +374,41 @@ async fn run(args: Args) -> Result<(), String> {
             f.reconnects
         );
     }
+    Ok(())
+}
 
-    let old = cluster.leader;
-    println!("\n5. the leader, node {old}, is killed (no resignation):");
-    cluster.kill(old).await;
-    let killed = Instant::now();
-    let (new, epoch) = cluster.wait_leader(Duration::from_secs(20)).await?;
-    let elected = killed.elapsed();
-    let leader = cluster.node(new)?.clone();
-    // The first acks=all write on the new leader (it needs one follower: the
-    // ISR of two that min_insync_replicas = 2 asks for).
-    let first = loop {
-        match leader
-            .propose(
-                Command::SetPartitionLeader {
-                    topic: TOPIC.into(),
-                    partition: 0,
-                    leader: new,
-                },
-                Acks::All,
-            )
-            .await
-        {
-            Ok(_) => break killed.elapsed(),
+/// The first `acks=all` write on the new leader `new` after the kill at
+/// `killed` (it needs one follower: the ISR of two that
+/// min_insync_replicas = 2 asks for); the time since the kill.
+async fn first_write(leader: &Node, new: NodeId, killed: Instant) -> Result<Duration, String> {
+    let command = Command::SetPartitionLeader {
+        topic: TOPIC.into(),
+        partition: 0,
+        leader: new,
+    };
+    loop {
+        match leader.propose(command.clone(), Acks::All).await {
+            Ok(_) => return Ok(killed.elapsed()),
             Err(e) if killed.elapsed() < Duration::from_secs(20) => {
                 tracing::debug!(error = %e, "first write after failover refused; retrying");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             Err(e) => return Err(format!("no acks=all write after failover: {e}")),
         }
-    };
+    }
+}
+
+/// Step 5: the leader crashes, a new one is elected and takes writes, the
+/// old one comes back as a follower. Returns the new leader.
+async fn failover(cluster: &mut Demo) -> Result<Node, String> {
+    let old = cluster.leader;
+    println!("\n5. the leader, node {old}, is killed (no resignation):");
+    cluster.c.crash_node(old).await;
+    let killed = Instant::now();
+    let (new, epoch) = cluster.wait_leader(Duration::from_secs(20)).await?;
+    let elected = killed.elapsed();
+    let leader = cluster.node(new)?.clone();
+    let first = first_write(&leader, new, killed).await?;
     println!(
         "  node {new} elected leader of epoch {epoch} after {:.0} ms; first acks=all write after {:.0} ms",
         elected.as_secs_f64() * 1e3,
@@ -511,15 +417,19 @@ async fn run(args: Args) -> Result<(), String> {
     let last = writes(&leader, 500, "after failover").await?;
     println!("  500 more acks=all writes succeeded on node {new} (log end {last})");
     let restarted = Instant::now();
-    cluster.start(old).await?;
+    cluster.c.try_start_node(old).await?;
     cluster.wait_isr(3, Duration::from_secs(20)).await?;
     let role = cluster.node(old)?.role();
     println!(
         "  node {old} came back as a {role} and rejoined the ISR in {:.1} ms",
         restarted.elapsed().as_secs_f64() * 1e3
     );
+    Ok(leader)
+}
 
-    // Converge: everyone applies the leader's commit.
+/// Wait until every node applied `leader`'s commit, and check that all
+/// three have the same state digest; returns it with its offset.
+async fn converge(cluster: &Demo, leader: &Node) -> Result<Applied, String> {
     let target = leader.status().await.map_err(|e| e.to_string())?.commit;
     for id in 1..=3 {
         let n = cluster.node(id)?;
@@ -532,14 +442,8 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let mut applied = Vec::new();
     for id in 1..=3 {
-        applied.push((
-            id,
-            cluster
-                .node(id)?
-                .applied()
-                .await
-                .map_err(|e| e.to_string())?,
-        ));
+        let a = cluster.node(id)?.applied().await;
+        applied.push((id, a.map_err(|e| e.to_string())?));
     }
     let reference = applied[0].1;
     for (id, a) in &applied[1..] {
@@ -550,9 +454,20 @@ async fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    for id in [1, 2, 3] {
-        cluster.stop(id).await;
-    }
+    Ok(reference)
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let mut cluster = start(&args).await?;
+    seed_story(&cluster).await?;
+    println!("\n2. burst:");
+    burst(&cluster, args.writes, args.proposers).await?;
+    follower_down_and_back(&mut cluster).await?;
+    let leader = failover(&mut cluster).await?;
+    // Converge: everyone applies the leader's commit.
+    let reference = converge(&cluster, &leader).await?;
+    drop(leader);
+    cluster.c.shutdown().await;
     println!(
         "\nconverged: 3/3 nodes at offset {}, digest {}",
         reference.offset, reference.digest
