@@ -19,6 +19,9 @@ pub mod frame;
 pub mod handshake;
 pub mod record;
 pub mod replication;
+/// The deterministic simulation (feature `sim`: the simulate example and
+/// tests/simulation.rs turn it on; a broker embedding metawal never needs it).
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;
 pub mod storage;

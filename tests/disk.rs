@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metawal_actors::disk::DiskHandle;
-use metawal_actors::metawal::storage::Snapshot;
-use metawal_actors::metawal::wal::WalOptions;
-use metawal_actors::metawal::MetadataState;
-use metawal_actors::metawal::Record;
+use metawal::storage::Snapshot;
+use metawal::wal::WalOptions;
+use metawal::MetadataState;
+use metawal::Record;
 use metawal_actors::{Command, Entry};
 
 /// Longest a gated job waits for its gate (a liveness bound, not a timing

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::proxy::Fault;
 use common::{create_topic, fast_config, wait_converged, wait_until, TestCluster};
-use metawal_actors::metawal::state::ValidationError;
+use metawal::state::ValidationError;
 use metawal_actors::{Acks, ChangesError, Command, ProposeError, ReadError};
 
 const LIMIT: Duration = Duration::from_secs(10);

@@ -10,8 +10,22 @@ use metawal::storage::StorageError;
 use metawal::wal::WalError;
 use metawal::NodeId;
 
-/// Why a proposal failed. Each variant says whether anything was appended.
+/// Whether a failed proposal's entry may be in the log: what an embedder
+/// needs to decide between "retry anywhere" and "read back first".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Nothing was appended: the proposal can be retried (elsewhere, or
+    /// later) without risk of applying it twice.
+    No,
+    /// The entry may be in the log and may commit: read it back (e.g. from
+    /// the next leader's view or change stream) before retrying.
+    Maybe,
+}
+
+/// Why a proposal failed. Each variant says whether anything was appended
+/// ([`ProposeError::appended`] says it in code).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProposeError {
     /// This node does not lead; nothing was appended.
     #[error("node {node} is not the metadata leader (leader: {}); send the proposal there", leader.map_or("unknown".to_string(), |l| format!("node {l}")))]
@@ -80,6 +94,26 @@ pub enum ProposeError {
     ShuttingDown,
 }
 
+impl ProposeError {
+    /// Whether the entry may have been appended: the split the HTTP API
+    /// answers with 503 (no) or 504 (maybe).
+    pub fn appended(&self) -> Appended {
+        match self {
+            ProposeError::NotLeader { .. }
+            | ProposeError::Invalid(_)
+            | ProposeError::NotEnoughReplicas { .. }
+            | ProposeError::TooLarge { .. }
+            | ProposeError::Overloaded(_)
+            | ProposeError::Storage(_) => Appended::No,
+            ProposeError::NotEnoughReplicasAfterAppend { .. }
+            | ProposeError::Timeout { .. }
+            | ProposeError::LeadershipLost
+            // The store may have gone away after appending.
+            | ProposeError::ShuttingDown => Appended::Maybe,
+        }
+    }
+}
+
 impl From<metawal::engine::LeaderError> for ProposeError {
     fn from(e: metawal::engine::LeaderError) -> ProposeError {
         use metawal::engine::LeaderError;
@@ -103,6 +137,7 @@ impl From<metawal::engine::LeaderError> for ProposeError {
 /// Why a linearizable read ([`crate::Node::read_index`]) could not be
 /// confirmed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadError {
     /// This node does not lead; linearizable reads are confirmed by the
     /// leader.
@@ -123,6 +158,7 @@ pub enum ReadError {
 
 /// Why a leader transfer (or a role change the Elector asked for) failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RoleError {
     /// This node does not lead; only the leader can hand leadership over.
     #[error("node {node} is not the metadata leader (leader: {}); ask the leader", leader.map_or("unknown".to_string(), |l| format!("node {l}")))]
@@ -164,6 +200,7 @@ pub enum RoleError {
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The configuration is invalid.
     #[error("invalid node configuration: {0}")]
@@ -193,6 +230,7 @@ pub enum NodeError {
 
 /// Errors of the disk thread.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiskError {
     /// The WAL failed.
     #[error(transparent)]
@@ -214,4 +252,60 @@ pub enum DiskError {
     /// The disk thread's queue is full.
     #[error("the disk thread's queue of node {0} is full")]
     QueueFull(NodeId),
+}
+
+/// Why [`crate::Node::status`] could not answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatusError {
+    /// The node has stopped (its actors are gone).
+    #[error("node {node} has stopped")]
+    Stopped {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// Why [`crate::Node::state`] or [`crate::Node::applied`] could not answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The node has stopped (its store is gone).
+    #[error("node {node} has stopped")]
+    Stopped {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// Why [`crate::Node::log_start`] could not answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogStartError {
+    /// The disk reader failed or has stopped.
+    #[error("node {node} cannot read its log: {reason}")]
+    Disk {
+        /// The node.
+        node: NodeId,
+        /// What the disk layer said.
+        reason: String,
+    },
+}
+
+/// Why [`crate::Node::subscribe`] refused a subscriber.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The store's mailbox is full: retry shortly.
+    #[error("node {node} is overloaded: its store's mailbox is full; retry")]
+    Overloaded {
+        /// The node.
+        node: NodeId,
+    },
+    /// The node has stopped.
+    #[error("node {node} has stopped")]
+    Stopped {
+        /// The node.
+        node: NodeId,
+    },
 }

@@ -16,10 +16,13 @@
 //! returned [`Node`] handle to propose, read the [`MetadataView`], subscribe,
 //! ask for [`NodeStatus`] and shut down.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
-pub mod changes;
-pub mod config;
+// What a broker uses is re-exported below; the modules themselves are
+// crate-private, so the public API is exactly this list (plus `http` and
+// `tls`, which a process that serves the API or loads certificates needs).
+mod changes;
+mod config;
 mod conn;
 /// The disk thread: crate-private, public only to the tests (feature
 /// `fault-injection`), which drive it directly.
@@ -27,32 +30,35 @@ mod conn;
 pub mod disk;
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) mod disk;
-pub(crate) mod election;
-pub mod error;
-pub(crate) mod follower;
+mod election;
+mod error;
+mod follower;
 pub mod http;
-pub(crate) mod leader;
-pub mod metrics;
-pub mod node;
-pub(crate) mod progress;
-pub mod shared;
-pub mod status;
-pub mod store;
+mod leader;
+mod metrics;
+mod node;
+mod progress;
+mod shared;
+mod status;
+mod store;
 pub mod tls;
-pub mod view;
+mod view;
 
-pub use metawal;
 pub use metawal::engine::election::ElectionRole;
-pub use metawal::{Command, Entry, NodeId, ReplicationConfig};
+pub use metawal::state::ValidationError;
+pub use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
 
 pub use changes::{ChangeStream, ChangesError};
 pub use config::{BoundListener, NodeConfig};
-pub use error::{DiskError, NodeError, ProposeError, ReadError, RoleError};
+pub use error::{
+    Appended, DiskError, LogStartError, NodeError, ProposeError, ReadError, RoleError,
+    StateError, StatusError, SubscribeError,
+};
 pub use metrics::NodeMetrics;
 pub use node::Node;
 pub use shared::Role;
 pub use status::{FollowerStatus, NodeStatus};
-pub use store::{Acks, Applied, MetadataStore, Propose, Proposed, Subscribe};
+pub use store::{Acks, Applied, Proposed};
 pub use view::{MetadataChanged, MetadataView, TopicView};
 
 /// Compiles the README's code blocks (`cargo test --doc`).

@@ -12,7 +12,6 @@
 //! it: a wake-up that makes the leader's disconnected link retry now instead
 //! of waiting out its backoff.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -32,7 +31,10 @@ use crate::changes::ChangeStream;
 use crate::config::NodeConfig;
 use crate::disk::{Disk, DiskHandle};
 use crate::election::{Elector, ElectorInit, ElectorSlot, Resign, StopElector, TransferTo};
-use crate::error::{DiskError, NodeError, ProposeError, ReadError, RoleError};
+use crate::error::{
+    DiskError, LogStartError, NodeError, ProposeError, ReadError, RoleError, StateError,
+    StatusError, SubscribeError,
+};
 use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
 };
@@ -174,6 +176,30 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// Start a node on a new [`Arbiter`] of its own (its actors then run on
+    /// that thread, not on the caller's) and return its handle with the
+    /// Arbiter, which keeps running what the node started: stop the node
+    /// ([`Node::shutdown`]) before stopping the Arbiter. Call it inside a
+    /// running actix system.
+    pub async fn start_on_arbiter(config: NodeConfig) -> Result<(Node, Arbiter), NodeError> {
+        let arbiter = Arbiter::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !arbiter.spawn(async move {
+            // The receiver only goes away if the caller stopped waiting.
+            let _ = tx.send(Node::start(config).await);
+        }) {
+            return Err(NodeError::Stopped);
+        }
+        match rx.await {
+            Ok(Ok(node)) => Ok((node, arbiter)),
+            Ok(Err(e)) => {
+                arbiter.stop();
+                Err(e)
+            }
+            Err(_) => Err(NodeError::Stopped),
+        }
+    }
+
     /// Start a node on the current arbiter of a running actix system.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         config.validate()?;
@@ -286,7 +312,6 @@ impl Node {
 
         let cluster_size = config.peers.len() + 1;
         let mut shared = NodeShared::new(
-            node,
             role,
             epoch,
             leader,
@@ -419,11 +444,6 @@ impl Node {
         self.replication_addr
     }
 
-    /// The MetadataStore actor, for a broker's actors to send [`Propose`] to.
-    pub fn store(&self) -> Addr<MetadataStore> {
-        self.store.clone()
-    }
-
     /// The committed metadata, readable from any thread.
     pub fn view(&self) -> MetadataView {
         self.view.clone()
@@ -475,11 +495,14 @@ impl Node {
 
     /// The first offset this node's WAL holds (entries before it were
     /// compacted into a snapshot), read on the disk reader thread.
-    pub async fn log_start(&self) -> Result<u64, ProposeError> {
+    pub async fn log_start(&self) -> Result<u64, LogStartError> {
         self.disk
             .read(|r| r.wal.first_offset())
             .await
-            .map_err(|e| ProposeError::Storage(e.to_string()))
+            .map_err(|e| LogStartError::Disk {
+                node: self.node_id,
+                reason: e.to_string(),
+            })
     }
 
     /// Propose several commands as one log entry, applied all or none
@@ -503,12 +526,12 @@ impl Node {
     /// A copy of the applied state, consistent at its applied offset (a
     /// base to resume a [`ChangeStream`] from after
     /// [`crate::ChangesError::Compacted`]).
-    pub async fn state(&self) -> Result<MetadataState, ProposeError> {
+    pub async fn state(&self) -> Result<MetadataState, StateError> {
         self.store
             .send(GetState)
             .await
             .map(|s| *s)
-            .map_err(|_| ProposeError::ShuttingDown)
+            .map_err(|_| StateError::Stopped { node: self.node_id })
     }
 
     /// Confirm, within `timeout`, that this node still leads and has
@@ -568,27 +591,26 @@ impl Node {
     /// Notify `recipient` of every committed change, in order, from now on.
     /// `Overloaded` if the store's mailbox is full (retry), `ShuttingDown`
     /// if the node stopped.
-    pub fn subscribe(&self, recipient: Recipient<MetadataChanged>) -> Result<(), ProposeError> {
+    pub fn subscribe(&self, recipient: Recipient<MetadataChanged>) -> Result<(), SubscribeError> {
+        let node = self.node_id;
         self.store
             .try_send(Subscribe(recipient))
             .map_err(|e| match e {
-                SendError::Full(_) => {
-                    ProposeError::Overloaded("the store's mailbox is full".into())
-                }
-                SendError::Closed(_) => ProposeError::ShuttingDown,
+                SendError::Full(_) => SubscribeError::Overloaded { node },
+                SendError::Closed(_) => SubscribeError::Stopped { node },
             })
     }
 
     /// What the store has applied, with the state's digest.
-    pub async fn applied(&self) -> Result<Applied, ProposeError> {
+    pub async fn applied(&self) -> Result<Applied, StateError> {
         self.store
             .send(GetApplied)
             .await
-            .map_err(|_| ProposeError::ShuttingDown)
+            .map_err(|_| StateError::Stopped { node: self.node_id })
     }
 
     /// The node's status (and its followers', on the leader).
-    pub async fn status(&self) -> Result<NodeStatus, ProposeError> {
+    pub async fn status(&self) -> Result<NodeStatus, StatusError> {
         let (election_role, voted_for, elections) = self.shared.election();
         let role = self.shared.role();
         let mut status = NodeStatus {
@@ -639,7 +661,7 @@ impl Node {
                     .listener
                     .send(GetPosition)
                     .await
-                    .map_err(|_| ProposeError::ShuttingDown)?;
+                    .map_err(|_| StatusError::Stopped { node: self.node_id })?;
                 status.log_end = p.log_end;
                 status.last_log_epoch = self.shared.last_log().0;
                 status.durable = p.durable;
@@ -1048,9 +1070,4 @@ impl Node {
         self.disk.stop().await;
         tracing::info!(node, "node stopped");
     }
-}
-
-/// Peers map helper: `[(id, addr)]` → map.
-pub fn peers(list: impl IntoIterator<Item = (NodeId, SocketAddr)>) -> BTreeMap<NodeId, SocketAddr> {
-    list.into_iter().collect()
 }

@@ -65,9 +65,7 @@ impl std::fmt::Display for Role {
 
 /// Shared, lock-free node facts.
 #[derive(Debug)]
-pub struct NodeShared {
-    /// This node's id.
-    pub node_id: NodeId,
+pub(crate) struct NodeShared {
     role: AtomicU8,
     epoch: AtomicU64,
     leader: AtomicU64,
@@ -101,7 +99,6 @@ pub struct NodeShared {
 impl NodeShared {
     /// Facts of a node starting in `role` at `epoch` under `leader`.
     pub fn new(
-        node_id: NodeId,
         role: Role,
         epoch: u64,
         leader: Option<NodeId>,
@@ -109,7 +106,6 @@ impl NodeShared {
         peers: impl IntoIterator<Item = NodeId>,
     ) -> NodeShared {
         NodeShared {
-            node_id,
             role: AtomicU8::new(role.to_u8()),
             epoch: AtomicU64::new(epoch),
             leader: AtomicU64::new(leader.unwrap_or(0)),
@@ -141,7 +137,7 @@ impl NodeShared {
     }
 
     /// The active leader session delivered something now.
-    pub fn note_leader_contact(&self) {
+    pub(crate) fn note_leader_contact(&self) {
         let ns = self.since_base_ns(Instant::now());
         self.leader_contact_ns.fetch_max(ns, Ordering::AcqRel);
     }
@@ -152,7 +148,7 @@ impl NodeShared {
     }
 
     /// Leader: `peer` answered now.
-    pub fn note_follower_heard(&self, peer: NodeId) {
+    pub(crate) fn note_follower_heard(&self, peer: NodeId) {
         if let Some(t) = self.followers_heard_ns.get(&peer) {
             t.fetch_max(self.since_base_ns(Instant::now()), Ordering::AcqRel);
         }
@@ -175,13 +171,13 @@ impl NodeShared {
     }
 
     /// Publish the follower's log end.
-    pub fn set_last_log(&self, epoch: u64, offset: u64) {
+    pub(crate) fn set_last_log(&self, epoch: u64, offset: u64) {
         self.last_log_epoch.store(epoch, Ordering::Release);
         self.last_log_offset.store(offset, Ordering::Release);
     }
 
     /// Publish the election engine's view.
-    pub fn set_election(
+    pub(crate) fn set_election(
         &self,
         role: ElectionRole,
         voted_for: Option<NodeId>,
@@ -222,7 +218,7 @@ impl NodeShared {
     }
 
     /// Leader: a follower proved it knows `epoch`.
-    pub fn note_higher_epoch(&self, epoch: u64) {
+    pub(crate) fn note_higher_epoch(&self, epoch: u64) {
         self.higher_epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
@@ -237,12 +233,12 @@ impl NodeShared {
     }
 
     /// Start or end a leader transfer.
-    pub fn set_transferring(&self, on: bool) {
+    pub(crate) fn set_transferring(&self, on: bool) {
         self.transferring.store(on, Ordering::Release);
     }
 
     /// Set the role to `to` only if it is `from` now; whether it was.
-    pub fn set_role_if(&self, from: Role, to: Role) -> bool {
+    pub(crate) fn set_role_if(&self, from: Role, to: Role) -> bool {
         self.role
             .compare_exchange(
                 from.to_u8(),
@@ -259,7 +255,7 @@ impl NodeShared {
     }
 
     /// Change role.
-    pub fn set_role(&self, role: Role) {
+    pub(crate) fn set_role(&self, role: Role) {
         self.role.store(role.to_u8(), Ordering::Release);
     }
 
@@ -277,7 +273,7 @@ impl NodeShared {
     }
 
     /// Record a new epoch and leader.
-    pub fn set_epoch_leader(&self, epoch: u64, leader: Option<NodeId>) {
+    pub(crate) fn set_epoch_leader(&self, epoch: u64, leader: Option<NodeId>) {
         self.epoch.store(epoch, Ordering::Release);
         self.leader.store(leader.unwrap_or(0), Ordering::Release);
     }
@@ -288,7 +284,7 @@ impl NodeShared {
     }
 
     /// Publish the ISR size.
-    pub fn set_isr_len(&self, n: usize) {
+    pub(crate) fn set_isr_len(&self, n: usize) {
         self.isr_len.store(n, Ordering::Release);
     }
 

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{propose_error, role_error};
+use super::error::{node_stopped, role_error};
 use super::{ApiData, ApiError};
 use crate::error::RoleError;
 use crate::shared::Role;
@@ -79,9 +79,9 @@ fn status_json(
 }
 
 pub(crate) async fn status(api: ApiData) -> Result<HttpResponse, ApiError> {
-    let s = api.node.status().await.map_err(|e| propose_error(&e))?;
+    let s = api.node.status().await.map_err(|e| node_stopped(&e))?;
     // Offset and digest from one message: they always match each other.
-    let applied = api.node.applied().await.map_err(|e| propose_error(&e))?;
+    let applied = api.node.applied().await.map_err(|e| node_stopped(&e))?;
     let peers = api.node.metrics().peer_connections();
     Ok(HttpResponse::Ok().json(status_json(&s, &applied, &peers)))
 }
@@ -91,7 +91,7 @@ pub(crate) async fn livez() -> HttpResponse {
 }
 
 pub(crate) async fn readyz(api: ApiData) -> Result<HttpResponse, ApiError> {
-    let s = api.node.status().await.map_err(|e| propose_error(&e))?;
+    let s = api.node.status().await.map_err(|e| node_stopped(&e))?;
     let not_ready = |reason: String| {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -139,7 +139,7 @@ pub(crate) async fn transfer(req: HttpRequest, api: ApiData) -> Result<HttpRespo
 }
 
 pub(crate) async fn metrics(api: ApiData) -> Result<HttpResponse, ApiError> {
-    let s = api.node.status().await.map_err(|e| propose_error(&e))?;
+    let s = api.node.status().await.map_err(|e| node_stopped(&e))?;
     let text = api.node.metrics().encode(&(&s).into()).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -139,6 +139,8 @@ pub(crate) fn propose_error(e: &ProposeError) -> ApiError {
     let unavailable = S::SERVICE_UNAVAILABLE;
     let unknown = S::GATEWAY_TIMEOUT;
     let msg = e.to_string();
+    // 504 says the entry may have been appended, any other status that it
+    // was not: the arms below agree with `ProposeError::appended` (tested).
     match e {
         ProposeError::NotLeader { leader, .. } => ApiError::no_leader(*leader),
         ProposeError::Invalid(v) => invalid_command(v),
@@ -167,6 +169,12 @@ pub(crate) fn propose_error(e: &ProposeError) -> ApiError {
             "the node is shutting down; the entry may or may not be in the log: read before retrying",
         ),
     }
+}
+
+/// A status, state or log query the node could not answer (it has stopped,
+/// or its disk reader has): 503, nothing changed.
+pub(crate) fn node_stopped(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
 }
 
 /// A linearizable read that could not be confirmed. `NotLeader` is
@@ -248,6 +256,7 @@ mod tests {
         for e in definite {
             let s = propose_error(&e).status.as_u16();
             assert!(matches!(s, 400 | 413 | 503), "{e:?} gave {s}");
+            assert_eq!(e.appended(), crate::error::Appended::No, "{e:?}");
         }
         let unknown = [
             ProposeError::Timeout {
@@ -264,6 +273,7 @@ mod tests {
         ];
         for e in unknown {
             assert_eq!(propose_error(&e).status.as_u16(), 504, "{e:?}");
+            assert_eq!(e.appended(), crate::error::Appended::Maybe, "{e:?}");
         }
     }
 

@@ -115,7 +115,7 @@ pub(crate) async fn snapshot(api: ApiData) -> Result<HttpResponse, ApiError> {
         .node
         .state()
         .await
-        .map_err(|e| super::error::propose_error(&e))?;
+        .map_err(|e| super::error::node_stopped(&e))?;
     let topics: Vec<Value> = state
         .topics()
         .map(|(name, t)| {

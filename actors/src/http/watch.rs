@@ -87,7 +87,7 @@ pub(crate) async fn watch(req: HttpRequest, api: ApiData) -> Result<HttpResponse
         .node
         .log_start()
         .await
-        .map_err(|e| super::error::propose_error(&e))?;
+        .map_err(|e| super::error::node_stopped(&e))?;
     if from < log_start {
         return Err(super::error::compacted(
             log_start,

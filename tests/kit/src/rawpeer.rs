@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use metawal_actors::metawal::codec::FrameCodec;
-use metawal_actors::metawal::frame::Frame;
+use metawal::codec::FrameCodec;
+use metawal::frame::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 

@@ -52,12 +52,6 @@ pub async fn wait_leader(nodes: &[Node], limit: Duration) -> Result<(NodeId, u64
     }
 }
 
-/// Bind a loopback port (127.0.0.1:0) and keep it reserved while the
-/// listener lives.
-pub fn reserve_port() -> Result<TcpListener, String> {
-    TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))
-}
-
 /// A loopback port held for as long as this value lives, that nodes
 /// started and stopped many times can each listen on in turn.
 ///
@@ -148,11 +142,10 @@ where
 
 /// Start the node `cfg` describes on a new Arbiter.
 pub async fn start_on_arbiter(cfg: NodeConfig) -> Result<(Node, Arbiter), String> {
-    let what = format!("node {}", cfg.node_id);
-    on_arbiter(&what, async move {
-        Node::start(cfg).await.map_err(|e| e.to_string())
-    })
-    .await
+    let id = cfg.node_id;
+    Node::start_on_arbiter(cfg)
+        .await
+        .map_err(|e| format!("node {id}: {e}"))
 }
 
 /// One `MetadataChanged` as a [`Recording`] saw it.
