@@ -17,8 +17,10 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
-/// The WARN lines of node `node` about peer `peer` containing `what`.
-fn warnings(node: NodeId, peer: NodeId, what: &str) -> usize {
+/// The WARN lines of node `node` about peer `peer` containing `what` and
+/// `mark` (something only this test's lines have: the tests of this
+/// binary run at once and share its captured log).
+fn warnings(node: NodeId, peer: NodeId, what: &str, mark: &str) -> usize {
     let logs = captured_logs();
     let logs = logs.lock().unwrap_or_else(|p| p.into_inner());
     String::from_utf8_lossy(&logs)
@@ -26,6 +28,7 @@ fn warnings(node: NodeId, peer: NodeId, what: &str) -> usize {
         .filter(|l| {
             l.contains(" WARN ")
                 && l.contains(what)
+                && l.contains(mark)
                 && l.contains(&format!(" node={node} "))
                 && l.contains(&format!(" peer={peer} "))
         })
@@ -39,6 +42,18 @@ fn failures(node: &Node, peer: NodeId) -> u64 {
         .iter()
         .find(|p| p.peer == peer)
         .map_or(0, |p| p.failures)
+}
+
+/// The value of the `/metrics` series starting with `series` on `node`.
+async fn counter(node: &Node, series: &str) -> u64 {
+    let Ok(status) = node.status().await else {
+        return 0;
+    };
+    let text = node.metrics().encode(&(&status).into()).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// GET `path` from an HTTP API at `addr`, as JSON or text.
@@ -134,8 +149,11 @@ async fn a_node_with_the_wrong_secret_shows_a_refused_handshake_in_status_metric
 
     // Logged at WARN with the reason, once however many attempts failed.
     wait_until("the leader to retry node 3 a few times", LIMIT, || {
-        let n = failures(&l, 3);
-        async move { n >= 4 }
+        let l = l.clone();
+        async move {
+            let series = "metawal_peer_connection_failures_total{peer=\"3\",state=\"handshake_refused\",reason=\"secret_mismatch\"}";
+            counter(&l, series).await >= 4
+        }
     })
     .await;
     assert!(
@@ -151,7 +169,7 @@ async fn a_node_with_the_wrong_secret_shows_a_refused_handshake_in_status_metric
         "no WARN about node 3's refused handshake in:\n{}",
         String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner()))
     );
-    let n = warnings(leader, 3, "handshake with peer refused");
+    let n = warnings(leader, 3, "handshake with peer refused", "secret_mismatch");
     assert_eq!(n, 1, "{n} WARN lines about node 3 in less than 30 s");
 
     bad_http.stop().await;
@@ -161,6 +179,7 @@ async fn a_node_with_the_wrong_secret_shows_a_refused_handshake_in_status_metric
 
 #[actix::test]
 async fn a_peer_that_is_not_running_is_reported_unreachable_at_warn_once() {
+    let logs = captured_logs();
     let mut c = TestCluster::new(3, &[], fast_config()).await;
     // Node 3 is configured but never started: connections to its port are
     // refused.
@@ -186,7 +205,6 @@ async fn a_peer_that_is_not_running_is_reported_unreachable_at_warn_once() {
         async move { n >= 4 }
     })
     .await;
-    let logs = captured_logs();
     assert!(
         logged(
             &logs,
@@ -201,7 +219,7 @@ async fn a_peer_that_is_not_running_is_reported_unreachable_at_warn_once() {
         ),
         "no WARN naming node 3, its address and the reason"
     );
-    let n = warnings(leader, 3, "cannot reach peer");
+    let n = warnings(leader, 3, "cannot reach peer", &format!("addr={addr3} "));
     assert_eq!(n, 1, "{n} WARN lines about node 3 in less than 30 s");
 
     // Node 3 starts: the leader reports it connected, and says so.
