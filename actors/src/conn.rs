@@ -1,6 +1,14 @@
 //! One peer connection (TCP, or TLS over TCP) inside an actor: a framed reader added as a stream and a
-//! writer future, both owned by the actor's context so that cancelling them
+//! writer future, both tied to the actor's context so that cancelling them
 //! ends the connection.
+//!
+//! Ending a connection on purpose ends it cleanly: the writer runs as its
+//! own task (the actor's context holds the handle it reports through) and,
+//! when the connection is closed, dropped, or its owner stops, it shuts the
+//! stream down — a TLS `close_notify`, then the TCP FIN — within
+//! [`SHUTDOWN_LIMIT`]. So the peer reads a clean end of stream, not "peer
+//! closed connection without sending TLS close_notify", and a planned
+//! close (a leadership transfer, a shutdown) is no warning on either side.
 //!
 //! This replaces actix's `FramedWrite`, whose buffer has no effective bound.
 //! Here the actor puts frames into a bounded channel (`try_send`: a full
@@ -30,11 +38,16 @@ type ReadHalf = Pin<Box<dyn AsyncRead + Send>>;
 type WriteHalf = Pin<Box<dyn AsyncWrite + Send>>;
 
 use crate::metrics::NodeMetrics;
-use tokio::sync::mpsc;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// Frames queued for one connection's writer.
 pub(crate) const WRITE_QUEUE: usize = 64;
+
+/// Longest a closing connection's writer waits to send its shutdown (TLS
+/// `close_notify`) to a peer that does not read.
+pub(crate) const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Whether a connection error is the connection ending abruptly (EOF
 /// without `close_notify`, a reset, a broken pipe): see
@@ -138,9 +151,23 @@ impl Connection {
         let reader = ctx.add_stream(reader);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let sink = FramedWrite::new(write_half, FrameCodec::new(max_frame_bytes));
+        // The writer is a task of its own, so that it can still shut the
+        // stream down cleanly once its owner cancelled or dropped it; the
+        // future in the owner's context holds `stop`, whose drop tells the
+        // writer to stop now (see the module docs).
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = actix::spawn(write_loop(sink, rx, stopped));
         let writer = ctx.spawn(
-            actix::fut::wrap_future::<_, A>(write_loop(sink, rx))
-                .map(move |res, act: &mut A, ctx| act.writer_done(gen, res, ctx)),
+            actix::fut::wrap_future::<_, A>(async move {
+                let _stop = stop;
+                match task.await {
+                    Ok(result) => result,
+                    Err(e) => Err(CodecError::Io(std::io::Error::other(format!(
+                        "connection writer task failed: {e}"
+                    )))),
+                }
+            })
+            .map(move |res, act: &mut A, ctx| act.writer_done(gen, res, ctx)),
         );
         Connection {
             gen,
@@ -165,15 +192,18 @@ impl Connection {
     }
 
     /// End the connection after the frames already queued are written:
-    /// stop reading now; the writer drains its queue, flushes, closes the
-    /// socket and then reports to [`ConnOwner::writer_done`]. The owner must
-    /// stay alive until then (stopping it drops the writer unflushed).
+    /// stop reading now; the writer drains its queue, flushes, shuts the
+    /// stream down (TLS `close_notify`) and then reports to
+    /// [`ConnOwner::writer_done`]. The owner must stay alive until then
+    /// (stopping it makes the writer drop what is unsent and shut down).
     pub fn close_after_flush<A: ConnOwner>(self, ctx: &mut Context<A>) {
         ctx.cancel_future(self.reader);
         // Dropping `tx` ends the writer's loop once its queue is empty.
     }
 
-    /// End the connection: stop reading and writing, close the socket.
+    /// End the connection: stop reading and writing now (frames still
+    /// queued are dropped), shut the stream down cleanly (bounded by
+    /// [`SHUTDOWN_LIMIT`]), close the socket. The owner is not told.
     pub fn close<A: ConnOwner>(self, ctx: &mut Context<A>) {
         ctx.cancel_future(self.reader);
         ctx.cancel_future(self.writer);
@@ -231,16 +261,31 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     }
 }
 
+/// Write what the owner queues until its sender is dropped (then shut down
+/// after the last frame) or `stop` fires or is dropped (then shut down at
+/// once, dropping what is unsent). The shutdown is bounded by
+/// [`SHUTDOWN_LIMIT`]; its failure is not an error of the connection.
 async fn write_loop(
     mut sink: FramedWrite<Counted<WriteHalf>, FrameCodec>,
     mut rx: mpsc::Receiver<Frame>,
+    stop: oneshot::Receiver<()>,
 ) -> Result<(), CodecError> {
-    while let Some(frame) = rx.recv().await {
-        sink.feed(frame).await?;
-        while let Ok(frame) = rx.try_recv() {
+    let written = async {
+        while let Some(frame) = rx.recv().await {
             sink.feed(frame).await?;
+            while let Ok(frame) = rx.try_recv() {
+                sink.feed(frame).await?;
+            }
+            SinkExt::<Frame>::flush(&mut sink).await?;
         }
-        SinkExt::<Frame>::flush(&mut sink).await?;
+        Ok::<(), CodecError>(())
+    };
+    let result = tokio::select! {
+        r = written => r,
+        _ = stop => Ok(()),
+    };
+    if result.is_ok() {
+        let _ = tokio::time::timeout(SHUTDOWN_LIMIT, sink.get_mut().shutdown()).await;
     }
-    Ok(())
+    result
 }
