@@ -432,10 +432,12 @@ impl NodeMetrics {
         let channel = via.as_str();
         let error = detail.unwrap_or_default();
         let reason = reason.unwrap_or("-");
-        let what = if state == "unreachable" {
-            "cannot reach peer"
-        } else {
-            "handshake with peer refused or not completed"
+        let what = match (state, reason) {
+            ("unreachable", _) => "cannot reach peer",
+            (_, "tls") => {
+                "handshake with peer refused or not completed (connection refused by TLS)"
+            }
+            _ => "handshake with peer refused or not completed",
         };
         match noted {
             Noted::Warn { suppressed } => tracing::warn!(
