@@ -723,10 +723,10 @@ async fn follower_whose_wal_write_fails_stops_and_the_cluster_goes_on() {
 /// epoch 5 could do): the lower one is refused and the meta keeps epoch 5.
 #[actix::test]
 async fn a_lower_epoch_never_overwrites_a_higher_one_on_disk() {
-    use metawal_actors::disk::DiskHandle;
     use metawal::engine::epoch::EpochRefused;
     use metawal::storage::NodeMeta;
     use metawal::wal::WalOptions;
+    use metawal_actors::disk::DiskHandle;
 
     let dir = tempfile::tempdir().unwrap();
     let (disk, _) = DiskHandle::start(1, dir.path().to_path_buf(), WalOptions::default())

@@ -11,11 +11,11 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metawal_actors::disk::DiskHandle;
 use metawal::storage::Snapshot;
 use metawal::wal::WalOptions;
 use metawal::MetadataState;
 use metawal::Record;
+use metawal_actors::disk::DiskHandle;
 use metawal_actors::{Command, Entry};
 
 /// Longest a gated job waits for its gate (a liveness bound, not a timing

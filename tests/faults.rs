@@ -453,10 +453,9 @@ async fn concurrent_leaders_cannot_lower_the_followers_epoch() {
             assert_eq!((epoch, leader), (5, Some(1)));
             // Signed over the stale leader's nonce: it can trust the epoch.
             match keys(3).check_welcome(&[2u8; 16], 2, &f) {
-                Err(metawal::handshake::HandshakeError::Rejected {
-                    proven,
-                    ..
-                }) => assert!(proven, "the refusal proves the higher epoch"),
+                Err(metawal::handshake::HandshakeError::Rejected { proven, .. }) => {
+                    assert!(proven, "the refusal proves the higher epoch")
+                }
                 other => panic!("{other:?}"),
             }
         }

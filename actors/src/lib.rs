@@ -51,13 +51,16 @@ pub use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
 pub use changes::{ChangeStream, ChangesError};
 pub use config::{BoundListener, NodeConfig};
 pub use error::{
-    Appended, DiskError, LogStartError, NodeError, ProposeError, ReadError, RoleError,
-    StateError, StatusError, SubscribeError,
+    Appended, DiskError, LogStartError, NodeError, ProposeError, ReadError, RoleError, StateError,
+    StatusError, SubscribeError,
 };
 pub use metrics::NodeMetrics;
 pub use node::Node;
 pub use shared::Role;
-pub use status::{FollowerStatus, NodeStatus};
+pub use status::{
+    FollowerStatus, HandshakeRefusal, NodeStatus, PeerChannel, PeerConnection, PeerStatus,
+    Unreachable, PEER_STATE_TTL, PEER_WARN_INTERVAL,
+};
 pub use store::{Acks, Applied, Proposed};
 pub use view::{MetadataChanged, MetadataView, TopicView};
 

@@ -7,7 +7,7 @@
 //! Each client thread keeps one HTTP/1.1 connection alive (as a real client
 //! library would: `metawal-client`'s `Node` with `Reuse::KeepAlive`) and
 //! sends `POST /v1/commands?acks=all` one at a time.
-//! The processes come from the test harness (`tests/procs`): free loopback
+//! The processes come from the test harness (`metawal_testkit::procs`): reserved loopback
 //! ports, temp data dirs, every child killed when the cluster is dropped,
 //! and HTTPS (the harness's TLS set-up: its test CA, `--http-tls`), so the
 //! figures include TLS as a production client would pay it (the

@@ -174,7 +174,11 @@ pub(crate) fn propose_error(e: &ProposeError) -> ApiError {
 /// A status, state or log query the node could not answer (it has stopped,
 /// or its disk reader has): 503, nothing changed.
 pub(crate) fn node_stopped(e: &dyn std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        e.to_string(),
+    )
 }
 
 /// A linearizable read that could not be confirmed. `NotLeader` is

@@ -1,6 +1,6 @@
 //! Harness for tests that run real `metawal-node` processes.
 //!
-//! The actor-level tests (`tests/common`) run every node in one process;
+//! The actor-level tests (`TestCluster`) run every node in one process;
 //! they cannot show what a real `SIGKILL` does (no destructor runs, nothing
 //! is flushed that was not already `fdatasync`ed, the page cache survives
 //! but the process's memory does not), what a `SIGSTOP` does (a process
