@@ -423,6 +423,7 @@ impl StreamHandler<ConnInput> for ReplicaSession {
                 self.input(SessionInput::Frame(f), ctx)
             }
             Inbound::Error(e) => {
+                let io = matches!(e, CodecError::Io(_));
                 if self.handshaking() {
                     let why = match &e {
                         CodecError::Io(io) if is_tls_refusal(io) => {
@@ -430,8 +431,14 @@ impl StreamHandler<ConnInput> for ReplicaSession {
                         }
                         _ => format!("the connection ended during the handshake: {e}"),
                     };
-                    tracing::debug!(node = self.node, addr = ?self.from, error = %e, "replication connection failed during the handshake");
                     self.abandoned(why);
+                }
+                if !io {
+                    // Bytes that are not a frame: a broken or hostile peer,
+                    // during the handshake or after it.
+                    tracing::warn!(node = self.node, peer = ?self.peer(), addr = ?self.from, error = %e, "bad data on replication connection");
+                } else if self.handshaking() {
+                    tracing::debug!(node = self.node, addr = ?self.from, error = %e, "replication connection failed during the handshake");
                 } else if closed_abruptly(&e) {
                     // A peer closing on purpose sends close_notify (a clean
                     // end of stream): this one went away.
