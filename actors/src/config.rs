@@ -132,7 +132,7 @@ impl NodeConfig {
 
 /// A listening TCP socket bound by the caller, handed to [`Node::start`]
 /// (replication, [`NodeConfig::listener`]) or to the HTTP API
-/// ([`crate::http::HttpConfig::listener`]) instead of an address to bind.
+/// (`HttpConfig::listener`) instead of an address to bind.
 ///
 /// Cloning shares the one socket; the first start takes it, a second start
 /// with the same value is refused with a configuration error (a socket

@@ -56,9 +56,8 @@ pub use error::{
 };
 pub use metrics::NodeMetrics;
 pub use node::Node;
-pub use shared::Role;
 pub use status::{
-    FollowerStatus, HandshakeRefusal, NodeStatus, PeerChannel, PeerConnection, PeerStatus,
+    FollowerStatus, HandshakeRefusal, NodeStatus, PeerChannel, PeerConnection, PeerStatus, Role,
     Unreachable, PEER_STATE_TTL, PEER_WARN_INTERVAL,
 };
 pub use store::{Acks, Applied, Proposed};

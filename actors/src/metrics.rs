@@ -551,6 +551,27 @@ fn result_label(e: &ProposeError) -> &'static str {
     }
 }
 
+// Here, not in status.rs: the status types know nothing of metrics (no
+// import cycle status -> metrics -> status).
+impl From<&crate::status::NodeStatus> for Scrape {
+    fn from(s: &crate::status::NodeStatus) -> Scrape {
+        Scrape {
+            role: s.role.as_str(),
+            epoch: s.epoch,
+            elections: s.elections,
+            applied_offset: s.applied_offset,
+            commit: s.commit,
+            log_end: s.log_end,
+            isr_len: s.isr_len,
+            followers: s
+                .followers
+                .iter()
+                .map(|f| (f.peer, f.lag, f.state, f.reconnects))
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,54 +14,7 @@ use std::time::{Duration, Instant};
 use metawal::engine::election::ElectionRole;
 use metawal::NodeId;
 
-/// What a node is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Appends proposals and replicates them.
-    Leader,
-    /// Receives the leader's log.
-    Follower,
-    /// Was leader, but its storage failed: no longer appends (restart it).
-    Failed,
-    /// Shut down.
-    Stopped,
-}
-
-impl Role {
-    fn to_u8(self) -> u8 {
-        match self {
-            Role::Leader => 0,
-            Role::Follower => 1,
-            Role::Failed => 2,
-            Role::Stopped => 3,
-        }
-    }
-
-    fn from_u8(v: u8) -> Role {
-        match v {
-            0 => Role::Leader,
-            1 => Role::Follower,
-            2 => Role::Failed,
-            _ => Role::Stopped,
-        }
-    }
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Failed => "failed",
-            Role::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub(crate) use crate::status::Role;
 
 /// Shared, lock-free node facts.
 #[derive(Debug)]

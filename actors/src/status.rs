@@ -13,8 +13,7 @@ use metawal::replication::LinkState;
 use metawal::NodeId;
 use serde::Serialize;
 
-use crate::metrics::Scrape;
-use crate::shared::Role;
+use crate::tls::{is_abrupt_close, ConnectError};
 
 /// At most one WARN line per peer and reason in this interval about
 /// failing to connect to it or to complete a handshake with it; the next
@@ -617,22 +616,77 @@ impl NodeStatus {
     }
 }
 
-impl From<&NodeStatus> for Scrape {
-    fn from(s: &NodeStatus) -> Scrape {
-        Scrape {
-            role: s.role.as_str(),
-            epoch: s.epoch,
-            elections: s.elections,
-            applied_offset: s.applied_offset,
-            commit: s.commit,
-            log_end: s.log_end,
-            isr_len: s.isr_len,
-            followers: s
-                .followers
-                .iter()
-                .map(|f| (f.peer, f.lag, f.state, f.reconnects))
-                .collect(),
+// Here, not in tls.rs: tls knows nothing of the status types (no import
+// cycle tls -> status -> shared -> metrics -> error -> tls).
+impl ConnectError {
+    /// What the failure says about the connection to the peer.
+    pub fn connection(&self) -> PeerConnection {
+        let detail = self.to_string();
+        match self {
+            ConnectError::Timeout(_) => PeerConnection::unreachable(Unreachable::TimedOut, detail),
+            ConnectError::Tcp(e) => PeerConnection::unreachable(Unreachable::of_io(e), detail),
+            ConnectError::TlsTimeout(_) => {
+                PeerConnection::refused(HandshakeRefusal::TimedOut, detail)
+            }
+            // The peer closed (or reset) the connection before TLS could
+            // judge anything: it is shutting down, or refused the
+            // connection without a TLS alert.
+            ConnectError::Tls(e) if is_abrupt_close(e) => {
+                PeerConnection::refused(HandshakeRefusal::Closed, detail)
+            }
+            ConnectError::Tls(_) => PeerConnection::refused(HandshakeRefusal::Tls, detail),
         }
+    }
+}
+
+// Role lives with the status types (shared.rs re-exports it for the
+// actors), so status imports nothing that imports metrics.
+/// What a node is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Appends proposals and replicates them.
+    Leader,
+    /// Receives the leader's log.
+    Follower,
+    /// Was leader, but its storage failed: no longer appends (restart it).
+    Failed,
+    /// Shut down.
+    Stopped,
+}
+
+impl Role {
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Role::Leader => 0,
+            Role::Follower => 1,
+            Role::Failed => 2,
+            Role::Stopped => 3,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Role {
+        match v {
+            0 => Role::Leader,
+            1 => Role::Follower,
+            2 => Role::Failed,
+            _ => Role::Stopped,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Failed => "failed",
+            Role::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::status::{HandshakeRefusal, PeerConnection, Unreachable};
 use metawal::handshake::PeerIdentity;
 use metawal::NodeId;
 use rustls::client::danger::ServerCertVerifier;
@@ -357,27 +356,6 @@ pub(crate) enum ConnectError {
     /// node expected, or not from the CA).
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
-}
-
-impl ConnectError {
-    /// What the failure says about the connection to the peer.
-    pub fn connection(&self) -> PeerConnection {
-        let detail = self.to_string();
-        match self {
-            ConnectError::Timeout(_) => PeerConnection::unreachable(Unreachable::TimedOut, detail),
-            ConnectError::Tcp(e) => PeerConnection::unreachable(Unreachable::of_io(e), detail),
-            ConnectError::TlsTimeout(_) => {
-                PeerConnection::refused(HandshakeRefusal::TimedOut, detail)
-            }
-            // The peer closed (or reset) the connection before TLS could
-            // judge anything: it is shutting down, or refused the
-            // connection without a TLS alert.
-            ConnectError::Tls(e) if is_abrupt_close(e) => {
-                PeerConnection::refused(HandshakeRefusal::Closed, detail)
-            }
-            ConnectError::Tls(_) => PeerConnection::refused(HandshakeRefusal::Tls, detail),
-        }
-    }
 }
 
 /// Whether an I/O error on a peer connection is the connection ending

@@ -58,9 +58,9 @@ pub const SECRET: &str = "proc-test-secret";
 /// in: `current_exe()` is `<target>/<profile>/deps/<test>-<hash>`, the
 /// binary is `<target>/<profile>/metawal-node`.
 ///
-/// To be sure it is not stale, this runs `$CARGO build --workspace
-/// --all-targets` (with `--release` when the tests are built without debug
-/// assertions) once per test process. That is the same selection, and so
+/// To be sure it is not stale, this runs `$CARGO build --workspace --lib
+/// --bins --tests --examples` (with `--release` when the tests are built
+/// without debug assertions) once per test process. That is the same selection, and so
 /// the same feature resolution, as `cargo test --workspace`: after the
 /// README's test command it is a no-op of about a second, and nothing is
 /// rebuilt with other features (that rebuild cost CI two minutes before).
@@ -90,7 +90,11 @@ fn build_workspace() -> &'static Path {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(workspace)
-            .args(["build", "--quiet", "--workspace", "--all-targets"])
+            // Exactly `cargo test`'s default targets: `--all-targets` would
+            // add `--benches`, which compiles every lib and bin once more as
+            // a bench harness (four minutes of CI).
+            .args(["build", "--quiet", "--workspace"])
+            .args(["--lib", "--bins", "--tests", "--examples"])
             .arg("--target-dir")
             .arg(target_dir);
         if cfg!(not(debug_assertions)) {
