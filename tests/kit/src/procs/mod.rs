@@ -64,6 +64,8 @@ pub const SECRET: &str = "proc-test-secret";
 /// the same feature resolution, as `cargo test --workspace`: after the
 /// README's test command it is a no-op of about a second, and nothing is
 /// rebuilt with other features (that rebuild cost CI two minutes before).
+/// The variables `cargo test` set for this process are not passed on
+/// (see [`inherited_from_cargo_test`]).
 /// `METAWAL_TEST_NODE_BIN` overrides all of this with a path.
 pub fn node_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -89,6 +91,16 @@ fn build_workspace() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let mut cmd = Command::new(&cargo);
+        // Not the variables `cargo test` set for this test process: ring's
+        // build script is fingerprinted on `CARGO_MANIFEST_DIR`, so with
+        // them inherited this "no-op" rebuilt ring, rustls, ureq and every
+        // crate above them (3.5 minutes of CI), and the next `cargo test`
+        // rebuilt them back.
+        for (key, _) in std::env::vars_os() {
+            if inherited_from_cargo_test(&key.to_string_lossy()) {
+                cmd.env_remove(&key);
+            }
+        }
         cmd.current_dir(workspace)
             // Exactly `cargo test`'s default targets: `--all-targets` would
             // add `--benches`, which compiles every lib and bin once more as
@@ -114,6 +126,20 @@ fn build_workspace() -> &'static Path {
         eprintln!("procs: build checked in {:?}", started.elapsed());
         profile_dir.to_path_buf()
     })
+}
+
+/// Whether `key` is one of the variables cargo sets for the crate it
+/// compiles or the test it runs (not one a user sets to configure cargo).
+fn inherited_from_cargo_test(key: &str) -> bool {
+    const PREFIXES: [&str; 3] = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_"];
+    const NAMES: [&str; 5] = [
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p)) || NAMES.contains(&key)
 }
 
 /// Binary `name` for this test's target dir and profile (see
