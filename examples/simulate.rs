@@ -7,11 +7,12 @@
 //! ```text
 //! cargo run --release --example simulate -- --seeds 100
 //! cargo run --release --example simulate -- --seed 17 --nodes 5 --verbose
+//! cargo run --release --example simulate -- --seeds 20 --planted no-up-to-date-rule
 //! ```
 //!
 //! Before it, a line with the new faults and the time from the final heal
 //! to one leader every node knows:
-//! `faults: O one-way partitions (B messages blackholed), K clock steps; heal to leader: median M ms, p99 Q ms, max X ms (seed S)`.
+//! `faults: O one-way partitions (B messages blackholed), K clock steps, N stale-candidate strikes; heal to leader: median M ms, p99 Q ms, max X ms (seed S)`.
 //! The last line is always
 //! `simulated N seeds (S steps, C crashes, P partitions, W acked writes): V violations`
 //! and the exit code is non-zero when V > 0.
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use metawal::sim::{run_seed, SimConfig};
+use metawal::sim::{run_seed, PlantedBug, SimConfig};
 
 /// Run the metawal cluster simulation over many seeds.
 #[derive(Parser, Debug)]
@@ -47,6 +48,22 @@ struct Args {
     /// Print every event of every seed run.
     #[arg(long)]
     verbose: bool,
+    /// Plant a known bug, to see the checks catch it: ack-before-fsync,
+    /// no-fencing, late-election-timer, no-up-to-date-rule. The run then
+    /// reports violations (the exit code says so).
+    #[arg(long, value_parser = parse_planted)]
+    planted: Option<PlantedBug>,
+    /// Leave out the stale-candidate nemesis (replays seeds recorded
+    /// before it existed).
+    #[arg(long)]
+    no_nemesis: bool,
+}
+
+fn parse_planted(name: &str) -> Result<PlantedBug, String> {
+    PlantedBug::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown bug {name:?}; planted bugs: {}", names.join(", "))
+    })
 }
 
 fn main() -> ExitCode {
@@ -63,7 +80,7 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let (mut steps, mut crashes, mut partitions, mut writes, mut violations) = (0, 0, 0, 0, 0);
-    let (mut one_way, mut blackholed, mut clock_steps) = (0, 0, 0);
+    let (mut one_way, mut blackholed, mut clock_steps, mut strikes) = (0, 0, 0, 0);
     // (heal to leader, seed) of every seed that settled.
     let mut heal_to_leader: Vec<(Duration, u64)> = Vec::new();
     for &seed in &seeds {
@@ -71,6 +88,8 @@ fn main() -> ExitCode {
         let mut config = SimConfig::new(seed, nodes);
         config.steps = args.steps;
         config.keep_events = args.verbose;
+        config.bug = args.planted;
+        config.nemesis = !args.no_nemesis;
         let report = run_seed(&config);
         if args.verbose {
             for e in &report.events {
@@ -110,6 +129,7 @@ fn main() -> ExitCode {
         one_way += report.one_way_partitions;
         blackholed += report.blackholed;
         clock_steps += report.clock_steps;
+        strikes += report.nemesis_strikes;
         if let Some(t) = report.heal_to_leader {
             heal_to_leader.push((t, seed));
         }
@@ -134,7 +154,7 @@ fn main() -> ExitCode {
         None => "no seed settled".into(),
     };
     println!(
-        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps; heal to leader: {healed}"
+        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes; heal to leader: {healed}"
     );
     println!(
         "simulated {} seeds ({steps} steps, {crashes} crashes, {partitions} partitions, {writes} acked writes): {violations} violations",

@@ -299,6 +299,11 @@ pub struct ElectionEngine {
     /// Pre-vote rounds this node started.
     pre_votes: u64,
     actions: VecDeque<ElectionAction>,
+    /// The simulation's planted bug: grant (pre-)votes without Raft's
+    /// up-to-date rule. Compiled only with the `sim` feature; never set
+    /// outside the simulation.
+    #[cfg(feature = "sim")]
+    skip_up_to_date: bool,
 }
 
 impl ElectionEngine {
@@ -332,9 +337,30 @@ impl ElectionEngine {
             elections: 0,
             pre_votes: 0,
             actions: VecDeque::new(),
+            #[cfg(feature = "sim")]
+            skip_up_to_date: false,
         };
         e.reset_timeout(now);
         e
+    }
+
+    /// Plant a bug for the simulation to find: (pre-)votes are granted
+    /// without Raft's up-to-date rule, so a candidate with a shorter log
+    /// can win and lose committed entries.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn plant_skip_up_to_date(&mut self) {
+        self.skip_up_to_date = true;
+    }
+
+    /// Raft's up-to-date rule: a candidate whose log end `theirs` is at
+    /// least this node's `log` may get its (pre-)vote.
+    fn up_to_date(&self, theirs: LastLog, log: LastLog) -> bool {
+        #[cfg(feature = "sim")]
+        if self.skip_up_to_date {
+            return true;
+        }
+        theirs >= log
     }
 
     /// The role.
@@ -601,7 +627,9 @@ impl ElectionEngine {
             AfterPersist::Grant { to, epoch, theirs } => {
                 // Decided again against the fenced log: entries appended
                 // between the request and the fence count.
-                let granted = epoch == self.epoch && self.voted_for == Some(to) && theirs >= log;
+                let granted = epoch == self.epoch
+                    && self.voted_for == Some(to)
+                    && self.up_to_date(theirs, log);
                 if !granted {
                     tracing::debug!(
                         node = self.node,
@@ -711,7 +739,7 @@ impl ElectionEngine {
             } => {
                 let granted = epoch > self.epoch
                     && !self.hears_live_leader(now)
-                    && (last_epoch, last_offset) >= log;
+                    && self.up_to_date((last_epoch, last_offset), log);
                 let reply = ElectionMsg::PreVoteReply {
                     epoch,
                     current: self.epoch,
@@ -816,7 +844,7 @@ impl ElectionEngine {
             self.move_to_epoch(now, epoch);
         }
         let free = self.voted_for.is_none() || self.voted_for == Some(from);
-        if !free || theirs < log {
+        if !free || !self.up_to_date(theirs, log) {
             refuse(self);
             return;
         }

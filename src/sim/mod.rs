@@ -70,6 +70,7 @@ pub mod disk;
 pub mod election;
 pub mod follower;
 pub mod leader;
+mod nemesis;
 pub mod net;
 pub mod node;
 pub mod rng;
@@ -129,6 +130,9 @@ pub struct SimConfig {
     /// A bug planted in the simulated shell (not in the engines), to show
     /// that the checks find it. `None` for real runs.
     pub bug: Option<PlantedBug>,
+    /// Run the stale-candidate [nemesis] among the faults (on by default;
+    /// off replays seeds recorded before it existed).
+    pub nemesis: bool,
 }
 
 /// Bugs the simulation can plant in its own node shell, so that tests can
@@ -146,6 +150,35 @@ pub enum PlantedBug {
     /// restarts: the cluster still elects and converges within the settle
     /// deadline, only slowly, so only the liveness bound catches it.
     LateElectionTimer,
+    /// Raft's up-to-date rule is deleted from the vote and the pre-vote
+    /// (planted in the election engine): a candidate with a shorter log
+    /// can win, and entries a majority acknowledged are lost.
+    NoUpToDateRule,
+}
+
+impl PlantedBug {
+    /// Every planted bug, for `--planted` and the tests.
+    pub const ALL: [PlantedBug; 4] = [
+        PlantedBug::AckBeforeFsync,
+        PlantedBug::NoFencing,
+        PlantedBug::LateElectionTimer,
+        PlantedBug::NoUpToDateRule,
+    ];
+
+    /// Its name on the command line (`--planted NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeFsync => "ack-before-fsync",
+            PlantedBug::NoFencing => "no-fencing",
+            PlantedBug::LateElectionTimer => "late-election-timer",
+            PlantedBug::NoUpToDateRule => "no-up-to-date-rule",
+        }
+    }
+
+    /// The bug named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == name)
+    }
 }
 
 impl SimConfig {
@@ -183,13 +216,19 @@ impl SimConfig {
             external_every: Duration::from_millis(4),
             settle_deadline: Duration::from_secs(30),
             bug: None,
+            nemesis: true,
         }
     }
 
     /// The command that replays this seed.
     pub fn replay_command(&self) -> String {
+        let planted = match self.bug {
+            Some(bug) => format!(" --planted {}", bug.name()),
+            None => String::new(),
+        };
+        let nemesis = if self.nemesis { "" } else { " --no-nemesis" };
         format!(
-            "cargo run --release --example simulate -- --seed {} --nodes {} --steps {} --verbose",
+            "cargo run --release --example simulate -- --seed {} --nodes {} --steps {}{planted}{nemesis} --verbose",
             self.seed, self.nodes, self.steps
         )
     }
@@ -253,6 +292,9 @@ pub struct SeedReport {
     pub blackholed: u64,
     /// Clock steps.
     pub clock_steps: u64,
+    /// Strikes of the stale-candidate [nemesis]: a cut minority healed
+    /// just as the leader crashed or was isolated.
+    pub nemesis_strikes: u64,
     /// Connections cut.
     pub cuts: u64,
     /// Leader promotions.
@@ -359,6 +401,8 @@ pub struct Simulation {
     late_timer: Vec<bool>,
     report: SeedReport,
     broken: Option<Broken>,
+    /// The stale-candidate nemesis between its acts.
+    nemesis: Option<nemesis::StaleCandidate>,
 }
 
 impl Simulation {
@@ -406,10 +450,12 @@ impl Simulation {
             late_timer: vec![false; config.nodes],
             report,
             broken: None,
+            nemesis: None,
             config,
         };
         sim.schedule(0, Ev::Tick);
         for id in 1..=sim.nodes.len() as NodeId {
+            sim.plant_in_engines(id);
             sim.arm_election_timer(id);
         }
         let first = sim.external_delay();
@@ -956,10 +1002,17 @@ impl Simulation {
     }
 
     fn external(&mut self) {
+        if self.nemesis_tick() {
+            return;
+        }
         let r = self.rng.below(1000);
         let n = self.nodes.len() as NodeId;
         if r < 935 {
-            self.propose();
+            if self.config.nemesis && r >= 925 {
+                self.nemesis_cut();
+            } else {
+                self.propose();
+            }
         } else if r < 940 {
             let id = self.rng.range(1, n);
             let ms = self.rng.range(200, 1000);
@@ -1112,9 +1165,18 @@ impl Simulation {
         ));
     }
 
+    /// Plant the configured bug in `id`'s engines, if it lives there
+    /// (the others live in this shell).
+    fn plant_in_engines(&mut self, id: NodeId) {
+        if self.config.bug == Some(PlantedBug::NoUpToDateRule) {
+            self.node_mut(id).election.plant_skip_up_to_date();
+        }
+    }
+
     fn restart(&mut self, id: NodeId) {
         let now = self.clock(id);
         self.node_mut(id).restart(now);
+        self.plant_in_engines(id);
         self.late_timer[id as usize - 1] = false;
         self.disarm_election_timer(id);
         self.arm_election_timer(id);
