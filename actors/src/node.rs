@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::changes::ChangeStream;
 use crate::config::NodeConfig;
 use crate::disk::{Disk, DiskHandle};
-use crate::election::{Elector, ElectorInit, ElectorSlot, Resign, StopElector, TransferTo};
+use crate::election::{Elector, ElectorInit, Resign, RoleChanges, StopElector, TransferTo};
 use crate::error::{
     DiskError, LogStartError, NodeError, ProposeError, ReadError, RoleError, StateError,
     StatusError, SubscribeError,
@@ -38,6 +38,7 @@ use crate::error::{
 use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
 };
+use crate::follower::messages::ElectorSlot;
 use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
 use crate::metrics::NodeMetrics;
 use crate::progress::LogProgress;
@@ -407,7 +408,7 @@ impl Node {
             progress: progress_rx,
             epoch,
             voted_for,
-            roles: handle.clone(),
+            roles: Box::new(handle.clone()),
         })
         .start();
         let _ = elector_slot.set(elector.clone().recipient());
@@ -1069,5 +1070,23 @@ impl Node {
         }
         self.disk.stop().await;
         tracing::info!(node, "node stopped");
+    }
+}
+
+/// The elector's role changes are this node's (see [`Node::lead`] and
+/// [`Node::step_down`]).
+impl RoleChanges for Node {
+    fn lead(&self, epoch: u64) -> futures::future::LocalBoxFuture<'static, Result<(), RoleError>> {
+        let node = self.clone();
+        Box::pin(async move { node.lead(epoch).await })
+    }
+
+    fn step_down(
+        &self,
+        epoch: u64,
+        leader: Option<NodeId>,
+    ) -> futures::future::LocalBoxFuture<'static, ()> {
+        let node = self.clone();
+        Box::pin(async move { node.step_down(epoch, leader).await })
     }
 }

@@ -69,73 +69,9 @@ pub enum ElectionRole {
     Leader,
 }
 
-/// An election message between voters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum ElectionMsg {
-    /// Would you vote for me in `epoch`? (Changes nothing at the voter.)
-    PreVote {
-        /// The epoch the asker would stand in (its own + 1).
-        epoch: u64,
-        /// The asker's last log epoch.
-        last_epoch: u64,
-        /// The asker's last offset.
-        last_offset: u64,
-    },
-    /// The answer to a `PreVote`.
-    PreVoteReply {
-        /// The epoch asked about.
-        epoch: u64,
-        /// The voter's own epoch.
-        current: u64,
-        /// Granted.
-        granted: bool,
-    },
-    /// Vote for me in `epoch`.
-    Vote {
-        /// The asker's new epoch.
-        epoch: u64,
-        /// The asker's last log epoch.
-        last_epoch: u64,
-        /// The asker's last offset.
-        last_offset: u64,
-        /// Asked for by the leader (a transfer): granted even while the
-        /// voter hears that leader.
-        transfer: bool,
-    },
-    /// The answer to a `Vote`.
-    VoteReply {
-        /// The epoch asked about.
-        epoch: u64,
-        /// The voter's own epoch.
-        current: u64,
-        /// Granted.
-        granted: bool,
-    },
-    /// The leader of `epoch` shuts down: elect now.
-    Resign {
-        /// Its epoch.
-        epoch: u64,
-    },
-    /// The leader of `epoch` hands leadership to the receiver: stand now.
-    ElectNow {
-        /// Its epoch.
-        epoch: u64,
-    },
-}
-
-impl ElectionMsg {
-    /// The epoch a message is about.
-    pub fn epoch(&self) -> u64 {
-        match *self {
-            ElectionMsg::PreVote { epoch, .. }
-            | ElectionMsg::PreVoteReply { epoch, .. }
-            | ElectionMsg::Vote { epoch, .. }
-            | ElectionMsg::VoteReply { epoch, .. }
-            | ElectionMsg::Resign { epoch }
-            | ElectionMsg::ElectNow { epoch } => epoch,
-        }
-    }
-}
+// The messages travel in frames: the wire format owns them, the engine
+// decides on them.
+pub use crate::frame::ElectionMsg;
 
 /// An event for the election engine.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use futures::future::LocalBoxFuture;
 use metawal::engine::election::{
     ElectionAction, ElectionConfig, ElectionEngine, ElectionInput, ElectionMsg, LastLog,
 };
@@ -30,17 +31,20 @@ use tokio::sync::watch;
 
 use super::voter_link::{SendElection, StopVoterLink, VoterLink};
 use crate::disk::DiskHandle;
+use crate::error::RoleError;
 use crate::follower::listener::{Fence, ReplicaListener};
-use crate::node::Node;
+use crate::follower::messages::ElectionIn;
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 
-/// An election message from an authenticated peer.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ElectionIn {
-    pub from: NodeId,
-    pub msg: ElectionMsg,
+/// What the elector asks of its node when the engine decides a role
+/// change; the node carries it out (`Node` implements this in `node.rs`).
+/// A trait, so that the elector does not import the node that starts it.
+pub(crate) trait RoleChanges: Send + 'static {
+    /// Take the leadership of `epoch` (won by this node).
+    fn lead(&self, epoch: u64) -> LocalBoxFuture<'static, Result<(), RoleError>>;
+    /// Follow `leader` (if known) in `epoch`.
+    fn step_down(&self, epoch: u64, leader: Option<NodeId>) -> LocalBoxFuture<'static, ()>;
 }
 
 /// Leader: hand leadership to `to` now (it has caught up).
@@ -71,7 +75,7 @@ pub(crate) struct ElectorInit {
     pub epoch: u64,
     pub voted_for: Option<NodeId>,
     /// The node, for role changes.
-    pub roles: Node,
+    pub roles: Box<dyn RoleChanges>,
 }
 
 pub(crate) struct Elector {
@@ -85,7 +89,7 @@ pub(crate) struct Elector {
     disk: DiskHandle,
     listener: Addr<ReplicaListener>,
     progress: watch::Receiver<LogProgress>,
-    roles: Node,
+    roles: Box<dyn RoleChanges>,
     /// The last leader contact and follower answers fed to the engine.
     fed_leader: Option<Instant>,
     fed_followers: BTreeMap<NodeId, Instant>,
@@ -205,8 +209,7 @@ impl Elector {
                 }
                 ElectionAction::BecomeLeader { epoch } => {
                     self.busy = true;
-                    let roles = self.roles.clone();
-                    let fut = async move { roles.lead(epoch).await };
+                    let fut = self.roles.lead(epoch);
                     ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
                         act.busy = false;
                         if let Err(e) = res {
@@ -219,8 +222,7 @@ impl Elector {
                 }
                 ElectionAction::StepDown { epoch, leader } => {
                     self.busy = true;
-                    let roles = self.roles.clone();
-                    let fut = async move { roles.step_down(epoch, leader).await };
+                    let fut = self.roles.step_down(epoch, leader);
                     ctx.wait(fut.into_actor(self).map(|(), act, ctx| {
                         act.busy = false;
                         act.drive(ctx);

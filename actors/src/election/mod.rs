@@ -7,11 +7,4 @@
 mod elector;
 mod voter_link;
 
-pub(crate) use elector::{ElectionIn, Elector, ElectorInit, Resign, StopElector, TransferTo};
-
-use std::sync::{Arc, OnceLock};
-
-use actix::Recipient;
-
-/// Where sessions deliver election messages: set once the Elector runs.
-pub(crate) type ElectorSlot = Arc<OnceLock<Recipient<ElectionIn>>>;
+pub(crate) use elector::{Elector, ElectorInit, Resign, RoleChanges, StopElector, TransferTo};

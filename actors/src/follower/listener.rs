@@ -33,11 +33,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
-use crate::election::ElectorSlot;
 use crate::error::DiskError;
 use crate::follower::messages::{
-    Attach, Durable, ListenerHandle, LogEnd, SessionAppend, SessionCommit, SessionGone,
-    SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
+    Attach, Durable, ElectorSlot, ListenerHandle, LogEnd, SessionAppend, SessionCommit,
+    SessionGone, SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
 };
 use crate::follower::session::{ReplicaSession, SessionInit};
 use crate::leader::replicator::WakeLinks;

@@ -6,7 +6,10 @@
 //! session reaches the listener only through the [`ListenerHandle`] of
 //! recipients it is given.
 
+use std::sync::{Arc, OnceLock};
+
 use actix::prelude::*;
+use metawal::engine::election::ElectionMsg;
 use metawal::record::Record;
 use metawal::{Entry, NodeId};
 
@@ -107,3 +110,17 @@ pub(crate) struct SessionSnapshot {
 pub(crate) struct SessionGone {
     pub session: u64,
 }
+
+/// An election message from an authenticated peer, passed on by the
+/// session that received it to the node's elector.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ElectionIn {
+    pub from: NodeId,
+    pub msg: ElectionMsg,
+}
+
+/// Where sessions deliver election messages: set once the elector runs.
+/// (Here, beside the sessions, so that neither the listener nor a session
+/// imports the elector, which fences the listener.)
+pub(crate) type ElectorSlot = Arc<OnceLock<Recipient<ElectionIn>>>;

@@ -30,10 +30,9 @@ use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpStream;
 
 use crate::conn::{closed_abruptly, ConnInput, ConnOwner, Connection, Inbound};
-use crate::election::{ElectionIn, ElectorSlot};
 use crate::follower::messages::{
-    Attach, AttachRefused, Durable, ListenerHandle, SessionAppend, SessionCommit, SessionGone,
-    SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
+    Attach, AttachRefused, Durable, ElectionIn, ElectorSlot, ListenerHandle, SessionAppend,
+    SessionCommit, SessionGone, SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
 };
 use crate::shared::NodeShared;
 use crate::status::{reject_text, HandshakeRefusal, PeerChannel, PeerConnection};
