@@ -19,8 +19,9 @@ pub mod frame;
 pub mod handshake;
 pub mod record;
 pub mod replication;
-/// The deterministic simulation (feature `sim`: the simulate example and
-/// tests/simulation.rs turn it on; a broker embedding metawal never needs it).
+// The deterministic simulation (feature `sim`). Its docs are the module's
+// own: an outer doc here would make rustdoc resolve the module doc's links
+// from the crate root.
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;

@@ -24,8 +24,10 @@
 mod changes;
 mod config;
 mod conn;
-/// The disk thread: crate-private, public only to the tests (feature
-/// `fault-injection`), which drive it directly.
+// The disk threads: crate-private, public only to the tests (feature
+// `fault-injection`), which drive them directly. (Its docs are the
+// module's own: an outer doc here would make rustdoc resolve the module
+// doc's links from the crate root.)
 #[cfg(feature = "fault-injection")]
 pub mod disk;
 #[cfg(not(feature = "fault-injection"))]

@@ -1,4 +1,4 @@
-//! Elections: every node runs the real [`ElectionEngine`], the one the
+//! Elections: every node runs the real [`ElectionEngine`](crate::engine::election::ElectionEngine), the one the
 //! node's election actor drives. This file is its shell: it carries
 //! election messages over the simulated network (each one a datagram with
 //! its own latency, lost if either end is down, a partition separates them

@@ -2,7 +2,7 @@
 //! [`SessionEngine`] (the challenge, the leader's `Hello` checked with the
 //! real keys and epoch fencing, `Welcome`/`Reject`, the checks on every
 //! frame, acks, the session timeout), and the node's log is owned by the
-//! real [`FollowerEngine`] (the active session, the epoch persisted before
+//! real [`FollowerEngine`](crate::engine::follower::FollowerEngine) (the active session, the epoch persisted before
 //! it is acted on, the group-commit queue, truncations, the commit point
 //! learned), the two engines the `ReplicaSession` and `ReplicaListener`
 //! actors drive. This file is only their shell: it carries the engines'

@@ -1,4 +1,6 @@
-//! Deterministic whole-cluster simulation.
+//! Deterministic whole-cluster simulation (behind the cargo feature `sim`:
+//! the simulate example and `tests/simulation.rs` turn it on; a broker
+//! embedding metawal never needs it).
 //!
 //! N nodes (3 or 5) run the real replication engines —
 //! [`ReplicaSetTracker`](crate::replication::ReplicaSetTracker) for the ISR and
@@ -130,7 +132,7 @@ pub struct SimConfig {
     /// A bug planted in the simulated shell (not in the engines), to show
     /// that the checks find it. `None` for real runs.
     pub bug: Option<PlantedBug>,
-    /// Run the stale-candidate [nemesis] among the faults (on by default;
+    /// Run the stale-candidate nemesis (`sim/nemesis.rs`) among the faults (on by default;
     /// off replays seeds recorded before it existed).
     pub nemesis: bool,
 }
@@ -292,7 +294,7 @@ pub struct SeedReport {
     pub blackholed: u64,
     /// Clock steps.
     pub clock_steps: u64,
-    /// Strikes of the stale-candidate [nemesis]: a cut minority healed
+    /// Strikes of the stale-candidate nemesis (`sim/nemesis.rs`): a cut minority healed
     /// just as the leader crashed or was isolated.
     pub nemesis_strikes: u64,
     /// Connections cut.

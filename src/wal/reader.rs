@@ -1,9 +1,9 @@
-//! [`WalReader`]: a read-only view of the durable part of a [`Wal`], for a
+//! [`WalReader`]: a read-only view of the durable part of a [`Wal`](super::Wal), for a
 //! thread other than the one that owns the log.
 //!
 //! The leader's catch-up reads for lagging followers must not wait behind (or
 //! delay) group commits, so they run on a thread of their own. That thread
-//! cannot borrow the [`Wal`] (the writer owns it, `&mut`), so the writer
+//! cannot borrow the [`Wal`](super::Wal) (the writer owns it, `&mut`), so the writer
 //! publishes a small shared index, the [`ReadIndex`] behind an
 //! `Arc<RwLock<..>>`: for each segment its file path, base offset and the byte
 //! position of every *durable* record, plus the epochs of those records. The
@@ -20,7 +20,7 @@
 //! - a prefix truncation deleted the segment (records only ever leave the
 //!   front of the log that way, never change): the open fails with
 //!   `NotFound` and the read reports [`WalError::OutOfRange`] below the new
-//!   log start, exactly as [`Wal::read`] would now;
+//!   log start, exactly as [`Wal::read`](super::Wal::read) would now;
 //! - a suffix truncation cut (and maybe rewrote) records that the read had
 //!   planned: every suffix truncation bumps a generation number *before* it
 //!   changes any file, and the read compares it after its `pread`s, so such a
@@ -153,9 +153,9 @@ struct Chunk {
     records: Vec<(u64, u64, u64)>,
 }
 
-/// A read-only, cloneable view of a [`Wal`]'s durable records, usable from
+/// A read-only, cloneable view of a [`Wal`](super::Wal)'s durable records, usable from
 /// any thread while the writer keeps appending (see the module docs).
-/// Get one with [`Wal::reader`].
+/// Get one with [`Wal::reader`](super::Wal::reader).
 #[derive(Debug, Clone)]
 pub struct WalReader {
     index: SharedIndex,
@@ -178,7 +178,7 @@ impl WalReader {
 
     /// Up to `max_entries` durable records from `from`, stopping before
     /// `max_bytes` would be passed (but at least one record when `from` is
-    /// held): the same contract as [`Wal::read`], over the durable records.
+    /// held): the same contract as [`Wal::read`](super::Wal::read), over the durable records.
     ///
     /// `from == last_durable_offset() + 1` gives an empty `Vec`; an offset
     /// below the log start or past the durable end is
@@ -309,7 +309,7 @@ impl WalReader {
 }
 
 /// The byte ranges to read for `from`, or `None` for the empty read at the
-/// durable end (the bounds as in [`Wal::read`]).
+/// durable end (the bounds as in [`Wal::read`](super::Wal::read)).
 fn plan(
     index: &ReadIndex,
     from: u64,

@@ -211,7 +211,7 @@ struct Args {
     watch_stall_ms: Option<u64>,
 
     /// This node's TLS certificate chain (PEM). It must be valid for
-    /// node-<id>.<cluster-id> (server and client auth), signed by --tls-ca.
+    /// `node-<id>.<cluster-id>` (server and client auth), signed by --tls-ca.
     /// Read at start: a restart picks up a renewed file.
     #[arg(
         long,

@@ -65,7 +65,8 @@ pub const SECRET: &str = "proc-test-secret";
 /// README's test command it is a no-op of about a second, and nothing is
 /// rebuilt with other features (that rebuild cost CI two minutes before).
 /// The variables `cargo test` set for this process are not passed on
-/// (see [`inherited_from_cargo_test`]).
+/// (the `CARGO_MANIFEST_*`, `CARGO_PKG_*`, `CARGO_BIN_*` ones and a few
+/// more).
 /// `METAWAL_TEST_NODE_BIN` overrides all of this with a path.
 pub fn node_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
