@@ -8,7 +8,7 @@
 //! the [`replication`] decisions as pure state machines that take time as an
 //! argument. The actix runtime around it lives in the `metawal-actors` crate.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod codec;
 pub mod command;
