@@ -22,7 +22,7 @@ pub const RECORD_HEADER_LEN: usize = 8;
 pub const MAX_RECORD_PAYLOAD: usize = 64 * 1024;
 
 /// Errors from encoding or checking a record.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     /// Fewer bytes remain than the header or the declared payload needs.
     #[error("record truncated: needs {needed} bytes, only {available} remain")]

@@ -486,7 +486,17 @@ async fn a_leader_whose_disk_fails_is_replaced_by_an_election() {
         .node(1)
         .propose(create_topic("lost", 1, 3), Acks::All)
         .await;
-    assert!(r.is_err(), "{r:?}");
+    // The entry was handed to the leader before its disk failed: it may
+    // have reached a follower, so the error must not say "not appended"
+    // (a caller would retry and write it twice).
+    let e = r.expect_err("the write fails with the disk");
+    assert!(
+        matches!(
+            e,
+            metawal_actors::ProposeError::StorageFailedAfterAppend { .. }
+        ) && e.appended() == metawal_actors::Appended::Maybe,
+        "{e:?}"
+    );
     assert_eq!(c.node(1).role(), Role::Failed);
     let tried = c.node(1).status().await.unwrap().pre_votes;
     let leader = {

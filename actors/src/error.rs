@@ -85,13 +85,45 @@ pub enum ProposeError {
     },
     /// Too much is queued; nothing was appended.
     #[error("node is overloaded ({0}); nothing was appended, retry later")]
-    Overloaded(String),
-    /// The node's storage failed; it stopped accepting writes.
-    #[error("storage failure: {0}")]
-    Storage(String),
+    Overloaded(Overload),
+    /// The node's storage failed earlier and it stopped accepting writes;
+    /// nothing was appended. Restart the node.
+    #[error("this node's storage failed and it stopped accepting writes; nothing was appended: restart the node")]
+    StorageFailed,
+    /// The leader's storage failed after the entry at `offset` was handed
+    /// to it: the entry may have reached followers and may still commit
+    /// under the next leader. This node takes no more writes (restart it);
+    /// read the entry back on the next leader before retrying.
+    #[error("this node's storage failed after offset {offset} was appended; it may still commit under the next leader: read it back there before retrying")]
+    StorageFailedAfterAppend {
+        /// Offset of the appended entry.
+        offset: u64,
+    },
+    /// The entry could not be encoded as a log record; nothing was
+    /// appended.
+    #[error("cannot encode the entry: {0}; nothing was appended")]
+    Encode(metawal::record::RecordError),
     /// The node is stopping.
     #[error("node is shutting down")]
     ShuttingDown,
+}
+
+/// What is full when a proposal is refused as [`ProposeError::Overloaded`].
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overload {
+    /// Too many entries are appended but not committed (followers or the
+    /// disk are behind).
+    #[error("{entries} entries appended but not committed, at most {max}")]
+    Uncommitted {
+        /// Entries appended but not committed.
+        entries: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The Replicator's mailbox is full.
+    #[error("the Replicator's mailbox is full")]
+    ReplicatorMailbox,
 }
 
 impl ProposeError {
@@ -104,8 +136,10 @@ impl ProposeError {
             | ProposeError::NotEnoughReplicas { .. }
             | ProposeError::TooLarge { .. }
             | ProposeError::Overloaded(_)
-            | ProposeError::Storage(_) => Appended::No,
+            | ProposeError::StorageFailed
+            | ProposeError::Encode(_) => Appended::No,
             ProposeError::NotEnoughReplicasAfterAppend { .. }
+            | ProposeError::StorageFailedAfterAppend { .. }
             | ProposeError::Timeout { .. }
             | ProposeError::LeadershipLost
             // The store may have gone away after appending.
@@ -114,8 +148,9 @@ impl ProposeError {
     }
 }
 
-impl From<metawal::engine::LeaderError> for ProposeError {
-    fn from(e: metawal::engine::LeaderError) -> ProposeError {
+impl ProposeError {
+    /// The leader engine's verdict on the entry it was handed at `offset`.
+    pub(crate) fn from_leader(e: metawal::engine::LeaderError, offset: u64) -> ProposeError {
         use metawal::engine::LeaderError;
         match e {
             LeaderError::NotEnoughReplicasAfterAppend {
@@ -127,7 +162,9 @@ impl From<metawal::engine::LeaderError> for ProposeError {
                 isr,
                 required,
             },
-            LeaderError::Storage(why) => ProposeError::Storage(why),
+            // The reason is the leader's ERROR line; the caller needs the
+            // offset to read the entry back.
+            LeaderError::Storage(_) => ProposeError::StorageFailedAfterAppend { offset },
             LeaderError::ShuttingDown => ProposeError::ShuttingDown,
             LeaderError::SteppedDown => ProposeError::LeadershipLost,
         }

@@ -546,7 +546,8 @@ fn result_label(e: &ProposeError) -> &'static str {
         ProposeError::LeadershipLost => "leadership_lost",
         ProposeError::TooLarge { .. } => "too_large",
         ProposeError::Overloaded(_) => "overloaded",
-        ProposeError::Storage(_) => "storage",
+        ProposeError::StorageFailed | ProposeError::StorageFailedAfterAppend { .. } => "storage",
+        ProposeError::Encode(_) => "encode",
         ProposeError::ShuttingDown => "shutting_down",
     }
 }

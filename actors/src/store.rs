@@ -29,7 +29,7 @@ use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
 use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
-use crate::error::ProposeError;
+use crate::error::{Overload, ProposeError};
 use crate::leader::replicator::{AppendEntry, LogStartMoved, Replicator};
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
@@ -359,9 +359,7 @@ impl MetadataStore {
                 reply,
             })
             .map_err(|e| match e {
-                SendError::Full(_) => {
-                    ProposeError::Overloaded("the Replicator's mailbox is full".into())
-                }
+                SendError::Full(_) => ProposeError::Overloaded(Overload::ReplicatorMailbox),
                 SendError::Closed(_) => ProposeError::ShuttingDown,
             })?;
         // Accepted: from here on the entry is in the log's order.
@@ -380,18 +378,17 @@ impl MetadataStore {
                 node: self.node,
                 leader,
             },
-            AdmitRefused::Failed => ProposeError::Storage(
-                "this node's storage failed and it stopped accepting writes; restart the node"
-                    .into(),
-            ),
+            AdmitRefused::Failed => ProposeError::StorageFailed,
             AdmitRefused::Stopped => ProposeError::ShuttingDown,
             AdmitRefused::NotEnoughReplicas { isr, required } => {
                 ProposeError::NotEnoughReplicas { isr, required }
             }
             AdmitRefused::Invalid(e) => ProposeError::Invalid(e),
-            AdmitRefused::Overloaded(why) => ProposeError::Overloaded(why),
+            AdmitRefused::Uncommitted { entries, max } => {
+                ProposeError::Overloaded(Overload::Uncommitted { entries, max })
+            }
             AdmitRefused::TooLarge { bytes, max } => ProposeError::TooLarge { bytes, max },
-            AdmitRefused::Encode(e) => ProposeError::Storage(format!("cannot encode entry: {e}")),
+            AdmitRefused::Encode(e) => ProposeError::Encode(e),
         }
     }
 

@@ -205,8 +205,13 @@ pub enum AdmitRefused {
     #[error("invalid command: {0}")]
     Invalid(ValidationError),
     /// Too much is appended but not committed.
-    #[error("{0}")]
-    Overloaded(String),
+    #[error("{entries} entries appended but not committed (at most {max})")]
+    Uncommitted {
+        /// Entries appended but not committed.
+        entries: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The entry's record would exceed the record size limit.
     #[error("the entry is {bytes} bytes encoded, above the {max}-byte record limit")]
     TooLarge {
@@ -217,7 +222,7 @@ pub enum AdmitRefused {
     },
     /// The entry could not be encoded.
     #[error("cannot encode entry: {0}")]
-    Encode(String),
+    Encode(crate::record::RecordError),
 }
 
 /// An admitted proposal: its entry and the record to hand to the
@@ -437,9 +442,10 @@ impl StoreEngine {
         }
         let uncommitted = log.next_offset.saturating_sub(1 + self.progress.commit);
         if uncommitted >= MAX_UNCOMMITTED {
-            return Err(AdmitRefused::Overloaded(format!(
-                "{uncommitted} entries appended but not committed"
-            )));
+            return Err(AdmitRefused::Uncommitted {
+                entries: uncommitted,
+                max: MAX_UNCOMMITTED,
+            });
         }
         let entry = Entry {
             offset: log.next_offset,
@@ -448,7 +454,7 @@ impl StoreEngine {
         };
         let record = Record::encode(&entry).map_err(|e| match e {
             RecordError::BadLength { len, max } => AdmitRefused::TooLarge { bytes: len, max },
-            e => AdmitRefused::Encode(e.to_string()),
+            e => AdmitRefused::Encode(e),
         })?;
         Ok(Admitted { entry, record })
     }

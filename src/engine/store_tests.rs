@@ -179,7 +179,7 @@ fn too_much_uncommitted_is_refused_as_overloaded() {
     );
     assert!(matches!(
         e.admit(create("a"), false, false, leader_adm()),
-        Err(AdmitRefused::Overloaded(_))
+        Err(AdmitRefused::Uncommitted { .. })
     ));
     e.handle(StoreInput::Progress(progress(1, 1)), &mut Sink::default());
     assert!(e.admit(create("a"), false, false, leader_adm()).is_ok());

@@ -161,7 +161,11 @@ pub(crate) fn propose_error(e: &ProposeError) -> ApiError {
                 .with_detail(json!({ "bytes": bytes, "max": max }))
         }
         ProposeError::Overloaded(_) => ApiError::new(unavailable, "overloaded", msg),
-        ProposeError::Storage(_) => ApiError::new(unavailable, "storage_failed", msg),
+        ProposeError::StorageFailed => ApiError::new(unavailable, "storage_failed", msg),
+        ProposeError::StorageFailedAfterAppend { offset } => {
+            ApiError::new(unknown, "storage_failed", msg).with_detail(json!({ "offset": offset }))
+        }
+        ProposeError::Encode(_) => ApiError::new(S::INTERNAL_SERVER_ERROR, "encode_failed", msg),
         // The store may have gone away after appending: unknown.
         ProposeError::ShuttingDown => ApiError::new(
             unknown,
@@ -246,12 +250,13 @@ mod tests {
                 isr: 1,
                 required: 2,
             },
-            ProposeError::Overloaded("x".into()),
+            ProposeError::Overloaded(crate::error::Overload::ReplicatorMailbox),
             ProposeError::TooLarge {
                 bytes: 70_000,
                 max: 65_536,
             },
-            ProposeError::Storage("disk".into()),
+            ProposeError::StorageFailed,
+            ProposeError::Encode(metawal::record::RecordError::Encode("x".into())),
             ProposeError::NotLeader {
                 node: 1,
                 leader: None,
@@ -259,7 +264,7 @@ mod tests {
         ];
         for e in definite {
             let s = propose_error(&e).status.as_u16();
-            assert!(matches!(s, 400 | 413 | 503), "{e:?} gave {s}");
+            assert!(matches!(s, 400 | 413 | 500 | 503), "{e:?} gave {s}");
             assert_eq!(e.appended(), crate::error::Appended::No, "{e:?}");
         }
         let unknown = [
@@ -274,6 +279,7 @@ mod tests {
                 required: 2,
             },
             ProposeError::ShuttingDown,
+            ProposeError::StorageFailedAfterAppend { offset: 3 },
         ];
         for e in unknown {
             assert_eq!(propose_error(&e).status.as_u16(), 504, "{e:?}");

@@ -230,10 +230,12 @@ impl Replicator {
         match action {
             LeaderAction::WriteWal { up_to } => self.write_wal(up_to, ctx),
             LeaderAction::Resolve {
-                proposal, result, ..
+                proposal,
+                offset,
+                result,
             } => {
                 if let Some(w) = self.waiters.remove(&proposal) {
-                    let _ = w.send(result.map_err(ProposeError::from));
+                    let _ = w.send(result.map_err(|e| ProposeError::from_leader(e, offset)));
                 }
             }
             LeaderAction::IsrChanged {
