@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix::prelude::*;
-use metawal_actors::{Command, Node, NodeConfig, NodeId, ReplicationConfig};
+use metawal_actors::{Acks, Appended, Command, Node, NodeConfig, NodeId, ReplicationConfig};
 use proxy::FaultProxy;
 
 /// The cluster id and secret every test node uses.
@@ -360,6 +360,44 @@ impl TestCluster {
     pub async fn try_wait_leader(&self, limit: Duration) -> Result<(NodeId, u64), String> {
         let running: Vec<Node> = self.nodes.values().map(|(n, _)| n.clone()).collect();
         support::wait_leader(&running, limit).await
+    }
+
+    /// Propose `command` on whichever running node leads, until one takes
+    /// it or `limit` passes; returns the node that did. A refusal after
+    /// which nothing was appended (no leader yet, a leader that just lost
+    /// its quorum on a loaded machine: [`Appended::No`]) is retried on the
+    /// then-current leader; an error after which the entry may be in the
+    /// log ([`Appended::Maybe`]) is returned at once, never re-sent.
+    pub async fn try_propose_on_leader(
+        &self,
+        command: Command,
+        acks: Acks,
+        limit: Duration,
+    ) -> Result<NodeId, String> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut last = String::from("no leader");
+        loop {
+            let leader = self
+                .nodes
+                .iter()
+                .find(|(_, (n, _))| n.role() == metawal_actors::Role::Leader)
+                .map(|(&id, (n, _))| (id, n.clone()));
+            if let Some((id, node)) = leader {
+                match node.propose(command.clone(), acks).await {
+                    Ok(_) => return Ok(id),
+                    Err(e) if e.appended() == Appended::Maybe => {
+                        return Err(format!("node {id}: {e} (may be in the log: not re-sent)"))
+                    }
+                    Err(e) => last = format!("node {id}: {e}"),
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "no leader took the write within {limit:?}; last: {last}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// [`TestCluster::try_wait_leader`]'s leader; panics on failure.
