@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use metawal::{NodeId, ReplicationConfig};
 
-use crate::error::NodeError;
+use crate::error::{ConfigProblem, NodeError};
 use crate::tls::TlsFiles;
 
 /// Configuration of one metawal node.
@@ -90,39 +90,25 @@ impl NodeConfig {
 
     /// Check the configuration; the error says what to fix.
     pub fn validate(&self) -> Result<(), NodeError> {
-        let bad = |s: String| Err(NodeError::Config(s));
+        let bad = |p: ConfigProblem| Err(NodeError::Config(p));
         if self.node_id == 0 {
-            return bad("node_id must be at least 1".into());
+            return bad(ConfigProblem::ZeroNodeId);
         }
         if self.cluster_id.is_empty() {
-            return bad("cluster_id must not be empty".into());
+            return bad(ConfigProblem::EmptyClusterId);
         }
         if self.secret.is_empty() {
-            return bad(
-                "secret must not be empty: replication connections are authenticated with it"
-                    .into(),
-            );
+            return bad(ConfigProblem::EmptySecret);
         }
         if self.peers.contains_key(&self.node_id) {
-            return bad(format!(
-                "peers must list the other nodes, not this node ({})",
-                self.node_id
-            ));
+            return bad(ConfigProblem::SelfInPeers { node: self.node_id });
         }
         if self.peers.contains_key(&0) {
-            return bad("peer ids must be at least 1".into());
+            return bad(ConfigProblem::ZeroPeerId);
         }
         match (&self.tls, self.insecure_plaintext) {
-            (None, false) => {
-                return bad(
-                    "no TLS configured: set tls (certificate, key and CA files), \
-                     or insecure_plaintext to run peer connections unencrypted"
-                        .into(),
-                )
-            }
-            (Some(_), true) => {
-                return bad("both tls and insecure_plaintext are set: choose one".into())
-            }
+            (None, false) => return bad(ConfigProblem::NoTransport),
+            (Some(_), true) => return bad(ConfigProblem::TlsAndPlaintext),
             _ => {}
         }
         self.replication.validate()?;
@@ -172,5 +158,46 @@ impl std::fmt::Debug for BoundListener {
             Some(Err(_)) => f.write_str("BoundListener(?)"),
             None => f.write_str("BoundListener(taken)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let mut c = NodeConfig::new(1, "c", b"s".to_vec(), "/tmp/x", ([127, 0, 0, 1], 0).into());
+        c.insecure_plaintext = true;
+        c
+    }
+
+    fn problem(c: &NodeConfig) -> Option<ConfigProblem> {
+        match c.validate() {
+            Err(NodeError::Config(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn each_problem_is_named_by_its_variant() {
+        assert_eq!(problem(&config()), None);
+        let mut c = config();
+        c.node_id = 0;
+        assert_eq!(problem(&c), Some(ConfigProblem::ZeroNodeId));
+        let mut c = config();
+        c.cluster_id.clear();
+        assert_eq!(problem(&c), Some(ConfigProblem::EmptyClusterId));
+        let mut c = config();
+        c.secret.clear();
+        assert_eq!(problem(&c), Some(ConfigProblem::EmptySecret));
+        let mut c = config();
+        c.peers.insert(1, ([127, 0, 0, 1], 1).into());
+        assert_eq!(problem(&c), Some(ConfigProblem::SelfInPeers { node: 1 }));
+        let mut c = config();
+        c.peers.insert(0, ([127, 0, 0, 1], 1).into());
+        assert_eq!(problem(&c), Some(ConfigProblem::ZeroPeerId));
+        let mut c = config();
+        c.insecure_plaintext = false;
+        assert_eq!(problem(&c), Some(ConfigProblem::NoTransport));
     }
 }

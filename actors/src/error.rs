@@ -241,7 +241,35 @@ pub enum RoleError {
 pub enum NodeError {
     /// The configuration is invalid.
     #[error("invalid node configuration: {0}")]
-    Config(String),
+    Config(ConfigProblem),
+    /// The data directory belongs to another node or cluster.
+    #[error("data dir {} belongs to node {found_node} of cluster {found_cluster:?}, not node {node} of cluster {cluster:?}", dir.display())]
+    ForeignDataDir {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The node id recorded in it.
+        found_node: NodeId,
+        /// The cluster id recorded in it.
+        found_cluster: String,
+        /// This node's id.
+        node: NodeId,
+        /// This node's cluster id.
+        cluster: String,
+    },
+    /// The pre-bound replication listener was taken by an earlier start.
+    #[error("the pre-bound replication listener was used by an earlier start: pass a new one")]
+    ListenerTaken,
+    /// The node id, cluster id or secret cannot key the handshake.
+    #[error(transparent)]
+    Keys(#[from] metawal::handshake::KeysError),
+    /// The meta on disk refused the start's own record of it (a torn or
+    /// foreign meta file).
+    #[error("the meta file refused this start's record: {0}")]
+    MetaRefused(metawal::engine::epoch::EpochRefused),
+    /// The thread loading the TLS files did not finish (it panicked or the
+    /// runtime is shutting down).
+    #[error("loading the TLS files did not finish: {0}")]
+    TlsLoadAborted(String),
     /// A replication tunable is invalid.
     #[error(transparent)]
     Tunable(#[from] ConfigError),
@@ -263,6 +291,36 @@ pub enum NodeError {
     /// fails the checks its peers will make.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+}
+
+/// What is wrong with a [`crate::NodeConfig`] ([`NodeError::Config`]).
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// `node_id` is 0.
+    #[error("node_id must be at least 1")]
+    ZeroNodeId,
+    /// `cluster_id` is empty.
+    #[error("cluster_id must not be empty")]
+    EmptyClusterId,
+    /// `secret` is empty.
+    #[error("secret must not be empty: replication connections are authenticated with it")]
+    EmptySecret,
+    /// `peers` lists this node.
+    #[error("peers must list the other nodes, not this node ({node})")]
+    SelfInPeers {
+        /// This node's id.
+        node: NodeId,
+    },
+    /// A peer id is 0.
+    #[error("peer ids must be at least 1")]
+    ZeroPeerId,
+    /// Neither TLS nor plaintext is chosen.
+    #[error("no TLS configured: set tls (certificate, key and CA files), or insecure_plaintext to run peer connections unencrypted")]
+    NoTransport,
+    /// Both TLS and plaintext are set.
+    #[error("both tls and insecure_plaintext are set: choose one")]
+    TlsAndPlaintext,
 }
 
 /// Errors of the disk thread.

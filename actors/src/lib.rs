@@ -53,8 +53,8 @@ pub use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
 pub use changes::{ChangeStream, ChangesError};
 pub use config::{BoundListener, NodeConfig};
 pub use error::{
-    Appended, DiskError, LogStartError, NodeError, Overload, ProposeError, ReadError, RoleError,
-    StateError, StatusError, SubscribeError,
+    Appended, ConfigProblem, DiskError, LogStartError, NodeError, Overload, ProposeError,
+    ReadError, RoleError, StateError, StatusError, SubscribeError,
 };
 pub use metrics::NodeMetrics;
 pub use node::Node;

@@ -216,7 +216,7 @@ impl Node {
                     PeerTls::load(&files, node, &cluster, voters)
                 })
                 .await
-                .map_err(|e| NodeError::Config(format!("loading the TLS files failed: {e}")))??;
+                .map_err(|e| NodeError::TlsLoadAborted(e.to_string()))??;
                 PeerTransport::Tls(Arc::new(tls))
             }
             None => {
@@ -246,14 +246,13 @@ impl Node {
 
         if let Some(m) = &rec.meta {
             if m.node_id != node || m.cluster_id != config.cluster_id {
-                return Err(NodeError::Config(format!(
-                    "data dir {} belongs to node {} of cluster {:?}, not node {} of cluster {:?}",
-                    config.data_dir.display(),
-                    m.node_id,
-                    m.cluster_id,
+                return Err(NodeError::ForeignDataDir {
+                    dir: config.data_dir.clone(),
+                    found_node: m.node_id,
+                    found_cluster: m.cluster_id.clone(),
                     node,
-                    config.cluster_id
-                )));
+                    cluster: config.cluster_id.clone(),
+                });
             }
         }
         // Every node starts as a follower; leadership comes from an
@@ -284,13 +283,7 @@ impl Node {
         let listener = match &config.listener {
             Some(bound) => match bound.take().map_err(listen_err)? {
                 Some(l) => TcpListener::from_std(l).map_err(listen_err)?,
-                None => {
-                    return Err(NodeError::Config(
-                        "the pre-bound replication listener was used by an earlier start: \
-                         pass a new one"
-                            .into(),
-                    ))
-                }
+                None => return Err(NodeError::ListenerTaken),
             },
             None => TcpListener::bind(config.listen_addr)
                 .await
@@ -307,7 +300,7 @@ impl Node {
             disk.run(move |d| d.store_meta_fenced(&m))
                 .await?
                 .map_err(DiskError::from)?
-                .map_err(|e| NodeError::Config(format!("meta refused at start: {e}")))?;
+                .map_err(NodeError::MetaRefused)?;
         }
         tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
 
@@ -324,7 +317,7 @@ impl Node {
         let shared = Arc::new(shared);
         shared.set_last_log(rec.epochs.last_epoch(), rec.epochs.last_offset());
         let keys = HandshakeKeys::new(node, config.cluster_id.clone(), config.secret.clone())
-            .map_err(|e| NodeError::Config(e.to_string()))?;
+            .map_err(NodeError::Keys)?;
         let last = rec.epochs.last_offset();
         let (progress_tx, progress_rx) = watch::channel(LogProgress {
             log_end: last,
