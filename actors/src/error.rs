@@ -269,7 +269,7 @@ pub enum NodeError {
     /// The thread loading the TLS files did not finish (it panicked or the
     /// runtime is shutting down).
     #[error("loading the TLS files did not finish: {0}")]
-    TlsLoadAborted(String),
+    TlsLoadAborted(tokio::task::JoinError),
     /// A replication tunable is invalid.
     #[error(transparent)]
     Tunable(#[from] ConfigError),

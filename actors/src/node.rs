@@ -216,7 +216,7 @@ impl Node {
                     PeerTls::load(&files, node, &cluster, voters)
                 })
                 .await
-                .map_err(|e| NodeError::TlsLoadAborted(e.to_string()))??;
+                .map_err(NodeError::TlsLoadAborted)??;
                 PeerTransport::Tls(Arc::new(tls))
             }
             None => {
