@@ -141,7 +141,11 @@ async fn acks_all_resolves_only_when_both_followers_are_durable() {
     cfg.session_timeout = Duration::from_secs(2);
     let c = TestCluster::start(3, &[3], cfg).await;
     c.wait_isr(3, LIMIT).await;
-    let base = c.node(1).status().await.unwrap().log_end;
+    let before = c.node(1).status().await.unwrap();
+    let base = before.log_end;
+    // A reconnect while the cluster came up (a loaded machine) is not what
+    // this test measures: none may happen while the writes wait for node 3.
+    let reconnects_before = before.follower(3).unwrap().reconnects;
     c.proxy(3).set(Fault::Delay(Duration::from_millis(30)));
 
     let mut tasks = Vec::new();
@@ -176,7 +180,7 @@ async fn acks_all_resolves_only_when_both_followers_are_durable() {
     let s = c.node(1).status().await.unwrap();
     assert_eq!(s.isr_len, 3);
     assert!(s.follower(3).unwrap().in_isr);
-    assert_eq!(s.follower(3).unwrap().reconnects, 0);
+    assert_eq!(s.follower(3).unwrap().reconnects, reconnects_before);
     c.shutdown().await;
 }
 
@@ -613,12 +617,15 @@ async fn diverged_follower_is_truncated_to_the_leaders_log() {
 
     let mut c = TestCluster::start(3, &[], fast_config()).await;
     c.wait_isr(3, LIMIT).await;
+    // On a loaded machine node 1 can lose its quorum for a moment (seen in
+    // 1 of 20 back-to-back runs): the writes go to whichever node leads,
+    // and node 1 leads again before the stray entries are planted.
     for i in 0..10 {
-        c.node(1)
-            .propose(create_topic(&format!("t{i}"), 1, 3), Acks::All)
+        c.try_propose_on_leader(create_topic(&format!("t{i}"), 1, 3), Acks::All, LIMIT)
             .await
             .unwrap();
     }
+    c.make_leader(1).await;
     let end = wait_converged(&c, &[1, 2, 3], LIMIT).await;
     let epoch = c.node(1).status().await.unwrap().epoch;
     c.stop_node(3).await;

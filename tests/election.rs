@@ -539,3 +539,71 @@ async fn a_leader_whose_disk_fails_is_replaced_by_an_election() {
     converged(&c, &[1, 2, 3], end).await;
     c.shutdown().await;
 }
+
+/// The next leadership change of node `id`'s `changes`, within `LIMIT`;
+/// every snapshot is consistent: a leader names itself, a follower never
+/// does.
+async fn next_change(
+    id: NodeId,
+    changes: &mut metawal_actors::LeadershipChanges,
+) -> metawal_actors::Leadership {
+    let l = match tokio::time::timeout(LIMIT, changes.next()).await {
+        Ok(Ok(l)) => l,
+        other => panic!("no leadership change within {LIMIT:?}: {other:?}"),
+    };
+    if l.is_leader() {
+        assert_eq!(l.leader, Some(id), "node {id} leads: {l:?}");
+    } else {
+        assert_ne!(l.leader, Some(id), "node {id} follows: {l:?}");
+    }
+    l
+}
+
+/// A broker is told, not left to poll: across a transfer 1 -> 2 and back,
+/// each node's leadership stream shows every change in order (numbered
+/// without gaps), and each snapshot pairs an epoch with that epoch's
+/// leader.
+#[actix::test]
+async fn leadership_changes_are_streamed_in_order_across_transfers() {
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    let start1 = c.node(1).leadership();
+    assert!(start1.is_leader(), "{start1:?}");
+    assert_eq!(start1.leader, Some(1));
+    let mut s1 = c.node(1).leadership_changes();
+    let mut s2 = c.node(2).leadership_changes();
+    let start2 = c.node(2).leadership();
+
+    c.node(1).transfer_leadership(2).await.expect("1 -> 2");
+    // Node 1 stops leading, then follows node 2 in a later epoch; node 2
+    // becomes the leader of that epoch. Whatever the interleaving of
+    // role and epoch writes, the snapshots come in order, numbered
+    // without gaps, and end where the transfer ended.
+    let mut seq1 = start1.seq;
+    let mut last1 = start1;
+    while !(last1.role == Role::Follower && last1.leader == Some(2)) {
+        last1 = next_change(1, &mut s1).await;
+        assert_eq!(last1.seq, seq1 + 1, "node 1 changes numbered in order");
+        seq1 = last1.seq;
+        assert!(last1.epoch >= start1.epoch);
+    }
+    let mut seq2 = start2.seq;
+    let mut last2 = start2;
+    while !last2.is_leader() {
+        last2 = next_change(2, &mut s2).await;
+        assert_eq!(last2.seq, seq2 + 1, "node 2 changes numbered in order");
+        seq2 = last2.seq;
+    }
+    assert_eq!(last2.leader, Some(2), "{last2:?}");
+    assert!(last2.epoch > start1.epoch, "{last2:?} after {start1:?}");
+    assert_eq!(c.node(2).leadership(), last2);
+
+    // And back: node 2's stream shows it losing the leadership.
+    c.node(2).transfer_leadership(1).await.expect("2 -> 1");
+    while last2.is_leader() {
+        let next = next_change(2, &mut s2).await;
+        assert_eq!(next.seq, last2.seq + 1);
+        assert!(next.epoch >= last2.epoch);
+        last2 = next;
+    }
+    c.shutdown().await;
+}

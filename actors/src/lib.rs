@@ -37,6 +37,7 @@ mod error;
 mod follower;
 pub mod http;
 mod leader;
+mod leadership;
 mod metrics;
 mod node;
 mod progress;
@@ -56,11 +57,12 @@ pub use error::{
     Appended, ConfigProblem, DiskError, LogStartError, NodeError, Overload, ProposeError,
     ReadError, RoleError, StateError, StatusError, SubscribeError,
 };
+pub use leadership::{LeadershipChanges, LeadershipError};
 pub use metrics::NodeMetrics;
 pub use node::Node;
 pub use status::{
-    FollowerStatus, HandshakeRefusal, NodeStatus, PeerChannel, PeerConnection, PeerStatus, Role,
-    Unreachable, PEER_STATE_TTL, PEER_WARN_INTERVAL,
+    FollowerStatus, HandshakeRefusal, Leadership, NodeStatus, PeerChannel, PeerConnection,
+    PeerStatus, Role, Unreachable, PEER_STATE_TTL, PEER_WARN_INTERVAL,
 };
 pub use store::{Acks, Applied, Proposed};
 pub use view::{MetadataChanged, MetadataView, TopicView};

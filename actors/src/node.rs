@@ -40,10 +40,11 @@ use crate::follower::listener::{
 };
 use crate::follower::messages::ElectorSlot;
 use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
+use crate::leadership::LeadershipChanges;
 use crate::metrics::NodeMetrics;
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
-use crate::status::NodeStatus;
+use crate::status::{Leadership, NodeStatus};
 use crate::store::{
     Acks, Applied, DropLeadership, EntriesInFlight, GetApplied, GetState, MetadataStore, Propose,
     Proposed, StopStore, StoreInit, Subscribe, TakeLeadership,
@@ -453,6 +454,21 @@ impl Node {
         self.shared.epoch()
     }
 
+    /// This node's leadership now: role, epoch and the leader it knows,
+    /// as one snapshot (never the epoch of one change with the leader of
+    /// another).
+    pub fn leadership(&self) -> Leadership {
+        self.shared.leadership()
+    }
+
+    /// Every change of [`Node::leadership`] from now on, in order: a
+    /// broker starts its controller work on a change to `Role::Leader` and
+    /// stops it on any change away from it (or to a new epoch). Bounded:
+    /// see [`LeadershipChanges`].
+    pub fn leadership_changes(&self) -> LeadershipChanges {
+        LeadershipChanges::new(self.shared.leadership_log(), self.shared.watch_leadership())
+    }
+
     /// The leader this node knows now (itself if it leads).
     pub fn leader(&self) -> Option<NodeId> {
         if self.shared.role() == Role::Leader {
@@ -729,8 +745,10 @@ impl Node {
         if epoch < current {
             return Err(RoleError::StaleEpoch { epoch, current });
         }
-        // From here on the listener refuses sessions.
-        if !self.shared.set_role_if(Role::Follower, Role::Leader) {
+        // The role is published once the epoch is on disk, with it and
+        // the leader (`persist_epoch`); until then the node is a follower
+        // whose listener has released the log (it refuses sessions).
+        if self.shared.role() != Role::Follower {
             return Err(RoleError::Failed(format!(
                 "node {node} is {}, not a follower",
                 self.shared.role()
@@ -764,6 +782,7 @@ impl Node {
         if self.shared.role() == Role::Failed {
             return;
         }
+        self.shared.stop_leading();
         self.shared
             .set_epoch_leader(meta.current_epoch.max(self.shared.epoch()), meta.leader);
         let resumed = self
@@ -776,9 +795,7 @@ impl Node {
             .await;
         if resumed.is_err() {
             // The listener stopped: the node is shutting down.
-            return;
         }
-        self.shared.set_role_if(Role::Leader, Role::Follower);
     }
 
     /// The log and `meta` as they are on disk once every write queued
@@ -872,7 +889,14 @@ impl Node {
                 )))
             }
         }
-        self.shared.set_epoch_leader(epoch, Some(leader));
+        // Role, epoch and leader published together.
+        if !self.shared.set_leading(epoch, leader) {
+            return Err(RoleError::Failed(format!(
+                "node {} became {} while stepping up",
+                self.node_id,
+                self.shared.role()
+            )));
+        }
         Ok(meta)
     }
 
@@ -885,7 +909,7 @@ impl Node {
     pub(crate) async fn step_down(&self, epoch: u64, leader: Option<NodeId>) {
         let _serial = self.role_change.lock().await;
         let node = self.node_id;
-        if !self.shared.set_role_if(Role::Leader, Role::Follower) {
+        if !self.shared.stop_leading() {
             if epoch > self.shared.epoch() {
                 self.shared.set_epoch_leader(epoch, leader);
             }

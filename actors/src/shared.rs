@@ -1,5 +1,5 @@
-//! Node-wide facts several actors read without a message: role, epoch,
-//! leader, the ISR size the MetadataStore checks before accepting an
+//! Node-wide facts several actors read without a message: the leadership
+//! snapshot (role, epoch, leader: one value, written whole), the ISR size the MetadataStore checks before accepting an
 //! `acks=all` proposal, and the liveness signals the Elector reads — when
 //! this node last heard its leader (set by the ReplicaListener) or each
 //! follower (set by the FollowerLinks) — so that no message is sent per
@@ -13,15 +13,21 @@ use std::time::{Duration, Instant};
 
 use metawal::engine::election::ElectionRole;
 use metawal::NodeId;
+use tokio::sync::{broadcast, watch};
 
-pub(crate) use crate::status::Role;
+pub(crate) use crate::status::{Leadership, Role};
+
+/// Changes of leadership a [`crate::Node::leadership_changes`] reader may
+/// fall behind by before it is told it lagged.
+pub(crate) const LEADERSHIP_LOG: usize = 64;
 
 /// Shared, lock-free node facts.
 #[derive(Debug)]
 pub(crate) struct NodeShared {
-    role: AtomicU8,
-    epoch: AtomicU64,
-    leader: AtomicU64,
+    /// Role, epoch and leader, written together (under the watch's lock).
+    leadership: watch::Sender<Leadership>,
+    /// Every change of `leadership`, in order, for streaming readers.
+    leadership_log: broadcast::Sender<Leadership>,
     isr_len: AtomicUsize,
     min_insync: usize,
     /// The zero of the `*_ns` clocks below.
@@ -58,10 +64,15 @@ impl NodeShared {
         min_insync: usize,
         peers: impl IntoIterator<Item = NodeId>,
     ) -> NodeShared {
+        let start = Leadership {
+            role,
+            epoch,
+            leader,
+            seq: 0,
+        };
         NodeShared {
-            role: AtomicU8::new(role.to_u8()),
-            epoch: AtomicU64::new(epoch),
-            leader: AtomicU64::new(leader.unwrap_or(0)),
+            leadership: watch::Sender::new(start),
+            leadership_log: broadcast::Sender::new(LEADERSHIP_LOG),
             isr_len: AtomicUsize::new(1),
             min_insync,
             base: Instant::now(),
@@ -190,45 +201,101 @@ impl NodeShared {
         self.transferring.store(on, Ordering::Release);
     }
 
-    /// Set the role to `to` only if it is `from` now; whether it was.
-    pub(crate) fn set_role_if(&self, from: Role, to: Role) -> bool {
-        self.role
-            .compare_exchange(
-                from.to_u8(),
-                to.to_u8(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
+    /// Change the leadership snapshot with `change` (which says whether
+    /// it changed anything); a change is published whole, numbered, and
+    /// logged for streaming readers, all under one lock. Whether it changed.
+    fn update(&self, change: impl FnOnce(&mut Leadership) -> bool) -> bool {
+        self.leadership.send_if_modified(|l| {
+            if !change(l) {
+                return false;
+            }
+            l.seq += 1;
+            // No receiver is not an error: nobody streams the changes.
+            let _ = self.leadership_log.send(*l);
+            true
+        })
+    }
+
+    /// The leadership now: one snapshot, never torn.
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
+
+    /// The latest snapshot, watched (changes coalesce).
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.subscribe()
+    }
+
+    /// Every change from now on, in order (at most [`LEADERSHIP_LOG`]
+    /// behind).
+    pub fn leadership_log(&self) -> broadcast::Receiver<Leadership> {
+        self.leadership_log.subscribe()
+    }
+
+    /// A follower takes the leadership of `epoch` (already persisted):
+    /// role, epoch and leader change in one published snapshot. False (and
+    /// nothing changed) if the node is not a follower now (it failed or is
+    /// stopping meanwhile).
+    pub(crate) fn set_leading(&self, epoch: u64, node: NodeId) -> bool {
+        self.update(|l| {
+            if l.role != Role::Follower {
+                return false;
+            }
+            *l = Leadership {
+                role: Role::Leader,
+                epoch,
+                leader: Some(node),
+                seq: l.seq,
+            };
+            true
+        })
+    }
+
+    /// A leader stops leading: it follows, its leader not known yet (it is
+    /// published with the epoch once known). Whether it was leading.
+    pub(crate) fn stop_leading(&self) -> bool {
+        self.update(|l| {
+            if l.role != Role::Leader {
+                return false;
+            }
+            l.role = Role::Follower;
+            l.leader = None;
+            true
+        })
     }
 
     /// Current role.
     pub fn role(&self) -> Role {
-        Role::from_u8(self.role.load(Ordering::Acquire))
+        self.leadership.borrow().role
     }
 
     /// Change role.
     pub(crate) fn set_role(&self, role: Role) {
-        self.role.store(role.to_u8(), Ordering::Release);
+        self.update(|l| {
+            let changed = l.role != role;
+            l.role = role;
+            changed
+        });
     }
 
     /// Highest epoch this node acts in.
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        self.leadership.borrow().epoch
     }
 
-    /// The leader this node knows (node ids start at 1; 0 means none).
+    /// The leader this node knows.
     pub fn leader(&self) -> Option<NodeId> {
-        match self.leader.load(Ordering::Acquire) {
-            0 => None,
-            l => Some(l),
-        }
+        self.leadership.borrow().leader
     }
 
-    /// Record a new epoch and leader.
+    /// Record a new epoch and leader (together).
     pub(crate) fn set_epoch_leader(&self, epoch: u64, leader: Option<NodeId>) {
-        self.epoch.store(epoch, Ordering::Release);
-        self.leader.store(leader.unwrap_or(0), Ordering::Release);
+        self.update(|l| {
+            let changed = (l.epoch, l.leader) != (epoch, leader);
+            l.epoch = epoch;
+            l.leader = leader;
+            changed
+        });
     }
 
     /// ISR size (leader included) as the Replicator last computed it.

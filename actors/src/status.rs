@@ -639,6 +639,32 @@ impl ConnectError {
     }
 }
 
+/// This node's leadership: its role, its epoch and the leader it knows,
+/// published as one snapshot (a reader never sees the epoch of one change
+/// with the leader of another). [`crate::Node::leadership`] reads it;
+/// [`crate::Node::leadership_changes`] streams every change in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Leadership {
+    /// What the node is doing.
+    pub role: Role,
+    /// The highest epoch it acts in.
+    pub epoch: u64,
+    /// The leader of that epoch it knows, if any (itself when it leads).
+    pub leader: Option<NodeId>,
+    /// How many changes were published before this one (0 for the state
+    /// the node started in): a gap between two snapshots a reader sees
+    /// counts the changes it did not see.
+    pub seq: u64,
+}
+
+impl Leadership {
+    /// Whether this node leads (and so takes writes).
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+}
+
 // Role lives with the status types (shared.rs re-exports it for the
 // actors), so status imports nothing that imports metrics.
 /// What a node is doing.
@@ -655,24 +681,6 @@ pub enum Role {
 }
 
 impl Role {
-    pub(crate) fn to_u8(self) -> u8 {
-        match self {
-            Role::Leader => 0,
-            Role::Follower => 1,
-            Role::Failed => 2,
-            Role::Stopped => 3,
-        }
-    }
-
-    pub(crate) fn from_u8(v: u8) -> Role {
-        match v {
-            0 => Role::Leader,
-            1 => Role::Follower,
-            2 => Role::Failed,
-            _ => Role::Stopped,
-        }
-    }
-
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
