@@ -230,9 +230,53 @@ pub enum RoleError {
         /// The node's epoch.
         current: u64,
     },
-    /// The new epoch could not be persisted, or the node stopped meanwhile.
-    #[error("role change failed: {0}")]
-    Failed(String),
+    /// The node is not a follower (it failed, or is stopping), so it cannot
+    /// step up.
+    #[error("node {node} is {role}, not a follower: it cannot lead")]
+    NotFollower {
+        /// This node.
+        node: NodeId,
+        /// Its role.
+        role: crate::status::Role,
+    },
+    /// The node is shutting down (its actors are gone).
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The meta on disk refused the new epoch (another leader or vote in
+    /// it): the node follows again.
+    #[error("cannot take epoch {epoch}: {refused}")]
+    EpochRefused {
+        /// The epoch asked for.
+        epoch: u64,
+        /// Why the meta refused it.
+        refused: metawal::engine::epoch::EpochRefused,
+    },
+    /// A step of taking the leadership failed; the node rolled back to
+    /// follower. `reason` is what the failing part reported.
+    #[error("could not lead epoch {epoch}: {step} failed: {reason}")]
+    StepUpFailed {
+        /// The epoch.
+        epoch: u64,
+        /// Which step.
+        step: StepUpStep,
+        /// What the failing part (listener, disk, store) reported.
+        reason: String,
+    },
+}
+
+/// The steps of taking the leadership ([`RoleError::StepUpFailed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepUpStep {
+    /// The listener releasing the follower's log.
+    #[error("releasing the follower's log")]
+    ReleaseLog,
+    /// Persisting the new epoch.
+    #[error("persisting the epoch")]
+    PersistEpoch,
+    /// The store taking the leadership (appending `LeaderChange`).
+    #[error("the store taking the leadership")]
+    TakeLeadership,
 }
 
 /// Why a node could not start.

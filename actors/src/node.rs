@@ -33,7 +33,7 @@ use crate::disk::{Disk, DiskHandle};
 use crate::election::{Elector, ElectorInit, Resign, RoleChanges, StopElector, TransferTo};
 use crate::error::{
     DiskError, LogStartError, NodeError, ProposeError, ReadError, RoleError, StateError,
-    StatusError, SubscribeError,
+    StatusError, StepUpStep, SubscribeError,
 };
 use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
@@ -749,10 +749,10 @@ impl Node {
         // the leader (`persist_epoch`); until then the node is a follower
         // whose listener has released the log (it refuses sessions).
         if self.shared.role() != Role::Follower {
-            return Err(RoleError::Failed(format!(
-                "node {node} is {}, not a follower",
-                self.shared.role()
-            )));
+            return Err(RoleError::NotFollower {
+                node,
+                role: self.shared.role(),
+            });
         }
         let result = self.take_leadership(epoch).await;
         if let Err(e) = &result {
@@ -825,14 +825,20 @@ impl Node {
 
     async fn take_leadership(&self, epoch: u64) -> Result<(), RoleError> {
         let node = self.node_id;
-        let failed = |e: String| RoleError::Failed(e);
+        let failed = |step: StepUpStep| {
+            move |reason: String| RoleError::StepUpFailed {
+                epoch,
+                step,
+                reason,
+            }
+        };
         // Sessions closed, writes settled: this is the log to lead with.
         let (epochs, commit) = self
             .listener
             .send(ReleaseLog)
             .await
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(failed)?;
+            .map_err(|_| RoleError::ShuttingDown)?
+            .map_err(failed(StepUpStep::ReleaseLog))?;
         self.persist_epoch(epoch, node, commit).await?;
         let init = replicator_init(self, epoch, epochs, commit);
         let replicator =
@@ -840,13 +846,13 @@ impl Node {
         self.listener
             .send(SetWake(replicator.clone().recipient()))
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|_| RoleError::ShuttingDown)?;
         self.set_replicator(Some(replicator.clone()));
         self.store
             .send(TakeLeadership { epoch, replicator })
             .await
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(failed)?;
+            .map_err(|_| RoleError::ShuttingDown)?
+            .map_err(failed(StepUpStep::TakeLeadership))?;
         tracing::info!(node, epoch, "became leader");
         Ok(())
     }
@@ -876,26 +882,31 @@ impl Node {
             .disk
             .run(move |d| d.store_meta_fenced(&m))
             .await
-            .map_err(|e| RoleError::Failed(e.to_string()))?
-            .map_err(|e| RoleError::Failed(format!("cannot persist epoch {epoch}: {e}")))?;
+            .map_err(|e| RoleError::StepUpFailed {
+                epoch,
+                step: StepUpStep::PersistEpoch,
+                reason: e.to_string(),
+            })?
+            .map_err(|e| RoleError::StepUpFailed {
+                epoch,
+                step: StepUpStep::PersistEpoch,
+                reason: e.to_string(),
+            })?;
         match written {
             Ok(()) => {}
             Err(EpochRefused::Stale { current, .. }) => {
                 return Err(RoleError::StaleEpoch { epoch, current })
             }
             Err(refused @ (EpochRefused::Conflict { .. } | EpochRefused::Voted { .. })) => {
-                return Err(RoleError::Failed(format!(
-                    "cannot take epoch {epoch}: {refused}"
-                )))
+                return Err(RoleError::EpochRefused { epoch, refused })
             }
         }
         // Role, epoch and leader published together.
         if !self.shared.set_leading(epoch, leader) {
-            return Err(RoleError::Failed(format!(
-                "node {} became {} while stepping up",
-                self.node_id,
-                self.shared.role()
-            )));
+            return Err(RoleError::NotFollower {
+                node: self.node_id,
+                role: self.shared.role(),
+            });
         }
         Ok(meta)
     }
@@ -987,7 +998,7 @@ impl Node {
             let s = r
                 .send(GetReplicationStatus)
                 .await
-                .map_err(|_| RoleError::Failed("the node is shutting down".into()))?;
+                .map_err(|_| RoleError::ShuttingDown)?;
             if s.followers
                 .iter()
                 .any(|f| f.peer == to && f.acked_offset >= s.log_end)
@@ -1005,12 +1016,12 @@ impl Node {
         }
         // 2. `to` stands now; 3. wait until it leads.
         let Some(elector) = self.elector() else {
-            return Err(RoleError::Failed("no elector".into()));
+            return Err(RoleError::ShuttingDown);
         };
         elector
             .send(TransferTo(to))
             .await
-            .map_err(|_| RoleError::Failed("the node is shutting down".into()))?;
+            .map_err(|_| RoleError::ShuttingDown)?;
         let deadline = tokio::time::Instant::now() + 2 * t;
         loop {
             if self.shared.role() != Role::Leader && self.shared.leader() == Some(to) {

@@ -208,7 +208,11 @@ pub(crate) fn role_error(e: &RoleError) -> ApiError {
         RoleError::TransferTimedOut { .. } => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, "transfer_timed_out", msg)
         }
-        RoleError::StaleEpoch { .. } | RoleError::Failed(_) => {
+        RoleError::StaleEpoch { .. }
+        | RoleError::NotFollower { .. }
+        | RoleError::ShuttingDown
+        | RoleError::EpochRefused { .. }
+        | RoleError::StepUpFailed { .. } => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", msg)
         }
     }
