@@ -479,9 +479,17 @@ impl PeerTable {
         };
         let noted = if let Some(reason) = connection.reason() {
             entry.failures += 1;
-            match entry.warn.failure(reason, now) {
-                Some(suppressed) => Noted::Warn { suppressed },
-                None => Noted::Suppressed,
+            // A peer that ends a handshake once is usually shutting down or
+            // handing over (a planned close, seen under load): debug. If it
+            // happens again in a row, it refuses us: WARN as any refusal.
+            let first_close = reason == HandshakeRefusal::Closed.as_str() && entry.failures == 1;
+            if first_close {
+                Noted::Suppressed
+            } else {
+                match entry.warn.failure(reason, now) {
+                    Some(suppressed) => Noted::Warn { suppressed },
+                    None => Noted::Suppressed,
+                }
             }
         } else if connection == PeerConnection::Connected {
             let failures = std::mem::take(&mut entry.failures);
@@ -757,6 +765,25 @@ mod tests {
         assert_eq!(snap[0].failures, 0);
         assert_eq!(snap[1].connection, refused());
         assert_eq!(snap[1].failures, 1);
+    }
+
+    /// A peer that closes one handshake is usually stopping (a planned
+    /// close): not a warning; a second close in a row is.
+    #[test]
+    fn one_closed_handshake_is_quiet_a_second_in_a_row_warns() {
+        let table = PeerTable::default();
+        let t0 = Instant::now();
+        let closed = || PeerConnection::refused(HandshakeRefusal::Closed, "peer closed");
+        let note = |c| table.note(2, PeerChannel::Election, None, c, false, t0);
+        assert_eq!(note(closed()), Noted::Suppressed);
+        assert_eq!(note(closed()), Noted::Warn { suppressed: 0 });
+        assert_eq!(
+            note(PeerConnection::Connected),
+            Noted::Restored { failures: 2 }
+        );
+        assert_eq!(note(closed()), Noted::Suppressed);
+        // Any other refusal warns at once.
+        assert_eq!(note(refused()), Noted::Warn { suppressed: 0 });
     }
 
     #[test]
