@@ -142,7 +142,8 @@ error_codes! {
     NotEnoughReplicas = "not_enough_replicas",
     /// 503: too many proposals in flight.
     Overloaded = "overloaded",
-    /// 503: the leader's storage failed.
+    /// 503: the leader's storage had failed (nothing appended); 504: it
+    /// failed after the write was appended (the write may be in the log).
     StorageFailed = "storage_failed",
     /// 503: too many watch streams.
     TooManyWatchers = "too_many_watchers",
@@ -525,7 +526,17 @@ mod tests {
         }
         assert_eq!(disposition(503, "not_leader", Kind::Write), TryElsewhere);
         assert_eq!(disposition(503, "overloaded", Kind::Read), TryElsewhere);
-        for c in ["timeout", "leadership_lost", "isr_shrank", "shutting_down"] {
+        assert_eq!(
+            disposition(503, "storage_failed", Kind::Write),
+            TryElsewhere
+        );
+        for c in [
+            "timeout",
+            "leadership_lost",
+            "isr_shrank",
+            "shutting_down",
+            "storage_failed",
+        ] {
             assert_eq!(fail(504, c, Kind::Write), Some(Failure::OutcomeUnknown));
         }
         assert_eq!(
