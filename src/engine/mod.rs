@@ -46,6 +46,7 @@ pub mod epoch;
 pub mod follower;
 pub mod leader;
 pub mod link;
+pub mod node;
 pub mod read_index;
 pub mod session;
 pub mod store;

@@ -1,0 +1,483 @@
+//! Each input to the node engine and the exact actions it produces: the
+//! step-up, its rollback, the step-down, what waits while a step is out,
+//! shutdown, the leader a follower names, and transfer.
+
+use super::*;
+
+const T: Duration = Duration::from_millis(100);
+const LOG: LastLog = (0, 0);
+
+fn engine(t0: Instant) -> NodeEngine {
+    let config = ElectionConfig {
+        election_timeout: T,
+    };
+    NodeEngine::new(1, vec![1, 2, 3], config, 0, None, None, t0, 7919)
+}
+
+fn drain(e: &mut NodeEngine) -> Vec<NodeAction> {
+    std::iter::from_fn(|| e.poll_action()).collect()
+}
+
+fn from(peer: NodeId, msg: ElectionMsg) -> NodeInput {
+    NodeInput::Election(ElectionInput::Received { from: peer, msg })
+}
+
+fn published(role: Role, epoch: u64, leader: Option<NodeId>) -> NodeAction {
+    NodeAction::Publish(Published {
+        role,
+        epoch,
+        leader,
+        transferring: false,
+    })
+}
+
+/// Node 1 wins epoch 1 with node 2's votes; returns the time and the
+/// actions of the win (from `ReleaseLog` on).
+fn win(e: &mut NodeEngine, t0: Instant) -> (Instant, Vec<NodeAction>) {
+    let now = t0 + 2 * T;
+    e.handle(now, NodeInput::Election(ElectionInput::Tick), LOG);
+    drain(e);
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 1,
+        current: 0,
+        granted: true,
+    };
+    e.handle(now, from(2, granted), LOG);
+    assert_eq!(
+        drain(e),
+        vec![NodeAction::PersistVote {
+            epoch: 1,
+            voted_for: Some(1)
+        }]
+    );
+    let persisted = NodeInput::VotePersisted {
+        epoch: 1,
+        voted_for: Some(1),
+    };
+    e.handle(now, persisted, LOG);
+    drain(e);
+    let granted = ElectionMsg::VoteReply {
+        epoch: 1,
+        current: 1,
+        granted: true,
+    };
+    e.handle(now, from(2, granted), LOG);
+    (now, drain(e))
+}
+
+/// Node 1 leads epoch 1 (every step answered).
+fn leading(t0: Instant) -> (NodeEngine, Instant) {
+    let mut e = engine(t0);
+    let (now, _) = win(&mut e, t0);
+    e.handle(now, NodeInput::LogReleased { commit: 4 }, LOG);
+    e.handle(now, NodeInput::EpochPersisted, LOG);
+    e.handle(now, NodeInput::LeadingStarted, LOG);
+    drain(&mut e);
+    assert_eq!(e.published().role, Role::Leader);
+    (e, now)
+}
+
+#[test]
+fn a_win_steps_up_in_order_and_publishes_the_role_once_the_epoch_is_on_disk() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let (now, actions) = win(&mut e, t0);
+    assert_eq!(actions, vec![NodeAction::ReleaseLog { epoch: 1 }]);
+    assert_eq!(e.admission(), NodeRole::Follower { leader: None });
+    e.handle(now, NodeInput::LogReleased { commit: 4 }, LOG);
+    assert_eq!(
+        drain(&mut e),
+        vec![NodeAction::PersistEpoch {
+            epoch: 1,
+            commit_hint: 4
+        }]
+    );
+    e.handle(now, NodeInput::EpochPersisted, LOG);
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            published(Role::Leader, 1, Some(1)),
+            NodeAction::StartLeading {
+                epoch: 1,
+                commit: 4
+            }
+        ]
+    );
+    // Published, but proposals wait for the store's leadership.
+    assert_eq!(e.admission(), NodeRole::Follower { leader: Some(1) });
+    e.handle(now, NodeInput::LeadingStarted, LOG);
+    assert_eq!(drain(&mut e), vec![]);
+    assert_eq!(e.admission(), NodeRole::Leader);
+}
+
+#[test]
+fn a_failed_step_rolls_back_follows_what_is_on_disk_and_resigns() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let (now, _) = win(&mut e, t0);
+    e.handle(now, NodeInput::LogReleased { commit: 4 }, LOG);
+    e.handle(now, NodeInput::EpochPersisted, LOG);
+    drain(&mut e);
+    let failed = NodeInput::StepFailed {
+        step: StepUpStep::TakeLeadership,
+        current: None,
+    };
+    e.handle(now, failed, LOG);
+    assert_eq!(
+        drain(&mut e),
+        vec![published(Role::Follower, 1, None), NodeAction::StopLeading]
+    );
+    e.handle(now, NodeInput::LeadingStopped, LOG);
+    assert_eq!(
+        drain(&mut e),
+        vec![NodeAction::ResumeFollowing { keep_commit: false }]
+    );
+    let resumed = NodeInput::Resumed {
+        epoch: 1,
+        leader: Some(1),
+    };
+    e.handle(now, resumed, LOG);
+    // The epoch is given up: the others are told to elect now.
+    let actions = drain(&mut e);
+    let resign = ElectionMsg::Resign { epoch: 1 };
+    assert_eq!(
+        actions,
+        vec![
+            NodeAction::Send { to: 2, msg: resign },
+            NodeAction::Send { to: 3, msg: resign }
+        ]
+    );
+    assert_eq!(e.published(), e.published());
+    assert_eq!(e.published().role, Role::Follower);
+    assert_eq!(e.admission(), NodeRole::Follower { leader: None });
+}
+
+#[test]
+fn a_higher_epoch_found_while_stepping_up_is_taken() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let (now, _) = win(&mut e, t0);
+    e.handle(now, NodeInput::LogReleased { commit: 0 }, LOG);
+    drain(&mut e);
+    let refused = NodeInput::StepFailed {
+        step: StepUpStep::PersistEpoch,
+        current: Some(5),
+    };
+    e.handle(now, refused, LOG);
+    assert_eq!(
+        drain(&mut e),
+        vec![published(Role::Follower, 5, None), NodeAction::StopLeading]
+    );
+    e.handle(now, NodeInput::LeadingStopped, LOG);
+    drain(&mut e);
+    let resumed = NodeInput::Resumed {
+        epoch: 5,
+        leader: None,
+    };
+    e.handle(now, resumed, LOG);
+    let actions = drain(&mut e);
+    assert!(
+        actions.contains(&NodeAction::PersistVote {
+            epoch: 5,
+            voted_for: None
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn the_planted_skip_rollback_leaves_the_log_released() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    e.plant(NodePlant::SkipRollback);
+    let (now, _) = win(&mut e, t0);
+    e.handle(now, NodeInput::LogReleased { commit: 0 }, LOG);
+    drain(&mut e);
+    let failed = NodeInput::StepFailed {
+        step: StepUpStep::PersistEpoch,
+        current: None,
+    };
+    e.handle(now, failed, LOG);
+    let actions = drain(&mut e);
+    assert!(!actions.contains(&NodeAction::StopLeading), "{actions:?}");
+}
+
+#[test]
+fn election_inputs_wait_while_a_step_is_out_and_are_taken_in_order_after() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let (now, _) = win(&mut e, t0);
+    // A higher epoch is seen mid step-up: nothing yet.
+    let higher = ElectionInput::HigherEpoch { epoch: 2 };
+    e.handle(now, NodeInput::Election(higher), LOG);
+    assert_eq!(drain(&mut e), vec![]);
+    e.handle(now, NodeInput::LogReleased { commit: 0 }, LOG);
+    e.handle(now, NodeInput::EpochPersisted, LOG);
+    e.handle(now, NodeInput::LeadingStarted, LOG);
+    // Now it is taken: the leader moves to epoch 2 and steps down, the
+    // role published before it stops leading.
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            NodeAction::PersistEpoch {
+                epoch: 1,
+                commit_hint: 0
+            },
+            published(Role::Leader, 1, Some(1)),
+            NodeAction::StartLeading {
+                epoch: 1,
+                commit: 0
+            },
+            published(Role::Follower, 2, None),
+            NodeAction::StopLeading,
+        ]
+    );
+}
+
+#[test]
+fn the_deferred_queue_is_bounded() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let (now, _) = win(&mut e, t0);
+    for _ in 0..DEFERRED_INPUTS_MAX + 10 {
+        e.handle(now, NodeInput::Election(ElectionInput::Tick), LOG);
+    }
+    assert_eq!(e.deferred.len(), DEFERRED_INPUTS_MAX);
+}
+
+#[test]
+fn a_step_down_publishes_follower_before_it_stops_leading() {
+    let t0 = Instant::now();
+    let (mut e, now) = leading(t0);
+    let higher = ElectionInput::HigherEpoch { epoch: 3 };
+    e.handle(now, NodeInput::Election(higher), (1, 4));
+    let actions = drain(&mut e);
+    assert_eq!(
+        actions[..2],
+        [published(Role::Follower, 3, None), NodeAction::StopLeading],
+        "{actions:?}"
+    );
+    assert_eq!(e.admission(), NodeRole::Follower { leader: None });
+    e.handle(now, NodeInput::LeadingStopped, LOG);
+    assert_eq!(
+        drain(&mut e),
+        vec![NodeAction::ResumeFollowing { keep_commit: true }]
+    );
+}
+
+#[test]
+fn a_stopping_node_never_takes_a_leadership_it_wins() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let now = t0 + 2 * T;
+    e.handle(now, NodeInput::Election(ElectionInput::Tick), LOG);
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 1,
+        current: 0,
+        granted: true,
+    };
+    e.handle(now, from(2, granted), LOG);
+    drain(&mut e);
+    e.handle(now, NodeInput::Shutdown, LOG);
+    assert_eq!(drain(&mut e), vec![published(Role::Stopped, 0, None)]);
+    // The vote write lands after the shutdown; the reply that would win.
+    let persisted = NodeInput::VotePersisted {
+        epoch: 1,
+        voted_for: Some(1),
+    };
+    e.handle(now, persisted, LOG);
+    let granted = ElectionMsg::VoteReply {
+        epoch: 1,
+        current: 1,
+        granted: true,
+    };
+    e.handle(now, from(2, granted), LOG);
+    let actions = drain(&mut e);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, NodeAction::ReleaseLog { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(e.published().role, Role::Stopped);
+}
+
+#[test]
+fn a_leader_shutting_down_resigns() {
+    let t0 = Instant::now();
+    let (mut e, now) = leading(t0);
+    e.handle(now, NodeInput::Shutdown, (1, 5));
+    let resign = ElectionMsg::Resign { epoch: 1 };
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            NodeAction::Send { to: 2, msg: resign },
+            NodeAction::Send { to: 3, msg: resign },
+            published(Role::Stopped, 1, None),
+        ]
+    );
+}
+
+#[test]
+fn a_follower_names_its_leader_only_while_it_hears_it() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let attached = NodeInput::LeaderAttached {
+        epoch: 2,
+        leader: 3,
+    };
+    e.handle(t0, attached, LOG);
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            NodeAction::PersistVote {
+                epoch: 2,
+                voted_for: None
+            },
+            published(Role::Follower, 2, Some(3))
+        ]
+    );
+    let persisted = NodeInput::VotePersisted {
+        epoch: 2,
+        voted_for: None,
+    };
+    e.handle(t0, persisted, LOG);
+    assert_eq!(e.admission(), NodeRole::Follower { leader: Some(3) });
+    // Heard again just before the timeout: still named.
+    let heard = ElectionInput::LeaderHeard {
+        leader: 3,
+        epoch: 2,
+    };
+    e.handle(t0 + T / 2, NodeInput::Election(heard), LOG);
+    assert_eq!(e.poll_timeout(), t0 + T / 2 + T);
+    let tick = NodeInput::Election(ElectionInput::Tick);
+    e.handle(t0 + T / 2 + T - Duration::from_millis(1), tick.clone(), LOG);
+    assert_eq!(drain(&mut e), vec![]);
+    // Not heard for the election timeout: no longer named.
+    e.handle(t0 + T / 2 + T, tick, LOG);
+    assert_eq!(drain(&mut e), vec![published(Role::Follower, 2, None)]);
+    assert_eq!(e.admission(), NodeRole::Follower { leader: None });
+    assert_eq!(e.known_leader(), Some(3));
+}
+
+#[test]
+fn a_transfer_stops_admission_waits_for_catch_up_then_asks_the_target_to_stand() {
+    let t0 = Instant::now();
+    let (mut e, now) = leading(t0);
+    e.handle(now, NodeInput::Transfer { to: 2 }, (1, 5));
+    let mut transferring = published(Role::Leader, 1, Some(1));
+    if let NodeAction::Publish(p) = &mut transferring {
+        p.transferring = true;
+    }
+    assert_eq!(
+        drain(&mut e),
+        vec![transferring, NodeAction::WatchCatchUp { to: 2 }]
+    );
+    assert_eq!(e.admission(), NodeRole::Follower { leader: None });
+    e.handle(now, NodeInput::CaughtUp { to: 2 }, (1, 5));
+    assert_eq!(
+        drain(&mut e),
+        vec![NodeAction::Send {
+            to: 2,
+            msg: ElectionMsg::ElectNow { epoch: 1 }
+        }]
+    );
+    // Node 2 wins epoch 2 and attaches: the transfer is done.
+    let higher = ElectionInput::HigherEpoch { epoch: 2 };
+    e.handle(now, NodeInput::Election(higher), (1, 5));
+    e.handle(now, NodeInput::LeadingStopped, LOG);
+    let resumed = NodeInput::Resumed {
+        epoch: 2,
+        leader: None,
+    };
+    e.handle(now, resumed, LOG);
+    drain(&mut e);
+    let persisted = NodeInput::VotePersisted {
+        epoch: 2,
+        voted_for: None,
+    };
+    e.handle(now, persisted, LOG);
+    let attached = NodeInput::LeaderAttached {
+        epoch: 2,
+        leader: 2,
+    };
+    e.handle(now, attached, LOG);
+    let actions = drain(&mut e);
+    assert!(
+        actions.contains(&NodeAction::TransferEnded {
+            to: 2,
+            outcome: Ok(())
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_transfer_that_does_not_catch_up_in_time_ends_and_admission_resumes() {
+    let t0 = Instant::now();
+    let (mut e, now) = leading(t0);
+    e.handle(now, NodeInput::Transfer { to: 3 }, (1, 5));
+    drain(&mut e);
+    assert_eq!(e.poll_timeout(), (now + T).min(e.election().poll_timeout()));
+    // Keep the leader's quorum live so check-quorum does not step it down.
+    let heard = ElectionInput::FollowerHeard { peer: 2 };
+    e.handle(now + T, NodeInput::Election(heard), (1, 5));
+    e.handle(now + T, NodeInput::Election(ElectionInput::Tick), (1, 5));
+    let actions = drain(&mut e);
+    assert!(
+        actions.contains(&NodeAction::TransferEnded {
+            to: 3,
+            outcome: Err(TransferFailed::TimedOut {
+                step: "catching up",
+                waited: T
+            })
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(e.admission(), NodeRole::Leader);
+}
+
+#[test]
+fn a_second_transfer_or_one_on_a_follower_is_refused() {
+    let t0 = Instant::now();
+    let mut f = engine(t0);
+    f.handle(t0, NodeInput::Transfer { to: 2 }, LOG);
+    assert_eq!(
+        drain(&mut f),
+        vec![NodeAction::TransferEnded {
+            to: 2,
+            outcome: Err(TransferFailed::NotLeader)
+        }]
+    );
+    let (mut e, now) = leading(t0);
+    e.handle(now, NodeInput::Transfer { to: 2 }, (1, 5));
+    drain(&mut e);
+    e.handle(now, NodeInput::Transfer { to: 3 }, (1, 5));
+    assert_eq!(
+        drain(&mut e),
+        vec![NodeAction::TransferEnded {
+            to: 3,
+            outcome: Err(TransferFailed::InProgress { to: 2 })
+        }]
+    );
+}
+
+#[test]
+fn the_planted_admission_bug_admits_while_transferring() {
+    let t0 = Instant::now();
+    let (mut e, now) = leading(t0);
+    e.plant(NodePlant::AdmitWhileTransferring);
+    e.handle(now, NodeInput::Transfer { to: 2 }, (1, 5));
+    assert_eq!(e.admission(), NodeRole::Leader);
+}
+
+#[test]
+fn a_storage_failure_is_published_and_ends_elections() {
+    let t0 = Instant::now();
+    let (mut e, now) = leading(t0);
+    e.handle(now, NodeInput::StorageFailed, (1, 5));
+    assert_eq!(drain(&mut e), vec![published(Role::Failed, 1, None)]);
+    e.handle(now + 10 * T, NodeInput::Election(ElectionInput::Tick), LOG);
+    assert_eq!(drain(&mut e), vec![]);
+    assert_eq!(e.admission(), NodeRole::Failed);
+}
