@@ -282,6 +282,32 @@ fn a_follower_without_fencing_is_caught() {
     eprintln!("no fencing: first caught by {found:?}");
 }
 
+/// A failed step-up that does not roll back leaves a node that publishes
+/// `Follower` while its log owner stays released (or its leader state
+/// runs): the role-agreement check sees it the moment the engine is idle.
+/// The nemesis fails a step-up step now and then; seed 2 catches it.
+#[test]
+fn a_step_up_without_its_rollback_is_caught() {
+    let found = first_violation(PlantedBug::SkipRollback, 20);
+    assert!(
+        matches!(found, Some((_, Invariant::RoleAgreement))),
+        "20 seeds did not notice a skipped rollback: {found:?}"
+    );
+    eprintln!("skip rollback: first caught by {found:?}");
+}
+
+/// A leader that admits proposals while it transfers tells its target to
+/// stand while the target lacks entries it appended after the catch-up.
+#[test]
+fn admitting_while_transferring_is_caught() {
+    let found = first_violation(PlantedBug::AdmitWhileTransferring, 150);
+    assert!(
+        matches!(found, Some((_, Invariant::Protocol))),
+        "150 seeds did not notice admission during a transfer: {found:?}"
+    );
+    eprintln!("admit while transferring: first caught by {found:?}");
+}
+
 /// Regression seeds: the first seeds (3 and 5 nodes) that caught the old
 /// commit rule (`min(min_insync_replicas, |ISR|)`: a lone leader committed
 /// on its own disk) as a leader-completeness violation: 6–9 with the

@@ -45,6 +45,10 @@ pub enum Invariant {
     Liveness,
     /// An `acks=all` write that returned Ok is missing from a node.
     AckedWriteLost,
+    /// A node publishes a role other than the one it runs (a leader state
+    /// or a released log owner while it publishes `Follower`, or none
+    /// while it publishes `Leader`), once no role-change step is out.
+    RoleAgreement,
 }
 
 impl Invariant {
@@ -62,6 +66,7 @@ impl Invariant {
             Invariant::Convergence => "convergence",
             Invariant::Liveness => "liveness",
             Invariant::AckedWriteLost => "acked-write-lost",
+            Invariant::RoleAgreement => "role-agreement",
         }
     }
 }

@@ -79,20 +79,17 @@ pub(super) fn keys(id: NodeId) -> HandshakeKeys {
 }
 
 impl Simulation {
-    /// `id` becomes the leader of `epoch` (already persisted in its meta)
-    /// and appends its `LeaderChange`.
-    pub(super) fn become_leader(&mut self, id: NodeId, epoch: u64) {
+    /// Step-up 3 ([`NodeAction::StartLeading`](crate::engine::node::NodeAction::StartLeading)):
+    /// `id`, its log released and `epoch` persisted, starts its leader
+    /// engine and links, and its store takes the leadership and appends
+    /// `LeaderChange` — unless `store_refuses` (the fault a failing WAL
+    /// queue makes), which leaves the leader state started and returns
+    /// false: the node engine must roll that back.
+    pub(super) fn start_leading(&mut self, id: NodeId, epoch: u64, store_refuses: bool) -> bool {
         let now = self.clock(id);
         let config = self.config.clone();
         let peers: Vec<NodeId> = (1..=config.nodes as NodeId).filter(|&p| p != id).collect();
-        // The log owner ends every session and lets none attach from now.
-        self.owner_input(id, FollowerInput::Release { req: 0 });
         let node = self.node_mut(id);
-        node.disk.persist_meta(Meta {
-            epoch,
-            leader: Some(id),
-            voted_for: Some(id),
-        });
         let last = node.last_offset();
         let tracker = ReplicaSetTracker::new(
             id,
@@ -156,40 +153,31 @@ impl Simulation {
             next_offset: last + 1,
         };
         self.store_input(id, lead);
+        if store_refuses {
+            self.log(format!("fault: n{id}'s store refuses its LeaderChange"));
+            return false;
+        }
         self.append_leader_change(id, epoch);
         self.leader_tick(id);
+        true
     }
 
-    /// `id` learned of a higher epoch (or lost its election): it steps down,
-    /// failing its waiting clients and closing its links.
-    pub(super) fn step_down(&mut self, id: NodeId, epoch: u64) {
+    /// [`NodeAction::StopLeading`](crate::engine::node::NodeAction::StopLeading):
+    /// `id` stops its leader engine and links (waiting clients fail) and
+    /// its store's leadership. Nothing to stop is not an error (a step-up
+    /// that failed before it started them).
+    pub(super) fn stop_leading(&mut self, id: NodeId) {
+        self.catch_up_watch[id as usize - 1] = None;
+        self.store_input(id, StoreInput::StepDown);
         let node = self.node_mut(id);
-        let meta = node.meta();
-        if epoch > meta.epoch {
-            node.disk.persist_meta(Meta {
-                epoch,
-                leader: None,
-                voted_for: None,
-            });
-        }
         let Role::Leader(l) = std::mem::replace(&mut node.role, Role::Follower) else {
             return;
         };
-        // The real node follows with its log once the writes queued before
-        // are on disk; the simulation takes that wait as instant.
-        node.disk.sync_all();
-        let follow = FollowerInput::Follow {
-            epochs: node.index.clone(),
-            meta: node_meta(id, node.meta()),
-            commit: node.commit,
-        };
-        node.owner.handle(follow);
-        self.store_input(id, StoreInput::StepDown);
+        let epoch = node.meta().epoch;
         self.report.failed += l.waiters.len() as u64;
         self.report.step_downs += 1;
         self.log(format!(
-            "n{id} steps down from epoch {} (epoch {epoch} seen); {} waiting writes fail",
-            meta.epoch,
+            "n{id} stops leading (meta epoch {epoch}); {} waiting writes fail",
             l.waiters.len()
         ));
         for link in l.links.values() {
@@ -199,6 +187,23 @@ impl Simulation {
         }
     }
 
+    /// [`NodeAction::ResumeFollowing`](crate::engine::node::NodeAction::ResumeFollowing):
+    /// `id`'s log owner follows again with the log and meta on disk once
+    /// the writes queued before are done (taken as instant here); returns
+    /// the meta it read back.
+    pub(super) fn resume_following(&mut self, id: NodeId, keep_commit: bool) -> Meta {
+        let node = self.node_mut(id);
+        node.disk.sync_all();
+        let meta = node.meta();
+        let follow = FollowerInput::Follow {
+            epochs: node.index.clone(),
+            meta: node_meta(id, meta),
+            commit: if keep_commit { node.commit } else { 0 },
+        };
+        self.owner_input(id, follow);
+        meta
+    }
+
     /// A client write reaches `id`.
     pub(super) fn leader_propose(&mut self, id: NodeId, command: Command, acks: Acks) {
         let node = self.node(id);
@@ -206,8 +211,9 @@ impl Simulation {
             return;
         };
         let tracker = l.engine.tracker();
+        // The node engine admits (a leader that is not transferring).
         let adm = Admission {
-            role: NodeRole::Leader,
+            role: node.engine.admission(),
             isr_len: tracker.isr().len(),
             min_insync: tracker.min_insync(),
         };
@@ -402,6 +408,10 @@ impl Simulation {
             return;
         }
         self.leader_input(id, LeaderInput::Tick);
+        self.watch_catch_up(id);
+        if !self.node(id).is_leader() {
+            return;
+        }
         for peer in self.link_peers(id) {
             self.link_input(id, peer, LinkInput::Tick);
         }

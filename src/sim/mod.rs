@@ -156,15 +156,24 @@ pub enum PlantedBug {
     /// (planted in the election engine): a candidate with a shorter log
     /// can win, and entries a majority acknowledged are lost.
     NoUpToDateRule,
+    /// A failed step-up goes back to following without stopping what it
+    /// started or resuming its log owner (planted in the node engine).
+    SkipRollback,
+    /// A leader admits proposals while it transfers its leadership
+    /// (planted in the node engine): the target is told to stand behind
+    /// the leader's log.
+    AdmitWhileTransferring,
 }
 
 impl PlantedBug {
     /// Every planted bug, for `--planted` and the tests.
-    pub const ALL: [PlantedBug; 4] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::NoFencing,
         PlantedBug::LateElectionTimer,
         PlantedBug::NoUpToDateRule,
+        PlantedBug::SkipRollback,
+        PlantedBug::AdmitWhileTransferring,
     ];
 
     /// Its name on the command line (`--planted NAME`).
@@ -174,6 +183,8 @@ impl PlantedBug {
             PlantedBug::NoFencing => "no-fencing",
             PlantedBug::LateElectionTimer => "late-election-timer",
             PlantedBug::NoUpToDateRule => "no-up-to-date-rule",
+            PlantedBug::SkipRollback => "skip-rollback",
+            PlantedBug::AdmitWhileTransferring => "admit-while-transferring",
         }
     }
 
@@ -297,6 +308,14 @@ pub struct SeedReport {
     /// Strikes of the stale-candidate nemesis (`sim/nemesis.rs`): a cut minority healed
     /// just as the leader crashed or was isolated.
     pub nemesis_strikes: u64,
+    /// Step-up steps failed by the nemesis (a meta write, the store's
+    /// `LeaderChange`): each ran the node engine's rollback.
+    pub step_faults: u64,
+    /// Leadership transfers asked for (by the nemesis), and how many ended
+    /// with the target leading.
+    pub transfers: u64,
+    /// Transfers that ended with the target leading.
+    pub transfers_done: u64,
     /// Connections cut.
     pub cuts: u64,
     /// Leader promotions.
@@ -401,6 +420,8 @@ pub struct Simulation {
     timers: Vec<Timer>,
     /// Per node: its election timers are armed late (the planted bug).
     late_timer: Vec<bool>,
+    /// Per node: the transfer target whose catch-up its engine waits for.
+    catch_up_watch: Vec<Option<NodeId>>,
     report: SeedReport,
     broken: Option<Broken>,
     /// The stale-candidate nemesis between its acts.
@@ -450,6 +471,7 @@ impl Simulation {
             clock_offset: vec![0; config.nodes],
             timers: vec![Timer::default(); config.nodes],
             late_timer: vec![false; config.nodes],
+            catch_up_watch: vec![None; config.nodes],
             report,
             broken: None,
             nemesis: None,
@@ -555,9 +577,9 @@ impl Simulation {
                         "follower"
                     },
                     n.meta().epoch,
-                    n.election.role(),
-                    n.election.epoch(),
-                    n.election.leader(),
+                    n.election().role(),
+                    n.election().epoch(),
+                    n.election().leader(),
                     n.last_offset(),
                     n.disk.durable(),
                     n.commit,
@@ -575,14 +597,14 @@ impl Simulation {
         let [leader] = leaders[..] else {
             return false;
         };
-        let epoch = leader.election.epoch();
-        leader.election.role() == crate::engine::election::ElectionRole::Leader
+        let epoch = leader.election().epoch();
+        leader.election().role() == crate::engine::election::ElectionRole::Leader
             && leader.meta().epoch == epoch
             && self
                 .nodes
                 .iter()
                 .filter(|n| n.up && n.id != leader.id)
-                .all(|n| n.election.epoch() == epoch && n.election.leader() == Some(leader.id))
+                .all(|n| n.election().epoch() == epoch && n.election().leader() == Some(leader.id))
     }
 
     /// One leader of the highest epoch; every node applied its whole log
@@ -940,7 +962,7 @@ impl Simulation {
         if !self.node(id).up {
             return;
         }
-        let mut at = self.virtual_time(id, self.node(id).election.poll_timeout());
+        let mut at = self.virtual_time(id, self.node(id).engine.poll_timeout());
         if self.late_timer[id as usize - 1] {
             at += (self.config.election_timeout * 20).as_nanos() as u64;
         }
@@ -973,12 +995,12 @@ impl Simulation {
             return false;
         }
         timer.at = None;
-        let due = self.node(id).election.poll_timeout() <= self.clock(id);
+        let due = self.node(id).engine.poll_timeout() <= self.clock(id);
         if due {
             self.election_input(id, crate::engine::election::ElectionInput::Tick);
             // A tick at the deadline always sets a later one; otherwise the
             // timer would fire again and again at this instant.
-            if self.node(id).election.poll_timeout() <= self.clock(id) {
+            if self.node(id).engine.poll_timeout() <= self.clock(id) {
                 self.fail(
                     Invariant::Protocol,
                     format!("n{id}: the election engine kept its deadline after ticking at it"),
@@ -1010,7 +1032,9 @@ impl Simulation {
         let r = self.rng.below(1000);
         let n = self.nodes.len() as NodeId;
         if r < 935 {
-            if self.config.nemesis && r >= 925 {
+            if self.config.nemesis && r >= 931 {
+                self.nemesis_transfer();
+            } else if self.config.nemesis && r >= 925 {
                 self.nemesis_cut();
             } else {
                 self.propose();
@@ -1170,8 +1194,21 @@ impl Simulation {
     /// Plant the configured bug in `id`'s engines, if it lives there
     /// (the others live in this shell).
     fn plant_in_engines(&mut self, id: NodeId) {
+        let plant = match self.config.bug {
+            Some(PlantedBug::SkipRollback) => Some(crate::engine::node::NodePlant::SkipRollback),
+            Some(PlantedBug::AdmitWhileTransferring) => {
+                Some(crate::engine::node::NodePlant::AdmitWhileTransferring)
+            }
+            _ => None,
+        };
+        if let Some(plant) = plant {
+            self.node_mut(id).engine.plant(plant);
+        }
         if self.config.bug == Some(PlantedBug::NoUpToDateRule) {
-            self.node_mut(id).election.plant_skip_up_to_date();
+            self.node_mut(id)
+                .engine
+                .election_mut_for_planting()
+                .plant_skip_up_to_date();
         }
     }
 
@@ -1180,6 +1217,7 @@ impl Simulation {
         self.node_mut(id).restart(now);
         self.plant_in_engines(id);
         self.late_timer[id as usize - 1] = false;
+        self.catch_up_watch[id as usize - 1] = None;
         self.disarm_election_timer(id);
         self.arm_election_timer(id);
         self.report.restarts += 1;

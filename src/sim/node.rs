@@ -7,6 +7,7 @@ use crate::command::{Entry, NodeId};
 use std::time::{Duration, Instant};
 
 use crate::engine::election::{ElectionConfig, ElectionEngine};
+use crate::engine::node::NodeEngine;
 use crate::engine::store::{ApplySink, StoreAction, StoreEngine, StoreInput};
 use crate::engine::{FollowerEngine, LeaderEngine, LinkEngine, LogProgress, ProposalId};
 use crate::epochs::EpochIndex;
@@ -82,10 +83,10 @@ pub struct Node {
     pub chain: Vec<u64>,
     /// The role.
     pub role: Role,
-    /// The real election engine (rebuilt from the persisted vote on
-    /// restart).
-    pub election: ElectionEngine,
-    /// What the election engine is built from: the voters, `T`, a seed.
+    /// The real node engine (role, epoch, election, role changes): the one
+    /// the node's actors pump; rebuilt from the persisted meta on restart.
+    pub engine: NodeEngine,
+    /// What the node engine is built from: the voters, `T`, a seed.
     pub election_setup: (Vec<NodeId>, Duration, u64),
     /// The real follower engine, the log's owner while the node follows
     /// (the one the `ReplicaListener` actor drives); it refuses every
@@ -140,7 +141,7 @@ impl Node {
                 node_meta(id, Meta::default()),
                 0,
             ),
-            election: election_engine(id, &setup, Meta::default(), now),
+            engine: node_engine(id, &setup, Meta::default(), now),
             election_setup: setup,
             commit: 0,
             store: new_store(id),
@@ -152,6 +153,11 @@ impl Node {
     /// The persisted meta.
     pub fn meta(&self) -> Meta {
         self.disk.meta()
+    }
+
+    /// The node engine's election (role, epoch, leader it knows).
+    pub fn election(&self) -> &ElectionEngine {
+        self.engine.election()
     }
 
     /// Whether the node is an up leader.
@@ -216,7 +222,7 @@ impl Node {
         setup.2 = setup
             .2
             .wrapping_add(self.incarnation.wrapping_mul(0x9E37_79B9));
-        self.election = election_engine(self.id, &setup, self.disk.meta(), now);
+        self.engine = node_engine(self.id, &setup, self.disk.meta(), now);
     }
 
     fn reload(&mut self) {
@@ -332,22 +338,23 @@ fn new_store(id: NodeId) -> StoreEngine {
     )
 }
 
-/// An election engine for node `id` with the vote of `meta`.
-fn election_engine(
+/// A node engine for node `id` with the epoch, vote and leader of `meta`.
+fn node_engine(
     id: NodeId,
     setup: &(Vec<NodeId>, Duration, u64),
     meta: Meta,
     now: Instant,
-) -> ElectionEngine {
+) -> NodeEngine {
     let config = ElectionConfig {
         election_timeout: setup.1,
     };
-    ElectionEngine::new(
+    NodeEngine::new(
         id,
-        setup.0.iter().copied(),
+        setup.0.clone(),
         config,
         meta.epoch,
         meta.voted_for,
+        meta.leader,
         now,
         setup.2,
     )

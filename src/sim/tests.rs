@@ -40,9 +40,9 @@ fn a_clock_step_brings_the_election_timer_forward_by_the_step() {
     let mut sim = quiet(3, 3);
     // The node whose timer fires first stays first when it steps forward.
     let id = (1..=3)
-        .min_by_key(|&i| sim.node(i).election.poll_timeout())
+        .min_by_key(|&i| sim.node(i).engine.poll_timeout())
         .expect("three nodes");
-    let deadline = sim.node(id).election.poll_timeout();
+    let deadline = sim.node(id).engine.poll_timeout();
     let armed = sim.timers[id as usize - 1].at.expect("armed at start");
     // No offset yet: the engine's deadline is the virtual time.
     assert_eq!(sim.base + Duration::from_nanos(armed), deadline);
@@ -54,11 +54,11 @@ fn a_clock_step_brings_the_election_timer_forward_by_the_step() {
     );
     // The engine's deadline did not move on its own clock, so on the
     // virtual clock it comes `step` earlier.
-    assert_eq!(sim.node(id).election.poll_timeout(), deadline);
+    assert_eq!(sim.node(id).engine.poll_timeout(), deadline);
     assert_eq!(sim.timers[id as usize - 1].at, Some(armed - step));
     assert!(run_until(&mut sim, 10_000, |s| s
         .node(id)
-        .election
+        .election()
         .pre_votes()
         == 1));
     assert_eq!(
@@ -163,12 +163,12 @@ fn a_deaf_leader_hears_no_acks_and_steps_down() {
     // A new leader among the others, which the deaf node cannot learn of.
     assert!(run_until(&mut sim, 50_000, |s| (1..=3)
         .any(|i| i != leader && s.node(i).is_leader())));
-    assert_eq!(sim.node(leader).election.leader(), None);
+    assert_eq!(sim.node(leader).election().leader(), None);
     // Healed, it follows the new leader.
     sim.net.heal_deaf();
     assert!(run_until(&mut sim, 50_000, |s| s
         .node(leader)
-        .election
+        .election()
         .leader()
         .is_some_and(|l| l != leader)));
 }
