@@ -265,19 +265,7 @@ pub enum RoleError {
 }
 
 /// The steps of taking the leadership ([`RoleError::StepUpFailed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StepUpStep {
-    /// The listener releasing the follower's log.
-    #[error("releasing the follower's log")]
-    ReleaseLog,
-    /// Persisting the new epoch.
-    #[error("persisting the epoch")]
-    PersistEpoch,
-    /// The store taking the leadership (appending `LeaderChange`).
-    #[error("the store taking the leadership")]
-    TakeLeadership,
-}
+pub use metawal::engine::node::StepUpStep;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

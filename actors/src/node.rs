@@ -6,7 +6,8 @@
 //! `meta` file), binds the replication listener and starts the actors on
 //! the current arbiter: `MetadataStore`, `ReplicaListener` and the
 //! `Elector`. Every node starts as a follower; leadership is decided by
-//! election (the Elector calls back [`Node::lead`] and [`Node::step_down`]),
+//! election (the Elector pumps the node engine and has the node carry out
+//! each step of a role change),
 //! and moved on purpose only with [`Node::transfer_leadership`]. A node that
 //! knows a leader from its `meta` opens one TCP connection to it and drops
 //! it: a wake-up that makes the leader's disconnected link retry now instead
@@ -30,16 +31,18 @@ use tokio::sync::watch;
 use crate::changes::ChangeStream;
 use crate::config::NodeConfig;
 use crate::disk::{Disk, DiskHandle};
-use crate::election::{Elector, ElectorInit, Resign, RoleChanges, StopElector, TransferTo};
+use crate::election::{Elector, ElectorInit, RoleChanges, StepError, StopElector, TransferTo};
 use crate::error::{
     DiskError, LogStartError, NodeError, ProposeError, ReadError, RoleError, StateError,
-    StatusError, StepUpStep, SubscribeError,
+    StatusError, SubscribeError,
 };
 use crate::follower::listener::{
     GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
 };
 use crate::follower::messages::ElectorSlot;
-use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
+use crate::leader::replicator::{
+    GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator, WatchCatchUp,
+};
 use crate::leadership::LeadershipChanges;
 use crate::metrics::NodeMetrics;
 use crate::progress::LogProgress;
@@ -50,7 +53,9 @@ use crate::store::{
     Proposed, StopStore, StoreInit, Subscribe, TakeLeadership,
 };
 use crate::view::{MetadataChanged, MetadataView};
+use futures::future::LocalBoxFuture;
 use metawal::engine::epoch::EpochRefused;
+use metawal::engine::node::TransferFailed;
 
 /// What recovery found in the data directory.
 struct Recovered {
@@ -146,8 +151,6 @@ pub struct Node {
     progress_rx: watch::Receiver<LogProgress>,
     /// The arbiter the node's actors run on.
     arbiter: actix::ArbiterHandle,
-    /// Serializes role changes.
-    role_change: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Everything needed to start a Replicator for `epoch`.
@@ -389,7 +392,6 @@ impl Node {
             progress_tx,
             progress_rx: progress_rx.clone(),
             arbiter: actix::Arbiter::current(),
-            role_change: Arc::new(tokio::sync::Mutex::new(())),
         };
         let elector = Elector::new(ElectorInit {
             node,
@@ -402,6 +404,7 @@ impl Node {
             progress: progress_rx,
             epoch,
             voted_for,
+            leader,
             roles: Box::new(handle.clone()),
         })
         .start();
@@ -732,309 +735,40 @@ impl Node {
         }
     }
 
-    /// The election won `epoch`: lead it. The node closes its replication
-    /// sessions, lets its in-flight write finish, persists the epoch (its
-    /// own vote is already on disk), starts a Replicator with a link to
-    /// every peer and appends its `LeaderChange`. Proposals get `NotLeader`
-    /// until this returns. On failure it follows again (see
-    /// [`Node::roll_back_leadership`]) and the Elector resigns.
-    pub(crate) async fn lead(&self, epoch: u64) -> Result<(), RoleError> {
-        let _serial = self.role_change.lock().await;
-        let node = self.node_id;
-        let current = self.shared.epoch();
-        if epoch < current {
-            return Err(RoleError::StaleEpoch { epoch, current });
-        }
-        // The role is published once the epoch is on disk, with it and
-        // the leader (`persist_epoch`); until then the node is a follower
-        // whose listener has released the log (it refuses sessions).
-        if self.shared.role() != Role::Follower {
-            return Err(RoleError::NotFollower {
-                node,
-                role: self.shared.role(),
-            });
-        }
-        let result = self.take_leadership(epoch).await;
-        if let Err(e) = &result {
-            tracing::error!(node, epoch, error = %e, "could not become leader; following again");
-            self.roll_back_leadership(epoch).await;
-        }
-        result
-    }
-
-    /// Undo a failed [`Node::lead`]: stop the Replicator it may
-    /// have started, drop the store's leadership, and follow again with the
-    /// log and `meta` as they are on disk. The epoch is never lowered: if
-    /// the new one was persisted, the node follows in it (a leader must
-    /// come in a higher one). A node that fail-stopped meanwhile stays
-    /// `Failed`; one whose log or meta cannot be read back fail-stops.
-    async fn roll_back_leadership(&self, epoch: u64) {
-        if let Some(r) = self.set_replicator(None) {
-            let _ = r.send(StopReplicator { step_down: true }).await;
-        }
-        let _ = self.store.send(DropLeadership).await;
-        let Some((epochs, meta)) = self
-            .log_and_meta_on_disk(epoch, "a failed role change")
-            .await
-        else {
-            return;
-        };
-        if self.shared.role() == Role::Failed {
-            return;
-        }
-        self.shared.stop_leading();
-        self.shared
-            .set_epoch_leader(meta.current_epoch.max(self.shared.epoch()), meta.leader);
-        let resumed = self
-            .listener
-            .send(ResumeFollowing {
-                epochs,
-                meta,
-                commit: 0,
-            })
-            .await;
-        if resumed.is_err() {
-            // The listener stopped: the node is shutting down.
-        }
-    }
-
-    /// The log and `meta` as they are on disk once every write queued
-    /// before this call is done: what a node that stops leading follows
-    /// with. If either cannot be read (or `meta`, written at start, is
-    /// gone) the node fail-stops: it cannot know what it holds.
-    async fn log_and_meta_on_disk(
-        &self,
-        epoch: u64,
-        after: &str,
-    ) -> Option<(EpochIndex, NodeMeta)> {
-        let node = self.node_id;
-        let on_disk = self
-            .disk
-            .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
-            .await;
-        let why = match on_disk {
-            Ok((epochs, Ok(Some(meta)))) => return Some((epochs, meta)),
-            Ok((_, Ok(None))) => "the meta file is missing".to_string(),
-            Ok((_, Err(e))) => format!("cannot read meta back: {e}"),
-            Err(e) => format!("cannot read the log back: {e}"),
-        };
-        tracing::error!(node, epoch, after, reason = %why, "node stopped: restart it");
-        self.shared.set_role(Role::Failed);
-        None
-    }
-
-    async fn take_leadership(&self, epoch: u64) -> Result<(), RoleError> {
-        let node = self.node_id;
-        let failed = |step: StepUpStep| {
-            move |reason: String| RoleError::StepUpFailed {
-                epoch,
-                step,
-                reason,
-            }
-        };
-        // Sessions closed, writes settled: this is the log to lead with.
-        let (epochs, commit) = self
-            .listener
-            .send(ReleaseLog)
-            .await
-            .map_err(|_| RoleError::ShuttingDown)?
-            .map_err(failed(StepUpStep::ReleaseLog))?;
-        self.persist_epoch(epoch, node, commit).await?;
-        let init = replicator_init(self, epoch, epochs, commit);
-        let replicator =
-            Replicator::start_in_arbiter(&self.arbiter, move |_| Replicator::new(init));
-        self.listener
-            .send(SetWake(replicator.clone().recipient()))
-            .await
-            .map_err(|_| RoleError::ShuttingDown)?;
-        self.set_replicator(Some(replicator.clone()));
-        self.store
-            .send(TakeLeadership { epoch, replicator })
-            .await
-            .map_err(|_| RoleError::ShuttingDown)?
-            .map_err(failed(StepUpStep::TakeLeadership))?;
-        tracing::info!(node, epoch, "became leader");
-        Ok(())
-    }
-
-    /// Write `meta` for `epoch` under `leader` (before acting on it), then
-    /// publish the epoch and leader to the node's actors.
-    async fn persist_epoch(
-        &self,
-        epoch: u64,
-        leader: NodeId,
-        commit_hint: u64,
-    ) -> Result<NodeMeta, RoleError> {
-        let meta = NodeMeta {
-            node_id: self.node_id,
-            cluster_id: self.config.cluster_id.clone(),
-            current_epoch: epoch,
-            leader: Some(leader),
-            // Kept from disk in the same epoch (the node's own vote).
-            voted_for: None,
-            commit_hint,
-        };
-        let m = meta.clone();
-        // Checked against the meta on disk, on the disk thread that writes
-        // every meta: an attach that persisted a higher epoch since this
-        // call's own check is never overwritten with a lower one.
-        let written = self
-            .disk
-            .run(move |d| d.store_meta_fenced(&m))
-            .await
-            .map_err(|e| RoleError::StepUpFailed {
-                epoch,
-                step: StepUpStep::PersistEpoch,
-                reason: e.to_string(),
-            })?
-            .map_err(|e| RoleError::StepUpFailed {
-                epoch,
-                step: StepUpStep::PersistEpoch,
-                reason: e.to_string(),
-            })?;
-        match written {
-            Ok(()) => {}
-            Err(EpochRefused::Stale { current, .. }) => {
-                return Err(RoleError::StaleEpoch { epoch, current })
-            }
-            Err(refused @ (EpochRefused::Conflict { .. } | EpochRefused::Voted { .. })) => {
-                return Err(RoleError::EpochRefused { epoch, refused })
-            }
-        }
-        // Role, epoch and leader published together.
-        if !self.shared.set_leading(epoch, leader) {
-            return Err(RoleError::NotFollower {
-                node: self.node_id,
-                role: self.shared.role(),
-            });
-        }
-        Ok(meta)
-    }
-
-    /// The Elector says this node no longer leads (check-quorum, a higher
-    /// epoch, a transfer, a resignation): stop the Replicator (waiting
-    /// proposals get `LeadershipLost`, new ones `NotLeader`), drop the
-    /// store's leadership and follow with the log and `meta` as they are on
-    /// disk; the next leader truncates whatever it does not have. On a node
-    /// that does not lead it only records the epoch and leader.
-    pub(crate) async fn step_down(&self, epoch: u64, leader: Option<NodeId>) {
-        let _serial = self.role_change.lock().await;
-        let node = self.node_id;
-        if !self.shared.stop_leading() {
-            if epoch > self.shared.epoch() {
-                self.shared.set_epoch_leader(epoch, leader);
-            }
-            return;
-        }
-        tracing::info!(node, epoch, leader = ?leader, "stepping down");
-        if let Some(r) = self.set_replicator(None) {
-            let _ = r.send(StopReplicator { step_down: true }).await;
-        }
-        let _ = self.store.send(DropLeadership).await;
-        // After every write queued before it.
-        let Some((epochs, meta)) = self.log_and_meta_on_disk(epoch, "stepping down").await else {
-            return;
-        };
-        let commit = self.progress_rx.borrow().commit;
-        self.shared
-            .set_epoch_leader(epoch.max(meta.current_epoch), leader.filter(|&l| l != node));
-        let _ = self
-            .listener
-            .send(ResumeFollowing {
-                epochs,
-                meta,
-                commit,
-            })
-            .await;
-        tracing::info!(node, epoch, leader = ?leader, "stepped down; following");
-    }
-
     /// Hand leadership to `to`, for a broker that wants its controller to
     /// also lead the metadata log. This node stops taking proposals
     /// (`NotLeader`), waits until `to` has everything it has, tells it to
     /// stand for election at once, and returns once `to` leads. Catching up
     /// may take the election timeout `T`, the election `2T`; past either it
     /// takes proposals again (if it still leads) and returns
-    /// [`RoleError::TransferTimedOut`].
+    /// [`RoleError::TransferTimedOut`]. The node engine decides each step
+    /// (`metawal::engine::node`); this call waits for its answer.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), RoleError> {
         let node = self.node_id;
         if to == node || !self.config.peers.contains_key(&to) {
             return Err(RoleError::UnknownPeer { node: to });
         }
-        if self.shared.role() != Role::Leader {
-            return Err(RoleError::NotLeader {
-                node,
-                leader: self.shared.leader(),
-            });
-        }
-        let t = self.config.replication.election_timeout;
-        self.shared.set_transferring(true);
-        let result = self.transfer(to, t).await;
-        self.shared.set_transferring(false);
-        match &result {
-            Ok(()) => tracing::info!(
-                node,
-                to,
-                epoch = self.shared.epoch(),
-                "leadership transferred"
-            ),
-            Err(e) => tracing::warn!(node, to, error = %e, "leadership transfer failed"),
-        }
-        result
-    }
-
-    async fn transfer(&self, to: NodeId, t: std::time::Duration) -> Result<(), RoleError> {
-        let node = self.node_id;
-        let step = std::time::Duration::from_millis(2);
-        // 1. `to` catches up with everything this leader has.
-        let deadline = tokio::time::Instant::now() + t;
-        loop {
-            let Some(r) = self.replicator() else {
-                return Err(RoleError::NotLeader {
-                    node,
-                    leader: self.shared.leader(),
-                });
-            };
-            let s = r
-                .send(GetReplicationStatus)
-                .await
-                .map_err(|_| RoleError::ShuttingDown)?;
-            if s.followers
-                .iter()
-                .any(|f| f.peer == to && f.acked_offset >= s.log_end)
-            {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(RoleError::TransferTimedOut {
-                    to,
-                    step: "catching up",
-                    waited: t,
-                });
-            }
-            tokio::time::sleep(step).await;
-        }
-        // 2. `to` stands now; 3. wait until it leads.
         let Some(elector) = self.elector() else {
             return Err(RoleError::ShuttingDown);
         };
+        let (done, ended) = tokio::sync::oneshot::channel();
         elector
-            .send(TransferTo(to))
+            .send(TransferTo { to, done })
             .await
             .map_err(|_| RoleError::ShuttingDown)?;
-        let deadline = tokio::time::Instant::now() + 2 * t;
-        loop {
-            if self.shared.role() != Role::Leader && self.shared.leader() == Some(to) {
-                return Ok(());
+        match ended.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(TransferFailed::TimedOut { step, waited })) => {
+                Err(RoleError::TransferTimedOut { to, step, waited })
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(RoleError::TransferTimedOut {
-                    to,
-                    step: "electing",
-                    waited: 2 * t,
-                });
+            Ok(Err(TransferFailed::UnknownPeer { to })) => Err(RoleError::UnknownPeer { node: to }),
+            Ok(Err(TransferFailed::NotLeader | TransferFailed::InProgress { .. })) => {
+                Err(RoleError::NotLeader {
+                    node,
+                    leader: self.shared.leader(),
+                })
             }
-            tokio::time::sleep(step).await;
+            Ok(Err(TransferFailed::Stopping)) | Err(_) => Err(RoleError::ShuttingDown),
         }
     }
 
@@ -1045,12 +779,11 @@ impl Node {
     #[cfg(feature = "fault-injection")]
     pub async fn crash(self) {
         let node = self.node_id;
-        self.shared.set_role(Role::Stopped);
         if let Some(r) = self.set_replicator(None) {
             let _ = r.send(StopReplicator { step_down: false }).await;
         }
         if let Some(elector) = self.elector() {
-            let _ = elector.send(StopElector).await;
+            let _ = elector.send(StopElector { resign: false }).await;
         }
         let _ = self.listener.send(StopListener).await;
         let _ = self.store.send(StopStore).await;
@@ -1064,17 +797,13 @@ impl Node {
     /// how far it had applied.
     pub async fn shutdown(self) {
         let node = self.node_id;
-        let led = self.shared.role() == Role::Leader;
-        self.shared.set_role(Role::Stopped);
-        // No heartbeat may follow the resignation.
+        // No heartbeat may follow the resignation (the node engine's
+        // shutdown, which a leader answers with `Resign` to every voter).
         if let Some(r) = self.set_replicator(None) {
             let _ = r.send(StopReplicator { step_down: false }).await;
         }
         if let Some(elector) = self.elector() {
-            if led {
-                let _ = elector.send(Resign).await;
-            }
-            let _ = elector.send(StopElector).await;
+            let _ = elector.send(StopElector { resign: true }).await;
         }
         let _ = self.listener.send(StopListener).await;
         let _ = self.store.send(StopStore).await;
@@ -1101,20 +830,136 @@ impl Node {
     }
 }
 
-/// The elector's role changes are this node's (see [`Node::lead`] and
-/// [`Node::step_down`]).
+/// The steps of a role change, as the node engine asks for them (see
+/// `metawal::engine::node`): each does one thing on the node's actors or
+/// disk and reports how it went; none decides.
 impl RoleChanges for Node {
-    fn lead(&self, epoch: u64) -> futures::future::LocalBoxFuture<'static, Result<(), RoleError>> {
-        let node = self.clone();
-        Box::pin(async move { node.lead(epoch).await })
+    fn release_log(&self) -> LocalBoxFuture<'static, Result<(EpochIndex, u64), StepError>> {
+        let listener = self.listener.clone();
+        Box::pin(async move {
+            // Sessions closed, writes settled: this is the log to lead with.
+            listener
+                .send(ReleaseLog)
+                .await
+                .map_err(|_| StepError::Failed("the listener stopped".into()))?
+                .map_err(StepError::Failed)
+        })
     }
 
-    fn step_down(
+    fn persist_epoch(
         &self,
         epoch: u64,
-        leader: Option<NodeId>,
-    ) -> futures::future::LocalBoxFuture<'static, ()> {
+        commit_hint: u64,
+    ) -> LocalBoxFuture<'static, Result<(), StepError>> {
+        let meta = NodeMeta {
+            node_id: self.node_id,
+            cluster_id: self.config.cluster_id.clone(),
+            current_epoch: epoch,
+            leader: Some(self.node_id),
+            // Kept from disk in the same epoch (the node's own vote).
+            voted_for: None,
+            commit_hint,
+        };
+        let disk = self.disk.clone();
+        Box::pin(async move {
+            // Checked against the meta on disk, on the disk thread that
+            // writes every meta: an attach that persisted a higher epoch
+            // since is never overwritten with a lower one.
+            let written = disk
+                .run(move |d| d.store_meta_fenced(&meta))
+                .await
+                .map_err(|e| StepError::Failed(e.to_string()))?
+                .map_err(|e| StepError::Failed(e.to_string()))?;
+            match written {
+                Ok(()) => Ok(()),
+                Err(EpochRefused::Stale { current, .. }) => Err(StepError::Stale { current }),
+                Err(refused) => Err(StepError::Failed(refused.to_string())),
+            }
+        })
+    }
+
+    fn start_leading(
+        &self,
+        epoch: u64,
+        epochs: EpochIndex,
+        commit: u64,
+    ) -> LocalBoxFuture<'static, Result<(), StepError>> {
         let node = self.clone();
-        Box::pin(async move { node.step_down(epoch, leader).await })
+        Box::pin(async move {
+            let init = replicator_init(&node, epoch, epochs, commit);
+            let replicator =
+                Replicator::start_in_arbiter(&node.arbiter, move |_| Replicator::new(init));
+            node.set_replicator(Some(replicator.clone()));
+            let stopped = || StepError::Failed("the node is shutting down".into());
+            node.listener
+                .send(SetWake(replicator.clone().recipient()))
+                .await
+                .map_err(|_| stopped())?;
+            node.store
+                .send(TakeLeadership { epoch, replicator })
+                .await
+                .map_err(|_| stopped())?
+                .map_err(StepError::Failed)
+        })
+    }
+
+    fn stop_leading(&self) -> LocalBoxFuture<'static, ()> {
+        let node = self.clone();
+        Box::pin(async move {
+            if let Some(r) = node.set_replicator(None) {
+                // Waiting proposals get `LeadershipLost`.
+                let _ = r.send(StopReplicator { step_down: true }).await;
+            }
+            // A stopped store has no leadership to drop.
+            let _ = node.store.send(DropLeadership).await;
+        })
+    }
+
+    fn resume_following(
+        &self,
+        keep_commit: bool,
+    ) -> LocalBoxFuture<'static, Result<(u64, Option<NodeId>), String>> {
+        let node = self.clone();
+        Box::pin(async move {
+            // After every write queued before this call.
+            let on_disk = node
+                .disk
+                .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
+                .await;
+            let (epochs, meta) = match on_disk {
+                Ok((epochs, Ok(Some(meta)))) => (epochs, meta),
+                Ok((_, Ok(None))) => return Err("the meta file is missing".to_string()),
+                Ok((_, Err(e))) => return Err(format!("cannot read meta back: {e}")),
+                Err(e) => return Err(format!("cannot read the log back: {e}")),
+            };
+            let commit = if keep_commit {
+                node.progress_rx.borrow().commit
+            } else {
+                0
+            };
+            let found = (meta.current_epoch, meta.leader);
+            node.listener
+                .send(ResumeFollowing {
+                    epochs,
+                    meta,
+                    commit,
+                })
+                .await
+                .map_err(|_| "the listener stopped".to_string())?;
+            Ok(found)
+        })
+    }
+
+    fn caught_up(&self, to: NodeId) -> LocalBoxFuture<'static, bool> {
+        let replicator = self.replicator();
+        Box::pin(async move {
+            let Some(r) = replicator else {
+                return false;
+            };
+            match r.send(WatchCatchUp { to }).await {
+                Ok(rx) => rx.await.is_ok(),
+                Err(_) => false,
+            }
+        })
     }
 }

@@ -16,6 +16,7 @@ use metawal::NodeId;
 use tokio::sync::{broadcast, watch};
 
 pub(crate) use crate::status::{Leadership, Role};
+use metawal::engine::node::Published;
 
 /// Changes of leadership a [`crate::Node::leadership_changes`] reader may
 /// fall behind by before it is told it lagged.
@@ -47,6 +48,10 @@ pub(crate) struct NodeShared {
     pre_votes: AtomicU64,
     /// A leader transfer is under way: proposals are refused.
     transferring: AtomicBool,
+    /// The last leader the log owner accepted a session from:
+    /// `(epoch, leader)`, `(0, 0)` for none. Written at each attach (rare),
+    /// read by the node engine's pump.
+    attached: std::sync::Mutex<(u64, NodeId)>,
     /// The highest epoch a follower proved to this leader (0: none).
     higher_epoch: AtomicU64,
     /// The node's metrics.
@@ -85,6 +90,7 @@ impl NodeShared {
             elections: AtomicU64::new(0),
             pre_votes: AtomicU64::new(0),
             transferring: AtomicBool::new(false),
+            attached: std::sync::Mutex::new((0, 0)),
             higher_epoch: AtomicU64::new(0),
             metrics: NodeMetrics::new(),
             transport: PeerTransport::Plain,
@@ -104,6 +110,26 @@ impl NodeShared {
     pub(crate) fn note_leader_contact(&self) {
         let ns = self.since_base_ns(Instant::now());
         self.leader_contact_ns.fetch_max(ns, Ordering::AcqRel);
+    }
+
+    /// The log owner accepted `leader`'s session in `epoch` (persisted).
+    pub(crate) fn note_leader_attached(&self, epoch: u64, leader: NodeId) {
+        let mut a = match self.attached.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        if epoch >= a.0 {
+            *a = (epoch, leader);
+        }
+    }
+
+    /// The last leader the log owner attached to, `(epoch, leader)`.
+    pub(crate) fn leader_attached(&self) -> Option<(u64, NodeId)> {
+        let a = match self.attached.lock() {
+            Ok(a) => *a,
+            Err(p) => *p.into_inner(),
+        };
+        (a.1 != 0).then_some(a)
     }
 
     /// When the leader was last heard from, if ever.
@@ -196,11 +222,6 @@ impl NodeShared {
         self.transferring.load(Ordering::Acquire)
     }
 
-    /// Start or end a leader transfer.
-    pub(crate) fn set_transferring(&self, on: bool) {
-        self.transferring.store(on, Ordering::Release);
-    }
-
     /// Change the leadership snapshot with `change` (which says whether
     /// it changed anything); a change is published whole, numbered, and
     /// logged for streaming readers, all under one lock. Whether it changed.
@@ -232,50 +253,41 @@ impl NodeShared {
         self.leadership_log.subscribe()
     }
 
-    /// A follower takes the leadership of `epoch` (already persisted):
-    /// role, epoch and leader change in one published snapshot. False (and
-    /// nothing changed) if the node is not a follower now (it failed or is
-    /// stopping meanwhile).
-    pub(crate) fn set_leading(&self, epoch: u64, node: NodeId) -> bool {
+    /// Publish what the node engine decided: role, epoch, leader and
+    /// whether a transfer runs, in one snapshot. The node engine's pump is
+    /// the only caller. A node that fail-stopped ([`Self::fail_stop`])
+    /// stays `Failed`.
+    pub(crate) fn publish(&self, p: Published) {
+        self.transferring.store(p.transferring, Ordering::Release);
         self.update(|l| {
-            if l.role != Role::Follower {
-                return false;
-            }
-            *l = Leadership {
-                role: Role::Leader,
-                epoch,
-                leader: Some(node),
-                seq: l.seq,
+            let role = if l.role == Role::Failed {
+                Role::Failed
+            } else {
+                p.role
             };
-            true
-        })
+            let changed = (l.role, l.epoch, l.leader) != (role, p.epoch, p.leader);
+            l.role = role;
+            l.epoch = p.epoch;
+            l.leader = p.leader;
+            changed
+        });
     }
 
-    /// A leader stops leading: it follows, its leader not known yet (it is
-    /// published with the epoch once known). Whether it was leading.
-    pub(crate) fn stop_leading(&self) -> bool {
+    /// A part of the node (the store, the log owner, the Replicator)
+    /// fail-stopped on a storage failure: `Failed` is published at once
+    /// (proposals are refused from this instant) and latched; the node
+    /// engine hears of it at its next input.
+    pub(crate) fn fail_stop(&self) {
         self.update(|l| {
-            if l.role != Role::Leader {
-                return false;
-            }
-            l.role = Role::Follower;
-            l.leader = None;
-            true
-        })
+            let changed = l.role != Role::Failed;
+            l.role = Role::Failed;
+            changed
+        });
     }
 
     /// Current role.
     pub fn role(&self) -> Role {
         self.leadership.borrow().role
-    }
-
-    /// Change role.
-    pub(crate) fn set_role(&self, role: Role) {
-        self.update(|l| {
-            let changed = l.role != role;
-            l.role = role;
-            changed
-        });
     }
 
     /// Highest epoch this node acts in.
@@ -286,16 +298,6 @@ impl NodeShared {
     /// The leader this node knows.
     pub fn leader(&self) -> Option<NodeId> {
         self.leadership.borrow().leader
-    }
-
-    /// Record a new epoch and leader (together).
-    pub(crate) fn set_epoch_leader(&self, epoch: u64, leader: Option<NodeId>) {
-        self.update(|l| {
-            let changed = (l.epoch, l.leader) != (epoch, leader);
-            l.epoch = epoch;
-            l.leader = leader;
-            changed
-        });
     }
 
     /// ISR size (leader included) as the Replicator last computed it.

@@ -673,38 +673,8 @@ impl Leadership {
     }
 }
 
-// Role lives with the status types (shared.rs re-exports it for the
-// actors), so status imports nothing that imports metrics.
-/// What a node is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Appends proposals and replicates them.
-    Leader,
-    /// Receives the leader's log.
-    Follower,
-    /// Was leader, but its storage failed: no longer appends (restart it).
-    Failed,
-    /// Shut down.
-    Stopped,
-}
-
-impl Role {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Failed => "failed",
-            Role::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What a node is doing: the node engine's one role type.
+pub use metawal::engine::node::Role;
 
 #[cfg(test)]
 mod tests {

@@ -292,7 +292,7 @@ impl MetadataStore {
                     // and no replication from now on. Restart it. On a
                     // leader the Replicator and its links stop too, so the
                     // followers stop hearing it and elect another leader.
-                    self.shared.set_role(Role::Failed);
+                    self.shared.fail_stop();
                     if let Some(r) = self.replicator.take() {
                         ctx.spawn(
                             async move {
@@ -493,7 +493,7 @@ impl Actor for MetadataStore {
             );
             if let Err(e) = self.announce_leadership(ctx) {
                 tracing::error!(node = self.node, epoch, error = %e, "cannot append the LeaderChange of this epoch; node fail-stops");
-                self.shared.set_role(Role::Failed);
+                self.shared.fail_stop();
             }
         }
         let progress = self.engine.progress();

@@ -359,6 +359,8 @@ pub struct NodeEngine {
     published: Published,
     actions: VecDeque<NodeAction>,
     plant: Option<NodePlant>,
+    /// The time of the last input.
+    now: Instant,
 }
 
 impl NodeEngine {
@@ -397,6 +399,7 @@ impl NodeEngine {
             published,
             actions: VecDeque::new(),
             plant: None,
+            now,
         }
     }
 
@@ -423,6 +426,11 @@ impl NodeEngine {
     /// The leader this node knows in its epoch (heard or not).
     pub fn known_leader(&self) -> Option<NodeId> {
         self.leader
+    }
+
+    /// The target of the transfer under way, if any.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|t| t.to)
     }
 
     /// Whether a role change or a vote write is out.
@@ -458,9 +466,17 @@ impl NodeEngine {
         self.actions.pop_front()
     }
 
-    /// When to feed [`ElectionInput::Tick`] next.
+    /// When to feed [`ElectionInput::Tick`] next. While a step is out, or
+    /// once stopped or failed, the election's timer does not run (its
+    /// deadline would be due at once and again): the engine looks again
+    /// after an election timeout, or at a transfer's deadline.
     pub fn poll_timeout(&self) -> Instant {
-        let mut at = self.election.poll_timeout();
+        let idle = self.busy() || matches!(self.state, State::Stopped | State::Failed);
+        let mut at = if idle {
+            self.now + self.election_timeout
+        } else {
+            self.election.poll_timeout()
+        };
         if let Some(t) = &self.transfer {
             at = at.min(t.deadline);
         }
@@ -474,9 +490,17 @@ impl NodeEngine {
 
     /// Take one input at `now`; `log` is this node's log end.
     pub fn handle(&mut self, now: Instant, input: NodeInput, log: LastLog) {
+        self.now = self.now.max(now);
         match input {
             NodeInput::Election(e) => {
                 if matches!(self.state, State::Stopped | State::Failed) {
+                    return;
+                }
+                if self.busy() && e == ElectionInput::Tick {
+                    // The election's own timer waits for the step; a
+                    // transfer's deadline does not.
+                    self.on_tick_at(now);
+                    self.publish(now);
                     return;
                 }
                 if self.busy() {

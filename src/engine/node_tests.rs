@@ -239,10 +239,20 @@ fn the_deferred_queue_is_bounded() {
     let t0 = Instant::now();
     let mut e = engine(t0);
     let (now, _) = win(&mut e, t0);
+    let ask = ElectionMsg::PreVote {
+        epoch: 2,
+        last_epoch: 0,
+        last_offset: 0,
+    };
     for _ in 0..DEFERRED_INPUTS_MAX + 10 {
-        e.handle(now, NodeInput::Election(ElectionInput::Tick), LOG);
+        e.handle(now, from(3, ask), LOG);
     }
     assert_eq!(e.deferred.len(), DEFERRED_INPUTS_MAX);
+    // Ticks are not held: the election's timer waits for the step, and the
+    // engine looks again after an election timeout.
+    e.handle(now, NodeInput::Election(ElectionInput::Tick), LOG);
+    assert_eq!(e.deferred.len(), DEFERRED_INPUTS_MAX);
+    assert_eq!(e.poll_timeout(), now + T);
 }
 
 #[test]

@@ -1,18 +1,21 @@
-//! `Elector`: the shell of this node's `ElectionEngine`.
+//! `Elector`: the pump of this node's `NodeEngine`.
 //!
-//! Every election decision is the engine's (see
-//! `metawal::engine::election`). This actor feeds it: messages from peers
-//! (passed on by the election connections the listener accepts), its timer,
-//! and the liveness signals other actors leave in [`NodeShared`] — when the
-//! active leader session last delivered something, when each follower last
-//! answered this node's links — read before every input, so no message is
-//! sent per heartbeat. It carries the engine's actions out *in order, one
-//! at a time*: a message goes to the peer's [`VoterLink`]; a vote is
-//! persisted only after the log owner fenced lower epochs off, and what
-//! waited for it is released with the log as fenced; `BecomeLeader` and
-//! `StepDown` run the node's role change to completion before anything
-//! else is done (`ctx.wait`), so a vote is never granted by a node that
-//! still leads, and nothing is sent for a vote that is not on disk.
+//! Every decision about what the node is — elections, the steps of a role
+//! change and their rollback, shutdown, transfer, the leader it names — is
+//! the engine's (see `metawal::engine::node`). This actor feeds it:
+//! messages from peers (passed on by the election connections the listener
+//! accepts), its timer, and the liveness signals other actors leave in
+//! [`NodeShared`] — when the active leader session last delivered
+//! something, which leader the log owner last attached to, when each
+//! follower last answered this node's links, a fail-stop — read before
+//! every input, so no message is sent per heartbeat. It carries the
+//! engine's actions out in order: a message goes to the peer's
+//! [`VoterLink`]; a vote is persisted only after the log owner fenced lower
+//! epochs off; each step of a role change is done by the node
+//! ([`RoleChanges`]) and answered back as an input; what the engine
+//! publishes goes to [`NodeShared::publish`], the one writer of the node's
+//! role, epoch and leader. While a step is out the engine holds every other
+//! input itself, so this actor never blocks its arbiter waiting.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,46 +24,85 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
-use metawal::engine::election::{
-    ElectionAction, ElectionConfig, ElectionEngine, ElectionInput, ElectionMsg, LastLog,
-};
+use metawal::engine::election::{ElectionConfig, ElectionInput, ElectionMsg, LastLog};
 use metawal::engine::epoch::EpochRefused;
+use metawal::engine::node::{NodeAction, NodeEngine, NodeInput, StepUpStep, TransferFailed};
+use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
 use metawal::{NodeId, ReplicationConfig};
+use tokio::sync::oneshot;
 use tokio::sync::watch;
 
 use super::voter_link::{SendElection, StopVoterLink, VoterLink};
 use crate::disk::DiskHandle;
-use crate::error::RoleError;
 use crate::follower::listener::{Fence, ReplicaListener};
 use crate::follower::messages::ElectionIn;
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 
-/// What the elector asks of its node when the engine decides a role
-/// change; the node carries it out (`Node` implements this in `node.rs`).
-/// A trait, so that the elector does not import the node that starts it.
-pub(crate) trait RoleChanges: Send + 'static {
-    /// Take the leadership of `epoch` (won by this node).
-    fn lead(&self, epoch: u64) -> LocalBoxFuture<'static, Result<(), RoleError>>;
-    /// Follow `leader` (if known) in `epoch`.
-    fn step_down(&self, epoch: u64, leader: Option<NodeId>) -> LocalBoxFuture<'static, ()>;
+/// Why a role-change step failed: a higher epoch on disk, or another
+/// reason (logged).
+#[derive(Debug)]
+pub(crate) enum StepError {
+    /// The disk holds a higher epoch.
+    Stale { current: u64 },
+    /// Anything else: the part that failed and what it said.
+    Failed(String),
 }
 
-/// Leader: hand leadership to `to` now (it has caught up).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct TransferTo(pub NodeId);
+/// The steps of a role change, which the node carries out when the engine
+/// asks (`Node` implements this in `node.rs`). None of them decides
+/// anything: each does one thing and reports how it went. A trait, so that
+/// the elector does not import the node that starts it.
+pub(crate) trait RoleChanges: Send + 'static {
+    /// End the follower's sessions, let its in-flight write finish: the
+    /// log to lead with and its commit point.
+    fn release_log(&self) -> LocalBoxFuture<'static, Result<(EpochIndex, u64), StepError>>;
+    /// Write meta: `epoch` led by this node, fenced against the disk.
+    fn persist_epoch(
+        &self,
+        epoch: u64,
+        commit_hint: u64,
+    ) -> LocalBoxFuture<'static, Result<(), StepError>>;
+    /// Start the Replicator on `epochs` and the store's leadership (it
+    /// appends `LeaderChange`).
+    fn start_leading(
+        &self,
+        epoch: u64,
+        epochs: EpochIndex,
+        commit: u64,
+    ) -> LocalBoxFuture<'static, Result<(), StepError>>;
+    /// Stop the Replicator if one runs and drop the store's leadership.
+    fn stop_leading(&self) -> LocalBoxFuture<'static, ()>;
+    /// Follow again with the log and meta as on disk: the meta's epoch and
+    /// leader, or why they could not be read back.
+    fn resume_following(
+        &self,
+        keep_commit: bool,
+    ) -> LocalBoxFuture<'static, Result<(u64, Option<NodeId>), String>>;
+    /// Resolves once `to` has acknowledged the leader's whole log (never,
+    /// if the leadership ends first).
+    fn caught_up(&self, to: NodeId) -> LocalBoxFuture<'static, bool>;
+}
 
-/// Leader shutting down cleanly: tell the others to elect now.
+/// Leader: hand the leadership to `to`; the answer comes when the
+/// transfer ends.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Resign;
+pub(crate) struct TransferTo {
+    pub to: NodeId,
+    pub done: oneshot::Sender<Result<(), TransferFailed>>,
+}
 
-/// Stop the voter links (after writing what they hold) and the Elector.
+/// The node stops: the engine's shutdown (a leader resigns, unless this
+/// is a crash), then the voter links (after writing what they hold) and
+/// the Elector.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct StopElector;
+pub(crate) struct StopElector {
+    /// Tell the other voters to elect now (a clean shutdown of a leader).
+    pub resign: bool,
+}
 
 pub(crate) struct ElectorInit {
     pub node: NodeId,
@@ -71,16 +113,17 @@ pub(crate) struct ElectorInit {
     pub disk: DiskHandle,
     pub listener: Addr<ReplicaListener>,
     pub progress: watch::Receiver<LogProgress>,
-    /// `(epoch, voted_for)` as persisted.
+    /// `(epoch, voted_for, leader)` as persisted.
     pub epoch: u64,
     pub voted_for: Option<NodeId>,
+    pub leader: Option<NodeId>,
     /// The node, for role changes.
     pub roles: Box<dyn RoleChanges>,
 }
 
 pub(crate) struct Elector {
     node: NodeId,
-    engine: ElectionEngine,
+    engine: NodeEngine,
     shared: Arc<NodeShared>,
     config: ReplicationConfig,
     keys: HandshakeKeys,
@@ -90,12 +133,18 @@ pub(crate) struct Elector {
     listener: Addr<ReplicaListener>,
     progress: watch::Receiver<LogProgress>,
     roles: Box<dyn RoleChanges>,
-    /// The last leader contact and follower answers fed to the engine.
+    /// The last leader contact, attach and follower answers fed to the
+    /// engine.
     fed_leader: Option<Instant>,
+    fed_attached: Option<(u64, NodeId)>,
     fed_followers: BTreeMap<NodeId, Instant>,
     timer: Option<SpawnHandle>,
-    /// An action (vote write, role change) is being carried out.
-    busy: bool,
+    /// The log released by step-up 1, for step-up 3.
+    released: Option<EpochIndex>,
+    /// The caller of the transfer under way.
+    transfer: Option<oneshot::Sender<Result<(), TransferFailed>>>,
+    /// Stopped: nothing more is sent.
+    stopped: bool,
 }
 
 impl Elector {
@@ -103,7 +152,7 @@ impl Elector {
         let voters: Vec<NodeId> = init.peers.keys().copied().collect();
         Elector {
             node: init.node,
-            engine: ElectionEngine::new(
+            engine: NodeEngine::new(
                 init.node,
                 voters,
                 ElectionConfig {
@@ -111,6 +160,7 @@ impl Elector {
                 },
                 init.epoch,
                 init.voted_for,
+                init.leader,
                 Instant::now(),
                 rand::random(),
             ),
@@ -124,9 +174,12 @@ impl Elector {
             progress: init.progress,
             roles: init.roles,
             fed_leader: None,
+            fed_attached: None,
             fed_followers: BTreeMap::new(),
             timer: None,
-            busy: false,
+            released: None,
+            transfer: None,
+            stopped: false,
         }
     }
 
@@ -141,102 +194,178 @@ impl Elector {
         }
     }
 
-    /// Feed the engine the liveness signals left in `NodeShared` since the
-    /// last input, each at the time it happened.
+    /// Feed the engine the signals left in `NodeShared` since the last
+    /// input, each at the time it happened.
     fn sync_contacts(&mut self) {
         let log = self.log();
+        let now = Instant::now();
+        if self.shared.role() == Role::Failed {
+            self.engine.handle(now, NodeInput::StorageFailed, log);
+        }
+        if let Some(attached) = self.shared.leader_attached() {
+            if self.fed_attached != Some(attached) {
+                self.fed_attached = Some(attached);
+                let (epoch, leader) = attached;
+                self.engine
+                    .handle(now, NodeInput::LeaderAttached { epoch, leader }, log);
+            }
+        }
         if let Some(at) = self.shared.leader_contact() {
             if self.fed_leader.is_none_or(|t| at > t) {
                 self.fed_leader = Some(at);
-                if let Some(leader) = self.shared.leader().filter(|&l| l != self.node) {
-                    let epoch = self.shared.epoch();
-                    self.engine
-                        .handle(at, ElectionInput::LeaderHeard { leader, epoch }, log);
+                if let Some(leader) = self.engine.known_leader() {
+                    let epoch = self.engine.published().epoch;
+                    let heard = ElectionInput::LeaderHeard { leader, epoch };
+                    self.engine.handle(at, NodeInput::Election(heard), log);
                 }
             }
         }
         let higher = self.shared.higher_epoch();
-        if higher > self.engine.epoch() {
-            self.engine.handle(
-                Instant::now(),
-                ElectionInput::HigherEpoch { epoch: higher },
-                log,
-            );
+        if higher > self.engine.election().epoch() {
+            let input = ElectionInput::HigherEpoch { epoch: higher };
+            self.engine.handle(now, NodeInput::Election(input), log);
         }
         let heard: Vec<(NodeId, Instant)> = self.shared.followers_heard().collect();
         for (peer, at) in heard {
             if self.fed_followers.get(&peer).is_none_or(|&t| at > t) {
                 self.fed_followers.insert(peer, at);
-                self.engine
-                    .handle(at, ElectionInput::FollowerHeard { peer }, log);
+                let input = ElectionInput::FollowerHeard { peer };
+                self.engine.handle(at, NodeInput::Election(input), log);
             }
         }
     }
 
-    fn input(&mut self, input: ElectionInput, ctx: &mut Context<Self>) {
-        if self.shared.role() == Role::Failed {
-            // A node whose storage failed takes no part in elections: it
-            // neither stands (not even on `ElectNow`) nor votes (it could
-            // not keep what it would be given). It stays silent until it
-            // is restarted, looking again once per election timeout.
-            if let Some(t) = self.timer.take() {
-                ctx.cancel_future(t);
-            }
-            self.timer = Some(ctx.run_later(self.config.election_timeout, |act, ctx| {
-                act.timer = None;
-                act.input(ElectionInput::Tick, ctx);
-            }));
-            return;
-        }
+    /// Feed one input (after the signals), then carry out the actions.
+    fn input(&mut self, input: NodeInput, ctx: &mut Context<Self>) {
         self.sync_contacts();
         let log = self.log();
         self.engine.handle(Instant::now(), input, log);
         self.drive(ctx);
     }
 
-    /// Carry out the engine's actions in order; one that takes time
-    /// (a vote write, a role change) blocks the rest, and every other
-    /// input, until it is done.
+    /// Carry out the engine's actions in order. Those that take time run
+    /// beside this actor and come back as inputs; the engine holds what
+    /// must wait for them.
     fn drive(&mut self, ctx: &mut Context<Self>) {
-        while !self.busy {
-            let Some(action) = self.engine.poll_action() else {
-                break;
-            };
+        while let Some(action) = self.engine.poll_action() {
             match action {
-                ElectionAction::Send { to, msg } => self.send(to, msg),
-                ElectionAction::PersistVote { epoch, voted_for } => {
+                NodeAction::Publish(p) => {
+                    tracing::debug!(node = self.node, epoch = p.epoch, role = %p.role, leader = ?p.leader, transferring = p.transferring, "leadership published");
+                    self.shared.publish(p);
+                }
+                NodeAction::Send { to, msg } => self.send(to, msg),
+                NodeAction::PersistVote { epoch, voted_for } => {
                     self.persist_vote(epoch, voted_for, ctx)
                 }
-                ElectionAction::BecomeLeader { epoch } => {
-                    self.busy = true;
-                    let fut = self.roles.lead(epoch);
-                    ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
-                        act.busy = false;
-                        if let Err(e) = res {
-                            tracing::error!(node = act.node, epoch, error = %e, "won the election but could not lead; resigning");
-                            act.engine
-                                .handle(Instant::now(), ElectionInput::Resign, act.log());
+                NodeAction::ReleaseLog { epoch } => {
+                    let fut = self.roles.release_log();
+                    self.step(ctx, fut, move |act, res| match res {
+                        Ok((epochs, commit)) => {
+                            act.released = Some(epochs);
+                            NodeInput::LogReleased { commit }
                         }
-                        act.drive(ctx);
+                        Err(e) => act.step_failed(epoch, StepUpStep::ReleaseLog, e),
+                    });
+                }
+                NodeAction::PersistEpoch { epoch, commit_hint } => {
+                    let fut = self.roles.persist_epoch(epoch, commit_hint);
+                    self.step(ctx, fut, move |act, res| match res {
+                        Ok(()) => NodeInput::EpochPersisted,
+                        Err(e) => act.step_failed(epoch, StepUpStep::PersistEpoch, e),
+                    });
+                }
+                NodeAction::StartLeading { epoch, commit } => {
+                    let epochs = self.released.take().unwrap_or_default();
+                    let fut = self.roles.start_leading(epoch, epochs, commit);
+                    self.step(ctx, fut, move |act, res| match res {
+                        Ok(()) => {
+                            tracing::info!(node = act.node, epoch, "became leader");
+                            NodeInput::LeadingStarted
+                        }
+                        Err(e) => act.step_failed(epoch, StepUpStep::TakeLeadership, e),
+                    });
+                }
+                NodeAction::StopLeading => {
+                    let epoch = self.engine.published().epoch;
+                    tracing::info!(node = self.node, epoch, "stopping leading");
+                    let fut = self.roles.stop_leading();
+                    self.step(ctx, fut, |_, ()| NodeInput::LeadingStopped);
+                }
+                NodeAction::ResumeFollowing { keep_commit } => {
+                    let fut = self.roles.resume_following(keep_commit);
+                    self.step(ctx, fut, |act, res| match res {
+                        Ok((epoch, leader)) => {
+                            tracing::info!(node = act.node, epoch, leader = ?leader, "following");
+                            NodeInput::Resumed { epoch, leader }
+                        }
+                        Err(why) => {
+                            // Fail-stop: the node cannot know what it holds.
+                            tracing::error!(node = act.node, reason = %why, "cannot read the log or meta back after a role change; node stopped: restart it");
+                            act.shared.fail_stop();
+                            NodeInput::ReadBackFailed
+                        }
+                    });
+                }
+                NodeAction::WatchCatchUp { to } => {
+                    let fut = self.roles.caught_up(to);
+                    ctx.spawn(fut.into_actor(self).map(move |caught_up, act, ctx| {
+                        // Not caught up: the leadership ended; the
+                        // transfer's deadline ends it.
+                        if caught_up {
+                            act.input(NodeInput::CaughtUp { to }, ctx);
+                        }
                     }));
                 }
-                ElectionAction::StepDown { epoch, leader } => {
-                    self.busy = true;
-                    let fut = self.roles.step_down(epoch, leader);
-                    ctx.wait(fut.into_actor(self).map(|(), act, ctx| {
-                        act.busy = false;
-                        act.drive(ctx);
-                    }));
+                NodeAction::TransferEnded { to, outcome } => {
+                    match &outcome {
+                        Ok(()) => tracing::info!(node = self.node, to, "leadership transferred"),
+                        Err(e) => {
+                            tracing::warn!(node = self.node, to, error = %e, "leadership transfer failed")
+                        }
+                    }
+                    if let Some(done) = self.transfer.take() {
+                        // The caller may have gone: nothing to tell.
+                        let _ = done.send(outcome);
+                    }
                 }
             }
         }
-        self.publish();
-        if !self.busy {
-            self.arm_timer(ctx);
-        }
+        self.publish_election();
+        self.arm_timer(ctx);
+    }
+
+    /// Run one role-change step beside the actor; its result, turned into
+    /// an input by `answer`, is fed back.
+    fn step<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        fut: LocalBoxFuture<'static, T>,
+        answer: impl FnOnce(&mut Self, T) -> NodeInput + 'static,
+    ) {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let input = answer(act, res);
+            act.input(input, ctx);
+        }));
+    }
+
+    fn step_failed(&self, epoch: u64, step: StepUpStep, e: StepError) -> NodeInput {
+        let current = match e {
+            StepError::Stale { current } => {
+                tracing::warn!(node = self.node, epoch, current, %step, "could not become leader: a higher epoch is on disk; following again");
+                Some(current)
+            }
+            StepError::Failed(why) => {
+                tracing::error!(node = self.node, epoch, %step, reason = %why, "could not become leader; rolling back and following again");
+                None
+            }
+        };
+        NodeInput::StepFailed { step, current }
     }
 
     fn send(&mut self, to: NodeId, msg: ElectionMsg) {
+        if self.stopped {
+            return;
+        }
         let Some(&addr) = self.peers.get(&to) else {
             return;
         };
@@ -267,7 +396,6 @@ impl Elector {
     /// the answer with the log as fenced. A refusal or a failed write
     /// releases nothing (retry: the election runs again on its timer).
     fn persist_vote(&mut self, epoch: u64, voted_for: Option<NodeId>, ctx: &mut Context<Self>) {
-        self.busy = true;
         let listener = self.listener.clone();
         let disk = self.disk.clone();
         let fut = async move {
@@ -277,7 +405,7 @@ impl Elector {
                 .map_err(|e| (None, e.to_string()))?
                 .map_err(|e| (None, e))?;
             match disk.run(move |d| d.store_vote(epoch, voted_for)).await {
-                Ok(Ok(Ok(meta))) => Ok((meta, log)),
+                Ok(Ok(Ok(_meta))) => Ok(log),
                 Ok(Ok(Err(EpochRefused::Stale { current, .. }))) => {
                     Err((Some(current), format!("epoch {current} is on disk")))
                 }
@@ -286,48 +414,41 @@ impl Elector {
                 Err(e) => Err((None, e.to_string())),
             }
         };
-        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
-            act.busy = false;
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.sync_contacts();
             let now = Instant::now();
             match res {
-                Ok((meta, log)) => {
-                    if meta.current_epoch > act.shared.epoch() {
-                        act.shared
-                            .set_epoch_leader(meta.current_epoch, meta.leader);
-                    }
-                    act.engine
-                        .handle(now, ElectionInput::Persisted { epoch, voted_for }, log);
+                Ok(log) => {
+                    let persisted = NodeInput::VotePersisted { epoch, voted_for };
+                    act.engine.handle(now, persisted, log);
                 }
                 Err((current, why)) => {
                     tracing::warn!(node = act.node, epoch, voted_for = ?voted_for, reason = %why, "vote not persisted; nothing waiting for it is sent");
+                    let failed = NodeInput::VoteFailed {
+                        epoch,
+                        voted_for,
+                        current,
+                    };
                     let log = act.log();
-                    act.engine.handle(
-                        now,
-                        ElectionInput::PersistFailed {
-                            epoch,
-                            voted_for,
-                            current,
-                        },
-                        log,
-                    );
+                    act.engine.handle(now, failed, log);
                 }
             }
             act.drive(ctx);
         }));
     }
 
-    fn publish(&self) {
-        self.shared.set_election(
-            self.engine.role(),
-            self.engine.voted_for(),
-            self.engine.elections(),
-            self.engine.pre_votes(),
-        );
+    fn publish_election(&self) {
+        let e = self.engine.election();
+        self.shared
+            .set_election(e.role(), e.voted_for(), e.elections(), e.pre_votes());
     }
 
     fn arm_timer(&mut self, ctx: &mut Context<Self>) {
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
+        }
+        if self.stopped {
+            return;
         }
         let wait = self
             .engine
@@ -335,7 +456,7 @@ impl Elector {
             .saturating_duration_since(Instant::now());
         self.timer = Some(ctx.run_later(wait, |act, ctx| {
             act.timer = None;
-            act.input(ElectionInput::Tick, ctx);
+            act.input(NodeInput::Election(ElectionInput::Tick), ctx);
         }));
     }
 }
@@ -349,7 +470,7 @@ impl Actor for Elector {
         self.shared
             .metrics
             .register_peers(self.peers.keys().copied());
-        self.publish();
+        self.publish_election();
         self.arm_timer(ctx);
     }
 }
@@ -358,14 +479,18 @@ impl Handler<ElectionIn> for Elector {
     type Result = ();
 
     fn handle(&mut self, msg: ElectionIn, ctx: &mut Context<Self>) {
-        tracing::debug!(node = self.node, peer = msg.from, msg = ?msg.msg, "election message");
-        self.input(
-            ElectionInput::Received {
-                from: msg.from,
-                msg: msg.msg,
-            },
-            ctx,
-        );
+        match msg {
+            ElectionIn::Message { from, msg } => {
+                tracing::debug!(node = self.node, peer = from, msg = ?msg, "election message");
+                let input = ElectionInput::Received { from, msg };
+                self.input(NodeInput::Election(input), ctx);
+            }
+            // The attach is read from `NodeShared` with the other signals.
+            ElectionIn::LeaderAttached => {
+                self.sync_contacts();
+                self.drive(ctx);
+            }
+        }
     }
 }
 
@@ -373,22 +498,28 @@ impl Handler<TransferTo> for Elector {
     type Result = ();
 
     fn handle(&mut self, msg: TransferTo, ctx: &mut Context<Self>) {
-        self.input(ElectionInput::TransferTo { to: msg.0 }, ctx);
-    }
-}
-
-impl Handler<Resign> for Elector {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Resign, ctx: &mut Context<Self>) {
-        self.input(ElectionInput::Resign, ctx);
+        if self.transfer.is_some() {
+            // The engine refuses it (one transfer at a time); the refusal
+            // goes to this caller, not to the one waiting.
+            let to = self.engine.transfer_target().unwrap_or(msg.to);
+            let _ = msg.done.send(Err(TransferFailed::InProgress { to }));
+            return;
+        }
+        self.transfer = Some(msg.done);
+        self.input(NodeInput::Transfer { to: msg.to }, ctx);
     }
 }
 
 impl Handler<StopElector> for Elector {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _msg: StopElector, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StopElector, ctx: &mut Context<Self>) -> Self::Result {
+        if !msg.resign {
+            // A crash: nothing more leaves this node.
+            self.stopped = true;
+        }
+        self.input(NodeInput::Shutdown, ctx);
+        self.stopped = true;
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
         }

@@ -7,4 +7,4 @@
 mod elector;
 mod voter_link;
 
-pub(crate) use elector::{Elector, ElectorInit, Resign, RoleChanges, StopElector, TransferTo};
+pub(crate) use elector::{Elector, ElectorInit, RoleChanges, StepError, StopElector, TransferTo};

@@ -35,13 +35,13 @@ use tokio::sync::{oneshot, watch};
 use crate::disk::DiskHandle;
 use crate::error::DiskError;
 use crate::follower::messages::{
-    Attach, Durable, ElectorSlot, ListenerHandle, LogEnd, SessionAppend, SessionCommit,
+    Attach, Durable, ElectionIn, ElectorSlot, ListenerHandle, LogEnd, SessionAppend, SessionCommit,
     SessionGone, SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
 };
 use crate::follower::session::{ReplicaSession, SessionInit};
 use crate::leader::replicator::WakeLinks;
 use crate::progress::LogProgress;
-use crate::shared::{NodeShared, Role};
+use crate::shared::NodeShared;
 use crate::store::{EntriesInFlight, FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
 
 /// Most replication connections served at once.
@@ -224,7 +224,15 @@ impl ReplicaListener {
                 }));
             }
             FollowerAction::EpochChanged { epoch, leader } => {
-                self.shared.set_epoch_leader(epoch, leader);
+                // The node engine publishes it: noted for its pump, which
+                // is woken (bounded; a full mailbox loses only the wake-up,
+                // the pump reads the note at its next input).
+                if let Some(leader) = leader {
+                    self.shared.note_leader_attached(epoch, leader);
+                    if let Some(pump) = self.elector.get() {
+                        let _ = pump.try_send(ElectionIn::LeaderAttached);
+                    }
+                }
             }
             FollowerAction::Write(records) => match self.disk.append(records) {
                 Ok(rx) => {
@@ -327,7 +335,7 @@ impl ReplicaListener {
                 // The engine logged it and stops every session; the node
                 // takes no more writes or proposals. Restart it.
                 tracing::error!(node = self.node, %reason, "follower fail-stopped");
-                self.shared.set_role(Role::Failed);
+                self.shared.fail_stop();
             }
         }
     }

@@ -111,13 +111,16 @@ pub(crate) struct SessionGone {
     pub session: u64,
 }
 
-/// An election message from an authenticated peer, passed on by the
-/// session that received it to the node's elector.
+/// What the follower side tells the node engine's pump.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct ElectionIn {
-    pub from: NodeId,
-    pub msg: ElectionMsg,
+pub(crate) enum ElectionIn {
+    /// An election message from an authenticated peer, passed on by the
+    /// session that received it.
+    Message { from: NodeId, msg: ElectionMsg },
+    /// The log owner accepted a leader's session (see
+    /// `NodeShared::note_leader_attached`).
+    LeaderAttached,
 }
 
 /// Where sessions deliver election messages: set once the elector runs.

@@ -250,7 +250,7 @@ impl ReplicaSession {
                 // Best effort, bounded: if the Elector's mailbox is full the
                 // message is dropped and the election retries it.
                 if let Some(elector) = self.elector.get() {
-                    if elector.try_send(ElectionIn { from, msg }).is_err() {
+                    if elector.try_send(ElectionIn::Message { from, msg }).is_err() {
                         tracing::debug!(
                             node = self.node,
                             peer = from,

@@ -40,7 +40,7 @@ use crate::error::{DiskError, ProposeError};
 use crate::leader::link::{FollowerLink, LinkInit, LinkStats};
 use crate::leader::messages::{LeaderLog, LinkEvent};
 use crate::progress::LogProgress;
-use crate::shared::{NodeShared, Role};
+use crate::shared::NodeShared;
 use crate::status::FollowerStatus;
 use metawal::engine::Acks;
 
@@ -82,6 +82,16 @@ pub(crate) struct GetReplicationStatus;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WakeLinks;
+
+/// Answer once `to` has acknowledged the whole log on disk (a leader
+/// transfer's catch-up): checked on each acknowledgement, no polling. One
+/// watch at a time; a new one replaces the last. Dropped unanswered if the
+/// Replicator stops first.
+#[derive(Message)]
+#[rtype(result = "tokio::sync::oneshot::Receiver<()>")]
+pub(crate) struct WatchCatchUp {
+    pub to: NodeId,
+}
 
 /// Stop the Replicator and its links.
 #[derive(Message)]
@@ -135,6 +145,8 @@ pub struct Replicator {
     progress_tx: watch::Sender<LogProgress>,
     progress_rx: watch::Receiver<LogProgress>,
     links: BTreeMap<NodeId, LinkSlot>,
+    /// A transfer target whose catch-up is awaited.
+    catch_up: Option<(NodeId, tokio::sync::oneshot::Sender<()>)>,
 }
 
 impl Replicator {
@@ -173,7 +185,22 @@ impl Replicator {
             progress_tx: init.progress_tx,
             progress_rx: init.progress_rx,
             links: BTreeMap::new(),
+            catch_up: None,
             config: init.config,
+        }
+    }
+
+    /// Answer the catch-up watch if its target has the whole log.
+    fn check_catch_up(&mut self) {
+        let Some((to, _)) = &self.catch_up else {
+            return;
+        };
+        let tracker = self.engine.tracker();
+        if tracker.durable_of(*to).unwrap_or(0) >= tracker.log_end() {
+            if let Some((_, tx)) = self.catch_up.take() {
+                // The waiter may have gone: nothing to tell.
+                let _ = tx.send(());
+            }
         }
     }
 
@@ -271,7 +298,7 @@ impl Replicator {
                 // Fail-stop: no more writes here. The links stop too, so the
                 // followers stop hearing this leader and elect another one
                 // within [T, 2T) (this node does not stand: it has failed).
-                self.shared.set_role(Role::Failed);
+                self.shared.fail_stop();
                 for slot in self.links.values() {
                     let _ = slot.addr.try_send(crate::leader::link::StopLink);
                 }
@@ -444,6 +471,18 @@ impl Handler<LinkEvent> for Replicator {
             }
         };
         self.input(input, ctx);
+        self.check_catch_up();
+    }
+}
+
+impl Handler<WatchCatchUp> for Replicator {
+    type Result = MessageResult<WatchCatchUp>;
+
+    fn handle(&mut self, msg: WatchCatchUp, _ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.catch_up = Some((msg.to, tx));
+        self.check_catch_up();
+        MessageResult(rx)
     }
 }
 
