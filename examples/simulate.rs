@@ -12,7 +12,7 @@
 //!
 //! Before it, a line with the new faults and the time from the final heal
 //! to one leader every node knows:
-//! `faults: O one-way partitions (B messages blackholed), K clock steps, N stale-candidate strikes, F failed step-up steps, T transfers (D completed); heal to leader: median M ms, p99 Q ms, max X ms (seed S)`.
+//! `faults: O one-way partitions (B messages blackholed), K clock steps, N stale-candidate strikes, F failed step-up steps, C clean shutdowns, T transfers (D completed); heal to leader: median M ms, p99 Q ms, max X ms (seed S)`.
 //! The last line is always
 //! `simulated N seeds (S steps, C crashes, P partitions, W acked writes): V violations`
 //! and the exit code is non-zero when V > 0.
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut steps, mut crashes, mut partitions, mut writes, mut violations) = (0, 0, 0, 0, 0);
     let (mut one_way, mut blackholed, mut clock_steps, mut strikes) = (0, 0, 0, 0);
-    let (mut step_faults, mut transfers, mut transfers_done) = (0, 0, 0);
+    let (mut step_faults, mut transfers, mut transfers_done, mut shutdowns) = (0, 0, 0, 0);
     // (heal to leader, seed) of every seed that settled.
     let mut heal_to_leader: Vec<(Duration, u64)> = Vec::new();
     for &seed in &seeds {
@@ -132,6 +132,7 @@ fn main() -> ExitCode {
         clock_steps += report.clock_steps;
         strikes += report.nemesis_strikes;
         step_faults += report.step_faults;
+        shutdowns += report.shutdowns;
         transfers += report.transfers;
         transfers_done += report.transfers_done;
         if let Some(t) = report.heal_to_leader {
@@ -158,7 +159,7 @@ fn main() -> ExitCode {
         None => "no seed settled".into(),
     };
     println!(
-        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes, {step_faults} failed step-up steps, {transfers} transfers ({transfers_done} completed); heal to leader: {healed}"
+        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes, {step_faults} failed step-up steps, {shutdowns} clean shutdowns, {transfers} transfers ({transfers_done} completed); heal to leader: {healed}"
     );
     println!(
         "simulated {} seeds ({steps} steps, {crashes} crashes, {partitions} partitions, {writes} acked writes): {violations} violations",

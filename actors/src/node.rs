@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use metawal::engine::recovery;
 use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
 use metawal::record::decode_record;
@@ -68,10 +69,10 @@ struct Recovered {
     commit: u64,
 }
 
-fn recover(d: &mut Disk, node: NodeId) -> Result<Recovered, DiskError> {
+fn recover(d: &mut Disk) -> Result<Recovered, DiskError> {
     let meta = NodeMeta::load(&d.data_dir)?;
     let snapshot = Snapshot::load_latest(&d.snapshot_dir())?;
-    let (mut state, snap_offset) = match snapshot {
+    let (state, snap_offset) = match snapshot {
         Some(s) => {
             if d.wal.last_offset() < s.offset {
                 // The snapshot was installed but the WAL not yet reset.
@@ -90,12 +91,12 @@ fn recover(d: &mut Disk, node: NodeId) -> Result<Recovered, DiskError> {
             ),
         });
     }
-    let commit = meta
-        .as_ref()
-        .map_or(0, |m| m.commit_hint)
-        .max(snap_offset)
-        .min(d.wal.last_offset());
-    let mut appended: Option<MetadataState> = None;
+    let commit = recovery::commit_point(
+        meta.as_ref().map_or(0, |m| m.commit_hint),
+        snap_offset,
+        d.wal.last_offset(),
+    );
+    let mut replay = recovery::Replay::new(state, commit);
     let mut next = snap_offset + 1;
     let last = d.wal.last_offset();
     while next <= last {
@@ -108,20 +109,16 @@ fn recover(d: &mut Disk, node: NodeId) -> Result<Recovered, DiskError> {
                 dir: d.data_dir.display().to_string(),
                 reason: format!("record {} does not decode: {e}", r.offset),
             })?;
-            if entry.offset <= commit {
-                if let Err(e) = state.apply(&entry) {
-                    tracing::warn!(node, offset = entry.offset, error = %e, "replayed entry does not apply");
-                }
-            } else {
-                let a = appended.get_or_insert_with(|| state.clone());
-                if let Err(e) = a.apply(&entry) {
-                    tracing::warn!(node, offset = entry.offset, error = %e, "replayed entry does not apply");
-                }
-            }
+            // Fail-stop: the node does not start with a state no other
+            // node has.
+            replay.entry(&entry).map_err(|e| DiskError::Inconsistent {
+                dir: d.data_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
             next = entry.offset + 1;
         }
     }
-    let appended = appended.unwrap_or_else(|| state.clone());
+    let (state, appended) = replay.finish();
     Ok(Recovered {
         meta,
         state,
@@ -246,7 +243,7 @@ impl Node {
         if let Some(t) = &report.torn_tail {
             tracing::warn!(node, file = %t.file.display(), byte = t.byte, removed = t.removed, "WAL torn tail removed at start");
         }
-        let rec = disk.run(move |d| recover(d, node)).await??;
+        let rec = disk.run(recover).await??;
 
         if let Some(m) = &rec.meta {
             if m.node_id != node || m.cluster_id != config.cluster_id {

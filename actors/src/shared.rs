@@ -137,8 +137,13 @@ impl NodeShared {
         self.at(self.leader_contact_ns.load(Ordering::Acquire))
     }
 
-    /// Leader: `peer` answered now.
-    pub(crate) fn note_follower_heard(&self, peer: NodeId) {
+    /// Leader of `epoch`: `peer` answered now. Ignored unless this node
+    /// leads `epoch` (a link of an older leadership that still runs).
+    pub(crate) fn note_follower_heard(&self, peer: NodeId, epoch: u64) {
+        let l = self.leadership();
+        if l.role != Role::Leader || l.epoch != epoch {
+            return;
+        }
         if let Some(t) = self.followers_heard_ns.get(&peer) {
             t.fetch_max(self.since_base_ns(Instant::now()), Ordering::AcqRel);
         }

@@ -198,10 +198,8 @@ struct ViewSink<'a> {
 }
 
 impl ApplySink for ViewSink<'_> {
-    fn applied(&mut self, state: &MetadataState, entry: Entry, changed: bool) {
-        if changed {
-            self.view.update(state, &entry.command);
-        }
+    fn applied(&mut self, state: &MetadataState, entry: Entry) {
+        self.view.update(state, &entry.command);
         self.view.set_applied(entry.offset, entry.epoch);
         if self.subscribers.is_empty() {
             return;

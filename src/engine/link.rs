@@ -171,6 +171,10 @@ pub enum LinkReport {
     },
     /// The connection reported by `Connected` is gone.
     Disconnected,
+    /// The follower answered on this epoch's authenticated connection (a
+    /// `Welcome`, `Position` or `Ack` the link accepted): it counts as
+    /// heard for check-quorum and read index.
+    Heard,
     /// The follower refused the leader: it knows epoch `epoch` (led by
     /// `leader`), which fences this leader's.
     Fenced {
@@ -434,7 +438,25 @@ impl LinkEngine {
             }
             LinkInput::Frame { gen, frame } => {
                 if gen == self.gen && matches!(self.conn, Conn::Open(_)) {
+                    let answer = matches!(
+                        frame,
+                        Frame::Ack { .. } | Frame::Position { .. } | Frame::Welcome { .. }
+                    );
                     self.on_frame(now, frame, log);
+                    // An answer the link accepted on this epoch's
+                    // authenticated connection: the follower is live
+                    // (check-quorum, read index). A refusal, a frame of
+                    // an old connection or one that broke the link is not.
+                    if answer
+                        && self.gen == gen
+                        && matches!(
+                            self.state(),
+                            LinkState::Probing | LinkState::Streaming | LinkState::Snapshotting
+                        )
+                    {
+                        self.actions
+                            .push_back(LinkAction::Report(LinkReport::Heard));
+                    }
                 }
             }
             LinkInput::Closed { gen, reason } => {

@@ -180,7 +180,10 @@ fn a_new_link_connects_authenticates_and_streams_from_the_match_point() {
     let actions = handshake(&mut e, t0, &log, 2, EPOCH);
     assert_eq!(
         actions,
-        vec![LinkAction::Report(LinkReport::Connected { matched: 2 })]
+        vec![
+            LinkAction::Report(LinkReport::Connected { matched: 2 }),
+            LinkAction::Report(LinkReport::Heard)
+        ]
     );
     assert_eq!(e.state(), LinkState::Probing);
     let frames = transmit(&mut e, t0, &log);
@@ -204,7 +207,10 @@ fn a_new_link_connects_authenticates_and_streams_from_the_match_point() {
     );
     assert_eq!(
         drain(&mut e),
-        vec![LinkAction::Report(LinkReport::Acked { offset: 5 })]
+        vec![
+            LinkAction::Report(LinkReport::Acked { offset: 5 }),
+            LinkAction::Report(LinkReport::Heard)
+        ]
     );
     assert_eq!(e.state(), LinkState::Streaming);
     assert!(e.connected());
@@ -326,7 +332,10 @@ fn a_diverged_follower_is_truncated_then_matched_on_its_position() {
     );
     assert_eq!(
         drain(&mut e),
-        vec![LinkAction::Report(LinkReport::Connected { matched: 2 })]
+        vec![
+            LinkAction::Report(LinkReport::Connected { matched: 2 }),
+            LinkAction::Report(LinkReport::Heard)
+        ]
     );
 }
 
@@ -411,7 +420,10 @@ fn an_entry_past_the_tail_is_read_from_the_wal_and_a_compacted_one_sends_the_sna
     );
     assert_eq!(
         drain(&mut e),
-        vec![LinkAction::Report(LinkReport::Connected { matched: 7 })]
+        vec![
+            LinkAction::Report(LinkReport::Connected { matched: 7 }),
+            LinkAction::Report(LinkReport::Heard)
+        ]
     );
     let frames = transmit(&mut e, t0, &log);
     assert_eq!(
@@ -473,7 +485,10 @@ fn wal_records_are_sent_in_order_and_what_does_not_fit_waits() {
     );
     assert_eq!(
         drain(&mut e),
-        vec![LinkAction::Report(LinkReport::Acked { offset: 4 })]
+        vec![
+            LinkAction::Report(LinkReport::Acked { offset: 4 }),
+            LinkAction::Report(LinkReport::Heard)
+        ]
     );
 }
 
@@ -686,7 +701,8 @@ fn an_ack_beyond_what_was_sent_is_ignored() {
         },
         &log,
     );
-    assert_eq!(drain(&mut e), vec![]);
+    // Ignored, but the follower did answer on this connection.
+    assert_eq!(drain(&mut e), vec![LinkAction::Report(LinkReport::Heard)]);
     assert_eq!(e.progress().acked_offset(), 0);
 }
 
@@ -775,4 +791,38 @@ fn an_empty_wal_read_is_not_repeated_until_the_log_moves() {
         drain(&mut e)[..],
         [LinkAction::ReadWal { from: 1, .. }]
     ));
+}
+
+#[test]
+fn only_answers_the_link_accepts_on_its_current_connection_count_as_heard() {
+    let t0 = Instant::now();
+    let log = Log::new(5);
+    let mut e = engine(t0, &log, config());
+    drain(&mut e);
+    e.handle(t0, LinkInput::Progress(log.progress(3)), &log);
+    handshake(&mut e, t0, &log, 2, EPOCH);
+    // An ack of an older connection: not this follower's answer now.
+    e.handle(
+        t0,
+        LinkInput::Frame {
+            gen: 0,
+            frame: Frame::Ack { offset: 1 },
+        },
+        &log,
+    );
+    assert_eq!(drain(&mut e), vec![]);
+    // A frame the link does not expect breaks it: not heard either.
+    e.handle(
+        t0,
+        LinkInput::Frame {
+            gen: 1,
+            frame: Frame::Heartbeat { commit: 1 },
+        },
+        &log,
+    );
+    let actions = drain(&mut e);
+    assert!(
+        !actions.contains(&LinkAction::Report(LinkReport::Heard)),
+        "{actions:?}"
+    );
 }

@@ -48,6 +48,7 @@ pub mod leader;
 pub mod link;
 pub mod node;
 pub mod read_index;
+pub mod recovery;
 pub mod session;
 pub mod store;
 

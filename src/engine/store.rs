@@ -239,10 +239,8 @@ pub struct Admitted {
 /// subscribers).
 pub trait ApplySink {
     /// `entry` was applied (it is handed over: the engine keeps nothing of
-    /// it); `state` is the state right after it. `changed` is false for a
-    /// committed entry that does not apply (it changes nothing, on every
-    /// node alike).
-    fn applied(&mut self, state: &MetadataState, entry: Entry, changed: bool);
+    /// it); `state` is the state right after it.
+    fn applied(&mut self, state: &MetadataState, entry: Entry);
     /// The state was replaced (a snapshot install).
     fn reset(&mut self, state: &MetadataState);
 }
@@ -647,8 +645,8 @@ impl StoreEngine {
             offset = entry.offset,
             epoch = entry.epoch
         );
-        let changed = match self.state.apply(&entry) {
-            Ok(()) => true,
+        match self.state.apply(&entry) {
+            Ok(()) => {}
             Err(e) if e.is_out_of_order() => {
                 // Only the next offset is ever applied: a broken invariant.
                 self.fail_stop(format!(
@@ -658,11 +656,19 @@ impl StoreEngine {
                 return;
             }
             Err(e) => {
-                tracing::warn!(node = self.node, offset = entry.offset, error = %e, "committed entry does not apply; skipped on every node alike");
-                false
+                // Validated by its leader against the state before it: a
+                // committed entry that does not apply is a bug or a
+                // corruption. Fail-stop, as a replay at start does
+                // (`engine::recovery`), rather than hold a state no other
+                // node has.
+                self.fail_stop(format!(
+                    "committed entry {} does not apply to the state before it: {e}",
+                    entry.offset
+                ));
+                return;
             }
-        };
-        sink.applied(&self.state, entry, changed);
+        }
+        sink.applied(&self.state, entry);
     }
 
     fn maybe_snapshot(&mut self) {

@@ -6,18 +6,18 @@ use crate::command::Command;
 /// Records what was applied.
 #[derive(Default)]
 struct Sink {
-    applied: Vec<(u64, bool)>,
+    applied: Vec<u64>,
     resets: Vec<u64>,
 }
 
 impl ApplySink for Sink {
-    fn applied(&mut self, state: &MetadataState, entry: Entry, changed: bool) {
+    fn applied(&mut self, state: &MetadataState, entry: Entry) {
         assert_eq!(
             state.applied_offset(),
             entry.offset,
             "the state right after the entry"
         );
-        self.applied.push((entry.offset, changed));
+        self.applied.push(entry.offset);
     }
     fn reset(&mut self, state: &MetadataState) {
         self.resets.push(state.applied_offset());
@@ -192,7 +192,7 @@ fn only_committed_and_durable_entries_apply_in_order() {
     e.handle(StoreInput::Entries((1..=5).map(entry).collect()), &mut sink);
     assert!(sink.applied.is_empty());
     e.handle(StoreInput::Progress(progress(4, 2)), &mut sink);
-    assert_eq!(sink.applied, [(1, true), (2, true)], "durable here up to 2");
+    assert_eq!(sink.applied, [1, 2], "durable here up to 2");
     e.handle(StoreInput::Progress(progress(4, 5)), &mut sink);
     assert_eq!(sink.applied.len(), 4, "committed up to 4");
     assert!(drain(&mut e).is_empty(), "all from memory");
@@ -227,7 +227,7 @@ fn a_gap_is_read_back_from_the_wal_one_read_at_a_time() {
         },
         &mut sink,
     );
-    let offsets: Vec<u64> = sink.applied.iter().map(|a| a.0).collect();
+    let offsets: Vec<u64> = sink.applied.to_vec();
     assert_eq!(offsets, [1, 2, 3, 4, 5]);
 }
 
@@ -250,7 +250,7 @@ fn a_corrupt_committed_record_fail_stops_and_nothing_after_it_applies() {
         },
         &mut sink,
     );
-    assert_eq!(sink.applied, [(1, true)], "stops at the corrupt record");
+    assert_eq!(sink.applied, [1], "stops at the corrupt record");
     let actions = drain(&mut e);
     assert!(
         matches!(&actions[..], [StoreAction::FailStop(r)] if r.contains("committed record 2")),
@@ -356,7 +356,7 @@ fn an_installed_snapshot_replaces_the_state() {
     );
     assert_eq!(sink.resets, [10]);
     e.handle(StoreInput::Progress(progress(12, 12)), &mut sink);
-    assert_eq!(sink.applied, [(11, true), (12, true)]);
+    assert_eq!(sink.applied, [11, 12]);
 }
 
 #[test]
@@ -386,7 +386,7 @@ fn a_snapshot_is_taken_every_interval_and_a_failure_waits_another() {
 }
 
 #[test]
-fn an_entry_that_does_not_apply_is_skipped_alike_and_counted() {
+fn a_committed_entry_that_does_not_apply_fail_stops_and_applies_nothing_after() {
     let mut e = follower();
     let mut sink = Sink::default();
     let bad = Entry {
@@ -398,6 +398,11 @@ fn an_entry_that_does_not_apply_is_skipped_alike_and_counted() {
     };
     e.handle(StoreInput::Entries(vec![bad, entry(2)]), &mut sink);
     e.handle(StoreInput::Progress(progress(2, 2)), &mut sink);
-    assert_eq!(sink.applied, [(1, false), (2, true)]);
-    assert!(!e.has_failed());
+    assert_eq!(sink.applied, Vec::<u64>::new());
+    assert!(e.has_failed());
+    let actions = drain(&mut e);
+    assert!(
+        matches!(&actions[..], [StoreAction::FailStop(reason)] if reason.contains("committed entry 1 does not apply")),
+        "{actions:?}"
+    );
 }

@@ -42,6 +42,8 @@ pub struct SimDisk {
     records: Vec<Record>,
     durable: u64,
     meta: Meta,
+    /// The commit hint kept in meta (written with it, durably).
+    commit_hint: u64,
     sync: Option<(u64, u64)>,
     generation: u64,
 }
@@ -75,6 +77,17 @@ impl SimDisk {
     /// Persist `meta` durably (atomic replace).
     pub fn persist_meta(&mut self, meta: Meta) {
         self.meta = meta;
+    }
+
+    /// Record a commit hint in meta (merged as the real `meta` merge does:
+    /// never lowered).
+    pub fn record_commit_hint(&mut self, commit: u64) {
+        self.commit_hint = self.commit_hint.max(commit);
+    }
+
+    /// The commit hint in meta.
+    pub fn commit_hint(&self) -> u64 {
+        self.commit_hint
     }
 
     /// Write `records` after the last one (unsynced).

@@ -180,8 +180,8 @@ impl Simulation {
                     let commit = self.node(id).commit;
                     self.answer(id, NodeInput::LogReleased { commit });
                 }
-                NodeAction::PersistEpoch { epoch, .. } => {
-                    let input = self.persist_epoch(id, epoch);
+                NodeAction::PersistEpoch { epoch, commit_hint } => {
+                    let input = self.persist_epoch(id, epoch, commit_hint);
                     self.answer(id, input);
                 }
                 NodeAction::StartLeading { epoch, .. } => {
@@ -226,7 +226,7 @@ impl Simulation {
     /// Step-up 2: write `epoch` with this node as its leader, fenced as
     /// the disk thread's `store_meta_fenced` is (never below the epoch on
     /// disk; the vote of the same epoch kept) — or fail (the nemesis).
-    fn persist_epoch(&mut self, id: NodeId, epoch: u64) -> NodeInput {
+    fn persist_epoch(&mut self, id: NodeId, epoch: u64, commit_hint: u64) -> NodeInput {
         if self.step_fails() {
             self.log(format!("fault: n{id}'s meta write for epoch {epoch} fails"));
             return NodeInput::StepFailed {
@@ -246,11 +246,13 @@ impl Simulation {
         } else {
             None
         };
-        self.node_mut(id).disk.persist_meta(Meta {
+        let disk = &mut self.node_mut(id).disk;
+        disk.persist_meta(Meta {
             epoch,
             leader: Some(id),
             voted_for,
         });
+        disk.record_commit_hint(commit_hint);
         NodeInput::EpochPersisted
     }
 
@@ -258,7 +260,8 @@ impl Simulation {
     /// state and a released log owner exactly while it publishes `Leader`.
     fn check_role_agreement(&mut self, id: NodeId) {
         let node = self.node(id);
-        if !node.up || node.engine.busy() {
+        if !node.up || node.engine.busy() || node.engine.published().role == PublishedRole::Stopped
+        {
             return;
         }
         let publishes = node.engine.published().role == PublishedRole::Leader;

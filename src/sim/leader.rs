@@ -597,12 +597,13 @@ impl Simulation {
             LinkAction::Report(report) => match report {
                 LinkReport::Connected { matched } => {
                     self.log(format!("n{id}: n{peer} matched at {matched}"));
-                    self.election_input(id, ElectionInput::FollowerHeard { peer });
                     self.leader_input(id, LeaderInput::Connected { peer, matched });
                 }
                 LinkReport::Acked { offset } => {
-                    self.election_input(id, ElectionInput::FollowerHeard { peer });
                     self.leader_input(id, LeaderInput::Acked { peer, offset });
+                }
+                LinkReport::Heard => {
+                    self.election_input(id, ElectionInput::FollowerHeard { peer });
                 }
                 LinkReport::Disconnected => {
                     self.leader_input(id, LeaderInput::Disconnected { peer });

@@ -163,17 +163,22 @@ pub enum PlantedBug {
     /// (planted in the node engine): the target is told to stand behind
     /// the leader's log.
     AdmitWhileTransferring,
+    /// Recovery takes the commit point one past the meta's hint (planted
+    /// in `engine::recovery`): a restarted node applies an entry that may
+    /// never be committed.
+    RecoveryPastHint,
 }
 
 impl PlantedBug {
     /// Every planted bug, for `--planted` and the tests.
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::NoFencing,
         PlantedBug::LateElectionTimer,
         PlantedBug::NoUpToDateRule,
         PlantedBug::SkipRollback,
         PlantedBug::AdmitWhileTransferring,
+        PlantedBug::RecoveryPastHint,
     ];
 
     /// Its name on the command line (`--planted NAME`).
@@ -185,6 +190,7 @@ impl PlantedBug {
             PlantedBug::NoUpToDateRule => "no-up-to-date-rule",
             PlantedBug::SkipRollback => "skip-rollback",
             PlantedBug::AdmitWhileTransferring => "admit-while-transferring",
+            PlantedBug::RecoveryPastHint => "recovery-past-hint",
         }
     }
 
@@ -308,6 +314,8 @@ pub struct SeedReport {
     /// Strikes of the stale-candidate nemesis (`sim/nemesis.rs`): a cut minority healed
     /// just as the leader crashed or was isolated.
     pub nemesis_strikes: u64,
+    /// Clean shutdowns (the others are crashes).
+    pub shutdowns: u64,
     /// Step-up steps failed by the nemesis (a meta write, the store's
     /// `LeaderChange`): each ran the node engine's rollback.
     pub step_faults: u64,
@@ -1068,7 +1076,11 @@ impl Simulation {
             };
             if up.len() > 1 {
                 if let Some(id) = self.rng.pick(&pool) {
-                    self.crash(id);
+                    if self.config.nemesis && self.rng.chance(100) {
+                        self.shut_down(id);
+                    } else {
+                        self.crash(id);
+                    }
                 }
             }
         } else if r < 975 {
@@ -1191,6 +1203,24 @@ impl Simulation {
         ));
     }
 
+    /// A clean shutdown, as `Node::shutdown` does it: the node engine's
+    /// shutdown (a leader resigns), the WAL synced, the applied offset
+    /// recorded as the commit hint; then the node is down.
+    fn shut_down(&mut self, id: NodeId) {
+        // No heartbeat follows the resignation: the leader state stops first.
+        self.stop_leading(id);
+        self.node_input(id, crate::engine::node::NodeInput::Shutdown);
+        let node = self.node_mut(id);
+        let applied = node.state().applied_offset();
+        node.disk.sync_all();
+        node.disk.record_commit_hint(applied);
+        self.report.shutdowns += 1;
+        self.log(format!(
+            "fault: n{id} shuts down cleanly (commit hint {applied})"
+        ));
+        self.crash(id);
+    }
+
     /// Plant the configured bug in `id`'s engines, if it lives there
     /// (the others live in this shell).
     fn plant_in_engines(&mut self, id: NodeId) {
@@ -1214,7 +1244,9 @@ impl Simulation {
 
     fn restart(&mut self, id: NodeId) {
         let now = self.clock(id);
-        self.node_mut(id).restart(now);
+        let past_hint = self.config.bug == Some(PlantedBug::RecoveryPastHint);
+        let replayed = self.node_mut(id).restart(now, past_hint);
+        self.check_applied(id, replayed);
         self.plant_in_engines(id);
         self.late_timer[id as usize - 1] = false;
         self.catch_up_watch[id as usize - 1] = None;
@@ -1223,10 +1255,12 @@ impl Simulation {
         self.report.restarts += 1;
         let n = self.node(id);
         let line = format!(
-            "restart n{id}: log {}@e{}, meta epoch {}",
+            "restart n{id}: log {}@e{}, meta epoch {}, commit hint {} (applied {})",
             n.last_offset(),
             n.last_epoch(),
-            n.meta().epoch
+            n.meta().epoch,
+            n.disk.commit_hint(),
+            n.state().applied_offset()
         );
         self.log(line);
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::election::{ElectionConfig, ElectionEngine};
 use crate::engine::node::NodeEngine;
+use crate::engine::recovery;
 use crate::engine::store::{ApplySink, StoreAction, StoreEngine, StoreInput};
 use crate::engine::{FollowerEngine, LeaderEngine, LinkEngine, LogProgress, ProposalId};
 use crate::epochs::EpochIndex;
@@ -212,17 +213,46 @@ impl Node {
         loss
     }
 
-    /// Restart from the disk: a follower with an empty state, which learns
-    /// the commit point again from the leader.
-    pub fn restart(&mut self, now: Instant) {
+    /// Restart from the disk, as `Node::start` recovers: the commit point
+    /// from the meta's hint ([`recovery::commit_point`], or one past it
+    /// when `past_hint` is planted), the log replayed up to it into the
+    /// state; the rest waits for a leader. Returns the entries applied, or
+    /// why the replay fail-stopped.
+    pub fn restart(&mut self, now: Instant, past_hint: bool) -> Result<Vec<Entry>, String> {
         self.up = true;
         self.incarnation += 1;
         self.reload();
+        let (hint, last) = (self.disk.commit_hint(), self.last_offset());
+        let commit = if past_hint {
+            recovery::commit_point_past_hint(hint, 0, last)
+        } else {
+            recovery::commit_point(hint, 0, last)
+        };
+        let mut replay = recovery::Replay::new(MetadataState::new(), commit);
+        for e in &self.log[..commit as usize] {
+            replay.entry(e).map_err(|e| e.to_string())?;
+        }
+        let (state, _) = replay.finish();
+        let progress = LogProgress {
+            log_end: last,
+            durable: self.disk.durable(),
+            commit,
+        };
+        self.store = StoreEngine::new(self.id, state, u64::MAX / 4, progress);
+        self.fed = commit;
+        self.commit = commit;
+        self.owner = FollowerEngine::new(
+            self.id,
+            self.index.clone(),
+            node_meta(self.id, self.disk.meta()),
+            commit,
+        );
         let mut setup = self.election_setup.clone();
         setup.2 = setup
             .2
             .wrapping_add(self.incarnation.wrapping_mul(0x9E37_79B9));
         self.engine = node_engine(self.id, &setup, self.disk.meta(), now);
+        Ok(self.log[..commit as usize].to_vec())
     }
 
     fn reload(&mut self) {
@@ -322,7 +352,7 @@ impl Node {
 struct Collect(Vec<Entry>);
 
 impl ApplySink for Collect {
-    fn applied(&mut self, _state: &MetadataState, entry: Entry, _changed: bool) {
+    fn applied(&mut self, _state: &MetadataState, entry: Entry) {
         self.0.push(entry);
     }
     fn reset(&mut self, _state: &MetadataState) {}

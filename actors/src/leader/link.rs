@@ -215,6 +215,8 @@ pub struct FollowerLink {
     stats: Arc<LinkStats>,
     /// Where this link records that its follower answered (check-quorum).
     shared: Arc<crate::shared::NodeShared>,
+    /// The epoch this link's leader leads.
+    epoch: u64,
     /// A copy of the engine's keys, to tell why a handshake failed.
     keys: HandshakeKeys,
     /// How the connection stands, as last published.
@@ -235,6 +237,7 @@ impl FollowerLink {
         FollowerLink {
             keys,
             connection: PeerConnection::Connecting,
+            epoch: init.epoch,
             node: init.node,
             peer: init.peer,
             peer_addr: init.peer_addr,
@@ -463,9 +466,16 @@ impl FollowerLink {
                 max_bytes,
             } => self.read_wal(gen, from, max_entries, max_bytes, ctx),
             LinkAction::LoadSnapshot { gen } => self.load_snapshot(gen, ctx),
+            LinkAction::Report(LinkReport::Heard) => {
+                // The engine decided the follower counts as heard; tagged
+                // with this link's epoch, so a link of an older leadership
+                // still running never counts toward a newer one.
+                self.shared.note_follower_heard(self.peer, self.epoch);
+            }
             LinkAction::Report(report) => {
                 let peer = self.peer;
                 self.emit(match report {
+                    LinkReport::Heard => return,
                     LinkReport::Connected { matched } => LinkEvent::Connected { peer, matched },
                     LinkReport::Acked { offset } => LinkEvent::Acked { peer, offset },
                     LinkReport::Disconnected => LinkEvent::Disconnected { peer },
@@ -708,21 +718,7 @@ impl StreamHandler<ConnInput> for FollowerLink {
         let gen = input.gen;
         let input = match input.item {
             Inbound::Frame(frame) => {
-                let answer = matches!(
-                    frame,
-                    Frame::Ack { .. } | Frame::Position { .. } | Frame::Welcome { .. }
-                );
                 self.input(LinkInput::Frame { gen, frame }, ctx);
-                // An answer on an authenticated connection of this epoch:
-                // the follower counts toward the leader's quorum.
-                if answer
-                    && matches!(
-                        self.engine.state(),
-                        LinkState::Probing | LinkState::Streaming | LinkState::Snapshotting
-                    )
-                {
-                    self.shared.note_follower_heard(self.peer);
-                }
                 return;
             }
             Inbound::Error(e) => {

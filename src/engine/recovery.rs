@@ -1,0 +1,135 @@
+//! Recovery after a restart: which part of the log a node may apply before
+//! it hears from a leader, and what replaying it means.
+//!
+//! A restarted node knows three things: the commit hint in its `meta` (the
+//! commit point it last recorded: at start, when it took a leadership, when
+//! it shut down cleanly), the offset of its newest snapshot (applied, so
+//! committed), and its WAL. Everything up to the larger of the first two —
+//! but never past the log end — was committed and is applied again now;
+//! the rest of the log is only *appended*: it may be a diverged tail an old
+//! leader never committed, so it waits for a leader to commit (or truncate)
+//! it. Applying one entry past the hint could apply an entry that is later
+//! truncated: the node's state would then hold a write the cluster never
+//! made. (The simulation plants exactly that and catches it.)
+//!
+//! Every entry in the log was validated by its leader against the state of
+//! the log before it, so it applies; one that does not is a bug or a
+//! corruption the record checksums did not catch, and the node fail-stops
+//! with the offset and the reason ([`ReplayError`]) instead of starting
+//! with a state no other node has. A committed entry that does not apply
+//! while the node runs is the same fail-stop (`engine::store`).
+
+use crate::command::Entry;
+use crate::state::MetadataState;
+
+/// The commit point a restarted node recovers: its `meta`'s commit hint or
+/// its newest snapshot's offset, whichever is higher, never past its log's
+/// last offset.
+pub fn commit_point(commit_hint: u64, snapshot_offset: u64, last_offset: u64) -> u64 {
+    commit_hint.max(snapshot_offset).min(last_offset)
+}
+
+/// The planted bug of the simulation: one past the hint.
+#[cfg(feature = "sim")]
+pub fn commit_point_past_hint(commit_hint: u64, snapshot_offset: u64, last_offset: u64) -> u64 {
+    (commit_hint + 1).max(snapshot_offset).min(last_offset)
+}
+
+/// An entry of the log did not apply on replay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("entry {offset} of the log does not apply to the state before it ({reason}): the log or a snapshot is corrupt, or a bug let an invalid entry in; the node does not start with a state no other node has. Move this data dir aside to resync it from the leader")]
+pub struct ReplayError {
+    /// The entry's offset.
+    pub offset: u64,
+    /// Why it did not apply.
+    pub reason: String,
+}
+
+/// Replays a log from a snapshot's state: entries up to the commit point
+/// are applied to the state; the rest to a copy, the *appended* state a
+/// leader validates new proposals against.
+#[derive(Debug)]
+pub struct Replay {
+    state: MetadataState,
+    appended: Option<MetadataState>,
+    commit: u64,
+}
+
+impl Replay {
+    /// Start from `state` (the snapshot's, or empty) with the recovered
+    /// `commit` point.
+    pub fn new(state: MetadataState, commit: u64) -> Replay {
+        Replay {
+            state,
+            appended: None,
+            commit,
+        }
+    }
+
+    /// The next entry of the log, in order.
+    pub fn entry(&mut self, entry: &Entry) -> Result<(), ReplayError> {
+        let target = if entry.offset <= self.commit {
+            &mut self.state
+        } else {
+            self.appended.get_or_insert_with(|| self.state.clone())
+        };
+        target.apply(entry).map_err(|e| ReplayError {
+            offset: entry.offset,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The applied state (up to the commit point) and the appended state
+    /// (the whole log).
+    pub fn finish(self) -> (MetadataState, MetadataState) {
+        let appended = self.appended.unwrap_or_else(|| self.state.clone());
+        (self.state, appended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+
+    fn create(offset: u64, name: &str) -> Entry {
+        Entry {
+            offset,
+            epoch: 1,
+            command: Command::CreateTopic {
+                name: name.into(),
+                partition_count: 1,
+                replication_factor: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn the_commit_point_is_the_hint_or_the_snapshot_never_past_the_log() {
+        assert_eq!(commit_point(5, 0, 9), 5);
+        assert_eq!(commit_point(5, 7, 9), 7);
+        assert_eq!(commit_point(12, 7, 9), 9);
+        assert_eq!(commit_point(0, 0, 0), 0);
+    }
+
+    #[test]
+    fn entries_past_the_commit_point_are_only_appended() {
+        let mut r = Replay::new(MetadataState::new(), 1);
+        r.entry(&create(1, "a")).expect("applies");
+        r.entry(&create(2, "b")).expect("applies");
+        let (state, appended) = r.finish();
+        assert_eq!(state.applied_offset(), 1);
+        assert_eq!(appended.applied_offset(), 2);
+        assert!(state.topic("b").is_none());
+        assert!(appended.topic("b").is_some());
+    }
+
+    #[test]
+    fn an_entry_that_does_not_apply_stops_the_replay_with_its_offset() {
+        let mut r = Replay::new(MetadataState::new(), 2);
+        r.entry(&create(1, "a")).expect("applies");
+        let err = r.entry(&create(2, "a")).expect_err("a exists");
+        assert_eq!(err.offset, 2);
+        assert!(err.to_string().contains("entry 2"), "{err}");
+    }
+}
