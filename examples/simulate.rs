@@ -49,12 +49,14 @@ struct Args {
     #[arg(long)]
     verbose: bool,
     /// Plant a known bug, to see the checks catch it: ack-before-fsync,
-    /// no-fencing, late-election-timer, no-up-to-date-rule. The run then
-    /// reports violations (the exit code says so).
+    /// no-fencing, late-election-timer, no-up-to-date-rule, skip-rollback,
+    /// admit-while-transferring, recovery-past-hint. The run then reports
+    /// violations (the exit code says so).
     #[arg(long, value_parser = parse_planted)]
     planted: Option<PlantedBug>,
-    /// Leave out the stale-candidate nemesis (replays seeds recorded
-    /// before it existed).
+    /// Leave out the nemesis faults: the stale candidate, failed step-up
+    /// steps, transfers and clean shutdowns (replays seeds recorded before
+    /// they existed).
     #[arg(long)]
     no_nemesis: bool,
 }

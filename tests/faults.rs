@@ -569,7 +569,7 @@ async fn a_failed_leadership_follows_again_without_lowering_its_epoch() {
     let c = TestCluster::start(3, &[], fast_config()).await;
     let n2 = c.node(2).clone();
     let before = n2.status().await.expect("status");
-    // Its vote for itself is written; the epoch write of `lead` fails.
+    // Its vote for itself is written; the step-up's epoch write fails.
     n2.inject_meta_failure(1).await;
     let transfer = c.node(1).transfer_leadership(2).await;
     wait_until("node 2's injected meta failure to happen", LIMIT, || {

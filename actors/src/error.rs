@@ -222,50 +222,16 @@ pub enum RoleError {
         /// How long it waited.
         waited: Duration,
     },
-    /// The epoch is below one the node has seen.
-    #[error("epoch {epoch} is below the node's current epoch {current}; nothing changed")]
-    StaleEpoch {
-        /// The epoch asked for.
-        epoch: u64,
-        /// The node's epoch.
-        current: u64,
-    },
-    /// The node is not a follower (it failed, or is stopping), so it cannot
-    /// step up.
-    #[error("node {node} is {role}, not a follower: it cannot lead")]
-    NotFollower {
-        /// This node.
-        node: NodeId,
-        /// Its role.
-        role: crate::status::Role,
+    /// Another transfer is under way; nothing changed.
+    #[error("a leader transfer to node {to} is already under way; nothing changed")]
+    TransferInProgress {
+        /// The target of the transfer under way.
+        to: NodeId,
     },
     /// The node is shutting down (its actors are gone).
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// The meta on disk refused the new epoch (another leader or vote in
-    /// it): the node follows again.
-    #[error("cannot take epoch {epoch}: {refused}")]
-    EpochRefused {
-        /// The epoch asked for.
-        epoch: u64,
-        /// Why the meta refused it.
-        refused: metawal::engine::epoch::EpochRefused,
-    },
-    /// A step of taking the leadership failed; the node rolled back to
-    /// follower. `reason` is what the failing part reported.
-    #[error("could not lead epoch {epoch}: {step} failed: {reason}")]
-    StepUpFailed {
-        /// The epoch.
-        epoch: u64,
-        /// Which step.
-        step: StepUpStep,
-        /// What the failing part (listener, disk, store) reported.
-        reason: String,
-    },
 }
-
-/// The steps of taking the leadership ([`RoleError::StepUpFailed`]).
-pub use metawal::engine::node::StepUpStep;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

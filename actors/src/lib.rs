@@ -55,7 +55,7 @@ pub use changes::{ChangeStream, ChangesError};
 pub use config::{BoundListener, NodeConfig};
 pub use error::{
     Appended, ConfigProblem, DiskError, LogStartError, NodeError, Overload, ProposeError,
-    ReadError, RoleError, StateError, StatusError, StepUpStep, SubscribeError,
+    ReadError, RoleError, StateError, StatusError, SubscribeError,
 };
 pub use leadership::{LeadershipChanges, LeadershipError};
 pub use metrics::NodeMetrics;

@@ -135,6 +135,9 @@ pub struct Node {
     store: Addr<MetadataStore>,
     /// The Replicator while this node leads.
     replicator: Arc<std::sync::Mutex<Option<Addr<Replicator>>>>,
+    /// Set by `shutdown`/`crash` before they stop the Replicator: a
+    /// step-up still running then stops the Replicator it started.
+    closing: Arc<std::sync::atomic::AtomicBool>,
     listener: Addr<ReplicaListener>,
     /// The Elector (set once at start; it holds a clone of this handle).
     elector: Arc<std::sync::OnceLock<Addr<Elector>>>,
@@ -306,10 +309,11 @@ impl Node {
         tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
 
         let cluster_size = config.peers.len() + 1;
+        // No leader is named before it is heard (the node engine's rule).
         let mut shared = NodeShared::new(
             role,
             epoch,
-            leader,
+            None,
             config.replication.effective_min_insync(cluster_size),
             config.peers.keys().copied(),
         );
@@ -378,6 +382,7 @@ impl Node {
             node_id: node,
             store,
             replicator: Arc::new(std::sync::Mutex::new(None)),
+            closing: Arc::default(),
             listener: listener.clone(),
             elector: Arc::new(std::sync::OnceLock::new()),
             view,
@@ -759,12 +764,11 @@ impl Node {
                 Err(RoleError::TransferTimedOut { to, step, waited })
             }
             Ok(Err(TransferFailed::UnknownPeer { to })) => Err(RoleError::UnknownPeer { node: to }),
-            Ok(Err(TransferFailed::NotLeader | TransferFailed::InProgress { .. })) => {
-                Err(RoleError::NotLeader {
-                    node,
-                    leader: self.shared.leader(),
-                })
-            }
+            Ok(Err(TransferFailed::InProgress { to })) => Err(RoleError::TransferInProgress { to }),
+            Ok(Err(TransferFailed::NotLeader)) => Err(RoleError::NotLeader {
+                node,
+                leader: self.shared.leader(),
+            }),
             Ok(Err(TransferFailed::Stopping)) | Err(_) => Err(RoleError::ShuttingDown),
         }
     }
@@ -776,6 +780,8 @@ impl Node {
     #[cfg(feature = "fault-injection")]
     pub async fn crash(self) {
         let node = self.node_id;
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(r) = self.set_replicator(None) {
             let _ = r.send(StopReplicator { step_down: false }).await;
         }
@@ -796,6 +802,8 @@ impl Node {
         let node = self.node_id;
         // No heartbeat may follow the resignation (the node engine's
         // shutdown, which a leader answers with `Resign` to every voter).
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(r) = self.set_replicator(None) {
             let _ = r.send(StopReplicator { step_down: false }).await;
         }
@@ -888,6 +896,14 @@ impl RoleChanges for Node {
                 Replicator::start_in_arbiter(&node.arbiter, move |_| Replicator::new(init));
             node.set_replicator(Some(replicator.clone()));
             let stopped = || StepError::Failed("the node is shutting down".into());
+            // Set before shutdown takes the Replicator: if it is set now,
+            // shutdown may have looked already, so this step stops its own.
+            if node.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(r) = node.set_replicator(None) {
+                    let _ = r.send(StopReplicator { step_down: false }).await;
+                }
+                return Err(stopped());
+            }
             node.listener
                 .send(SetWake(replicator.clone().recipient()))
                 .await

@@ -600,33 +600,37 @@ impl Handler<TakeLeadership> for MetadataStore {
 
     fn handle(&mut self, msg: TakeLeadership, _ctx: &mut Context<Self>) -> Self::Result {
         let mut appended = self.engine.state().clone();
-        let node = self.node;
         // The listener released the log: every record in it is durable and
         // nothing is written until the Replicator starts. Rare (a role
         // change), so it runs on the writer thread, after any write queued
         // before it.
-        let job = self.disk.run(move |d| -> Result<(MetadataState, u64), String> {
-            let last = d.wal.last_offset();
-            let mut next = appended.applied_offset() + 1;
-            while next <= last {
-                let records = d
-                    .wal
-                    .read(next, 4096, READ_BYTES)
-                    .map_err(|e| e.to_string())?;
-                if records.is_empty() {
-                    break;
-                }
-                for r in records {
-                    let (entry, _) = decode_record(&r.bytes).map_err(|e| e.to_string())?;
-                    if let Err(e) = appended.apply(&entry) {
-                        // Skipped on every node alike, as when applied.
-                        tracing::warn!(node, offset = entry.offset, error = %e, "entry does not apply");
+        let job = self
+            .disk
+            .run(move |d| -> Result<(MetadataState, u64), String> {
+                let last = d.wal.last_offset();
+                let mut next = appended.applied_offset() + 1;
+                while next <= last {
+                    let records = d
+                        .wal
+                        .read(next, 4096, READ_BYTES)
+                        .map_err(|e| e.to_string())?;
+                    if records.is_empty() {
+                        break;
                     }
-                    next = entry.offset + 1;
+                    for r in records {
+                        let (entry, _) = decode_record(&r.bytes).map_err(|e| e.to_string())?;
+                        // Validated by its leader against the state before it:
+                        // one that does not apply is a bug or a corruption, and
+                        // this node does not lead with it (the step fails; the
+                        // store fail-stops when it reaches it as committed).
+                        appended.apply(&entry).map_err(|e| {
+                            format!("entry {} of the log does not apply: {e}", entry.offset)
+                        })?;
+                        next = entry.offset + 1;
+                    }
                 }
-            }
-            Ok((appended, last))
-        });
+                Ok((appended, last))
+            });
         Box::pin(job.into_actor(self).map(move |res, act, ctx| {
             let (state, last) = res.map_err(|e| e.to_string())??;
             act.replicator = Some(msg.replicator);

@@ -53,8 +53,9 @@ use super::election::{
 use super::store::NodeRole;
 use crate::command::NodeId;
 
-/// Inputs that may wait while a step is out; past this an input is
-/// dropped (an election message lost, or a tick: both are retried).
+/// Election inputs that may wait while a step is out; past this one is
+/// dropped (a lost election message: the election retries). Ticks never
+/// wait (the engine looks again after the step).
 pub const DEFERRED_INPUTS_MAX: usize = 256;
 
 /// What a node is doing: the one role type (status, metrics, the HTTP

@@ -140,12 +140,21 @@ impl Simulation {
         ));
         // The store takes leadership: its appended state is the applied
         // state plus every entry of the log after it.
-        let node = self.node_mut(id);
+        let node = self.node(id);
         let mut appended = node.state().clone();
+        let mut refused = None;
         for e in &node.log[appended.applied_offset() as usize..] {
-            // An entry that does not apply changes nothing, on every node
-            // alike.
-            let _ = appended.apply(e);
+            if let Err(err) = appended.apply(e) {
+                refused = Some(format!(
+                    "n{id}: entry {} of its log does not apply: {err}",
+                    e.offset
+                ));
+                break;
+            }
+        }
+        if let Some(detail) = refused {
+            self.fail(Invariant::Protocol, detail);
+            return false;
         }
         let lead = StoreInput::Lead {
             epoch,

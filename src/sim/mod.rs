@@ -46,10 +46,12 @@
 //! at the same applied offset and digest and every acknowledged
 //! `acks=all` write on every node.
 //!
-//! Leaders are elected by the real election engine on every node
-//! ([election]): pre-votes and votes over the simulated network, votes
-//! persisted before they are sent, check-quorum. Leader transfer and
-//! resignation are not driven by the simulation yet.
+//! Every node runs the real node engine ([election]): its election
+//! (pre-votes and votes over the simulated network, votes persisted before
+//! they are sent, check-quorum) and its role changes (step-up with
+//! rollback, step-down, transfer, clean shutdown with resignation), each
+//! step carried out and answered by this shell. Restarts recover the
+//! commit point from the commit hint (`engine::recovery`).
 //!
 //! Not modelled yet: snapshots and log compaction (a
 //! `Snapshot` start point is reported as a violation), the tail cache, WAL
@@ -132,8 +134,9 @@ pub struct SimConfig {
     /// A bug planted in the simulated shell (not in the engines), to show
     /// that the checks find it. `None` for real runs.
     pub bug: Option<PlantedBug>,
-    /// Run the stale-candidate nemesis (`sim/nemesis.rs`) among the faults (on by default;
-    /// off replays seeds recorded before it existed).
+    /// Run the nemesis faults (on by default; off replays seeds recorded
+    /// before they existed): the stale candidate (`sim/nemesis.rs`), failed
+    /// step-up steps, leader transfers and clean shutdowns.
     pub nemesis: bool,
 }
 

@@ -163,6 +163,8 @@ error_codes! {
     NotConfirmed = "not_confirmed",
     /// 504: a leadership transfer did not complete in time.
     TransferTimedOut = "transfer_timed_out",
+    /// 409: another leadership transfer is under way (nothing changed).
+    TransferInProgress = "transfer_in_progress",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -208,11 +208,10 @@ pub(crate) fn role_error(e: &RoleError) -> ApiError {
         RoleError::TransferTimedOut { .. } => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, "transfer_timed_out", msg)
         }
-        RoleError::StaleEpoch { .. }
-        | RoleError::NotFollower { .. }
-        | RoleError::ShuttingDown
-        | RoleError::EpochRefused { .. }
-        | RoleError::StepUpFailed { .. } => {
+        RoleError::TransferInProgress { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "transfer_in_progress", msg)
+        }
+        RoleError::ShuttingDown => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", msg)
         }
     }
