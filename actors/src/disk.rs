@@ -402,18 +402,17 @@ impl DiskHandle {
     }
 }
 
-/// Queue `job`, waiting for room without blocking the arbiter; false if the
-/// thread is gone.
-async fn send_waiting<T>(tx: &SyncSender<T>, mut job: T) -> bool {
-    loop {
-        match tx.try_send(job) {
-            Ok(()) => return true,
-            Err(TrySendError::Full(j)) => {
-                job = j;
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            Err(TrySendError::Disconnected(_)) => return false,
-        }
+/// Queue `job`, waiting for room without blocking the arbiter (the
+/// blocking send runs on a blocking-pool thread, woken when the disk
+/// thread takes a job: no polling); false if the thread is gone.
+async fn send_waiting<T: Send + 'static>(tx: &SyncSender<T>, job: T) -> bool {
+    let tx = tx.clone();
+    match tx.try_send(job) {
+        Ok(()) => true,
+        Err(TrySendError::Full(job)) => tokio::task::spawn_blocking(move || tx.send(job).is_ok())
+            .await
+            .unwrap_or(false),
+        Err(TrySendError::Disconnected(_)) => false,
     }
 }
 

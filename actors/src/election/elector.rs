@@ -527,18 +527,22 @@ impl Handler<StopElector> for Elector {
         let limit = self.config.heartbeat_interval * 2;
         Box::pin(
             async move {
+                // Each link writes what it holds (a resignation) and stops;
+                // its `done` is dropped then. Bounded by `limit`.
+                let mut stopped = Vec::with_capacity(links.len());
                 for l in &links {
-                    let _ = l.send(StopVoterLink).await;
+                    let (done, rx) = oneshot::channel();
+                    if l.send(StopVoterLink { done }).await.is_ok() {
+                        stopped.push(rx);
+                    }
                 }
-                // Give the links a moment to write a resignation (bounded).
-                let stopped = async {
-                    for l in &links {
-                        while l.connected() {
-                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                        }
+                let all = async {
+                    for rx in stopped {
+                        // Err: dropped, i.e. stopped.
+                        let _ = rx.await;
                     }
                 };
-                let _ = tokio::time::timeout(limit, stopped).await;
+                let _ = tokio::time::timeout(limit, all).await;
             }
             .into_actor(self)
             .map(|(), _act, ctx| ctx.stop()),

@@ -47,7 +47,11 @@ pub(crate) struct SendElection(pub ElectionMsg);
 /// Write what is queued, then stop (bounded by the connect timeout).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct StopVoterLink;
+pub(crate) struct StopVoterLink {
+    /// Dropped when the link stops (after writing what it holds, or at the
+    /// connect timeout): the stopper awaits it instead of polling.
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -70,6 +74,8 @@ pub(crate) struct VoterLink {
     gen: u64,
     queue: VecDeque<ElectionMsg>,
     stopping: bool,
+    /// Held until the link stops (see [`StopVoterLink`]).
+    stopped_tx: Option<tokio::sync::oneshot::Sender<()>>,
     metrics: NodeMetrics,
     transport: PeerTransport,
 }
@@ -96,6 +102,7 @@ impl VoterLink {
             gen: 0,
             queue: VecDeque::new(),
             stopping: false,
+            stopped_tx: None,
             metrics: shared.metrics.clone(),
             transport: shared.transport.clone(),
         }
@@ -310,8 +317,9 @@ impl Handler<SendElection> for VoterLink {
 impl Handler<StopVoterLink> for VoterLink {
     type Result = ();
 
-    fn handle(&mut self, _msg: StopVoterLink, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: StopVoterLink, ctx: &mut Context<Self>) {
         self.stopping = true;
+        self.stopped_tx = Some(msg.done);
         match self.phase {
             Phase::Ready => self.flush(ctx),
             Phase::Idle => ctx.stop(),
