@@ -345,6 +345,17 @@ struct HeldAttach {
     epoch: u64,
 }
 
+/// Why a vote's fence was refused ([`FollowerEngine::fence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FenceRefused {
+    /// The node leads: its log owner holds no follower log to vote with.
+    #[error("this node leads: its log owner holds no log to vote with")]
+    Leading,
+    /// The log owner fail-stopped.
+    #[error("this node has failed: its log owner holds no log to vote with")]
+    Failed,
+}
+
 /// The follower's log owner (see the module docs).
 #[derive(Debug, Clone)]
 pub struct FollowerEngine {
@@ -432,6 +443,31 @@ impl FollowerEngine {
     /// Whether the node leads (inbound connections are follower wake-ups).
     pub fn is_leading(&self) -> bool {
         self.mode == Mode::Leading
+    }
+
+    /// A vote is about to be persisted in `epoch`: from now on nothing of
+    /// a lower epoch is accepted (a lower-epoch leader's session ends),
+    /// and the log end `(last epoch, last offset)` as of this fence is
+    /// returned — what the vote is decided against. Refused while the node
+    /// leads (the log is released: there is no follower log to vote with)
+    /// or after a fail-stop. The one copy of this rule: the listener and
+    /// the simulation both call it before they write a vote.
+    pub fn fence(&mut self, epoch: u64) -> Result<(u64, u64), FenceRefused> {
+        if self.is_leading() {
+            return Err(FenceRefused::Leading);
+        }
+        if self.has_failed() {
+            return Err(FenceRefused::Failed);
+        }
+        if epoch > self.meta.current_epoch {
+            let mut fenced = self.meta.clone();
+            fenced.current_epoch = epoch;
+            fenced.leader = None;
+            fenced.voted_for = None;
+            self.handle(FollowerInput::MetaChanged(fenced));
+        }
+        let log = self.epochs();
+        Ok((log.last_epoch(), log.last_offset()))
     }
 
     /// Whether the node fail-stopped.

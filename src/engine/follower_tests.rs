@@ -694,3 +694,20 @@ fn a_newer_epoch_persisted_elsewhere_ends_the_active_session() {
         ["attached r4 Err(StaleEpoch { current: 2, leader: Some(3) })"]
     );
 }
+
+#[test]
+fn a_votes_fence_raises_the_epoch_answers_the_log_end_and_is_refused_while_leading() {
+    let mut e = FollowerEngine::new(ME, log(), meta(3, Some(LEADER)), 0);
+    assert_eq!(e.fence(5), Ok((3, 20)));
+    assert_eq!(e.meta().current_epoch, 5);
+    assert_eq!(e.meta().leader, None);
+    // A lower epoch changes nothing.
+    assert_eq!(e.fence(4), Ok((3, 20)));
+    assert_eq!(e.meta().current_epoch, 5);
+    // Released for a step-up: there is no follower log to vote with.
+    drain(&mut e);
+    e.handle(FollowerInput::Release { req: 1 });
+    drain(&mut e);
+    assert_eq!(e.fence(6), Err(FenceRefused::Leading));
+    assert_eq!(e.meta().current_epoch, 5, "refused: nothing changed");
+}

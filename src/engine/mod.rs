@@ -52,7 +52,9 @@ pub mod recovery;
 pub mod session;
 pub mod store;
 
-pub use follower::{AttachRefused, FollowerAction, FollowerEngine, FollowerInput, StoreEvent};
+pub use follower::{
+    AttachRefused, FenceRefused, FollowerAction, FollowerEngine, FollowerInput, StoreEvent,
+};
 pub use leader::{Acks, LeaderAction, LeaderEngine, LeaderError, LeaderInput, ProposalId};
 pub use link::{
     LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,

@@ -20,6 +20,7 @@
 
 use crate::command::NodeId;
 use crate::engine::election::{ElectionInput, ElectionMsg, ElectionRole};
+use crate::engine::epoch::{vote_meta, EpochRefused};
 use crate::engine::node::{NodeAction, NodeInput, Role as PublishedRole, StepUpStep};
 use crate::engine::FollowerInput;
 
@@ -164,10 +165,10 @@ impl Simulation {
                     self.schedule(latency, Ev::Election { from: id, to, msg });
                 }
                 NodeAction::PersistVote { epoch, voted_for } => {
-                    if !self.persist_vote(id, epoch, voted_for) {
+                    let Some(answer) = self.persist_vote(id, epoch, voted_for) else {
                         return;
-                    }
-                    self.answer(id, NodeInput::VotePersisted { epoch, voted_for });
+                    };
+                    self.answer(id, answer);
                 }
                 NodeAction::ReleaseLog { epoch } => {
                     self.log(format!("n{id} wins epoch {epoch}"));
@@ -278,9 +279,15 @@ impl Simulation {
         }
     }
 
-    /// Write a vote to `id`'s disk; tell its log owner of a new epoch.
-    /// Returns false if the engine asked for something it must never do.
-    fn persist_vote(&mut self, id: NodeId, epoch: u64, voted_for: Option<NodeId>) -> bool {
+    /// Fence `id`'s log owner at `epoch` and write the vote to its disk;
+    /// the engine's answer, or `None` if the engine asked for something it
+    /// must never do (a violation).
+    fn persist_vote(
+        &mut self,
+        id: NodeId,
+        epoch: u64,
+        voted_for: Option<NodeId>,
+    ) -> Option<NodeInput> {
         let cur = self.node(id).meta();
         if epoch < cur.epoch {
             self.fail(
@@ -290,7 +297,7 @@ impl Simulation {
                     cur.epoch
                 ),
             );
-            return false;
+            return None;
         }
         if epoch == cur.epoch
             && cur.voted_for.is_some()
@@ -305,24 +312,46 @@ impl Simulation {
                     voted_for.unwrap_or(0)
                 ),
             );
-            return false;
+            return None;
         }
-        let meta = if epoch > cur.epoch {
-            Meta {
-                epoch,
-                leader: None,
-                voted_for,
-            }
-        } else {
-            Meta {
-                voted_for: voted_for.or(cur.voted_for),
-                ..cur
-            }
+        // The log owner's fence, then the disk's merge: the engines' one
+        // copy of each rule, as the Elector has them carried out.
+        let fenced = {
+            let node = self.node_mut(id);
+            node.owner.fence(epoch)
         };
-        self.node_mut(id).disk.persist_meta(meta);
-        if epoch > cur.epoch {
-            self.owner_input(id, FollowerInput::MetaChanged(node_meta(id, meta)));
+        self.owner_actions(id);
+        if let Err(refused) = fenced {
+            self.log(format!(
+                "n{id}: vote in epoch {epoch} not fenced: {refused}"
+            ));
+            return Some(NodeInput::VoteFailed {
+                epoch,
+                voted_for,
+                current: None,
+            });
         }
-        true
+        let input = match vote_meta(&node_meta(id, cur), epoch, voted_for) {
+            Ok(m) => {
+                let meta = Meta {
+                    epoch: m.current_epoch,
+                    leader: m.leader,
+                    voted_for: m.voted_for,
+                };
+                self.node_mut(id).disk.persist_meta(meta);
+                NodeInput::VotePersisted { epoch, voted_for }
+            }
+            Err(EpochRefused::Stale { current, .. }) => NodeInput::VoteFailed {
+                epoch,
+                voted_for,
+                current: Some(current),
+            },
+            Err(_) => NodeInput::VoteFailed {
+                epoch,
+                voted_for,
+                current: None,
+            },
+        };
+        Some(input)
     }
 }

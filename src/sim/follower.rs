@@ -264,7 +264,7 @@ impl Simulation {
 
     /// Carry out what `id`'s log owner asks, as the `ReplicaListener` does:
     /// write meta and the WAL, truncate, answer the sessions.
-    fn owner_actions(&mut self, id: NodeId) {
+    pub(super) fn owner_actions(&mut self, id: NodeId) {
         while let Some(action) = self.node_mut(id).owner.poll_action() {
             match action {
                 FollowerAction::PersistMeta(m) => {

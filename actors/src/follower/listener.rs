@@ -672,21 +672,9 @@ impl Handler<Fence> for ReplicaListener {
     type Result = Result<(u64, u64), String>;
 
     fn handle(&mut self, msg: Fence, ctx: &mut Context<Self>) -> Self::Result {
-        if self.engine.is_leading() || self.engine.has_failed() {
-            return Err(
-                "this node leads or has failed: its log owner holds no log to vote with".into(),
-            );
-        }
-        let meta = self.engine.meta();
-        if msg.epoch > meta.current_epoch {
-            let mut fenced = meta.clone();
-            fenced.current_epoch = msg.epoch;
-            fenced.leader = None;
-            fenced.voted_for = None;
-            self.input(FollowerInput::MetaChanged(fenced), ctx);
-        }
-        let log = self.engine.epochs();
-        Ok((log.last_epoch(), log.last_offset()))
+        let fenced = self.engine.fence(msg.epoch).map_err(|e| e.to_string());
+        self.run_actions(ctx);
+        fenced
     }
 }
 
