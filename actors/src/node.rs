@@ -17,116 +17,42 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use metawal::engine::recovery;
 use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
-use metawal::record::decode_record;
-use metawal::storage::{NodeMeta, Snapshot};
-use metawal::wal::WalOptions;
+use metawal::storage::NodeMeta;
 use metawal::{Command, MetadataState, NodeId};
-use tokio::net::TcpListener;
 
-use crate::tls::{PeerTls, PeerTransport};
 use tokio::sync::watch;
 
 use crate::changes::ChangeStream;
 use crate::config::NodeConfig;
-use crate::disk::{Disk, DiskHandle};
-use crate::election::{Elector, ElectorInit, RoleChanges, StepError, StopElector, TransferTo};
+use crate::disk::DiskHandle;
+use crate::election::{Elector, ElectorInit, StopElector, TransferTo};
 use crate::error::{
-    DiskError, LogStartError, NodeError, ProposeError, ReadError, RoleError, StateError,
-    StatusError, SubscribeError,
+    LogStartError, NodeError, ProposeError, ReadError, RoleError, StateError, StatusError,
+    SubscribeError,
 };
-use crate::follower::listener::{
-    GetPosition, ListenerInit, ReleaseLog, ReplicaListener, ResumeFollowing, SetWake, StopListener,
-};
+use crate::follower::listener::{GetPosition, ListenerInit, ReplicaListener, StopListener};
 use crate::follower::messages::ElectorSlot;
-use crate::leader::replicator::{
-    GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator, WatchCatchUp,
-};
+use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
 use crate::leadership::LeadershipChanges;
 use crate::metrics::NodeMetrics;
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
 use crate::status::{Leadership, NodeStatus};
 use crate::store::{
-    Acks, Applied, DropLeadership, EntriesInFlight, GetApplied, GetState, MetadataStore, Propose,
-    Proposed, StopStore, StoreInit, Subscribe, TakeLeadership,
+    Acks, Applied, EntriesInFlight, GetApplied, GetState, MetadataStore, Propose, Proposed,
+    StopStore, StoreInit, Subscribe,
 };
 use crate::view::{MetadataChanged, MetadataView};
-use futures::future::LocalBoxFuture;
-use metawal::engine::epoch::EpochRefused;
 use metawal::engine::node::TransferFailed;
 
-/// What recovery found in the data directory.
-struct Recovered {
-    meta: Option<NodeMeta>,
-    /// State up to the known commit.
-    state: MetadataState,
-    /// State with every entry in the WAL.
-    appended: MetadataState,
-    epochs: EpochIndex,
-    commit: u64,
-}
-
-fn recover(d: &mut Disk) -> Result<Recovered, DiskError> {
-    let meta = NodeMeta::load(&d.data_dir)?;
-    let snapshot = Snapshot::load_latest(&d.snapshot_dir())?;
-    let (state, snap_offset) = match snapshot {
-        Some(s) => {
-            if d.wal.last_offset() < s.offset {
-                // The snapshot was installed but the WAL not yet reset.
-                d.wal.truncate_prefix(s.offset, s.epoch)?;
-            }
-            (s.state, s.offset)
-        }
-        None => (MetadataState::new(), 0),
-    };
-    let first = d.wal.first_offset();
-    if first > snap_offset + 1 {
-        return Err(DiskError::Inconsistent {
-            dir: d.data_dir.display().to_string(),
-            reason: format!(
-                "the WAL starts at offset {first} but the newest snapshot covers only up to {snap_offset}; entries in between are missing. Restore the snapshots directory, or empty this data dir to resync from the leader"
-            ),
-        });
-    }
-    let commit = recovery::commit_point(
-        meta.as_ref().map_or(0, |m| m.commit_hint),
-        snap_offset,
-        d.wal.last_offset(),
-    );
-    let mut replay = recovery::Replay::new(state, commit);
-    let mut next = snap_offset + 1;
-    let last = d.wal.last_offset();
-    while next <= last {
-        let records = d.wal.read(next, 4096, 8 * 1024 * 1024)?;
-        if records.is_empty() {
-            break;
-        }
-        for r in records {
-            let (entry, _) = decode_record(&r.bytes).map_err(|e| DiskError::Inconsistent {
-                dir: d.data_dir.display().to_string(),
-                reason: format!("record {} does not decode: {e}", r.offset),
-            })?;
-            // Fail-stop: the node does not start with a state no other
-            // node has.
-            replay.entry(&entry).map_err(|e| DiskError::Inconsistent {
-                dir: d.data_dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            next = entry.offset + 1;
-        }
-    }
-    let (state, appended) = replay.finish();
-    Ok(Recovered {
-        meta,
-        state,
-        appended,
-        epochs: d.wal.epochs().clone(),
-        commit,
-    })
-}
+// Recovery of the data dir at start (`recover`).
+#[path = "node_recover.rs"]
+mod recovering;
+// The steps of `Node::start` before the actors start.
+#[path = "node_start.rs"]
+mod starting;
 
 /// A running node: the handle a broker keeps. Cheap to clone.
 #[derive(Clone)]
@@ -209,103 +135,18 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         config.validate()?;
         let node = config.node_id;
-        // TLS material is read and checked before anything else, so a bad
-        // certificate is a start-up error. The files are read on a blocking
-        // thread, not on this arbiter.
-        let transport = match &config.tls {
-            Some(files) => {
-                let (files, cluster) = (files.clone(), config.cluster_id.clone());
-                let voters: Vec<NodeId> = config.peers.keys().copied().collect();
-                let tls = tokio::task::spawn_blocking(move || {
-                    PeerTls::load(&files, node, &cluster, voters)
-                })
-                .await
-                .map_err(NodeError::TlsLoadAborted)??;
-                PeerTransport::Tls(Arc::new(tls))
-            }
-            None => {
-                tracing::warn!(
-                    node,
-                    "TLS is off (insecure_plaintext): replication and election traffic can be read, \
-                     and frames injected, by anyone on the network path"
-                );
-                PeerTransport::Plain
-            }
-        };
+        // TLS material first: a bad certificate is a start-up error.
+        let transport = starting::load_tls(&config).await?;
         let metrics = NodeMetrics::new();
-        let (disk, report) = DiskHandle::start_timed(
-            node,
-            config.data_dir.clone(),
-            WalOptions {
-                segment_bytes: config.replication.segment_bytes,
-                preallocate: true,
-            },
-            Some(metrics.fsync_histogram()),
-        )
-        .await?;
-        if let Some(t) = &report.torn_tail {
-            tracing::warn!(node, file = %t.file.display(), byte = t.byte, removed = t.removed, "WAL torn tail removed at start");
-        }
-        let rec = disk.run(recover).await??;
-
-        if let Some(m) = &rec.meta {
-            if m.node_id != node || m.cluster_id != config.cluster_id {
-                return Err(NodeError::ForeignDataDir {
-                    dir: config.data_dir.clone(),
-                    found_node: m.node_id,
-                    found_cluster: m.cluster_id.clone(),
-                    node,
-                    cluster: config.cluster_id.clone(),
-                });
-            }
-        }
+        let (disk, rec) = starting::open_data_dir(&config, &metrics).await?;
         // Every node starts as a follower; leadership comes from an
         // election. A node that led before it stopped does not know whether
-        // it still does: it follows (no leader known) until it hears one or
-        // wins again.
-        let (role, epoch, leader, voted_for) = match &rec.meta {
-            Some(m) => (
-                Role::Follower,
-                m.current_epoch,
-                m.leader.filter(|&l| l != node),
-                m.voted_for,
-            ),
-            None => (Role::Follower, 0, None, None),
-        };
-        let meta = NodeMeta {
-            node_id: node,
-            cluster_id: config.cluster_id.clone(),
-            current_epoch: epoch,
-            leader,
-            voted_for,
-            commit_hint: rec.commit,
-        };
-        let listen_err = |source| NodeError::Listen {
-            addr: config.listen_addr,
-            source,
-        };
-        let listener = match &config.listener {
-            Some(bound) => match bound.take().map_err(listen_err)? {
-                Some(l) => TcpListener::from_std(l).map_err(listen_err)?,
-                None => return Err(NodeError::ListenerTaken),
-            },
-            None => TcpListener::bind(config.listen_addr)
-                .await
-                .map_err(listen_err)?,
-        };
-        let replication_addr = listener.local_addr().map_err(|source| NodeError::Listen {
-            addr: config.listen_addr,
-            source,
-        })?;
-        if rec.meta.as_ref() != Some(&meta) {
-            // Through the merge like every meta write: a former leader's
-            // record of leading its last epoch stays on disk.
-            let m = meta.clone();
-            disk.run(move |d| d.store_meta_fenced(&m))
-                .await?
-                .map_err(DiskError::from)?
-                .map_err(NodeError::MetaRefused)?;
-        }
+        // it still does: it follows until it hears a leader or wins again.
+        let role = Role::Follower;
+        let meta = starting::meta_at_start(&config, &rec);
+        let (epoch, leader, voted_for) = (meta.current_epoch, meta.leader, meta.voted_for);
+        let (listener, replication_addr) = starting::bind(&config).await?;
+        starting::record_meta(&disk, &rec, &meta).await?;
         tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
 
         let cluster_size = config.peers.len() + 1;
@@ -363,19 +204,8 @@ impl Node {
             elector: elector_slot.clone(),
         })
         .start();
-        {
-            if let Some(addr) = leader.and_then(|l| config.peers.get(&l)).copied() {
-                // Tell the leader we are (back) up, so its link does not wait
-                // out its reconnect backoff: connecting is the whole message.
-                let timeout = config.replication.session_timeout;
-                actix::spawn(async move {
-                    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
-                    {
-                        Ok(Ok(_)) => tracing::debug!(node, %addr, "woke the leader"),
-                        _ => tracing::debug!(node, %addr, "leader not reachable to wake"),
-                    }
-                });
-            }
+        if let Some(addr) = leader.and_then(|l| config.peers.get(&l)).copied() {
+            starting::wake_leader(node, addr, config.replication.session_timeout);
         }
         let config = Arc::new(config);
         let handle = Node {
@@ -837,144 +667,7 @@ impl Node {
     }
 }
 
-/// The steps of a role change, as the node engine asks for them (see
-/// `metawal::engine::node`): each does one thing on the node's actors or
-/// disk and reports how it went; none decides.
-impl RoleChanges for Node {
-    fn release_log(&self) -> LocalBoxFuture<'static, Result<(EpochIndex, u64), StepError>> {
-        let listener = self.listener.clone();
-        Box::pin(async move {
-            // Sessions closed, writes settled: this is the log to lead with.
-            listener
-                .send(ReleaseLog)
-                .await
-                .map_err(|_| StepError::Failed("the listener stopped".into()))?
-                .map_err(StepError::Failed)
-        })
-    }
-
-    fn persist_epoch(
-        &self,
-        epoch: u64,
-        commit_hint: u64,
-    ) -> LocalBoxFuture<'static, Result<(), StepError>> {
-        let meta = NodeMeta {
-            node_id: self.node_id,
-            cluster_id: self.config.cluster_id.clone(),
-            current_epoch: epoch,
-            leader: Some(self.node_id),
-            // Kept from disk in the same epoch (the node's own vote).
-            voted_for: None,
-            commit_hint,
-        };
-        let disk = self.disk.clone();
-        Box::pin(async move {
-            // Checked against the meta on disk, on the disk thread that
-            // writes every meta: an attach that persisted a higher epoch
-            // since is never overwritten with a lower one.
-            let written = disk
-                .run(move |d| d.store_meta_fenced(&meta))
-                .await
-                .map_err(|e| StepError::Failed(e.to_string()))?
-                .map_err(|e| StepError::Failed(e.to_string()))?;
-            match written {
-                Ok(()) => Ok(()),
-                Err(EpochRefused::Stale { current, .. }) => Err(StepError::Stale { current }),
-                Err(refused) => Err(StepError::Failed(refused.to_string())),
-            }
-        })
-    }
-
-    fn start_leading(
-        &self,
-        epoch: u64,
-        epochs: EpochIndex,
-        commit: u64,
-    ) -> LocalBoxFuture<'static, Result<(), StepError>> {
-        let node = self.clone();
-        Box::pin(async move {
-            let init = replicator_init(&node, epoch, epochs, commit);
-            let replicator =
-                Replicator::start_in_arbiter(&node.arbiter, move |_| Replicator::new(init));
-            node.set_replicator(Some(replicator.clone()));
-            let stopped = || StepError::Failed("the node is shutting down".into());
-            // Set before shutdown takes the Replicator: if it is set now,
-            // shutdown may have looked already, so this step stops its own.
-            if node.closing.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Some(r) = node.set_replicator(None) {
-                    let _ = r.send(StopReplicator { step_down: false }).await;
-                }
-                return Err(stopped());
-            }
-            node.listener
-                .send(SetWake(replicator.clone().recipient()))
-                .await
-                .map_err(|_| stopped())?;
-            node.store
-                .send(TakeLeadership { epoch, replicator })
-                .await
-                .map_err(|_| stopped())?
-                .map_err(StepError::Failed)
-        })
-    }
-
-    fn stop_leading(&self) -> LocalBoxFuture<'static, ()> {
-        let node = self.clone();
-        Box::pin(async move {
-            if let Some(r) = node.set_replicator(None) {
-                // Waiting proposals get `LeadershipLost`.
-                let _ = r.send(StopReplicator { step_down: true }).await;
-            }
-            // A stopped store has no leadership to drop.
-            let _ = node.store.send(DropLeadership).await;
-        })
-    }
-
-    fn resume_following(
-        &self,
-        keep_commit: bool,
-    ) -> LocalBoxFuture<'static, Result<(u64, Option<NodeId>), String>> {
-        let node = self.clone();
-        Box::pin(async move {
-            // After every write queued before this call.
-            let on_disk = node
-                .disk
-                .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
-                .await;
-            let (epochs, meta) = match on_disk {
-                Ok((epochs, Ok(Some(meta)))) => (epochs, meta),
-                Ok((_, Ok(None))) => return Err("the meta file is missing".to_string()),
-                Ok((_, Err(e))) => return Err(format!("cannot read meta back: {e}")),
-                Err(e) => return Err(format!("cannot read the log back: {e}")),
-            };
-            let commit = if keep_commit {
-                node.progress_rx.borrow().commit
-            } else {
-                0
-            };
-            let found = (meta.current_epoch, meta.leader);
-            node.listener
-                .send(ResumeFollowing {
-                    epochs,
-                    meta,
-                    commit,
-                })
-                .await
-                .map_err(|_| "the listener stopped".to_string())?;
-            Ok(found)
-        })
-    }
-
-    fn caught_up(&self, to: NodeId) -> LocalBoxFuture<'static, bool> {
-        let replicator = self.replicator();
-        Box::pin(async move {
-            let Some(r) = replicator else {
-                return false;
-            };
-            match r.send(WatchCatchUp { to }).await {
-                Ok(rx) => rx.await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    }
-}
+// The steps of a role change (`RoleChanges`), carried out for the node
+// engine: a child module, so it sees the node's private handles.
+#[path = "node_roles.rs"]
+mod roles;

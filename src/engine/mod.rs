@@ -47,6 +47,7 @@ pub mod follower;
 pub mod leader;
 pub mod link;
 pub mod node;
+pub mod node_io;
 pub mod read_index;
 pub mod recovery;
 pub mod session;

@@ -3,6 +3,7 @@
 //! shutdown, the leader a follower names, and transfer.
 
 use super::*;
+use crate::engine::election::ElectionMsg;
 
 const T: Duration = Duration::from_millis(100);
 const LOG: LastLog = (0, 0);

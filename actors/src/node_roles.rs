@@ -1,0 +1,157 @@
+//! The steps of a role change, as the node engine asks for them: each does
+//! one thing on the node's actors or disk and reports how it went.
+
+use actix::prelude::*;
+use futures::future::LocalBoxFuture;
+use metawal::engine::epoch::EpochRefused;
+use metawal::epochs::EpochIndex;
+use metawal::storage::NodeMeta;
+use metawal::NodeId;
+
+use super::{replicator_init, Node};
+use crate::election::{RoleChanges, StepError};
+use crate::follower::listener::{ReleaseLog, ResumeFollowing, SetWake};
+use crate::leader::replicator::{Replicator, StopReplicator, WatchCatchUp};
+use crate::store::{DropLeadership, TakeLeadership};
+
+/// The steps of a role change, as the node engine asks for them (see
+/// `metawal::engine::node`): each does one thing on the node's actors or
+/// disk and reports how it went; none decides.
+impl RoleChanges for Node {
+    fn release_log(&self) -> LocalBoxFuture<'static, Result<(EpochIndex, u64), StepError>> {
+        let listener = self.listener.clone();
+        Box::pin(async move {
+            // Sessions closed, writes settled: this is the log to lead with.
+            listener
+                .send(ReleaseLog)
+                .await
+                .map_err(|_| StepError::Failed("the listener stopped".into()))?
+                .map_err(StepError::Failed)
+        })
+    }
+
+    fn persist_epoch(
+        &self,
+        epoch: u64,
+        commit_hint: u64,
+    ) -> LocalBoxFuture<'static, Result<(), StepError>> {
+        let meta = NodeMeta {
+            node_id: self.node_id,
+            cluster_id: self.config.cluster_id.clone(),
+            current_epoch: epoch,
+            leader: Some(self.node_id),
+            // Kept from disk in the same epoch (the node's own vote).
+            voted_for: None,
+            commit_hint,
+        };
+        let disk = self.disk.clone();
+        Box::pin(async move {
+            // Checked against the meta on disk, on the disk thread that
+            // writes every meta: an attach that persisted a higher epoch
+            // since is never overwritten with a lower one.
+            let written = disk
+                .run(move |d| d.store_meta_fenced(&meta))
+                .await
+                .map_err(|e| StepError::Failed(e.to_string()))?
+                .map_err(|e| StepError::Failed(e.to_string()))?;
+            match written {
+                Ok(()) => Ok(()),
+                Err(EpochRefused::Stale { current, .. }) => Err(StepError::Stale { current }),
+                Err(refused) => Err(StepError::Failed(refused.to_string())),
+            }
+        })
+    }
+
+    fn start_leading(
+        &self,
+        epoch: u64,
+        epochs: EpochIndex,
+        commit: u64,
+    ) -> LocalBoxFuture<'static, Result<(), StepError>> {
+        let node = self.clone();
+        Box::pin(async move {
+            let init = replicator_init(&node, epoch, epochs, commit);
+            let replicator =
+                Replicator::start_in_arbiter(&node.arbiter, move |_| Replicator::new(init));
+            node.set_replicator(Some(replicator.clone()));
+            let stopped = || StepError::Failed("the node is shutting down".into());
+            // Set before shutdown takes the Replicator: if it is set now,
+            // shutdown may have looked already, so this step stops its own.
+            if node.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(r) = node.set_replicator(None) {
+                    let _ = r.send(StopReplicator { step_down: false }).await;
+                }
+                return Err(stopped());
+            }
+            node.listener
+                .send(SetWake(replicator.clone().recipient()))
+                .await
+                .map_err(|_| stopped())?;
+            node.store
+                .send(TakeLeadership { epoch, replicator })
+                .await
+                .map_err(|_| stopped())?
+                .map_err(StepError::Failed)
+        })
+    }
+
+    fn stop_leading(&self) -> LocalBoxFuture<'static, ()> {
+        let node = self.clone();
+        Box::pin(async move {
+            if let Some(r) = node.set_replicator(None) {
+                // Waiting proposals get `LeadershipLost`.
+                let _ = r.send(StopReplicator { step_down: true }).await;
+            }
+            // A stopped store has no leadership to drop.
+            let _ = node.store.send(DropLeadership).await;
+        })
+    }
+
+    fn resume_following(
+        &self,
+        keep_commit: bool,
+    ) -> LocalBoxFuture<'static, Result<(u64, Option<NodeId>), String>> {
+        let node = self.clone();
+        Box::pin(async move {
+            // After every write queued before this call.
+            let on_disk = node
+                .disk
+                .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
+                .await;
+            let (epochs, meta) = match on_disk {
+                Ok((epochs, Ok(Some(meta)))) => (epochs, meta),
+                Ok((_, Ok(None))) => return Err("the meta file is missing".to_string()),
+                Ok((_, Err(e))) => return Err(format!("cannot read meta back: {e}")),
+                Err(e) => return Err(format!("cannot read the log back: {e}")),
+            };
+            let commit = if keep_commit {
+                node.progress_rx.borrow().commit
+            } else {
+                0
+            };
+            let found = (meta.current_epoch, meta.leader);
+            node.listener
+                .send(ResumeFollowing {
+                    epochs,
+                    meta,
+                    commit,
+                })
+                .await
+                .map_err(|_| "the listener stopped".to_string())?;
+            Ok(found)
+        })
+    }
+
+    fn caught_up(&self, to: NodeId) -> LocalBoxFuture<'static, bool> {
+        let replicator = self.replicator();
+        Box::pin(async move {
+            let Some(r) = replicator else {
+                return false;
+            };
+            match r.send(WatchCatchUp { to }).await {
+                Ok(rx) => rx.await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    }
+}
