@@ -20,8 +20,9 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use metawal::engine::node::Published;
 use metawal::engine::store::{
-    Admission, AdmitRefused, ApplySink, NodeRole, StoreAction, StoreEngine, StoreInput, MAX_PENDING,
+    Admission, AdmitRefused, ApplySink, StoreAction, StoreEngine, StoreInput, MAX_PENDING,
 };
 use metawal::record::decode_record;
 use metawal::storage::Snapshot;
@@ -32,7 +33,7 @@ use crate::disk::DiskHandle;
 use crate::error::{Overload, ProposeError};
 use crate::leader::replicator::{AppendEntry, LogStartMoved, Replicator};
 use crate::progress::LogProgress;
-use crate::shared::{NodeShared, Role};
+use crate::shared::NodeShared;
 use crate::view::{MetadataChanged, MetadataView};
 
 /// Most bytes of committed records read back from the WAL at once.
@@ -310,18 +311,16 @@ impl MetadataStore {
 
     /// What admission needs from the node.
     fn admission(&self) -> Admission {
-        let role = match self.shared.role() {
-            // A leader handing over takes no proposals.
-            Role::Leader if self.shared.transferring() => NodeRole::Follower { leader: None },
-            Role::Leader => NodeRole::Leader,
-            Role::Follower => NodeRole::Follower {
-                leader: self.shared.leader().filter(|&l| l != self.node),
-            },
-            Role::Failed => NodeRole::Failed,
-            Role::Stopped => NodeRole::Stopped,
+        // The node engine's rule, on what it published.
+        let l = self.shared.leadership();
+        let published = Published {
+            role: l.role,
+            epoch: l.epoch,
+            leader: l.leader,
+            transferring: self.shared.transferring(),
         };
         Admission {
-            role,
+            role: published.admission(),
             isr_len: self.shared.isr_len(),
             min_insync: self.shared.min_insync(),
         }

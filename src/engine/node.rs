@@ -198,18 +198,15 @@ impl NodeEngine {
     /// transferring admits; everyone else names the leader it publishes.
     pub fn admission(&self) -> NodeRole {
         match self.state {
-            State::Leading { .. }
-                if self.transfer.is_none()
-                    || self.plant == Some(NodePlant::AdmitWhileTransferring) =>
-            {
+            State::Leading { .. } if self.plant == Some(NodePlant::AdmitWhileTransferring) => {
                 NodeRole::Leader
             }
-            State::Leading { .. } => NodeRole::Follower { leader: None },
-            State::Failed => NodeRole::Failed,
-            State::Stopped => NodeRole::Stopped,
-            _ => NodeRole::Follower {
+            // Published as leader once the epoch is on disk, but the store
+            // takes the leadership only at the step's end.
+            State::SteppingUp { .. } => NodeRole::Follower {
                 leader: self.published.leader,
             },
+            _ => self.published.admission(),
         }
     }
 

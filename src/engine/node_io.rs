@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::election::{ElectionInput, ElectionMsg};
+use super::store::NodeRole;
 use crate::command::NodeId;
 
 /// What a node is doing: the one role type (status, metrics, the HTTP
@@ -68,6 +69,24 @@ pub struct Published {
     pub leader: Option<NodeId>,
     /// A leader transfer is under way: proposals are refused.
     pub transferring: bool,
+}
+
+impl Published {
+    /// What a proposal is told, from the published facts alone (the rule
+    /// the node's `MetadataStore` applies): only a leader that is not
+    /// transferring admits; a follower names the leader it publishes.
+    pub fn admission(&self) -> NodeRole {
+        match self.role {
+            Role::Leader if !self.transferring => NodeRole::Leader,
+            // A leader handing over takes no proposals.
+            Role::Leader => NodeRole::Follower { leader: None },
+            Role::Follower => NodeRole::Follower {
+                leader: self.leader,
+            },
+            Role::Failed => NodeRole::Failed,
+            Role::Stopped => NodeRole::Stopped,
+        }
+    }
 }
 
 /// Why a transfer ended without the target leading.
