@@ -127,23 +127,23 @@ impl ChangeStream {
                 .min(READ_ENTRIES);
             let read = self
                 .disk
-                .read(move |r| {
-                    let start = r.wal.first_offset();
+                .read_range(from, max, READ_BYTES)
+                .await
+                .map(|(start, records)| {
                     if from < start {
                         return Err(ChangesError::Compacted {
                             requested: from,
                             log_start: start,
                         });
                     }
-                    match r.wal.read(from, max, READ_BYTES) {
+                    match records {
                         Ok(records) => Ok(records),
                         // Applied, not yet durable here (or a truncation of
                         // the uncommitted tail raced the read): read again.
                         Err(WalError::OutOfRange { .. } | WalError::Raced { .. }) => Ok(Vec::new()),
                         Err(e) => Err(ChangesError::Storage(e.to_string())),
                     }
-                })
-                .await;
+                });
             let records = match read {
                 Ok(r) => r?,
                 Err(DiskError::QueueFull(_)) if busy_tries < BUSY_TRIES => {

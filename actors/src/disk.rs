@@ -6,25 +6,31 @@
 //! every file operation runs on these dedicated threads and answers through a
 //! oneshot channel.
 //!
-//! **Writer** (`metawal-disk-<id>`, [`DiskHandle::append`], [`DiskHandle::run`]):
-//! consecutive appends waiting in its queue are written together and made
-//! durable with a single `fdatasync` (group commit); every other job runs in
-//! queue order, so an append queued before a truncation is written before it.
+//! What the node asks of them is typed: appends ([`DiskHandle::append`]),
+//! and otherwise a `DiskRequest` for the writer or a `ReadRequest` for the
+//! reader (`disk_request.rs`: the requests, their completions and the one
+//! function that carries each out; `disk_api.rs`: a typed method per
+//! request). Closures (`run`, `read`) remain only as test hooks behind
+//! feature `fault-injection`.
+//!
+//! **Writer** (`metawal-disk-<id>`): consecutive appends waiting in its
+//! queue are written together and made durable with a single `fdatasync`
+//! (group commit); every other request runs in queue order, so an append
+//! queued before a truncation is written before it.
 //! After a failed write or sync it refuses further appends: the page cache
 //! can no longer be trusted, and the node must be restarted.
 //!
-//! **Reader** (`metawal-disk-read-<id>`, [`DiskHandle::read`],
-//! [`DiskHandle::read_wal`]): a lagging follower's catch-up reads and the
+//! **Reader** (`metawal-disk-read-<id>`, [`DiskHandle::read_wal`]): a lagging follower's catch-up reads and the
 //! load + encode of a snapshot for a follower behind the log start can take
 //! long (megabytes of `pread`, CRC checks, MessagePack). On the writer's
 //! queue they delayed every group commit behind them, so one lagging
 //! follower slowed every `acks=leader`/`acks=all` write. They run here
 //! instead, never sharing a thread or a queue with appends. The reader does
-//! not touch the [`Wal`]: it reads through a [`WalReader`], the writer's
+//! not touch the [`Wal`]: it reads through a [`metawal::wal::WalReader`], the writer's
 //! published index of *durable* records (updated after each `fdatasync` and
 //! before each truncation changes a file), opening the segment files
 //! read-only and checking every record again; a read that a concurrent
-//! truncation overtook fails ([`WalError::Raced`], or `OutOfRange` below the
+//! truncation overtook fails ([`metawal::wal::WalError::Raced`], or `OutOfRange` below the
 //! new start) rather than return bytes that are no longer the log's, and the
 //! caller retries. Snapshots are written atomically (tmp + rename), so the
 //! reader loads them without coordination.
@@ -40,19 +46,17 @@
 //! [`DiskError::QueueFull`]. Callers keep at most one append and one read in
 //! flight each.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 
 use metawal::record::Record;
-use metawal::storage::Snapshot;
-use metawal::wal::{OpenReport, Wal, WalError, WalOptions, WalReader};
+use metawal::wal::{OpenReport, Wal, WalOptions};
 use metawal::NodeId;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
+use crate::disk_request::{DiskCompletion, DiskRequest, ReadCompletion, ReadRequest};
 use crate::error::DiskError;
-use metawal::engine::epoch::{merge_meta, vote_meta, EpochRefused};
-use metawal::storage::{NodeMeta, StorageError};
 
 /// Most jobs waiting for the writer thread.
 pub const QUEUE: usize = 1024;
@@ -61,144 +65,20 @@ pub const QUEUE: usize = 1024;
 /// link, plus the odd snapshot load.
 pub const READ_QUEUE: usize = 64;
 
-/// How often [`DiskReader::load_latest_snapshot`] retries when the newest
-/// snapshot file was replaced (and the old one removed) while it was loading.
-const SNAPSHOT_LOAD_TRIES: usize = 3;
-
-/// What the disk thread owns; jobs get `&mut` access to it.
-#[derive(Debug)]
-pub struct Disk {
-    /// The node's write-ahead log.
-    pub wal: Wal,
-    /// The node's data directory.
-    pub data_dir: PathBuf,
-    /// Test hook (feature `fault-injection`): the next WAL append fails as
-    /// an I/O error would.
-    #[cfg(feature = "fault-injection")]
-    pub inject_write_failure: bool,
-    /// Test hook (feature `fault-injection`): `Some(k)`: after `k` more
-    /// meta writes, the next one fails as an I/O error would.
-    #[cfg(feature = "fault-injection")]
-    pub inject_meta_failure: std::cell::Cell<Option<u32>>,
-}
-
-impl Disk {
-    /// Persist `meta` merged with the meta on disk ([`merge_meta`]: never
-    /// a lower epoch, a second leader of an epoch or a second vote in one;
-    /// what `meta` leaves out of the same epoch is kept). Every meta write
-    /// goes through here or [`Disk::store_vote`], on this thread, so two
-    /// writers racing can never undo each other.
-    pub fn store_meta_fenced(
-        &self,
-        meta: &NodeMeta,
-    ) -> Result<Result<(), EpochRefused>, StorageError> {
-        self.injected_meta_failure()?;
-        let cur = NodeMeta::load(&self.data_dir)?;
-        let merged = match merge_meta(cur.as_ref(), meta) {
-            Ok(m) => m,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        if cur.as_ref() != Some(&merged) {
-            merged.store(&self.data_dir)?;
-        }
-        Ok(Ok(()))
-    }
-
-    /// Persist a move to `epoch` with a vote for `voted_for` (or none)
-    /// ([`vote_meta`]); returns the meta now on disk. Refused (nothing
-    /// written) for an epoch below the one on disk or a second vote in it.
-    pub fn store_vote(
-        &self,
-        epoch: u64,
-        voted_for: Option<NodeId>,
-    ) -> Result<Result<NodeMeta, EpochRefused>, StorageError> {
-        self.injected_meta_failure()?;
-        let Some(cur) = NodeMeta::load(&self.data_dir)? else {
-            return Err(StorageError::Corrupt {
-                file: self.data_dir.join(metawal::storage::META_FILE_NAME),
-                reason: "missing: a node writes it at start, before any vote".into(),
-            });
-        };
-        let merged = match vote_meta(&cur, epoch, voted_for) {
-            Ok(m) => m,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        if merged != cur {
-            merged.store(&self.data_dir)?;
-        }
-        Ok(Ok(merged))
-    }
-
-    fn injected_meta_failure(&self) -> Result<(), StorageError> {
-        #[cfg(feature = "fault-injection")]
-        if let Some(skip) = self.inject_meta_failure.take() {
-            if skip > 0 {
-                self.inject_meta_failure.set(Some(skip - 1));
-                return Ok(());
-            }
-            return Err(StorageError::Io {
-                path: self.data_dir.clone(),
-                source: std::io::Error::other("injected meta write failure"),
-            });
-        }
-        Ok(())
-    }
-
-    /// Where snapshots live.
-    pub fn snapshot_dir(&self) -> PathBuf {
-        snapshot_dir(&self.data_dir)
-    }
-}
-
-/// What the reader thread has; read jobs get `&` access to it.
-#[derive(Debug)]
-pub struct DiskReader {
-    /// This node.
-    pub node: NodeId,
-    /// The durable records of the node's WAL, read-only.
-    pub wal: WalReader,
-    /// The node's data directory.
-    pub data_dir: PathBuf,
-}
-
-impl DiskReader {
-    /// Load the newest snapshot, if any. A snapshot stored meanwhile removes
-    /// the older file this was about to read: then the listing is taken
-    /// again (a few times at most).
-    pub fn load_latest_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        let dir = snapshot_dir(&self.data_dir);
-        let mut tries = 1;
-        loop {
-            match Snapshot::load_latest(&dir) {
-                Err(StorageError::Io { path, source })
-                    if source.kind() == std::io::ErrorKind::NotFound
-                        && tries < SNAPSHOT_LOAD_TRIES =>
-                {
-                    tracing::debug!(node = self.node, file = %path.display(), "snapshot replaced while loading; retrying");
-                    tries += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
-/// `data_dir/snapshots`.
-pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("snapshots")
-}
-
-/// `data_dir/wal`.
-pub fn wal_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("wal")
-}
+pub use crate::disk_files::{snapshot_dir, wal_dir, Disk, DiskReader};
 
 type AppendReply = oneshot::Sender<Result<u64, String>>;
+#[cfg(feature = "fault-injection")]
 type JobFn = Box<dyn FnOnce(&mut Disk) + Send>;
 
+#[cfg(feature = "fault-injection")]
 type ReadJobFn = Box<dyn FnOnce(&DiskReader) + Send>;
 
 enum ReadJob {
+    /// A typed read (`disk_request`).
+    Request(ReadRequest, oneshot::Sender<ReadCompletion>),
+    /// A closure: test hooks only (`fault-injection`).
+    #[cfg(feature = "fault-injection")]
     Run(ReadJobFn),
     Stop(oneshot::Sender<()>),
 }
@@ -208,6 +88,10 @@ enum Job {
         records: Vec<Record>,
         reply: AppendReply,
     },
+    /// A typed storage operation (`disk_request`).
+    Request(DiskRequest, oneshot::Sender<DiskCompletion>),
+    /// A closure: test hooks only (`fault-injection`).
+    #[cfg(feature = "fault-injection")]
     Run(JobFn),
     Stop(oneshot::Sender<()>),
 }
@@ -305,6 +189,11 @@ impl DiskHandle {
         Ok((handle, report))
     }
 
+    /// The node whose disk this is.
+    pub(crate) fn node(&self) -> NodeId {
+        self.node
+    }
+
     fn submit(&self, job: Job) -> Result<(), DiskError> {
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => DiskError::QueueFull(self.node),
@@ -323,7 +212,25 @@ impl DiskHandle {
         Ok(rx)
     }
 
-    /// Run `f` on the writer thread, after every job queued before it.
+    /// Carry out `request` on the writer thread, after every job queued
+    /// before it (see `disk_request`, which has a typed method per request).
+    pub(crate) fn request(
+        &self,
+        request: DiskRequest,
+    ) -> impl std::future::Future<Output = Result<DiskCompletion, DiskError>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        let submitted = self.submit(Job::Request(request, tx));
+        let node = self.node;
+        async move {
+            submitted?;
+            rx.await.map_err(|_| DiskError::Stopped(node))
+        }
+    }
+
+    /// Test hook (feature `fault-injection`): run `f` on the writer thread,
+    /// after every job queued before it. The node itself asks only typed
+    /// requests (`DiskHandle::request`, see `disk_request`).
+    #[cfg(feature = "fault-injection")]
     pub fn run<R, F>(
         &self,
         f: F,
@@ -343,9 +250,32 @@ impl DiskHandle {
         }
     }
 
-    /// Run the read-only job `f` on the reader thread, after the read jobs
+    /// Carry out the read `request` on the reader thread, after the reads
+    /// queued before it; never behind (or delaying) an append.
+    pub(crate) fn read_request(
+        &self,
+        request: ReadRequest,
+    ) -> impl std::future::Future<Output = Result<ReadCompletion, DiskError>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        let submitted = self
+            .read_tx
+            .try_send(ReadJob::Request(request, tx))
+            .map_err(|e| match e {
+                TrySendError::Full(_) => DiskError::QueueFull(self.node),
+                TrySendError::Disconnected(_) => DiskError::Stopped(self.node),
+            });
+        let node = self.node;
+        async move {
+            submitted?;
+            rx.await.map_err(|_| DiskError::Stopped(node))
+        }
+    }
+
+    /// Test hook (feature `fault-injection`): run the read-only job `f` on
+    /// the reader thread, after the read jobs
     /// queued before it. It never waits for (or delays) appends: it sees the
     /// WAL's durable records through [`DiskReader::wal`].
+    #[cfg(feature = "fault-injection")]
     pub fn read<R, F>(
         &self,
         f: F,
@@ -369,24 +299,6 @@ impl DiskHandle {
             submitted?;
             rx.await.map_err(|_| DiskError::Stopped(node))
         }
-    }
-
-    /// Up to `max_entries` durable records from `from` within `max_bytes`
-    /// (at least one), read on the reader thread ([`WalReader::read`]).
-    pub fn read_wal(
-        &self,
-        from: u64,
-        max_entries: usize,
-        max_bytes: usize,
-    ) -> impl std::future::Future<Output = Result<Vec<Record>, DiskError>> + 'static {
-        let job = self.read(move |r| {
-            let read = r.wal.read(from, max_entries, max_bytes);
-            if let Err(e @ WalError::Raced { .. }) = &read {
-                tracing::debug!(node = r.node, offset = from, error = %e, "WAL read raced with a truncation");
-            }
-            read
-        });
-        async move { Ok(job.await??) }
     }
 
     /// Finish queued jobs and stop both threads (the WAL files are closed).
@@ -419,6 +331,11 @@ async fn send_waiting<T: Send + 'static>(tx: &SyncSender<T>, job: T) -> bool {
 fn run_reader(reader: DiskReader, rx: Receiver<ReadJob>) {
     while let Ok(job) = rx.recv() {
         match job {
+            ReadJob::Request(request, reply) => {
+                // The asker may have gone: nothing to tell.
+                let _ = reply.send(crate::disk_request::execute_read(&reader, request));
+            }
+            #[cfg(feature = "fault-injection")]
             ReadJob::Run(f) => f(&reader),
             ReadJob::Stop(done) => {
                 let _ = done.send(());
@@ -456,6 +373,11 @@ fn run(node: NodeId, mut disk: Disk, rx: Receiver<Job>, fsync_seconds: Option<Hi
                 }
                 write_batch(node, &mut disk, batch, &mut failed, fsync_seconds.as_ref());
             }
+            Job::Request(request, reply) => {
+                // The asker may have gone: nothing to tell.
+                let _ = reply.send(crate::disk_request::execute(&mut disk, request));
+            }
+            #[cfg(feature = "fault-injection")]
             Job::Run(f) => f(&mut disk),
             Job::Stop(done) => {
                 if failed.is_none() {

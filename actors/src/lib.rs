@@ -32,6 +32,9 @@ mod conn;
 pub mod disk;
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) mod disk;
+mod disk_api;
+mod disk_files;
+mod disk_request;
 mod election;
 mod error;
 mod follower;

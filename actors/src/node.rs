@@ -47,9 +47,6 @@ use crate::store::{
 use crate::view::{MetadataChanged, MetadataView};
 use metawal::engine::node::TransferFailed;
 
-// Recovery of the data dir at start (`recover`).
-#[path = "node_recover.rs"]
-mod recovering;
 // The steps of `Node::start` before the actors start.
 #[path = "node_start.rs"]
 mod starting;
@@ -342,7 +339,7 @@ impl Node {
     /// compacted into a snapshot), read on the disk reader thread.
     pub async fn log_start(&self) -> Result<u64, LogStartError> {
         self.disk
-            .read(|r| r.wal.first_offset())
+            .log_start()
             .await
             .map_err(|e| LogStartError::Disk {
                 node: self.node_id,
@@ -529,9 +526,8 @@ impl Node {
     /// writes succeed, the next one fails as an I/O error would.
     #[cfg(feature = "fault-injection")]
     pub async fn inject_meta_failure(&self, skip: u32) {
-        let _ = self
-            .disk
-            .run(move |d| d.inject_meta_failure.set(Some(skip)))
+        self.disk
+            .inject(crate::disk_request::DiskRequest::InjectMetaFailure { skip })
             .await;
     }
 
@@ -540,20 +536,17 @@ impl Node {
     #[cfg(feature = "fault-injection")]
     pub async fn meta_failure_pending(&self) -> bool {
         self.disk
-            .run(|d| {
-                let pending = d.inject_meta_failure.take();
-                d.inject_meta_failure.set(pending);
-                pending.is_some()
-            })
+            .inject(crate::disk_request::DiskRequest::MetaFailurePending)
             .await
-            .unwrap_or(false)
     }
 
     /// Test hook (feature `fault-injection`): this node's next WAL append
     /// fails as an I/O error would (which poisons the WAL).
     #[cfg(feature = "fault-injection")]
     pub async fn inject_wal_failure(&self) {
-        let _ = self.disk.run(|d| d.inject_write_failure = true).await;
+        self.disk
+            .inject(crate::disk_request::DiskRequest::InjectWalFailure)
+            .await;
     }
 
     /// Test hook (feature `fault-injection`): panic the leader's link to
@@ -654,12 +647,11 @@ impl Node {
         };
         // Merged with the meta on disk: never a lower epoch, the vote and
         // leader of the epoch kept.
-        match self.disk.run(move |d| d.store_meta_fenced(&meta)).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(refused))) => {
+        match self.disk.persist_meta(meta).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
                 tracing::debug!(node, %refused, "commit hint not recorded: a newer epoch is on disk")
             }
-            Ok(Err(e)) => tracing::warn!(node, error = %e, "could not record the commit hint"),
             Err(e) => tracing::warn!(node, error = %e, "could not record the commit hint"),
         }
         self.disk.stop().await;

@@ -50,9 +50,8 @@ impl RoleChanges for Node {
             // writes every meta: an attach that persisted a higher epoch
             // since is never overwritten with a lower one.
             let written = disk
-                .run(move |d| d.store_meta_fenced(&meta))
+                .persist_meta(meta)
                 .await
-                .map_err(|e| StepError::Failed(e.to_string()))?
                 .map_err(|e| StepError::Failed(e.to_string()))?;
             match written {
                 Ok(()) => Ok(()),
@@ -114,10 +113,7 @@ impl RoleChanges for Node {
         let node = self.clone();
         Box::pin(async move {
             // After every write queued before this call.
-            let on_disk = node
-                .disk
-                .run(|d| (d.wal.epochs().clone(), NodeMeta::load(&d.data_dir)))
-                .await;
+            let on_disk = node.disk.read_back().await;
             let (epochs, meta) = match on_disk {
                 Ok((epochs, Ok(Some(meta)))) => (epochs, meta),
                 Ok((_, Ok(None))) => return Err("the meta file is missing".to_string()),

@@ -11,10 +11,10 @@ use metawal::wal::WalOptions;
 use metawal::NodeId;
 use tokio::net::TcpListener;
 
-use super::recovering::{recover, Recovered};
 use crate::config::NodeConfig;
 use crate::disk::DiskHandle;
-use crate::error::{DiskError, NodeError};
+use crate::disk_request::Recovered;
+use crate::error::NodeError;
 use crate::metrics::NodeMetrics;
 use crate::tls::{PeerTls, PeerTransport};
 
@@ -63,7 +63,7 @@ pub(super) async fn open_data_dir(
     if let Some(t) = &report.torn_tail {
         tracing::warn!(node, file = %t.file.display(), byte = t.byte, removed = t.removed, "WAL torn tail removed at start");
     }
-    let rec = disk.run(recover).await??;
+    let rec = disk.recover().await?;
     if let Some(m) = &rec.meta {
         if m.node_id != node || m.cluster_id != config.cluster_id {
             return Err(NodeError::ForeignDataDir {
@@ -131,10 +131,8 @@ pub(super) async fn record_meta(
     meta: &NodeMeta,
 ) -> Result<(), NodeError> {
     if rec.meta.as_ref() != Some(meta) {
-        let m = meta.clone();
-        disk.run(move |d| d.store_meta_fenced(&m))
+        disk.persist_meta(meta.clone())
             .await?
-            .map_err(DiskError::from)?
             .map_err(NodeError::MetaRefused)?;
     }
     Ok(())

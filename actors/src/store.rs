@@ -24,7 +24,6 @@ use metawal::engine::node::Published;
 use metawal::engine::store::{
     Admission, AdmitRefused, ApplySink, StoreAction, StoreEngine, StoreInput, MAX_PENDING,
 };
-use metawal::record::decode_record;
 use metawal::storage::Snapshot;
 use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
 use tokio::sync::{oneshot, watch};
@@ -432,23 +431,10 @@ impl MetadataStore {
     fn take_snapshot(&mut self, snapshot: Snapshot, keep_from: u64, ctx: &mut Context<Self>) {
         let offset = snapshot.offset;
         let node = self.node;
-        let job = self.disk.run(move |d| -> Result<(u64, u64), String> {
-            snapshot
-                .store(&d.snapshot_dir())
-                .map_err(|e| e.to_string())?;
-            if let Some(epoch) = d.wal.epochs().epoch_at(keep_from) {
-                if keep_from >= d.wal.first_offset() {
-                    d.wal
-                        .truncate_prefix(keep_from, epoch)
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-            let e = d.wal.epochs();
-            Ok((e.base_offset(), e.base_epoch()))
-        });
+        let job = self.disk.write_snapshot(snapshot, keep_from);
         ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
             let input = match res {
-                Ok(Ok((base_offset, base_epoch))) => {
+                Ok((base_offset, base_epoch)) => {
                     tracing::info!(
                         node,
                         offset,
@@ -460,11 +446,7 @@ impl MetadataStore {
                     act.log_start_moved = Some((base_offset, base_epoch));
                     StoreInput::SnapshotWritten { offset }
                 }
-                Ok(Err(error)) => StoreInput::SnapshotFailed { offset, error },
-                Err(e) => StoreInput::SnapshotFailed {
-                    offset,
-                    error: e.to_string(),
-                },
+                Err(error) => StoreInput::SnapshotFailed { offset, error },
             };
             act.input(input, ctx);
         }));
@@ -598,40 +580,13 @@ impl Handler<TakeLeadership> for MetadataStore {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
     fn handle(&mut self, msg: TakeLeadership, _ctx: &mut Context<Self>) -> Self::Result {
-        let mut appended = self.engine.state().clone();
         // The listener released the log: every record in it is durable and
         // nothing is written until the Replicator starts. Rare (a role
         // change), so it runs on the writer thread, after any write queued
         // before it.
-        let job = self
-            .disk
-            .run(move |d| -> Result<(MetadataState, u64), String> {
-                let last = d.wal.last_offset();
-                let mut next = appended.applied_offset() + 1;
-                while next <= last {
-                    let records = d
-                        .wal
-                        .read(next, 4096, READ_BYTES)
-                        .map_err(|e| e.to_string())?;
-                    if records.is_empty() {
-                        break;
-                    }
-                    for r in records {
-                        let (entry, _) = decode_record(&r.bytes).map_err(|e| e.to_string())?;
-                        // Validated by its leader against the state before it:
-                        // one that does not apply is a bug or a corruption, and
-                        // this node does not lead with it (the step fails; the
-                        // store fail-stops when it reaches it as committed).
-                        appended.apply(&entry).map_err(|e| {
-                            format!("entry {} of the log does not apply: {e}", entry.offset)
-                        })?;
-                        next = entry.offset + 1;
-                    }
-                }
-                Ok((appended, last))
-            });
+        let job = self.disk.replay_log(self.engine.state().clone());
         Box::pin(job.into_actor(self).map(move |res, act, ctx| {
-            let (state, last) = res.map_err(|e| e.to_string())??;
+            let (state, last) = res?;
             act.replicator = Some(msg.replicator);
             act.input(
                 StoreInput::Lead {

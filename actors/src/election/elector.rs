@@ -404,13 +404,12 @@ impl Elector {
                 .await
                 .map_err(|e| (None, e.to_string()))?
                 .map_err(|e| (None, e))?;
-            match disk.run(move |d| d.store_vote(epoch, voted_for)).await {
-                Ok(Ok(Ok(_meta))) => Ok(log),
-                Ok(Ok(Err(EpochRefused::Stale { current, .. }))) => {
+            match disk.persist_vote(epoch, voted_for).await {
+                Ok(Ok(_meta)) => Ok(log),
+                Ok(Err(EpochRefused::Stale { current, .. })) => {
                     Err((Some(current), format!("epoch {current} is on disk")))
                 }
-                Ok(Ok(Err(refused))) => Err((None, refused.to_string())),
-                Ok(Err(e)) => Err((None, e.to_string())),
+                Ok(Err(refused)) => Err((None, refused.to_string())),
                 Err(e) => Err((None, e.to_string())),
             }
         };

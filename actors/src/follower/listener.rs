@@ -20,14 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use metawal::engine::follower::{
-    plan_snapshot_install, MetaWriteError, RequestId, ResetError, SessionId, SnapshotInstall,
-    WriteError,
-};
+use metawal::engine::follower::{MetaWriteError, RequestId, ResetError, SessionId, WriteError};
 use metawal::engine::{AttachRefused, FollowerAction, FollowerEngine, FollowerInput, StoreEvent};
 use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
-use metawal::storage::{NodeMeta, Snapshot};
+use metawal::storage::NodeMeta;
 use metawal::{NodeId, ReplicationConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -212,12 +209,11 @@ impl ReplicaListener {
     fn act(&mut self, action: FollowerAction, ctx: &mut Context<Self>) {
         match action {
             FollowerAction::PersistMeta(meta) => {
-                let job = self.disk.run(move |d| d.store_meta_fenced(&meta));
+                let job = self.disk.persist_meta(meta);
                 ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
                     let result = match res {
-                        Ok(Ok(Ok(()))) => Ok(()),
-                        Ok(Ok(Err(refused))) => Err(MetaWriteError::Fenced(refused)),
-                        Ok(Err(e)) => Err(MetaWriteError::Storage(e.to_string())),
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(refused)) => Err(MetaWriteError::Fenced(refused)),
                         Err(e) => Err(MetaWriteError::Storage(e.to_string())),
                     };
                     act.input(FollowerInput::MetaWritten(result), ctx);
@@ -257,15 +253,9 @@ impl ReplicaListener {
                 }
             },
             FollowerAction::TruncateWal { to } => {
-                let job = self.disk.run(move |d| {
-                    d.wal.truncate_suffix(to).map_err(|e| e.to_string())?;
-                    Ok::<_, String>(d.wal.epochs().clone())
-                });
+                let job = self.disk.truncate_suffix(to);
                 ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
-                    let result = match res {
-                        Ok(r) => r.map_err(ResetError::Storage),
-                        Err(e) => Err(ResetError::Storage(e.to_string())),
-                    };
+                    let result = res.map_err(ResetError::Storage);
                     act.input(FollowerInput::Truncated(result), ctx);
                 }));
             }
@@ -279,12 +269,8 @@ impl ReplicaListener {
                 // a snapshot may be large.
                 let job = self
                     .disk
-                    .run(move |d| install_snapshot(d, offset, epoch, &bytes, replace_log));
-                ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
-                    let result = match res {
-                        Ok(r) => r,
-                        Err(e) => Err(ResetError::Storage(e.to_string())),
-                    };
+                    .install_snapshot(offset, epoch, bytes, replace_log);
+                ctx.spawn(job.into_actor(self).map(|result, act, ctx| {
                     act.input(FollowerInput::SnapshotInstalled(result), ctx);
                 }));
             }
@@ -385,46 +371,6 @@ impl ReplicaListener {
         }
         self.run_actions(ctx);
     }
-}
-
-/// The disk side of a snapshot install: decode and check what the leader
-/// sent (bad data is refused with nothing changed), store it, then reset
-/// the WAL as the engine planned. Runs on the disk thread.
-fn install_snapshot(
-    d: &mut crate::disk::Disk,
-    offset: u64,
-    epoch: u64,
-    bytes: &[u8],
-    replace_log: bool,
-) -> Result<(EpochIndex, Box<Snapshot>), ResetError> {
-    let snap = Snapshot::decode(bytes, std::path::Path::new("<snapshot from leader>"))
-        .map_err(|e| ResetError::Invalid(e.to_string()))?;
-    if (snap.offset, snap.epoch) != (offset, epoch) {
-        return Err(ResetError::Invalid(format!(
-            "snapshot holds offset {} epoch {}, but its chunks said offset {offset} epoch {epoch}",
-            snap.offset, snap.epoch
-        )));
-    }
-    let storage = |e: &dyn std::fmt::Display| ResetError::Storage(e.to_string());
-    snap.store(&d.snapshot_dir()).map_err(|e| storage(&e))?;
-    // The engine planned against its own view of the log, which is the
-    // WAL's (nothing is written meanwhile); checked again here.
-    let replace = replace_log
-        || plan_snapshot_install(d.wal.epochs(), offset, epoch) == SnapshotInstall::ReplaceLog;
-    if replace {
-        let base = d.wal.epochs().base_offset();
-        tracing::info!(
-            offset,
-            epoch,
-            from = base + 1,
-            "the log diverged at the snapshot's offset: dropping all of it"
-        );
-        d.wal.truncate_suffix(base).map_err(|e| storage(&e))?;
-    }
-    d.wal
-        .truncate_prefix(offset, epoch)
-        .map_err(|e| storage(&e))?;
-    Ok((d.wal.epochs().clone(), Box::new(snap)))
 }
 
 impl Actor for ReplicaListener {

@@ -39,10 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use metawal::codec::CodecError;
 use metawal::engine::{
-    LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogView, ReadFailure, SnapshotBytes,
+    LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogView, ReadFailure,
 };
 use metawal::frame::Frame;
 use metawal::handshake::HandshakeKeys;
@@ -583,24 +582,8 @@ impl FollowerLink {
     fn load_snapshot(&mut self, gen: u64, ctx: &mut Context<Self>) {
         // Load and encode on the reader thread: file reading and CPU only,
         // and snapshot files are written atomically (tmp + rename).
-        let job = self
-            .disk
-            .read(|r| -> Result<Option<SnapshotBytes>, String> {
-                let snap = r.load_latest_snapshot().map_err(|e| e.to_string())?;
-                match snap {
-                    None => Ok(None),
-                    Some(s) => {
-                        let bytes = s.encode().map_err(|e| e.to_string())?;
-                        Ok(Some(SnapshotBytes {
-                            offset: s.offset,
-                            epoch: s.epoch,
-                            bytes: Bytes::from(bytes),
-                        }))
-                    }
-                }
-            });
-        ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
-            let result = res.map_err(|e| e.to_string()).and_then(|r| r);
+        let job = self.disk.load_snapshot();
+        ctx.spawn(job.into_actor(self).map(move |result, act, ctx| {
             act.input(LinkInput::SnapshotLoaded { gen, result }, ctx);
         }));
     }
