@@ -193,7 +193,7 @@ pub enum ReadError {
     Timeout(Duration),
 }
 
-/// Why a leader transfer (or a role change the Elector asked for) failed.
+/// Why a leader transfer (or a role change the NodeDriver asked for) failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RoleError {

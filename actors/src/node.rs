@@ -5,8 +5,8 @@
 //! the data directory on it (WAL with torn-tail repair, newest snapshot, the
 //! `meta` file), binds the replication listener and starts the actors on
 //! the current arbiter: `MetadataStore`, `ReplicaListener` and the
-//! `Elector`. Every node starts as a follower; leadership is decided by
-//! election (the Elector pumps the node engine and has the node carry out
+//! `NodeDriver`. Every node starts as a follower; leadership is decided by
+//! election (the NodeDriver pumps the node engine and has the node carry out
 //! each step of a role change),
 //! and moved on purpose only with [`Node::transfer_leadership`]. A node that
 //! knows a leader from its `meta` opens one TCP connection to it and drops
@@ -27,13 +27,13 @@ use tokio::sync::watch;
 use crate::changes::ChangeStream;
 use crate::config::NodeConfig;
 use crate::disk::DiskHandle;
-use crate::election::{Elector, ElectorInit, StopElector, TransferTo};
+use crate::election::{NodeDriver, NodeDriverInit, StopNodeDriver, TransferTo};
 use crate::error::{
     LogStartError, NodeError, ProposeError, ReadError, RoleError, StateError, StatusError,
     SubscribeError,
 };
 use crate::follower::listener::{GetPosition, ListenerInit, ReplicaListener, StopListener};
-use crate::follower::messages::ElectorSlot;
+use crate::follower::messages::DriverSlot;
 use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
 use crate::leadership::LeadershipChanges;
 use crate::metrics::NodeMetrics;
@@ -62,8 +62,8 @@ pub struct Node {
     /// step-up still running then stops the Replicator it started.
     closing: Arc<std::sync::atomic::AtomicBool>,
     listener: Addr<ReplicaListener>,
-    /// The Elector (set once at start; it holds a clone of this handle).
-    elector: Arc<std::sync::OnceLock<Addr<Elector>>>,
+    /// The NodeDriver (set once at start; it holds a clone of this handle).
+    driver: Arc<std::sync::OnceLock<Addr<NodeDriver>>>,
     view: MetadataView,
     shared: Arc<NodeShared>,
     disk: DiskHandle,
@@ -183,7 +183,7 @@ impl Node {
         })
         .start();
         drop(rec.appended);
-        let elector_slot: ElectorSlot = Arc::default();
+        let driver_slot: DriverSlot = Arc::default();
         let listener = ReplicaListener::new(ListenerInit {
             node,
             shared: shared.clone(),
@@ -198,7 +198,7 @@ impl Node {
             meta,
             progress_tx: progress_tx.clone(),
             wake: None,
-            elector: elector_slot.clone(),
+            driver: driver_slot.clone(),
         })
         .start();
         if let Some(addr) = leader.and_then(|l| config.peers.get(&l)).copied() {
@@ -211,7 +211,7 @@ impl Node {
             replicator: Arc::new(std::sync::Mutex::new(None)),
             closing: Arc::default(),
             listener: listener.clone(),
-            elector: Arc::new(std::sync::OnceLock::new()),
+            driver: Arc::new(std::sync::OnceLock::new()),
             view,
             shared: shared.clone(),
             disk: disk.clone(),
@@ -222,7 +222,7 @@ impl Node {
             progress_rx: progress_rx.clone(),
             arbiter: actix::Arbiter::current(),
         };
-        let elector = Elector::new(ElectorInit {
+        let driver = NodeDriver::new(NodeDriverInit {
             node,
             shared,
             config: config.replication.clone(),
@@ -237,14 +237,14 @@ impl Node {
             roles: Box::new(handle.clone()),
         })
         .start();
-        let _ = elector_slot.set(elector.clone().recipient());
-        let _ = handle.elector.set(elector);
+        let _ = driver_slot.set(driver.clone().recipient());
+        let _ = handle.driver.set(driver);
         tracing::info!(node, addr = %replication_addr, epoch, leader = ?leader, "node started");
         Ok(handle)
     }
 
-    fn elector(&self) -> Option<&Addr<Elector>> {
-        self.elector.get()
+    fn driver(&self) -> Option<&Addr<NodeDriver>> {
+        self.driver.get()
     }
 
     fn replicator(&self) -> Option<Addr<Replicator>> {
@@ -575,11 +575,11 @@ impl Node {
         if to == node || !self.config.peers.contains_key(&to) {
             return Err(RoleError::UnknownPeer { node: to });
         }
-        let Some(elector) = self.elector() else {
+        let Some(driver) = self.driver() else {
             return Err(RoleError::ShuttingDown);
         };
         let (done, ended) = tokio::sync::oneshot::channel();
-        elector
+        driver
             .send(TransferTo { to, done })
             .await
             .map_err(|_| RoleError::ShuttingDown)?;
@@ -610,8 +610,8 @@ impl Node {
         if let Some(r) = self.set_replicator(None) {
             let _ = r.send(StopReplicator { step_down: false }).await;
         }
-        if let Some(elector) = self.elector() {
-            let _ = elector.send(StopElector { resign: false }).await;
+        if let Some(driver) = self.driver() {
+            let _ = driver.send(StopNodeDriver { resign: false }).await;
         }
         let _ = self.listener.send(StopListener).await;
         let _ = self.store.send(StopStore).await;
@@ -632,8 +632,8 @@ impl Node {
         if let Some(r) = self.set_replicator(None) {
             let _ = r.send(StopReplicator { step_down: false }).await;
         }
-        if let Some(elector) = self.elector() {
-            let _ = elector.send(StopElector { resign: true }).await;
+        if let Some(driver) = self.driver() {
+            let _ = driver.send(StopNodeDriver { resign: true }).await;
         }
         let _ = self.listener.send(StopListener).await;
         let _ = self.store.send(StopStore).await;

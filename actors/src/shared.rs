@@ -1,6 +1,6 @@
 //! Node-wide facts several actors read without a message: the leadership
 //! snapshot (role, epoch, leader: one value, written whole), the ISR size the MetadataStore checks before accepting an
-//! `acks=all` proposal, and the liveness signals the Elector reads — when
+//! `acks=all` proposal, and the liveness signals the NodeDriver reads — when
 //! this node last heard its leader (set by the ReplicaListener) or each
 //! follower (set by the FollowerLinks) — so that no message is sent per
 //! heartbeat.

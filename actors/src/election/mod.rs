@@ -1,10 +1,13 @@
-//! Leader election on a real node: the [`Elector`] actor drives the core's
-//! `ElectionEngine`; one [`VoterLink`] per peer carries its messages on an
+//! The node engine on a real node: the [`NodeDriver`] actor pumps the
+//! core's `NodeEngine` (which composes the `ElectionEngine`: the pair is
+//! `NodeEngine` / `NodeDriver`); one [`VoterLink`] per peer carries election messages on an
 //! authenticated election connection. Election messages from peers arrive
 //! on the replication listener (the accepting side of an election
 //! connection is a `ReplicaSession` that passes them on).
 
-mod elector;
+mod driver;
 mod voter_link;
 
-pub(crate) use elector::{Elector, ElectorInit, RoleChanges, StepError, StopElector, TransferTo};
+pub(crate) use driver::{
+    NodeDriver, NodeDriverInit, RoleChanges, StepError, StopNodeDriver, TransferTo,
+};

@@ -32,7 +32,7 @@ use tokio::sync::{oneshot, watch};
 use crate::disk::DiskHandle;
 use crate::error::DiskError;
 use crate::follower::messages::{
-    Attach, Durable, ElectionIn, ElectorSlot, ListenerHandle, LogEnd, SessionAppend, SessionCommit,
+    Attach, DriverSlot, Durable, ElectionIn, ListenerHandle, LogEnd, SessionAppend, SessionCommit,
     SessionGone, SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
 };
 use crate::follower::session::{ReplicaSession, SessionInit};
@@ -120,7 +120,7 @@ pub(crate) struct ListenerInit {
     /// started says so by connecting).
     pub wake: Option<Recipient<WakeLinks>>,
     /// Where election connections deliver their messages.
-    pub elector: ElectorSlot,
+    pub driver: DriverSlot,
 }
 
 /// The follower-side acceptor and the shell of its log owner (see the
@@ -143,7 +143,7 @@ pub struct ReplicaListener {
     replies: HashMap<RequestId, Reply>,
     next_request: RequestId,
     wake: Option<Recipient<WakeLinks>>,
-    elector: ElectorSlot,
+    driver: DriverSlot,
 }
 
 impl ReplicaListener {
@@ -171,7 +171,7 @@ impl ReplicaListener {
             replies: HashMap::new(),
             next_request: 0,
             wake: init.wake,
-            elector: init.elector,
+            driver: init.driver,
         }
     }
 
@@ -225,7 +225,7 @@ impl ReplicaListener {
                 // the pump reads the note at its next input).
                 if let Some(leader) = leader {
                     self.shared.note_leader_attached(epoch, leader);
-                    if let Some(pump) = self.elector.get() {
+                    if let Some(pump) = self.driver.get() {
                         let _ = pump.try_send(ElectionIn::LeaderAttached);
                     }
                 }
@@ -438,7 +438,7 @@ impl StreamHandler<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)
                 gone: ctx.address().recipient(),
             },
             durable: self.durable.clone(),
-            elector: self.elector.clone(),
+            driver: self.driver.clone(),
             stream,
         };
         let addr = ReplicaSession::new(init).start();

@@ -123,7 +123,7 @@ pub(crate) enum ElectionIn {
     LeaderAttached,
 }
 
-/// Where sessions deliver election messages: set once the elector runs.
+/// Where sessions deliver election messages: set once the driver runs.
 /// (Here, beside the sessions, so that neither the listener nor a session
-/// imports the elector, which fences the listener.)
-pub(crate) type ElectorSlot = Arc<OnceLock<Recipient<ElectionIn>>>;
+/// imports the driver, which fences the listener.)
+pub(crate) type DriverSlot = Arc<OnceLock<Recipient<ElectionIn>>>;

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 
 use crate::conn::{closed_abruptly, ConnInput, ConnOwner, Connection, Inbound};
 use crate::follower::messages::{
-    Attach, AttachRefused, Durable, ElectionIn, ElectorSlot, ListenerHandle, SessionAppend,
+    Attach, AttachRefused, DriverSlot, Durable, ElectionIn, ListenerHandle, SessionAppend,
     SessionCommit, SessionGone, SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
 };
 use crate::shared::NodeShared;
@@ -46,7 +46,7 @@ pub(crate) struct SessionInit {
     pub keys: HandshakeKeys,
     pub listener: ListenerHandle,
     pub durable: Arc<AtomicU64>,
-    pub elector: ElectorSlot,
+    pub driver: DriverSlot,
     pub stream: TcpStream,
 }
 
@@ -58,7 +58,7 @@ pub struct ReplicaSession {
     config: ReplicationConfig,
     listener: ListenerHandle,
     durable: Arc<AtomicU64>,
-    elector: ElectorSlot,
+    driver: DriverSlot,
     stream: Option<TcpStream>,
     conn: Option<Connection>,
     engine: SessionEngine,
@@ -89,7 +89,7 @@ impl ReplicaSession {
             config: init.config,
             listener: init.listener,
             durable: init.durable,
-            elector: init.elector,
+            driver: init.driver,
             stream: Some(init.stream),
             conn: None,
             from: None,
@@ -247,14 +247,14 @@ impl ReplicaSession {
                 });
             }
             SessionAction::Election { from, msg } => {
-                // Best effort, bounded: if the Elector's mailbox is full the
+                // Best effort, bounded: if the NodeDriver's mailbox is full the
                 // message is dropped and the election retries it.
-                if let Some(elector) = self.elector.get() {
-                    if elector.try_send(ElectionIn::Message { from, msg }).is_err() {
+                if let Some(driver) = self.driver.get() {
+                    if driver.try_send(ElectionIn::Message { from, msg }).is_err() {
                         tracing::debug!(
                             node = self.node,
                             peer = from,
-                            "election message dropped: elector busy"
+                            "election message dropped: driver busy"
                         );
                     }
                 }

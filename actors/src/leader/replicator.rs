@@ -455,7 +455,7 @@ impl Handler<LinkEvent> for Replicator {
                 if proven && epoch > self.epoch {
                     // The follower proved it knows a higher epoch (e.g. it
                     // stood for election and lost): this leader is stale.
-                    // The Elector moves to that epoch and steps down, and
+                    // The NodeDriver moves to that epoch and steps down, and
                     // the next election includes the follower again.
                     tracing::warn!(node = self.node, peer, epoch = self.epoch, their_epoch = epoch, their_leader = ?leader, "follower proved a higher epoch; stepping down");
                     self.shared.note_higher_epoch(epoch);

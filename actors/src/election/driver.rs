@@ -1,4 +1,4 @@
-//! `Elector`: the pump of this node's `NodeEngine`.
+//! `NodeDriver`: the pump of this node's `NodeEngine`.
 //!
 //! Every decision about what the node is — elections, the steps of a role
 //! change and their rollback, shutdown, transfer, the leader it names — is
@@ -53,7 +53,7 @@ pub(crate) enum StepError {
 /// The steps of a role change, which the node carries out when the engine
 /// asks (`Node` implements this in `node.rs`). None of them decides
 /// anything: each does one thing and reports how it went. A trait, so that
-/// the elector does not import the node that starts it.
+/// the driver does not import the node that starts it.
 pub(crate) trait RoleChanges: Send + 'static {
     /// End the follower's sessions, let its in-flight write finish: the
     /// log to lead with and its commit point.
@@ -96,15 +96,15 @@ pub(crate) struct TransferTo {
 
 /// The node stops: the engine's shutdown (a leader resigns, unless this
 /// is a crash), then the voter links (after writing what they hold) and
-/// the Elector.
+/// the NodeDriver.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct StopElector {
+pub(crate) struct StopNodeDriver {
     /// Tell the other voters to elect now (a clean shutdown of a leader).
     pub resign: bool,
 }
 
-pub(crate) struct ElectorInit {
+pub(crate) struct NodeDriverInit {
     pub node: NodeId,
     pub shared: Arc<NodeShared>,
     pub config: ReplicationConfig,
@@ -121,7 +121,7 @@ pub(crate) struct ElectorInit {
     pub roles: Box<dyn RoleChanges>,
 }
 
-pub(crate) struct Elector {
+pub(crate) struct NodeDriver {
     node: NodeId,
     engine: NodeEngine,
     shared: Arc<NodeShared>,
@@ -147,10 +147,10 @@ pub(crate) struct Elector {
     stopped: bool,
 }
 
-impl Elector {
-    pub(crate) fn new(init: ElectorInit) -> Elector {
+impl NodeDriver {
+    pub(crate) fn new(init: NodeDriverInit) -> NodeDriver {
         let voters: Vec<NodeId> = init.peers.keys().copied().collect();
-        Elector {
+        NodeDriver {
             node: init.node,
             engine: NodeEngine::new(
                 init.node,
@@ -460,7 +460,7 @@ impl Elector {
     }
 }
 
-impl Actor for Elector {
+impl Actor for NodeDriver {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -474,7 +474,7 @@ impl Actor for Elector {
     }
 }
 
-impl Handler<ElectionIn> for Elector {
+impl Handler<ElectionIn> for NodeDriver {
     type Result = ();
 
     fn handle(&mut self, msg: ElectionIn, ctx: &mut Context<Self>) {
@@ -493,7 +493,7 @@ impl Handler<ElectionIn> for Elector {
     }
 }
 
-impl Handler<TransferTo> for Elector {
+impl Handler<TransferTo> for NodeDriver {
     type Result = ();
 
     fn handle(&mut self, msg: TransferTo, ctx: &mut Context<Self>) {
@@ -509,10 +509,10 @@ impl Handler<TransferTo> for Elector {
     }
 }
 
-impl Handler<StopElector> for Elector {
+impl Handler<StopNodeDriver> for NodeDriver {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: StopElector, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StopNodeDriver, ctx: &mut Context<Self>) -> Self::Result {
         if !msg.resign {
             // A crash: nothing more leaves this node.
             self.stopped = true;
