@@ -44,8 +44,10 @@ pub(crate) fn unit_jitter(rng: &mut u64) -> f64 {
 pub mod election;
 pub mod epoch;
 pub mod follower;
+pub mod follower_io;
 pub mod leader;
 pub mod link;
+pub mod link_io;
 pub mod node;
 pub mod node_io;
 pub mod read_index;
