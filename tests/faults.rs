@@ -473,8 +473,22 @@ async fn concurrent_leaders_cannot_lower_the_followers_epoch() {
         other => panic!("a second epoch-5 leader should be refused, got {other:?}"),
     }
 
-    let status = follower.status().await.unwrap();
-    assert_eq!((status.epoch, status.leader), (5, Some(1)));
+    // What the node publishes follows its log owner through the node
+    // engine (which may first take the epoch-4 attach, then epoch 5): it
+    // settles on epoch 5 under node 1.
+    let published = follower.clone();
+    wait_until(
+        "the follower to publish epoch 5 under node 1",
+        LIMIT,
+        || {
+            let f = published.clone();
+            async move {
+                let s = f.status().await.unwrap();
+                (s.epoch, s.leader) == (5, Some(1))
+            }
+        },
+    )
+    .await;
     drop((newer, older, twin));
     c.stop_node(2).await;
     let meta = metawal::storage::NodeMeta::load(&c.data_dir(2))
