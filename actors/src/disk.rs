@@ -194,6 +194,13 @@ impl DiskHandle {
         self.node
     }
 
+    fn submit_read(&self, job: ReadJob) -> Result<(), DiskError> {
+        self.read_tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => DiskError::QueueFull(self.node),
+            TrySendError::Disconnected(_) => DiskError::Stopped(self.node),
+        })
+    }
+
     fn submit(&self, job: Job) -> Result<(), DiskError> {
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => DiskError::QueueFull(self.node),
@@ -219,12 +226,7 @@ impl DiskHandle {
         request: DiskRequest,
     ) -> impl std::future::Future<Output = Result<DiskCompletion, DiskError>> + 'static {
         let (tx, rx) = oneshot::channel();
-        let submitted = self.submit(Job::Request(request, tx));
-        let node = self.node;
-        async move {
-            submitted?;
-            rx.await.map_err(|_| DiskError::Stopped(node))
-        }
+        answer(self.node, self.submit(Job::Request(request, tx)), rx)
     }
 
     /// Test hook (feature `fault-injection`): run `f` on the writer thread,
@@ -240,14 +242,10 @@ impl DiskHandle {
         F: FnOnce(&mut Disk) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let submitted = self.submit(Job::Run(Box::new(move |disk| {
+        let job = Job::Run(Box::new(move |disk| {
             let _ = tx.send(f(disk));
-        })));
-        let node = self.node;
-        async move {
-            submitted?;
-            rx.await.map_err(|_| DiskError::Stopped(node))
-        }
+        }));
+        answer(self.node, self.submit(job), rx)
     }
 
     /// Carry out the read `request` on the reader thread, after the reads
@@ -257,18 +255,11 @@ impl DiskHandle {
         request: ReadRequest,
     ) -> impl std::future::Future<Output = Result<ReadCompletion, DiskError>> + 'static {
         let (tx, rx) = oneshot::channel();
-        let submitted = self
-            .read_tx
-            .try_send(ReadJob::Request(request, tx))
-            .map_err(|e| match e {
-                TrySendError::Full(_) => DiskError::QueueFull(self.node),
-                TrySendError::Disconnected(_) => DiskError::Stopped(self.node),
-            });
-        let node = self.node;
-        async move {
-            submitted?;
-            rx.await.map_err(|_| DiskError::Stopped(node))
-        }
+        answer(
+            self.node,
+            self.submit_read(ReadJob::Request(request, tx)),
+            rx,
+        )
     }
 
     /// Test hook (feature `fault-injection`): run the read-only job `f` on
@@ -285,20 +276,10 @@ impl DiskHandle {
         F: FnOnce(&DiskReader) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let submitted = self
-            .read_tx
-            .try_send(ReadJob::Run(Box::new(move |reader| {
-                let _ = tx.send(f(reader));
-            })))
-            .map_err(|e| match e {
-                TrySendError::Full(_) => DiskError::QueueFull(self.node),
-                TrySendError::Disconnected(_) => DiskError::Stopped(self.node),
-            });
-        let node = self.node;
-        async move {
-            submitted?;
-            rx.await.map_err(|_| DiskError::Stopped(node))
-        }
+        let job = ReadJob::Run(Box::new(move |reader| {
+            let _ = tx.send(f(reader));
+        }));
+        answer(self.node, self.submit_read(job), rx)
     }
 
     /// Finish queued jobs and stop both threads (the WAL files are closed).
@@ -326,6 +307,16 @@ async fn send_waiting<T: Send + 'static>(tx: &SyncSender<T>, job: T) -> bool {
             .unwrap_or(false),
         Err(TrySendError::Disconnected(_)) => false,
     }
+}
+
+/// The answer to a job just queued (or refused: `submitted`).
+async fn answer<T>(
+    node: NodeId,
+    submitted: Result<(), DiskError>,
+    rx: oneshot::Receiver<T>,
+) -> Result<T, DiskError> {
+    submitted?;
+    rx.await.map_err(|_| DiskError::Stopped(node))
 }
 
 fn run_reader(reader: DiskReader, rx: Receiver<ReadJob>) {
