@@ -55,8 +55,10 @@ use metawal::NodeId;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
-use crate::disk_request::{DiskCompletion, DiskRequest, ReadCompletion, ReadRequest};
 use crate::error::DiskError;
+use metawal::engine::disk_io::{
+    DiskCompletion, DiskExecutor, DiskRequest, ReadCompletion, ReadExecutor, ReadRequest,
+};
 
 /// Most jobs waiting for the writer thread.
 pub const QUEUE: usize = 1024;
@@ -324,7 +326,7 @@ fn run_reader(reader: DiskReader, rx: Receiver<ReadJob>) {
         match job {
             ReadJob::Request(request, reply) => {
                 // The asker may have gone: nothing to tell.
-                let _ = reply.send(crate::disk_request::execute_read(&reader, request));
+                let _ = reply.send(reader.execute_read(request));
             }
             #[cfg(feature = "fault-injection")]
             ReadJob::Run(f) => f(&reader),
@@ -366,7 +368,7 @@ fn run(node: NodeId, mut disk: Disk, rx: Receiver<Job>, fsync_seconds: Option<Hi
             }
             Job::Request(request, reply) => {
                 // The asker may have gone: nothing to tell.
-                let _ = reply.send(crate::disk_request::execute(&mut disk, request));
+                let _ = reply.send(disk.execute(request));
             }
             #[cfg(feature = "fault-injection")]
             Job::Run(f) => f(&mut disk),

@@ -15,8 +15,9 @@ use metawal::wal::WalError;
 use metawal::{MetadataState, NodeId};
 
 use crate::disk::DiskHandle;
-use crate::disk_request::{DiskCompletion, DiskRequest, ReadCompletion, ReadRequest, Recovered};
 use crate::error::DiskError;
+use metawal::engine::disk_io::{DiskCompletion, DiskRequest, ReadCompletion, ReadRequest};
+use metawal::engine::recovery::Recovered;
 
 /// A completion that is not the one its request has: a bug in this file.
 fn mismatched(node: NodeId, what: &str) -> DiskError {
@@ -35,7 +36,7 @@ impl DiskHandle {
         let (done, node) = (self.request(DiskRequest::Recover), self.node());
         async move {
             match done.await? {
-                DiskCompletion::Recovered(r) => *r,
+                DiskCompletion::Recovered(r) => Ok((*r)?),
                 _ => Err(mismatched(node, "Recover")),
             }
         }
@@ -228,12 +229,5 @@ impl DiskHandle {
                 Err(e) => Err(e.to_string()),
             }
         }
-    }
-
-    /// A test hook's request (feature `fault-injection`).
-    #[cfg(feature = "fault-injection")]
-    pub(crate) fn inject(&self, request: DiskRequest) -> impl Future<Output = bool> + 'static {
-        let done = self.request(request);
-        async move { matches!(done.await, Ok(DiskCompletion::Injected(true))) }
     }
 }

@@ -7,133 +7,41 @@
 //! out, on the writer thread, in queue order.
 
 use bytes::Bytes;
-use metawal::engine::epoch::EpochRefused;
+use metawal::engine::disk_io::{
+    DiskCompletion, DiskExecutor, DiskRequest, ReadCompletion, ReadExecutor, ReadRequest,
+};
 use metawal::engine::follower::{plan_snapshot_install, ResetError, SnapshotInstall};
 use metawal::engine::link::SnapshotBytes;
-use metawal::engine::recovery;
+use metawal::engine::recovery::{
+    self, RecoverError, Recovered, REPLAY_READ_BYTES, REPLAY_READ_ENTRIES,
+};
 use metawal::epochs::EpochIndex;
-use metawal::record::{decode_record, Record};
-use metawal::storage::{NodeMeta, Snapshot, StorageError};
+use metawal::storage::{NodeMeta, Snapshot};
 use metawal::wal::WalError;
-use metawal::{MetadataState, NodeId};
+use metawal::MetadataState;
 
 use crate::disk_files::{Disk, DiskReader};
-use crate::error::DiskError;
 
-/// Most bytes one read of the replay asks the WAL for.
-const REPLAY_READ_BYTES: usize = 8 * 1024 * 1024;
-
-/// One storage operation for the writer thread.
-#[derive(Debug)]
-pub(crate) enum DiskRequest {
-    /// Recover the data dir at start: `meta`, the newest snapshot, the WAL
-    /// replayed by `engine::recovery`'s rule.
-    Recover,
-    /// Write `meta`, merged with the one on disk (never a lower epoch).
-    PersistMeta(NodeMeta),
-    /// Write a vote (or a move to `epoch`), merged with the one on disk.
-    PersistVote {
-        epoch: u64,
-        voted_for: Option<NodeId>,
-    },
-    /// Read the log's epochs and `meta` back, after every write queued
-    /// before.
-    ReadBack,
-    /// Drop every record after `to`.
-    TruncateSuffix { to: u64 },
-    /// Decode, check and store a snapshot from the leader, and reset the
-    /// WAL to start after it (dropping all of it if it diverged).
-    InstallSnapshot {
-        offset: u64,
-        epoch: u64,
-        bytes: Bytes,
-        replace_log: bool,
-    },
-    /// Store a snapshot taken here and drop the WAL before `keep_from`.
-    WriteSnapshot {
-        snapshot: Box<Snapshot>,
-        keep_from: u64,
-    },
-    /// The appended state for a step-up: `state` with every record of the
-    /// log after it applied.
-    ReplayLog { state: Box<MetadataState> },
-    /// Test hook: after `skip` more `meta` writes, one fails.
-    #[cfg(feature = "fault-injection")]
-    InjectMetaFailure { skip: u32 },
-    /// Test hook: whether an injected `meta` failure is still to come.
-    #[cfg(feature = "fault-injection")]
-    MetaFailurePending,
-    /// Test hook: the next WAL append fails.
-    #[cfg(feature = "fault-injection")]
-    InjectWalFailure,
-}
-
-/// What a [`DiskRequest`] came to, one variant per request.
-#[derive(Debug)]
-pub(crate) enum DiskCompletion {
-    Recovered(Box<Result<Recovered, DiskError>>),
-    MetaPersisted(Result<Result<(), EpochRefused>, StorageError>),
-    VotePersisted(Result<Result<NodeMeta, EpochRefused>, StorageError>),
-    ReadBack {
-        epochs: EpochIndex,
-        meta: Result<Option<NodeMeta>, StorageError>,
-    },
-    Truncated(Result<EpochIndex, String>),
-    SnapshotInstalled(Result<(EpochIndex, Box<Snapshot>), ResetError>),
-    /// The new log start `(base offset, base epoch)`.
-    SnapshotWritten(Result<(u64, u64), String>),
-    /// The appended state and the log's last offset.
-    LogReplayed(Result<(Box<MetadataState>, u64), String>),
-    #[cfg(feature = "fault-injection")]
-    Injected(bool),
-}
-
-/// One read for the reader thread (durable records only; never behind an
-/// append).
-#[derive(Debug)]
-pub(crate) enum ReadRequest {
-    /// Up to `max_entries` records from `from` within `max_bytes` (at
-    /// least one).
-    Range {
-        from: u64,
-        max_entries: usize,
-        max_bytes: usize,
-    },
-    /// The first offset the WAL holds.
-    LogStart,
-    /// The newest snapshot, encoded for a follower.
-    LoadSnapshot,
-}
-
-/// What a [`ReadRequest`] came to.
-#[derive(Debug)]
-pub(crate) enum ReadCompletion {
-    /// The log start at the read, and the records (or why not).
-    Range {
-        log_start: u64,
-        records: Result<Vec<Record>, WalError>,
-    },
-    LogStart(u64),
-    Snapshot(Result<Option<SnapshotBytes>, String>),
-}
-
-/// Carry out the read `request` on the reader thread's `r`.
-pub(crate) fn execute_read(r: &DiskReader, request: ReadRequest) -> ReadCompletion {
-    match request {
-        ReadRequest::Range {
-            from,
-            max_entries,
-            max_bytes,
-        } => {
-            let log_start = r.wal.first_offset();
-            let records = r.wal.read(from, max_entries, max_bytes);
-            if let Err(e @ WalError::Raced { .. }) = &records {
-                tracing::debug!(node = r.node, offset = from, error = %e, "WAL read raced with a truncation");
+impl ReadExecutor for DiskReader {
+    /// Carry out the read `request` on the reader thread.
+    fn execute_read(&self, request: ReadRequest) -> ReadCompletion {
+        let r = self;
+        match request {
+            ReadRequest::Range {
+                from,
+                max_entries,
+                max_bytes,
+            } => {
+                let log_start = r.wal.first_offset();
+                let records = r.wal.read(from, max_entries, max_bytes);
+                if let Err(e @ WalError::Raced { .. }) = &records {
+                    tracing::debug!(node = r.node, offset = from, error = %e, "WAL read raced with a truncation");
+                }
+                ReadCompletion::Range { log_start, records }
             }
-            ReadCompletion::Range { log_start, records }
+            ReadRequest::LogStart => ReadCompletion::LogStart(r.wal.first_offset()),
+            ReadRequest::LoadSnapshot => ReadCompletion::Snapshot(load_snapshot(r)),
         }
-        ReadRequest::LogStart => ReadCompletion::LogStart(r.wal.first_offset()),
-        ReadRequest::LoadSnapshot => ReadCompletion::Snapshot(load_snapshot(r)),
     }
 }
 
@@ -151,56 +59,45 @@ fn load_snapshot(r: &DiskReader) -> Result<Option<SnapshotBytes>, String> {
     }))
 }
 
-/// Carry out `request` on the writer thread's `d`.
-pub(crate) fn execute(d: &mut Disk, request: DiskRequest) -> DiskCompletion {
-    match request {
-        DiskRequest::Recover => DiskCompletion::Recovered(Box::new(recover(d))),
-        DiskRequest::PersistMeta(meta) => DiskCompletion::MetaPersisted(d.store_meta_fenced(&meta)),
-        DiskRequest::PersistVote { epoch, voted_for } => {
-            DiskCompletion::VotePersisted(d.store_vote(epoch, voted_for))
-        }
-        DiskRequest::ReadBack => DiskCompletion::ReadBack {
-            epochs: d.wal.epochs().clone(),
-            meta: NodeMeta::load(&d.data_dir),
-        },
-        DiskRequest::TruncateSuffix { to } => DiskCompletion::Truncated(
-            d.wal
-                .truncate_suffix(to)
-                .map(|()| d.wal.epochs().clone())
-                .map_err(|e| e.to_string()),
-        ),
-        DiskRequest::InstallSnapshot {
-            offset,
-            epoch,
-            bytes,
-            replace_log,
-        } => DiskCompletion::SnapshotInstalled(install_snapshot(
-            d,
-            offset,
-            epoch,
-            &bytes,
-            replace_log,
-        )),
-        DiskRequest::WriteSnapshot {
-            snapshot,
-            keep_from,
-        } => DiskCompletion::SnapshotWritten(write_snapshot(d, &snapshot, keep_from)),
-        DiskRequest::ReplayLog { state } => DiskCompletion::LogReplayed(replay_log(d, *state)),
-        #[cfg(feature = "fault-injection")]
-        DiskRequest::InjectMetaFailure { skip } => {
-            d.inject_meta_failure.set(Some(skip));
-            DiskCompletion::Injected(true)
-        }
-        #[cfg(feature = "fault-injection")]
-        DiskRequest::MetaFailurePending => {
-            let pending = d.inject_meta_failure.take();
-            d.inject_meta_failure.set(pending);
-            DiskCompletion::Injected(pending.is_some())
-        }
-        #[cfg(feature = "fault-injection")]
-        DiskRequest::InjectWalFailure => {
-            d.inject_write_failure = true;
-            DiskCompletion::Injected(true)
+impl DiskExecutor for Disk {
+    /// Carry out `request` on the writer thread.
+    fn execute(&mut self, request: DiskRequest) -> DiskCompletion {
+        let d = self;
+        match request {
+            DiskRequest::Recover => DiskCompletion::Recovered(Box::new(recover(d))),
+            DiskRequest::PersistMeta(meta) => {
+                DiskCompletion::MetaPersisted(d.store_meta_fenced(&meta))
+            }
+            DiskRequest::PersistVote { epoch, voted_for } => {
+                DiskCompletion::VotePersisted(d.store_vote(epoch, voted_for))
+            }
+            DiskRequest::ReadBack => DiskCompletion::ReadBack {
+                epochs: d.wal.epochs().clone(),
+                meta: NodeMeta::load(&d.data_dir),
+            },
+            DiskRequest::TruncateSuffix { to } => DiskCompletion::Truncated(
+                d.wal
+                    .truncate_suffix(to)
+                    .map(|()| d.wal.epochs().clone())
+                    .map_err(|e| e.to_string()),
+            ),
+            DiskRequest::InstallSnapshot {
+                offset,
+                epoch,
+                bytes,
+                replace_log,
+            } => DiskCompletion::SnapshotInstalled(install_snapshot(
+                d,
+                offset,
+                epoch,
+                &bytes,
+                replace_log,
+            )),
+            DiskRequest::WriteSnapshot {
+                snapshot,
+                keep_from,
+            } => DiskCompletion::SnapshotWritten(write_snapshot(d, &snapshot, keep_from)),
+            DiskRequest::ReplayLog { state } => DiskCompletion::LogReplayed(replay_log(d, *state)),
         }
     }
 }
@@ -222,33 +119,13 @@ fn write_snapshot(d: &mut Disk, snapshot: &Snapshot, keep_from: u64) -> Result<(
 
 /// The listener released the log: every record in it is durable and
 /// nothing is written until the Replicator starts.
-fn replay_log(
-    d: &mut Disk,
-    mut appended: MetadataState,
-) -> Result<(Box<MetadataState>, u64), String> {
+fn replay_log(d: &mut Disk, appended: MetadataState) -> Result<(Box<MetadataState>, u64), String> {
     let last = d.wal.last_offset();
-    let mut next = appended.applied_offset() + 1;
-    while next <= last {
-        let records = d
-            .wal
-            .read(next, 4096, REPLAY_READ_BYTES)
-            .map_err(|e| e.to_string())?;
-        if records.is_empty() {
-            break;
-        }
-        for r in records {
-            let (entry, _) = decode_record(&r.bytes).map_err(|e| e.to_string())?;
-            // Validated by its leader against the state before it: one
-            // that does not apply is a bug or a corruption, and this node
-            // does not lead with it (the step fails; the store fail-stops
-            // when it reaches it as committed).
-            appended
-                .apply(&entry)
-                .map_err(|e| format!("entry {} of the log does not apply: {e}", entry.offset))?;
-            next = entry.offset + 1;
-        }
-    }
-    Ok((Box::new(appended), last))
+    let wal = &d.wal;
+    let (state, last) = recovery::replay_appended(appended, last, |next| {
+        wal.read(next, REPLAY_READ_ENTRIES, REPLAY_READ_BYTES)
+    })?;
+    Ok((Box::new(state), last))
 }
 
 /// The disk side of a snapshot install: decode and check what the leader
@@ -291,19 +168,7 @@ fn install_snapshot(
     Ok((d.wal.epochs().clone(), Box::new(snap)))
 }
 
-/// What recovery found in the data directory.
-#[derive(Debug)]
-pub(crate) struct Recovered {
-    pub meta: Option<NodeMeta>,
-    /// State up to the known commit.
-    pub state: MetadataState,
-    /// State with every entry in the WAL.
-    pub appended: MetadataState,
-    pub epochs: EpochIndex,
-    pub commit: u64,
-}
-
-fn recover(d: &mut Disk) -> Result<Recovered, DiskError> {
+fn recover(d: &mut Disk) -> Result<Recovered, RecoverError> {
     let meta = NodeMeta::load(&d.data_dir)?;
     let snapshot = Snapshot::load_latest(&d.snapshot_dir())?;
     let (state, snap_offset) = match snapshot {
@@ -318,7 +183,7 @@ fn recover(d: &mut Disk) -> Result<Recovered, DiskError> {
     };
     let first = d.wal.first_offset();
     if first > snap_offset + 1 {
-        return Err(DiskError::Inconsistent {
+        return Err(RecoverError::Inconsistent {
             dir: d.data_dir.display().to_string(),
             reason: format!(
                 "the WAL starts at offset {first} but the newest snapshot covers only up to {snap_offset}; entries in between are missing. Restore the snapshots directory, or empty this data dir to resync from the leader"
@@ -330,29 +195,16 @@ fn recover(d: &mut Disk) -> Result<Recovered, DiskError> {
         snap_offset,
         d.wal.last_offset(),
     );
-    let mut replay = recovery::Replay::new(state, commit);
-    let mut next = snap_offset + 1;
-    let last = d.wal.last_offset();
-    while next <= last {
-        let records = d.wal.read(next, 4096, REPLAY_READ_BYTES)?;
-        if records.is_empty() {
-            break;
-        }
-        for r in records {
-            let (entry, _) = decode_record(&r.bytes).map_err(|e| DiskError::Inconsistent {
-                dir: d.data_dir.display().to_string(),
-                reason: format!("record {} does not decode: {e}", r.offset),
-            })?;
-            // Fail-stop: the node does not start with a state no other
-            // node has.
-            replay.entry(&entry).map_err(|e| DiskError::Inconsistent {
-                dir: d.data_dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            next = entry.offset + 1;
-        }
-    }
-    let (state, appended) = replay.finish();
+    let dir = d.data_dir.display().to_string();
+    let wal = &d.wal;
+    let (state, appended) = recovery::replay_log(
+        &dir,
+        state,
+        commit,
+        snap_offset + 1,
+        wal.last_offset(),
+        |next| wal.read(next, REPLAY_READ_ENTRIES, REPLAY_READ_BYTES),
+    )?;
     Ok(Recovered {
         meta,
         state,

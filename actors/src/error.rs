@@ -347,6 +347,17 @@ pub enum DiskError {
     QueueFull(NodeId),
 }
 
+impl From<metawal::engine::recovery::RecoverError> for DiskError {
+    fn from(e: metawal::engine::recovery::RecoverError) -> DiskError {
+        use metawal::engine::recovery::RecoverError;
+        match e {
+            RecoverError::Wal(e) => DiskError::Wal(e),
+            RecoverError::Storage(e) => DiskError::Storage(e),
+            RecoverError::Inconsistent { dir, reason } => DiskError::Inconsistent { dir, reason },
+        }
+    }
+}
+
 /// Why [`crate::Node::status`] could not answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

@@ -526,8 +526,10 @@ impl Node {
     /// writes succeed, the next one fails as an I/O error would.
     #[cfg(feature = "fault-injection")]
     pub async fn inject_meta_failure(&self, skip: u32) {
-        self.disk
-            .inject(crate::disk_request::DiskRequest::InjectMetaFailure { skip })
+        // The disk stopping is what the caller then sees.
+        let _ = self
+            .disk
+            .run(move |d| d.inject_meta_failure.set(Some(skip)))
             .await;
     }
 
@@ -536,17 +538,21 @@ impl Node {
     #[cfg(feature = "fault-injection")]
     pub async fn meta_failure_pending(&self) -> bool {
         self.disk
-            .inject(crate::disk_request::DiskRequest::MetaFailurePending)
+            .run(|d| {
+                let pending = d.inject_meta_failure.take();
+                d.inject_meta_failure.set(pending);
+                pending.is_some()
+            })
             .await
+            .unwrap_or(false)
     }
 
     /// Test hook (feature `fault-injection`): this node's next WAL append
     /// fails as an I/O error would (which poisons the WAL).
     #[cfg(feature = "fault-injection")]
     pub async fn inject_wal_failure(&self) {
-        self.disk
-            .inject(crate::disk_request::DiskRequest::InjectWalFailure)
-            .await;
+        // The disk stopping is what the caller then sees.
+        let _ = self.disk.run(|d| d.inject_write_failure = true).await;
     }
 
     /// Test hook (feature `fault-injection`): panic the leader's link to

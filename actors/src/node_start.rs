@@ -13,10 +13,10 @@ use tokio::net::TcpListener;
 
 use crate::config::NodeConfig;
 use crate::disk::DiskHandle;
-use crate::disk_request::Recovered;
 use crate::error::NodeError;
 use crate::metrics::NodeMetrics;
 use crate::tls::{PeerTls, PeerTransport};
+use metawal::engine::recovery::Recovered;
 
 /// Read and check the TLS material (on a blocking thread, not on the
 /// arbiter), or warn that TLS is off.

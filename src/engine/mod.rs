@@ -41,6 +41,7 @@ pub(crate) fn unit_jitter(rng: &mut u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
+pub mod disk_io;
 pub mod election;
 pub mod epoch;
 pub mod follower;

@@ -20,7 +20,17 @@
 //! while the node runs is the same fail-stop (`engine::store`).
 
 use crate::command::Entry;
+use crate::epochs::EpochIndex;
+use crate::record::{decode_record, Record};
 use crate::state::MetadataState;
+use crate::storage::{NodeMeta, StorageError};
+use crate::wal::WalError;
+
+/// Most records one read of a replay asks the log for.
+pub const REPLAY_READ_ENTRIES: usize = 4096;
+
+/// Most bytes one read of a replay asks the log for.
+pub const REPLAY_READ_BYTES: usize = 8 * 1024 * 1024;
 
 /// The commit point a restarted node recovers: its `meta`'s commit hint or
 /// its newest snapshot's offset, whichever is higher, never past its log's
@@ -85,6 +95,108 @@ impl Replay {
         let appended = self.appended.unwrap_or_else(|| self.state.clone());
         (self.state, appended)
     }
+}
+
+/// What recovery found in a data directory (the disk's answer to
+/// [`DiskRequest::Recover`](crate::engine::disk_io::DiskRequest::Recover)).
+#[derive(Debug)]
+pub struct Recovered {
+    /// The persisted meta, if the node has run here before.
+    pub meta: Option<NodeMeta>,
+    /// State up to the recovered commit point.
+    pub state: MetadataState,
+    /// State with every entry of the log.
+    pub appended: MetadataState,
+    /// The log's epochs.
+    pub epochs: EpochIndex,
+    /// The recovered commit point ([`commit_point`]).
+    pub commit: u64,
+}
+
+/// Why a data directory could not be recovered: the node does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The log could not be read.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// Snapshot or meta storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The data directory is inconsistent.
+    #[error("data directory {dir} is inconsistent: {reason}")]
+    Inconsistent {
+        /// The data directory.
+        dir: String,
+        /// What does not fit.
+        reason: String,
+    },
+}
+
+/// Replay the log records `from..=last` — fetched in chunks by `read(next)`
+/// — over `state` (the snapshot's, or empty) with the recovered `commit`
+/// point ([`Replay`]): the applied and the appended state. A record that
+/// does not decode or an entry that does not apply is a fail-stop
+/// ([`RecoverError::Inconsistent`] naming `dir`). The one replay both the
+/// disk threads and the simulation's disk run.
+pub fn replay_log(
+    dir: &str,
+    state: MetadataState,
+    commit: u64,
+    from: u64,
+    last: u64,
+    mut read: impl FnMut(u64) -> Result<Vec<Record>, WalError>,
+) -> Result<(MetadataState, MetadataState), RecoverError> {
+    let inconsistent = |reason: String| RecoverError::Inconsistent {
+        dir: dir.to_string(),
+        reason,
+    };
+    let mut replay = Replay::new(state, commit);
+    let mut next = from;
+    while next <= last {
+        let records = read(next)?;
+        if records.is_empty() {
+            break;
+        }
+        for r in records {
+            let (entry, _) = decode_record(&r.bytes)
+                .map_err(|e| inconsistent(format!("record {} does not decode: {e}", r.offset)))?;
+            // Fail-stop: the node does not start with a state no other
+            // node has.
+            replay
+                .entry(&entry)
+                .map_err(|e| inconsistent(e.to_string()))?;
+            next = entry.offset + 1;
+        }
+    }
+    Ok(replay.finish())
+}
+
+/// The appended state a step-up leads with: `appended` (the applied
+/// state) with every record after it up to `last` applied, fetched by
+/// `read(next)`. An entry that does not apply was validated by its leader
+/// against the state before it: a bug or a corruption, and this node does
+/// not lead with it (the step fails; the store fail-stops when it reaches
+/// it as committed).
+pub fn replay_appended(
+    mut appended: MetadataState,
+    last: u64,
+    mut read: impl FnMut(u64) -> Result<Vec<Record>, WalError>,
+) -> Result<(MetadataState, u64), String> {
+    let mut next = appended.applied_offset() + 1;
+    while next <= last {
+        let records = read(next).map_err(|e| e.to_string())?;
+        if records.is_empty() {
+            break;
+        }
+        for r in records {
+            let (entry, _) = decode_record(&r.bytes).map_err(|e| e.to_string())?;
+            appended
+                .apply(&entry)
+                .map_err(|e| format!("entry {} of the log does not apply: {e}", entry.offset))?;
+            next = entry.offset + 1;
+        }
+    }
+    Ok((appended, last))
 }
 
 #[cfg(test)]
