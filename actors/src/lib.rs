@@ -43,6 +43,8 @@ mod leader;
 mod leadership;
 mod metrics;
 mod node;
+mod peer_connection;
+mod peer_table;
 mod progress;
 mod shared;
 mod status;

@@ -1,6 +1,8 @@
 //! Unit tests of the follower engine: the exact actions each input emits.
 
 use super::*;
+use crate::engine::epoch::EpochRefused;
+use crate::storage::Snapshot;
 
 /// A log of epoch 1 at 1..=10, epoch 3 at 11..=20.
 fn log() -> EpochIndex {

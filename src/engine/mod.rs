@@ -55,6 +55,8 @@ pub mod read_index;
 pub mod recovery;
 pub mod session;
 pub mod store;
+pub mod store_io;
+pub mod store_policy;
 
 pub use follower::{
     AttachRefused, FenceRefused, FollowerAction, FollowerEngine, FollowerInput, StoreEvent,
