@@ -2,12 +2,14 @@
 //! nodes must keep every invariant; plus tests that the checker itself
 //! reports hand-made violations (a checker that cannot fail proves nothing).
 
+use metawal::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
 use metawal::engine::store::StoreEngine;
 use metawal::sim::check::{Bounds, Checker, Invariant};
 use metawal::sim::disk::Meta;
 use metawal::sim::net::Network;
-use metawal::sim::node::Node;
+use metawal::sim::node::{node_meta, Node};
 use metawal::sim::{run_seed, PlantedBug, SimConfig, LIVENESS_TIMEOUTS};
+use metawal::storage::NodeMeta;
 use metawal::{Command, Entry, Record};
 
 fn entry(offset: u64, epoch: u64, name: &str) -> Entry {
@@ -30,11 +32,17 @@ fn node_with(id: u64, entries: &[Entry]) -> Node {
         .collect();
     n.append(batch).expect("ordered entries");
     let epoch = entries.iter().map(|e| e.epoch).max().unwrap_or(0);
-    n.disk.persist_meta(Meta {
-        epoch,
+    let meta = NodeMeta {
+        current_epoch: epoch,
         leader: Some(1),
         voted_for: Some(1),
-    });
+        ..node_meta(id, Meta::default())
+    };
+    let written = n.disk.execute(DiskRequest::PersistMeta(meta));
+    assert!(
+        matches!(written, DiskCompletion::MetaPersisted(Ok(Ok(())))),
+        "{written:?}"
+    );
     n
 }
 

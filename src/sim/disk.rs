@@ -7,9 +7,25 @@
 //! durable prefix, a random part of the unsynced tail (the OS may have
 //! written some of it), and possibly a torn piece of the next record — which
 //! the real record decoder cuts on restart, as the WAL does.
+//!
+//! Every other storage operation is a typed [`DiskRequest`], carried out by
+//! [`DiskExecutor::execute`] with the rules the disk threads apply (the
+//! meta merge of [`crate::engine::epoch`], the replays of
+//! [`crate::engine::recovery`]); a meta write can be made to fail
+//! ([`SimDisk::fail_next_meta_write`]). Snapshots are not modelled: the
+//! simulated log is never compacted, and the two snapshot requests are
+//! refused with an error saying so (no simulated node emits them).
 
 use crate::command::NodeId;
+use crate::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
+use crate::engine::epoch::{merge_meta, vote_meta};
+use crate::engine::follower_io::ResetError;
+use crate::engine::recovery::{self, Recovered};
+use crate::epochs::EpochIndex;
 use crate::record::{decode_record, Record};
+use crate::state::MetadataState;
+use crate::storage::{NodeMeta, StorageError};
+use crate::wal::WalError;
 
 use super::rng::SimRng;
 
@@ -39,6 +55,8 @@ pub struct CrashLoss {
 /// One node's disk.
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
+    /// The node whose disk this is (written in its meta).
+    node: NodeId,
     records: Vec<Record>,
     durable: u64,
     meta: Meta,
@@ -46,12 +64,19 @@ pub struct SimDisk {
     commit_hint: u64,
     sync: Option<(u64, u64)>,
     generation: u64,
+    /// Meta writes still to fail (the nemesis's fault).
+    fail_meta_writes: u32,
+    /// The planted bug: recovery takes the commit point one past the hint.
+    recover_past_hint: bool,
 }
 
 impl SimDisk {
-    /// An empty disk.
-    pub fn new() -> SimDisk {
-        SimDisk::default()
+    /// An empty disk of node `node`.
+    pub fn new(node: NodeId) -> SimDisk {
+        SimDisk {
+            node,
+            ..SimDisk::default()
+        }
     }
 
     /// The records on the disk (durable or not), offsets 1, 2, ...
@@ -74,20 +99,76 @@ impl SimDisk {
         self.meta
     }
 
-    /// Persist `meta` durably (atomic replace).
-    pub fn persist_meta(&mut self, meta: Meta) {
-        self.meta = meta;
-    }
-
-    /// Record a commit hint in meta (merged as the real `meta` merge does:
-    /// never lowered).
-    pub fn record_commit_hint(&mut self, commit: u64) {
-        self.commit_hint = self.commit_hint.max(commit);
-    }
-
     /// The commit hint in meta.
     pub fn commit_hint(&self) -> u64 {
         self.commit_hint
+    }
+
+    /// The next meta write fails as an I/O error would (nothing written).
+    pub fn fail_next_meta_write(&mut self) {
+        self.fail_meta_writes += 1;
+    }
+
+    /// Plant the bug: [`DiskRequest::Recover`] takes the commit point one
+    /// past the hint.
+    pub fn plant_recover_past_hint(&mut self) {
+        self.recover_past_hint = true;
+    }
+
+    /// The log's epochs as the records say.
+    fn epochs(&self) -> EpochIndex {
+        let mut index = EpochIndex::new(0, 0);
+        for r in &self.records {
+            let Ok(entry) = r.entry() else { break };
+            if index.append(entry.offset, entry.epoch).is_err() {
+                break;
+            }
+        }
+        index
+    }
+
+    /// The meta as the real storage holds it, for `id`.
+    fn node_meta(&self, id: NodeId) -> NodeMeta {
+        NodeMeta {
+            node_id: id,
+            cluster_id: "sim".into(),
+            current_epoch: self.meta.epoch,
+            leader: self.meta.leader,
+            voted_for: self.meta.voted_for,
+            commit_hint: self.commit_hint,
+        }
+    }
+
+    fn store_node_meta(&mut self, m: &NodeMeta) {
+        self.meta = Meta {
+            epoch: m.current_epoch,
+            leader: m.leader,
+            voted_for: m.voted_for,
+        };
+        self.commit_hint = m.commit_hint;
+    }
+
+    /// A meta write: fails if the nemesis armed a failure.
+    fn meta_write(&mut self) -> Result<(), StorageError> {
+        if self.fail_meta_writes > 0 {
+            self.fail_meta_writes -= 1;
+            return Err(StorageError::Io {
+                path: "<simulated disk>/meta".into(),
+                source: std::io::Error::other("injected meta write failure"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Read up to `max` records from `from` (any written, as the writer
+    /// thread reads its own WAL).
+    fn read(&self, from: u64, max: usize) -> Vec<Record> {
+        self.records
+            .iter()
+            .skip(from.saturating_sub(1) as usize)
+            .take(max)
+            .cloned()
+            .collect()
     }
 
     /// Write `records` after the last one (unsynced).
@@ -192,6 +273,86 @@ impl SimDisk {
     }
 }
 
+impl DiskExecutor for SimDisk {
+    fn execute(&mut self, request: DiskRequest) -> DiskCompletion {
+        let id = self.node;
+        match request {
+            DiskRequest::Recover => {
+                let hint = self.commit_hint;
+                let last = self.last_offset();
+                let commit = if self.recover_past_hint {
+                    recovery::commit_point_past_hint(hint, 0, last)
+                } else {
+                    recovery::commit_point(hint, 0, last)
+                };
+                let read = |next: u64| -> Result<Vec<Record>, WalError> {
+                    Ok(self.read(next, recovery::REPLAY_READ_ENTRIES))
+                };
+                let replayed = recovery::replay_log(
+                    "<simulated disk>",
+                    MetadataState::new(),
+                    commit,
+                    1,
+                    last,
+                    read,
+                );
+                let recovered = replayed.map(|(state, appended)| Recovered {
+                    meta: Some(self.node_meta(id)),
+                    state,
+                    appended,
+                    epochs: self.epochs(),
+                    commit,
+                });
+                DiskCompletion::Recovered(Box::new(recovered))
+            }
+            DiskRequest::PersistMeta(new) => {
+                if let Err(e) = self.meta_write() {
+                    return DiskCompletion::MetaPersisted(Err(e));
+                }
+                let merged = merge_meta(Some(&self.node_meta(id)), &new);
+                DiskCompletion::MetaPersisted(Ok(merged.map(|m| self.store_node_meta(&m))))
+            }
+            DiskRequest::PersistVote { epoch, voted_for } => {
+                if let Err(e) = self.meta_write() {
+                    return DiskCompletion::VotePersisted(Err(e));
+                }
+                let merged = vote_meta(&self.node_meta(id), epoch, voted_for);
+                if let Ok(m) = &merged {
+                    self.store_node_meta(m);
+                }
+                DiskCompletion::VotePersisted(Ok(merged))
+            }
+            DiskRequest::ReadBack => DiskCompletion::ReadBack {
+                epochs: self.epochs(),
+                meta: Ok(Some(self.node_meta(id))),
+            },
+            DiskRequest::TruncateSuffix { to } => {
+                self.truncate(to);
+                DiskCompletion::Truncated(Ok(self.epochs()))
+            }
+            DiskRequest::ReplayLog { state } => {
+                let last = self.last_offset();
+                let read = |next: u64| -> Result<Vec<Record>, WalError> {
+                    Ok(self.read(next, recovery::REPLAY_READ_ENTRIES))
+                };
+                DiskCompletion::LogReplayed(
+                    recovery::replay_appended(*state, last, read).map(|(s, l)| (Box::new(s), l)),
+                )
+            }
+            DiskRequest::InstallSnapshot { .. } => {
+                DiskCompletion::SnapshotInstalled(Err(ResetError::Storage(NO_SNAPSHOTS.into())))
+            }
+            DiskRequest::WriteSnapshot { .. } => {
+                DiskCompletion::SnapshotWritten(Err(NO_SNAPSHOTS.into()))
+            }
+        }
+    }
+}
+
+/// Why the simulated disk refuses the snapshot requests.
+const NO_SNAPSHOTS: &str =
+    "the simulated disk keeps no snapshots (the simulation does not model log compaction)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +364,7 @@ mod tests {
         let mut torn_seen = false;
         for seed in 0..64 {
             let mut rng = SimRng::new(seed);
-            let mut d = SimDisk::new();
+            let mut d = SimDisk::new(1);
             d.append((1..=3).map(rec));
             let (target, g) = d.start_sync().unwrap();
             assert_eq!(target, 3);
@@ -223,7 +384,7 @@ mod tests {
 
     #[test]
     fn truncate_abandons_sync() {
-        let mut d = SimDisk::new();
+        let mut d = SimDisk::new(1);
         d.append((1..=4).map(rec));
         let (_, g) = d.start_sync().unwrap();
         d.truncate(2);

@@ -19,10 +19,12 @@
 //! while the node publishes `Leader`, once no step is out).
 
 use crate::command::NodeId;
+use crate::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
 use crate::engine::election::{ElectionInput, ElectionMsg, ElectionRole};
-use crate::engine::epoch::{vote_meta, EpochRefused};
+use crate::engine::epoch::EpochRefused;
 use crate::engine::node::{NodeAction, NodeInput, Role as PublishedRole, StepUpStep};
 use crate::engine::FollowerInput;
+use crate::storage::NodeMeta;
 
 use super::check::Invariant;
 use super::disk::Meta;
@@ -230,31 +232,31 @@ impl Simulation {
     fn persist_epoch(&mut self, id: NodeId, epoch: u64, commit_hint: u64) -> NodeInput {
         if self.step_fails() {
             self.log(format!("fault: n{id}'s meta write for epoch {epoch} fails"));
-            return NodeInput::StepFailed {
-                step: StepUpStep::PersistEpoch,
-                current: None,
-            };
+            self.node_mut(id).disk.fail_next_meta_write();
         }
-        let cur = self.node(id).meta();
-        if cur.epoch > epoch {
-            return NodeInput::StepFailed {
-                step: StepUpStep::PersistEpoch,
-                current: Some(cur.epoch),
-            };
-        }
-        let voted_for = if cur.epoch == epoch {
-            cur.voted_for
-        } else {
-            None
-        };
-        let disk = &mut self.node_mut(id).disk;
-        disk.persist_meta(Meta {
-            epoch,
+        let meta = NodeMeta {
+            current_epoch: epoch,
             leader: Some(id),
-            voted_for,
-        });
-        disk.record_commit_hint(commit_hint);
-        NodeInput::EpochPersisted
+            // Kept from disk in the same epoch (the node's own vote).
+            voted_for: None,
+            commit_hint,
+            ..node_meta(id, Meta::default())
+        };
+        let current = match self
+            .node_mut(id)
+            .disk
+            .execute(DiskRequest::PersistMeta(meta))
+        {
+            DiskCompletion::MetaPersisted(Ok(Ok(()))) => return NodeInput::EpochPersisted,
+            DiskCompletion::MetaPersisted(Ok(Err(EpochRefused::Stale { current, .. }))) => {
+                Some(current)
+            }
+            _ => None,
+        };
+        NodeInput::StepFailed {
+            step: StepUpStep::PersistEpoch,
+            current,
+        }
     }
 
     /// What `id` publishes is what it runs, once no step is out: a leader
@@ -331,22 +333,22 @@ impl Simulation {
                 current: None,
             });
         }
-        let input = match vote_meta(&node_meta(id, cur), epoch, voted_for) {
-            Ok(m) => {
-                let meta = Meta {
-                    epoch: m.current_epoch,
-                    leader: m.leader,
-                    voted_for: m.voted_for,
-                };
-                self.node_mut(id).disk.persist_meta(meta);
-                NodeInput::VotePersisted { epoch, voted_for }
-            }
-            Err(EpochRefused::Stale { current, .. }) => NodeInput::VoteFailed {
+        let request = DiskRequest::PersistVote { epoch, voted_for };
+        let DiskCompletion::VotePersisted(written) = self.node_mut(id).disk.execute(request) else {
+            self.fail(
+                Invariant::Protocol,
+                format!("n{id}'s disk answered a vote with another completion"),
+            );
+            return None;
+        };
+        let input = match written {
+            Ok(Ok(_)) => NodeInput::VotePersisted { epoch, voted_for },
+            Ok(Err(EpochRefused::Stale { current, .. })) => NodeInput::VoteFailed {
                 epoch,
                 voted_for,
                 current: Some(current),
             },
-            Err(_) => NodeInput::VoteFailed {
+            Ok(Err(_)) | Err(_) => NodeInput::VoteFailed {
                 epoch,
                 voted_for,
                 current: None,

@@ -4,6 +4,7 @@
 //! and the nemesis's strikes — each drawn from the seed.
 
 use super::*;
+use crate::engine::disk_io::DiskExecutor;
 
 impl Simulation {
     /// `id`'s clock jumps forward by `by`: its engines see the new time
@@ -199,7 +200,23 @@ impl Simulation {
         let node = self.node_mut(id);
         let applied = node.state().applied_offset();
         node.disk.sync_all();
-        node.disk.record_commit_hint(applied);
+        let meta = crate::storage::NodeMeta {
+            commit_hint: applied,
+            ..super::node::node_meta(id, node.meta())
+        };
+        let written = node
+            .disk
+            .execute(crate::engine::disk_io::DiskRequest::PersistMeta(meta));
+        if !matches!(
+            written,
+            crate::engine::disk_io::DiskCompletion::MetaPersisted(Ok(Ok(())))
+        ) {
+            // As `Node::shutdown`: the node stops anyway; it recovers from
+            // the older hint.
+            self.log(format!(
+                "n{id}: the shutdown's commit hint was not written: {written:?}"
+            ));
+        }
         self.report.shutdowns += 1;
         self.log(format!(
             "fault: n{id} shuts down cleanly (commit hint {applied})"

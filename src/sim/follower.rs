@@ -15,8 +15,8 @@
 //! the simulation).
 
 use crate::command::NodeId;
+use crate::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
 use crate::engine::election::ElectionInput;
-use crate::engine::epoch::maybe_advance_epoch;
 use crate::engine::follower::{AppendRefused, MetaWriteError};
 use crate::engine::AttachRefused;
 use crate::engine::{
@@ -25,7 +25,6 @@ use crate::engine::{
 use crate::frame::RejectReason;
 
 use super::check::Invariant;
-use super::disk::Meta;
 use super::leader::keys;
 use super::net::{ConnId, Dir, Msg};
 use super::{PlantedBug, Simulation};
@@ -268,28 +267,21 @@ impl Simulation {
         while let Some(action) = self.node_mut(id).owner.poll_action() {
             match action {
                 FollowerAction::PersistMeta(m) => {
-                    // Fenced against the meta on disk, as the disk thread's
-                    // `store_meta_fenced` does.
+                    // Merged with (fenced against) the meta on disk by the
+                    // disk, as the disk thread does.
                     let node = self.node_mut(id);
-                    let cur = node.meta();
-                    let result = match m.leader {
-                        Some(l) => maybe_advance_epoch(cur.epoch, cur.leader, m.current_epoch, l)
-                            .map(|_| ())
-                            .map_err(MetaWriteError::Fenced),
-                        None => Ok(()),
+                    let result = match node.disk.execute(DiskRequest::PersistMeta(m)) {
+                        DiskCompletion::MetaPersisted(Ok(Ok(()))) => Ok(()),
+                        DiskCompletion::MetaPersisted(Ok(Err(refused))) => {
+                            Err(MetaWriteError::Fenced(refused))
+                        }
+                        DiskCompletion::MetaPersisted(Err(e)) => {
+                            Err(MetaWriteError::Storage(e.to_string()))
+                        }
+                        other => Err(MetaWriteError::Storage(format!(
+                            "the disk answered a meta write with {other:?}"
+                        ))),
                     };
-                    if result.is_ok() {
-                        let voted_for = if m.current_epoch == cur.epoch {
-                            cur.voted_for
-                        } else {
-                            None
-                        };
-                        node.disk.persist_meta(Meta {
-                            epoch: m.current_epoch,
-                            leader: m.leader,
-                            voted_for,
-                        });
-                    }
                     node.owner.handle(FollowerInput::MetaWritten(result));
                 }
                 FollowerAction::EpochChanged { epoch, leader } => {

@@ -5,6 +5,7 @@
 //! what the leader engine is told. This file only carries their actions
 //! out over the simulated network and disk.
 
+use crate::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
 use std::collections::BTreeMap;
 
 use crate::command::{Command, Entry, NodeId};
@@ -140,22 +141,21 @@ impl Simulation {
         ));
         // The store takes leadership: its appended state is the applied
         // state plus every entry of the log after it.
-        let node = self.node(id);
-        let mut appended = node.state().clone();
-        let mut refused = None;
-        for e in &node.log[appended.applied_offset() as usize..] {
-            if let Err(err) = appended.apply(e) {
-                refused = Some(format!(
-                    "n{id}: entry {} of its log does not apply: {err}",
-                    e.offset
-                ));
-                break;
+        let state = Box::new(self.node(id).state().clone());
+        let appended = match self
+            .node_mut(id)
+            .disk
+            .execute(DiskRequest::ReplayLog { state })
+        {
+            DiskCompletion::LogReplayed(Ok((appended, _))) => *appended,
+            other => {
+                self.fail(
+                    Invariant::Protocol,
+                    format!("n{id}: its log does not replay: {other:?}"),
+                );
+                return false;
             }
-        }
-        if let Some(detail) = refused {
-            self.fail(Invariant::Protocol, detail);
-            return false;
-        }
+        };
         let lead = StoreInput::Lead {
             epoch,
             appended,

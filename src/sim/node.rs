@@ -1,6 +1,7 @@
 //! A simulated node: its disk, its log as decoded entries with the epoch
 //! index, its role, the commit point it knows and the state it applied.
 
+use crate::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
 use std::collections::BTreeMap;
 
 use crate::command::{Entry, NodeId};
@@ -8,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::engine::election::{ElectionConfig, ElectionEngine};
 use crate::engine::node::NodeEngine;
-use crate::engine::recovery;
 use crate::engine::store::{ApplySink, StoreAction, StoreEngine, StoreInput};
 use crate::engine::{FollowerEngine, LeaderEngine, LinkEngine, LogProgress, ProposalId};
 use crate::epochs::EpochIndex;
@@ -131,7 +131,7 @@ impl Node {
             id,
             up: true,
             incarnation: 0,
-            disk: SimDisk::new(),
+            disk: SimDisk::new(id),
             log: Vec::new(),
             index: EpochIndex::new(0, 0),
             chain: Vec::new(),
@@ -197,7 +197,7 @@ impl Node {
         self.store
             .handle(StoreInput::Truncated { to }, &mut Collect(Vec::new()));
         self.fed = self.fed.min(to);
-        self.disk.truncate(to);
+        let _ = self.disk.execute(DiskRequest::TruncateSuffix { to });
         self.index.truncate_suffix(to);
         let keep = to.min(self.log.len() as u64) as usize;
         self.log.truncate(keep);
@@ -222,17 +222,15 @@ impl Node {
         self.up = true;
         self.incarnation += 1;
         self.reload();
-        let (hint, last) = (self.disk.commit_hint(), self.last_offset());
-        let commit = if past_hint {
-            recovery::commit_point_past_hint(hint, 0, last)
-        } else {
-            recovery::commit_point(hint, 0, last)
-        };
-        let mut replay = recovery::Replay::new(MetadataState::new(), commit);
-        for e in &self.log[..commit as usize] {
-            replay.entry(e).map_err(|e| e.to_string())?;
+        if past_hint {
+            self.disk.plant_recover_past_hint();
         }
-        let (state, _) = replay.finish();
+        let last = self.last_offset();
+        let recovered = match self.disk.execute(DiskRequest::Recover) {
+            DiskCompletion::Recovered(r) => (*r).map_err(|e| e.to_string())?,
+            other => return Err(format!("the disk answered Recover with {other:?}")),
+        };
+        let (state, commit) = (recovered.state, recovered.commit);
         let progress = LogProgress {
             log_end: last,
             durable: self.disk.durable(),
