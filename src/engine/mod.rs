@@ -17,6 +17,8 @@
 //! - [`session`]: one inbound replication connection on a follower: the
 //!   handshake it answers, the checks on every frame, snapshot reassembly,
 //!   acks, and the session timeout.
+//! - [`disk_io`]: what a node asks of its storage, as typed requests and
+//!   completions, carried out by the disk threads and the simulated disk.
 //! - [`election`]: leader election (pre-vote, vote, check-quorum, resign,
 //!   transfer).
 //! - [`read_index`]: when a leader may answer a linearizable read.

@@ -213,10 +213,11 @@ impl Node {
         loss
     }
 
-    /// Restart from the disk, as `Node::start` recovers: the commit point
-    /// from the meta's hint ([`recovery::commit_point`], or one past it
-    /// when `past_hint` is planted), the log replayed up to it into the
-    /// state; the rest waits for a leader. Returns the entries applied, or
+    /// Restart from the disk, as `Node::start` recovers: the disk's
+    /// `DiskRequest::Recover` (the commit point from the meta's hint by
+    /// `engine::recovery::commit_point`, or one past it when `past_hint` is
+    /// planted; the log replayed up to it into the state); the rest waits
+    /// for a leader. Returns the entries applied, or
     /// why the replay fail-stopped.
     pub fn restart(&mut self, now: Instant, past_hint: bool) -> Result<Vec<Entry>, String> {
         self.up = true;

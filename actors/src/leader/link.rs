@@ -34,16 +34,13 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use metawal::codec::CodecError;
 use metawal::engine::{
     LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogView, ReadFailure,
 };
-use metawal::frame::Frame;
 use metawal::handshake::HandshakeKeys;
 use metawal::record::Record;
 use metawal::replication::{decide_start, LinkState, StartPoint};
@@ -51,13 +48,12 @@ use metawal::wal::WalError;
 use metawal::{NodeId, ReplicationConfig};
 use tokio::sync::watch;
 
-use crate::conn::{closed_abruptly, ConnInput, ConnOwner, Connection, Inbound, QueueError};
+use crate::conn::{Connection, QueueError};
 use crate::disk::DiskHandle;
 use crate::error::DiskError;
 use crate::leader::messages::{LeaderLog, LinkEvent};
 use crate::progress::LogProgress;
-use crate::status::{reject_text, HandshakeRefusal, PeerChannel, PeerConnection};
-use crate::tls::is_tls_refusal;
+use crate::status::{HandshakeRefusal, PeerConnection};
 
 /// Most link events queued for the Replicator (see the module docs).
 const MAX_OUTBOX: usize = 8;
@@ -65,89 +61,17 @@ const MAX_OUTBOX: usize = 8;
 /// The soonest the link's timer fires after it is armed.
 const MIN_TIMER: Duration = Duration::from_millis(5);
 
-/// Link figures the Replicator reads for status without a message.
-#[derive(Debug, Default)]
-pub struct LinkStats {
-    state: AtomicU8,
-    connected: AtomicBool,
-    acked: AtomicU64,
-    inflight_bytes: AtomicUsize,
-    reconnects: AtomicU64,
-    snapshots_sent: AtomicU64,
-    connection: Mutex<PeerConnection>,
-}
+pub use super::link_stats::LinkStats;
 
-impl LinkStats {
-    fn update(&self, e: &LinkEngine) {
-        let p = e.progress();
-        let s = match p.state() {
-            LinkState::Connecting => 0,
-            LinkState::Handshaking => 1,
-            LinkState::Probing => 2,
-            LinkState::Streaming => 3,
-            LinkState::Snapshotting => 4,
-        };
-        self.state.store(s, Ordering::Relaxed);
-        self.connected.store(e.connected(), Ordering::Relaxed);
-        self.acked.store(p.acked_offset(), Ordering::Relaxed);
-        self.inflight_bytes
-            .store(p.inflight_bytes(), Ordering::Relaxed);
-        self.reconnects.store(p.reconnects(), Ordering::Relaxed);
-        self.snapshots_sent
-            .store(e.snapshots_sent(), Ordering::Relaxed);
-    }
-
-    /// The link's state.
-    pub fn state(&self) -> LinkState {
-        match self.state.load(Ordering::Relaxed) {
-            1 => LinkState::Handshaking,
-            2 => LinkState::Probing,
-            3 => LinkState::Streaming,
-            4 => LinkState::Snapshotting,
-            _ => LinkState::Connecting,
-        }
-    }
-
-    /// Whether a connection is up (handshake done).
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
-    /// Acked offset.
-    pub fn acked(&self) -> u64 {
-        self.acked.load(Ordering::Relaxed)
-    }
-
-    /// Bytes in flight.
-    pub fn inflight_bytes(&self) -> usize {
-        self.inflight_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Reconnections.
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
-    }
-
-    /// Snapshots sent.
-    pub fn snapshots_sent(&self) -> u64 {
-        self.snapshots_sent.load(Ordering::Relaxed)
-    }
-
-    /// How the link's connection stands.
-    pub fn connection(&self) -> PeerConnection {
-        match self.connection.lock() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    fn set_connection(&self, c: PeerConnection) {
-        match self.connection.lock() {
-            Ok(mut g) => *g = c,
-            Err(p) => *p.into_inner() = c,
-        }
-    }
-}
+// How the link's connection stands, the outbox to the Replicator, and the
+// actor's message and stream handlers: child modules, so they see the
+// link's private state.
+#[path = "link_connection.rs"]
+mod connection;
+#[path = "link_handlers.rs"]
+mod handlers;
+#[path = "link_outbox.rs"]
+mod outbox;
 
 /// Stop the link.
 #[derive(Message)]
@@ -304,84 +228,6 @@ impl FollowerLink {
         }
         self.drive(ctx);
     }
-
-    /// What it means if `input` ends the connection while the handshake
-    /// runs.
-    fn handshake_failure(&self, input: &LinkInput) -> Option<PeerConnection> {
-        let peer = self.peer;
-        Some(match input {
-            LinkInput::Frame { frame, .. } => match frame {
-                Frame::Reject { reason, .. } => PeerConnection::refused(
-                    HandshakeRefusal::of_reject(*reason),
-                    format!(
-                        "node {peer} refused the handshake: {}",
-                        reject_text(*reason)
-                    ),
-                ),
-                Frame::Challenge { .. } => match self.keys.check_challenge(frame) {
-                    Err(e) => {
-                        PeerConnection::refused(HandshakeRefusal::of_error(&e), e.to_string())
-                    }
-                    Ok(info) if info.node_id != peer => PeerConnection::refused(
-                        HandshakeRefusal::WrongNode,
-                        format!(
-                            "node {} answered at {}, not node {peer}",
-                            info.node_id, self.peer_addr
-                        ),
-                    ),
-                    Ok(_) => PeerConnection::refused(
-                        HandshakeRefusal::ProtocolError,
-                        "the Hello could not be built",
-                    ),
-                },
-                Frame::Welcome { node_id, .. } if *node_id != peer => PeerConnection::refused(
-                    HandshakeRefusal::WrongNode,
-                    format!("the Welcome is from node {node_id}, not node {peer}"),
-                ),
-                Frame::Welcome { .. } => PeerConnection::refused(
-                    HandshakeRefusal::SecretMismatch,
-                    format!(
-                        "node {peer}'s Welcome proof does not verify: the shared secrets differ"
-                    ),
-                ),
-                other => PeerConnection::refused(
-                    HandshakeRefusal::ProtocolError,
-                    format!("unexpected {} frame during the handshake", other.kind()),
-                ),
-            },
-            LinkInput::Tick => PeerConnection::refused(
-                HandshakeRefusal::TimedOut,
-                format!(
-                    "node {peer} did not complete the handshake within the session timeout ({:?})",
-                    self.connect_timeout
-                ),
-            ),
-            LinkInput::Closed { reason, .. } => PeerConnection::refused(
-                HandshakeRefusal::Closed,
-                format!("the connection ended during the handshake: {reason}"),
-            ),
-            _ => return None,
-        })
-    }
-
-    /// Publish how the connection stands: in the stats, and in the node's
-    /// peer table (which counts and logs failures).
-    fn observe(&mut self, connection: PeerConnection) {
-        if connection == self.connection && !connection.is_failure() {
-            return;
-        }
-        self.stats.set_connection(connection.clone());
-        self.connection = connection.clone();
-        self.shared.metrics.peer_observed(
-            self.node,
-            self.peer,
-            PeerChannel::Replication,
-            Some(self.peer_addr),
-            connection,
-            true,
-        );
-    }
-
     /// Write what the engine has to send while the writer has room, carry
     /// out its actions, publish the stats and arm the timer.
     fn drive(&mut self, ctx: &mut Context<Self>) {
@@ -587,65 +433,6 @@ impl FollowerLink {
             act.input(LinkInput::SnapshotLoaded { gen, result }, ctx);
         }));
     }
-
-    /// Queue `event` for the Replicator, in order, and send what its
-    /// mailbox takes now (see the module docs).
-    fn emit(&mut self, event: LinkEvent) {
-        if matches!(event, LinkEvent::Acked { .. })
-            && matches!(self.outbox.back(), Some(LinkEvent::Acked { .. }))
-        {
-            self.outbox.pop_back();
-        }
-        if self.outbox.len() >= MAX_OUTBOX {
-            // Collapse to what the Replicator must end up knowing: the
-            // connection went down, and is up again at the acked offset if
-            // the link is streaming now.
-            tracing::warn!(
-                node = self.node,
-                peer = self.peer,
-                "Replicator busy; link events collapsed to the link's state"
-            );
-            self.outbox.clear();
-            self.outbox
-                .push_back(LinkEvent::Disconnected { peer: self.peer });
-            if self.engine.connected() {
-                self.outbox.push_back(LinkEvent::Connected {
-                    peer: self.peer,
-                    matched: self.engine.progress().acked_offset(),
-                });
-            }
-            if !matches!(
-                event,
-                LinkEvent::Connected { .. }
-                    | LinkEvent::Acked { .. }
-                    | LinkEvent::Disconnected { .. }
-            ) {
-                self.outbox.push_back(event);
-            }
-        } else {
-            self.outbox.push_back(event);
-        }
-        self.flush_outbox();
-    }
-
-    /// Send queued events until the Replicator's mailbox is full.
-    fn flush_outbox(&mut self) {
-        while let Some(event) = self.outbox.pop_front() {
-            match self.replicator.try_send(event) {
-                Ok(()) => {}
-                Err(SendError::Full(event)) => {
-                    self.outbox.push_front(event);
-                    break;
-                }
-                Err(SendError::Closed(_)) => {
-                    // The Replicator stopped: it stops this link too.
-                    self.outbox.clear();
-                    break;
-                }
-            }
-        }
-    }
-
     /// Every heartbeat interval: deliver what the outbox holds, and stop if
     /// the Replicator is gone (its StopLink may not have fit).
     fn housekeeping(&mut self, ctx: &mut Context<Self>) {
@@ -665,143 +452,8 @@ impl FollowerLink {
     }
 }
 
-impl Actor for FollowerLink {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(64);
-        if let Some(rx) = self.progress_rx.take() {
-            ctx.add_stream(crate::progress::updates(rx));
-        }
-        ctx.run_interval(self.housekeeping, |act, ctx| act.housekeeping(ctx));
-        // The engine starts by asking to connect.
-        self.drive(ctx);
-    }
-
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.shared
-            .metrics
-            .peer_released(self.peer, PeerChannel::Replication);
-        tracing::debug!(node = self.node, peer = self.peer, "follower link stopped");
-    }
-}
-
-impl StreamHandler<LogProgress> for FollowerLink {
-    fn handle(&mut self, p: LogProgress, ctx: &mut Context<Self>) {
-        self.input(LinkInput::Progress(p), ctx);
-    }
-
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
-        // The Replicator is gone; StopLink follows.
-    }
-}
-
-impl StreamHandler<ConnInput> for FollowerLink {
-    fn handle(&mut self, input: ConnInput, ctx: &mut Context<Self>) {
-        let gen = input.gen;
-        let input = match input.item {
-            Inbound::Frame(frame) => {
-                self.input(LinkInput::Frame { gen, frame }, ctx);
-                return;
-            }
-            Inbound::Error(e) => {
-                let handshaking = self.engine.state() == LinkState::Handshaking;
-                if handshaking {
-                    // E.g. the follower's TLS alert: it does not trust
-                    // this node's certificate.
-                    let hint = match &e {
-                        CodecError::Io(io) if is_tls_refusal(io) => PeerConnection::refused(
-                            HandshakeRefusal::Tls,
-                            format!("TLS refused by the follower: {io}"),
-                        ),
-                        _ => PeerConnection::refused(
-                            HandshakeRefusal::Closed,
-                            format!("the connection ended during the handshake: {e}"),
-                        ),
-                    };
-                    tracing::debug!(node = self.node, peer = self.peer, error = %e, "follower connection failed during the handshake");
-                    let input = LinkInput::Closed {
-                        gen,
-                        reason: format!("read error: {e}"),
-                    };
-                    self.input_hinted(input, Some(hint), ctx);
-                    return;
-                }
-                if closed_abruptly(&e) {
-                    // A follower closing on purpose sends close_notify (a
-                    // clean end of stream): this one went away.
-                    tracing::warn!(node = self.node, peer = self.peer, error = %e, "follower connection ended abruptly (the follower may have crashed)");
-                } else {
-                    tracing::warn!(node = self.node, peer = self.peer, error = %e, "bad data from follower");
-                }
-                LinkInput::Closed {
-                    gen,
-                    reason: format!("read error: {e}"),
-                }
-            }
-            Inbound::Closed => LinkInput::Closed {
-                gen,
-                reason: "closed by follower".to_string(),
-            },
-        };
-        self.input(input, ctx);
-    }
-
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
-        // Overridden: the default stops the actor; the link must reconnect.
-    }
-}
-
-impl ConnOwner for FollowerLink {
-    fn writer_done(&mut self, gen: u64, result: Result<(), CodecError>, ctx: &mut Context<Self>) {
-        match &result {
-            // The follower closed or reset the connection: the reader
-            // says why (or it was closed on purpose).
-            Err(e) if closed_abruptly(e) || self.stopping => {
-                tracing::debug!(node = self.node, peer = self.peer, error = %e, "write to follower failed: connection closed")
-            }
-            Err(e) => {
-                tracing::warn!(node = self.node, peer = self.peer, error = %e, "write to follower failed")
-            }
-            Ok(()) => {}
-        }
-        self.input(
-            LinkInput::Closed {
-                gen,
-                reason: "writer ended".to_string(),
-            },
-            ctx,
-        );
-    }
-}
-
-impl Handler<WakeLink> for FollowerLink {
-    type Result = ();
-
-    fn handle(&mut self, _msg: WakeLink, ctx: &mut Context<Self>) {
-        self.input(LinkInput::Wake, ctx);
-    }
-}
-
 /// Test hook: make the link panic (feature `fault-injection`).
 #[cfg(feature = "fault-injection")]
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct InjectPanic;
-
-#[cfg(feature = "fault-injection")]
-impl Handler<InjectPanic> for FollowerLink {
-    type Result = ();
-
-    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
-        panic!("fault injection: FollowerLink to node {} panics", self.peer);
-    }
-}
-
-impl Handler<StopLink> for FollowerLink {
-    type Result = ();
-
-    fn handle(&mut self, _msg: StopLink, ctx: &mut Context<Self>) {
-        self.stop(ctx);
-    }
-}

@@ -3,5 +3,6 @@
 //! follower (its TCP stream, backoff, window and acks).
 
 pub mod link;
+mod link_stats;
 pub mod messages;
 pub mod replicator;
