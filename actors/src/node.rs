@@ -416,7 +416,7 @@ impl Node {
         };
         // Polled: follower answers are atomics, not messages. (A version
         // woken by `tokio::sync::Notify` on each answer confirmed reads
-        // that this one does not — tests/reads.rs, 2 of 6 runs — and was
+        // that this one does not — tests/actors/reads.rs, 2 of 6 runs — and was
         // not kept until that is understood.)
         const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
         loop {

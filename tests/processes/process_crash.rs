@@ -33,7 +33,7 @@
 //!
 //! ```text
 //! METAWAL_CRASH_SECS=600 METAWAL_CRASH_NODES=5 \
-//!     cargo test --release --test process_crash -- --nocapture
+//!     cargo test --release --test processes process_crash -- --nocapture
 //! ```
 //!
 //! `METAWAL_CRASH_SEED` fixes the chaos thread's choices (the timing of a
