@@ -295,8 +295,11 @@ mod tests {
                 records: records(10),
                 commit: 0,
             },
-            Frame::Ack { offset: u64::MAX },
-            Frame::Heartbeat { commit: 17 },
+            Frame::Ack {
+                offset: u64::MAX,
+                seq: u64::MAX,
+            },
+            Frame::Heartbeat { commit: 17, seq: 3 },
             Frame::SnapshotChunk {
                 offset: 1000,
                 epoch: 4,
@@ -383,9 +386,12 @@ mod tests {
 
     #[test]
     fn body_is_externally_tagged_map_with_array_fields() {
-        let buf = encode(&Frame::Ack { offset: 5 });
-        // fixmap(1) "Ack" fixarray(1) 5
-        assert_eq!(&buf[4..], &[0x81, 0xA3, b'A', b'c', b'k', 0x91, 0x05][..]);
+        let buf = encode(&Frame::Ack { offset: 5, seq: 2 });
+        // fixmap(1) "Ack" fixarray(2) 5 2
+        assert_eq!(
+            &buf[4..],
+            &[0x81, 0xA3, b'A', b'c', b'k', 0x92, 0x05, 0x02][..]
+        );
     }
 
     #[test]
@@ -412,7 +418,7 @@ mod tests {
 
     #[test]
     fn two_frames_in_one_buffer() {
-        let a = Frame::Heartbeat { commit: 1 };
+        let a = Frame::Heartbeat { commit: 1, seq: 1 };
         let b = Frame::Append {
             first_offset: 1,
             records: records(3),
@@ -423,7 +429,7 @@ mod tests {
         codec.encode(&a, &mut buf).unwrap();
         codec.encode(&b, &mut buf).unwrap();
         // And half of a third one.
-        let c = encode(&Frame::Ack { offset: 3 });
+        let c = encode(&Frame::Ack { offset: 3, seq: 1 });
         buf.extend_from_slice(&c[..5]);
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(a));
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(b));
@@ -431,7 +437,7 @@ mod tests {
         buf.extend_from_slice(&c[5..]);
         assert_eq!(
             codec.decode(&mut buf).unwrap(),
-            Some(Frame::Ack { offset: 3 })
+            Some(Frame::Ack { offset: 3, seq: 1 })
         );
     }
 
@@ -512,7 +518,9 @@ mod tests {
     fn encode_of_too_big_frame_refused() {
         let mut codec = FrameCodec::new(1000);
         let mut dst = BytesMut::new();
-        codec.encode(&Frame::Ack { offset: 1 }, &mut dst).unwrap();
+        codec
+            .encode(&Frame::Ack { offset: 1, seq: 0 }, &mut dst)
+            .unwrap();
         let before = dst.clone();
         let big = Frame::Append {
             first_offset: 1,

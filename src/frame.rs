@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::NodeId;
 
-/// Version of this protocol; both sides must agree (2: election frames).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version of this protocol; both sides must agree (2: election frames; 3:
+/// heartbeats carry a sequence number that acks echo).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Length of the random nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 16;
@@ -124,11 +125,21 @@ pub enum Frame {
     Ack {
         /// Cumulative durable offset.
         offset: u64,
+        /// The highest `Heartbeat::seq` the follower had received on this
+        /// connection when it sent this ack (0: none yet). The ack was
+        /// written after that heartbeat was read, so the leader knows the
+        /// follower still followed it at some time after it sent the
+        /// heartbeat: what read index and check-quorum need.
+        seq: u64,
     },
-    /// Leader → follower on an idle link; the follower answers with `Ack`.
+    /// Leader → follower: the commit point, and a probe of the follower
+    /// (on an idle link, and at least every heartbeat interval under load).
+    /// The follower answers a new `seq` with an `Ack` echoing it.
     Heartbeat {
         /// The leader's commit point.
         commit: u64,
+        /// The leader's probe number on this connection (from 1, rising).
+        seq: u64,
     },
     /// Leader → follower: part of a snapshot, for a follower behind the log start.
     SnapshotChunk {

@@ -34,7 +34,7 @@ use crate::error::{
 };
 use crate::follower::listener::{GetPosition, ListenerInit, ReplicaListener, StopListener};
 use crate::follower::messages::DriverSlot;
-use crate::leader::replicator::{GetReplicationStatus, Replicator, ReplicatorInit, StopReplicator};
+use crate::leader::replicator::{GetReplicationStatus, ReplicatorInit};
 use crate::leadership::LeadershipChanges;
 use crate::metrics::NodeMetrics;
 use crate::progress::LogProgress;
@@ -44,6 +44,7 @@ use crate::store::{
     Acks, Applied, EntriesInFlight, GetApplied, GetState, MetadataStore, Propose, Proposed,
     StopStore, StoreInit, Subscribe,
 };
+use crate::store::{CloseLeadership, ProbeFollowers, ToReplicator};
 use crate::view::{MetadataChanged, MetadataView};
 use metawal::engine::node::TransferFailed;
 
@@ -55,12 +56,9 @@ mod starting;
 #[derive(Clone)]
 pub struct Node {
     node_id: NodeId,
+    /// The store, which also owns the leader's Replicator (reached with
+    /// `ToReplicator`).
     store: Addr<MetadataStore>,
-    /// The Replicator while this node leads.
-    replicator: Arc<std::sync::Mutex<Option<Addr<Replicator>>>>,
-    /// Set by `shutdown`/`crash` before they stop the Replicator: a
-    /// step-up still running then stops the Replicator it started.
-    closing: Arc<std::sync::atomic::AtomicBool>,
     listener: Addr<ReplicaListener>,
     /// The NodeDriver (set once at start; it holds a clone of this handle).
     driver: Arc<std::sync::OnceLock<Addr<NodeDriver>>>,
@@ -208,8 +206,6 @@ impl Node {
         let handle = Node {
             node_id: node,
             store,
-            replicator: Arc::new(std::sync::Mutex::new(None)),
-            closing: Arc::default(),
             listener: listener.clone(),
             driver: Arc::new(std::sync::OnceLock::new()),
             view,
@@ -245,20 +241,6 @@ impl Node {
 
     fn driver(&self) -> Option<&Addr<NodeDriver>> {
         self.driver.get()
-    }
-
-    fn replicator(&self) -> Option<Addr<Replicator>> {
-        match self.replicator.lock() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    fn set_replicator(&self, r: Option<Addr<Replicator>>) -> Option<Addr<Replicator>> {
-        match self.replicator.lock() {
-            Ok(mut g) => std::mem::replace(&mut *g, r),
-            Err(p) => std::mem::replace(&mut *p.into_inner(), r),
-        }
     }
 
     /// This node's id.
@@ -414,21 +396,33 @@ impl Node {
                 return Err(ReadError::Timeout(timeout));
             }
         };
-        // Polled: follower answers are atomics, not messages. (A version
-        // woken by `tokio::sync::Notify` on each answer confirmed reads
-        // that this one does not — tests/actors/reads.rs, 2 of 6 runs — and was
-        // not kept until that is understood.)
-        const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
+        // Ask every follower for a fresh answer now rather than at its next
+        // heartbeat interval. Best effort: if the store's mailbox is full,
+        // the links' periodic probes answer within one interval.
+        let _ = self.store.try_send(ProbeFollowers);
+        // Woken by the events the answer depends on: a follower's answer,
+        // an apply, a change of leadership; bounded by the deadline.
+        let waiter = self.shared.heard_waiter();
+        let mut leadership = self.shared.watch_leadership();
         loop {
+            let heard = waiter.notified();
+            tokio::pin!(heard);
+            heard.as_mut().enable();
             match read.check(look(), self.shared.followers_heard().map(|(_, t)| t)) {
                 ReadIndexState::Ready(index) => return Ok(index),
                 ReadIndexState::Lost => return Err(ReadError::LeadershipLost),
                 ReadIndexState::Waiting => {}
             }
-            if tokio::time::Instant::now() >= deadline {
+            let woken = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    _ = &mut heard => {}
+                    _ = applied.changed() => {}
+                    _ = leadership.changed() => {}
+                }
+            });
+            if woken.await.is_err() {
                 return Err(ReadError::Timeout(timeout));
             }
-            tokio::time::sleep(RECHECK).await;
         }
     }
 
@@ -485,10 +479,12 @@ impl Node {
         };
         // A Replicator that fail-stopped answers nothing: the listener's
         // view of the log (the progress channel) stands in.
-        let replication = match &self.replicator() {
-            Some(r) => r.send(GetReplicationStatus).await.ok(),
-            None => None,
-        };
+        let replication = self
+            .store
+            .send(ToReplicator(GetReplicationStatus))
+            .await
+            .ok()
+            .flatten();
         match replication {
             Some(s) => {
                 status.log_end = s.log_end;
@@ -559,13 +555,8 @@ impl Node {
     /// `peer`. Returns whether there was such a link.
     #[cfg(feature = "fault-injection")]
     pub async fn inject_link_panic(&self, peer: NodeId) -> bool {
-        match &self.replicator() {
-            Some(r) => r
-                .send(crate::leader::replicator::PanicLink(peer))
-                .await
-                .unwrap_or(false),
-            None => false,
-        }
+        let panic = ToReplicator(crate::leader::replicator::PanicLink(peer));
+        self.store.send(panic).await.ok().flatten().unwrap_or(false)
     }
 
     /// Hand leadership to `to`, for a broker that wants its controller to
@@ -611,11 +602,7 @@ impl Node {
     #[cfg(feature = "fault-injection")]
     pub async fn crash(self) {
         let node = self.node_id;
-        self.closing
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(r) = self.set_replicator(None) {
-            let _ = r.send(StopReplicator { step_down: false }).await;
-        }
+        let _ = self.store.send(CloseLeadership).await;
         if let Some(driver) = self.driver() {
             let _ = driver.send(StopNodeDriver { resign: false }).await;
         }
@@ -632,12 +619,9 @@ impl Node {
     pub async fn shutdown(self) {
         let node = self.node_id;
         // No heartbeat may follow the resignation (the node engine's
-        // shutdown, which a leader answers with `Resign` to every voter).
-        self.closing
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(r) = self.set_replicator(None) {
-            let _ = r.send(StopReplicator { step_down: false }).await;
-        }
+        // shutdown, which a leader answers with `Resign` to every voter);
+        // a leadership taken from now on is refused by the store.
+        let _ = self.store.send(CloseLeadership).await;
         if let Some(driver) = self.driver() {
             let _ = driver.send(StopNodeDriver { resign: true }).await;
         }

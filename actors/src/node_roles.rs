@@ -12,7 +12,7 @@ use super::{replicator_init, Node};
 use crate::election::{RoleChanges, StepError};
 use crate::follower::listener::{ReleaseLog, ResumeFollowing, SetWake};
 use crate::leader::replicator::{Replicator, StopReplicator, WatchCatchUp};
-use crate::store::{DropLeadership, TakeLeadership};
+use crate::store::{DropLeadership, TakeLeadership, ToReplicator};
 
 /// The steps of a role change, as the node engine asks for them (see
 /// `metawal::engine::node`): each does one thing on the node's actors or
@@ -72,37 +72,39 @@ impl RoleChanges for Node {
             let init = replicator_init(&node, epoch, epochs, commit);
             let replicator =
                 Replicator::start_in_arbiter(&node.arbiter, move |_| Replicator::new(init));
-            node.set_replicator(Some(replicator.clone()));
             let stopped = || StepError::Failed("the node is shutting down".into());
-            // Set before shutdown takes the Replicator: if it is set now,
-            // shutdown may have looked already, so this step stops its own.
-            if node.closing.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Some(r) = node.set_replicator(None) {
-                    let _ = r.send(StopReplicator { step_down: false }).await;
-                }
-                return Err(stopped());
-            }
-            node.listener
+            if let Err(e) = node
+                .listener
                 .send(SetWake(replicator.clone().recipient()))
                 .await
-                .map_err(|_| stopped())?;
-            node.store
-                .send(TakeLeadership { epoch, replicator })
-                .await
-                .map_err(|_| stopped())?
-                .map_err(StepError::Failed)
+            {
+                let _ = replicator.send(StopReplicator { step_down: false }).await;
+                return Err(StepError::Failed(format!("the listener stopped: {e}")));
+            }
+            // The store owns the Replicator from here; it refuses (and
+            // stops it) if the node began closing, even while this step ran.
+            let take = TakeLeadership {
+                epoch,
+                replicator: replicator.clone(),
+            };
+            match node.store.send(take).await {
+                Ok(taken) => taken.map_err(StepError::Failed),
+                Err(_) => {
+                    // The store is gone: nobody else will stop it.
+                    let _ = replicator.send(StopReplicator { step_down: false }).await;
+                    Err(stopped())
+                }
+            }
         })
     }
 
     fn stop_leading(&self) -> LocalBoxFuture<'static, ()> {
-        let node = self.clone();
+        let store = self.store.clone();
         Box::pin(async move {
-            if let Some(r) = node.set_replicator(None) {
-                // Waiting proposals get `LeadershipLost`.
-                let _ = r.send(StopReplicator { step_down: true }).await;
-            }
-            // A stopped store has no leadership to drop.
-            let _ = node.store.send(DropLeadership).await;
+            // Stops the Replicator (waiting proposals get
+            // `LeadershipLost`), then the store's leadership. A stopped
+            // store has neither.
+            let _ = store.send(DropLeadership).await;
         })
     }
 
@@ -139,14 +141,11 @@ impl RoleChanges for Node {
     }
 
     fn caught_up(&self, to: NodeId) -> LocalBoxFuture<'static, bool> {
-        let replicator = self.replicator();
+        let store = self.store.clone();
         Box::pin(async move {
-            let Some(r) = replicator else {
-                return false;
-            };
-            match r.send(WatchCatchUp { to }).await {
-                Ok(rx) => rx.await.is_ok(),
-                Err(_) => false,
+            match store.send(ToReplicator(WatchCatchUp { to })).await {
+                Ok(Some(rx)) => rx.await.is_ok(),
+                Ok(None) | Err(_) => false,
             }
         })
     }

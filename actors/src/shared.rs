@@ -36,8 +36,14 @@ pub(crate) struct NodeShared {
     /// When the active leader session last delivered anything (ns since
     /// `base`; 0: never).
     leader_contact_ns: AtomicU64,
-    /// Leader: when each follower last answered (ns since `base`).
+    /// Leader: the latest send time of a frame each follower answered
+    /// (ns since `base`; see `LinkReport::Heard`).
     followers_heard_ns: BTreeMap<NodeId, AtomicU64>,
+    /// Woken when a follower answered, while `heard_waiters > 0`.
+    heard_changed: tokio::sync::Notify,
+    /// Reads waiting for followers' answers (see [`HeardWaiter`]): the
+    /// link skips the wake-up when none waits.
+    heard_waiters: AtomicUsize,
     /// The follower's log end `(epoch, offset)`, as its log owner last saw it.
     last_log_epoch: AtomicU64,
     last_log_offset: AtomicU64,
@@ -83,6 +89,8 @@ impl NodeShared {
             base: Instant::now(),
             leader_contact_ns: AtomicU64::new(0),
             followers_heard_ns: peers.into_iter().map(|p| (p, AtomicU64::new(0))).collect(),
+            heard_changed: tokio::sync::Notify::new(),
+            heard_waiters: AtomicUsize::new(0),
             last_log_epoch: AtomicU64::new(0),
             last_log_offset: AtomicU64::new(0),
             election_role: AtomicU8::new(0),
@@ -137,23 +145,36 @@ impl NodeShared {
         self.at(self.leader_contact_ns.load(Ordering::Acquire))
     }
 
-    /// Leader of `epoch`: `peer` answered now. Ignored unless this node
-    /// leads `epoch` (a link of an older leadership that still runs).
-    pub(crate) fn note_follower_heard(&self, peer: NodeId, epoch: u64) {
+    /// Leader of `epoch`: `peer` answered something this node sent at
+    /// `since`. Ignored unless this node leads `epoch` (a link of an older
+    /// leadership that still runs).
+    pub(crate) fn note_follower_heard(&self, peer: NodeId, epoch: u64, since: Instant) {
         let l = self.leadership();
         if l.role != Role::Leader || l.epoch != epoch {
             return;
         }
         if let Some(t) = self.followers_heard_ns.get(&peer) {
-            t.fetch_max(self.since_base_ns(Instant::now()), Ordering::AcqRel);
+            t.fetch_max(self.since_base_ns(since), Ordering::SeqCst);
+            // SeqCst with `HeardWaiter::new`: either this load sees the
+            // waiter, or the waiter's check sees the store above.
+            if self.heard_waiters.load(Ordering::SeqCst) > 0 {
+                self.heard_changed.notify_waiters();
+            }
         }
+    }
+
+    /// Register a waiter for followers' answers (woken by each one while
+    /// it lives).
+    pub(crate) fn heard_waiter(&self) -> HeardWaiter<'_> {
+        self.heard_waiters.fetch_add(1, Ordering::SeqCst);
+        HeardWaiter { shared: self }
     }
 
     /// Leader: when each follower last answered.
     pub fn followers_heard(&self) -> impl Iterator<Item = (NodeId, Instant)> + '_ {
         self.followers_heard_ns
             .iter()
-            .filter_map(|(&p, t)| Some((p, self.at(t.load(Ordering::Acquire))?)))
+            .filter_map(|(&p, t)| Some((p, self.at(t.load(Ordering::SeqCst))?)))
     }
 
     /// The follower's log end `(last epoch, last offset)` as its log owner
@@ -318,5 +339,26 @@ impl NodeShared {
     /// `min_insync_replicas`, capped at the cluster size.
     pub fn min_insync(&self) -> usize {
         self.min_insync
+    }
+}
+
+/// A read waiting for followers' answers (see
+/// [`NodeShared::heard_waiter`]). Create the `notified()` future and
+/// `enable` it *before* checking `followers_heard`, then await it: an
+/// answer noted after the check wakes it.
+pub(crate) struct HeardWaiter<'a> {
+    shared: &'a NodeShared,
+}
+
+impl HeardWaiter<'_> {
+    /// Resolves at the next answer noted after it was enabled.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.heard_changed.notified()
+    }
+}
+
+impl Drop for HeardWaiter<'_> {
+    fn drop(&mut self) {
+        self.shared.heard_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -44,6 +44,12 @@ const MAX_SUBSCRIBERS: usize = 1024;
 /// engine, [`metawal::engine::LeaderEngine`]).
 pub use metawal::engine::Acks;
 
+#[path = "store_leadership.rs"]
+mod leadership;
+pub(crate) use leadership::{
+    CloseLeadership, DropLeadership, ProbeFollowers, TakeLeadership, ToReplicator,
+};
+
 /// A proposal's success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Proposed {
@@ -132,22 +138,6 @@ pub struct GetApplied;
 #[rtype(result = "Box<MetadataState>")]
 pub struct GetState;
 
-/// This node now leads `epoch` through `replicator`: build the appended
-/// state (the applied state plus every entry in the WAL after it) and
-/// append the `LeaderChange`.
-#[derive(Message)]
-#[rtype(result = "Result<(), String>")]
-pub(crate) struct TakeLeadership {
-    pub epoch: u64,
-    pub replicator: Addr<Replicator>,
-}
-
-/// This node no longer leads: forget the appended state and queued entries
-/// (committed ones are read back from the WAL).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct DropLeadership;
-
 /// Stop the store.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -187,6 +177,9 @@ pub struct MetadataStore {
     subscribers: Vec<Recipient<MetadataChanged>>,
     /// A new log start the Replicator has not taken yet.
     log_start_moved: Option<(u64, u64)>,
+    /// The node is closing: a leadership taken from now on is refused
+    /// (see [`CloseLeadership`]).
+    closed: bool,
 }
 
 /// Where the engine's applied entries go: the view, then the subscribers,
@@ -249,6 +242,7 @@ impl MetadataStore {
             in_flight: init.in_flight,
             subscribers: Vec::new(),
             log_start_moved: None,
+            closed: false,
         }
     }
 
@@ -573,41 +567,6 @@ impl Handler<GetState> for MetadataStore {
 
     fn handle(&mut self, _msg: GetState, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(Box::new(self.engine.state().clone()))
-    }
-}
-
-impl Handler<TakeLeadership> for MetadataStore {
-    type Result = ResponseActFuture<Self, Result<(), String>>;
-
-    fn handle(&mut self, msg: TakeLeadership, _ctx: &mut Context<Self>) -> Self::Result {
-        // The listener released the log: every record in it is durable and
-        // nothing is written until the Replicator starts. Rare (a role
-        // change), so it runs on the writer thread, after any write queued
-        // before it.
-        let job = self.disk.replay_log(self.engine.state().clone());
-        Box::pin(job.into_actor(self).map(move |res, act, ctx| {
-            let (state, last) = res?;
-            act.replicator = Some(msg.replicator);
-            act.input(
-                StoreInput::Lead {
-                    epoch: msg.epoch,
-                    appended: state,
-                    next_offset: last + 1,
-                },
-                ctx,
-            );
-            act.announce_leadership(ctx)
-                .map_err(|e| format!("cannot append the LeaderChange of epoch {}: {e}", msg.epoch))
-        }))
-    }
-}
-
-impl Handler<DropLeadership> for MetadataStore {
-    type Result = ();
-
-    fn handle(&mut self, _msg: DropLeadership, ctx: &mut Context<Self>) {
-        self.replicator = None;
-        self.input(StoreInput::StepDown, ctx);
     }
 }
 

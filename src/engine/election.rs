@@ -127,10 +127,14 @@ pub enum ElectionInput {
         /// A higher epoch found on disk, to move to.
         current: Option<u64>,
     },
-    /// Leader only: `peer` answered in this epoch (an ack or a handshake).
+    /// Leader only: `peer` answered in this epoch (an ack or a handshake)
+    /// and so still followed this leader at `since` (the send time of
+    /// what it answered, see `LinkReport::Heard`).
     FollowerHeard {
         /// The follower.
         peer: NodeId,
+        /// When the answered frame was sent (not when the answer came).
+        since: Instant,
     },
     /// Leader only: hand leadership to `to` now (it has caught up).
     TransferTo {
@@ -388,12 +392,13 @@ impl ElectionEngine {
                     self.move_to_epoch(now, epoch);
                 }
             }
-            ElectionInput::FollowerHeard { peer } => {
+            ElectionInput::FollowerHeard { peer, since } => {
                 if self.role == ElectionRole::Leader && self.voters.contains(&peer) {
-                    // Never earlier than what is known (the shell may
-                    // report a contact from before the win's grace).
-                    let at = self.heard.entry(peer).or_insert(now);
-                    *at = (*at).max(now);
+                    // Never earlier than what is known (the win's grace,
+                    // or a later answer), never later than now.
+                    let since = since.min(now);
+                    let at = self.heard.entry(peer).or_insert(since);
+                    *at = (*at).max(since);
                 }
             }
             ElectionInput::TransferTo { to } => {

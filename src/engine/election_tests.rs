@@ -286,7 +286,10 @@ fn the_leader_steps_down_without_a_majority_within_t() {
     );
     l.handle(
         won + T / 2,
-        ElectionInput::FollowerHeard { peer: 2 },
+        ElectionInput::FollowerHeard {
+            peer: 2,
+            since: won + T / 2,
+        },
         (1, 1),
     );
     l.handle(won + T, ElectionInput::Tick, (1, 1));
@@ -474,7 +477,8 @@ impl Mini {
                     self.logs.insert(f, self.logs[&l]);
                     self.input(f, ElectionInput::LeaderHeard { leader: l, epoch });
                     if self.engines[&f].epoch() == epoch {
-                        self.input(l, ElectionInput::FollowerHeard { peer: f });
+                        let since = self.t;
+                        self.input(l, ElectionInput::FollowerHeard { peer: f, since });
                     }
                 }
             }

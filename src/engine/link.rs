@@ -43,6 +43,12 @@ use crate::replication::{AckOutcome, Backoff, LinkProgress, LinkState, StartPoin
 /// snapshot is loaded, sent and installed (it is silent while it installs).
 pub const SNAPSHOT_SILENCE_FACTOR: u32 = 10;
 
+/// Probes (heartbeats with a new `seq`) remembered until the follower
+/// echoes them. A follower silent for this many heartbeat intervals is
+/// past its session timeout long before; an echo of a forgotten probe is
+/// not counted as an answer (never counted too early).
+pub const MAX_PROBES_IN_FLIGHT: usize = 32;
+
 pub use super::link_io::*;
 
 /// Where the connection is.
@@ -103,6 +109,21 @@ pub struct LinkEngine {
     last_sent: Instant,
     /// Commit point last sent to the follower on this connection.
     sent_commit: u64,
+    /// When this connection's `Hello` was sent: every answer of the
+    /// follower on it was written after that.
+    hello_sent: Option<Instant>,
+    /// The last probe number sent on this connection (0: none yet).
+    probe_seq: u64,
+    /// When the last probe was sent.
+    last_probe: Instant,
+    /// Probes sent and not echoed yet, `(seq, sent at)`, oldest first (at
+    /// most [`MAX_PROBES_IN_FLIGHT`]).
+    probes: VecDeque<(u64, Instant)>,
+    /// The latest send time of a frame the follower is known to have
+    /// answered on this connection (see [`LinkReport::Heard`]).
+    answered_since: Option<Instant>,
+    /// A probe goes out with the next frame (see [`LinkInput::Probe`]).
+    probe_wanted: bool,
     /// A WAL read is in flight.
     reading: bool,
     /// The last WAL read found nothing: no new one until the log moves.
@@ -150,6 +171,12 @@ impl LinkEngine {
             last_heard: now,
             last_sent: now,
             sent_commit: 0,
+            hello_sent: None,
+            probe_seq: 0,
+            last_probe: now,
+            probes: VecDeque::new(),
+            answered_since: None,
+            probe_wanted: false,
             reading: false,
             wal_wait: false,
             loaded: VecDeque::new(),
@@ -211,7 +238,9 @@ impl LinkEngine {
                 // chunks left that a full writer queue held back, and
                 // nothing else would wake the shell to send them.
                 let sending = matches!(self.snapshot, SnapshotSend::Sending { .. });
-                if *phase == Phase::Streaming || sending {
+                if *phase == Phase::Streaming {
+                    Some(deadline.min(self.last_probe + self.config.heartbeat_interval))
+                } else if sending {
                     Some(deadline.min(self.last_sent + self.config.heartbeat_interval))
                 } else {
                     Some(deadline)
@@ -229,6 +258,11 @@ impl LinkEngine {
                 self.log = p;
                 self.wal_wait = false;
             }
+            LinkInput::Probe => {
+                if self.connected() {
+                    self.probe_wanted = true;
+                }
+            }
             LinkInput::Connected { gen, nonce } => {
                 if gen == self.gen && self.conn == Conn::Opening {
                     self.on_connected(now, nonce);
@@ -243,24 +277,21 @@ impl LinkEngine {
             }
             LinkInput::Frame { gen, frame } => {
                 if gen == self.gen && matches!(self.conn, Conn::Open(_)) {
-                    let answer = matches!(
-                        frame,
-                        Frame::Ack { .. } | Frame::Position { .. } | Frame::Welcome { .. }
-                    );
+                    let since = self.answered(&frame);
                     self.on_frame(now, frame, log);
                     // An answer the link accepted on this epoch's
                     // authenticated connection: the follower is live
-                    // (check-quorum, read index). A refusal, a frame of
-                    // an old connection or one that broke the link is not.
-                    if answer
-                        && self.gen == gen
+                    // (check-quorum, read index) as of `since`. A refusal,
+                    // a frame of an old connection or one that broke the
+                    // link is not.
+                    let live = self.gen == gen
                         && matches!(
                             self.state(),
                             LinkState::Probing | LinkState::Streaming | LinkState::Snapshotting
-                        )
-                    {
+                        );
+                    if let Some(since) = since.filter(|_| live) {
                         self.actions
-                            .push_back(LinkAction::Report(LinkReport::Heard));
+                            .push_back(LinkAction::Report(LinkReport::Heard { since }));
                     }
                 }
             }
@@ -297,24 +328,78 @@ impl LinkEngine {
         if self.conn != Conn::Open(Phase::Streaming) {
             return None;
         }
+        // A probe every heartbeat interval, busy or idle (it keeps the
+        // session alive and dates the follower's answers), and at once
+        // when a read asks for one.
+        if self.probe_wanted
+            || now.saturating_duration_since(self.last_probe) >= self.config.heartbeat_interval
+        {
+            return Some(self.probe(now));
+        }
         if let Some(frame) = self.next_append(log) {
             return Some(self.sent(now, frame));
         }
-        // Idle: tell the follower a new commit at once, else keep the
-        // session alive.
+        // Idle: tell the follower a new commit at once.
         let commit = self.log.commit;
-        if commit > self.sent_commit
-            || now.saturating_duration_since(self.last_sent) >= self.config.heartbeat_interval
-        {
+        if commit > self.sent_commit {
             self.sent_commit = commit;
-            return Some(self.sent(now, Frame::Heartbeat { commit }));
+            let seq = self.probe_seq;
+            return Some(self.sent(now, Frame::Heartbeat { commit, seq }));
         }
         None
     }
 
+    fn probe(&mut self, now: Instant) -> Frame {
+        self.probe_wanted = false;
+        self.probe_seq += 1;
+        self.last_probe = now;
+        if self.probes.len() == MAX_PROBES_IN_FLIGHT {
+            self.probes.pop_front();
+        }
+        self.probes.push_back((self.probe_seq, now));
+        let commit = self.log.commit;
+        self.sent_commit = commit;
+        let seq = self.probe_seq;
+        self.sent(now, Frame::Heartbeat { commit, seq })
+    }
+
     fn sent(&mut self, now: Instant, frame: Frame) -> Frame {
+        if matches!(frame, Frame::Hello { .. }) {
+            self.hello_sent = Some(now);
+        }
         self.last_sent = now;
         frame
+    }
+
+    /// If `frame` is an answer of the follower (`Welcome`, `Position`,
+    /// `Ack`), the latest time at which the leader sent something the
+    /// follower had read before it wrote `frame`: the `Hello` for any
+    /// answer, the probe an `Ack` echoes. The follower still followed this
+    /// leader after that time, which is what a read index or check-quorum
+    /// may count; the time the answer arrives is not (it may have waited in
+    /// a socket buffer while this leader was paused and another one was
+    /// elected).
+    fn answered(&mut self, frame: &Frame) -> Option<Instant> {
+        let hello = self.hello_sent?;
+        let mut since = self.answered_since.unwrap_or(hello).max(hello);
+        match frame {
+            Frame::Welcome { .. } | Frame::Position { .. } => {}
+            // A seq never sent is a protocol error (`on_frame` drops the
+            // link); nothing is counted for it.
+            Frame::Ack { seq, .. } if *seq > self.probe_seq => return None,
+            Frame::Ack { seq, .. } => {
+                while let Some(&(s, at)) = self.probes.front() {
+                    if s > *seq {
+                        break;
+                    }
+                    since = since.max(at);
+                    self.probes.pop_front();
+                }
+            }
+            _ => return None,
+        }
+        self.answered_since = Some(since);
+        Some(since)
     }
 
     fn silence_limit(&self) -> Duration {
@@ -403,6 +488,12 @@ impl LinkEngine {
         self.sent_commit = 0;
         self.last_heard = now;
         self.last_sent = now;
+        self.hello_sent = None;
+        self.probe_seq = 0;
+        self.last_probe = now;
+        self.probes.clear();
+        self.answered_since = None;
+        self.probe_wanted = false;
     }
 
     /// Drop the connection (if any) and reconnect after the backoff.
@@ -476,7 +567,19 @@ impl LinkEngine {
                     last_epoch,
                 },
             ) => self.decide(now, last_offset, last_epoch, log),
-            (Phase::Streaming, Frame::Ack { offset }) => self.on_ack(offset),
+            (Phase::Streaming | Phase::AwaitPosition, Frame::Ack { seq, .. })
+                if seq > self.probe_seq =>
+            {
+                tracing::warn!(
+                    node = self.node,
+                    peer = self.peer,
+                    seq,
+                    sent = self.probe_seq,
+                    "follower echoed a probe that was never sent"
+                );
+                self.disconnect(now, "protocol error");
+            }
+            (Phase::Streaming, Frame::Ack { offset, .. }) => self.on_ack(offset),
             // Acks of appends sent before a switch to a snapshot or a
             // truncation, and of snapshot chunks.
             (Phase::AwaitPosition, Frame::Ack { .. }) => {}

@@ -2,6 +2,8 @@
 //! link, its inputs, reports and actions, and its setup (see
 //! [`super::link`], which decides).
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::command::NodeId;
@@ -72,6 +74,10 @@ pub enum LinkInput {
     Wake,
     /// The leader's log moved.
     Progress(LogProgress),
+    /// A read waits for the follower's answer: send a probe (a
+    /// `Heartbeat` with a new `seq`) with the next frame instead of at the
+    /// next heartbeat interval. Ignored unless streaming.
+    Probe,
     /// The TCP connection asked for by [`LinkAction::Connect`] is open.
     /// `nonce` is fresh randomness for this connection's `Hello`.
     Connected {
@@ -139,8 +145,14 @@ pub enum LinkReport {
     Disconnected,
     /// The follower answered on this epoch's authenticated connection (a
     /// `Welcome`, `Position` or `Ack` the link accepted): it counts as
-    /// heard for check-quorum and read index.
-    Heard,
+    /// heard for check-quorum and read index **as of `since`**, the latest
+    /// time this leader sent something the follower had read before it
+    /// answered (the `Hello`, or the probe the `Ack` echoes), never the
+    /// time the answer arrived.
+    Heard {
+        /// The follower followed this leader at some time after this.
+        since: Instant,
+    },
     /// The follower refused the leader: it knows epoch `epoch` (led by
     /// `leader`), which fences this leader's.
     Fenced {

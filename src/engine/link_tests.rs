@@ -182,7 +182,7 @@ fn a_new_link_connects_authenticates_and_streams_from_the_match_point() {
         actions,
         vec![
             LinkAction::Report(LinkReport::Connected { matched: 2 }),
-            LinkAction::Report(LinkReport::Heard)
+            LinkAction::Report(LinkReport::Heard { since: t0 })
         ]
     );
     assert_eq!(e.state(), LinkState::Probing);
@@ -201,7 +201,7 @@ fn a_new_link_connects_authenticates_and_streams_from_the_match_point() {
         t0,
         LinkInput::Frame {
             gen: 1,
-            frame: Frame::Ack { offset: 5 },
+            frame: Frame::Ack { offset: 5, seq: 0 },
         },
         &log,
     );
@@ -209,7 +209,7 @@ fn a_new_link_connects_authenticates_and_streams_from_the_match_point() {
         drain(&mut e),
         vec![
             LinkAction::Report(LinkReport::Acked { offset: 5 }),
-            LinkAction::Report(LinkReport::Heard)
+            LinkAction::Report(LinkReport::Heard { since: t0 })
         ]
     );
     assert_eq!(e.state(), LinkState::Streaming);
@@ -334,7 +334,7 @@ fn a_diverged_follower_is_truncated_then_matched_on_its_position() {
         drain(&mut e),
         vec![
             LinkAction::Report(LinkReport::Connected { matched: 2 }),
-            LinkAction::Report(LinkReport::Heard)
+            LinkAction::Report(LinkReport::Heard { since: t0 })
         ]
     );
 }
@@ -352,7 +352,7 @@ fn an_entry_past_the_tail_is_read_from_the_wal_and_a_compacted_one_sends_the_sna
     // commit point goes out.
     assert_eq!(
         transmit(&mut e, t0, &log),
-        vec![Frame::Heartbeat { commit: 10 }]
+        vec![Frame::Heartbeat { commit: 10, seq: 0 }]
     );
     let read = drain(&mut e);
     assert_eq!(
@@ -422,7 +422,7 @@ fn an_entry_past_the_tail_is_read_from_the_wal_and_a_compacted_one_sends_the_sna
         drain(&mut e),
         vec![
             LinkAction::Report(LinkReport::Connected { matched: 7 }),
-            LinkAction::Report(LinkReport::Heard)
+            LinkAction::Report(LinkReport::Heard { since: t0 })
         ]
     );
     let frames = transmit(&mut e, t0, &log);
@@ -473,7 +473,7 @@ fn wal_records_are_sent_in_order_and_what_does_not_fit_waits() {
         t0,
         LinkInput::Frame {
             gen: 1,
-            frame: Frame::Ack { offset: 4 },
+            frame: Frame::Ack { offset: 4, seq: 0 },
         },
         &log,
     );
@@ -487,7 +487,7 @@ fn wal_records_are_sent_in_order_and_what_does_not_fit_waits() {
         drain(&mut e),
         vec![
             LinkAction::Report(LinkReport::Acked { offset: 4 }),
-            LinkAction::Report(LinkReport::Heard)
+            LinkAction::Report(LinkReport::Heard { since: t0 })
         ]
     );
 }
@@ -512,7 +512,7 @@ fn the_window_bounds_what_is_in_flight_and_acks_open_it() {
         t0,
         LinkInput::Frame {
             gen: 1,
-            frame: Frame::Ack { offset: 2 },
+            frame: Frame::Ack { offset: 2, seq: 0 },
         },
         &log,
     );
@@ -527,7 +527,7 @@ fn the_window_bounds_what_is_in_flight_and_acks_open_it() {
         t0,
         LinkInput::Frame {
             gen: 1,
-            frame: Frame::Ack { offset: 4 },
+            frame: Frame::Ack { offset: 4, seq: 0 },
         },
         &log,
     );
@@ -547,7 +547,8 @@ fn an_idle_link_sends_a_new_commit_at_once_and_heartbeats_on_the_interval() {
     e.handle(t0, LinkInput::Progress(log.progress(2)), &log);
     assert_eq!(
         transmit(&mut e, t0, &log),
-        vec![Frame::Heartbeat { commit: 2 }]
+        vec![Frame::Heartbeat { commit: 2, seq: 0 }],
+        "a commit alone is not a probe"
     );
     let t1 = t0 + Duration::from_millis(99);
     assert_eq!(transmit(&mut e, t1, &log), vec![]);
@@ -556,8 +557,76 @@ fn an_idle_link_sends_a_new_commit_at_once_and_heartbeats_on_the_interval() {
     e.handle(t2, LinkInput::Tick, &log);
     assert_eq!(
         transmit(&mut e, t2, &log),
-        vec![Frame::Heartbeat { commit: 2 }]
+        vec![Frame::Heartbeat { commit: 2, seq: 1 }]
     );
+}
+
+#[test]
+fn a_follower_counts_as_heard_as_of_what_it_answered_not_when_the_answer_came() {
+    let t0 = Instant::now();
+    let log = Log::new(2);
+    let mut e = engine(t0, &log, config());
+    drain(&mut e);
+    e.handle(t0, LinkInput::Progress(log.progress(2)), &log);
+    handshake(&mut e, t0, &log, 2, EPOCH);
+    transmit(&mut e, t0, &log);
+    let t1 = t0 + Duration::from_millis(100);
+    assert_eq!(
+        transmit(&mut e, t1, &log),
+        vec![Frame::Heartbeat { commit: 2, seq: 1 }]
+    );
+    // The leader was paused for seconds (and another may have been
+    // elected meanwhile); an ack written before the follower read probe
+    // 1 arrives only now: the follower is known to have followed this
+    // leader at the Hello, not at t2.
+    let t2 = t0 + Duration::from_secs(5);
+    let ack = |seq| LinkInput::Frame {
+        gen: 1,
+        frame: Frame::Ack { offset: 2, seq },
+    };
+    e.handle(t2, ack(0), &log);
+    assert_eq!(
+        drain(&mut e),
+        vec![LinkAction::Report(LinkReport::Heard { since: t0 })]
+    );
+    e.handle(t2, ack(1), &log);
+    assert_eq!(
+        drain(&mut e),
+        vec![LinkAction::Report(LinkReport::Heard { since: t1 })]
+    );
+    // Later answers echoing the same probe stay at its send time.
+    e.handle(t2, ack(1), &log);
+    assert_eq!(
+        drain(&mut e),
+        vec![LinkAction::Report(LinkReport::Heard { since: t1 })]
+    );
+    // A probe never sent is a protocol error, and counts for nothing.
+    e.handle(t2, ack(2), &log);
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            LinkAction::Close { gen: 1 },
+            LinkAction::Report(LinkReport::Disconnected)
+        ]
+    );
+}
+
+#[test]
+fn a_read_probes_at_once_ahead_of_pending_appends() {
+    let t0 = Instant::now();
+    let log = Log::new(5);
+    let mut e = engine(t0, &log, config());
+    drain(&mut e);
+    e.handle(t0, LinkInput::Progress(log.progress(0)), &log);
+    handshake(&mut e, t0, &log, 0, 0);
+    let t1 = t0 + Duration::from_millis(10);
+    e.handle(t1, LinkInput::Probe, &log);
+    let frames = transmit(&mut e, t1, &log);
+    assert_eq!(frames[0], Frame::Heartbeat { commit: 0, seq: 1 });
+    assert_eq!(offsets(&frames[1]), vec![1, 2, 3, 4, 5]);
+    // One probe per request: the next one at the interval.
+    assert_eq!(transmit(&mut e, t1, &log), vec![]);
+    assert_eq!(e.poll_timeout(), Some(t1 + Duration::from_millis(100)));
 }
 
 #[test]
@@ -585,7 +654,7 @@ fn a_silent_follower_is_dropped_and_the_replicator_told() {
         t2,
         LinkInput::Frame {
             gen: 1,
-            frame: Frame::Ack { offset: 0 },
+            frame: Frame::Ack { offset: 0, seq: 0 },
         },
         &log,
     );
@@ -630,7 +699,7 @@ fn the_backoff_grows_until_a_connection_is_acked() {
         now,
         LinkInput::Frame {
             gen,
-            frame: Frame::Ack { offset: 3 },
+            frame: Frame::Ack { offset: 3, seq: 0 },
         },
         &log,
     );
@@ -697,12 +766,15 @@ fn an_ack_beyond_what_was_sent_is_ignored() {
         t0,
         LinkInput::Frame {
             gen: 1,
-            frame: Frame::Ack { offset: 9 },
+            frame: Frame::Ack { offset: 9, seq: 0 },
         },
         &log,
     );
     // Ignored, but the follower did answer on this connection.
-    assert_eq!(drain(&mut e), vec![LinkAction::Report(LinkReport::Heard)]);
+    assert_eq!(
+        drain(&mut e),
+        vec![LinkAction::Report(LinkReport::Heard { since: t0 })]
+    );
     assert_eq!(e.progress().acked_offset(), 0);
 }
 
@@ -806,7 +878,7 @@ fn only_answers_the_link_accepts_on_its_current_connection_count_as_heard() {
         t0,
         LinkInput::Frame {
             gen: 0,
-            frame: Frame::Ack { offset: 1 },
+            frame: Frame::Ack { offset: 1, seq: 0 },
         },
         &log,
     );
@@ -816,13 +888,15 @@ fn only_answers_the_link_accepts_on_its_current_connection_count_as_heard() {
         t0,
         LinkInput::Frame {
             gen: 1,
-            frame: Frame::Heartbeat { commit: 1 },
+            frame: Frame::Heartbeat { commit: 1, seq: 1 },
         },
         &log,
     );
     let actions = drain(&mut e);
     assert!(
-        !actions.contains(&LinkAction::Report(LinkReport::Heard)),
+        !actions
+            .iter()
+            .any(|a| matches!(a, LinkAction::Report(LinkReport::Heard { .. }))),
         "{actions:?}"
     );
 }

@@ -431,7 +431,10 @@ fn a_transfer_that_does_not_catch_up_in_time_ends_and_admission_resumes() {
     drain(&mut e);
     assert_eq!(e.poll_timeout(), (now + T).min(e.election().poll_timeout()));
     // Keep the leader's quorum live so check-quorum does not step it down.
-    let heard = ElectionInput::FollowerHeard { peer: 2 };
+    let heard = ElectionInput::FollowerHeard {
+        peer: 2,
+        since: now + T,
+    };
     e.handle(now + T, NodeInput::Election(heard), (1, 5));
     e.handle(now + T, NodeInput::Election(ElectionInput::Tick), (1, 5));
     let actions = drain(&mut e);

@@ -187,6 +187,11 @@ pub struct SessionEngine {
     last_heard: Instant,
     last_ack: Instant,
     acked: u64,
+    /// The highest `Heartbeat::seq` received on this connection: every
+    /// `Ack` echoes it.
+    probe_seq: u64,
+    /// The `probe_seq` the last `Ack` echoed.
+    probe_acked: u64,
     snapshot: Option<SnapshotRecv>,
     actions: VecDeque<SessionAction>,
 }
@@ -212,6 +217,8 @@ impl SessionEngine {
             last_heard: now,
             last_ack: now,
             acked: 0,
+            probe_seq: 0,
+            probe_acked: 0,
             snapshot: None,
             actions: VecDeque::from([SessionAction::Send(challenge)]),
         }
@@ -368,8 +375,11 @@ impl SessionEngine {
         if matches!(self.phase, Phase::Ready { .. }) {
             self.acked = self.acked.max(offset);
             self.last_ack = now;
-            self.actions
-                .push_back(SessionAction::Send(Frame::Ack { offset }));
+            self.probe_acked = self.probe_seq;
+            self.actions.push_back(SessionAction::Send(Frame::Ack {
+                offset,
+                seq: self.probe_seq,
+            }));
         }
     }
 
@@ -460,10 +470,15 @@ impl SessionEngine {
                 records,
                 commit,
             } => self.on_append(epoch, first_offset, records, commit),
-            Frame::Heartbeat { commit } => {
+            Frame::Heartbeat { commit, seq } => {
                 self.actions.push_back(SessionAction::Commit { commit });
-                if now.saturating_duration_since(self.last_ack)
-                    >= self.config.heartbeat_interval / 2
+                self.probe_seq = self.probe_seq.max(seq);
+                // A new probe is answered at once (a read waits for it);
+                // a heartbeat that only carries the commit point, at most
+                // every half heartbeat interval.
+                if self.probe_seq > self.probe_acked
+                    || now.saturating_duration_since(self.last_ack)
+                        >= self.config.heartbeat_interval / 2
                 {
                     self.ack(now, local.durable);
                 }

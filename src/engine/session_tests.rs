@@ -209,7 +209,11 @@ fn an_append_is_decoded_and_passed_on_one_at_a_time() {
     assert!(matches!(drain(&mut e)[..], [SessionAction::Append { .. }]));
     // A frame while the append is outstanding breaks the one-at-a-time
     // contract with the shell.
-    e.handle(t0, SessionInput::Frame(Frame::Heartbeat { commit: 8 }), l);
+    e.handle(
+        t0,
+        SessionInput::Frame(Frame::Heartbeat { commit: 8, seq: 1 }),
+        l,
+    );
     assert_eq!(
         drain(&mut e),
         vec![SessionAction::Close {
@@ -266,29 +270,49 @@ fn a_corrupt_or_misplaced_batch_closes_and_nothing_is_appended() {
 }
 
 #[test]
-fn a_heartbeat_passes_the_commit_on_and_is_answered_with_an_ack() {
+fn a_heartbeat_passes_the_commit_on_and_a_new_probe_is_answered_at_once() {
     let t0 = Instant::now();
     let mut e = ready(t0);
     let t1 = t0 + Duration::from_millis(50);
     e.handle(
         t1,
-        SessionInput::Frame(Frame::Heartbeat { commit: 4 }),
+        SessionInput::Frame(Frame::Heartbeat { commit: 4, seq: 1 }),
         local(1, Some(LEADER), 5),
     );
     assert_eq!(
         drain(&mut e),
         vec![
             SessionAction::Commit { commit: 4 },
-            SessionAction::Send(Frame::Ack { offset: 5 })
+            SessionAction::Send(Frame::Ack { offset: 5, seq: 1 })
         ]
     );
-    // Acked 20 ms ago: only the commit.
+    // Acked 20 ms ago and the same probe: only the commit.
+    let t2 = t1 + Duration::from_millis(20);
     e.handle(
-        t1 + Duration::from_millis(20),
-        SessionInput::Frame(Frame::Heartbeat { commit: 5 }),
+        t2,
+        SessionInput::Frame(Frame::Heartbeat { commit: 5, seq: 1 }),
         local(1, Some(LEADER), 5),
     );
     assert_eq!(drain(&mut e), vec![SessionAction::Commit { commit: 5 }]);
+    // A new probe is answered however recent the last ack was.
+    e.handle(
+        t2,
+        SessionInput::Frame(Frame::Heartbeat { commit: 5, seq: 2 }),
+        local(1, Some(LEADER), 5),
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            SessionAction::Commit { commit: 5 },
+            SessionAction::Send(Frame::Ack { offset: 5, seq: 2 })
+        ]
+    );
+    // Every later ack echoes the highest probe seen.
+    e.handle(t2, SessionInput::Durable(6), local(1, Some(LEADER), 6));
+    assert_eq!(
+        drain(&mut e),
+        vec![SessionAction::Send(Frame::Ack { offset: 6, seq: 2 })]
+    );
 }
 
 #[test]
@@ -310,7 +334,7 @@ fn a_truncation_is_passed_on_and_answered_with_the_new_position() {
     e.handle(t0, SessionInput::Durable(3), l);
     assert_eq!(
         drain(&mut e),
-        vec![SessionAction::Send(Frame::Ack { offset: 3 })]
+        vec![SessionAction::Send(Frame::Ack { offset: 3, seq: 0 })]
     );
     e.handle(t0, SessionInput::Durable(3), l);
     assert_eq!(drain(&mut e), vec![]);
@@ -396,7 +420,7 @@ fn a_silent_leader_is_dropped_and_a_missed_durable_is_re_acked() {
     e.handle(t1, SessionInput::Tick, local(1, Some(LEADER), 7));
     assert_eq!(
         drain(&mut e),
-        vec![SessionAction::Send(Frame::Ack { offset: 7 })]
+        vec![SessionAction::Send(Frame::Ack { offset: 7, seq: 0 })]
     );
     assert_eq!(e.poll_timeout(), Some(t0 + Duration::from_secs(1)));
     e.handle(

@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn unexpected_frames() {
         let (l, f) = (leader(), follower());
-        let hb = Frame::Heartbeat { commit: 0 };
+        let hb = Frame::Heartbeat { commit: 0, seq: 1 };
         assert_eq!(
             l.check_challenge(&hb).unwrap_err(),
             HandshakeError::Unexpected {

@@ -611,8 +611,9 @@ impl Simulation {
                 LinkReport::Acked { offset } => {
                     self.leader_input(id, LeaderInput::Acked { peer, offset });
                 }
-                LinkReport::Heard => {
-                    self.election_input(id, ElectionInput::FollowerHeard { peer });
+                LinkReport::Heard { since } => {
+                    let heard = ElectionInput::FollowerHeard { peer, since };
+                    self.election_input(id, heard);
                 }
                 LinkReport::Disconnected => {
                     self.leader_input(id, LeaderInput::Disconnected { peer });

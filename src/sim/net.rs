@@ -61,8 +61,8 @@ pub fn describe(frame: &Frame) -> String {
             "Append({first_offset}.., {} B, commit {commit})",
             records.len()
         ),
-        Frame::Heartbeat { commit } => format!("Heartbeat(commit {commit})"),
-        Frame::Ack { offset } => format!("Ack({offset})"),
+        Frame::Heartbeat { commit, seq } => format!("Heartbeat(commit {commit}, seq {seq})"),
+        Frame::Ack { offset, seq } => format!("Ack({offset}, seq {seq})"),
         other => other.kind().to_string(),
     }
 }
@@ -306,15 +306,21 @@ mod tests {
         let mut n = Network::new();
         let c = n.open(1, 2, 1, [0; NONCE_LEN]);
         assert_eq!(
-            n.send(c, Dir::ToFollower, Msg::Ack { offset: 1 }, 50),
+            n.send(c, Dir::ToFollower, Msg::Ack { offset: 1, seq: 0 }, 50),
             Some(50)
         );
         assert_eq!(
-            n.send(c, Dir::ToFollower, Msg::Ack { offset: 2 }, 10),
+            n.send(c, Dir::ToFollower, Msg::Ack { offset: 2, seq: 0 }, 10),
             Some(50)
         );
-        assert_eq!(n.pop(c, Dir::ToFollower), Some(Msg::Ack { offset: 1 }));
-        assert_eq!(n.pop(c, Dir::ToFollower), Some(Msg::Ack { offset: 2 }));
+        assert_eq!(
+            n.pop(c, Dir::ToFollower),
+            Some(Msg::Ack { offset: 1, seq: 0 })
+        );
+        assert_eq!(
+            n.pop(c, Dir::ToFollower),
+            Some(Msg::Ack { offset: 2, seq: 0 })
+        );
     }
 
     #[test]
@@ -343,11 +349,11 @@ mod tests {
         assert!(n.flows(c, Dir::ToLeader));
         // The connection stays open, its data waits in order.
         assert_eq!(
-            n.send(c, Dir::ToFollower, Msg::Ack { offset: 1 }, 5),
+            n.send(c, Dir::ToFollower, Msg::Ack { offset: 1, seq: 0 }, 5),
             Some(5)
         );
         assert_eq!(
-            n.send(c, Dir::ToFollower, Msg::Ack { offset: 2 }, 1),
+            n.send(c, Dir::ToFollower, Msg::Ack { offset: 2, seq: 0 }, 1),
             Some(5)
         );
         assert!(n.get(c).is_some());
@@ -356,21 +362,30 @@ mod tests {
         assert!(n.connects(1, 3));
         assert_eq!(n.heal_deaf(), vec![2]);
         assert!(n.flows(c, Dir::ToFollower));
-        assert_eq!(n.pop(c, Dir::ToFollower), Some(Msg::Ack { offset: 1 }));
-        assert_eq!(n.pop(c, Dir::ToFollower), Some(Msg::Ack { offset: 2 }));
+        assert_eq!(
+            n.pop(c, Dir::ToFollower),
+            Some(Msg::Ack { offset: 1, seq: 0 })
+        );
+        assert_eq!(
+            n.pop(c, Dir::ToFollower),
+            Some(Msg::Ack { offset: 2, seq: 0 })
+        );
     }
 
     #[test]
     fn a_half_open_connection_carries_nothing() {
         let mut n = Network::new();
         let c = n.open(1, 2, 1, [0; NONCE_LEN]);
-        n.send(c, Dir::ToLeader, Msg::Ack { offset: 1 }, 5);
+        n.send(c, Dir::ToLeader, Msg::Ack { offset: 1, seq: 0 }, 5);
         n.deafen(2);
         assert!(n.half_close(c, 1));
         assert!(!n.half_close(c, 2), "already half-open");
         assert_eq!(n.get(c).and_then(|c| c.closed_by), Some(1));
         assert_eq!(n.pop(c, Dir::ToLeader), None, "in-flight data dropped");
-        assert_eq!(n.send(c, Dir::ToLeader, Msg::Ack { offset: 2 }, 9), None);
+        assert_eq!(
+            n.send(c, Dir::ToLeader, Msg::Ack { offset: 2, seq: 0 }, 9),
+            None
+        );
         assert!(!n.flows(c, Dir::ToLeader));
         assert!(n.close(c).is_some());
     }

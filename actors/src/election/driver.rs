@@ -229,8 +229,8 @@ impl NodeDriver {
         for (peer, at) in heard {
             if self.fed_followers.get(&peer).is_none_or(|&t| at > t) {
                 self.fed_followers.insert(peer, at);
-                let input = ElectionInput::FollowerHeard { peer };
-                self.engine.handle(at, NodeInput::Election(input), log);
+                let input = ElectionInput::FollowerHeard { peer, since: at };
+                self.engine.handle(now, NodeInput::Election(input), log);
             }
         }
     }

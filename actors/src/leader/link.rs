@@ -83,6 +83,11 @@ pub(crate) struct StopLink;
 #[rtype(result = "()")]
 pub(crate) struct WakeLink;
 
+/// A read waits for this follower's answer: probe it now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ProbeLink;
+
 pub(crate) struct LinkInit {
     pub node: NodeId,
     pub peer: NodeId,
@@ -311,16 +316,18 @@ impl FollowerLink {
                 max_bytes,
             } => self.read_wal(gen, from, max_entries, max_bytes, ctx),
             LinkAction::LoadSnapshot { gen } => self.load_snapshot(gen, ctx),
-            LinkAction::Report(LinkReport::Heard) => {
-                // The engine decided the follower counts as heard; tagged
-                // with this link's epoch, so a link of an older leadership
-                // still running never counts toward a newer one.
-                self.shared.note_follower_heard(self.peer, self.epoch);
+            LinkAction::Report(LinkReport::Heard { since }) => {
+                // The engine decided the follower counts as heard, as of
+                // `since`; tagged with this link's epoch, so a link of an
+                // older leadership still running never counts toward a
+                // newer one.
+                self.shared
+                    .note_follower_heard(self.peer, self.epoch, since);
             }
             LinkAction::Report(report) => {
                 let peer = self.peer;
                 self.emit(match report {
-                    LinkReport::Heard => return,
+                    LinkReport::Heard { .. } => return,
                     LinkReport::Connected { matched } => LinkEvent::Connected { peer, matched },
                     LinkReport::Acked { offset } => LinkEvent::Acked { peer, offset },
                     LinkReport::Disconnected => LinkEvent::Disconnected { peer },

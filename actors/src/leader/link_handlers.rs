@@ -13,7 +13,7 @@ use metawal::replication::LinkState;
 
 #[cfg(feature = "fault-injection")]
 use super::InjectPanic;
-use super::{FollowerLink, StopLink, WakeLink};
+use super::{FollowerLink, ProbeLink, StopLink, WakeLink};
 use crate::conn::{closed_abruptly, ConnInput, ConnOwner, Inbound};
 use crate::progress::LogProgress;
 use crate::status::{HandshakeRefusal, PeerChannel, PeerConnection};
@@ -126,6 +126,14 @@ impl ConnOwner for FollowerLink {
             },
             ctx,
         );
+    }
+}
+
+impl Handler<ProbeLink> for FollowerLink {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ProbeLink, ctx: &mut Context<Self>) {
+        self.input(LinkInput::Probe, ctx);
     }
 }
 

@@ -83,6 +83,12 @@ pub(crate) struct GetReplicationStatus;
 #[rtype(result = "()")]
 pub struct WakeLinks;
 
+/// A read index waits for the followers' answers: each connected link
+/// sends a probe now instead of at its next heartbeat interval.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ProbeLinks;
+
 /// Answer once `to` has acknowledged the whole log on disk (a leader
 /// transfer's catch-up): checked on each acknowledgement, no polling. One
 /// watch at a time; a new one replaces the last. Dropped unanswered if the
@@ -540,6 +546,20 @@ impl Handler<WakeLinks> for Replicator {
         for slot in self.links.values() {
             if !slot.stats.connected() {
                 let _ = slot.addr.try_send(crate::leader::link::WakeLink);
+            }
+        }
+    }
+}
+
+impl Handler<ProbeLinks> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ProbeLinks, _ctx: &mut Context<Self>) {
+        for slot in self.links.values() {
+            if slot.stats.connected() {
+                // Best effort: a link whose mailbox is full sends its
+                // periodic probe within a heartbeat interval anyway.
+                let _ = slot.addr.try_send(crate::leader::link::ProbeLink);
             }
         }
     }
