@@ -6,9 +6,9 @@
 //! crate compiles its own copies of the generic actix, tokio and HTTP code
 //! it uses. Eight files meant eight copies, most of CI's build time; one
 //! binary with a module per concern compiles them once. The tests that
-//! assert on everything the process logged (`tests/quiet_close.rs`,
-//! `tests/newcomer.rs`, `tests/tls.rs`) keep their own binaries, so no
-//! other test's log lines reach their assertions.
+//! assert on everything the process logged are in `tests/logged/`, where
+//! they run one at a time, so no other test's log lines reach their
+//! assertions.
 
 mod cluster;
 mod disk;

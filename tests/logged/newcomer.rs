@@ -18,8 +18,8 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(15);
 
 /// The WARN lines of node `node` about peer `peer` containing `what` and
-/// `mark` (something only this test's lines have: the tests of this
-/// binary run at once and share its captured log).
+/// `mark` (something only this test's lines have, though each test of
+/// this binary runs alone with its own log: `crate::serial`).
 fn warnings(node: NodeId, peer: NodeId, what: &str, mark: &str) -> usize {
     let logs = captured_logs();
     let logs = logs.lock().unwrap_or_else(|p| p.into_inner());
@@ -69,7 +69,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
 
 #[actix::test]
 async fn a_node_with_the_wrong_secret_shows_a_refused_handshake_in_status_metrics_and_logs() {
-    let logs = captured_logs();
+    let (_serial, logs) = crate::serial().await;
     let mut c = TestCluster::new(3, &[], fast_config()).await;
     c.start_node(1).await;
     c.start_node(2).await;
@@ -179,7 +179,7 @@ async fn a_node_with_the_wrong_secret_shows_a_refused_handshake_in_status_metric
 
 #[actix::test]
 async fn a_peer_that_is_not_running_is_reported_unreachable_at_warn_once() {
-    let logs = captured_logs();
+    let (_serial, logs) = crate::serial().await;
     let mut c = TestCluster::new(3, &[], fast_config()).await;
     // Node 3 is configured but never started: connections to its port are
     // refused.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::certs::{LeafOpts, TestCa};
-use common::rawpeer::{captured_logs, logged, RawPeer};
+use common::rawpeer::{logged, RawPeer};
 use common::{create_topic, fast_config, wait_converged, wait_until, TestCluster, CLUSTER, SECRET};
 use metawal::codec::FrameCodec;
 use metawal::frame::{Frame, RejectReason};
@@ -123,7 +123,7 @@ async fn still_serving(c: &TestCluster, prefix: &str, ids: &[u64]) {
 
 #[actix::test]
 async fn peers_with_bad_certificates_are_refused_at_the_tls_layer_and_nothing_changes() {
-    let logs = captured_logs();
+    let (_serial, logs) = crate::serial().await;
     let c = TestCluster::start_tls(3, fast_config()).await;
     let ca = c.tls.as_ref().unwrap();
     let dir = c.dir.path();
@@ -184,7 +184,7 @@ async fn peers_with_bad_certificates_are_refused_at_the_tls_layer_and_nothing_ch
 
 #[actix::test]
 async fn a_stalled_tls_handshake_is_cut_off_after_the_session_timeout() {
-    let logs = captured_logs();
+    let (_serial, logs) = crate::serial().await;
     let cfg = fast_config();
     let timeout = cfg.session_timeout;
     let c = TestCluster::start_tls(3, cfg).await;
@@ -244,7 +244,7 @@ async fn a_stalled_tls_handshake_is_cut_off_after_the_session_timeout() {
 /// refuses.
 #[actix::test]
 async fn a_certificate_for_one_node_cannot_act_as_another() {
-    let logs = captured_logs();
+    let (_serial, logs) = crate::serial().await;
     let c = TestCluster::start_tls(3, fast_config()).await;
     let ca = c.tls.as_ref().unwrap();
     still_serving(&c, "a", &[1, 2, 3]).await;
@@ -292,7 +292,7 @@ async fn a_certificate_for_one_node_cannot_act_as_another() {
 /// (append or vote) reaches the impostor, and nodes 1 and 2 go on.
 #[actix::test]
 async fn a_peer_listening_with_another_nodes_certificate_is_not_talked_to() {
-    let logs = captured_logs();
+    let (_serial, logs) = crate::serial().await;
     let mut c = TestCluster::new_tls(3, &[], fast_config()).await;
     let ca = c.tls.as_ref().unwrap();
     let node2 = ca.node(2).unwrap();
@@ -510,7 +510,7 @@ async fn support_wait(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 #[actix::test]
 async fn frames_injected_into_a_peer_connection_are_refused_at_the_tls_layer() {
-    let logs = captured_logs();
+    let (_serial, logs) = crate::serial().await;
     // Without TLS the forged frame is accepted and applied: the HMAC
     // handshake authenticates the connection, not its frames. This is what
     // shows the forgery is otherwise valid, so the refusal below is TLS's.
@@ -545,6 +545,7 @@ async fn frames_injected_into_a_peer_connection_are_refused_at_the_tls_layer() {
 /// config must choose TLS or plaintext explicitly.
 #[actix::test]
 async fn a_node_with_an_unusable_certificate_refuses_to_start() {
+    let _serial = crate::serial().await;
     let c = TestCluster::new_tls(3, &[], fast_config()).await;
     let ca = c.tls.as_ref().unwrap();
     let dir = c.dir.path();

@@ -2,7 +2,8 @@
 //! connections without a WARN line: a node closing a connection on purpose
 //! sends TLS `close_notify`, so its peer reads a clean end of stream, not
 //! "peer closed connection without sending TLS close_notify" (issue 18
-//! item 7). Its own binary: the assertion reads every captured log line.
+//! item 7). The assertion reads every captured log line: the test runs
+//! alone (`crate::serial`).
 
 use metawal_testkit as common;
 
@@ -32,7 +33,7 @@ fn close_warnings() -> Vec<String> {
 
 #[actix::test]
 async fn a_transfer_and_clean_shutdowns_log_no_warning_about_closed_connections() {
-    let logs = captured_logs();
+    let (_serial, logs) = crate::serial().await;
     let mut c = TestCluster::start_tls(3, fast_config()).await;
     logs.lock().unwrap_or_else(|p| p.into_inner()).clear();
 
