@@ -84,6 +84,7 @@ fn main() -> ExitCode {
     let (mut steps, mut crashes, mut partitions, mut writes, mut violations) = (0, 0, 0, 0, 0);
     let (mut one_way, mut blackholed, mut clock_steps, mut strikes) = (0, 0, 0, 0);
     let (mut step_faults, mut transfers, mut transfers_done, mut shutdowns) = (0, 0, 0, 0);
+    let (mut pauses, mut reads) = (0, 0);
     // (heal to leader, seed) of every seed that settled.
     let mut heal_to_leader: Vec<(Duration, u64)> = Vec::new();
     for &seed in &seeds {
@@ -137,6 +138,8 @@ fn main() -> ExitCode {
         shutdowns += report.shutdowns;
         transfers += report.transfers;
         transfers_done += report.transfers_done;
+        pauses += report.pauses;
+        reads += report.reads_served;
         if let Some(t) = report.heal_to_leader {
             heal_to_leader.push((t, seed));
         }
@@ -161,7 +164,7 @@ fn main() -> ExitCode {
         None => "no seed settled".into(),
     };
     println!(
-        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes, {step_faults} failed step-up steps, {shutdowns} clean shutdowns, {transfers} transfers ({transfers_done} completed); heal to leader: {healed}"
+        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes, {step_faults} failed step-up steps, {shutdowns} clean shutdowns, {transfers} transfers ({transfers_done} completed), {pauses} paused nodes, {reads} linearizable reads served; heal to leader: {healed}"
     );
     println!(
         "simulated {} seeds ({steps} steps, {crashes} crashes, {partitions} partitions, {writes} acked writes): {violations} violations",

@@ -3,7 +3,7 @@
 //! reports hand-made violations (a checker that cannot fail proves nothing).
 
 use metawal::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
-use metawal::engine::store::StoreEngine;
+use metawal::engine::store::MetadataStoreEngine;
 use metawal::sim::check::{Bounds, Checker, Invariant};
 use metawal::sim::disk::Meta;
 use metawal::sim::net::Network;
@@ -226,9 +226,10 @@ fn checker_reports_a_regressed_applied_offset() {
     // Pretend it applied offset 1, then lost it in the same incarnation.
     let mut applied = metawal::MetadataState::new();
     applied.apply(&e).expect("applies");
-    nodes[0].store = StoreEngine::new(1, applied, 1000, Default::default());
+    nodes[0].store = MetadataStoreEngine::new(1, applied, 1000, Default::default());
     c.check_step(&mut nodes, &net).expect("fine");
-    nodes[0].store = StoreEngine::new(1, metawal::MetadataState::new(), 1000, Default::default());
+    nodes[0].store =
+        MetadataStoreEngine::new(1, metawal::MetadataState::new(), 1000, Default::default());
     let err = c
         .check_step(&mut nodes, &net)
         .expect_err("applied offset went back");
@@ -332,6 +333,21 @@ fn recovery_past_the_commit_hint_is_caught() {
         "20 seeds did not notice recovery past the hint: {found:?}"
     );
     eprintln!("recovery past hint: first caught by {found:?}");
+}
+
+/// A leader that dates a follower's answer by its arrival: after a pause
+/// (`SIGSTOP`, a VM stall) the acks that waited in its socket confirm a
+/// read index although another leader was elected and committed
+/// meanwhile, and the read misses a committed entry. Seed 227 catches it
+/// today; 500 seeds (about a second) leave room for changes to the mix.
+#[test]
+fn a_follower_answer_dated_by_its_arrival_is_caught() {
+    let found = first_violation(PlantedBug::HeardOnArrival, 500);
+    assert!(
+        matches!(found, Some((_, Invariant::StaleRead))),
+        "500 seeds did not notice answers dated by their arrival: {found:?}"
+    );
+    eprintln!("heard on arrival: first caught by {found:?}");
 }
 
 /// Regression seeds: the first seeds (3 and 5 nodes) that caught the old

@@ -1,5 +1,5 @@
 //! `MetadataStore`: the actor a broker talks to, on every node, and the
-//! shell of the store engine ([`StoreEngine`]).
+//! shell of the store engine ([`MetadataStoreEngine`]).
 //!
 //! - On the leader it takes typed proposals. The engine decides admission
 //!   (the role, the ISR size for `acks=all`, the command against the
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use metawal::engine::node::Published;
 use metawal::engine::store::{
-    Admission, AdmitRefused, ApplySink, StoreAction, StoreEngine, StoreInput, MAX_PENDING,
+    Admission, AdmitRefused, ApplySink, MetadataStoreEngine, StoreAction, StoreInput, MAX_PENDING,
 };
 use metawal::storage::Snapshot;
 use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
@@ -41,7 +41,7 @@ const READ_BYTES: usize = 8 * 1024 * 1024;
 const MAX_SUBSCRIBERS: usize = 1024;
 
 /// How much acknowledgement a proposal waits for (decided by the leader
-/// engine, [`metawal::engine::LeaderEngine`]).
+/// engine, [`metawal::engine::ReplicatorEngine`]).
 pub use metawal::engine::Acks;
 
 #[path = "store_leadership.rs"]
@@ -165,7 +165,7 @@ pub struct MetadataStore {
     node: NodeId,
     shared: Arc<NodeShared>,
     config: ReplicationConfig,
-    engine: StoreEngine,
+    engine: MetadataStoreEngine,
     view: MetadataView,
     disk: DiskHandle,
     /// The Replicator proposals go to, while leading.
@@ -232,7 +232,12 @@ impl MetadataStore {
         MetadataStore {
             node: init.node,
             shared: init.shared,
-            engine: StoreEngine::new(init.node, init.state, init.config.snapshot_every, progress),
+            engine: MetadataStoreEngine::new(
+                init.node,
+                init.state,
+                init.config.snapshot_every,
+                progress,
+            ),
             config: init.config,
             view: init.view,
             disk: init.disk,

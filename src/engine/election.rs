@@ -312,6 +312,13 @@ impl ElectionEngine {
         self.leader_contact
     }
 
+    /// Leader: for each follower heard from in this epoch, the latest time
+    /// it is known to have followed this leader (see
+    /// [`ElectionInput::FollowerHeard`]): what a read index counts.
+    pub fn followers_heard(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.heard.values().copied()
+    }
+
     /// Elections this node has stood in.
     pub fn elections(&self) -> u64 {
         self.elections

@@ -1,7 +1,7 @@
 //! The follower role: the log owner of a node that follows.
 //!
 //! A node has many inbound replication connections (each driven by a
-//! [`crate::engine::SessionEngine`]) but one log. [`FollowerEngine`] is the
+//! [`crate::engine::ReplicaSessionEngine`]) but one log. [`ReplicaListenerEngine`] is the
 //! single owner of everything that must be single on a follower:
 //! - which session is the active one (a newer authenticated session
 //!   replaces the older one; only the active one writes);
@@ -23,9 +23,9 @@
 //!   bounded outbox, before anything lets it apply past them;
 //! - a fail-stop when the disk fails.
 //!
-//! The shape is the other engines': [`FollowerEngine::handle`] takes one
-//! [`FollowerInput`], [`FollowerEngine::append`] answers an append at once,
-//! and [`FollowerEngine::poll_action`] returns what to do, in order. Requests
+//! The shape is the other engines': [`ReplicaListenerEngine::handle`] takes one
+//! [`FollowerInput`], [`ReplicaListenerEngine::append`] answers an append at once,
+//! and [`ReplicaListenerEngine::poll_action`] returns what to do, in order. Requests
 //! that are answered later (attach, truncate, install, release) carry a
 //! [`RequestId`] the shell chose; the answer action carries it back.
 //!
@@ -106,7 +106,7 @@ struct HeldAttach {
 
 /// The follower's log owner (see the module docs).
 #[derive(Debug, Clone)]
-pub struct FollowerEngine {
+pub struct ReplicaListenerEngine {
     node: NodeId,
     mode: Mode,
     meta: NodeMeta,
@@ -127,11 +127,16 @@ pub struct FollowerEngine {
     actions: VecDeque<FollowerAction>,
 }
 
-impl FollowerEngine {
+impl ReplicaListenerEngine {
     /// A follower whose log (all durable) is `epochs`, with `meta` persisted
     /// and `commit` known committed.
-    pub fn new(node: NodeId, epochs: EpochIndex, meta: NodeMeta, commit: u64) -> FollowerEngine {
-        FollowerEngine {
+    pub fn new(
+        node: NodeId,
+        epochs: EpochIndex,
+        meta: NodeMeta,
+        commit: u64,
+    ) -> ReplicaListenerEngine {
+        ReplicaListenerEngine {
             node,
             mode: Mode::Following,
             meta,
@@ -158,8 +163,8 @@ impl FollowerEngine {
         epochs: EpochIndex,
         meta: NodeMeta,
         commit: u64,
-    ) -> FollowerEngine {
-        let mut e = FollowerEngine::new(node, epochs, meta, commit);
+    ) -> ReplicaListenerEngine {
+        let mut e = ReplicaListenerEngine::new(node, epochs, meta, commit);
         e.mode = Mode::Leading;
         e
     }
@@ -229,7 +234,7 @@ impl FollowerEngine {
     }
 
     /// The next event for the metadata store. If the store cannot take it
-    /// now, give it back with [`FollowerEngine::store_busy`].
+    /// now, give it back with [`ReplicaListenerEngine::store_busy`].
     pub fn poll_store_event(&mut self) -> Option<StoreEvent> {
         self.store_outbox.pop_front()
     }

@@ -9,11 +9,11 @@
 use crate::engine::epoch::{maybe_advance_epoch, EpochRefused, EpochStep};
 
 use super::{
-    AttachRefused, Deferred, FollowerAction, FollowerEngine, HeldAttach, LogEnd, MetaWriteError,
-    Mode, RequestId, MAX_HELD_ATTACHES,
+    AttachRefused, Deferred, FollowerAction, HeldAttach, LogEnd, MetaWriteError, Mode,
+    ReplicaListenerEngine, RequestId, MAX_HELD_ATTACHES,
 };
 
-impl FollowerEngine {
+impl ReplicaListenerEngine {
     pub(super) fn consider_attach(&mut self, a: HeldAttach) {
         if self.mode != Mode::Following {
             self.answer_attach(a.req, Err(self.not_following()));

@@ -258,7 +258,7 @@ pub enum FollowerAction {
     FailStop(String),
 }
 
-/// Why a vote's fence was refused (`FollowerEngine::fence`).
+/// Why a vote's fence was refused (`ReplicaListenerEngine::fence`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FenceRefused {
     /// The node leads: its log owner holds no follower log to vote with.

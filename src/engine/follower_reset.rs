@@ -10,12 +10,12 @@ use crate::epochs::EpochIndex;
 use crate::storage::Snapshot;
 
 use super::{
-    maybe_truncate, plan_snapshot_install, AttachRefused, Busy, Deferred, FollowerAction,
-    FollowerEngine, LogEnd, Mode, RequestId, ResetError, SessionId, SnapshotInstall, StoreEvent,
+    maybe_truncate, plan_snapshot_install, AttachRefused, Busy, Deferred, FollowerAction, LogEnd,
+    Mode, ReplicaListenerEngine, RequestId, ResetError, SessionId, SnapshotInstall, StoreEvent,
     MAX_DEFERRED, MAX_STORE_OUTBOX,
 };
 
-impl FollowerEngine {
+impl ReplicaListenerEngine {
     pub(super) fn defer_reset(&mut self, session: SessionId, req: RequestId, job: Deferred) {
         if self.is_active(session) {
             self.defer(job);

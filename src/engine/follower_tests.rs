@@ -86,7 +86,7 @@ fn meta(epoch: u64, leader: Option<NodeId>) -> NodeMeta {
     }
 }
 
-fn drain(e: &mut FollowerEngine) -> Vec<FollowerAction> {
+fn drain(e: &mut ReplicaListenerEngine) -> Vec<FollowerAction> {
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
@@ -141,8 +141,8 @@ fn entry(offset: u64) -> Entry {
 }
 
 /// Follower 2 at epoch 1 under leader 1, empty log, session 1 attached.
-fn attached() -> FollowerEngine {
-    let mut e = FollowerEngine::new(ME, EpochIndex::new(0, 0), meta(1, Some(LEADER)), 0);
+fn attached() -> ReplicaListenerEngine {
+    let mut e = ReplicaListenerEngine::new(ME, EpochIndex::new(0, 0), meta(1, Some(LEADER)), 0);
     e.handle(FollowerInput::SessionOpened(1));
     e.handle(FollowerInput::Attach {
         req: 10,
@@ -155,7 +155,7 @@ fn attached() -> FollowerEngine {
 }
 
 /// `attached()` with 1..=5 durable.
-fn durable_to_5() -> FollowerEngine {
+fn durable_to_5() -> ReplicaListenerEngine {
     let mut e = attached();
     let (rs, es) = records(1, 5);
     e.append(1, rs, es, 0).unwrap();
@@ -166,7 +166,7 @@ fn durable_to_5() -> FollowerEngine {
 
 #[test]
 fn a_new_epoch_is_persisted_before_the_attach_is_answered() {
-    let mut e = FollowerEngine::new(ME, EpochIndex::new(0, 0), meta(1, Some(LEADER)), 0);
+    let mut e = ReplicaListenerEngine::new(ME, EpochIndex::new(0, 0), meta(1, Some(LEADER)), 0);
     e.handle(FollowerInput::SessionOpened(7));
     e.handle(FollowerInput::Attach {
         req: 1,
@@ -187,7 +187,7 @@ fn a_new_epoch_is_persisted_before_the_attach_is_answered() {
 
 #[test]
 fn attaches_during_an_epoch_write_are_judged_against_it() {
-    let mut e = FollowerEngine::new(ME, EpochIndex::new(0, 0), meta(1, Some(LEADER)), 0);
+    let mut e = ReplicaListenerEngine::new(ME, EpochIndex::new(0, 0), meta(1, Some(LEADER)), 0);
     for s in 1..=3 {
         e.handle(FollowerInput::SessionOpened(s));
     }
@@ -217,7 +217,7 @@ fn attaches_during_an_epoch_write_are_judged_against_it() {
 
 #[test]
 fn a_stale_or_fenced_attach_changes_nothing() {
-    let mut e = FollowerEngine::new(ME, EpochIndex::new(0, 0), meta(4, Some(LEADER)), 0);
+    let mut e = ReplicaListenerEngine::new(ME, EpochIndex::new(0, 0), meta(4, Some(LEADER)), 0);
     e.handle(FollowerInput::SessionOpened(1));
     e.handle(FollowerInput::Attach {
         req: 1,
@@ -658,7 +658,7 @@ fn an_attach_whose_session_ended_while_waiting_is_refused() {
 
 #[test]
 fn a_node_started_as_leader_lets_no_session_attach() {
-    let mut e = FollowerEngine::leading(ME, EpochIndex::new(0, 0), meta(3, Some(ME)), 0);
+    let mut e = ReplicaListenerEngine::leading(ME, EpochIndex::new(0, 0), meta(3, Some(ME)), 0);
     assert!(e.is_leading());
     e.handle(FollowerInput::SessionOpened(1));
     e.handle(FollowerInput::Attach {
@@ -699,7 +699,7 @@ fn a_newer_epoch_persisted_elsewhere_ends_the_active_session() {
 
 #[test]
 fn a_votes_fence_raises_the_epoch_answers_the_log_end_and_is_refused_while_leading() {
-    let mut e = FollowerEngine::new(ME, log(), meta(3, Some(LEADER)), 0);
+    let mut e = ReplicaListenerEngine::new(ME, log(), meta(3, Some(LEADER)), 0);
     assert_eq!(e.fence(5), Ok((3, 20)));
     assert_eq!(e.meta().current_epoch, 5);
     assert_eq!(e.meta().leader, None);

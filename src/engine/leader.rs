@@ -9,8 +9,8 @@
 //! event moves the ISR and the commit point ([`ReplicaSetTracker`]), and
 //! which proposal resolves when, with which result.
 //!
-//! The shape is quinn-proto's `Connection`: [`LeaderEngine::handle`] takes
-//! one [`LeaderInput`] at a time `now`, [`LeaderEngine::poll_action`] returns
+//! The shape is quinn-proto's `Connection`: [`ReplicatorEngine::handle`] takes
+//! one [`LeaderInput`] at a time `now`, [`ReplicatorEngine::poll_action`] returns
 //! what the shell must do, in order. The engine holds no records, sockets,
 //! files or channels: a proposal is a [`ProposalId`] the shell maps to its
 //! reply channel, and a WAL write is "everything appended up to offset N".
@@ -161,7 +161,7 @@ pub enum LeaderAction {
 
 /// The leader engine (see the module docs).
 #[derive(Debug, Clone)]
-pub struct LeaderEngine {
+pub struct ReplicatorEngine {
     node: NodeId,
     epoch: u64,
     tracker: ReplicaSetTracker,
@@ -179,7 +179,7 @@ pub struct LeaderEngine {
     actions: VecDeque<LeaderAction>,
 }
 
-impl LeaderEngine {
+impl ReplicatorEngine {
     /// An engine for `node` leading `epoch`, with the ISR and commit tracker
     /// built by the shell, and how long a full disk queue is retried.
     pub fn new(
@@ -187,9 +187,9 @@ impl LeaderEngine {
         epoch: u64,
         tracker: ReplicaSetTracker,
         wal_busy_limit: Duration,
-    ) -> LeaderEngine {
+    ) -> ReplicatorEngine {
         let written_to = tracker.local_durable();
-        LeaderEngine {
+        ReplicatorEngine {
             node,
             epoch,
             tracker,

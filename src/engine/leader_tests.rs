@@ -9,12 +9,12 @@ const LAG: Duration = Duration::from_secs(5);
 const BUSY: Duration = Duration::from_secs(5);
 
 /// Leader 1 of {1, 2, 3}, min_insync 2, epoch 1 starting at offset 1.
-fn engine(t0: Instant) -> LeaderEngine {
+fn engine(t0: Instant) -> ReplicatorEngine {
     let tracker = ReplicaSetTracker::new(1, [2, 3], t0, LAG, 2, 1, 0, 0, 0);
-    LeaderEngine::new(1, 1, tracker, BUSY)
+    ReplicatorEngine::new(1, 1, tracker, BUSY)
 }
 
-fn drain(e: &mut LeaderEngine) -> Vec<LeaderAction> {
+fn drain(e: &mut ReplicatorEngine) -> Vec<LeaderAction> {
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
@@ -170,7 +170,7 @@ fn acks_all_resolved_with_a_shrunk_isr_is_not_enough_replicas() {
     let t0 = Instant::now();
     // min_insync 3 of 3.
     let tracker = ReplicaSetTracker::new(1, [2, 3], t0, LAG, 3, 1, 0, 0, 0);
-    let mut e = LeaderEngine::new(1, 1, tracker, BUSY);
+    let mut e = ReplicatorEngine::new(1, 1, tracker, BUSY);
     for peer in [2, 3] {
         e.handle(t0, LeaderInput::Connected { peer, matched: 0 });
     }

@@ -11,15 +11,15 @@
 //! told ([`LinkReport`]).
 //!
 //! The shape is quinn-proto's `Connection`:
-//! - [`LinkEngine::handle`] takes one [`LinkInput`] at `now`;
-//! - [`LinkEngine::poll_transmit`] returns the next frame to write, and is
+//! - [`FollowerLinkEngine::handle`] takes one [`LinkInput`] at `now`;
+//! - [`FollowerLinkEngine::poll_transmit`] returns the next frame to write, and is
 //!   only called while the connection's writer has room, so a frame it
 //!   returns is a frame sent: nothing is dropped on a full queue, it simply
 //!   is not produced yet;
-//! - [`LinkEngine::poll_action`] returns what else the shell must do: open
+//! - [`FollowerLinkEngine::poll_action`] returns what else the shell must do: open
 //!   or close the TCP connection, read the WAL, load the snapshot, report to
 //!   the Replicator;
-//! - [`LinkEngine::poll_timeout`] says when to call back with
+//! - [`FollowerLinkEngine::poll_timeout`] says when to call back with
 //!   [`LinkInput::Tick`].
 //!
 //! The engine holds no socket, file or clock. Randomness (nonces and
@@ -90,7 +90,7 @@ enum SnapshotSend {
 /// Protocol state of the leader's link to one follower (see the module
 /// docs).
 #[derive(Debug, Clone)]
-pub struct LinkEngine {
+pub struct FollowerLinkEngine {
     node: NodeId,
     peer: NodeId,
     epoch: u64,
@@ -142,11 +142,11 @@ pub struct LinkEngine {
     actions: VecDeque<LinkAction>,
 }
 
-impl LinkEngine {
+impl FollowerLinkEngine {
     /// A link as `setup` describes it, not yet connected: the first
-    /// [`LinkEngine::poll_action`] asks to connect. `log` is where the
+    /// [`FollowerLinkEngine::poll_action`] asks to connect. `log` is where the
     /// leader's log stands; `seed` seeds the backoff jitter.
-    pub fn new(setup: LinkSetup, log: LogProgress, now: Instant, seed: u64) -> LinkEngine {
+    pub fn new(setup: LinkSetup, log: LogProgress, now: Instant, seed: u64) -> FollowerLinkEngine {
         let LinkSetup {
             node,
             peer,
@@ -154,7 +154,7 @@ impl LinkEngine {
             keys,
             config,
         } = setup;
-        let mut engine = LinkEngine {
+        let mut engine = FollowerLinkEngine {
             node,
             peer,
             epoch,

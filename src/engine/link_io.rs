@@ -67,7 +67,7 @@ pub struct SnapshotBytes {
 /// An event for the link engine.
 #[derive(Debug, Clone)]
 pub enum LinkInput {
-    /// A timer fired (see `LinkEngine::poll_timeout`).
+    /// A timer fired (see `FollowerLinkEngine::poll_timeout`).
     Tick,
     /// The follower connected to this leader's port: it may be back, so a
     /// disconnected link retries soon instead of waiting out its backoff.

@@ -88,7 +88,7 @@ fn config() -> ReplicationConfig {
     }
 }
 
-fn engine(t0: Instant, log: &Log, config: ReplicationConfig) -> LinkEngine {
+fn engine(t0: Instant, log: &Log, config: ReplicationConfig) -> FollowerLinkEngine {
     let setup = LinkSetup {
         node: LEADER,
         peer: FOLLOWER,
@@ -96,14 +96,14 @@ fn engine(t0: Instant, log: &Log, config: ReplicationConfig) -> LinkEngine {
         keys: keys(LEADER),
         config,
     };
-    LinkEngine::new(setup, log.progress(0), t0, 42)
+    FollowerLinkEngine::new(setup, log.progress(0), t0, 42)
 }
 
-fn drain(e: &mut LinkEngine) -> Vec<LinkAction> {
+fn drain(e: &mut FollowerLinkEngine) -> Vec<LinkAction> {
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
-fn transmit(e: &mut LinkEngine, now: Instant, log: &Log) -> Vec<Frame> {
+fn transmit(e: &mut FollowerLinkEngine, now: Instant, log: &Log) -> Vec<Frame> {
     std::iter::from_fn(|| e.poll_transmit(now, log))
         .take(1000)
         .collect()
@@ -121,7 +121,7 @@ fn offsets(frame: &Frame) -> Vec<u64> {
 /// follower whose log ends at `(last_offset, last_epoch)`; returns the
 /// actions of the Welcome.
 fn handshake(
-    e: &mut LinkEngine,
+    e: &mut FollowerLinkEngine,
     now: Instant,
     log: &Log,
     last_offset: u64,

@@ -7,6 +7,14 @@
 //! tests assert the exact actions an input produces, and the simulation
 //! runs the same engines the actors run.
 //!
+//! Each engine is named after the actor that pumps it, so the pairs read
+//! as one: `MetadataStore` ⇄ [`store::MetadataStoreEngine`], `Replicator`
+//! ⇄ [`leader::ReplicatorEngine`], `FollowerLink` ⇄
+//! [`link::FollowerLinkEngine`], `ReplicaListener` ⇄
+//! [`follower::ReplicaListenerEngine`], `ReplicaSession` ⇄
+//! [`session::ReplicaSessionEngine`], and `NodeDriver` ⇄
+//! [`node::NodeEngine`] (which composes [`election::ElectionEngine`]).
+//!
 //! - [`leader`]: the leader's own WAL writes (group commit, a full disk
 //!   queue, a failed disk), the ISR and the commit point, and the proposals
 //!   waiting for them.
@@ -61,11 +69,11 @@ pub mod store_io;
 pub mod store_policy;
 
 pub use follower::{
-    AttachRefused, FenceRefused, FollowerAction, FollowerEngine, FollowerInput, StoreEvent,
+    AttachRefused, FenceRefused, FollowerAction, FollowerInput, ReplicaListenerEngine, StoreEvent,
 };
-pub use leader::{Acks, LeaderAction, LeaderEngine, LeaderError, LeaderInput, ProposalId};
+pub use leader::{Acks, LeaderAction, LeaderError, LeaderInput, ProposalId, ReplicatorEngine};
 pub use link::{
-    LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,
-    SnapshotBytes,
+    FollowerLinkEngine, LinkAction, LinkInput, LinkReport, LinkSetup, LogProgress, LogView,
+    ReadFailure, SnapshotBytes,
 };
-pub use session::{Local, SessionAction, SessionEngine, SessionInput};
+pub use session::{Local, ReplicaSessionEngine, SessionAction, SessionInput};

@@ -18,9 +18,9 @@
 //! Anything malformed closes the connection with a reason
 //! ([`SessionAction::Close`]); nothing from it reaches the log.
 //!
-//! The shape is the link engine's: [`SessionEngine::handle`] takes one
+//! The shape is the link engine's: [`ReplicaSessionEngine::handle`] takes one
 //! [`SessionInput`] at `now` with what this node knows ([`Local`]);
-//! [`SessionEngine::poll_action`] returns what to do, in order. One request
+//! [`ReplicaSessionEngine::poll_action`] returns what to do, in order. One request
 //! to the log owner (attach, append, truncate, install) is outstanding at a
 //! time: the shell stops reading the connection until it is answered.
 
@@ -178,7 +178,7 @@ struct SnapshotRecv {
 /// Protocol state of one inbound replication connection (see the module
 /// docs).
 #[derive(Debug, Clone)]
-pub struct SessionEngine {
+pub struct ReplicaSessionEngine {
     node: NodeId,
     keys: HandshakeKeys,
     identity: PeerIdentity,
@@ -196,7 +196,7 @@ pub struct SessionEngine {
     actions: VecDeque<SessionAction>,
 }
 
-impl SessionEngine {
+impl ReplicaSessionEngine {
     /// A session on node `node` that just accepted a connection: its first
     /// action sends the `Challenge` with `nonce` (fresh bytes from a
     /// CSPRNG).
@@ -206,9 +206,9 @@ impl SessionEngine {
         config: ReplicationConfig,
         now: Instant,
         nonce: Nonce,
-    ) -> SessionEngine {
+    ) -> ReplicaSessionEngine {
         let challenge = keys.challenge(&nonce);
-        SessionEngine {
+        ReplicaSessionEngine {
             node,
             keys,
             identity: PeerIdentity::Unverified,

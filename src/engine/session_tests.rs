@@ -33,7 +33,7 @@ fn local(epoch: u64, leader: Option<NodeId>, durable: u64) -> Local {
     }
 }
 
-fn drain(e: &mut SessionEngine) -> Vec<SessionAction> {
+fn drain(e: &mut ReplicaSessionEngine) -> Vec<SessionAction> {
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
@@ -45,8 +45,8 @@ fn hello(secret: &[u8], epoch: u64) -> Frame {
 
 /// A session of follower 2 (at epoch 1, log end 5) attached to leader 1 of
 /// epoch 1.
-fn ready(t0: Instant) -> SessionEngine {
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+fn ready(t0: Instant) -> ReplicaSessionEngine {
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     drain(&mut e);
     let l = local(1, Some(LEADER), 5);
     e.handle(t0, SessionInput::Frame(hello(b"s", 1)), l);
@@ -68,7 +68,7 @@ fn append(first: u64, last: u64, commit: u64) -> Frame {
 #[test]
 fn challenge_then_an_authenticated_hello_attaches_and_welcomes() {
     let t0 = Instant::now();
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     assert_eq!(
         drain(&mut e),
         vec![SessionAction::Send(
@@ -102,7 +102,7 @@ fn challenge_then_an_authenticated_hello_attaches_and_welcomes() {
 #[test]
 fn a_hello_with_another_secret_is_rejected_without_disclosing_the_epoch() {
     let t0 = Instant::now();
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     drain(&mut e);
     e.handle(
         t0,
@@ -134,7 +134,7 @@ fn a_hello_with_another_secret_is_rejected_without_disclosing_the_epoch() {
 #[test]
 fn a_stale_epoch_is_rejected_with_this_nodes_epoch_and_leader() {
     let t0 = Instant::now();
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     drain(&mut e);
     e.handle(
         t0,
@@ -166,7 +166,7 @@ fn a_stale_epoch_is_rejected_with_this_nodes_epoch_and_leader() {
 #[test]
 fn an_attach_refused_by_the_log_owner_is_rejected() {
     let t0 = Instant::now();
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     drain(&mut e);
     let l = local(1, None, 0);
     e.handle(t0, SessionInput::Frame(hello(b"s", 1)), l);
@@ -461,7 +461,7 @@ fn pre_vote() -> crate::engine::election::ElectionMsg {
 #[test]
 fn an_authenticated_voter_is_welcomed_and_its_election_frames_passed_on() {
     let t0 = Instant::now();
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     drain(&mut e);
     let l = local(1, Some(LEADER), 5);
     e.handle(
@@ -519,7 +519,8 @@ fn a_voter_with_another_secret_or_cluster_is_refused_and_passes_nothing_on() {
             RejectReason::Unexpected,
         ),
     ] {
-        let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+        let mut e =
+            ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
         drain(&mut e);
         e.handle(t0, SessionInput::Frame(frame), l);
         let out = drain(&mut e);
@@ -552,7 +553,7 @@ fn a_hello_from_a_node_its_certificate_does_not_name_is_refused() {
     let t0 = Instant::now();
     let l = local(1, Some(LEADER), 5);
     // The certificate names node 3; the Hello (valid proof) claims node 1.
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     e.set_peer_identity(certified(&[3]));
     drain(&mut e);
     e.handle(t0, SessionInput::Frame(hello(b"s", 2)), l);
@@ -573,7 +574,7 @@ fn a_hello_from_a_node_its_certificate_does_not_name_is_refused() {
     assert_eq!((e.leader(), e.epoch()), (None, None));
 
     // The certificate names node 1: the same Hello attaches.
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     e.set_peer_identity(certified(&[LEADER]));
     drain(&mut e);
     e.handle(t0, SessionInput::Frame(hello(b"s", 2)), l);
@@ -593,7 +594,7 @@ fn a_hello_from_a_node_its_certificate_does_not_name_is_refused() {
 fn a_voter_hello_from_a_node_its_certificate_does_not_name_is_refused() {
     let t0 = Instant::now();
     let l = local(1, Some(LEADER), 5);
-    let mut e = SessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
+    let mut e = ReplicaSessionEngine::new(FOLLOWER, keys(FOLLOWER, b"s"), config(), t0, MY_NONCE);
     e.set_peer_identity(certified(&[]));
     drain(&mut e);
     e.handle(

@@ -1,16 +1,16 @@
 //! The store engine: admission of proposals on the leader, the order in
 //! which committed entries are applied on every node, and when to snapshot.
 //!
-//! [`StoreEngine`] holds the applied [`MetadataState`], the leader's
+//! [`MetadataStoreEngine`] holds the applied [`MetadataState`], the leader's
 //! *appended* state (committed entries plus those appended but not yet
 //! committed, so two proposals in a row are validated against each other),
 //! the bounded queue of decoded entries waiting for their commit, and the
 //! log progress (commit point, local durability). It decides:
-//! - whether a proposal is admitted ([`StoreEngine::admit`]): the role, the
+//! - whether a proposal is admitted ([`MetadataStoreEngine::admit`]): the role, the
 //!   ISR size for `acks=all`, the command against the appended state, the
 //!   bound on appended-but-uncommitted entries; then its offset, epoch and
 //!   encoded record. Only once the shell has handed the record to the
-//!   Replicator does [`StoreEngine::appended`] make it part of the log;
+//!   Replicator does [`MetadataStoreEngine::appended`] make it part of the log;
 //! - what to apply next: entries up to `min(commit, durable)`, in order,
 //!   from the queue, or else a read of the WAL
 //!   ([`StoreAction::ReadWal`], one at a time, at most [`READ_BATCH`]);
@@ -54,7 +54,7 @@ struct Appended {
 
 /// The store engine of one node (see the module docs).
 #[derive(Debug, Clone)]
-pub struct StoreEngine {
+pub struct MetadataStoreEngine {
     node: NodeId,
     snapshot_every: u64,
     state: MetadataState,
@@ -68,7 +68,7 @@ pub struct StoreEngine {
     actions: VecDeque<StoreAction>,
 }
 
-impl StoreEngine {
+impl MetadataStoreEngine {
     /// A store whose applied state is `state` (recovered), snapshotting
     /// every `snapshot_every` entries, with the log progress `progress`.
     pub fn new(
@@ -76,8 +76,8 @@ impl StoreEngine {
         state: MetadataState,
         snapshot_every: u64,
         progress: LogProgress,
-    ) -> StoreEngine {
-        StoreEngine {
+    ) -> MetadataStoreEngine {
+        MetadataStoreEngine {
             node,
             snapshot_every,
             snapshots: SnapshotPolicy::new(snapshot_every, state.applied_offset()),
@@ -123,7 +123,7 @@ impl StoreEngine {
     }
 
     /// Check a proposal and give it its offset, epoch and record. Nothing
-    /// changes: the entry is in the log only once [`StoreEngine::appended`]
+    /// changes: the entry is in the log only once [`MetadataStoreEngine::appended`]
     /// is called (after the Replicator took it). `control` entries (the
     /// leader's own `LeaderChange`) are not validated.
     pub fn admit(

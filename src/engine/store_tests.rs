@@ -52,12 +52,12 @@ fn progress(commit: u64, durable: u64) -> LogProgress {
     }
 }
 
-fn drain(e: &mut StoreEngine) -> Vec<StoreAction> {
+fn drain(e: &mut MetadataStoreEngine) -> Vec<StoreAction> {
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
-fn follower() -> StoreEngine {
-    StoreEngine::new(2, MetadataState::new(), 1000, progress(0, 0))
+fn follower() -> MetadataStoreEngine {
+    MetadataStoreEngine::new(2, MetadataState::new(), 1000, progress(0, 0))
 }
 
 fn leader_adm() -> Admission {
@@ -69,8 +69,8 @@ fn leader_adm() -> Admission {
 }
 
 /// Node 1 leading epoch 1 over an empty log.
-fn leader() -> StoreEngine {
-    let mut e = StoreEngine::new(1, MetadataState::new(), 1000, progress(0, 0));
+fn leader() -> MetadataStoreEngine {
+    let mut e = MetadataStoreEngine::new(1, MetadataState::new(), 1000, progress(0, 0));
     e.handle(
         StoreInput::Lead {
             epoch: 1,
@@ -168,7 +168,7 @@ fn proposals_in_a_row_are_validated_against_each_other() {
 
 #[test]
 fn too_much_uncommitted_is_refused_as_overloaded() {
-    let mut e = StoreEngine::new(1, MetadataState::new(), 1000, progress(0, 0));
+    let mut e = MetadataStoreEngine::new(1, MetadataState::new(), 1000, progress(0, 0));
     e.handle(
         StoreInput::Lead {
             epoch: 1,
@@ -268,7 +268,7 @@ fn a_corrupt_committed_record_fail_stops_and_nothing_after_it_applies() {
     ));
 }
 
-fn leader_failed_admit(e: &mut StoreEngine) -> Result<Admitted, AdmitRefused> {
+fn leader_failed_admit(e: &mut MetadataStoreEngine) -> Result<Admitted, AdmitRefused> {
     e.handle(
         StoreInput::Lead {
             epoch: 2,
@@ -361,7 +361,7 @@ fn an_installed_snapshot_replaces_the_state() {
 
 #[test]
 fn a_snapshot_is_taken_every_interval_and_a_failure_waits_another() {
-    let mut e = StoreEngine::new(2, MetadataState::new(), 3, progress(0, 0));
+    let mut e = MetadataStoreEngine::new(2, MetadataState::new(), 3, progress(0, 0));
     let mut sink = Sink::default();
     e.handle(StoreInput::Entries((1..=7).map(entry).collect()), &mut sink);
     e.handle(StoreInput::Progress(progress(3, 3)), &mut sink);

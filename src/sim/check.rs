@@ -45,6 +45,10 @@ pub enum Invariant {
     Liveness,
     /// An `acks=all` write that returned Ok is missing from a node.
     AckedWriteLost,
+    /// A linearizable read (a read index confirmed by the leader) was
+    /// served from a state that misses an entry committed before the read
+    /// began.
+    StaleRead,
     /// A node publishes a role other than the one it runs (a leader state
     /// or a released log owner while it publishes `Follower`, or none
     /// while it publishes `Leader`), once no role-change step is out.
@@ -66,6 +70,7 @@ impl Invariant {
             Invariant::Convergence => "convergence",
             Invariant::Liveness => "liveness",
             Invariant::AckedWriteLost => "acked-write-lost",
+            Invariant::StaleRead => "stale-read",
             Invariant::RoleAgreement => "role-agreement",
         }
     }
@@ -141,7 +146,11 @@ impl Checker {
     }
 
     /// `node` becomes leader of `epoch` with log `log`: no other leader of
-    /// that epoch, and its log holds every committed entry.
+    /// that epoch, and its log holds every entry committed by the leader of
+    /// an earlier epoch (Raft's leader completeness). A leader of an epoch
+    /// below one that already committed may lack that epoch's entries: a
+    /// candidate paused with its vote grants in its socket wins its old
+    /// epoch on waking, and fencing keeps it from committing anything.
     pub fn on_leader(&mut self, epoch: u64, node: NodeId, log: &[Entry]) -> Result<(), Broken> {
         if let Some(&other) = self.leaders.get(&epoch) {
             if other != node {
@@ -153,7 +162,7 @@ impl Checker {
         }
         self.leaders.insert(epoch, node);
         for (&offset, (entry, by)) in &self.committed {
-            if log.get(offset as usize - 1) != Some(entry) {
+            if *by < epoch && log.get(offset as usize - 1) != Some(entry) {
                 return broken(
                     Invariant::LeaderCompleteness,
                     format!(

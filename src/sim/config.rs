@@ -78,11 +78,17 @@ pub enum PlantedBug {
     /// in `engine::recovery`): a restarted node applies an entry that may
     /// never be committed.
     RecoveryPastHint,
+    /// A leader counts a follower's answer as contact at the time the
+    /// answer arrives, not at the send time of what the follower answered
+    /// (planted in the shell, on `LinkReport::Heard`): acks that waited
+    /// while the leader was paused confirm its read index after another
+    /// leader was elected and committed, and the read is stale.
+    HeardOnArrival,
 }
 
 impl PlantedBug {
     /// Every planted bug, for `--planted` and the tests.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::NoFencing,
         PlantedBug::LateElectionTimer,
@@ -90,6 +96,7 @@ impl PlantedBug {
         PlantedBug::SkipRollback,
         PlantedBug::AdmitWhileTransferring,
         PlantedBug::RecoveryPastHint,
+        PlantedBug::HeardOnArrival,
     ];
 
     /// Its name on the command line (`--planted NAME`).
@@ -102,6 +109,7 @@ impl PlantedBug {
             PlantedBug::SkipRollback => "skip-rollback",
             PlantedBug::AdmitWhileTransferring => "admit-while-transferring",
             PlantedBug::RecoveryPastHint => "recovery-past-hint",
+            PlantedBug::HeardOnArrival => "heard-on-arrival",
         }
     }
 
@@ -257,6 +265,10 @@ pub struct SeedReport {
     pub slow_disks: u64,
     /// Crash recoveries that cut a torn record.
     pub torn_tails: u64,
+    /// Nodes paused (`SIGSTOP`-like: nothing handled, then all at once).
+    pub pauses: u64,
+    /// Linearizable reads a leader confirmed and served.
+    pub reads_served: u64,
     /// Virtual time from the final heal to the first moment one leader
     /// existed that every live node knew of (`None` if the seed broke an
     /// invariant before).

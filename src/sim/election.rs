@@ -98,7 +98,7 @@ impl Simulation {
     /// other node.
     pub(super) fn nemesis_transfer(&mut self) {
         let n = self.nodes.len() as NodeId;
-        let Some(leader) = (1..=n).find(|&i| self.node(i).is_leader()) else {
+        let Some(leader) = (1..=n).find(|&i| self.node(i).is_leader() && !self.paused(i)) else {
             return;
         };
         let peers: Vec<NodeId> = (1..=n).filter(|&i| i != leader).collect();

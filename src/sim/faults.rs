@@ -31,6 +31,10 @@ impl Simulation {
                 self.nemesis_transfer();
             } else if self.config.nemesis && r >= 925 {
                 self.nemesis_cut();
+            } else if self.config.nemesis && r >= 922 {
+                self.pause_one();
+            } else if r >= 912 {
+                self.read_somewhere();
             } else {
                 self.propose();
             }
@@ -48,7 +52,10 @@ impl Simulation {
                 self.close(c);
             }
         } else if r < 960 {
-            let up: Vec<NodeId> = (1..=n).filter(|&i| self.node(i).up).collect();
+            // A paused node is left to wake (what a pause is for).
+            let up: Vec<NodeId> = (1..=n)
+                .filter(|&i| self.node(i).up && !self.paused(i))
+                .collect();
             let leaders: Vec<NodeId> = up
                 .iter()
                 .copied()
@@ -63,7 +70,7 @@ impl Simulation {
             };
             if up.len() > 1 {
                 if let Some(id) = self.rng.pick(&pool) {
-                    if self.config.nemesis && self.rng.chance(100) {
+                    if self.config.nemesis && self.rng.chance(100) && !self.paused(id) {
                         self.shut_down(id);
                     } else {
                         self.crash(id);
@@ -171,6 +178,11 @@ impl Simulation {
     }
 
     pub(super) fn crash(&mut self, id: NodeId) {
+        // A paused process can be killed: it is not paused any more, and
+        // its pending reads die with it.
+        self.paused_until[id as usize - 1] = 0;
+        self.pause_asked[id as usize - 1] = None;
+        self.reads[id as usize - 1].clear();
         // Its connections end at its side; a peer hears of it if it can.
         for c in self.net.connections_of(id) {
             self.close_by(c, id);
@@ -273,7 +285,7 @@ impl Simulation {
         let leaders: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|n| n.is_leader())
+            .filter(|n| n.is_leader() && !self.paused(n.id))
             .map(|n| n.id)
             .collect();
         let Some(id) = self.rng.pick(&leaders) else {

@@ -1,8 +1,8 @@
 //! The follower's side. Each inbound connection is driven by the real
-//! [`SessionEngine`] (the challenge, the leader's `Hello` checked with the
+//! [`ReplicaSessionEngine`] (the challenge, the leader's `Hello` checked with the
 //! real keys and epoch fencing, `Welcome`/`Reject`, the checks on every
 //! frame, acks, the session timeout), and the node's log is owned by the
-//! real [`FollowerEngine`](crate::engine::follower::FollowerEngine) (the active session, the epoch persisted before
+//! real [`ReplicaListenerEngine`](crate::engine::follower::ReplicaListenerEngine) (the active session, the epoch persisted before
 //! it is acted on, the group-commit queue, truncations, the commit point
 //! learned), the two engines the `ReplicaSession` and `ReplicaListener`
 //! actors drive. This file is only their shell: it carries the engines'
@@ -20,7 +20,7 @@ use crate::engine::election::ElectionInput;
 use crate::engine::follower::{AppendRefused, MetaWriteError};
 use crate::engine::AttachRefused;
 use crate::engine::{
-    FollowerAction, FollowerInput, Local, SessionAction, SessionEngine, SessionInput,
+    FollowerAction, FollowerInput, Local, ReplicaSessionEngine, SessionAction, SessionInput,
 };
 use crate::frame::RejectReason;
 
@@ -38,7 +38,7 @@ impl Simulation {
         if !self.node(id).up {
             return;
         }
-        let session = SessionEngine::new(
+        let session = ReplicaSessionEngine::new(
             id,
             keys(id),
             self.config.link_config(),
@@ -65,6 +65,12 @@ impl Simulation {
     pub(super) fn sessions_tick(&mut self) {
         let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         for conn in conns {
+            // A paused follower's sessions do not run.
+            if let Some(c) = self.net.get(conn) {
+                if self.paused(c.follower) {
+                    continue;
+                }
+            }
             self.session_input(conn, SessionInput::Tick);
         }
     }
@@ -121,7 +127,14 @@ impl Simulation {
             };
             let (leader, id) = (c.leader, c.follower);
             match action {
-                SessionAction::Send(frame) => self.send(conn, Dir::ToLeader, frame),
+                SessionAction::Send(frame) => {
+                    let ack = matches!(frame, Msg::Ack { .. });
+                    self.send(conn, Dir::ToLeader, frame);
+                    if ack {
+                        // A pause asked for starts with an ack in flight.
+                        self.start_pause(leader);
+                    }
+                }
                 SessionAction::RejectAndClose { frame, reason } => {
                     if matches!(
                         frame,

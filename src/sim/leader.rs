@@ -1,6 +1,6 @@
 //! The leader's side of the protocol, driving the real engines: the
-//! [`LeaderEngine`] decides WAL writes, the commit point, the ISR and
-//! `acks=all`; one [`LinkEngine`] per follower decides connecting, the
+//! [`ReplicatorEngine`] decides WAL writes, the commit point, the ISR and
+//! `acks=all`; one [`FollowerLinkEngine`] per follower decides connecting, the
 //! authenticated handshake, the start point, what to send and when, and
 //! what the leader engine is told. This file only carries their actions
 //! out over the simulated network and disk.
@@ -12,8 +12,8 @@ use crate::command::{Command, Entry, NodeId};
 use crate::engine::election::ElectionInput;
 use crate::engine::store::{Admission, AdmitRefused, Admitted, NodeRole, StoreInput};
 use crate::engine::{
-    FollowerInput, LeaderAction, LeaderEngine, LeaderInput, LinkAction, LinkEngine, LinkInput,
-    LinkReport, LinkSetup, LogProgress, LogView, ReadFailure,
+    FollowerInput, FollowerLinkEngine, LeaderAction, LeaderInput, LinkAction, LinkInput,
+    LinkReport, LinkSetup, LogProgress, LogView, ReadFailure, ReplicatorEngine,
 };
 use crate::epochs::EpochIndex;
 use crate::frame::NONCE_LEN;
@@ -25,7 +25,7 @@ use super::check::Invariant;
 use super::disk::Meta;
 use super::net::{ConnId, Dir, Msg};
 use super::node::{node_meta, Acks, LeaderState, LinkSim, Role, Waiter};
-use super::{Ev, Simulation, MS};
+use super::{Ev, PlantedBug, Simulation, MS};
 
 /// Entries the leader's in-memory tail holds in the simulation: links
 /// further behind read the (simulated) WAL, as the real ones do.
@@ -122,14 +122,14 @@ impl Simulation {
             links.insert(
                 p,
                 LinkSim {
-                    engine: LinkEngine::new(setup, progress, now, seed),
+                    engine: FollowerLinkEngine::new(setup, progress, now, seed),
                     conn: None,
                 },
             );
         }
         let node = self.node_mut(id);
         node.role = Role::Leader(Box::new(LeaderState {
-            engine: LeaderEngine::new(id, epoch, tracker, WAL_BUSY_LIMIT),
+            engine: ReplicatorEngine::new(id, epoch, tracker, WAL_BUSY_LIMIT),
             links,
             waiters: BTreeMap::new(),
             next_proposal: 0,
@@ -612,6 +612,11 @@ impl Simulation {
                     self.leader_input(id, LeaderInput::Acked { peer, offset });
                 }
                 LinkReport::Heard { since } => {
+                    let since = if self.config.bug == Some(PlantedBug::HeardOnArrival) {
+                        self.clock(id)
+                    } else {
+                        since
+                    };
                     let heard = ElectionInput::FollowerHeard { peer, since };
                     self.election_input(id, heard);
                 }

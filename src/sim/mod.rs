@@ -15,7 +15,7 @@
 //! One step is one event: a message delivered, an fsync completed, a timer
 //! tick (leaders heartbeat and reconnect, sessions time out), a node's
 //! election timer, an election message delivered, or an external event (a
-//! client write with `acks` none / leader / all, a connection cut, a crash
+//! client write with `acks` none / leader / all, a read, a connection cut, a crash
 //! (leaders more often than their share), a restart, a slow disk, a
 //! partition — often a leader cut off into a minority — or its heal, a
 //! one-way partition or its heal, a clock step). After every step the
@@ -38,6 +38,11 @@
 //! [`poll_timeout`](crate::engine::election::ElectionEngine::poll_timeout)
 //! as the real elector arms it, is converted back to the virtual clock
 //! with the node's offset (and re-armed when the clock steps).
+//!
+//! **Pauses and reads** (`sim/reads.rs`): a paused leader handles nothing for a
+//! while (`SIGSTOP`, a VM stall) and then its whole backlog; clients ask
+//! for linearizable reads, and a served read must hold every entry
+//! committed before it started.
 //!
 //! At the end of a seed the faults heal, crashed nodes restart, and the
 //! cluster must settle: within `10 × T` of virtual time from the heal,
@@ -79,6 +84,7 @@ pub mod leader;
 mod nemesis;
 pub mod net;
 pub mod node;
+mod reads;
 pub mod rng;
 
 use std::cmp::Reverse;
@@ -129,6 +135,10 @@ enum Ev {
     Fin {
         conn: ConnId,
     },
+    /// A client asks `node` for a linearizable read (see [`reads`]).
+    Read {
+        node: NodeId,
+    },
 }
 
 /// A node's armed election timer.
@@ -157,7 +167,7 @@ pub struct Simulation {
     nodes: Vec<Node>,
     net: Network,
     /// The follower end of every open connection: the real session engine.
-    sessions: BTreeMap<ConnId, crate::engine::SessionEngine>,
+    sessions: BTreeMap<ConnId, crate::engine::ReplicaSessionEngine>,
     checker: Checker,
     events: VecDeque<String>,
     all_events: Vec<String>,
@@ -179,6 +189,15 @@ pub struct Simulation {
     broken: Option<Broken>,
     /// The stale-candidate nemesis between its acts.
     nemesis: Option<nemesis::StaleCandidate>,
+    /// Per node: it is paused until this virtual time (see [`reads`]).
+    paused_until: Vec<u64>,
+    /// Per node: a pause asked for (its length), started when a follower
+    /// next sends it an ack.
+    pause_asked: Vec<Option<u64>>,
+    /// Per node: when it handles the next event that waited for its wake.
+    backlog_at: Vec<u64>,
+    /// Per node: the linearizable reads it started and has not answered.
+    reads: Vec<Vec<reads::PendingRead>>,
 }
 
 impl Simulation {
@@ -228,6 +247,10 @@ impl Simulation {
             report,
             broken: None,
             nemesis: None,
+            paused_until: vec![0; config.nodes],
+            pause_asked: vec![None; config.nodes],
+            backlog_at: vec![0; config.nodes],
+            reads: vec![Vec::new(); config.nodes],
             config,
         };
         sim.schedule(0, Ev::Tick);
@@ -261,6 +284,8 @@ impl Simulation {
     fn settle(&mut self) {
         self.faults = false;
         self.slow_disk_until.iter_mut().for_each(|t| *t = 0);
+        self.paused_until.iter_mut().for_each(|t| *t = 0);
+        self.pause_asked.iter_mut().for_each(|p| *p = None);
         self.log("settle: heal, restart every node, no more faults or writes".into());
         self.net.heal();
         for i in 0..self.nodes.len() {
@@ -409,6 +434,16 @@ impl Simulation {
                 return false;
             };
             self.now = self.now.max(at);
+            if let Some(id) = self.handled_by(&ev) {
+                if self.paused(id) {
+                    // Paused: it handles this when it wakes, in order.
+                    let at = self.after_pause(id, &ev);
+                    self.log(format!("n{id} is paused: {ev:?} waits"));
+                    self.seq += 1;
+                    self.queue.push(Reverse((at, self.seq, ev)));
+                    continue;
+                }
+            }
             let done = match ev {
                 Ev::Deliver { conn, dir } => self.deliver(conn, dir),
                 Ev::WalRead(read) => {
@@ -423,6 +458,10 @@ impl Simulation {
                 Ev::Election { from, to, msg } => self.election_deliver(from, to, msg),
                 Ev::ElectionTimer { node, gen } => self.election_timer(node, gen),
                 Ev::Fin { conn } => self.fin(conn),
+                Ev::Read { node } => {
+                    self.read(node);
+                    true
+                }
                 Ev::External => {
                     if self.faults {
                         self.external();
@@ -439,6 +478,7 @@ impl Simulation {
                         self.broken = Some(b);
                     }
                 }
+                self.check_reads();
                 return true;
             }
         }
@@ -530,7 +570,7 @@ impl Simulation {
             return false;
         };
         let (leader, follower) = (c.leader, c.follower);
-        if c.queued(dir) > 0 && c.closed_by.is_none() && !self.net.flows(conn, dir) {
+        if c.queued(dir) > 0 && !self.net.flows(conn, dir) {
             // The receiver is deaf: the stream stalls, the sender
             // retransmits.
             self.report.blackholed += 1;
@@ -631,7 +671,7 @@ impl Simulation {
         let tick = self.config.tick.as_nanos() as u64;
         self.schedule(tick, Ev::Tick);
         for id in 1..=self.nodes.len() as NodeId {
-            if self.node(id).is_leader() {
+            if self.node(id).is_leader() && !self.paused(id) {
                 self.leader_tick(id);
             }
         }
@@ -672,7 +712,8 @@ impl Simulation {
             return;
         }
         let (leader, follower, other) = (c.leader, c.follower, c.peer_of(closer));
-        if c.closed_by.is_some() || self.net.delivers(closer, other) {
+        // A paused end reads the FIN when it wakes, after the data before it.
+        if c.closed_by.is_some() || (self.net.delivers(closer, other) && !self.paused(other)) {
             self.close(conn);
             return;
         }

@@ -166,7 +166,7 @@ impl Network {
     pub fn flows(&self, id: ConnId, dir: Dir) -> bool {
         self.conns.get(&id).is_some_and(|c| {
             let (from, to) = c.ends(dir);
-            c.closed_by.is_none() && self.delivers(from, to)
+            c.closed_by != Some(to) && self.delivers(from, to)
         })
     }
 
@@ -260,14 +260,21 @@ impl Network {
     }
 
     /// `closer` closed its end of `id` but its FIN cannot reach the other
-    /// end, which keeps the connection: half-open. Whatever was in flight
-    /// is dropped (neither end will read it). Returns false if `id` is
-    /// not open or already half-open.
+    /// end, which keeps the connection: half-open. What was in flight
+    /// towards the closer is dropped (it will not read it); what it sent
+    /// before the FIN stays, to be read before the FIN once the other end
+    /// hears again (or wakes). Returns false if `id` is not open or
+    /// already half-open.
     pub fn half_close(&mut self, id: ConnId, closer: NodeId) -> bool {
         match self.conns.get_mut(&id) {
             Some(c) if c.closed_by.is_none() => {
                 c.closed_by = Some(closer);
-                c.queues.iter_mut().for_each(VecDeque::clear);
+                let towards_closer = if closer == c.leader {
+                    Dir::ToLeader
+                } else {
+                    Dir::ToFollower
+                };
+                c.queues[towards_closer as usize].clear();
                 true
             }
             _ => false,

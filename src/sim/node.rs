@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::engine::election::{ElectionConfig, ElectionEngine};
 use crate::engine::node::NodeEngine;
-use crate::engine::store::{ApplySink, StoreAction, StoreEngine, StoreInput};
-use crate::engine::{FollowerEngine, LeaderEngine, LinkEngine, LogProgress, ProposalId};
+use crate::engine::store::{ApplySink, MetadataStoreEngine, StoreAction, StoreInput};
+use crate::engine::{
+    FollowerLinkEngine, LogProgress, ProposalId, ReplicaListenerEngine, ReplicatorEngine,
+};
 use crate::epochs::EpochIndex;
 use crate::record::Record;
 use crate::state::MetadataState;
@@ -36,7 +38,7 @@ pub struct Waiter {
 #[derive(Debug, Clone)]
 pub struct LinkSim {
     /// The real link engine, the one the `FollowerLink` actor drives.
-    pub engine: LinkEngine,
+    pub engine: FollowerLinkEngine,
     /// The open connection, if any, with the engine's generation for it.
     pub conn: Option<(ConnId, u64)>,
 }
@@ -46,7 +48,7 @@ pub struct LinkSim {
 pub struct LeaderState {
     /// The real leader engine (WAL writes, ISR, commit, waiters), the one
     /// the `Replicator` actor drives.
-    pub engine: LeaderEngine,
+    pub engine: ReplicatorEngine,
     /// One link per follower.
     pub links: BTreeMap<NodeId, LinkSim>,
     /// Client writes the engine has not resolved yet, by proposal id.
@@ -92,13 +94,13 @@ pub struct Node {
     /// The real follower engine, the log's owner while the node follows
     /// (the one the `ReplicaListener` actor drives); it refuses every
     /// session while the node leads.
-    pub owner: FollowerEngine,
+    pub owner: ReplicaListenerEngine,
     /// The highest commit point this node knows.
     pub commit: u64,
     /// The real store engine (the `MetadataStore` actor's): admission on
     /// the leader, and the state built by applying committed entries in
     /// order.
-    pub store: StoreEngine,
+    pub store: MetadataStoreEngine,
     /// Log entries handed to the store so far (it applies them once
     /// committed and durable).
     pub fed: u64,
@@ -136,7 +138,7 @@ impl Node {
             index: EpochIndex::new(0, 0),
             chain: Vec::new(),
             role: Role::Follower,
-            owner: FollowerEngine::new(
+            owner: ReplicaListenerEngine::new(
                 id,
                 EpochIndex::new(0, 0),
                 node_meta(id, Meta::default()),
@@ -237,10 +239,10 @@ impl Node {
             durable: self.disk.durable(),
             commit,
         };
-        self.store = StoreEngine::new(self.id, state, u64::MAX / 4, progress);
+        self.store = MetadataStoreEngine::new(self.id, state, u64::MAX / 4, progress);
         self.fed = commit;
         self.commit = commit;
-        self.owner = FollowerEngine::new(
+        self.owner = ReplicaListenerEngine::new(
             self.id,
             self.index.clone(),
             node_meta(self.id, self.disk.meta()),
@@ -275,7 +277,7 @@ impl Node {
             self.log.push(entry);
         }
         // Everything read back is on disk.
-        self.owner = FollowerEngine::new(
+        self.owner = ReplicaListenerEngine::new(
             self.id,
             self.index.clone(),
             node_meta(self.id, self.disk.meta()),
@@ -358,8 +360,8 @@ impl ApplySink for Collect {
 }
 
 /// A store that never snapshots (no compaction in the simulation).
-fn new_store(id: NodeId) -> StoreEngine {
-    StoreEngine::new(
+fn new_store(id: NodeId) -> MetadataStoreEngine {
+    MetadataStoreEngine::new(
         id,
         MetadataState::new(),
         u64::MAX / 4,

@@ -1,5 +1,5 @@
 //! `ReplicaListener`: the follower side's acceptor, and the shell around
-//! the follower's log owner, [`FollowerEngine`].
+//! the follower's log owner, [`ReplicaListenerEngine`].
 //!
 //! It accepts replication connections (a bounded number at once) and starts a
 //! [`ReplicaSession`] for each. Sessions do the per-connection protocol; what
@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use metawal::engine::follower::{MetaWriteError, RequestId, ResetError, SessionId, WriteError};
-use metawal::engine::{AttachRefused, FollowerAction, FollowerEngine, FollowerInput, StoreEvent};
+use metawal::engine::{
+    AttachRefused, FollowerAction, FollowerInput, ReplicaListenerEngine, StoreEvent,
+};
 use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
 use metawal::storage::NodeMeta;
@@ -127,7 +129,7 @@ pub(crate) struct ListenerInit {
 /// module docs).
 pub struct ReplicaListener {
     node: NodeId,
-    engine: FollowerEngine,
+    engine: ReplicaListenerEngine,
     shared: Arc<NodeShared>,
     config: ReplicationConfig,
     keys: HandshakeKeys,
@@ -153,9 +155,9 @@ impl ReplicaListener {
             node: init.node,
             // A listener given a Replicator to wake starts on the leader.
             engine: if init.wake.is_some() {
-                FollowerEngine::leading(init.node, init.epochs, init.meta, init.commit)
+                ReplicaListenerEngine::leading(init.node, init.epochs, init.meta, init.commit)
             } else {
-                FollowerEngine::new(init.node, init.epochs, init.meta, init.commit)
+                ReplicaListenerEngine::new(init.node, init.epochs, init.meta, init.commit)
             },
             shared: init.shared,
             config: init.config,

@@ -2,7 +2,7 @@
 //!
 //! The protocol of the connection — the handshake it answers, the checks on
 //! every frame, snapshot reassembly, acks, the session timeout — is the
-//! core's [`SessionEngine`]; this actor owns the socket and carries the
+//! core's [`ReplicaSessionEngine`]; this actor owns the socket and carries the
 //! engine's actions out: frames to the writer, requests to the
 //! `ReplicaListener` (which owns the log, reached through a
 //! [`ListenerHandle`]), answered back as inputs. While
@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use metawal::codec::CodecError;
-use metawal::engine::{Local, SessionAction, SessionEngine, SessionInput};
+use metawal::engine::{Local, ReplicaSessionEngine, SessionAction, SessionInput};
 use metawal::frame::{Frame, RejectReason};
 use metawal::handshake::{HandshakeKeys, Nonce, PeerIdentity};
 use metawal::{NodeId, ReplicationConfig};
@@ -61,7 +61,7 @@ pub struct ReplicaSession {
     driver: DriverSlot,
     stream: Option<TcpStream>,
     conn: Option<Connection>,
-    engine: SessionEngine,
+    engine: ReplicaSessionEngine,
     /// The remote address.
     from: Option<SocketAddr>,
     /// The one node the peer's TLS certificate names, if exactly one.
@@ -76,7 +76,7 @@ impl ReplicaSession {
     pub(crate) fn new(init: SessionInit) -> ReplicaSession {
         let nonce: Nonce = rand::random();
         ReplicaSession {
-            engine: SessionEngine::new(
+            engine: ReplicaSessionEngine::new(
                 init.node,
                 init.keys,
                 init.config.clone(),

@@ -1,21 +1,21 @@
 //! `FollowerLink`: the leader's connection to one follower.
 //!
 //! Each link owns its TCP stream, its timer, its writer queue and its link
-//! engine ([`LinkEngine`]), so a slow or dead follower only ever slows its
+//! engine ([`FollowerLinkEngine`]), so a slow or dead follower only ever slows its
 //! own link. The engine decides everything — when to connect, the
 //! authenticated handshake, the start point, what to send next and from
 //! where, heartbeats, the session timeout, the backoff; this actor carries
 //! its decisions out:
 //!
 //! - [`LinkAction::Connect`]: a TCP connect bounded by the session timeout;
-//! - frames from [`LinkEngine::poll_transmit`], taken only while the
+//! - frames from [`FollowerLinkEngine::poll_transmit`], taken only while the
 //!   connection's bounded writer queue has room (so none is dropped);
 //! - [`LinkAction::ReadWal`] and [`LinkAction::LoadSnapshot`] on the disk
 //!   reader thread (never the writer's queue, so a lagging follower never
 //!   delays a group commit), answered as inputs tagged with the connection
 //!   generation; a read that raced with a truncation is a
 //!   [`ReadFailure::Failed`]: the link reconnects and reads again;
-//! - one timer, armed at [`LinkEngine::poll_timeout`].
+//! - one timer, armed at [`FollowerLinkEngine::poll_timeout`].
 //!
 //! The link also says how its connection stands ([`PeerConnection`]: in
 //! [`LinkStats`] for the follower's status, and in the node's peer table
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use metawal::engine::{
-    LinkAction, LinkEngine, LinkInput, LinkReport, LinkSetup, LogView, ReadFailure,
+    FollowerLinkEngine, LinkAction, LinkInput, LinkReport, LinkSetup, LogView, ReadFailure,
 };
 use metawal::handshake::HandshakeKeys;
 use metawal::record::Record;
@@ -149,7 +149,7 @@ pub struct FollowerLink {
     keys: HandshakeKeys,
     /// How the connection stands, as last published.
     connection: PeerConnection,
-    engine: LinkEngine,
+    engine: FollowerLinkEngine,
     conn: Option<Connection>,
     /// The armed timer and when it fires.
     timer: Option<(Instant, SpawnHandle)>,
@@ -172,7 +172,7 @@ impl FollowerLink {
             connect_timeout: init.config.session_timeout,
             housekeeping: init.config.heartbeat_interval,
             max_frame_bytes: init.config.max_frame_bytes,
-            engine: LinkEngine::new(
+            engine: FollowerLinkEngine::new(
                 LinkSetup {
                     node: init.node,
                     peer: init.peer,

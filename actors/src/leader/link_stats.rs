@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use metawal::engine::LinkEngine;
+use metawal::engine::FollowerLinkEngine;
 use metawal::replication::LinkState;
 
 use crate::status::PeerConnection;
@@ -25,7 +25,7 @@ pub struct LinkStats {
 }
 
 impl LinkStats {
-    pub(super) fn update(&self, e: &LinkEngine) {
+    pub(super) fn update(&self, e: &FollowerLinkEngine) {
         let p = e.progress();
         let s = match p.state() {
             LinkState::Connecting => 0,

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use metawal::engine::{LeaderAction, LeaderEngine, LeaderInput, ProposalId};
+use metawal::engine::{LeaderAction, LeaderInput, ProposalId, ReplicatorEngine};
 use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
 use metawal::record::Record;
@@ -141,7 +141,7 @@ pub struct Replicator {
     peers: BTreeMap<NodeId, SocketAddr>,
     log: Arc<Mutex<LeaderLog>>,
     /// Every decision: WAL writes, ISR, commit, which proposal resolves.
-    engine: LeaderEngine,
+    engine: ReplicatorEngine,
     /// Appended records not yet durable (the engine says when to write
     /// them); bounded by the store's limit on uncommitted entries.
     wal_queue: VecDeque<Record>,
@@ -184,7 +184,12 @@ impl Replicator {
             keys: init.keys,
             peers: init.peers,
             log: Arc::new(Mutex::new(log)),
-            engine: LeaderEngine::new(init.node, init.epoch, tracker, init.config.request_timeout),
+            engine: ReplicatorEngine::new(
+                init.node,
+                init.epoch,
+                tracker,
+                init.config.request_timeout,
+            ),
             wal_queue: VecDeque::new(),
             waiters: HashMap::new(),
             next_proposal: 0,
