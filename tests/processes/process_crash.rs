@@ -26,7 +26,7 @@
 //! unknown write twice, and the same entry at every offset
 //! ([`procs::check::check`]).
 //!
-//! The short runs (3 nodes ~40 s, 5 nodes ~24 s of chaos) are part of
+//! The short runs (3 nodes ~30 s, 5 nodes ~18 s of chaos) are part of
 //! `cargo test --workspace --release`. The long run is the same code, chosen
 //! with environment variables (docs/operations.md, "Crash-testing with real
 //! processes"):
@@ -523,10 +523,10 @@ fn crash_3_nodes_short() {
     }
     run_crash(Params {
         nodes: 3,
-        duration: Duration::from_secs(40),
-        tail: Duration::from_secs(8),
+        duration: Duration::from_secs(30),
+        tail: Duration::from_secs(6),
         clients: 4,
-        min_kills: 7,
+        min_kills: 5,
         seed: seed(),
         snapshot_every: None,
     });
@@ -539,10 +539,10 @@ fn crash_5_nodes_short() {
     }
     run_crash(Params {
         nodes: 5,
-        duration: Duration::from_secs(24),
-        tail: Duration::from_secs(6),
+        duration: Duration::from_secs(18),
+        tail: Duration::from_secs(5),
         clients: 4,
-        min_kills: 4,
+        min_kills: 3,
         seed: seed(),
         // Snapshots during the run: restarts load one and replay the WAL after it.
         snapshot_every: Some(5000),
