@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use crate::command::NodeId;
 use crate::config::ReplicationConfig;
-use crate::frame::{Frame, RejectReason};
-use crate::handshake::{HandshakeError, HandshakeKeys, Nonce};
-use crate::record::{concat_records, Record};
-use crate::replication::{AckOutcome, Backoff, LinkProgress, LinkState, StartPoint};
+use crate::frame::Frame;
+use crate::handshake::{HandshakeKeys, Nonce};
+use crate::record::Record;
+use crate::replication::{AckOutcome, Backoff, LinkProgress, LinkState};
 
 /// How many times the session timeout a follower may stay silent while a
 /// snapshot is loaded, sent and installed (it is silent while it installs).
@@ -50,6 +50,13 @@ pub const SNAPSHOT_SILENCE_FACTOR: u32 = 10;
 pub const MAX_PROBES_IN_FLIGHT: usize = 32;
 
 pub use super::link_io::*;
+
+// What to send next and the connection's lifecycle: child modules, so they
+// see the engine's private state.
+#[path = "link_connection.rs"]
+mod connection;
+#[path = "link_send.rs"]
+mod send;
 
 /// Where the connection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,64 +320,6 @@ impl FollowerLinkEngine {
         }
     }
 
-    /// The next frame to write. Call only while the connection's writer has
-    /// room for one frame: what this returns counts as sent.
-    pub fn poll_transmit(&mut self, now: Instant, log: &dyn LogView) -> Option<Frame> {
-        if !matches!(self.conn, Conn::Open(_)) {
-            return None;
-        }
-        if let Some(frame) = self.control.pop_front() {
-            return Some(self.sent(now, frame));
-        }
-        if let Some(frame) = self.next_snapshot_chunk() {
-            return Some(self.sent(now, frame));
-        }
-        if self.conn != Conn::Open(Phase::Streaming) {
-            return None;
-        }
-        // A probe every heartbeat interval, busy or idle (it keeps the
-        // session alive and dates the follower's answers), and at once
-        // when a read asks for one.
-        if self.probe_wanted
-            || now.saturating_duration_since(self.last_probe) >= self.config.heartbeat_interval
-        {
-            return Some(self.probe(now));
-        }
-        if let Some(frame) = self.next_append(log) {
-            return Some(self.sent(now, frame));
-        }
-        // Idle: tell the follower a new commit at once.
-        let commit = self.log.commit;
-        if commit > self.sent_commit {
-            self.sent_commit = commit;
-            let seq = self.probe_seq;
-            return Some(self.sent(now, Frame::Heartbeat { commit, seq }));
-        }
-        None
-    }
-
-    fn probe(&mut self, now: Instant) -> Frame {
-        self.probe_wanted = false;
-        self.probe_seq += 1;
-        self.last_probe = now;
-        if self.probes.len() == MAX_PROBES_IN_FLIGHT {
-            self.probes.pop_front();
-        }
-        self.probes.push_back((self.probe_seq, now));
-        let commit = self.log.commit;
-        self.sent_commit = commit;
-        let seq = self.probe_seq;
-        self.sent(now, Frame::Heartbeat { commit, seq })
-    }
-
-    fn sent(&mut self, now: Instant, frame: Frame) -> Frame {
-        if matches!(frame, Frame::Hello { .. }) {
-            self.hello_sent = Some(now);
-        }
-        self.last_sent = now;
-        frame
-    }
-
     /// If `frame` is an answer of the follower (`Welcome`, `Position`,
     /// `Ack`), the latest time at which the leader sent something the
     /// follower had read before it wrote `frame`: the `Hello` for any
@@ -413,114 +362,6 @@ impl FollowerLinkEngine {
     /// A uniform number in [0, 1) from the seeded generator (xorshift64*).
     fn jitter(&mut self) -> f64 {
         super::unit_jitter(&mut self.rng)
-    }
-
-    fn connect(&mut self, now: Instant) {
-        self.gen += 1;
-        self.conn = Conn::Opening;
-        self.last_attempt = Some(now);
-        self.actions
-            .push_back(LinkAction::Connect { gen: self.gen });
-    }
-
-    fn schedule_reconnect(&mut self, now: Instant) {
-        let jitter = self.jitter();
-        let delay = self.backoff.next_delay(jitter);
-        tracing::debug!(
-            node = self.node,
-            peer = self.peer,
-            delay_ms = delay.as_millis() as u64,
-            "reconnecting after backoff"
-        );
-        self.conn = Conn::Idle {
-            retry_at: Some(now + delay),
-        };
-    }
-
-    fn on_tick(&mut self, now: Instant) {
-        match self.conn {
-            Conn::Idle { retry_at: Some(at) } if now >= at => self.connect(now),
-            Conn::Open(_)
-                if now.saturating_duration_since(self.last_heard) > self.silence_limit() =>
-            {
-                self.disconnect(now, "follower silent past the session timeout");
-            }
-            _ => {}
-        }
-    }
-
-    /// Retry now instead of waiting out the backoff, unless the last attempt
-    /// was less than a heartbeat interval ago: then when that is over.
-    fn on_wake(&mut self, now: Instant) {
-        if !matches!(self.conn, Conn::Idle { .. }) {
-            return;
-        }
-        let at = self
-            .last_attempt
-            .map_or(now, |t| (t + self.config.heartbeat_interval).max(now));
-        tracing::debug!(
-            node = self.node,
-            peer = self.peer,
-            wait_ms = at.saturating_duration_since(now).as_millis() as u64,
-            "woken: reconnecting"
-        );
-        if at <= now {
-            self.connect(now);
-        } else {
-            self.conn = Conn::Idle { retry_at: Some(at) };
-        }
-    }
-
-    fn on_connected(&mut self, now: Instant, nonce: Nonce) {
-        tracing::debug!(
-            node = self.node,
-            peer = self.peer,
-            "connected; awaiting challenge"
-        );
-        self.conn = Conn::Open(Phase::AwaitChallenge);
-        self.nonce = Some(nonce);
-        self.progress.on_connected();
-        self.acked_on_conn = false;
-        self.reading = false;
-        self.loaded.clear();
-        self.snapshot = SnapshotSend::None;
-        self.control.clear();
-        self.sent_commit = 0;
-        self.last_heard = now;
-        self.last_sent = now;
-        self.hello_sent = None;
-        self.probe_seq = 0;
-        self.last_probe = now;
-        self.probes.clear();
-        self.answered_since = None;
-        self.probe_wanted = false;
-    }
-
-    /// Drop the connection (if any) and reconnect after the backoff.
-    fn disconnect(&mut self, now: Instant, reason: &str) {
-        if !matches!(self.conn, Conn::Open(_)) {
-            return;
-        }
-        tracing::info!(
-            node = self.node,
-            peer = self.peer,
-            epoch = self.epoch,
-            offset = self.progress.acked_offset(),
-            reason,
-            "follower link down"
-        );
-        self.actions.push_back(LinkAction::Close { gen: self.gen });
-        self.progress.on_disconnected();
-        self.reading = false;
-        self.loaded.clear();
-        self.snapshot = SnapshotSend::None;
-        self.control.clear();
-        self.nonce = None;
-        if std::mem::take(&mut self.reported_connected) {
-            self.actions
-                .push_back(LinkAction::Report(LinkReport::Disconnected));
-        }
-        self.schedule_reconnect(now);
     }
 
     fn on_frame(&mut self, now: Instant, frame: Frame, log: &dyn LogView) {
@@ -596,124 +437,6 @@ impl FollowerLinkEngine {
         }
     }
 
-    fn handshake_failed(&mut self, now: Instant, e: HandshakeError) {
-        if let HandshakeError::Rejected {
-            reason: RejectReason::StaleEpoch | RejectReason::EpochConflict,
-            epoch,
-            leader,
-            proven,
-        } = &e
-        {
-            self.actions
-                .push_back(LinkAction::Report(LinkReport::Fenced {
-                    epoch: *epoch,
-                    leader: *leader,
-                    proven: *proven,
-                }));
-        }
-        tracing::warn!(node = self.node, peer = self.peer, epoch = self.epoch, error = %e, "handshake with follower failed");
-        self.disconnect(now, "handshake failed");
-    }
-
-    /// Pick the start point for a follower whose log ends at
-    /// `(last_offset, last_epoch)`.
-    fn decide(&mut self, now: Instant, last_offset: u64, last_epoch: u64, log: &dyn LogView) {
-        let start = log.start_point(last_offset, last_epoch);
-        tracing::debug!(
-            node = self.node,
-            peer = self.peer,
-            offset = last_offset,
-            epoch = last_epoch,
-            ?start,
-            "start point"
-        );
-        match start {
-            StartPoint::Matched { matched } => {
-                self.conn = Conn::Open(Phase::Streaming);
-                self.progress.on_matched(matched);
-                self.loaded.clear();
-                self.reported_connected = true;
-                self.actions
-                    .push_back(LinkAction::Report(LinkReport::Connected { matched }));
-            }
-            StartPoint::Truncate { to } => {
-                tracing::info!(
-                    node = self.node,
-                    peer = self.peer,
-                    offset = to,
-                    "follower's log diverged; truncating it"
-                );
-                self.conn = Conn::Open(Phase::AwaitPosition);
-                self.control.push_back(Frame::Truncate { to });
-            }
-            StartPoint::Snapshot => self.start_snapshot(now),
-        }
-    }
-
-    fn start_snapshot(&mut self, _now: Instant) {
-        self.conn = Conn::Open(Phase::AwaitPosition);
-        self.progress.on_snapshot_started();
-        self.loaded.clear();
-        self.snapshot = SnapshotSend::Loading;
-        self.actions
-            .push_back(LinkAction::LoadSnapshot { gen: self.gen });
-    }
-
-    fn on_snapshot_loaded(&mut self, now: Instant, result: Result<Option<SnapshotBytes>, String>) {
-        match result {
-            Ok(Some(snapshot)) => {
-                tracing::info!(
-                    node = self.node,
-                    peer = self.peer,
-                    offset = snapshot.offset,
-                    bytes = snapshot.bytes.len(),
-                    "follower is behind the log start; sending a snapshot"
-                );
-                self.snapshots_sent += 1;
-                self.snapshot = SnapshotSend::Sending {
-                    snapshot,
-                    position: 0,
-                };
-            }
-            Ok(None) => {
-                tracing::error!(
-                    node = self.node,
-                    peer = self.peer,
-                    "follower needs a snapshot but none exists"
-                );
-                self.disconnect(now, "no snapshot");
-            }
-            Err(e) => {
-                tracing::error!(node = self.node, peer = self.peer, error = %e, "cannot load the snapshot");
-                self.disconnect(now, "snapshot unavailable");
-            }
-        }
-    }
-
-    fn next_snapshot_chunk(&mut self) -> Option<Frame> {
-        let chunk = self.config.batch_bytes.max(1);
-        let SnapshotSend::Sending { snapshot, position } = &mut self.snapshot else {
-            return None;
-        };
-        let total = snapshot.bytes.len();
-        let start = *position;
-        let end = (start + chunk).min(total);
-        let frame = Frame::SnapshotChunk {
-            offset: snapshot.offset,
-            epoch: snapshot.epoch,
-            total_len: total as u64,
-            position: start as u64,
-            data: snapshot.bytes.slice(start..end),
-        };
-        if end >= total {
-            // Everything is out; the follower answers with `Position`.
-            self.snapshot = SnapshotSend::None;
-        } else {
-            *position = end;
-        }
-        Some(frame)
-    }
-
     fn on_ack(&mut self, offset: u64) {
         match self.progress.on_ack(offset) {
             AckOutcome::Advanced { from, to } => {
@@ -749,121 +472,6 @@ impl FollowerLinkEngine {
             self.acked_on_conn = true;
             self.backoff.reset();
         }
-    }
-
-    fn on_wal_read(&mut self, now: Instant, from: u64, result: Result<Vec<Record>, ReadFailure>) {
-        if !self.reading {
-            return;
-        }
-        self.reading = false;
-        if self.progress.next_offset() != from || self.conn != Conn::Open(Phase::Streaming) {
-            return;
-        }
-        match result {
-            Ok(records) => {
-                // Nothing read: wait for the next progress update.
-                self.wal_wait = records.is_empty();
-                // Keep only the contiguous run that starts at `from`.
-                let mut expected = from;
-                self.loaded = records
-                    .into_iter()
-                    .take_while(|r| {
-                        let ok = r.offset == expected;
-                        expected += 1;
-                        ok
-                    })
-                    .collect();
-            }
-            Err(ReadFailure::BelowLogStart) => self.start_snapshot(now),
-            Err(ReadFailure::NotYetWritten) => {
-                // A later progress update brings it within reach: no new
-                // read until then.
-                self.wal_wait = true;
-            }
-            Err(ReadFailure::Failed(e)) => {
-                tracing::error!(node = self.node, peer = self.peer, offset = from, error = %e, "cannot read the WAL for a follower");
-                self.disconnect(now, "WAL read failed");
-            }
-        }
-    }
-
-    /// The next `Append`, if the window has room and records are at hand;
-    /// asks for a WAL read if they are neither in the tail nor loaded.
-    fn next_append(&mut self, log: &dyn LogView) -> Option<Frame> {
-        if !self.progress.can_send() {
-            return None;
-        }
-        let next = self.progress.next_offset();
-        let end = self.log.log_end;
-        let (room_bytes, room_entries) = self.progress.room();
-        let max_bytes = self.config.batch_bytes.min(room_bytes).max(1);
-        let mut records: Vec<Record> = if !self.loaded.is_empty() {
-            self.loaded.drain(..).collect()
-        } else {
-            if self.reading || next > end {
-                return None;
-            }
-            let max_entries = (room_entries as u64).min(end - next + 1) as usize;
-            match log.read_tail(next, max_entries, max_bytes) {
-                Some(records) if !records.is_empty() => records,
-                _ if next > self.log.durable => {
-                    // Not cached and not yet written: the next progress
-                    // update (durability) brings it within reach.
-                    return None;
-                }
-                _ if self.wal_wait => return None,
-                _ => {
-                    let max_entries = max_entries.min((self.log.durable - next + 1) as usize);
-                    self.reading = true;
-                    self.actions.push_back(LinkAction::ReadWal {
-                        gen: self.gen,
-                        from: next,
-                        max_entries,
-                        max_bytes,
-                    });
-                    return None;
-                }
-            }
-        };
-        // Keep the batch within the entry room, the batch size and (unless
-        // nothing is in flight: one record always fits an empty window) the
-        // byte room; what does not fit waits in `loaded`.
-        let byte_limit = if self.progress.inflight_bytes() > 0 {
-            max_bytes
-        } else {
-            max_bytes.max(records.first().map_or(0, Record::len))
-        };
-        let mut total = 0;
-        let fit = records
-            .iter()
-            .take(room_entries)
-            .take_while(|r| {
-                total += r.len();
-                total <= byte_limit
-            })
-            .count();
-        let rest = records.split_off(fit);
-        self.loaded.extend(rest);
-        let (first, last) = (records.first()?.offset, records.last()?.offset);
-        let entries = records.len();
-        let payload = concat_records(&records);
-        let bytes = payload.len();
-        let commit = self.log.commit;
-        self.progress.on_sent(last, entries, bytes);
-        self.sent_commit = commit;
-        tracing::trace!(
-            stage = "send",
-            node = self.node,
-            peer = self.peer,
-            offset = first,
-            entries,
-            bytes
-        );
-        Some(Frame::Append {
-            first_offset: first,
-            records: payload,
-            commit,
-        })
     }
 }
 

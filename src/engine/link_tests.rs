@@ -10,7 +10,7 @@ use crate::epochs::EpochIndex;
 use crate::frame::{Frame, RejectReason, NONCE_LEN};
 use crate::handshake::{HandshakeKeys, Nonce};
 use crate::record::{test_record, Record, RecordReader};
-use crate::replication::decide_start;
+use crate::replication::{decide_start, StartPoint};
 
 const LEADER: NodeId = 1;
 const FOLLOWER: NodeId = 2;

@@ -86,6 +86,8 @@ pub mod net;
 pub mod node;
 mod reads;
 pub mod rng;
+mod settle;
+mod streams;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -281,152 +283,6 @@ impl Simulation {
         &self.nodes
     }
 
-    fn settle(&mut self) {
-        self.faults = false;
-        self.slow_disk_until.iter_mut().for_each(|t| *t = 0);
-        self.paused_until.iter_mut().for_each(|t| *t = 0);
-        self.pause_asked.iter_mut().for_each(|p| *p = None);
-        self.log("settle: heal, restart every node, no more faults or writes".into());
-        self.net.heal();
-        for i in 0..self.nodes.len() {
-            if !self.nodes[i].up {
-                self.restart(i as NodeId + 1);
-            }
-        }
-        let healed = self.now;
-        let bound = (self.config.election_timeout * LIVENESS_TIMEOUTS).as_nanos() as u64;
-        let deadline = self.now + self.config.settle_deadline.as_nanos() as u64;
-        while self.broken.is_none() && self.now < deadline {
-            let since = self.now - healed;
-            if self.report.heal_to_leader.is_none() {
-                if self.leader_known() {
-                    self.report.heal_to_leader = Some(Duration::from_nanos(since));
-                    self.log(format!(
-                        "settle: one leader known to every node {:.3} ms after the heal",
-                        since as f64 / MS as f64
-                    ));
-                }
-                if since > bound {
-                    let state = self.describe_nodes();
-                    self.fail(
-                        Invariant::Liveness,
-                        format!(
-                            "no leader known to every live node within {LIVENESS_TIMEOUTS} x T = {:?} of the heal (after {:?}): {state}",
-                            Duration::from_nanos(bound),
-                            Duration::from_nanos(since)
-                        ),
-                    );
-                    return;
-                }
-            }
-            if self.report.heal_to_leader.is_some() && self.converged() {
-                if let Err(b) = self.checker.check_acked(&self.nodes) {
-                    self.broken = Some(b);
-                }
-                return;
-            }
-            if !self.step_once() {
-                break;
-            }
-        }
-        if self.broken.is_none() {
-            let state = self.describe_nodes();
-            self.broken = Some(Broken {
-                invariant: Invariant::Convergence,
-                detail: format!("not settled after the faults healed: {state}"),
-            });
-        }
-    }
-
-    /// Every node's role, epoch, log and what it knows of the leader.
-    fn describe_nodes(&self) -> String {
-        let state: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "n{} {} e{} ({:?} in e{}, leader {:?}) log {} durable {} commit {} applied {}",
-                    n.id,
-                    if !n.up {
-                        "down"
-                    } else if n.is_leader() {
-                        "leader"
-                    } else {
-                        "follower"
-                    },
-                    n.meta().epoch,
-                    n.election().role(),
-                    n.election().epoch(),
-                    n.election().leader(),
-                    n.last_offset(),
-                    n.disk.durable(),
-                    n.commit,
-                    n.state().applied_offset()
-                )
-            })
-            .collect();
-        state.join("; ")
-    }
-
-    /// Exactly one node leads, and every other live node's election engine
-    /// knows it as the leader of its epoch.
-    fn leader_known(&self) -> bool {
-        let leaders: Vec<&Node> = self.nodes.iter().filter(|n| n.is_leader()).collect();
-        let [leader] = leaders[..] else {
-            return false;
-        };
-        let epoch = leader.election().epoch();
-        leader.election().role() == crate::engine::election::ElectionRole::Leader
-            && leader.meta().epoch == epoch
-            && self
-                .nodes
-                .iter()
-                .filter(|n| n.up && n.id != leader.id)
-                .all(|n| n.election().epoch() == epoch && n.election().leader() == Some(leader.id))
-    }
-
-    /// One leader of the highest epoch; every node applied its whole log
-    /// with the same digest.
-    fn converged(&self) -> bool {
-        let leaders: Vec<&Node> = self.nodes.iter().filter(|n| n.is_leader()).collect();
-        let [leader] = leaders[..] else {
-            return false;
-        };
-        let max_epoch = self.nodes.iter().map(|n| n.meta().epoch).max().unwrap_or(0);
-        if leader.meta().epoch != max_epoch {
-            return false;
-        }
-        let end = leader.last_offset();
-        let caught_up = self
-            .nodes
-            .iter()
-            .all(|n| n.up && n.state().applied_offset() == end && n.last_offset() == end);
-        if !caught_up {
-            return false;
-        }
-        let digest = leader.state().digest();
-        self.nodes.iter().all(|n| n.state().digest() == digest)
-    }
-
-    fn finish(mut self) -> SeedReport {
-        self.report.steps = self.step;
-        self.report.virtual_time = Duration::from_nanos(self.now);
-        self.report.acked_all = self.checker.acked_all().len() as u64;
-        if let Some(b) = self.broken.take() {
-            self.report.violation = Some(Violation {
-                seed: self.config.seed,
-                nodes: self.config.nodes,
-                step: self.step,
-                invariant: b.invariant,
-                detail: b.detail,
-                events: self.events.iter().cloned().collect(),
-                replay: self.config.replay_command(),
-            });
-        }
-        self.report.events = std::mem::take(&mut self.all_events);
-        self.report
-    }
-
     /// Process the next event. Returns false when nothing is left to do.
     fn step_once(&mut self) -> bool {
         loop {
@@ -551,55 +407,6 @@ impl Simulation {
         }
     }
 
-    /// Queue `msg` on `conn` with a random latency.
-    fn send(&mut self, conn: ConnId, dir: Dir, msg: net::Msg) {
-        let latency = if self.rng.chance(900) {
-            self.rng.range(MS / 5, 3 * MS)
-        } else {
-            self.rng.range(5 * MS, 40 * MS)
-        };
-        if let Some(at) = self.net.send(conn, dir, msg, self.now + latency) {
-            self.seq += 1;
-            self.queue
-                .push(Reverse((at, self.seq, Ev::Deliver { conn, dir })));
-        }
-    }
-
-    fn deliver(&mut self, conn: ConnId, dir: Dir) -> bool {
-        let Some(c) = self.net.get(conn) else {
-            return false;
-        };
-        let (leader, follower) = (c.leader, c.follower);
-        if c.queued(dir) > 0 && !self.net.flows(conn, dir) {
-            // The receiver is deaf: the stream stalls, the sender
-            // retransmits.
-            self.report.blackholed += 1;
-            let delay = self.retransmit_delay();
-            self.schedule(delay, Ev::Deliver { conn, dir });
-            return false;
-        }
-        let Some(msg) = self.net.pop(conn, dir) else {
-            return false;
-        };
-        match dir {
-            Dir::ToFollower => {
-                self.log(format!(
-                    "n{follower} <- n{leader} #{conn} {}",
-                    net::describe(&msg)
-                ));
-                self.follower_receive(conn, msg);
-            }
-            Dir::ToLeader => {
-                self.log(format!(
-                    "n{leader} <- n{follower} #{conn} {}",
-                    net::describe(&msg)
-                ));
-                self.leader_receive(conn, msg);
-            }
-        }
-        true
-    }
-
     /// Start an fsync on `id` if it has unsynced records and none running.
     fn start_sync(&mut self, id: NodeId) {
         let Some((_, generation)) = self.node_mut(id).disk.start_sync() else {
@@ -676,77 +483,6 @@ impl Simulation {
             }
         }
         self.sessions_tick();
-    }
-
-    /// Close `conn` and tell both ends (those still open).
-    fn close(&mut self, conn: ConnId) {
-        let Some(c) = self.net.close(conn) else {
-            self.sessions.remove(&conn);
-            return;
-        };
-        self.log(format!("#{conn} n{}→n{} closed", c.leader, c.follower));
-        self.ends_closed(conn, &c);
-    }
-
-    /// Tell the ends of the closed `conn` that were still open.
-    fn ends_closed(&mut self, conn: ConnId, c: &net::Connection) {
-        if c.closed_by != Some(c.follower) {
-            self.sessions.remove(&conn);
-        }
-        if c.closed_by != Some(c.leader) {
-            self.leader_link_down(c.leader, c.follower, conn);
-        }
-        if c.closed_by != Some(c.follower) {
-            self.session_gone(c.follower, conn);
-        }
-    }
-
-    /// `closer` closes its end of `conn`. The other end hears of it when
-    /// the FIN reaches it: now, or, if it is deaf, once it hears again (or
-    /// it closes on its own timeout first).
-    fn close_by(&mut self, conn: ConnId, closer: NodeId) {
-        let Some(c) = self.net.get(conn) else {
-            return;
-        };
-        if c.closed_by == Some(closer) {
-            return;
-        }
-        let (leader, follower, other) = (c.leader, c.follower, c.peer_of(closer));
-        // A paused end reads the FIN when it wakes, after the data before it.
-        if c.closed_by.is_some() || (self.net.delivers(closer, other) && !self.paused(other)) {
-            self.close(conn);
-            return;
-        }
-        self.net.half_close(conn, closer);
-        self.log(format!(
-            "#{conn} n{leader}→n{follower} closed by n{closer}, half-open: n{other} does not hear the FIN"
-        ));
-        if closer == leader {
-            self.leader_link_down(leader, follower, conn);
-        } else {
-            self.sessions.remove(&conn);
-            self.session_gone(follower, conn);
-        }
-        let delay = self.retransmit_delay();
-        self.schedule(delay, Ev::Fin { conn });
-    }
-
-    /// The FIN of half-open `conn` is (re)sent.
-    fn fin(&mut self, conn: ConnId) -> bool {
-        let Some(c) = self.net.get(conn) else {
-            return false;
-        };
-        let Some(closer) = c.closed_by else {
-            return false;
-        };
-        if !self.net.delivers(closer, c.peer_of(closer)) {
-            self.report.blackholed += 1;
-            let delay = self.retransmit_delay();
-            self.schedule(delay, Ev::Fin { conn });
-            return false;
-        }
-        self.close(conn);
-        true
     }
 
     /// Arm `id`'s election timer for the engine's deadline, on the virtual
