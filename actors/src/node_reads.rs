@@ -59,11 +59,12 @@ impl Node {
                 break read;
             }
             // The leader's own LeaderChange is not applied yet.
-            if tokio::time::timeout_at(deadline, applied.changed())
-                .await
-                .is_err()
-            {
-                return Err(ReadError::Timeout(timeout));
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                // The store stopped (the node is shutting down): it no
+                // longer leads, and waiting would spin.
+                Ok(Err(_)) => return Err(ReadError::LeadershipLost),
+                Err(_) => return Err(ReadError::Timeout(timeout)),
             }
         };
         // Ask every follower for a fresh answer now rather than at its next
@@ -85,13 +86,17 @@ impl Node {
             }
             let woken = tokio::time::timeout_at(deadline, async {
                 tokio::select! {
-                    _ = &mut heard => {}
-                    _ = applied.changed() => {}
-                    _ = leadership.changed() => {}
+                    _ = &mut heard => Ok(()),
+                    r = applied.changed() => r,
+                    r = leadership.changed() => r,
                 }
             });
-            if woken.await.is_err() {
-                return Err(ReadError::Timeout(timeout));
+            match woken.await {
+                Ok(Ok(())) => {}
+                // A watch's sender is gone (the node is shutting down): it
+                // no longer leads, and waiting would spin.
+                Ok(Err(_)) => return Err(ReadError::LeadershipLost),
+                Err(_) => return Err(ReadError::Timeout(timeout)),
             }
         }
     }
