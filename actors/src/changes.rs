@@ -38,10 +38,6 @@ pub const READ_BYTES: usize = 1024 * 1024;
 /// the stream ends with [`ChangesError::Overloaded`].
 const BUSY_RETRY: Duration = Duration::from_millis(20);
 const BUSY_TRIES: u32 = 50;
-/// How long the stream waits before reading again when an applied entry is
-/// not durable in the local WAL yet (a follower may apply an entry the
-/// leader committed a moment before its own fsync finished).
-const NOT_DURABLE_RETRY: Duration = Duration::from_millis(2);
 
 /// Why a change stream ended.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -75,6 +71,11 @@ pub enum ChangesError {
 pub struct ChangeStream {
     disk: DiskHandle,
     applied: watch::Receiver<u64>,
+    /// The disk writer's publish count: an applied entry that is not
+    /// durable in the local WAL yet (a follower may apply an entry the
+    /// leader committed a moment before its own fsync finished) is read
+    /// again when this moves, not on a timer.
+    published: watch::Receiver<u64>,
     next: u64,
     buf: VecDeque<Entry>,
 }
@@ -91,6 +92,7 @@ impl std::fmt::Debug for ChangeStream {
 impl ChangeStream {
     pub(crate) fn new(disk: DiskHandle, view: &MetadataView, from: u64) -> ChangeStream {
         ChangeStream {
+            published: disk.wal_published(),
             disk,
             applied: view.applied_watch(),
             next: from.max(1),
@@ -122,6 +124,9 @@ impl ChangeStream {
                 continue;
             }
             let from = self.next;
+            // Seen before the read: a publish after this point wakes the
+            // wait below, one before it is visible to the read.
+            self.published.borrow_and_update();
             let max = usize::try_from(applied - from + 1)
                 .unwrap_or(usize::MAX)
                 .min(READ_ENTRIES);
@@ -157,7 +162,10 @@ impl ChangeStream {
                 Err(_) => return Err(ChangesError::ShuttingDown),
             };
             if records.is_empty() {
-                tokio::time::sleep(NOT_DURABLE_RETRY).await;
+                self.published
+                    .changed()
+                    .await
+                    .map_err(|_| ChangesError::ShuttingDown)?;
                 continue;
             }
             for (expect, record) in (from..).zip(records) {

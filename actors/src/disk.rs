@@ -53,7 +53,7 @@ use metawal::record::Record;
 use metawal::wal::{OpenReport, Wal, WalOptions};
 use metawal::NodeId;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::DiskError;
 use metawal::engine::disk_io::{
@@ -104,6 +104,10 @@ pub struct DiskHandle {
     tx: SyncSender<Job>,
     read_tx: SyncSender<ReadJob>,
     node: NodeId,
+    /// Bumped by the writer after each group commit and each request that
+    /// may move the readable log (a truncation, a snapshot install): what
+    /// a reader that found an entry not yet durable waits on.
+    published: watch::Receiver<u64>,
 }
 
 impl DiskHandle {
@@ -126,6 +130,7 @@ impl DiskHandle {
         fsync_seconds: Option<Histogram>,
     ) -> Result<(DiskHandle, OpenReport), DiskError> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let (published_tx, published) = watch::channel(0u64);
         let (opened_tx, opened_rx) = oneshot::channel();
         let data_dir_for_reader = data_dir.clone();
         std::thread::Builder::new()
@@ -158,6 +163,7 @@ impl DiskHandle {
                                 },
                                 rx,
                                 fsync_seconds,
+                                published_tx,
                             );
                         }
                     }
@@ -177,7 +183,12 @@ impl DiskHandle {
             wal: wal_reader,
             data_dir: data_dir_for_reader,
         };
-        let handle = DiskHandle { tx, read_tx, node };
+        let handle = DiskHandle {
+            tx,
+            read_tx,
+            node,
+            published,
+        };
         if let Err(e) = std::thread::Builder::new()
             .name(format!("metawal-disk-read-{node}"))
             .spawn(move || run_reader(reader, read_rx))
@@ -194,6 +205,14 @@ impl DiskHandle {
     /// The node whose disk this is.
     pub(crate) fn node(&self) -> NodeId {
         self.node
+    }
+
+    /// A watch the writer bumps each time what the disk reader can read
+    /// may have changed (a group commit made records durable, or a request
+    /// truncated or replaced the log). Mark it seen before a read; a read
+    /// that found its entries not durable yet waits for the next change.
+    pub(crate) fn wal_published(&self) -> watch::Receiver<u64> {
+        self.published.clone()
     }
 
     fn submit_read(&self, job: ReadJob) -> Result<(), DiskError> {
@@ -339,7 +358,13 @@ fn run_reader(reader: DiskReader, rx: Receiver<ReadJob>) {
     tracing::debug!(node = reader.node, "disk reader thread stopped");
 }
 
-fn run(node: NodeId, mut disk: Disk, rx: Receiver<Job>, fsync_seconds: Option<Histogram>) {
+fn run(
+    node: NodeId,
+    mut disk: Disk,
+    rx: Receiver<Job>,
+    fsync_seconds: Option<Histogram>,
+    published: watch::Sender<u64>,
+) {
     let mut failed: Option<String> = None;
     let mut next: Option<Job> = None;
     loop {
@@ -365,13 +390,18 @@ fn run(node: NodeId, mut disk: Disk, rx: Receiver<Job>, fsync_seconds: Option<Hi
                     }
                 }
                 write_batch(node, &mut disk, batch, &mut failed, fsync_seconds.as_ref());
+                published.send_modify(|n| *n = n.wrapping_add(1));
             }
             Job::Request(request, reply) => {
                 // The asker may have gone: nothing to tell.
                 let _ = reply.send(disk.execute(request));
+                published.send_modify(|n| *n = n.wrapping_add(1));
             }
             #[cfg(feature = "fault-injection")]
-            Job::Run(f) => f(&mut disk),
+            Job::Run(f) => {
+                f(&mut disk);
+                published.send_modify(|n| *n = n.wrapping_add(1));
+            }
             Job::Stop(done) => {
                 if failed.is_none() {
                     if let Err(e) = disk.wal.sync() {
