@@ -56,6 +56,9 @@ use crate::command::NodeId;
 // must be on disk before anything that depends on it is sent.
 #[path = "election_vote.rs"]
 mod vote;
+// The transitions between roles: the timer, the rounds, stepping down.
+#[path = "election_roles.rs"]
+mod roles;
 use vote::{AfterPersist, Vote};
 
 /// A log end: `(last_epoch, last_offset)`, compared in that order (Raft's
@@ -423,145 +426,6 @@ impl ElectionEngine {
                 }
             }
         }
-    }
-
-    fn on_tick(&mut self, now: Instant, log: LastLog) {
-        match self.role {
-            ElectionRole::Leader => {
-                // Check-quorum: heard from a majority (itself counted)
-                // within T?
-                let t = self.config.election_timeout;
-                let live = 1 + self
-                    .heard
-                    .values()
-                    .filter(|&&at| now.saturating_duration_since(at) < t)
-                    .count();
-                if live < self.majority() {
-                    tracing::warn!(
-                        node = self.node,
-                        epoch = self.epoch,
-                        live,
-                        "leader has not heard from a majority within the election timeout; stepping down"
-                    );
-                    self.become_follower(now, None);
-                }
-                self.deadline = now + t / 4;
-            }
-            _ if now >= self.deadline => self.start_pre_vote(now, log),
-            _ => {}
-        }
-    }
-
-    fn broadcast(&mut self, msg: ElectionMsg) {
-        let peers: Vec<NodeId> = self
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != self.node)
-            .collect();
-        for to in peers {
-            self.actions.push_back(ElectionAction::Send { to, msg });
-        }
-    }
-
-    fn start_pre_vote(&mut self, now: Instant, log: LastLog) {
-        self.role = ElectionRole::PreCandidate;
-        self.pre_votes += 1;
-        self.leader = None;
-        self.granted = BTreeSet::from([self.node]);
-        self.reset_timeout(now);
-        tracing::debug!(
-            node = self.node,
-            epoch = self.epoch + 1,
-            "election timeout: asking for pre-votes"
-        );
-        if self.granted.len() >= self.majority() {
-            self.start_vote(now, false);
-            return;
-        }
-        self.broadcast(ElectionMsg::PreVote {
-            epoch: self.epoch + 1,
-            last_epoch: log.0,
-            last_offset: log.1,
-        });
-    }
-
-    /// Stand in `epoch + 1`: vote for itself, and once that is on disk ask
-    /// for votes.
-    fn start_vote(&mut self, now: Instant, transfer: bool) {
-        self.role = ElectionRole::Candidate;
-        self.epoch += 1;
-        self.voted_for = Some(self.node);
-        self.leader = None;
-        self.leader_contact = None;
-        self.granted = BTreeSet::from([self.node]);
-        self.elections += 1;
-        self.reset_timeout(now);
-        tracing::info!(
-            node = self.node,
-            epoch = self.epoch,
-            "standing for election"
-        );
-        // The requests carry the log as fenced at this epoch, so they are
-        // built once the vote is on disk.
-        self.persist(vec![AfterPersist::RequestVotes {
-            epoch: self.epoch,
-            transfer,
-        }]);
-        // A single voter wins on its own vote. `BecomeLeader` is queued
-        // after the `PersistVote`, and shells carry actions out in order
-        // (the Elector one at a time), so it leads only once that vote is
-        // on disk.
-        if self.granted.len() >= self.majority() {
-            self.win(now);
-        }
-    }
-
-    fn win(&mut self, now: Instant) {
-        self.role = ElectionRole::Leader;
-        self.leader = Some(self.node);
-        // Check-quorum counts from the win: every follower has `T` to be
-        // heard from.
-        self.heard = self
-            .voters
-            .iter()
-            .filter(|&&v| v != self.node)
-            .map(|&v| (v, now))
-            .collect();
-        self.deadline = now + self.config.election_timeout / 4;
-        tracing::info!(node = self.node, epoch = self.epoch, "won the election");
-        self.actions
-            .push_back(ElectionAction::BecomeLeader { epoch: self.epoch });
-    }
-
-    fn become_follower(&mut self, now: Instant, leader: Option<NodeId>) {
-        let was = self.role;
-        self.role = ElectionRole::Follower;
-        self.leader = leader;
-        self.granted.clear();
-        self.heard.clear();
-        self.reset_timeout(now);
-        if was == ElectionRole::Leader || was == ElectionRole::Candidate {
-            self.actions.push_back(ElectionAction::StepDown {
-                epoch: self.epoch,
-                leader,
-            });
-        }
-    }
-
-    /// Move to a higher `epoch` without voting (persisted).
-    fn move_to_epoch(&mut self, now: Instant, epoch: u64) {
-        debug_assert!(epoch > self.epoch);
-        self.epoch = epoch;
-        self.voted_for = None;
-        self.leader = None;
-        // The leader heard was the old epoch's: it no longer keeps this
-        // node from granting (pre-)votes in the new one.
-        self.leader_contact = None;
-        if self.role != ElectionRole::Follower {
-            self.become_follower(now, None);
-        }
-        self.persist(Vec::new());
     }
 
     fn on_message(&mut self, now: Instant, from: NodeId, msg: ElectionMsg, log: LastLog) {
