@@ -350,6 +350,23 @@ fn a_follower_answer_dated_by_its_arrival_is_caught() {
     eprintln!("heard on arrival: first caught by {found:?}");
 }
 
+/// A follower that moves to a newer epoch but keeps its session with the
+/// older leader open answers that leader's probes: a reply from an older
+/// epoch counts as follower contact. With the transfer cut (the leader
+/// and its transfer's target lose each other; the target wins with the
+/// others' votes; the leader resumes when its transfer times out) the
+/// old leader's read index is confirmed by voters that already serve its
+/// successor, and the read misses what the successor committed.
+#[test]
+fn a_reply_from_an_older_epoch_counted_as_contact_is_caught() {
+    let found = first_violation(PlantedBug::OldSessionAnswers, 600);
+    assert!(
+        matches!(found, Some((_, Invariant::StaleRead))),
+        "600 seeds did not notice replies from an older epoch: {found:?}"
+    );
+    eprintln!("old session answers: first caught by {found:?}");
+}
+
 /// Regression seeds: the first seeds (3 and 5 nodes) that caught the old
 /// commit rule (`min(min_insync_replicas, |ISR|)`: a lone leader committed
 /// on its own disk) as a leader-completeness violation: 6–9 with the

@@ -84,11 +84,18 @@ pub enum PlantedBug {
     /// while the leader was paused confirm its read index after another
     /// leader was elected and committed, and the read is stale.
     HeardOnArrival,
+    /// A follower that moves to a newer epoch (it votes, or a newer
+    /// leader attaches) does not end its session with the older leader
+    /// (planted in the shell, on `FollowerAction::StopSession`): that
+    /// session still answers the old leader's probes, so a reply from an
+    /// older epoch counts as follower contact, and a deposed leader's read
+    /// index is confirmed by followers that already serve its successor.
+    OldSessionAnswers,
 }
 
 impl PlantedBug {
     /// Every planted bug, for `--planted` and the tests.
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::NoFencing,
         PlantedBug::LateElectionTimer,
@@ -97,6 +104,7 @@ impl PlantedBug {
         PlantedBug::AdmitWhileTransferring,
         PlantedBug::RecoveryPastHint,
         PlantedBug::HeardOnArrival,
+        PlantedBug::OldSessionAnswers,
     ];
 
     /// Its name on the command line (`--planted NAME`).
@@ -110,6 +118,7 @@ impl PlantedBug {
             PlantedBug::AdmitWhileTransferring => "admit-while-transferring",
             PlantedBug::RecoveryPastHint => "recovery-past-hint",
             PlantedBug::HeardOnArrival => "heard-on-arrival",
+            PlantedBug::OldSessionAnswers => "old-session-answers",
         }
     }
 
@@ -243,6 +252,9 @@ pub struct SeedReport {
     pub transfers: u64,
     /// Transfers that ended with the target leading.
     pub transfers_done: u64,
+    /// Transfers whose leader and target were cut off from each other
+    /// just as the target was told to stand.
+    pub transfer_cuts: u64,
     /// Connections cut.
     pub cuts: u64,
     /// Leader promotions.

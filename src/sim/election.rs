@@ -80,6 +80,7 @@ impl Simulation {
         self.log(format!("n{to} <- n{from} {msg:?}"));
         if let ElectionMsg::ElectNow { epoch } = msg {
             self.check_transfer_target(from, to, epoch);
+            self.maybe_cut_transfer(from, to);
         }
         self.election_input(to, ElectionInput::Received { from, msg });
         true
@@ -124,6 +125,30 @@ impl Simulation {
         if has >= node.last_offset() {
             self.catch_up_watch[id as usize - 1] = None;
             self.node_input(id, NodeInput::CaughtUp { to });
+        }
+    }
+
+    /// The transfer cut, half the time a transfer's `ElectNow` arrives: the
+    /// leader `from` and the target `to` lose each other for 4–8 election
+    /// timeouts while both still reach the rest. The target wins with the
+    /// others' votes; the leader hears nothing of it, resumes when its
+    /// transfer times out, and still reaches the voters that elected the
+    /// target. Only their fencing (they end the old leader's sessions when
+    /// they vote) keeps its reads from being confirmed.
+    fn maybe_cut_transfer(&mut self, from: NodeId, to: NodeId) {
+        if !self.config.nemesis
+            || !self.faults
+            || self.net.pair_cut().is_some()
+            || !self.rng.chance(500)
+        {
+            return;
+        }
+        let t = self.config.election_timeout.as_nanos() as u64;
+        self.cut_until = self.now + self.rng.range(4 * t, 8 * t);
+        self.report.transfer_cuts += 1;
+        self.log(format!("fault: transfer cut n{from} | n{to}"));
+        for (id, c) in self.net.cut_pair(from, to) {
+            self.ends_closed(id, &c);
         }
     }
 

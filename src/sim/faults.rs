@@ -21,6 +21,12 @@ impl Simulation {
     }
 
     pub(super) fn external(&mut self) {
+        if let Some((a, b)) = self.net.pair_cut() {
+            if self.now >= self.cut_until {
+                self.log(format!("fault: heal the cut n{a} | n{b}"));
+                self.net.heal_cut();
+            }
+        }
         if self.nemesis_tick() {
             return;
         }

@@ -355,6 +355,9 @@ impl Simulation {
                     self.session_input(session, SessionInput::Durable(offset));
                 }
                 FollowerAction::StopSession(conn) => {
+                    if self.config.bug == Some(PlantedBug::OldSessionAnswers) {
+                        continue;
+                    }
                     if self.net.get(conn).is_some() {
                         self.log(format!("n{id}: ends session #{conn}"));
                         self.close_by(conn, id);

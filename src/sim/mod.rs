@@ -193,6 +193,8 @@ pub struct Simulation {
     nemesis: Option<nemesis::StaleCandidate>,
     /// Per node: it is paused until this virtual time (see [`reads`]).
     paused_until: Vec<u64>,
+    /// When the transfer cut in force heals (see [`Network::pair_cut`]).
+    cut_until: u64,
     /// Per node: a pause asked for (its length), started when a follower
     /// next sends it an ack.
     pause_asked: Vec<Option<u64>>,
@@ -250,6 +252,7 @@ impl Simulation {
             broken: None,
             nemesis: None,
             paused_until: vec![0; config.nodes],
+            cut_until: 0,
             pause_asked: vec![None; config.nodes],
             backlog_at: vec![0; config.nodes],
             reads: vec![Vec::new(); config.nodes],

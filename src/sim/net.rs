@@ -117,6 +117,9 @@ pub struct Network {
     partition: Option<Vec<bool>>,
     /// Nodes that can send but not receive (a one-way partition).
     deaf: BTreeSet<NodeId>,
+    /// Two nodes that cannot reach each other, while both reach everyone
+    /// else (the transfer cut).
+    cut: Option<(NodeId, NodeId)>,
 }
 
 impl Network {
@@ -127,6 +130,9 @@ impl Network {
 
     /// Whether no partition separates `a` and `b` (deafness aside).
     pub fn reachable(&self, a: NodeId, b: NodeId) -> bool {
+        if self.cut == Some((a.min(b), a.max(b))) {
+            return false;
+        }
         match &self.partition {
             None => true,
             Some(side) => side_of(side, a) == side_of(side, b),
@@ -191,6 +197,32 @@ impl Network {
             .collect()
     }
 
+    /// Cut `a` and `b` off from each other only. Returns the connections
+    /// between them (now closed).
+    pub fn cut_pair(&mut self, a: NodeId, b: NodeId) -> Vec<(ConnId, Connection)> {
+        self.cut = Some((a.min(b), a.max(b)));
+        let crossing: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !self.reachable(c.leader, c.follower))
+            .map(|(&id, _)| id)
+            .collect();
+        crossing
+            .into_iter()
+            .filter_map(|id| self.close(id).map(|c| (id, c)))
+            .collect()
+    }
+
+    /// The two nodes cut off from each other, if any.
+    pub fn pair_cut(&self) -> Option<(NodeId, NodeId)> {
+        self.cut
+    }
+
+    /// Remove the cut between two nodes.
+    pub fn heal_cut(&mut self) {
+        self.cut = None;
+    }
+
     /// Remove the partition.
     pub fn heal_partition(&mut self) {
         self.partition = None;
@@ -199,6 +231,7 @@ impl Network {
     /// Remove the partition and every one-way partition.
     pub fn heal(&mut self) {
         self.heal_partition();
+        self.heal_cut();
         self.heal_deaf();
     }
 

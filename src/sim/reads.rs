@@ -75,10 +75,16 @@ impl Simulation {
         }
     }
 
-    /// Pause the leader for 6–14 election timeouts, long
-    /// enough for the others to elect a leader and commit, as soon as a
-    /// follower has sent it an ack: answers are in flight, and wait for it.
-    /// A client's read reaches it first and waits too.
+    /// Pause the leader, as soon as a follower has sent it an ack (answers
+    /// are in flight, and wait for it; a client's read reaches it first and
+    /// waits too), for one of two lengths, even odds:
+    /// - *long*, 6–14 election timeouts: the others elect a leader and
+    ///   commit, and the followers' sessions with the paused leader time
+    ///   out;
+    /// - *short*, 1.2–1.8 election timeouts and under the session timeout:
+    ///   a follower's timer can fire and a new leader win and commit, while
+    ///   the followers' sessions with the paused leader are still open —
+    ///   only fencing ends them.
     pub(super) fn pause_one(&mut self) {
         let n = self.nodes.len() as NodeId;
         let up: Vec<NodeId> = (1..=n)
@@ -88,7 +94,13 @@ impl Simulation {
             return;
         };
         let t = self.config.election_timeout.as_nanos() as u64;
-        let for_ns = self.rng.range(6 * t, 14 * t);
+        let for_ns = if self.rng.chance(500) {
+            self.rng.range(6 * t, 14 * t)
+        } else {
+            let session_ns = self.config.session_timeout.as_nanos() as u64;
+            let hi = (t * 9 / 5).min(session_ns * 19 / 20);
+            self.rng.range((t * 6 / 5).min(hi - 1), hi)
+        };
         self.pause_asked[id as usize - 1] = Some(for_ns);
     }
 
