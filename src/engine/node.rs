@@ -58,6 +58,13 @@ pub use super::node_io::{
 /// wait (the engine looks again after the step).
 pub const DEFERRED_INPUTS_MAX: usize = 256;
 
+// The role changes the election decides, and a leadership transfer: child
+// modules, so they see the engine's private state.
+#[path = "node_steps.rs"]
+mod steps;
+#[path = "node_transfer.rs"]
+mod transfer;
+
 /// Where the node is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -400,19 +407,6 @@ impl NodeEngine {
         }
     }
 
-    /// The deadline this engine keeps itself: a transfer's.
-    fn on_tick_at(&mut self, now: Instant) {
-        if let Some(t) = self.transfer {
-            if now >= t.deadline {
-                let (step, waited) = match t.phase {
-                    TransferPhase::CatchingUp => ("catching up", self.election_timeout),
-                    TransferPhase::Electing => ("electing", 2 * self.election_timeout),
-                };
-                self.end_transfer(Err(TransferFailed::TimedOut { step, waited }));
-            }
-        }
-    }
-
     /// Carry out the election's actions until one makes the engine wait
     /// (a vote write, a role change); then take the inputs that waited, in
     /// order, the same way.
@@ -444,117 +438,6 @@ impl NodeEngine {
                 return;
             };
             self.feed_election(now, input, log);
-        }
-    }
-
-    /// The election won `epoch`: step up (see the module docs).
-    fn step_up(&mut self, now: Instant, epoch: u64) {
-        if self.state != State::Following || epoch < self.epoch {
-            // Stopping, failed, or the epoch moved on: the win is not taken
-            // and the election gives the epoch up.
-            self.election.handle(now, ElectionInput::Resign, (0, 0));
-            return;
-        }
-        self.state = State::SteppingUp {
-            epoch,
-            step: StepUpStep::ReleaseLog,
-            commit: 0,
-        };
-        self.actions.push_back(NodeAction::ReleaseLog { epoch });
-    }
-
-    /// The election says this node follows in `epoch` (`leader` if
-    /// known): a leader publishes that first (proposals are refused from
-    /// that instant), then stops leading and follows.
-    fn step_down(&mut self, now: Instant, epoch: u64, leader: Option<NodeId>) {
-        let leader = leader.filter(|&l| l != self.node);
-        if epoch > self.epoch || (epoch == self.epoch && leader.is_some()) {
-            self.epoch = epoch;
-            self.leader = leader;
-        }
-        if self.leader == Some(self.node) {
-            self.leader = None;
-        }
-        if let State::Leading { .. } = self.state {
-            self.state = State::Stopping { keep_commit: true };
-            self.publish(now);
-            self.actions.push_back(NodeAction::StopLeading);
-        }
-        if let Some(l) = leader {
-            self.transfer_seen_leader(l);
-        }
-    }
-
-    /// A step-up step failed: undo what was started, follow with what is
-    /// on disk, and give the epoch up.
-    fn roll_back(&mut self, now: Instant, _step: StepUpStep, current: Option<u64>) {
-        if let Some(c) = current.filter(|&c| c > self.epoch) {
-            self.epoch = c;
-        }
-        if self.leader == Some(self.node) {
-            self.leader = None;
-        }
-        self.election.handle(now, ElectionInput::Resign, (0, 0));
-        if let Some(c) = current {
-            self.election
-                .handle(now, ElectionInput::HigherEpoch { epoch: c }, (0, 0));
-        }
-        if self.plant == Some(NodePlant::SkipRollback) {
-            self.state = State::Following;
-            self.publish(now);
-            self.drain_election(now);
-            return;
-        }
-        self.state = State::Stopping { keep_commit: false };
-        self.publish(now);
-        self.actions.push_back(NodeAction::StopLeading);
-    }
-
-    fn start_transfer(&mut self, now: Instant, to: NodeId) {
-        if let Some(t) = &self.transfer {
-            let to_busy = t.to;
-            self.actions.push_back(NodeAction::TransferEnded {
-                to,
-                outcome: Err(TransferFailed::InProgress { to: to_busy }),
-            });
-            return;
-        }
-        let outcome = match self.state {
-            State::Leading { .. } if to == self.node => Err(TransferFailed::UnknownPeer { to }),
-            State::Leading { .. } => Ok(()),
-            State::Stopped | State::Failed => Err(TransferFailed::Stopping),
-            _ => Err(TransferFailed::NotLeader),
-        };
-        if let Err(e) = outcome {
-            self.actions.push_back(NodeAction::TransferEnded {
-                to,
-                outcome: Err(e),
-            });
-            return;
-        }
-        self.transfer = Some(Transfer {
-            to,
-            phase: TransferPhase::CatchingUp,
-            deadline: now + self.election_timeout,
-        });
-        self.publish(now);
-        self.actions.push_back(NodeAction::WatchCatchUp { to });
-    }
-
-    /// `leader` is known to lead: a transfer to it is done.
-    fn transfer_seen_leader(&mut self, leader: NodeId) {
-        if self
-            .transfer
-            .is_some_and(|t| t.to == leader && t.phase == TransferPhase::Electing)
-        {
-            self.end_transfer(Ok(()));
-        }
-    }
-
-    fn end_transfer(&mut self, outcome: Result<(), TransferFailed>) {
-        if let Some(t) = self.transfer.take() {
-            self.actions
-                .push_back(NodeAction::TransferEnded { to: t.to, outcome });
         }
     }
 

@@ -34,14 +34,18 @@ use tokio::sync::{oneshot, watch};
 use crate::disk::DiskHandle;
 use crate::error::DiskError;
 use crate::follower::messages::{
-    Attach, DriverSlot, Durable, ElectionIn, ListenerHandle, LogEnd, SessionAppend, SessionCommit,
-    SessionGone, SessionHandle, SessionSnapshot, SessionTruncate, StopSession,
+    DriverSlot, Durable, ElectionIn, ListenerHandle, LogEnd, SessionHandle, StopSession,
 };
 use crate::follower::session::{ReplicaSession, SessionInit};
 use crate::leader::replicator::WakeLinks;
 use crate::progress::LogProgress;
 use crate::shared::NodeShared;
 use crate::store::{EntriesInFlight, FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
+
+// The handlers of the sessions' requests: a child module, so it sees the
+// listener's private state.
+#[path = "listener_sessions.rs"]
+mod sessions;
 
 /// Most replication connections served at once.
 const MAX_SESSIONS: usize = 16;
@@ -454,111 +458,6 @@ impl StreamHandler<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
         tracing::warn!(node = self.node, "replication listener closed");
-    }
-}
-
-impl Handler<Attach> for ReplicaListener {
-    type Result = ResponseFuture<Result<LogEnd, AttachRefused>>;
-
-    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.sessions.insert(msg.session, msg.addr);
-        let req = self.request(Reply::Attach(tx));
-        self.input(
-            FollowerInput::Attach {
-                req,
-                session: msg.session,
-                leader: msg.leader,
-                epoch: msg.epoch,
-            },
-            ctx,
-        );
-        Box::pin(async move {
-            rx.await
-                .unwrap_or(Err(AttachRefused::Storage("listener stopped".into())))
-        })
-    }
-}
-
-impl Handler<SessionAppend> for ReplicaListener {
-    type Result = Result<(), String>;
-
-    fn handle(&mut self, msg: SessionAppend, ctx: &mut Context<Self>) -> Result<(), String> {
-        // The store must have every truncation before the append is judged.
-        self.flush_store();
-        let result = self
-            .engine
-            .append(msg.session, msg.records, msg.entries, msg.commit)
-            .map_err(|e| e.to_string());
-        if result.is_ok() {
-            self.shared.note_leader_contact();
-        }
-        self.run_actions(ctx);
-        result
-    }
-}
-
-impl Handler<SessionCommit> for ReplicaListener {
-    type Result = ();
-
-    fn handle(&mut self, msg: SessionCommit, ctx: &mut Context<Self>) {
-        if self.engine.active() == Some(msg.session) {
-            self.shared.note_leader_contact();
-        }
-        self.input(
-            FollowerInput::Commit {
-                session: msg.session,
-                commit: msg.commit,
-            },
-            ctx,
-        );
-    }
-}
-
-impl Handler<SessionTruncate> for ReplicaListener {
-    type Result = ResponseFuture<Result<LogEnd, String>>;
-
-    fn handle(&mut self, msg: SessionTruncate, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        let req = self.request(Reply::Reset(tx));
-        self.input(
-            FollowerInput::Truncate {
-                req,
-                session: msg.session,
-                to: msg.to,
-            },
-            ctx,
-        );
-        Box::pin(async move { rx.await.unwrap_or(Err("listener stopped".into())) })
-    }
-}
-
-impl Handler<SessionSnapshot> for ReplicaListener {
-    type Result = ResponseFuture<Result<LogEnd, String>>;
-
-    fn handle(&mut self, msg: SessionSnapshot, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        let req = self.request(Reply::Reset(tx));
-        self.input(
-            FollowerInput::Snapshot {
-                req,
-                session: msg.session,
-                offset: msg.offset,
-                epoch: msg.epoch,
-                bytes: msg.bytes,
-            },
-            ctx,
-        );
-        Box::pin(async move { rx.await.unwrap_or(Err("listener stopped".into())) })
-    }
-}
-
-impl Handler<SessionGone> for ReplicaListener {
-    type Result = ();
-
-    fn handle(&mut self, msg: SessionGone, ctx: &mut Context<Self>) {
-        self.sessions.remove(&msg.session);
-        self.input(FollowerInput::SessionGone(msg.session), ctx);
     }
 }
 

@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::disk::DiskHandle;
 use crate::error::{DiskError, ProposeError};
-use crate::leader::link::{FollowerLink, LinkInit, LinkStats};
+use crate::leader::link::{FollowerLink, LinkStats};
 use crate::leader::messages::{LeaderLog, LinkEvent};
 use crate::progress::LogProgress;
 use crate::shared::NodeShared;
@@ -45,6 +45,11 @@ use crate::status::FollowerStatus;
 use metawal::engine::Acks;
 
 type Waiter = oneshot::Sender<Result<(), ProposeError>>;
+
+// Starting, waking, probing and reporting on the links: a child module, so
+// it sees the Replicator's private state.
+#[path = "replicator_links.rs"]
+mod links;
 
 /// An accepted entry for the log (from the MetadataStore).
 #[derive(Message)]
@@ -213,36 +218,6 @@ impl Replicator {
                 let _ = tx.send(());
             }
         }
-    }
-
-    fn start_link(&mut self, peer: NodeId, restarts: u64, ctx: &mut Context<Self>) {
-        let Some(&addr) = self.peers.get(&peer) else {
-            return;
-        };
-        let stats = Arc::new(LinkStats::default());
-        let link = FollowerLink::new(LinkInit {
-            node: self.node,
-            peer,
-            peer_addr: addr,
-            epoch: self.epoch,
-            keys: self.keys.clone(),
-            config: self.config.clone(),
-            log: self.log.clone(),
-            disk: self.disk.clone(),
-            replicator: ctx.address().recipient(),
-            progress: self.progress_rx.clone(),
-            stats: stats.clone(),
-            shared: self.shared.clone(),
-        });
-        let addr = link.start();
-        self.links.insert(
-            peer,
-            LinkSlot {
-                addr,
-                stats,
-                restarts,
-            },
-        );
     }
 
     fn publish(&self) {
@@ -509,84 +484,11 @@ impl Handler<LogStartMoved> for Replicator {
     }
 }
 
-impl Handler<GetReplicationStatus> for Replicator {
-    type Result = MessageResult<GetReplicationStatus>;
-
-    fn handle(&mut self, _msg: GetReplicationStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        let tracker = self.engine.tracker();
-        let log_end = tracker.log_end();
-        let followers = self
-            .links
-            .iter()
-            .map(|(&peer, slot)| {
-                let acked = slot.stats.acked();
-                FollowerStatus {
-                    peer,
-                    connected: slot.stats.connected(),
-                    state: slot.stats.state(),
-                    acked_offset: acked,
-                    lag: log_end.saturating_sub(acked),
-                    in_isr: tracker.in_isr(peer),
-                    inflight_bytes: slot.stats.inflight_bytes(),
-                    reconnects: slot.stats.reconnects(),
-                    snapshots_sent: slot.stats.snapshots_sent(),
-                    link_restarts: slot.restarts,
-                    connection: slot.stats.connection(),
-                }
-            })
-            .collect();
-        MessageResult(ReplicationStatus {
-            log_end,
-            durable: tracker.local_durable(),
-            commit: tracker.commit(),
-            followers,
-        })
-    }
-}
-
-impl Handler<WakeLinks> for Replicator {
-    type Result = ();
-
-    fn handle(&mut self, _msg: WakeLinks, _ctx: &mut Context<Self>) {
-        for slot in self.links.values() {
-            if !slot.stats.connected() {
-                let _ = slot.addr.try_send(crate::leader::link::WakeLink);
-            }
-        }
-    }
-}
-
-impl Handler<ProbeLinks> for Replicator {
-    type Result = ();
-
-    fn handle(&mut self, _msg: ProbeLinks, _ctx: &mut Context<Self>) {
-        for slot in self.links.values() {
-            if slot.stats.connected() {
-                // Best effort: a link whose mailbox is full sends its
-                // periodic probe within a heartbeat interval anyway.
-                let _ = slot.addr.try_send(crate::leader::link::ProbeLink);
-            }
-        }
-    }
-}
-
 /// Test hook: panic the link to `peer` (feature `fault-injection`).
 #[cfg(feature = "fault-injection")]
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct PanicLink(pub NodeId);
-
-#[cfg(feature = "fault-injection")]
-impl Handler<PanicLink> for Replicator {
-    type Result = bool;
-
-    fn handle(&mut self, msg: PanicLink, _ctx: &mut Context<Self>) -> bool {
-        match self.links.get(&msg.0) {
-            Some(slot) => slot.addr.try_send(crate::leader::link::InjectPanic).is_ok(),
-            None => false,
-        }
-    }
-}
 
 impl Handler<StopReplicator> for Replicator {
     type Result = ();
