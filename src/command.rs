@@ -7,8 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A broker node id (also the metawal node id).
-pub type NodeId = u64;
+pub use crate::id::NodeId;
 
 /// One change to the cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,6 +72,11 @@ pub enum Command {
         /// The epoch it leads.
         epoch: u64,
     },
+    /// Control entry appended by the metadata leader to change the voters
+    /// and learners (one at a time, see [`crate::membership::admit_change`]).
+    /// In force from its append: it sets the majorities every later entry
+    /// is counted by. Never proposed by a broker.
+    Membership(crate::membership::Membership),
 }
 
 impl Command {
@@ -86,6 +90,7 @@ impl Command {
             Command::UpdateIsr { .. } => "UpdateIsr",
             Command::Batch { .. } => "Batch",
             Command::LeaderChange { .. } => "LeaderChange",
+            Command::Membership(_) => "Membership",
         }
     }
 }
@@ -100,4 +105,12 @@ pub struct Entry {
     pub epoch: u64,
     /// The change.
     pub command: Command,
+}
+
+impl Entry {
+    /// Whether the entry changes the membership (a control entry that takes
+    /// effect when appended, not when applied).
+    pub fn is_membership(&self) -> bool {
+        matches!(self.command, Command::Membership(_))
+    }
 }

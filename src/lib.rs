@@ -17,6 +17,8 @@ pub mod engine;
 pub mod epochs;
 pub mod frame;
 pub mod handshake;
+mod id;
+pub mod membership;
 pub mod record;
 pub mod replication;
 // The deterministic simulation (feature `sim`). Its docs are the module's

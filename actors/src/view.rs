@@ -165,7 +165,8 @@ impl MetadataView {
                     self.update(state, c);
                 }
             }
-            Command::LeaderChange { .. } => {}
+            // Control entries: no topic changes.
+            Command::LeaderChange { .. } | Command::Membership(_) => {}
         }
     }
 

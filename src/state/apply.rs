@@ -16,6 +16,8 @@ impl MetadataState {
     /// * Not the next offset: [`ValidationError::OutOfOrder`], nothing changes
     ///   (not even the applied offset).
     /// * `LeaderChange`: sets [`MetadataState::leader`]; no validation.
+    /// * `Membership`: sets [`MetadataState::membership`]; no validation
+    ///   (checked when it was built and when it was decoded).
     /// * Any other command is validated as by [`MetadataState::validate`]. If
     ///   it does not validate (cannot happen for a log written by a leader)
     ///   it changes nothing but the applied offset and epoch, identically on
@@ -114,6 +116,10 @@ impl MetadataState {
             }
             Command::LeaderChange { leader, .. } => {
                 self.leader = Some(*leader);
+                Ok(())
+            }
+            Command::Membership(m) => {
+                self.membership = Some(m.clone());
                 Ok(())
             }
         }

@@ -30,10 +30,12 @@ fn topic_of(index: usize, command: &Command) -> Result<&str, ValidationError> {
         Command::AssignPartition { topic, .. }
         | Command::SetPartitionLeader { topic, .. }
         | Command::UpdateIsr { topic, .. } => Ok(topic),
-        Command::Batch { .. } | Command::LeaderChange { .. } => Err(ValidationError::NotInBatch {
-            index,
-            kind: command.kind(),
-        }),
+        Command::Batch { .. } | Command::LeaderChange { .. } | Command::Membership(_) => {
+            Err(ValidationError::NotInBatch {
+                index,
+                kind: command.kind(),
+            })
+        }
     }
 }
 

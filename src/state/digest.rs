@@ -36,8 +36,15 @@ impl MetadataState {
     ///   name (u64 length + UTF-8 bytes) | replication_factor u32 | partition count u64
     ///   per partition in index order:
     ///     replicas (u64 count + u64 each) | leader opt | isr (u64 count + u64 each)
+    /// then, only once a `Membership` entry was applied:
+    ///   "membership" | voter count u64, per voter in id order: member
+    ///   | learner count u64, per learner in id order: member
+    ///   member = node_id u64 | directory_id 16 bytes
+    ///     | replication_addr (u64 length + UTF-8) | http_addr (u64 length + UTF-8)
     /// opt = 0u8, or 1u8 followed by u64
     /// ```
+    ///
+    /// (A state without a membership hashes as before the field existed.)
     ///
     /// All integers are big-endian.
     pub fn digest(&self) -> Digest {
@@ -80,6 +87,23 @@ impl MetadataState {
                 put_ids(&mut h, &p.isr);
             }
         }
+        if let Some(m) = &self.membership {
+            h.update(b"membership");
+            for group in [
+                m.voters().collect::<Vec<_>>(),
+                m.learners().collect::<Vec<_>>(),
+            ] {
+                put_len(&mut h, group.len());
+                for member in group {
+                    put_u64(&mut h, member.node_id);
+                    h.update(member.directory_id.0);
+                    for addr in [&member.replication_addr, &member.http_addr] {
+                        put_len(&mut h, addr.len());
+                        h.update(addr.as_bytes());
+                    }
+                }
+            }
+        }
         Digest(h.finalize().into())
     }
 }
@@ -110,6 +134,18 @@ mod tests {
                 leader: 1,
                 epoch: 1,
             },
+            Command::Membership(
+                crate::membership::Membership::new(
+                    [crate::membership::Member {
+                        node_id: 1,
+                        directory_id: crate::membership::DirectoryId([1; 16]),
+                        replication_addr: "127.0.0.1:1".into(),
+                        http_addr: "127.0.0.1:2".into(),
+                    }],
+                    [],
+                )
+                .unwrap(),
+            ),
         ];
         for c in changes {
             let mut changed = a.clone();

@@ -23,6 +23,7 @@
 //! | `UpdateIsr` | sets the ISR as given |
 //! | `Batch` | each command in order, all or none: if one is refused the batch changes nothing ([`ValidationError::InBatch`]) |
 //! | `LeaderChange` | sets [`MetadataState::leader`] (control entry: applied, never validated) |
+//! | `Membership` | sets [`MetadataState::membership`] (control entry: applied, never validated) |
 //!
 //! An in-order entry whose command does not validate changes nothing but the
 //! applied offset and epoch (identically on every node) and its error is
@@ -48,6 +49,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::NodeId;
+use crate::membership::Membership;
 
 mod apply;
 mod batch;
@@ -151,6 +153,11 @@ pub struct MetadataState {
     applied_offset: u64,
     applied_epoch: u64,
     leader: Option<NodeId>,
+    /// The membership of the last applied `Membership` entry (None before
+    /// the first; the bootstrap one is not in the state). Absent in states
+    /// written before membership entries existed.
+    #[serde(default)]
+    membership: Option<Membership>,
 }
 
 impl MetadataState {
@@ -193,6 +200,12 @@ impl MetadataState {
     /// The metadata leader named by the last applied `LeaderChange`.
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
+    }
+
+    /// The membership of the last applied `Membership` entry: what a
+    /// snapshot of this state carries (None before the first such entry).
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
     }
 
     /// A topic by name.

@@ -208,8 +208,8 @@ pub enum ValidationError {
         /// The requested ISR.
         isr: Vec<NodeId>,
     },
-    /// A control command (`LeaderChange`) was proposed: only the replication
-    /// layer appends those.
+    /// A control command (`LeaderChange`, `Membership`) was proposed: only
+    /// the replication layer appends those.
     #[error(
         "{kind} is a control entry appended by the replication layer; brokers may not propose it"
     )]
@@ -467,9 +467,11 @@ impl MetadataState {
                 check_isr(topic, *partition, p, isr)
             }
             Command::Batch { commands } => self.batch_outcome(commands).map(|_| ()),
-            Command::LeaderChange { .. } => Err(ValidationError::ControlCommand {
-                kind: command.kind(),
-            }),
+            Command::LeaderChange { .. } | Command::Membership(_) => {
+                Err(ValidationError::ControlCommand {
+                    kind: command.kind(),
+                })
+            }
         }
     }
 }
