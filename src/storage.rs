@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::command::NodeId;
+use crate::membership::DirectoryId;
 use crate::state::MetadataState;
 
 /// Magic bytes at the start of a snapshot.
@@ -266,6 +267,11 @@ pub struct NodeMeta {
     pub node_id: NodeId,
     /// The cluster it belongs to.
     pub cluster_id: String,
+    /// This data directory's identity, drawn at its first start and never
+    /// changed after ([`DirectoryId::UNKNOWN`] in a meta written before
+    /// directory ids, until the next start draws one). A meta write with
+    /// `UNKNOWN` keeps the one on disk.
+    pub directory_id: DirectoryId,
     /// Highest epoch seen.
     pub current_epoch: u64,
     /// Leader of that epoch, if known.
@@ -282,6 +288,9 @@ pub struct NodeMeta {
 struct MetaBody {
     node_id: NodeId,
     cluster_id: String,
+    /// Absent in meta files written before directory ids.
+    #[serde(default)]
+    directory_id: Option<DirectoryId>,
     current_epoch: u64,
     leader: Option<NodeId>,
     /// Absent in meta files written before elections: no vote.
@@ -298,6 +307,7 @@ impl NodeMeta {
         let body = rmp_serde::to_vec_named(&MetaBody {
             node_id: self.node_id,
             cluster_id: self.cluster_id.clone(),
+            directory_id: (!self.directory_id.is_unknown()).then_some(self.directory_id),
             current_epoch: self.current_epoch,
             leader: self.leader,
             voted_for: self.voted_for,
@@ -331,6 +341,7 @@ impl NodeMeta {
         Ok(Some(NodeMeta {
             node_id: m.node_id,
             cluster_id: m.cluster_id,
+            directory_id: m.directory_id.unwrap_or(DirectoryId::UNKNOWN),
             current_epoch: m.current_epoch,
             leader: m.leader,
             voted_for: m.voted_for,
@@ -376,6 +387,7 @@ mod tests {
         NodeMeta {
             node_id: 3,
             cluster_id: "cluster-a".into(),
+            directory_id: crate::membership::DirectoryId::UNKNOWN,
             current_epoch: 7,
             leader: Some(1),
             voted_for: Some(2),
@@ -413,6 +425,55 @@ mod tests {
                 ..meta()
             }
         );
+    }
+
+    /// A data directory's id survives a store and load, and a meta write
+    /// that does not know it (`UNKNOWN`) keeps the one on disk.
+    #[test]
+    fn the_directory_id_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = DirectoryId([7; 16]);
+        let with_id = NodeMeta {
+            directory_id: id,
+            ..meta()
+        };
+        with_id.store(dir.path()).unwrap();
+        assert_eq!(NodeMeta::load(dir.path()).unwrap(), Some(with_id.clone()));
+        let unaware = NodeMeta {
+            current_epoch: 9,
+            ..meta()
+        };
+        let merged = crate::engine::epoch::merge_meta(Some(&with_id), &unaware).unwrap();
+        assert_eq!((merged.directory_id, merged.current_epoch), (id, 9));
+        let other = NodeMeta {
+            directory_id: DirectoryId([8; 16]),
+            ..unaware
+        };
+        let merged = crate::engine::epoch::merge_meta(Some(&with_id), &other).unwrap();
+        assert_eq!(merged.directory_id, id, "an identity is never rewritten");
+    }
+
+    /// A snapshot written before membership entries existed (no
+    /// `membership` in its state) still loads, with no membership.
+    #[test]
+    fn a_snapshot_from_before_membership_loads() {
+        #[derive(Serialize)]
+        struct OldState {
+            topics: std::collections::BTreeMap<String, ()>,
+            applied_offset: u64,
+            applied_epoch: u64,
+            leader: Option<NodeId>,
+        }
+        let old = OldState {
+            topics: Default::default(),
+            applied_offset: 0,
+            applied_epoch: 0,
+            leader: Some(2),
+        };
+        let body = rmp_serde::to_vec_named(&(0u64, 0u64, &old)).unwrap();
+        let (_, _, state): (u64, u64, MetadataState) = rmp_serde::from_slice(&body).unwrap();
+        assert_eq!(state.leader(), Some(2));
+        assert_eq!(state.membership(), None);
     }
 
     fn snap(offset: u64) -> Snapshot {

@@ -13,6 +13,7 @@
 //! it: a wake-up that makes the leader's disconnected link retry now instead
 //! of waiting out its backoff.
 
+use metawal::membership::DirectoryId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -141,11 +142,11 @@ impl Node {
         // election. A node that led before it stopped does not know whether
         // it still does: it follows until it hears a leader or wins again.
         let role = Role::Follower;
-        let meta = starting::meta_at_start(&config, &rec);
+        let meta = starting::meta_at_start(&config, &rec, DirectoryId(rand::random()));
         let (epoch, leader, voted_for) = (meta.current_epoch, meta.leader, meta.voted_for);
         let (listener, replication_addr) = starting::bind(&config).await?;
         starting::record_meta(&disk, &rec, &meta).await?;
-        tracing::info!(node, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
+        tracing::info!(node, directory_id = %meta.directory_id, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
 
         let cluster_size = config.peers.len() + 1;
         // No leader is named before it is heard (the node engine's rule).
@@ -482,6 +483,7 @@ impl Node {
         let meta = NodeMeta {
             node_id: node,
             cluster_id: self.config.cluster_id.clone(),
+            directory_id: metawal::membership::DirectoryId::UNKNOWN,
             current_epoch: self.shared.epoch(),
             leader: None,
             voted_for: None,

@@ -38,6 +38,7 @@ impl RoleChanges for Node {
         let meta = NodeMeta {
             node_id: self.node_id,
             cluster_id: self.config.cluster_id.clone(),
+            directory_id: metawal::membership::DirectoryId::UNKNOWN,
             current_epoch: epoch,
             leader: Some(self.node_id),
             // Kept from disk in the same epoch (the node's own vote).

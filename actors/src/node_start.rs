@@ -2,6 +2,7 @@
 //! start: TLS material, the data dir (disk threads, recovery, whose it is),
 //! the listener, the `meta` the node starts with.
 
+use metawal::membership::DirectoryId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,9 +80,18 @@ pub(super) async fn open_data_dir(
 }
 
 /// The `meta` the node starts with: its epoch, vote and the leader it
-/// knew (never itself), and the recovered commit point as the hint.
-pub(super) fn meta_at_start(config: &NodeConfig, rec: &Recovered) -> NodeMeta {
+/// knew (never itself), the recovered commit point as the hint, and its
+/// data directory's id: the one on disk, or `fresh` (drawn by the caller)
+/// at the directory's first start, or for a meta written before directory
+/// ids existed.
+pub(super) fn meta_at_start(config: &NodeConfig, rec: &Recovered, fresh: DirectoryId) -> NodeMeta {
     let node = config.node_id;
+    let directory_id = rec
+        .meta
+        .as_ref()
+        .map(|m| m.directory_id)
+        .filter(|d| !d.is_unknown())
+        .unwrap_or(fresh);
     let (epoch, leader, voted_for) = match &rec.meta {
         Some(m) => (
             m.current_epoch,
@@ -93,6 +103,7 @@ pub(super) fn meta_at_start(config: &NodeConfig, rec: &Recovered) -> NodeMeta {
     NodeMeta {
         node_id: node,
         cluster_id: config.cluster_id.clone(),
+        directory_id,
         current_epoch: epoch,
         leader,
         voted_for,

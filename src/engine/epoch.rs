@@ -49,7 +49,8 @@ pub enum EpochRefused {
 /// - never a second vote in an epoch;
 /// - within the same epoch, what `new` leaves out (`leader`, `voted_for`)
 ///   is kept from disk; a higher epoch starts with only what `new` says;
-/// - the commit hint never goes down.
+/// - the commit hint never goes down;
+/// - the directory id on disk, once known, is kept.
 pub fn merge_meta(on_disk: Option<&NodeMeta>, new: &NodeMeta) -> Result<NodeMeta, EpochRefused> {
     let Some(cur) = on_disk else {
         return Ok(new.clone());
@@ -69,6 +70,10 @@ pub fn merge_meta(on_disk: Option<&NodeMeta>, new: &NodeMeta) -> Result<NodeMeta
     }
     let mut m = new.clone();
     m.commit_hint = m.commit_hint.max(cur.commit_hint);
+    // A data directory's identity never changes once written.
+    if !cur.directory_id.is_unknown() {
+        m.directory_id = cur.directory_id;
+    }
     if m.current_epoch == cur.current_epoch {
         m.leader = m.leader.or(cur.leader);
         match (cur.voted_for, m.voted_for) {
@@ -159,6 +164,7 @@ mod tests {
         NodeMeta {
             node_id: 2,
             cluster_id: "c".into(),
+            directory_id: crate::membership::DirectoryId::UNKNOWN,
             current_epoch: epoch,
             leader,
             voted_for,

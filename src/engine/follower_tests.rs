@@ -79,6 +79,7 @@ fn meta(epoch: u64, leader: Option<NodeId>) -> NodeMeta {
     NodeMeta {
         node_id: ME,
         cluster_id: "test-cluster".into(),
+        directory_id: crate::membership::DirectoryId::UNKNOWN,
         current_epoch: epoch,
         leader,
         voted_for: None,

@@ -132,6 +132,7 @@ impl SimDisk {
         NodeMeta {
             node_id: id,
             cluster_id: "sim".into(),
+            directory_id: crate::membership::DirectoryId([id as u8; 16]),
             current_epoch: self.meta.epoch,
             leader: self.meta.leader,
             voted_for: self.meta.voted_for,

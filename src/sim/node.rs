@@ -396,6 +396,7 @@ pub fn node_meta(id: NodeId, meta: Meta) -> NodeMeta {
     NodeMeta {
         node_id: id,
         cluster_id: "sim".into(),
+        directory_id: crate::membership::DirectoryId([id as u8; 16]),
         current_epoch: meta.epoch,
         leader: meta.leader,
         voted_for: meta.voted_for,

@@ -747,6 +747,7 @@ async fn a_lower_epoch_never_overwrites_a_higher_one_on_disk() {
     let meta = |epoch, leader| NodeMeta {
         node_id: 1,
         cluster_id: "c".into(),
+        directory_id: metawal::membership::DirectoryId::UNKNOWN,
         current_epoch: epoch,
         leader: Some(leader),
         voted_for: None,
