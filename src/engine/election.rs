@@ -146,6 +146,14 @@ pub enum ElectionInput {
     },
     /// Leader only: this node shuts down cleanly.
     Resign,
+    /// The voter set in force changed (a membership entry was appended, or
+    /// a truncation reverted one). From now on majorities are counted over
+    /// `voters`; a node outside it never stands, and answers from outside
+    /// it count for nothing.
+    VotersChanged {
+        /// The voters now (this node may or may not be one).
+        voters: BTreeSet<NodeId>,
+    },
 }
 
 /// What the shell must do.
@@ -346,6 +354,23 @@ impl ElectionEngine {
         self.voters.len() / 2 + 1
     }
 
+    /// Whether the grants of this round (its own counted) are a majority of
+    /// the voters in force: a grant from a node that is no longer a voter
+    /// counts for nothing.
+    fn granted_quorum(&self) -> bool {
+        let votes = self
+            .granted
+            .iter()
+            .filter(|id| self.voters.contains(id))
+            .count();
+        votes >= self.majority()
+    }
+
+    /// Whether this node is a voter (only a voter stands for election).
+    pub fn is_voter(&self) -> bool {
+        self.voters.contains(&self.node)
+    }
+
     /// A uniform number in [0, 1) (xorshift64*).
     fn jitter(&mut self) -> f64 {
         super::unit_jitter(&mut self.rng)
@@ -370,7 +395,12 @@ impl ElectionEngine {
         match input {
             ElectionInput::Tick => self.on_tick(now, log),
             ElectionInput::Received { from, msg } => {
-                if from != self.node && self.voters.contains(&from) {
+                // A (pre-)vote request is answered whoever asks (KRaft's
+                // rule: a newly added voter whose membership entry this node
+                // has not seen yet is not locked out; the up-to-date rule
+                // still decides). Anything else counts only from a voter.
+                let request = matches!(msg, ElectionMsg::PreVote { .. } | ElectionMsg::Vote { .. });
+                if from != self.node && (request || self.voters.contains(&from)) {
                     self.on_message(now, from, msg, log);
                 }
             }
@@ -418,6 +448,7 @@ impl ElectionEngine {
                     self.actions.push_back(ElectionAction::Send { to, msg });
                 }
             }
+            ElectionInput::VotersChanged { voters } => self.set_voters(now, voters),
             ElectionInput::Resign => {
                 if self.role == ElectionRole::Leader {
                     let msg = ElectionMsg::Resign { epoch: self.epoch };
@@ -459,7 +490,7 @@ impl ElectionEngine {
                 }
                 if self.role == ElectionRole::PreCandidate && epoch == self.epoch + 1 && granted {
                     self.granted.insert(from);
-                    if self.granted.len() >= self.majority() {
+                    if self.granted_quorum() {
                         self.start_vote(now, false);
                     }
                 }
@@ -481,7 +512,7 @@ impl ElectionEngine {
                 }
                 if self.role == ElectionRole::Candidate && epoch == self.epoch && granted {
                     self.granted.insert(from);
-                    if self.granted.len() >= self.majority() {
+                    if self.granted_quorum() {
                         self.win(now);
                     }
                 }

@@ -37,6 +37,9 @@ impl ElectionEngine {
                 }
                 self.deadline = now + t / 4;
             }
+            // A learner, or a node removed from the voters, never stands:
+            // it waits for a leader to replicate to it.
+            _ if now >= self.deadline && !self.is_voter() => self.reset_timeout(now),
             _ if now >= self.deadline => self.start_pre_vote(now, log),
             _ => {}
         }
@@ -65,7 +68,7 @@ impl ElectionEngine {
             epoch = self.epoch + 1,
             "election timeout: asking for pre-votes"
         );
-        if self.granted.len() >= self.majority() {
+        if self.granted_quorum() {
             self.start_vote(now, false);
             return;
         }
@@ -102,7 +105,7 @@ impl ElectionEngine {
         // after the `PersistVote`, and shells carry actions out in order
         // (the Elector one at a time), so it leads only once that vote is
         // on disk.
-        if self.granted.len() >= self.majority() {
+        if self.granted_quorum() {
             self.win(now);
         }
     }
@@ -152,5 +155,26 @@ impl ElectionEngine {
             self.become_follower(now, None);
         }
         self.persist(Vec::new());
+    }
+
+    /// The voter set in force is now `voters`. The leader forgets when it
+    /// heard nodes that no longer vote (check-quorum and reads count
+    /// voters only); a candidate or pre-candidate that is no longer a
+    /// voter gives up its round; a leader that is no longer a voter steps
+    /// down (it cannot be: a leader is never removed, it transfers first —
+    /// this is the fence if that rule is ever broken).
+    pub(super) fn set_voters(&mut self, now: Instant, voters: BTreeSet<NodeId>) {
+        self.voters = voters;
+        let voters = &self.voters;
+        self.heard.retain(|id, _| voters.contains(id));
+        if !self.is_voter() && self.role != ElectionRole::Follower {
+            tracing::info!(
+                node = self.node,
+                epoch = self.epoch,
+                role = ?self.role,
+                "no longer a voter: following"
+            );
+            self.become_follower(now, None);
+        }
     }
 }

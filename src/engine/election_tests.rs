@@ -387,12 +387,191 @@ fn a_higher_epoch_in_any_reply_makes_the_node_follow_in_it() {
 }
 
 #[test]
-fn messages_from_strangers_are_ignored() {
+fn a_strangers_requests_are_answered_by_the_rules_and_its_answers_ignored() {
     let t0 = Instant::now();
     let mut v = engine(2, 4, t0);
-    v.handle(t0, received(9, vote(5, (9, 99), false)), (4, 10));
+    // From itself: nothing.
     v.handle(t0, received(2, vote(5, (9, 99), false)), (4, 10));
     assert!(drain(&mut v).is_empty());
+    // A node outside this voter set (a voter added by an entry this node
+    // has not seen yet) with a fresher log gets the vote, after the write.
+    v.handle(t0, received(9, vote(5, (9, 99), false)), (4, 10));
+    assert!(
+        drain(&mut v).contains(&ElectionAction::PersistVote {
+            epoch: 5,
+            voted_for: Some(9)
+        }),
+        "a fresher stranger gets no vote"
+    );
+    // A stale one does not.
+    let mut w = engine(3, 4, t0);
+    w.handle(t0, received(9, vote(5, (1, 1), false)), (4, 10));
+    w.handle(
+        t0,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: None,
+        },
+        (4, 10),
+    );
+    assert!(drain(&mut w).iter().all(|a| !matches!(
+        a,
+        ElectionAction::Send {
+            msg: ElectionMsg::VoteReply { granted: true, .. },
+            ..
+        }
+    )));
+    // Its answers and its resignations count for nothing.
+    let mut c = engine(1, 4, t0);
+    let at = c.poll_timeout();
+    c.handle(at, ElectionInput::Tick, (4, 10));
+    drain(&mut c);
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 5,
+        current: 4,
+        granted: true,
+    };
+    c.handle(at, received(9, granted), (4, 10));
+    assert!(
+        drain(&mut c).is_empty(),
+        "a stranger's grant is no majority"
+    );
+    assert_eq!(c.role(), ElectionRole::PreCandidate);
+}
+
+#[test]
+fn a_node_outside_the_voters_never_stands() {
+    let t0 = Instant::now();
+    let mut e = engine(1, 4, t0);
+    assert!(e.is_voter());
+    e.handle(
+        t0,
+        ElectionInput::VotersChanged {
+            voters: [2, 3, 4].into(),
+        },
+        (4, 10),
+    );
+    assert!(!e.is_voter());
+    for i in 1..=5 {
+        let at = e.poll_timeout();
+        assert!(at > t0 + T * (i - 1), "the timer still moves on");
+        e.handle(at, ElectionInput::Tick, (4, 10));
+        assert!(drain(&mut e).is_empty(), "a learner asked for votes");
+        assert_eq!(e.role(), ElectionRole::Follower);
+    }
+}
+
+#[test]
+fn a_pre_candidate_removed_from_the_voters_gives_up_its_round() {
+    let t0 = Instant::now();
+    let mut e = engine(1, 4, t0);
+    let at = e.poll_timeout();
+    e.handle(at, ElectionInput::Tick, (4, 10));
+    drain(&mut e);
+    assert_eq!(e.role(), ElectionRole::PreCandidate);
+    e.handle(
+        at,
+        ElectionInput::VotersChanged {
+            voters: [2, 3].into(),
+        },
+        (4, 10),
+    );
+    assert_eq!(e.role(), ElectionRole::Follower);
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 5,
+        current: 4,
+        granted: true,
+    };
+    e.handle(at, received(2, granted), (4, 10));
+    assert!(drain(&mut e).is_empty(), "a late grant starts nothing");
+}
+
+#[test]
+fn majorities_are_counted_over_the_voters_in_force() {
+    let t0 = Instant::now();
+    // Grown to five voters: one grant besides its own is not enough.
+    let mut e = engine(1, 4, t0);
+    e.handle(
+        t0,
+        ElectionInput::VotersChanged {
+            voters: [1, 2, 3, 4, 5].into(),
+        },
+        (4, 10),
+    );
+    let at = e.poll_timeout();
+    e.handle(at, ElectionInput::Tick, (4, 10));
+    assert_eq!(drain(&mut e).len(), 4, "pre-votes to the four others");
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 5,
+        current: 4,
+        granted: true,
+    };
+    e.handle(at, received(2, granted), (4, 10));
+    assert!(drain(&mut e).is_empty(), "2 of 5 is no majority");
+    e.handle(at, received(4, granted), (4, 10));
+    assert_eq!(
+        drain(&mut e),
+        [ElectionAction::PersistVote {
+            epoch: 5,
+            voted_for: Some(1)
+        }]
+    );
+
+    // A leader's check-quorum counts the new set too.
+    let (mut l, won) = leader_of_epoch_1(Instant::now());
+    l.handle(
+        won,
+        ElectionInput::VotersChanged {
+            voters: [1, 2, 3, 4, 5].into(),
+        },
+        (1, 1),
+    );
+    let heard = |peer| ElectionInput::FollowerHeard {
+        peer,
+        since: won + T / 2,
+    };
+    l.handle(won + T / 2, heard(2), (1, 1));
+    l.handle(won + T * 5 / 4, ElectionInput::Tick, (1, 1));
+    assert_eq!(
+        drain(&mut l),
+        [ElectionAction::StepDown {
+            epoch: 1,
+            leader: None
+        }],
+        "2 of 5 heard"
+    );
+    let (mut l, won) = leader_of_epoch_1(Instant::now());
+    l.handle(
+        won,
+        ElectionInput::VotersChanged {
+            voters: [1, 2, 3, 4, 5].into(),
+        },
+        (1, 1),
+    );
+    for peer in [2, 5] {
+        l.handle(won + T / 2, heard(peer), (1, 1));
+    }
+    l.handle(won + T * 5 / 4, ElectionInput::Tick, (1, 1));
+    assert!(drain(&mut l).is_empty(), "3 of 5 heard");
+    // A node removed from the voters is forgotten: its answers no longer
+    // keep the leader in place.
+    l.handle(
+        won + T * 5 / 4,
+        ElectionInput::VotersChanged {
+            voters: [1, 2, 3, 4].into(),
+        },
+        (1, 1),
+    );
+    l.handle(won + T * 5 / 4, heard(5), (1, 1));
+    l.handle(won + T * 3 / 2, ElectionInput::Tick, (1, 1));
+    assert_eq!(
+        drain(&mut l),
+        [ElectionAction::StepDown {
+            epoch: 1,
+            leader: None
+        }],
+        "2 of 4 heard: 5 no longer counts"
+    );
 }
 
 // ---- Small clusters, messages delivered directly ----

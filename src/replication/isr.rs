@@ -36,6 +36,9 @@ use crate::command::NodeId;
 /// Per-follower view used for the ISR.
 #[derive(Debug, Clone)]
 struct Member {
+    /// A voter (counted for commit, may join the ISR) or a learner
+    /// (replicated to, counted for nothing).
+    voter: bool,
     connected: bool,
     in_isr: bool,
     durable: u64,
@@ -74,6 +77,9 @@ pub struct ReplicaSetTracker {
     members: BTreeMap<NodeId, Member>,
     lag_max: Duration,
     min_insync: usize,
+    /// `min_insync_replicas` as configured (`min_insync` is it capped at
+    /// the voter count in force).
+    min_insync_wanted: usize,
     epoch_start: u64,
     local_durable: u64,
     log_end: u64,
@@ -105,6 +111,7 @@ impl ReplicaSetTracker {
                 (
                     f,
                     Member {
+                        voter: true,
                         connected: false,
                         in_isr: false,
                         durable: 0,
@@ -120,6 +127,7 @@ impl ReplicaSetTracker {
             members,
             lag_max,
             min_insync: min_insync.clamp(1, cluster),
+            min_insync_wanted: min_insync,
             epoch_start,
             local_durable: local_durable.min(log_end),
             log_end,
@@ -156,7 +164,7 @@ impl ReplicaSetTracker {
         self.epoch_start
     }
 
-    /// Effective `min_insync_replicas` (capped at the cluster size).
+    /// Effective `min_insync_replicas` (capped at the number of voters).
     pub fn min_insync(&self) -> usize {
         self.min_insync
     }
@@ -288,10 +296,69 @@ impl ReplicaSetTracker {
         change
     }
 
+    /// The membership in force changed: `voters` (the leader among them)
+    /// and `learners`. New members start unconnected (their links report
+    /// when they connect); members no longer listed are forgotten; a voter
+    /// that became a learner leaves the ISR. The commit point is counted
+    /// over the new voters from now on (it never goes back).
+    pub fn set_members(
+        &mut self,
+        voters: impl IntoIterator<Item = NodeId>,
+        learners: impl IntoIterator<Item = NodeId>,
+        now: Instant,
+    ) -> IsrChange {
+        let mut change = IsrChange::default();
+        let wanted: BTreeMap<NodeId, bool> = voters
+            .into_iter()
+            .map(|v| (v, true))
+            .chain(learners.into_iter().map(|l| (l, false)))
+            .filter(|&(id, _)| id != self.leader)
+            .collect();
+        let gone: Vec<NodeId> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|id| !wanted.contains_key(id))
+            .collect();
+        for id in gone {
+            if self.members.remove(&id).is_some_and(|m| m.in_isr) {
+                change.left.push(id);
+            }
+        }
+        for (id, voter) in wanted {
+            let m = self.members.entry(id).or_insert(Member {
+                voter,
+                connected: false,
+                in_isr: false,
+                durable: 0,
+                last_caught_up: now,
+                previous_ack: None,
+            });
+            m.voter = voter;
+            if !voter && m.in_isr {
+                m.in_isr = false;
+                change.left.push(id);
+            }
+        }
+        let voters = 1 + self.members.values().filter(|m| m.voter).count();
+        self.min_insync = self.min_insync_wanted.clamp(1, voters);
+        let joinable: Vec<NodeId> = self.members.keys().copied().collect();
+        for id in joinable {
+            self.try_join(id, now, &mut change);
+        }
+        self.finish(&mut change);
+        change
+    }
+
+    /// Whether `peer` is a learner here.
+    pub fn is_learner(&self, peer: NodeId) -> bool {
+        self.members.get(&peer).is_some_and(|m| !m.voter)
+    }
+
     fn try_join(&mut self, peer: NodeId, now: Instant, change: &mut IsrChange) {
         let commit = self.commit;
         if let Some(m) = self.members.get_mut(&peer) {
-            if m.connected && !m.in_isr && m.durable >= commit {
+            if m.voter && m.connected && !m.in_isr && m.durable >= commit {
                 m.in_isr = true;
                 m.last_caught_up = m.last_caught_up.max(now);
                 change.joined.push(peer);
@@ -313,7 +380,12 @@ impl ReplicaSetTracker {
     /// offset stays on its disk whether or not its link is up. The ISR and
     /// `min_insync_replicas` play no part here; they only gate `acks=all`.
     fn recompute(&mut self) -> (Option<u64>, Option<u64>) {
-        let mut durable: Vec<u64> = self.members.values().map(|m| m.durable).collect();
+        let mut durable: Vec<u64> = self
+            .members
+            .values()
+            .filter(|m| m.voter)
+            .map(|m| m.durable)
+            .collect();
         durable.push(self.local_durable);
         durable.sort_unstable_by(|a, b| b.cmp(a));
         let voters = durable.len();
@@ -352,6 +424,57 @@ mod tests {
 
     fn tracker(now: Instant) -> ReplicaSetTracker {
         ReplicaSetTracker::new(1, [2, 3], now, LAG, 2, 1, 0, 0, 0)
+    }
+
+    #[test]
+    fn learners_replicate_but_count_for_neither_commit_nor_isr() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        t.set_members([1, 2, 3], [4, 5], t0);
+        t.on_append(10);
+        t.on_local_durable(10);
+        for l in [4, 5] {
+            t.on_connected(l, 0, t0);
+            let c = t.on_ack(l, 10, t0);
+            assert_eq!(c.commit_advanced, None, "learner {l} counted for commit");
+            assert!(c.joined.is_empty(), "learner {l} joined the ISR");
+        }
+        assert!(t.is_learner(4) && !t.is_learner(2));
+        assert_eq!(t.durable_of(4), Some(10), "a learner's progress is tracked");
+        assert_eq!(t.isr(), vec![1]);
+        t.on_connected(2, 0, t0);
+        assert_eq!(t.on_ack(2, 10, t0).commit_advanced, Some(10));
+        assert_eq!(t.isr(), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_change_of_voters_changes_the_majority_from_then_on() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        t.on_connected(2, 0, t0);
+        t.on_append(10);
+        t.on_local_durable(10);
+        // Five voters: the leader and node 2 are two, not three.
+        let c = t.set_members([1, 2, 3, 4, 5], [], t0);
+        assert!(c.joined.is_empty() && c.left.is_empty());
+        assert_eq!(t.on_ack(2, 10, t0).commit_advanced, None);
+        t.on_connected(4, 0, t0);
+        assert_eq!(t.on_ack(4, 10, t0).commit_advanced, Some(10));
+        // min_insync is capped at the voters in force.
+        let mut small = ReplicaSetTracker::new(1, [2, 3], t0, LAG, 5, 1, 0, 0, 0);
+        assert_eq!(small.min_insync(), 3);
+        small.set_members([1, 2, 3, 4], [], t0);
+        assert_eq!(small.min_insync(), 4);
+        // A voter demoted or removed leaves the ISR; removed, it is forgotten.
+        let c = t.set_members([1, 4], [2], t0);
+        assert_eq!(c.left, vec![2]);
+        assert_eq!(t.isr(), vec![1, 4]);
+        let c = t.set_members([1], [], t0);
+        assert_eq!(c.left, vec![4]);
+        assert_eq!(t.durable_of(4), None);
+        // Alone, the leader commits on its own disk.
+        t.on_append(12);
+        assert_eq!(t.on_local_durable(12).commit_advanced, Some(12));
     }
 
     #[test]
