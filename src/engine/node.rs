@@ -64,6 +64,9 @@ pub const DEFERRED_INPUTS_MAX: usize = 256;
 mod steps;
 #[path = "node_transfer.rs"]
 mod transfer;
+// The membership in force, and admitting a change to it.
+#[path = "node_members.rs"]
+mod members;
 
 /// Where the node is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +121,9 @@ pub struct NodeEngine {
     published: Published,
     actions: VecDeque<NodeAction>,
     plant: Option<NodePlant>,
+    /// The membership in force at each offset of this node's log (None: a
+    /// fixed voter set, the one given to [`NodeEngine::new`]).
+    members: Option<crate::membership::MembershipLog>,
     /// The time of the last input.
     now: Instant,
 }
@@ -158,6 +164,7 @@ impl NodeEngine {
             published,
             actions: VecDeque::new(),
             plant: None,
+            members: None,
             now,
         }
     }
@@ -383,6 +390,11 @@ impl NodeEngine {
             }
             NodeInput::Shutdown => self.shut_down(now, log),
             NodeInput::StorageFailed => self.fail(now),
+            NodeInput::MembershipAppended { offset, membership } => {
+                self.on_membership_appended(now, offset, membership, log)
+            }
+            NodeInput::LogTruncated { after } => self.on_log_truncated(now, after, log),
+            NodeInput::Committed { offset } => self.on_committed(offset),
         }
         self.publish(now);
     }

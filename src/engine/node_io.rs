@@ -195,11 +195,35 @@ pub enum NodeInput {
     /// A part of the node (store, log owner, Replicator) fail-stopped on a
     /// storage failure.
     StorageFailed,
+    /// The log owner appended a `Membership` entry at `offset` (leader or
+    /// follower): it is in force from now.
+    MembershipAppended {
+        /// Its offset.
+        offset: u64,
+        /// The membership it holds.
+        membership: crate::membership::Membership,
+    },
+    /// The log lost every entry after `after` (a new leader's truncation):
+    /// memberships appended there revert.
+    LogTruncated {
+        /// The last offset kept.
+        after: u64,
+    },
+    /// Everything up to `offset` is committed: the membership entries there
+    /// are settled (and no longer kept one by one).
+    Committed {
+        /// The commit point.
+        offset: u64,
+    },
 }
 
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeAction {
+    /// The membership in force changed (appended, or reverted by a
+    /// truncation): replicate to its members (links for new ones, none for
+    /// removed ones) and count its voters from now on.
+    MembershipChanged(crate::membership::Membership),
     /// Publish the leadership facts (one value, replacing the last).
     Publish(Published),
     /// Send an election message (best effort).

@@ -495,3 +495,157 @@ fn a_storage_failure_is_published_and_ends_elections() {
     assert_eq!(drain(&mut e), vec![]);
     assert_eq!(e.admission(), NodeRole::Failed);
 }
+
+// ---- Membership ---------------------------------------------------------
+
+fn member(id: NodeId) -> crate::membership::Member {
+    crate::membership::Member {
+        node_id: id,
+        directory_id: crate::membership::DirectoryId([id as u8; 16]),
+        replication_addr: format!("127.0.0.1:{}", 7000 + id),
+        http_addr: format!("127.0.0.1:{}", 8000 + id),
+    }
+}
+
+fn members(voters: &[NodeId], learners: &[NodeId]) -> crate::membership::Membership {
+    crate::membership::Membership::new(
+        voters.iter().map(|&v| member(v)),
+        learners.iter().map(|&l| member(l)),
+    )
+    .unwrap()
+}
+
+fn with_members(t0: Instant, voters: &[NodeId]) -> NodeEngine {
+    engine(t0).with_membership(crate::membership::MembershipLog::new(
+        0,
+        members(voters, &[]),
+    ))
+}
+
+#[test]
+fn an_appended_membership_is_in_force_at_once_and_a_truncation_reverts_it() {
+    let t0 = Instant::now();
+    let mut e = with_members(t0, &[1, 2, 3]);
+    // Node 1 demoted to a learner by an entry it appended as a follower.
+    let demoted = members(&[2, 3], &[1]);
+    e.handle(
+        t0,
+        NodeInput::MembershipAppended {
+            offset: 5,
+            membership: demoted.clone(),
+        },
+        LOG,
+    );
+    assert_eq!(drain(&mut e), [NodeAction::MembershipChanged(demoted)]);
+    e.handle(t0 + 3 * T, NodeInput::Election(ElectionInput::Tick), LOG);
+    assert!(
+        drain(&mut e)
+            .iter()
+            .all(|a| !matches!(a, NodeAction::Send { .. })),
+        "a learner asked for votes"
+    );
+    // The new leader truncates the entry: node 1 votes again.
+    e.handle(t0 + 3 * T, NodeInput::LogTruncated { after: 4 }, LOG);
+    assert_eq!(
+        drain(&mut e),
+        [NodeAction::MembershipChanged(members(&[1, 2, 3], &[]))]
+    );
+    e.handle(t0 + 6 * T, NodeInput::Election(ElectionInput::Tick), LOG);
+    assert!(
+        drain(&mut e).iter().any(|a| matches!(
+            a,
+            NodeAction::Send {
+                msg: ElectionMsg::PreVote { .. },
+                ..
+            }
+        )),
+        "a voter again, it stands"
+    );
+    // A truncation below nothing changes nothing.
+    e.handle(t0 + 6 * T, NodeInput::LogTruncated { after: 2 }, LOG);
+    assert!(drain(&mut e).is_empty());
+}
+
+#[test]
+fn a_membership_entry_out_of_order_fail_stops() {
+    let t0 = Instant::now();
+    let mut e = with_members(t0, &[1, 2, 3]);
+    let m = members(&[1, 2, 3], &[4]);
+    let at = |offset| NodeInput::MembershipAppended {
+        offset,
+        membership: m.clone(),
+    };
+    e.handle(t0, at(5), LOG);
+    drain(&mut e);
+    e.handle(t0, at(5), LOG);
+    assert_eq!(e.published().role, Role::Failed);
+}
+
+#[test]
+fn only_an_admitting_leader_admits_a_change() {
+    use crate::membership::{ChangeContext, ChangeRefused, MemberChange};
+    let t0 = Instant::now();
+    let ctx = ChangeContext {
+        leader: 1,
+        commit: 4,
+        epoch_start: 4,
+        last_offset: 4,
+        max_lag_entries: 0,
+    };
+    let add = MemberChange::AddLearner(member(4));
+    let follower = with_members(t0, &[1, 2, 3]);
+    assert_eq!(
+        follower.admit_change(&add, &ctx, |_| None),
+        Err(ChangeRefused::NotLeader { leader: None })
+    );
+    let fixed = leading(t0).0;
+    assert_eq!(
+        fixed.admit_change(&add, &ctx, |_| None),
+        Err(ChangeRefused::FixedMembership)
+    );
+
+    let mut e = with_members(t0, &[1, 2, 3]);
+    let (now, _) = win(&mut e, t0);
+    for step in [
+        NodeInput::LogReleased { commit: 4 },
+        NodeInput::EpochPersisted,
+        NodeInput::LeadingStarted,
+    ] {
+        e.handle(now, step, LOG);
+    }
+    drain(&mut e);
+    assert_eq!(
+        e.admit_change(&add, &ctx, |_| None),
+        Ok(members(&[1, 2, 3], &[4]))
+    );
+    // Appended: the next change waits for its commit; committed, it goes.
+    e.handle(
+        now,
+        NodeInput::MembershipAppended {
+            offset: 5,
+            membership: members(&[1, 2, 3], &[4]),
+        },
+        LOG,
+    );
+    let remove = MemberChange::Remove(4);
+    let ctx = ChangeContext {
+        last_offset: 5,
+        ..ctx
+    };
+    assert_eq!(
+        e.admit_change(&remove, &ctx, |_| None),
+        Err(ChangeRefused::ChangeInProgress { offset: 5 })
+    );
+    e.handle(now, NodeInput::Committed { offset: 5 }, LOG);
+    let ctx = ChangeContext { commit: 5, ..ctx };
+    assert_eq!(
+        e.admit_change(&remove, &ctx, |_| None),
+        Ok(members(&[1, 2, 3], &[]))
+    );
+    // Transferring: no admission.
+    e.handle(now, NodeInput::Transfer { to: 2 }, LOG);
+    assert!(matches!(
+        e.admit_change(&remove, &ctx, |_| None),
+        Err(ChangeRefused::NotLeader { .. })
+    ));
+}

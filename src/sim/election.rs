@@ -247,6 +247,12 @@ impl Simulation {
                     }
                     self.log(format!("n{id}: transfer to n{to} ended: {outcome:?}"));
                 }
+                // The simulated nodes run with a fixed voter set (no
+                // membership log), so their engines never change it.
+                NodeAction::MembershipChanged(m) => self.fail(
+                    Invariant::Protocol,
+                    format!("n{id}: membership changed without a membership log: {m:?}"),
+                ),
             }
         }
     }

@@ -328,6 +328,19 @@ impl NodeDriver {
                         let _ = done.send(outcome);
                     }
                 }
+                NodeAction::MembershipChanged(_) => {
+                    // The node runs with the fixed voter set of its flags
+                    // (no membership log), so the engine never changes it;
+                    // if it did, the Replicator would count the wrong
+                    // voters. Fail-stop rather than carry on.
+                    tracing::error!(
+                        node = self.node,
+                        "membership changed on a node with a fixed voter set; node stopped"
+                    );
+                    self.shared.fail_stop();
+                    self.input(NodeInput::StorageFailed, ctx);
+                    return;
+                }
             }
         }
         self.publish_election();
