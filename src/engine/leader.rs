@@ -109,6 +109,14 @@ pub enum LeaderInput {
         /// The follower.
         peer: NodeId,
     },
+    /// The membership in force changed: count `voters` (this leader among
+    /// them) from now on, track `learners` without counting them.
+    SetMembers {
+        /// The voters.
+        voters: Vec<NodeId>,
+        /// The learners.
+        learners: Vec<NodeId>,
+    },
     /// Time passed: ISR lag check, WAL retry.
     Tick,
     /// The leader stops: every waiter gets [`LeaderError::ShuttingDown`].
@@ -268,6 +276,10 @@ impl ReplicatorEngine {
             }
             LeaderInput::Disconnected { peer } => {
                 let change = self.tracker.on_disconnected(peer);
+                self.apply_change(change);
+            }
+            LeaderInput::SetMembers { voters, learners } => {
+                let change = self.tracker.set_members(voters, learners, now);
                 self.apply_change(change);
             }
             LeaderInput::Tick => {

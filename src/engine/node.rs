@@ -394,7 +394,7 @@ impl NodeEngine {
                 self.on_membership_appended(now, offset, membership, log)
             }
             NodeInput::LogTruncated { after } => self.on_log_truncated(now, after, log),
-            NodeInput::Committed { offset } => self.on_committed(offset),
+            NodeInput::Committed { offset } => self.on_committed(offset, log),
         }
         self.publish(now);
     }

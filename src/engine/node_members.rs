@@ -96,9 +96,13 @@ impl NodeEngine {
         }
     }
 
-    pub(super) fn on_committed(&mut self, offset: u64) {
+    /// Fold the memberships up to `offset` into the base, but never past
+    /// this node's own log end: a follower learns a commit point before it
+    /// has the entries up to it, and what it appends later must still be
+    /// taken in order.
+    pub(super) fn on_committed(&mut self, offset: u64, log: LastLog) {
         if let Some(m) = self.members.as_mut() {
-            m.compact(offset);
+            m.compact(offset.min(log.1));
         }
     }
 

@@ -649,3 +649,25 @@ fn only_an_admitting_leader_admits_a_change() {
         Err(ChangeRefused::NotLeader { .. })
     ));
 }
+
+#[test]
+fn a_commit_point_past_the_log_end_folds_only_what_the_log_holds() {
+    // A follower hears the commit point (74) before it has the entries:
+    // a membership entry it appends later, below that point, is still
+    // taken (it used to be refused as out of order, and the node
+    // fail-stopped).
+    let t0 = Instant::now();
+    let mut e = with_members(t0, &[1, 2, 3]);
+    e.handle(t0, NodeInput::Committed { offset: 74 }, (1, 7));
+    let m = members(&[1, 2], &[]);
+    e.handle(
+        t0,
+        NodeInput::MembershipAppended {
+            offset: 43,
+            membership: m.clone(),
+        },
+        (1, 43),
+    );
+    assert_eq!(drain(&mut e), [NodeAction::MembershipChanged(m)]);
+    assert_eq!(e.published().role, Role::Follower);
+}

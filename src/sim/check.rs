@@ -53,6 +53,10 @@ pub enum Invariant {
     /// or a released log owner while it publishes `Follower`, or none
     /// while it publishes `Leader`), once no role-change step is out.
     RoleAgreement,
+    /// A committed entry is not durable on a majority of the voters in
+    /// force at its offset, or a log holds more than one membership entry
+    /// past the commit point.
+    MemberQuorum,
 }
 
 impl Invariant {
@@ -72,6 +76,7 @@ impl Invariant {
             Invariant::AckedWriteLost => "acked-write-lost",
             Invariant::StaleRead => "stale-read",
             Invariant::RoleAgreement => "role-agreement",
+            Invariant::MemberQuorum => "member-quorum",
         }
     }
 }
@@ -390,9 +395,9 @@ impl Checker {
 
     /// End of a seed: every `acks=all` write that returned Ok is on every
     /// node at its offset.
-    pub fn check_acked(&self, nodes: &[Node]) -> Result<(), Broken> {
+    pub fn check_acked(&self, nodes: &[Node], members: &[NodeId]) -> Result<(), Broken> {
         for e in &self.acked_all {
-            for n in nodes {
+            for n in nodes.iter().filter(|n| members.contains(&n.id)) {
                 if n.log.get(e.offset as usize - 1) != Some(e) {
                     return broken(
                         Invariant::AckedWriteLost,

@@ -91,11 +91,22 @@ pub enum PlantedBug {
     /// older epoch counts as follower contact, and a deposed leader's read
     /// index is confirmed by followers that already serve its successor.
     OldSessionAnswers,
+    /// The leader admits a membership change while another is uncommitted
+    /// (planted in the shell: it asks `admit_change` as if its whole log
+    /// were committed).
+    TwoPendingChanges,
+    /// The leader admits a membership change before it has committed an
+    /// entry of its own epoch (planted in the shell: it asks
+    /// `admit_change` as if its epoch started at offset 0).
+    NoOwnEpochBarrier,
+    /// The leader counts its learners as voters for the commit point
+    /// (planted in the shell, on `LeaderInput::SetMembers`).
+    LearnerCounted,
 }
 
 impl PlantedBug {
     /// Every planted bug, for `--planted` and the tests.
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::NoFencing,
         PlantedBug::LateElectionTimer,
@@ -105,6 +116,9 @@ impl PlantedBug {
         PlantedBug::RecoveryPastHint,
         PlantedBug::HeardOnArrival,
         PlantedBug::OldSessionAnswers,
+        PlantedBug::TwoPendingChanges,
+        PlantedBug::NoOwnEpochBarrier,
+        PlantedBug::LearnerCounted,
     ];
 
     /// Its name on the command line (`--planted NAME`).
@@ -119,6 +133,9 @@ impl PlantedBug {
             PlantedBug::RecoveryPastHint => "recovery-past-hint",
             PlantedBug::HeardOnArrival => "heard-on-arrival",
             PlantedBug::OldSessionAnswers => "old-session-answers",
+            PlantedBug::TwoPendingChanges => "two-pending-changes",
+            PlantedBug::NoOwnEpochBarrier => "no-own-epoch-barrier",
+            PlantedBug::LearnerCounted => "learner-counted",
         }
     }
 
@@ -252,6 +269,11 @@ pub struct SeedReport {
     pub transfers: u64,
     /// Transfers that ended with the target leading.
     pub transfers_done: u64,
+    /// Membership changes appended (each admitted by the node engine).
+    pub member_changes: u64,
+    /// Membership changes the node engine refused (a change in progress, a
+    /// leader not ready, a learner not caught up).
+    pub member_refusals: u64,
     /// Transfers whose leader and target were cut off from each other
     /// just as the target was told to stand.
     pub transfer_cuts: u64,

@@ -41,6 +41,8 @@ impl Simulation {
                 self.pause_one();
             } else if r >= 912 {
                 self.read_somewhere();
+            } else if self.config.nemesis && r >= 906 {
+                self.nemesis_member_change();
             } else {
                 self.propose();
             }

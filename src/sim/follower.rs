@@ -326,6 +326,7 @@ impl Simulation {
                         self.fail(Invariant::DenseLog, format!("n{id} append: {}", e.0));
                         return;
                     }
+                    self.flush_log_events(id);
                     if self.config.bug == Some(PlantedBug::AckBeforeFsync) {
                         // The planted bug: "durable" before the fsync.
                         self.node_mut(id)
@@ -339,6 +340,7 @@ impl Simulation {
                     node.truncate(to);
                     let index = node.index.clone();
                     node.owner.handle(FollowerInput::Truncated(Ok(index)));
+                    self.flush_log_events(id);
                     self.report.truncations += 1;
                     self.log(format!("n{id}: truncated to {to}"));
                 }
@@ -392,6 +394,7 @@ impl Simulation {
         let commit = self.node(id).owner.progress().commit;
         if !self.node(id).is_leader() {
             self.node_mut(id).learn_commit(commit);
+            self.flush_log_events(id);
             self.apply(id);
         }
     }

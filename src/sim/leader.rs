@@ -16,13 +16,14 @@ use crate::engine::{
 };
 use crate::epochs::EpochIndex;
 use crate::handshake::HandshakeKeys;
+use crate::membership::Membership;
 use crate::record::Record;
 use crate::replication::{decide_start, ReplicaSetTracker, StartPoint};
 
 use super::check::Invariant;
 use super::disk::Meta;
 use super::node::{node_meta, Acks, LeaderState, LinkSim, Role, Waiter};
-use super::Simulation;
+use super::{PlantedBug, Simulation};
 
 // Driving the leader's links: a child module, so it sees this module's
 // private items.
@@ -91,12 +92,18 @@ impl Simulation {
     pub(super) fn start_leading(&mut self, id: NodeId, epoch: u64, store_refuses: bool) -> bool {
         let now = self.clock(id);
         let config = self.config.clone();
-        let peers: Vec<NodeId> = (1..=config.nodes as NodeId).filter(|&p| p != id).collect();
+        let (voters, learners) = self.members_of(id);
+        let peers: Vec<NodeId> = voters
+            .iter()
+            .chain(&learners)
+            .copied()
+            .filter(|&p| p != id)
+            .collect();
         let node = self.node_mut(id);
         let last = node.last_offset();
-        let tracker = ReplicaSetTracker::new(
+        let mut tracker = ReplicaSetTracker::new(
             id,
-            peers.iter().copied(),
+            voters.iter().copied(),
             now,
             config.replica_lag_max,
             config.min_insync.min(config.nodes).max(1),
@@ -105,29 +112,13 @@ impl Simulation {
             last,
             node.disk.durable(),
         );
-        let progress = LogProgress {
-            log_end: last,
-            durable: node.disk.durable(),
-            commit: node.commit.min(last),
-        };
-        let link_config = config.link_config();
+        // Learners are replicated to, never counted.
+        let (voters, learners) = self.counted(voters, learners);
+        let _ = tracker.set_members(voters, learners, now);
         let mut links: BTreeMap<NodeId, LinkSim> = BTreeMap::new();
         for &p in &peers {
-            let setup = LinkSetup {
-                node: id,
-                peer: p,
-                epoch,
-                keys: keys(id),
-                config: link_config.clone(),
-            };
-            let seed = self.rng.next_u64();
-            links.insert(
-                p,
-                LinkSim {
-                    engine: FollowerLinkEngine::new(setup, progress, now, seed),
-                    conn: None,
-                },
-            );
+            let link = self.new_link(id, p, epoch);
+            links.insert(p, link);
         }
         let node = self.node_mut(id);
         node.role = Role::Leader(Box::new(LeaderState {
@@ -171,6 +162,103 @@ impl Simulation {
         self.append_leader_change(id, epoch);
         self.leader_tick(id);
         true
+    }
+
+    /// The voters and the learners in force on `id` (every node a voter
+    /// when it runs without a membership log).
+    pub(super) fn members_of(&self, id: NodeId) -> (Vec<NodeId>, Vec<NodeId>) {
+        match self.node(id).engine.membership() {
+            Some(log) => {
+                let m = log.latest();
+                (
+                    m.voter_ids().collect(),
+                    m.learners().map(|l| l.node_id).collect(),
+                )
+            }
+            None => ((1..=self.config.nodes as NodeId).collect(), Vec::new()),
+        }
+    }
+
+    /// Who the leader's tracker counts: the voters, and not the learners —
+    /// unless the planted `LearnerCounted` makes every member a voter.
+    fn counted(&self, voters: Vec<NodeId>, learners: Vec<NodeId>) -> (Vec<NodeId>, Vec<NodeId>) {
+        if self.config.bug == Some(PlantedBug::LearnerCounted) {
+            (voters.into_iter().chain(learners).collect(), Vec::new())
+        } else {
+            (voters, learners)
+        }
+    }
+
+    /// A link from leader `id` (of `epoch`) to `peer`, not connected yet.
+    fn new_link(&mut self, id: NodeId, peer: NodeId, epoch: u64) -> LinkSim {
+        let now = self.clock(id);
+        let node = self.node(id);
+        let last = node.last_offset();
+        let progress = LogProgress {
+            log_end: last,
+            durable: node.disk.durable(),
+            commit: node.commit.min(last),
+        };
+        let setup = LinkSetup {
+            node: id,
+            peer,
+            epoch,
+            keys: keys(id),
+            config: self.config.link_config(),
+        };
+        let seed = self.rng.next_u64();
+        LinkSim {
+            engine: FollowerLinkEngine::new(setup, progress, now, seed),
+            conn: None,
+        }
+    }
+
+    /// [`NodeAction::MembershipChanged`](crate::engine::node::NodeAction::MembershipChanged)
+    /// on `id`: a leader counts the new voters from now on, links to new
+    /// members and drops the links to members removed (as the Replicator
+    /// does); a follower has nothing to change.
+    pub(super) fn members_changed(&mut self, id: NodeId, m: &Membership) {
+        let voters: Vec<NodeId> = m.voter_ids().collect();
+        let learners: Vec<NodeId> = m.learners().map(|l| l.node_id).collect();
+        self.log(format!(
+            "n{id}: members now voters {voters:?} learners {learners:?}"
+        ));
+        let epoch = self.node(id).meta().epoch;
+        let Role::Leader(l) = &self.node(id).role else {
+            return;
+        };
+        let have: Vec<NodeId> = l.links.keys().copied().collect();
+        let want: Vec<NodeId> = voters
+            .iter()
+            .chain(&learners)
+            .copied()
+            .filter(|&p| p != id)
+            .collect();
+        let (counted, uncounted) = self.counted(voters, learners);
+        self.leader_input(
+            id,
+            LeaderInput::SetMembers {
+                voters: counted,
+                learners: uncounted,
+            },
+        );
+        for p in have.iter().filter(|p| !want.contains(p)) {
+            let conn = match &mut self.node_mut(id).role {
+                Role::Leader(l) => l.links.remove(p).and_then(|k| k.conn),
+                Role::Follower => None,
+            };
+            if let Some((c, _)) = conn {
+                self.close_by(c, id);
+            }
+        }
+        for &p in want.iter().filter(|p| !have.contains(p)) {
+            let link = self.new_link(id, p, epoch);
+            if let Role::Leader(l) = &mut self.node_mut(id).role {
+                l.links.insert(p, link);
+            }
+            self.link_input(id, p, LinkInput::Tick);
+        }
+        self.pump(id);
     }
 
     /// [`NodeAction::StopLeading`](crate::engine::node::NodeAction::StopLeading):
@@ -265,7 +353,7 @@ impl Simulation {
 
     /// Append `command` at the leader's log end in its epoch; a client
     /// (`acks` given) waits for the engine to resolve it.
-    fn leader_append(&mut self, id: NodeId, admitted: Admitted, acks: Option<Acks>) {
+    pub(super) fn leader_append(&mut self, id: NodeId, admitted: Admitted, acks: Option<Acks>) {
         let node = self.node_mut(id);
         let Admitted { entry, record } = admitted;
         if entry.offset != node.last_offset() + 1 || entry.epoch != node.meta().epoch {
@@ -287,6 +375,9 @@ impl Simulation {
         let hash = node.chain.last().copied().unwrap_or(0);
         let r = self.checker.on_written(&entry, hash);
         self.check(r);
+        // A membership entry is in force from its append: before the leader
+        // engine counts anything for it.
+        self.flush_log_events(id);
         if let Some(acks) = acks {
             self.log(format!(
                 "n{id}: client write at {} acks={acks:?}",
@@ -365,7 +456,9 @@ impl Simulation {
                     self.log(format!("n{id}: commit {commit}"));
                     let r = self.checker.on_committed(id, epoch, &entries, &self.nodes);
                     self.check(r);
+                    self.check_member_commit(id, &entries);
                     self.node_mut(id).learn_commit(commit);
+                    self.flush_log_events(id);
                     self.apply(id);
                 }
                 LeaderAction::Resolve {

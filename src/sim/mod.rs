@@ -81,6 +81,7 @@ pub mod election;
 mod faults;
 pub mod follower;
 pub mod leader;
+mod members;
 mod nemesis;
 pub mod net;
 pub mod node;

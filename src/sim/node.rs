@@ -4,7 +4,9 @@
 use crate::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
 use std::collections::BTreeMap;
 
-use crate::command::{Entry, NodeId};
+use crate::command::{Command, Entry, NodeId};
+use crate::engine::node::NodeInput;
+use crate::membership::{DirectoryId, Member, Membership, MembershipLog};
 use std::time::{Duration, Instant};
 
 use crate::engine::election::{ElectionConfig, ElectionEngine};
@@ -106,6 +108,10 @@ pub struct Node {
     pub fed: u64,
     /// Lowest log index changed since the checker last looked.
     pub dirty_from: usize,
+    /// What the log did that the node engine must hear (membership entries
+    /// appended, truncations, commits), in order, until the simulation
+    /// hands it over ([`crate::sim::Simulation`]'s `flush_log_events`).
+    pub log_events: Vec<NodeInput>,
 }
 
 /// A log did not accept an entry (its offset or epoch is out of order).
@@ -144,12 +150,13 @@ impl Node {
                 node_meta(id, Meta::default()),
                 0,
             ),
-            engine: node_engine(id, &setup, Meta::default(), now),
+            engine: node_engine(id, &setup, Meta::default(), now, &[]),
             election_setup: setup,
             commit: 0,
             store: new_store(id),
             fed: 0,
             dirty_from: 0,
+            log_events: Vec::new(),
         }
     }
 
@@ -187,6 +194,12 @@ impl Node {
             let prev = self.chain.last().copied().unwrap_or(0);
             self.chain.push(chain_hash(prev, &record.bytes));
             self.disk.append([record]);
+            if let Command::Membership(m) = &entry.command {
+                self.log_events.push(NodeInput::MembershipAppended {
+                    offset: entry.offset,
+                    membership: m.clone(),
+                });
+            }
             self.log.push(entry);
         }
         Ok(())
@@ -205,6 +218,7 @@ impl Node {
         self.log.truncate(keep);
         self.chain.truncate(keep);
         self.dirty_from = self.dirty_from.min(keep);
+        self.log_events.push(NodeInput::LogTruncated { after: to });
     }
 
     /// Crash: volatile state is gone; the disk keeps what it keeps.
@@ -252,7 +266,8 @@ impl Node {
         setup.2 = setup
             .2
             .wrapping_add(self.incarnation.wrapping_mul(0x9E37_79B9));
-        self.engine = node_engine(self.id, &setup, self.disk.meta(), now);
+        self.engine = node_engine(self.id, &setup, self.disk.meta(), now, &self.log);
+        self.log_events.clear();
         Ok(self.log[..commit as usize].to_vec())
     }
 
@@ -287,6 +302,10 @@ impl Node {
 
     /// Learn that everything up to `commit` is committed.
     pub fn learn_commit(&mut self, commit: u64) {
+        if commit > self.commit {
+            self.log_events
+                .push(NodeInput::Committed { offset: commit });
+        }
         self.commit = self.commit.max(commit);
     }
 
@@ -369,12 +388,42 @@ fn new_store(id: NodeId) -> MetadataStoreEngine {
     )
 }
 
-/// A node engine for node `id` with the epoch, vote and leader of `meta`.
+/// Member `id` as the simulation names it (addresses are names: the
+/// simulated network routes by node id).
+pub fn sim_member(id: NodeId) -> Member {
+    Member {
+        node_id: id,
+        directory_id: DirectoryId([id as u8; 16]),
+        replication_addr: format!("n{id}:replication"),
+        http_addr: format!("n{id}:http"),
+    }
+}
+
+/// The membership in force at each offset of `log`: the bootstrap (every
+/// simulated node a voter) and each membership entry of the log after it.
+pub fn membership_of(voters: &[NodeId], log: &[Entry]) -> MembershipLog {
+    let bootstrap = match Membership::new(voters.iter().map(|&v| sim_member(v)), []) {
+        Ok(m) => m,
+        Err(e) => unreachable!("the simulation's bootstrap membership is refused: {e}"),
+    };
+    let mut members = MembershipLog::new(0, bootstrap);
+    for e in log {
+        if let Command::Membership(m) = &e.command {
+            // Offsets of a log are increasing: the append cannot fail.
+            let _ = members.append(e.offset, m.clone());
+        }
+    }
+    members
+}
+
+/// A node engine for node `id` with the epoch, vote and leader of `meta`,
+/// and the membership its `log` leaves in force.
 fn node_engine(
     id: NodeId,
     setup: &(Vec<NodeId>, Duration, u64),
     meta: Meta,
     now: Instant,
+    log: &[Entry],
 ) -> NodeEngine {
     let config = ElectionConfig {
         election_timeout: setup.1,
@@ -389,6 +438,7 @@ fn node_engine(
         now,
         setup.2,
     )
+    .with_membership(membership_of(&setup.0, log))
 }
 
 /// The engines' form of a simulated node's meta.

@@ -154,7 +154,7 @@ impl Simulation {
         }
         let view = self.leader_view(id);
         let commit = self.node(id).commit;
-        let voters = self.nodes.len();
+        let voters = self.members_of(id).0.len();
         let Some(read) = ReadIndex::maybe_start(self.clock(id), view, commit, voters) else {
             return;
         };

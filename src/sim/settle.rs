@@ -46,7 +46,8 @@ impl Simulation {
                 }
             }
             if self.report.heal_to_leader.is_some() && self.converged() {
-                if let Err(b) = self.checker.check_acked(&self.nodes) {
+                let members = self.settle_members();
+                if let Err(b) = self.checker.check_acked(&self.nodes, &members) {
                     self.broken = Some(b);
                 }
                 return;
@@ -94,31 +95,55 @@ impl Simulation {
         state.join("; ")
     }
 
-    /// Exactly one node leads, and every other live node's election engine
-    /// knows it as the leader of its epoch.
+    /// The nodes that must converge: the members (voters and learners) of
+    /// the one leader's membership, or every node while there is no one
+    /// leader. A node removed from the cluster is not replicated to, and
+    /// may never hear of its removal: it is left out.
+    pub(super) fn settle_members(&self) -> Vec<NodeId> {
+        let leaders: Vec<&Node> = self.nodes.iter().filter(|n| n.is_leader()).collect();
+        match leaders[..] {
+            [leader] => {
+                let (voters, learners) = self.members_of(leader.id);
+                voters.into_iter().chain(learners).collect()
+            }
+            _ => self.nodes.iter().map(|n| n.id).collect(),
+        }
+    }
+
+    /// Exactly one node leads, and every other live member's election
+    /// engine knows it as the leader of its epoch.
     pub(super) fn leader_known(&self) -> bool {
         let leaders: Vec<&Node> = self.nodes.iter().filter(|n| n.is_leader()).collect();
         let [leader] = leaders[..] else {
             return false;
         };
         let epoch = leader.election().epoch();
+        let members = self.settle_members();
         leader.election().role() == crate::engine::election::ElectionRole::Leader
             && leader.meta().epoch == epoch
             && self
                 .nodes
                 .iter()
-                .filter(|n| n.up && n.id != leader.id)
+                .filter(|n| n.up && n.id != leader.id && members.contains(&n.id))
                 .all(|n| n.election().epoch() == epoch && n.election().leader() == Some(leader.id))
     }
 
-    /// One leader of the highest epoch; every node applied its whole log
+    /// One leader of the highest epoch; every member applied its whole log
     /// with the same digest.
     pub(super) fn converged(&self) -> bool {
         let leaders: Vec<&Node> = self.nodes.iter().filter(|n| n.is_leader()).collect();
         let [leader] = leaders[..] else {
             return false;
         };
-        let max_epoch = self.nodes.iter().map(|n| n.meta().epoch).max().unwrap_or(0);
+        let members = self.settle_members();
+        let member = |n: &&Node| members.contains(&n.id);
+        let max_epoch = self
+            .nodes
+            .iter()
+            .filter(member)
+            .map(|n| n.meta().epoch)
+            .max()
+            .unwrap_or(0);
         if leader.meta().epoch != max_epoch {
             return false;
         }
@@ -126,12 +151,16 @@ impl Simulation {
         let caught_up = self
             .nodes
             .iter()
+            .filter(member)
             .all(|n| n.up && n.state().applied_offset() == end && n.last_offset() == end);
         if !caught_up {
             return false;
         }
         let digest = leader.state().digest();
-        self.nodes.iter().all(|n| n.state().digest() == digest)
+        self.nodes
+            .iter()
+            .filter(member)
+            .all(|n| n.state().digest() == digest)
     }
 
     pub(super) fn finish(mut self) -> SeedReport {
