@@ -35,7 +35,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use crate::command::{Entry, NodeId};
+use crate::command::{Command, Entry, NodeId};
 use crate::engine::LogProgress;
 use crate::epochs::EpochIndex;
 use crate::record::Record;
@@ -116,6 +116,10 @@ pub struct ReplicaListenerEngine {
     live: BTreeSet<SessionId>,
     active: Option<SessionId>,
     write_queue: Vec<Record>,
+    /// The membership entries among `write_queue`: reported
+    /// ([`FollowerAction::MembershipAppended`]) when their records go to
+    /// the disk, dropped with the queue.
+    queued_members: Vec<(u64, crate::membership::Membership)>,
     /// The last offset of the write in flight.
     writing: Option<u64>,
     busy: Option<Busy>,
@@ -146,6 +150,7 @@ impl ReplicaListenerEngine {
             live: BTreeSet::new(),
             active: None,
             write_queue: Vec::new(),
+            queued_members: Vec::new(),
             writing: None,
             busy: None,
             deferred: VecDeque::new(),
@@ -321,6 +326,7 @@ impl ReplicaListenerEngine {
                 // the follower's own is still running.
                 self.mode = Mode::Following;
                 self.write_queue.clear();
+                self.queued_members.clear();
                 self.writing = None;
                 self.busy = None;
                 self.commit = self.commit.max(commit);
@@ -360,6 +366,14 @@ impl ReplicaListenerEngine {
         }
         self.write_queue.extend(records);
         self.commit = self.commit.max(commit);
+        // In force from their append to the log: reported when their
+        // records go to the disk (see `flush_writes`), whatever happens to
+        // the entries sent to the store.
+        for e in &entries {
+            if let Command::Membership(m) = &e.command {
+                self.queued_members.push((e.offset, m.clone()));
+            }
+        }
         if !entries.is_empty() {
             self.actions.push_back(FollowerAction::Entries(entries));
         }
@@ -377,6 +391,10 @@ impl ReplicaListenerEngine {
         }
         let records = std::mem::take(&mut self.write_queue);
         self.writing = records.last().map(|r| r.offset);
+        for (offset, membership) in self.queued_members.drain(..) {
+            self.actions
+                .push_back(FollowerAction::MembershipAppended { offset, membership });
+        }
         self.actions.push_back(FollowerAction::Write(records));
     }
 
@@ -438,6 +456,7 @@ impl ReplicaListenerEngine {
         tracing::error!(node = self.node, %reason, "follower storage failed; no longer replicating: restart the node");
         self.mode = Mode::Failed(reason.clone());
         self.write_queue.clear();
+        self.queued_members.clear();
         self.active = None;
         for &s in &self.live {
             self.actions.push_back(FollowerAction::StopSession(s));

@@ -223,6 +223,17 @@ pub enum FollowerAction {
     /// committed). Dropping them is safe: the store reads them back from
     /// the WAL.
     Entries(Vec<Entry>),
+    /// A `Membership` entry was appended to the log at `offset` (its record
+    /// goes to the disk with the `Write` that follows): it is in force from
+    /// now. For the node engine (`NodeInput::MembershipAppended`); never
+    /// dropped. Records the engine drops before they are written (a session
+    /// that ends with writes queued) are never reported.
+    MembershipAppended {
+        /// Its offset.
+        offset: u64,
+        /// The membership it holds.
+        membership: crate::membership::Membership,
+    },
     /// Tell the session the log is durable up to `offset` (it acks).
     Durable {
         /// The session.

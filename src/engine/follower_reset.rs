@@ -61,6 +61,7 @@ impl ReplicaListenerEngine {
     /// Forget queued records: the log is what is durable.
     pub(super) fn reset_to_durable(&mut self) {
         self.write_queue.clear();
+        self.queued_members.clear();
         if self.epochs.last_offset() > self.durable {
             self.epochs.truncate_suffix(self.durable);
             self.tell_store(StoreEvent::Truncated(self.durable));

@@ -114,6 +114,7 @@ fn names(actions: &[FollowerAction]) -> Vec<String> {
                 ..
             } => format!("install {offset} replace={replace_log}"),
             FollowerAction::Entries(es) => format!("entries {}", es.len()),
+            FollowerAction::MembershipAppended { offset, .. } => format!("membership {offset}"),
             FollowerAction::Durable { session, offset } => format!("durable s{session} {offset}"),
             FollowerAction::StopSession(s) => format!("stop s{s}"),
             FollowerAction::Attached { req, result } => format!("attached r{req} {result:?}"),
@@ -277,6 +278,78 @@ fn one_write_in_flight_and_the_rest_group_commits_behind_it() {
             durable: 3,
             commit: 2
         }
+    );
+}
+
+/// `records(first, last)` with a membership entry at each of `at`.
+fn records_with_membership(first: u64, last: u64, at: &[u64]) -> (Vec<Record>, Vec<Entry>) {
+    let (rs, mut es) = records(first, last);
+    for e in es.iter_mut().filter(|e| at.contains(&e.offset)) {
+        let me = crate::membership::Member {
+            node_id: ME,
+            directory_id: crate::membership::DirectoryId([2; 16]),
+            replication_addr: "a:1".into(),
+            http_addr: "a:2".into(),
+        };
+        let m = crate::membership::Membership::new([me], []).unwrap();
+        e.command = crate::command::Command::Membership(m);
+    }
+    (rs, es)
+}
+
+#[test]
+fn a_membership_entry_is_reported_when_its_record_goes_to_the_disk() {
+    let mut e = attached();
+    let (rs, es) = records_with_membership(1, 3, &[2]);
+    e.append(1, rs, es, 0).unwrap();
+    assert_eq!(
+        names(&drain(&mut e)),
+        ["entries 3", "membership 2", "write 1..=3"]
+    );
+    // Queued behind the write in flight: reported with its own write.
+    let (rs, es) = records_with_membership(4, 5, &[5]);
+    e.append(1, rs, es, 0).unwrap();
+    assert_eq!(names(&drain(&mut e)), ["entries 2"]);
+    e.handle(FollowerInput::Written(Ok(3)));
+    assert_eq!(
+        names(&drain(&mut e)),
+        ["durable s1 3", "membership 5", "write 4..=5"]
+    );
+}
+
+#[test]
+fn a_membership_entry_dropped_before_its_write_is_never_reported() {
+    let mut e = attached();
+    let (rs, es) = records(1, 3);
+    e.append(1, rs, es, 0).unwrap();
+    let (rs, es) = records_with_membership(4, 6, &[5]);
+    e.append(1, rs, es, 0).unwrap();
+    drain(&mut e);
+    // A new session: the queued 4..=6 are dropped, never written.
+    e.handle(FollowerInput::SessionOpened(2));
+    e.handle(FollowerInput::Attach {
+        req: 5,
+        session: 2,
+        leader: LEADER,
+        epoch: 1,
+    });
+    e.handle(FollowerInput::Written(Ok(3)));
+    let actions = names(&drain(&mut e));
+    assert!(
+        actions.iter().all(|a| !a.starts_with("membership")),
+        "{actions:?}"
+    );
+    assert_eq!(e.progress().log_end, 3);
+    assert!(matches!(
+        e.poll_store_event(),
+        Some(StoreEvent::Truncated(3))
+    ));
+    // What the new leader sends from 4 is reported when written.
+    let (rs, es) = records_with_membership(4, 4, &[4]);
+    e.append(2, rs, es, 0).unwrap();
+    assert_eq!(
+        names(&drain(&mut e)),
+        ["entries 1", "membership 4", "write 4..=4"]
     );
 }
 

@@ -18,6 +18,7 @@ use crate::command::NodeId;
 use crate::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
 use crate::engine::election::ElectionInput;
 use crate::engine::follower::{AppendRefused, MetaWriteError};
+use crate::engine::node::NodeInput;
 use crate::engine::AttachRefused;
 use crate::engine::{
     FollowerAction, FollowerInput, Local, ReplicaSessionEngine, SessionAction, SessionInput,
@@ -353,6 +354,10 @@ impl Simulation {
                 }
                 // The simulated store applies from the node's log.
                 FollowerAction::Entries(_) => {}
+                FollowerAction::MembershipAppended { offset, membership } => {
+                    self.node_input(id, NodeInput::MembershipAppended { offset, membership });
+                    self.check_one_pending_change(id);
+                }
                 FollowerAction::Durable { session, offset } => {
                     self.session_input(session, SessionInput::Durable(offset));
                 }

@@ -9,6 +9,7 @@ use crate::engine::disk_io::{DiskCompletion, DiskExecutor, DiskRequest};
 use std::collections::BTreeMap;
 
 use crate::command::{Command, Entry, NodeId};
+use crate::engine::node::NodeInput;
 use crate::engine::store::{Admission, AdmitRefused, Admitted, NodeRole, StoreInput};
 use crate::engine::{
     FollowerInput, FollowerLinkEngine, LeaderAction, LeaderInput, LinkInput, LinkSetup,
@@ -371,6 +372,12 @@ impl Simulation {
         if let Err(e) = node.append(vec![(entry.clone(), record)]) {
             self.fail(Invariant::DenseLog, format!("leader n{id} append: {}", e.0));
             return;
+        }
+        if let Command::Membership(m) = &entry.command {
+            node.log_events.push(NodeInput::MembershipAppended {
+                offset: entry.offset,
+                membership: m.clone(),
+            });
         }
         let hash = node.chain.last().copied().unwrap_or(0);
         let r = self.checker.on_written(&entry, hash);

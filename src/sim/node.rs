@@ -108,9 +108,11 @@ pub struct Node {
     pub fed: u64,
     /// Lowest log index changed since the checker last looked.
     pub dirty_from: usize,
-    /// What the log did that the node engine must hear (membership entries
-    /// appended, truncations, commits), in order, until the simulation
-    /// hands it over ([`crate::sim::Simulation`]'s `flush_log_events`).
+    /// What the log did that the node engine must hear (a leader's own
+    /// membership entries, truncations, commits), in order, until the
+    /// simulation hands it over ([`crate::sim::Simulation`]'s
+    /// `flush_log_events`). A follower's membership entries come from its
+    /// log owner (`FollowerAction::MembershipAppended`), as in the actors.
     pub log_events: Vec<NodeInput>,
 }
 
@@ -194,12 +196,6 @@ impl Node {
             let prev = self.chain.last().copied().unwrap_or(0);
             self.chain.push(chain_hash(prev, &record.bytes));
             self.disk.append([record]);
-            if let Command::Membership(m) = &entry.command {
-                self.log_events.push(NodeInput::MembershipAppended {
-                    offset: entry.offset,
-                    membership: m.clone(),
-                });
-            }
             self.log.push(entry);
         }
         Ok(())

@@ -280,6 +280,22 @@ impl ReplicaListener {
                     act.input(FollowerInput::SnapshotInstalled(result), ctx);
                 }));
             }
+            FollowerAction::MembershipAppended { offset, .. } => {
+                // This node runs the fixed voter set of its flags (no
+                // membership log): it cannot count the voters a membership
+                // entry puts in force, and following it with the old set
+                // could count a wrong majority. Fail-stop, and say why.
+                tracing::error!(
+                    node = self.node,
+                    offset,
+                    "a membership entry arrived, but this node runs a fixed voter set; node stopped: run every node with membership enabled"
+                );
+                self.shared.fail_stop();
+                if let Some(pump) = self.driver.get() {
+                    // Wakes the pump, which reads the fail-stop latch.
+                    let _ = pump.try_send(ElectionIn::LeaderAttached);
+                }
+            }
             FollowerAction::Entries(entries) => {
                 // Dropped when the store is behind: it reads them back from
                 // the WAL.
