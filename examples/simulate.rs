@@ -12,7 +12,7 @@
 //!
 //! Before it, a line with the new faults and the time from the final heal
 //! to one leader every node knows:
-//! `faults: O one-way partitions (B messages blackholed), K clock steps, N stale-candidate strikes, F failed step-up steps, C clean shutdowns, T transfers (D completed, U cut off from their target), P paused nodes, R linearizable reads served, F member changes refused; heal to leader: median M ms, p99 Q ms, max X ms (seed S)`.
+//! `faults: O one-way partitions (B messages blackholed), K clock steps, N stale-candidate strikes, F failed step-up steps, C clean shutdowns, T transfers (D completed, U cut off from their target), P paused nodes, R linearizable reads served, F member changes refused, G change races; heal to leader: median M ms, p99 Q ms, max X ms (seed S)`.
 //! The last line is always
 //! `simulated N seeds (S steps, C crashes, P partitions, M member changes, W acked writes): V violations`
 //! and the exit code is non-zero when V > 0.
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     let (mut one_way, mut blackholed, mut clock_steps, mut strikes) = (0, 0, 0, 0);
     let (mut step_faults, mut transfers, mut transfers_done, mut shutdowns) = (0, 0, 0, 0);
     let mut transfer_cuts = 0;
-    let (mut member_changes, mut member_refusals) = (0, 0);
+    let (mut member_changes, mut member_refusals, mut change_races) = (0, 0, 0);
     let (mut pauses, mut reads) = (0, 0);
     // (heal to leader, seed) of every seed that settled.
     let mut heal_to_leader: Vec<(Duration, u64)> = Vec::new();
@@ -143,6 +143,7 @@ fn main() -> ExitCode {
         transfer_cuts += report.transfer_cuts;
         member_changes += report.member_changes;
         member_refusals += report.member_refusals;
+        change_races += report.change_races;
         pauses += report.pauses;
         reads += report.reads_served;
         if let Some(t) = report.heal_to_leader {
@@ -169,7 +170,7 @@ fn main() -> ExitCode {
         None => "no seed settled".into(),
     };
     println!(
-        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes, {step_faults} failed step-up steps, {shutdowns} clean shutdowns, {transfers} transfers ({transfers_done} completed, {transfer_cuts} cut off from their target), {pauses} paused nodes, {reads} linearizable reads served, {member_refusals} member changes refused; heal to leader: {healed}"
+        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes, {step_faults} failed step-up steps, {shutdowns} clean shutdowns, {transfers} transfers ({transfers_done} completed, {transfer_cuts} cut off from their target), {pauses} paused nodes, {reads} linearizable reads served, {member_refusals} member changes refused, {change_races} change races; heal to leader: {healed}"
     );
     println!(
         "simulated {} seeds ({steps} steps, {crashes} crashes, {partitions} partitions, {member_changes} member changes, {writes} acked writes): {violations} violations",

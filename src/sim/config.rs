@@ -269,6 +269,8 @@ pub struct SeedReport {
     pub transfers: u64,
     /// Transfers that ended with the target leading.
     pub transfers_done: u64,
+    /// Change races started (see `sim/change_race.rs`).
+    pub change_races: u64,
     /// Membership changes appended (each admitted by the node engine).
     pub member_changes: u64,
     /// Membership changes the node engine refused (a change in progress, a

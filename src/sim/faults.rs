@@ -27,6 +27,11 @@ impl Simulation {
                 self.net.heal_cut();
             }
         }
+        self.drive_change_race();
+        if self.change_race_running() || (self.config.nemesis && self.maybe_start_change_race()) {
+            self.propose();
+            return;
+        }
         if self.nemesis_tick() {
             return;
         }

@@ -161,6 +161,8 @@ impl Simulation {
             return false;
         }
         self.append_leader_change(id, epoch);
+        // The change race's second act starts the moment a leader wins.
+        self.drive_change_race();
         self.leader_tick(id);
         true
     }

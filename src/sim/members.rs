@@ -66,6 +66,12 @@ impl Simulation {
         } else {
             return;
         };
+        self.member_change(leader, change);
+    }
+
+    /// Ask `leader` for `change` through its node engine's `admit_change`
+    /// and, if admitted, append it (counted in the report either way).
+    pub(super) fn member_change(&mut self, leader: NodeId, change: MemberChange) {
         let node = self.node(leader);
         let Role::Leader(l) = &node.role else {
             return;

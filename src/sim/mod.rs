@@ -74,6 +74,7 @@
 //! }
 //! ```
 
+mod change_race;
 pub mod check;
 mod config;
 pub mod disk;
@@ -192,6 +193,8 @@ pub struct Simulation {
     broken: Option<Broken>,
     /// The stale-candidate nemesis between its acts.
     nemesis: Option<nemesis::StaleCandidate>,
+    /// The change race between its acts (see [`change_race`]).
+    change_race: Option<change_race::ChangeRace>,
     /// Per node: it is paused until this virtual time (see [`reads`]).
     paused_until: Vec<u64>,
     /// When the transfer cut in force heals (see [`Network::pair_cut`]).
@@ -252,6 +255,7 @@ impl Simulation {
             report,
             broken: None,
             nemesis: None,
+            change_race: None,
             paused_until: vec![0; config.nodes],
             cut_until: 0,
             pause_asked: vec![None; config.nodes],

@@ -9,6 +9,7 @@ use super::*;
 impl Simulation {
     pub(super) fn settle(&mut self) {
         self.faults = false;
+        self.change_race = None;
         self.slow_disk_until.iter_mut().for_each(|t| *t = 0);
         self.paused_until.iter_mut().for_each(|t| *t = 0);
         self.pause_asked.iter_mut().for_each(|p| *p = None);
