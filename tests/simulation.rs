@@ -339,7 +339,7 @@ fn recovery_past_the_commit_hint_is_caught() {
 /// A leader that dates a follower's answer by its arrival: after a pause
 /// (`SIGSTOP`, a VM stall) the acks that waited in its socket confirm a
 /// read index although another leader was elected and committed
-/// meanwhile, and the read misses a committed entry. Seed 227 catches it
+/// meanwhile, and the read misses a committed entry. Seed 283 catches it
 /// today; 500 seeds (about a second) leave room for changes to the mix.
 #[test]
 fn a_follower_answer_dated_by_its_arrival_is_caught() {
