@@ -94,12 +94,7 @@ impl Simulation {
         let now = self.clock(id);
         let config = self.config.clone();
         let (voters, learners) = self.members_of(id);
-        let peers: Vec<NodeId> = voters
-            .iter()
-            .chain(&learners)
-            .copied()
-            .filter(|&p| p != id)
-            .collect();
+        let peers = others(id, &voters, &learners);
         let node = self.node_mut(id);
         let last = node.last_offset();
         let mut tracker = ReplicaSetTracker::new(
@@ -231,12 +226,7 @@ impl Simulation {
             return;
         };
         let have: Vec<NodeId> = l.links.keys().copied().collect();
-        let want: Vec<NodeId> = voters
-            .iter()
-            .chain(&learners)
-            .copied()
-            .filter(|&p| p != id)
-            .collect();
+        let want = others(id, &voters, &learners);
         let (counted, uncounted) = self.counted(voters, learners);
         self.leader_input(
             id,
@@ -530,6 +520,16 @@ impl Simulation {
         }
         self.pump(id);
     }
+}
+
+/// The members other than `id`: whom its links replicate to.
+fn others(id: NodeId, voters: &[NodeId], learners: &[NodeId]) -> Vec<NodeId> {
+    voters
+        .iter()
+        .chain(learners)
+        .copied()
+        .filter(|&p| p != id)
+        .collect()
 }
 
 /// A link's WAL read, answered by the simulated disk after its latency.

@@ -185,22 +185,19 @@ impl Network {
     /// connections that crossed the split (now closed).
     pub fn split(&mut self, side: Vec<bool>) -> Vec<(ConnId, Connection)> {
         self.partition = Some(side);
-        let crossing: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !self.reachable(c.leader, c.follower))
-            .map(|(&id, _)| id)
-            .collect();
-        crossing
-            .into_iter()
-            .filter_map(|id| self.close(id).map(|c| (id, c)))
-            .collect()
+        self.close_unreachable()
     }
 
     /// Cut `a` and `b` off from each other only. Returns the connections
     /// between them (now closed).
     pub fn cut_pair(&mut self, a: NodeId, b: NodeId) -> Vec<(ConnId, Connection)> {
         self.cut = Some((a.min(b), a.max(b)));
+        self.close_unreachable()
+    }
+
+    /// Close every connection whose ends can no longer reach each other;
+    /// return them.
+    fn close_unreachable(&mut self) -> Vec<(ConnId, Connection)> {
         let crossing: Vec<ConnId> = self
             .conns
             .iter()
