@@ -123,7 +123,18 @@ impl NodeEngine {
         if self.busy() {
             // Never dropped: the queue's bound is for messages, which the
             // election tolerates losing; a voter set change it must see.
-            self.deferred.push_back((input, log));
+            // One waits at most (the queue stays within its bound plus
+            // one): a newer set replaces the waiting one in its place, so
+            // everything deferred after it is taken under the set in force
+            // now, as the log says.
+            let waiting = self
+                .deferred
+                .iter_mut()
+                .find(|(e, _)| matches!(e, ElectionInput::VotersChanged { .. }));
+            match waiting {
+                Some(slot) => *slot = (input, log),
+                None => self.deferred.push_back((input, log)),
+            }
             return;
         }
         self.feed_election(now, input, log);

@@ -671,3 +671,45 @@ fn a_commit_point_past_the_log_end_folds_only_what_the_log_holds() {
     assert_eq!(drain(&mut e), [NodeAction::MembershipChanged(m)]);
     assert_eq!(e.published().role, Role::Follower);
 }
+
+#[test]
+fn voter_set_changes_waiting_for_a_step_are_one_entry_the_newest() {
+    let t0 = Instant::now();
+    let mut e = with_members(t0, &[1, 2, 3]);
+    // A step is out (the vote write of a pre-vote won).
+    let (_, _) = win_prevote(&mut e, t0);
+    assert!(e.busy());
+    for (offset, voters) in [(5, &[1, 2, 3, 4][..]), (6, &[1, 2, 3, 4, 5][..])] {
+        e.handle(
+            t0,
+            NodeInput::MembershipAppended {
+                offset,
+                membership: members(voters, &[]),
+            },
+            LOG,
+        );
+    }
+    let waiting: Vec<_> = e
+        .deferred
+        .iter()
+        .filter_map(|(i, _)| match i {
+            ElectionInput::VotersChanged { voters } => Some(voters.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waiting, vec![[1, 2, 3, 4, 5].into()]);
+}
+
+/// Node 1 wins the pre-vote of epoch 1: its vote write is out.
+fn win_prevote(e: &mut NodeEngine, t0: Instant) -> (Instant, Vec<NodeAction>) {
+    let now = t0 + 2 * T;
+    e.handle(now, NodeInput::Election(ElectionInput::Tick), LOG);
+    drain(e);
+    let granted = ElectionMsg::PreVoteReply {
+        epoch: 1,
+        current: 0,
+        granted: true,
+    };
+    e.handle(now, from(2, granted), LOG);
+    (now, drain(e))
+}
