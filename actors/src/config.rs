@@ -30,9 +30,21 @@ pub struct NodeConfig {
     /// other socket can take the port between the reservation and the
     /// start. One start uses it up.
     pub listener: Option<BoundListener>,
-    /// Every other node's id and replication address: the voters, with
-    /// this node (static membership; 3 or 5 nodes recommended).
+    /// Every other node's id and replication address. At a new cluster's
+    /// first start they are, with this node, its first voter set (3 or 5
+    /// nodes recommended); once the cluster has logged its membership, the
+    /// log is the truth and these only seed it (see docs/membership.md).
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Other nodes' HTTP addresses (`host:port`), by id: put in the
+    /// bootstrap membership, so followers can redirect to the leader's API.
+    pub peer_http: BTreeMap<NodeId, String>,
+    /// This node's HTTP address as others reach it, if it serves the API.
+    pub http_addr: Option<String>,
+    /// This node joins a running cluster: it is not one of the bootstrap
+    /// voters (its `peers` are the cluster's voters), never stands for
+    /// election, and waits as an empty learner until the leader adds it
+    /// (`Node::add_learner`, `POST /v1/members`).
+    pub join: bool,
     /// Replication and election tunables (defaults from the design).
     pub replication: ReplicationConfig,
     /// Mutual TLS for every replication and election connection: this
@@ -56,6 +68,9 @@ impl std::fmt::Debug for NodeConfig {
             .field("listen_addr", &self.listen_addr)
             .field("listener", &self.listener)
             .field("peers", &self.peers)
+            .field("peer_http", &self.peer_http)
+            .field("http_addr", &self.http_addr)
+            .field("join", &self.join)
             .field("replication", &self.replication)
             .field("tls", &self.tls)
             .field("insecure_plaintext", &self.insecure_plaintext)
@@ -82,6 +97,9 @@ impl NodeConfig {
             listen_addr,
             listener: None,
             peers: BTreeMap::new(),
+            peer_http: BTreeMap::new(),
+            http_addr: None,
+            join: false,
             replication: ReplicationConfig::default(),
             tls: None,
             insecure_plaintext: false,
@@ -105,6 +123,9 @@ impl NodeConfig {
         }
         if self.peers.contains_key(&0) {
             return bad(ConfigProblem::ZeroPeerId);
+        }
+        if self.join && self.peers.is_empty() {
+            return bad(ConfigProblem::JoinWithoutPeers);
         }
         match (&self.tls, self.insecure_plaintext) {
             (None, false) => return bad(ConfigProblem::NoTransport),

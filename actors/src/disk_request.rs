@@ -171,12 +171,14 @@ fn install_snapshot(
 fn recover(d: &mut Disk) -> Result<Recovered, RecoverError> {
     let meta = NodeMeta::load(&d.data_dir)?;
     let snapshot = Snapshot::load_latest(&d.snapshot_dir())?;
+    let mut memberships = recovery::RecoveredMemberships::default();
     let (state, snap_offset) = match snapshot {
         Some(s) => {
             if d.wal.last_offset() < s.offset {
                 // The snapshot was installed but the WAL not yet reset.
                 d.wal.truncate_prefix(s.offset, s.epoch)?;
             }
+            memberships.snapshot = s.state.membership().cloned().map(|m| (s.offset, m));
             (s.state, s.offset)
         }
         None => (MetadataState::new(), 0),
@@ -204,6 +206,7 @@ fn recover(d: &mut Disk) -> Result<Recovered, RecoverError> {
         snap_offset + 1,
         wal.last_offset(),
         |next| wal.read(next, REPLAY_READ_ENTRIES, REPLAY_READ_BYTES),
+        &mut memberships,
     )?;
     Ok(Recovered {
         meta,
@@ -211,5 +214,6 @@ fn recover(d: &mut Disk) -> Result<Recovered, RecoverError> {
         appended,
         epochs: d.wal.epochs().clone(),
         commit,
+        memberships,
     })
 }

@@ -193,6 +193,54 @@ pub enum ReadError {
     Timeout(Duration),
 }
 
+/// Why a membership change ([`crate::Node::add_learner`],
+/// [`crate::Node::promote`], [`crate::Node::remove`]) failed. Each variant
+/// says whether the change may still take effect.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberError {
+    /// The leader refused it (the rules of `metawal::membership`): nothing
+    /// was appended; the reason says what to do.
+    #[error(transparent)]
+    Refused(#[from] metawal::membership::ChangeRefused),
+    /// The new member's replication address is not `IP:port`; nothing was
+    /// appended.
+    #[error("replication address {addr:?} is not IP:port (a member is reached at the address it is added with); nothing changed")]
+    BadAddress {
+        /// The address given.
+        addr: String,
+    },
+    /// The store would not append the entry (see the proposal error):
+    /// nothing was appended.
+    #[error("the membership entry was not appended: {0}")]
+    NotAppended(ProposeError),
+    /// Appended at `offset` but not committed within `waited`: it stays in
+    /// force and may still commit (or be truncated by a new leader). List
+    /// the members to see.
+    #[error("the membership change appended at offset {offset} was not committed within {waited:?}; it may still commit: list the members to see")]
+    Timeout {
+        /// The entry's offset.
+        offset: u64,
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// Appended at `offset`, then this node stopped leading before it
+    /// committed: a new leader keeps or truncates it. List the members on
+    /// the new leader.
+    #[error("this node stopped leading before the membership change at offset {offset} committed; the new leader keeps or drops it: list the members there")]
+    LeadershipLost {
+        /// The entry's offset.
+        offset: u64,
+    },
+    /// Another change asked of this node is still being admitted or
+    /// committed; nothing was appended by this call. Retry once it returns.
+    #[error("another membership change is under way on this node; retry once it returns")]
+    Busy,
+    /// The node is stopping; nothing was appended by this call.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
 /// Why a leader transfer (or a role change the NodeDriver asked for) failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -285,6 +333,9 @@ pub enum NodeError {
     /// The node was asked to stop while starting.
     #[error("node stopped while starting")]
     Stopped,
+    /// The voters the flags give are not a valid membership.
+    #[error("the voters given by the flags are not a valid membership: {0}")]
+    BootstrapMembership(metawal::membership::MembershipError),
     /// The TLS files could not be loaded or the node's own certificate
     /// fails the checks its peers will make.
     #[error(transparent)]
@@ -319,6 +370,9 @@ pub enum ConfigProblem {
     /// Both TLS and plaintext are set.
     #[error("both tls and insecure_plaintext are set: choose one")]
     TlsAndPlaintext,
+    /// `join` is set, but no peer names the cluster to join.
+    #[error("a joining node needs the cluster's voters as its peers (or --join to find them)")]
+    JoinWithoutPeers,
 }
 
 /// Errors of the disk thread.

@@ -41,6 +41,7 @@ mod follower;
 pub mod http;
 mod leader;
 mod leadership;
+mod members;
 mod metrics;
 mod node;
 mod peer_connection;
@@ -59,10 +60,11 @@ pub use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
 pub use changes::{ChangeStream, ChangesError};
 pub use config::{BoundListener, NodeConfig};
 pub use error::{
-    Appended, ConfigProblem, DiskError, LogStartError, NodeError, Overload, ProposeError,
-    ReadError, RoleError, StateError, StatusError, SubscribeError,
+    Appended, ConfigProblem, DiskError, LogStartError, MemberError, NodeError, Overload,
+    ProposeError, ReadError, RoleError, StateError, StatusError, SubscribeError,
 };
 pub use leadership::{LeadershipChanges, LeadershipError};
+pub use members::{MemberStatus, Members, DEFAULT_PROMOTE_WAIT, MAX_PROMOTE_WAIT};
 pub use metrics::NodeMetrics;
 pub use node::Node;
 pub use status::{

@@ -56,6 +56,10 @@ mod starting;
 #[path = "node_reads.rs"]
 mod reads;
 
+// Changing and listing the members.
+#[path = "node_members.rs"]
+mod members;
+
 /// A running node: the handle a broker keeps. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -87,7 +91,7 @@ fn replicator_init(node: &Node, epoch: u64, epochs: EpochIndex, commit: u64) -> 
         shared: node.shared.clone(),
         disk: node.disk.clone(),
         keys: node.keys.clone(),
-        peers: node.config.peers.clone(),
+        membership: node.shared.membership().0,
         epochs,
         commit,
         progress_tx: node.progress_tx.clone(),
@@ -137,7 +141,7 @@ impl Node {
         // TLS material first: a bad certificate is a start-up error.
         let transport = starting::load_tls(&config).await?;
         let metrics = NodeMetrics::new();
-        let (disk, rec) = starting::open_data_dir(&config, &metrics).await?;
+        let (disk, mut rec) = starting::open_data_dir(&config, &metrics).await?;
         // Every node starts as a follower; leadership comes from an
         // election. A node that led before it stopped does not know whether
         // it still does: it follows until it hears a leader or wins again.
@@ -148,14 +152,27 @@ impl Node {
         starting::record_meta(&disk, &rec, &meta).await?;
         tracing::info!(node, directory_id = %meta.directory_id, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
 
-        let cluster_size = config.peers.len() + 1;
+        // The membership in force: the snapshot's and the log's, or the
+        // bootstrap of the flags if they hold none.
+        let bootstrap = crate::members::bootstrap(&config, replication_addr, meta.directory_id)?;
+        let memberships = std::mem::take(&mut rec.memberships);
+        let logged = memberships.logged();
+        let membership = memberships.into_log(bootstrap.clone()).map_err(|e| {
+            NodeError::Disk(crate::error::DiskError::Inconsistent {
+                dir: config.data_dir.display().to_string(),
+                reason: format!("its membership entries are out of order: {e}"),
+            })
+        })?;
+        tracing::info!(node, logged, voters = ?membership.latest().voter_ids().collect::<Vec<_>>(), "membership at start");
         // No leader is named before it is heard (the node engine's rule).
         let mut shared = NodeShared::new(
             role,
             epoch,
             None,
-            config.replication.effective_min_insync(cluster_size),
-            config.peers.keys().copied(),
+            config
+                .replication
+                .effective_min_insync(membership.latest().voter_count()),
+            membership.latest().clone(),
         );
         shared.metrics = metrics;
         shared.transport = transport;
@@ -186,6 +203,8 @@ impl Node {
         .start();
         drop(rec.appended);
         let driver_slot: DriverSlot = Arc::default();
+        let (log_events, log_events_rx) =
+            tokio::sync::mpsc::channel(crate::members::MAX_LOG_EVENTS);
         let listener = ReplicaListener::new(ListenerInit {
             node,
             shared: shared.clone(),
@@ -201,6 +220,7 @@ impl Node {
             progress_tx: progress_tx.clone(),
             wake: None,
             driver: driver_slot.clone(),
+            log_events,
         })
         .start();
         if let Some(addr) = leader.and_then(|l| config.peers.get(&l)).copied() {
@@ -227,7 +247,9 @@ impl Node {
             shared,
             config: config.replication.clone(),
             keys,
-            peers: config.peers.clone(),
+            membership,
+            bootstrap,
+            log_events: log_events_rx,
             disk,
             listener,
             progress: progress_rx,
@@ -422,7 +444,7 @@ impl Node {
     /// (`metawal::engine::node`); this call waits for its answer.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), RoleError> {
         let node = self.node_id;
-        if to == node || !self.config.peers.contains_key(&to) {
+        if to == node || !self.shared.membership().0.is_voter(to) {
             return Err(RoleError::UnknownPeer { node: to });
         }
         let Some(driver) = self.driver() else {

@@ -36,7 +36,10 @@ impl Node {
     pub async fn read_index(&self, timeout: std::time::Duration) -> Result<u64, ReadError> {
         use metawal::engine::read_index::{LeaderView, ReadIndex, ReadIndexState};
         let deadline = tokio::time::Instant::now() + timeout;
-        let voters = self.config.peers.len() + 1;
+        // Counted over the voters in force (learners answer too, and count
+        // for nothing).
+        let membership = self.shared.membership().0;
+        let voters = membership.voter_count();
         let look = || LeaderView {
             leading: self.shared.role() == Role::Leader,
             epoch: self.shared.epoch(),
@@ -79,7 +82,12 @@ impl Node {
             let heard = waiter.notified();
             tokio::pin!(heard);
             heard.as_mut().enable();
-            match read.check(look(), self.shared.followers_heard().map(|(_, t)| t)) {
+            let answers = self.shared.followers_heard();
+            let answers = answers
+                .into_iter()
+                .filter(|&(p, _)| p != self.node_id && membership.is_voter(p))
+                .map(|(_, t)| t);
+            match read.check(look(), answers) {
                 ReadIndexState::Ready(index) => return Ok(index),
                 ReadIndexState::Lost => return Err(ReadError::LeadershipLost),
                 ReadIndexState::Waiting => {}

@@ -10,9 +10,13 @@ use metawal::NodeId;
 
 use super::{replicator_init, Node};
 use crate::election::{RoleChanges, StepError};
+use crate::error::ProposeError;
 use crate::follower::listener::{ReleaseLog, ResumeFollowing, SetWake};
-use crate::leader::replicator::{Replicator, StopReplicator, WatchCatchUp};
-use crate::store::{DropLeadership, TakeLeadership, ToReplicator};
+use crate::leader::replicator::{
+    ChangeFacts, GetChangeFacts, Replicator, StopReplicator, WatchCatchUp,
+};
+use crate::store::{AppendMembership, DropLeadership, TakeLeadership, ToReplicator};
+use metawal::membership::Membership;
 
 /// The steps of a role change, as the node engine asks for them (see
 /// `metawal::engine::node`): each does one thing on the node's actors or
@@ -138,6 +142,31 @@ impl RoleChanges for Node {
                 .await
                 .map_err(|_| "the listener stopped".to_string())?;
             Ok(found)
+        })
+    }
+
+    fn change_facts(&self) -> LocalBoxFuture<'static, Option<ChangeFacts>> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            store
+                .send(ToReplicator(GetChangeFacts))
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
+    fn append_membership(
+        &self,
+        membership: Membership,
+    ) -> LocalBoxFuture<'static, Result<u64, ProposeError>> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            store
+                .send(AppendMembership(membership))
+                .await
+                .map_err(|_| ProposeError::ShuttingDown)?
+                .map(|p| p.offset)
         })
     }
 

@@ -7,8 +7,10 @@
 
 use crate::metrics::NodeMetrics;
 use crate::tls::PeerTransport;
-use std::collections::BTreeMap;
+use dashmap::DashMap;
+use metawal::membership::Membership;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metawal::engine::election::ElectionRole;
@@ -30,7 +32,15 @@ pub(crate) struct NodeShared {
     /// Every change of `leadership`, in order, for streaming readers.
     leadership_log: broadcast::Sender<Leadership>,
     isr_len: AtomicUsize,
-    min_insync: usize,
+    /// `min_insync_replicas` as configured, and capped at the voters in
+    /// force (moved with the membership).
+    min_insync_configured: usize,
+    min_insync: AtomicUsize,
+    /// The membership in force on this node and the offset of its entry if
+    /// that entry is not committed yet (written by the NodeDriver, the one
+    /// owner, at each change; read by the Replicator's start, the HTTP API,
+    /// the read index).
+    membership: std::sync::RwLock<(Arc<Membership>, Option<u64>)>,
     /// The zero of the `*_ns` clocks below.
     base: Instant,
     /// When the active leader session last delivered anything (ns since
@@ -38,7 +48,8 @@ pub(crate) struct NodeShared {
     leader_contact_ns: AtomicU64,
     /// Leader: the latest send time of a frame each follower answered
     /// (ns since `base`; see `LinkReport::Heard`).
-    followers_heard_ns: BTreeMap<NodeId, AtomicU64>,
+    /// Only members are kept (see [`NodeShared::set_membership`]).
+    followers_heard_ns: DashMap<NodeId, AtomicU64>,
     /// Woken when a follower answered, while `heard_waiters > 0`.
     heard_changed: tokio::sync::Notify,
     /// Reads waiting for followers' answers (see [`HeardWaiter`]): the
@@ -67,13 +78,14 @@ pub(crate) struct NodeShared {
 }
 
 impl NodeShared {
-    /// Facts of a node starting in `role` at `epoch` under `leader`.
+    /// Facts of a node starting in `role` at `epoch` under `leader`, with
+    /// `membership` in force.
     pub fn new(
         role: Role,
         epoch: u64,
         leader: Option<NodeId>,
         min_insync: usize,
-        peers: impl IntoIterator<Item = NodeId>,
+        membership: Membership,
     ) -> NodeShared {
         let start = Leadership {
             role,
@@ -85,10 +97,15 @@ impl NodeShared {
             leadership: watch::Sender::new(start),
             leadership_log: broadcast::Sender::new(LEADERSHIP_LOG),
             isr_len: AtomicUsize::new(1),
-            min_insync,
+            min_insync_configured: min_insync,
+            min_insync: AtomicUsize::new(min_insync.min(membership.voter_count())),
             base: Instant::now(),
             leader_contact_ns: AtomicU64::new(0),
-            followers_heard_ns: peers.into_iter().map(|p| (p, AtomicU64::new(0))).collect(),
+            followers_heard_ns: membership
+                .members()
+                .map(|(m, _)| (m.node_id, AtomicU64::new(0)))
+                .collect(),
+            membership: std::sync::RwLock::new((Arc::new(membership), None)),
             heard_changed: tokio::sync::Notify::new(),
             heard_waiters: AtomicUsize::new(0),
             last_log_epoch: AtomicU64::new(0),
@@ -170,11 +187,44 @@ impl NodeShared {
         HeardWaiter { shared: self }
     }
 
-    /// Leader: when each follower last answered.
-    pub fn followers_heard(&self) -> impl Iterator<Item = (NodeId, Instant)> + '_ {
+    /// Leader: when each member (voter or learner) last answered.
+    pub fn followers_heard(&self) -> Vec<(NodeId, Instant)> {
         self.followers_heard_ns
             .iter()
-            .filter_map(|(&p, t)| Some((p, self.at(t.load(Ordering::SeqCst))?)))
+            .filter_map(|e| Some((*e.key(), self.at(e.value().load(Ordering::SeqCst))?)))
+            .collect()
+    }
+
+    /// The membership in force, and the offset of its entry while that
+    /// entry is not committed.
+    pub fn membership(&self) -> (Arc<Membership>, Option<u64>) {
+        let m = match self.membership.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        (m.0.clone(), m.1)
+    }
+
+    /// Publish the membership in force (the NodeDriver, its one writer):
+    /// answers from members only are noted from now on, and
+    /// `min_insync_replicas` is capped at its voters.
+    pub(crate) fn set_membership(&self, membership: Membership, pending: Option<u64>) {
+        self.followers_heard_ns
+            .retain(|id, _| membership.member(*id).is_some());
+        for (m, _) in membership.members() {
+            self.followers_heard_ns
+                .entry(m.node_id)
+                .or_insert_with(|| AtomicU64::new(0));
+        }
+        self.min_insync.store(
+            self.min_insync_configured.min(membership.voter_count()),
+            Ordering::Release,
+        );
+        let mut cell = match self.membership.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        *cell = (Arc::new(membership), pending);
     }
 
     /// The follower's log end `(last epoch, last offset)` as its log owner
@@ -336,9 +386,9 @@ impl NodeShared {
         self.isr_len.store(n, Ordering::Release);
     }
 
-    /// `min_insync_replicas`, capped at the cluster size.
+    /// `min_insync_replicas`, capped at the voters in force.
     pub fn min_insync(&self) -> usize {
-        self.min_insync
+        self.min_insync.load(Ordering::Acquire)
     }
 }
 

@@ -47,7 +47,7 @@ pub use metawal::engine::Acks;
 #[path = "store_leadership.rs"]
 mod leadership;
 pub(crate) use leadership::{
-    CloseLeadership, DropLeadership, ProbeFollowers, TakeLeadership, ToReplicator,
+    AppendMembership, CloseLeadership, DropLeadership, ProbeFollowers, TakeLeadership, ToReplicator,
 };
 
 /// A proposal's success.

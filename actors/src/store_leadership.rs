@@ -164,3 +164,52 @@ where
         Box::pin(async move { replicator?.send(msg.0).await.ok() })
     }
 }
+
+/// Leader: append a `Membership` entry (a change the node engine admitted,
+/// or the bootstrap membership the log does not hold yet). The Replicator
+/// is told the new membership first, in its mailbox's order, so it counts
+/// the entry by the voters it puts in force. Answers the entry's offset
+/// once it is in the log (not yet durable or committed).
+#[derive(Message)]
+#[rtype(result = "Result<crate::store::Proposed, crate::error::ProposeError>")]
+pub(crate) struct AppendMembership(pub metawal::membership::Membership);
+
+impl Handler<AppendMembership> for MetadataStore {
+    type Result = Result<crate::store::Proposed, crate::error::ProposeError>;
+
+    fn handle(&mut self, msg: AppendMembership, ctx: &mut Context<Self>) -> Self::Result {
+        use crate::error::{Overload, ProposeError};
+        let Some(replicator) = &self.replicator else {
+            return Err(ProposeError::NotLeader {
+                node: self.node,
+                leader: self.shared.leader(),
+            });
+        };
+        let members = std::sync::Arc::new(msg.0.clone());
+        replicator
+            .try_send(crate::leader::replicator::SetMembers(members))
+            .map_err(|e| match e {
+                SendError::Full(_) => ProposeError::Overloaded(Overload::ReplicatorMailbox),
+                SendError::Closed(_) => ProposeError::ShuttingDown,
+            })?;
+        let command = metawal::Command::Membership(msg.0);
+        match self.append(command, crate::store::Acks::None, true, ctx) {
+            Ok((proposed, _)) => Ok(proposed),
+            Err(e) => {
+                // Nothing was appended: the Replicator goes back to the
+                // membership in force (the NodeDriver, which asked, has not
+                // moved it). Right behind the first, so it fits or the
+                // Replicator is gone.
+                if let Some(r) = &self.replicator {
+                    let back = crate::leader::replicator::SetMembers(self.shared.membership().0);
+                    if let Err(SendError::Full(_)) = r.try_send(back) {
+                        // It would count voters the log does not have.
+                        tracing::error!(node = self.node, "cannot move the Replicator back to the membership in force; node fail-stops");
+                        self.shared.fail_stop();
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}

@@ -395,6 +395,9 @@ impl NodeEngine {
             }
             NodeInput::LogTruncated { after } => self.on_log_truncated(now, after, log),
             NodeInput::Committed { offset } => self.on_committed(offset, log),
+            NodeInput::MembershipReset { offset, membership } => {
+                self.on_membership_reset(now, offset, membership, log)
+            }
         }
         self.publish(now);
     }

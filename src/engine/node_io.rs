@@ -215,6 +215,15 @@ pub enum NodeInput {
         /// The commit point.
         offset: u64,
     },
+    /// The log now starts after a snapshot at `offset` (a follower
+    /// installed one from its leader): `membership` is the one the snapshot
+    /// holds, and every membership this log knew is replaced.
+    MembershipReset {
+        /// The snapshot's offset.
+        offset: u64,
+        /// The membership in force at it.
+        membership: crate::membership::Membership,
+    },
 }
 
 /// What the shell must do, in order.

@@ -106,6 +106,26 @@ impl NodeEngine {
         }
     }
 
+    /// A snapshot replaced the log up to `offset`: its membership is the
+    /// base, and is in force now (told to the shell and the election if it
+    /// differs from the one in force before).
+    pub(super) fn on_membership_reset(
+        &mut self,
+        now: Instant,
+        offset: u64,
+        membership: Membership,
+        log: LastLog,
+    ) {
+        let Some(members) = self.members.as_mut() else {
+            return;
+        };
+        let changed = *members.latest() != membership;
+        members.reset(offset, membership);
+        if changed {
+            self.membership_changed(now, log);
+        }
+    }
+
     /// The membership in force changed: tell the shell, and the election
     /// (now, or after the step that is out, in order with what waits).
     fn membership_changed(&mut self, now: Instant, log: LastLog) {

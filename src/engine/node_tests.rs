@@ -567,6 +567,36 @@ fn an_appended_membership_is_in_force_at_once_and_a_truncation_reverts_it() {
 }
 
 #[test]
+fn an_installed_snapshot_replaces_the_memberships_and_reports_a_change_only_if_one() {
+    let t0 = Instant::now();
+    let mut e = with_members(t0, &[1, 2, 3]);
+    let grown = members(&[1, 2, 3], &[4]);
+    e.handle(
+        t0,
+        NodeInput::MembershipAppended {
+            offset: 5,
+            membership: grown.clone(),
+        },
+        LOG,
+    );
+    drain(&mut e);
+    // A snapshot at 9 whose membership is the one in force: nothing to tell.
+    let reset = |offset, membership| NodeInput::MembershipReset { offset, membership };
+    e.handle(t0, reset(9, grown.clone()), LOG);
+    assert!(drain(&mut e).is_empty());
+    // The entry at 5 is gone with the log it was in: a truncation there no
+    // longer reverts anything.
+    e.handle(t0, NodeInput::LogTruncated { after: 4 }, LOG);
+    assert!(drain(&mut e).is_empty());
+    // A snapshot with another membership puts it in force; entries after
+    // the snapshot are taken after it.
+    let shrunk = members(&[2, 3], &[]);
+    e.handle(t0, reset(20, shrunk.clone()), LOG);
+    assert_eq!(drain(&mut e), [NodeAction::MembershipChanged(shrunk)]);
+    assert_eq!(e.membership().map(|m| m.latest_offset()), Some(20));
+}
+
+#[test]
 fn a_membership_entry_out_of_order_fail_stops() {
     let t0 = Instant::now();
     let mut e = with_members(t0, &[1, 2, 3]);

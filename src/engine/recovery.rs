@@ -19,8 +19,9 @@
 //! with a state no other node has. A committed entry that does not apply
 //! while the node runs is the same fail-stop (`engine::store`).
 
-use crate::command::Entry;
+use crate::command::{Command, Entry};
 use crate::epochs::EpochIndex;
+use crate::membership::{Membership, MembershipLog, MembershipLogError};
 use crate::record::{decode_record, Record};
 use crate::state::MetadataState;
 use crate::storage::{NodeMeta, StorageError};
@@ -111,6 +112,53 @@ pub struct Recovered {
     pub epochs: EpochIndex,
     /// The recovered commit point ([`commit_point`]).
     pub commit: u64,
+    /// The memberships the snapshot and the log hold.
+    pub memberships: RecoveredMemberships,
+}
+
+/// The memberships a data directory holds: the snapshot's, and the log's
+/// membership entries after it (the last committed one, and each one past
+/// the commit point: bounded by the log's uncommitted entries, not by its
+/// length).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveredMemberships {
+    /// The snapshot's offset and its membership (if it has one: a
+    /// snapshot taken before any membership was logged has none).
+    pub snapshot: Option<(u64, Membership)>,
+    /// The last membership entry at or before the commit point.
+    pub committed: Option<(u64, Membership)>,
+    /// Each membership entry past the commit point, in log order.
+    pub uncommitted: Vec<(u64, Membership)>,
+}
+
+impl RecoveredMemberships {
+    /// One more membership entry of the log, at `offset`.
+    pub fn entry(&mut self, offset: u64, membership: &Membership, commit: u64) {
+        if offset <= commit {
+            self.committed = Some((offset, membership.clone()));
+        } else {
+            self.uncommitted.push((offset, membership.clone()));
+        }
+    }
+
+    /// Whether the snapshot or the log holds any membership: if not, the
+    /// cluster's voter set is still the one of its bootstrap flags, never
+    /// logged.
+    pub fn logged(&self) -> bool {
+        self.snapshot.is_some() || self.committed.is_some() || !self.uncommitted.is_empty()
+    }
+
+    /// The membership log the node starts with: the last committed
+    /// membership (the log's, else the snapshot's, else `bootstrap` at 0)
+    /// as the base, and every uncommitted entry after it.
+    pub fn into_log(self, bootstrap: Membership) -> Result<MembershipLog, MembershipLogError> {
+        let (offset, base) = self.committed.or(self.snapshot).unwrap_or((0, bootstrap));
+        let mut log = MembershipLog::new(offset, base);
+        for (o, m) in self.uncommitted {
+            log.append(o, m)?;
+        }
+        Ok(log)
+    }
 }
 
 /// Why a data directory could not be recovered: the node does not start.
@@ -145,6 +193,7 @@ pub fn replay_log(
     from: u64,
     last: u64,
     mut read: impl FnMut(u64) -> Result<Vec<Record>, WalError>,
+    memberships: &mut RecoveredMemberships,
 ) -> Result<(MetadataState, MetadataState), RecoverError> {
     let inconsistent = |reason: String| RecoverError::Inconsistent {
         dir: dir.to_string(),
@@ -165,6 +214,9 @@ pub fn replay_log(
             replay
                 .entry(&entry)
                 .map_err(|e| inconsistent(e.to_string()))?;
+            if let Command::Membership(m) = &entry.command {
+                memberships.entry(entry.offset, m, commit);
+            }
             next = entry.offset + 1;
         }
     }
@@ -214,6 +266,50 @@ mod tests {
                 replication_factor: 1,
             },
         }
+    }
+
+    fn voters(ids: &[u64]) -> Membership {
+        Membership::new(
+            ids.iter().map(|&id| crate::membership::Member {
+                node_id: id,
+                directory_id: crate::membership::DirectoryId([id as u8; 16]),
+                replication_addr: format!("127.0.0.1:{}", 7000 + id),
+                http_addr: String::new(),
+            }),
+            [],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_membership_log_starts_from_the_last_committed_membership() {
+        let boot = voters(&[1, 2, 3]);
+        // Nothing logged: the bootstrap, at 0.
+        let none = RecoveredMemberships::default();
+        assert!(!none.logged());
+        let log = none.into_log(boot.clone()).unwrap();
+        assert_eq!((log.latest_offset(), log.latest()), (0, &boot));
+        // A snapshot's membership, then entries: the last at or before the
+        // commit point is the base, the ones past it stay one by one.
+        let mut r = RecoveredMemberships {
+            snapshot: Some((10, voters(&[1, 2]))),
+            ..Default::default()
+        };
+        r.entry(12, &voters(&[1, 2, 3]), 20);
+        r.entry(15, &voters(&[1, 2, 3, 4]), 20);
+        r.entry(25, &voters(&[2, 3, 4]), 20);
+        assert!(r.logged());
+        let log = r.into_log(boot.clone()).unwrap();
+        assert_eq!(log.at(16), &voters(&[1, 2, 3, 4]));
+        assert_eq!(log.latest(), &voters(&[2, 3, 4]));
+        assert_eq!(log.uncommitted(20).map(|(o, _)| o), Some(25));
+        // Only a snapshot: its membership at its offset.
+        let snap = RecoveredMemberships {
+            snapshot: Some((10, voters(&[1, 2]))),
+            ..Default::default()
+        };
+        let log = snap.into_log(boot).unwrap();
+        assert_eq!((log.latest_offset(), log.latest()), (10, &voters(&[1, 2])));
     }
 
     #[test]

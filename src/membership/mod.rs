@@ -152,8 +152,9 @@ pub enum MembershipError {
     /// Node id 0 is reserved for "none".
     #[error("node id 0 is reserved")]
     ZeroId,
-    /// An address that is empty or longer than [`MAX_ADDR_BYTES`].
-    #[error("node {node_id}: {which} address {addr:?} must be 1 to {max} bytes")]
+    /// A replication address that is empty, or an address longer than
+    /// [`MAX_ADDR_BYTES`].
+    #[error("node {node_id}: {which} address {addr:?} must be at most {max} bytes (a replication address at least 1)")]
     BadAddress {
         /// The member.
         node_id: NodeId,
@@ -200,7 +201,8 @@ impl<'de> Deserialize<'de> for Membership {
 impl Membership {
     /// A membership of `voters` and `learners`, checked: at least one
     /// voter, at most [`MAX_MEMBERS`] in all, no id twice, no id 0, every
-    /// address 1 to [`MAX_ADDR_BYTES`] bytes.
+    /// address at most [`MAX_ADDR_BYTES`] bytes, the replication address
+    /// not empty (the HTTP address may be: a node without an HTTP API).
     pub fn new(
         voters: impl IntoIterator<Item = Member>,
         learners: impl IntoIterator<Item = Member>,
@@ -311,8 +313,13 @@ fn check_member(m: &Member) -> Result<(), MembershipError> {
     if m.node_id == 0 {
         return Err(MembershipError::ZeroId);
     }
-    for (which, addr) in [("replication", &m.replication_addr), ("http", &m.http_addr)] {
-        if addr.is_empty() || addr.len() > MAX_ADDR_BYTES {
+    // A node may run without an HTTP API (an embedded one): its HTTP
+    // address may be empty; it has a replication address always.
+    for (which, addr, min) in [
+        ("replication", &m.replication_addr, 1),
+        ("http", &m.http_addr, 0),
+    ] {
+        if addr.len() < min || addr.len() > MAX_ADDR_BYTES {
             return Err(MembershipError::BadAddress {
                 node_id: m.node_id,
                 which,

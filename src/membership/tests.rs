@@ -43,15 +43,29 @@ fn a_membership_is_checked_when_built() {
         Err(MembershipError::ZeroId)
     );
     let mut bad = member(2);
-    bad.http_addr = String::new();
+    bad.replication_addr = String::new();
     assert!(matches!(
         Membership::new(vec![member(1), bad], vec![]),
+        Err(MembershipError::BadAddress {
+            node_id: 2,
+            which: "replication",
+            ..
+        })
+    ));
+    let mut long = member(2);
+    long.http_addr = "x".repeat(MAX_ADDR_BYTES + 1);
+    assert!(matches!(
+        Membership::new(vec![member(1), long], vec![]),
         Err(MembershipError::BadAddress {
             node_id: 2,
             which: "http",
             ..
         })
     ));
+    // A node without an HTTP API.
+    let mut embedded = member(2);
+    embedded.http_addr = String::new();
+    assert!(Membership::new(vec![member(1), embedded], vec![]).is_ok());
     let many = (1..=MAX_MEMBERS as u64 + 1).map(member);
     assert!(matches!(
         Membership::new(many, vec![]),

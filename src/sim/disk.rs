@@ -289,6 +289,7 @@ impl DiskExecutor for SimDisk {
                 let read = |next: u64| -> Result<Vec<Record>, WalError> {
                     Ok(self.read(next, recovery::REPLAY_READ_ENTRIES))
                 };
+                let mut memberships = recovery::RecoveredMemberships::default();
                 let replayed = recovery::replay_log(
                     "<simulated disk>",
                     MetadataState::new(),
@@ -296,6 +297,7 @@ impl DiskExecutor for SimDisk {
                     1,
                     last,
                     read,
+                    &mut memberships,
                 );
                 let recovered = replayed.map(|(state, appended)| Recovered {
                     meta: Some(self.node_meta(id)),
@@ -303,6 +305,7 @@ impl DiskExecutor for SimDisk {
                     appended,
                     epochs: self.epochs(),
                     commit,
+                    memberships,
                 });
                 DiskCompletion::Recovered(Box::new(recovered))
             }

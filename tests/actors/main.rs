@@ -15,6 +15,7 @@ mod disk;
 mod election;
 mod faults;
 mod http_api;
+mod members;
 mod reads;
 mod snapshot;
 mod tls_errors;

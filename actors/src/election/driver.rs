@@ -34,11 +34,19 @@ use tokio::sync::oneshot;
 use tokio::sync::watch;
 
 use super::voter_link::{SendElection, StopVoterLink, VoterLink};
+use crate::leader::replicator::ChangeFacts;
+use crate::members::LogEventRx;
+use metawal::membership::{Membership, MembershipLog};
+
+// Membership: log events, the membership in force, changes asked for.
+#[path = "driver_members.rs"]
+mod members;
 use crate::disk::DiskHandle;
 use crate::follower::listener::{Fence, ReplicaListener};
 use crate::follower::messages::ElectionIn;
 use crate::progress::LogProgress;
 use crate::shared::{NodeShared, Role};
+pub(crate) use members::{ChangeMembers, PROMOTE_MAX_LAG_ENTRIES};
 
 /// Why a role-change step failed: a higher epoch on disk, or another
 /// reason (logged).
@@ -83,6 +91,14 @@ pub(crate) trait RoleChanges: Send + 'static {
     /// Resolves once `to` has acknowledged the leader's whole log (never,
     /// if the leadership ends first).
     fn caught_up(&self, to: NodeId) -> LocalBoxFuture<'static, bool>;
+    /// Leader: what a membership change is admitted on (`None`: not
+    /// leading).
+    fn change_facts(&self) -> LocalBoxFuture<'static, Option<ChangeFacts>>;
+    /// Leader: append a `Membership` entry; its offset once in the log.
+    fn append_membership(
+        &self,
+        membership: Membership,
+    ) -> LocalBoxFuture<'static, Result<u64, crate::error::ProposeError>>;
 }
 
 /// Leader: hand the leadership to `to`; the answer comes when the
@@ -109,7 +125,14 @@ pub(crate) struct NodeDriverInit {
     pub shared: Arc<NodeShared>,
     pub config: ReplicationConfig,
     pub keys: HandshakeKeys,
-    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The membership the node starts with (from its snapshot and log, or
+    /// the bootstrap).
+    pub membership: MembershipLog,
+    /// The bootstrap membership (of the flags), for a snapshot that holds
+    /// none.
+    pub bootstrap: Membership,
+    /// What the log owner does with membership entries.
+    pub log_events: LogEventRx,
     pub disk: DiskHandle,
     pub listener: Addr<ReplicaListener>,
     pub progress: watch::Receiver<LogProgress>,
@@ -145,11 +168,30 @@ pub(crate) struct NodeDriver {
     transfer: Option<oneshot::Sender<Result<(), TransferFailed>>>,
     /// Stopped: nothing more is sent.
     stopped: bool,
+    bootstrap: Membership,
+    log_events: LogEventRx,
+    /// The commit point last fed to the engine.
+    fed_commit: u64,
+    /// The pending offset last published to `NodeShared`.
+    published_pending: Option<u64>,
+    /// The membership change under way, if any.
+    change: Option<members::ChangeUnderWay>,
 }
 
 impl NodeDriver {
     pub(crate) fn new(init: NodeDriverInit) -> NodeDriver {
-        let voters: Vec<NodeId> = init.peers.keys().copied().collect();
+        let latest = init.membership.latest();
+        let voters: Vec<NodeId> = latest.voter_ids().filter(|&v| v != init.node).collect();
+        let peers: BTreeMap<NodeId, SocketAddr> = latest
+            .voters()
+            .filter(|v| v.node_id != init.node)
+            .filter_map(|v| Some((v.node_id, crate::members::socket_addr(v)?)))
+            .collect();
+        let pending = init.membership.uncommitted(init.progress.borrow().commit);
+        init.shared
+            .set_membership(latest.clone(), pending.map(|(o, _)| o));
+        let published_pending = pending.map(|(o, _)| o);
+        let fed_commit = init.progress.borrow().commit;
         NodeDriver {
             node: init.node,
             engine: NodeEngine::new(
@@ -163,11 +205,12 @@ impl NodeDriver {
                 init.leader,
                 Instant::now(),
                 rand::random(),
-            ),
+            )
+            .with_membership(init.membership),
             shared: init.shared,
             config: init.config,
             keys: init.keys,
-            peers: init.peers,
+            peers,
             links: BTreeMap::new(),
             disk: init.disk,
             listener: init.listener,
@@ -180,6 +223,11 @@ impl NodeDriver {
             released: None,
             transfer: None,
             stopped: false,
+            bootstrap: init.bootstrap,
+            log_events: init.log_events,
+            fed_commit,
+            published_pending,
+            change: None,
         }
     }
 
@@ -197,6 +245,7 @@ impl NodeDriver {
     /// Feed the engine the signals left in `NodeShared` since the last
     /// input, each at the time it happened.
     fn sync_contacts(&mut self) {
+        self.sync_membership();
         let log = self.log();
         let now = Instant::now();
         if self.shared.role() == Role::Failed {
@@ -225,7 +274,7 @@ impl NodeDriver {
             let input = ElectionInput::HigherEpoch { epoch: higher };
             self.engine.handle(now, NodeInput::Election(input), log);
         }
-        let heard: Vec<(NodeId, Instant)> = self.shared.followers_heard().collect();
+        let heard: Vec<(NodeId, Instant)> = self.shared.followers_heard();
         for (peer, at) in heard {
             if self.fed_followers.get(&peer).is_none_or(|&t| at > t) {
                 self.fed_followers.insert(peer, at);
@@ -328,21 +377,10 @@ impl NodeDriver {
                         let _ = done.send(outcome);
                     }
                 }
-                NodeAction::MembershipChanged(_) => {
-                    // The node runs with the fixed voter set of its flags
-                    // (no membership log), so the engine never changes it;
-                    // if it did, the Replicator would count the wrong
-                    // voters. Fail-stop rather than carry on.
-                    tracing::error!(
-                        node = self.node,
-                        "membership changed on a node with a fixed voter set; node stopped"
-                    );
-                    self.shared.fail_stop();
-                    self.input(NodeInput::StorageFailed, ctx);
-                    return;
-                }
+                NodeAction::MembershipChanged(m) => self.membership_changed(m, ctx),
             }
         }
+        self.publish_membership();
         self.publish_election();
         self.arm_timer(ctx);
     }
@@ -497,8 +535,9 @@ impl Handler<ElectionIn> for NodeDriver {
                 let input = ElectionInput::Received { from, msg };
                 self.input(NodeInput::Election(input), ctx);
             }
-            // The attach is read from `NodeShared` with the other signals.
-            ElectionIn::LeaderAttached => {
+            // The attach is read from `NodeShared` with the other signals,
+            // the log events from their channel.
+            ElectionIn::LeaderAttached | ElectionIn::LogChanged => {
                 self.sync_contacts();
                 self.drive(ctx);
             }

@@ -9,5 +9,6 @@ mod driver;
 mod voter_link;
 
 pub(crate) use driver::{
-    NodeDriver, NodeDriverInit, RoleChanges, StepError, StopNodeDriver, TransferTo,
+    ChangeMembers, NodeDriver, NodeDriverInit, RoleChanges, StepError, StopNodeDriver, TransferTo,
+    PROMOTE_MAX_LAG_ENTRIES,
 };

@@ -38,6 +38,7 @@ use crate::follower::messages::{
 };
 use crate::follower::session::{ReplicaSession, SessionInit};
 use crate::leader::replicator::WakeLinks;
+use crate::members::{LogEvent, LogEventTx};
 use crate::progress::LogProgress;
 use crate::shared::NodeShared;
 use crate::store::{EntriesInFlight, FollowerEntries, InstallSnapshot, MetadataStore, Truncated};
@@ -127,6 +128,8 @@ pub(crate) struct ListenerInit {
     pub wake: Option<Recipient<WakeLinks>>,
     /// Where election connections deliver their messages.
     pub driver: DriverSlot,
+    /// Where membership log events go (the NodeDriver).
+    pub log_events: LogEventTx,
 }
 
 /// The follower-side acceptor and the shell of its log owner (see the
@@ -150,6 +153,7 @@ pub struct ReplicaListener {
     next_request: RequestId,
     wake: Option<Recipient<WakeLinks>>,
     driver: DriverSlot,
+    log_events: LogEventTx,
 }
 
 impl ReplicaListener {
@@ -178,6 +182,7 @@ impl ReplicaListener {
             next_request: 0,
             wake: init.wake,
             driver: init.driver,
+            log_events: init.log_events,
         }
     }
 
@@ -259,6 +264,7 @@ impl ReplicaListener {
                 }
             },
             FollowerAction::TruncateWal { to } => {
+                self.log_event(LogEvent::Truncated { after: to });
                 let job = self.disk.truncate_suffix(to);
                 ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
                     let result = res.map_err(ResetError::Storage);
@@ -277,24 +283,17 @@ impl ReplicaListener {
                     .disk
                     .install_snapshot(offset, epoch, bytes, replace_log);
                 ctx.spawn(job.into_actor(self).map(|result, act, ctx| {
+                    if let Ok((_, snap)) = &result {
+                        act.log_event(LogEvent::Reset {
+                            offset: snap.offset,
+                            membership: snap.state.membership().cloned(),
+                        });
+                    }
                     act.input(FollowerInput::SnapshotInstalled(result), ctx);
                 }));
             }
-            FollowerAction::MembershipAppended { offset, .. } => {
-                // This node runs the fixed voter set of its flags (no
-                // membership log): it cannot count the voters a membership
-                // entry puts in force, and following it with the old set
-                // could count a wrong majority. Fail-stop, and say why.
-                tracing::error!(
-                    node = self.node,
-                    offset,
-                    "a membership entry arrived, but this node runs a fixed voter set; node stopped: run every node with membership enabled"
-                );
-                self.shared.fail_stop();
-                if let Some(pump) = self.driver.get() {
-                    // Wakes the pump, which reads the fail-stop latch.
-                    let _ = pump.try_send(ElectionIn::LeaderAttached);
-                }
+            FollowerAction::MembershipAppended { offset, membership } => {
+                self.log_event(LogEvent::Appended { offset, membership });
             }
             FollowerAction::Entries(entries) => {
                 // Dropped when the store is behind: it reads them back from
@@ -345,6 +344,22 @@ impl ReplicaListener {
                 tracing::error!(node = self.node, %reason, "follower fail-stopped");
                 self.shared.fail_stop();
             }
+        }
+    }
+
+    /// Tell the NodeDriver what the log did with membership entries, in
+    /// order and never dropped: a full channel means the driver is stuck,
+    /// and the node fail-stops rather than count voters its log does not
+    /// have.
+    fn log_event(&mut self, event: LogEvent) {
+        if let Err(e) = self.log_events.try_send(event) {
+            tracing::error!(node = self.node, error = %e, "cannot pass a membership log event to the node driver; node fail-stops");
+            self.shared.fail_stop();
+        }
+        if let Some(pump) = self.driver.get() {
+            // A wake-up: the event waits in its channel, and the pump reads
+            // it at its next input if this one does not fit.
+            let _ = pump.try_send(ElectionIn::LogChanged);
         }
     }
 

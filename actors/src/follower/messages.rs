@@ -121,6 +121,8 @@ pub(crate) enum ElectionIn {
     /// The log owner accepted a leader's session (see
     /// `NodeShared::note_leader_attached`).
     LeaderAttached,
+    /// The log owner sent a membership log event (on its own channel).
+    LogChanged,
 }
 
 /// Where sessions deliver election messages: set once the driver runs.

@@ -11,7 +11,7 @@
 //! One concept per file: `error.rs` the error shape and status mapping,
 //! `commands.rs` writes, `reads.rs` topics and snapshot, `watch.rs` the
 //! server-sent-event change stream, `admin.rs` status, health, transfer and
-//! metrics.
+//! metrics, `members.rs` listing and changing the members.
 //!
 //! Limits: request bodies ([`HttpConfig::body_limit_bytes`]), concurrent
 //! watch streams ([`HttpConfig::max_watchers`]), how long a watch reader may
@@ -37,6 +37,7 @@ use crate::node::Node;
 mod admin;
 mod commands;
 mod error;
+mod members;
 mod reads;
 mod watch;
 
@@ -134,7 +135,19 @@ impl Api {
     pub fn to_leader(&self, req: &HttpRequest) -> ApiError {
         let leader = self.node.leader();
         let me = self.node.id();
-        match leader.and_then(|l| self.config.peer_http.get(&l).filter(|_| l != me)) {
+        // The leader's HTTP address as the membership in force has it, or
+        // as configured.
+        let membership = self.node.members_in_force();
+        let logged = |l: metawal::NodeId| {
+            membership
+                .member(l)
+                .map(|(m, _)| m.http_addr.clone())
+                .filter(|a| !a.is_empty())
+        };
+        let addr = leader
+            .filter(|&l| l != me)
+            .and_then(|l| logged(l).or_else(|| self.config.peer_http.get(&l).cloned()));
+        match addr {
             Some(addr) => {
                 let path = req
                     .uri()
@@ -240,6 +253,10 @@ pub async fn serve(node: Node, config: HttpConfig) -> Result<HttpServer, HttpErr
             .route("/v1/watch", web::get().to(watch::watch))
             .route("/v1/status", web::get().to(admin::status))
             .route("/v1/leader/transfer", web::post().to(admin::transfer))
+            .route("/v1/members", web::get().to(members::list))
+            .route("/v1/members", web::post().to(members::add))
+            .route("/v1/members/{id}/promote", web::post().to(members::promote))
+            .route("/v1/members/{id}", web::delete().to(members::remove))
             .route("/livez", web::get().to(admin::livez))
             .route("/readyz", web::get().to(admin::readyz))
             .route("/metrics", web::get().to(admin::metrics))

@@ -30,6 +30,7 @@ use actix::prelude::*;
 use metawal::engine::{LeaderAction, LeaderInput, ProposalId, ReplicatorEngine};
 use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
+use metawal::membership::Membership;
 use metawal::record::Record;
 use metawal::replication::{ReplicaSetTracker, TailCache};
 use metawal::{NodeId, ReplicationConfig};
@@ -50,6 +51,11 @@ type Waiter = oneshot::Sender<Result<(), ProposeError>>;
 // it sees the Replicator's private state.
 #[path = "replicator_links.rs"]
 mod links;
+
+// Following the membership in force, and what a change is admitted on.
+#[path = "replicator_members.rs"]
+mod members;
+pub(crate) use members::{ChangeFacts, GetChangeFacts, SetMembers};
 
 /// An accepted entry for the log (from the MetadataStore).
 #[derive(Message)]
@@ -128,7 +134,8 @@ pub(crate) struct ReplicatorInit {
     pub shared: Arc<NodeShared>,
     pub disk: DiskHandle,
     pub keys: HandshakeKeys,
-    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The membership in force in the log it leads with.
+    pub membership: Arc<Membership>,
     pub epochs: EpochIndex,
     pub commit: u64,
     pub progress_tx: watch::Sender<LogProgress>,
@@ -143,7 +150,11 @@ pub struct Replicator {
     shared: Arc<NodeShared>,
     disk: DiskHandle,
     keys: HandshakeKeys,
+    /// Every member but this node (voters and learners), where its link
+    /// connects.
     peers: BTreeMap<NodeId, SocketAddr>,
+    /// The membership the tracker counts.
+    membership: Arc<Membership>,
     log: Arc<Mutex<LeaderLog>>,
     /// Every decision: WAL writes, ISR, commit, which proposal resolves.
     engine: ReplicatorEngine,
@@ -164,10 +175,15 @@ impl Replicator {
     pub(crate) fn new(init: ReplicatorInit) -> Replicator {
         let last = init.epochs.last_offset();
         let now = Instant::now();
-        let cluster = init.peers.len() + 1;
+        let voters: Vec<NodeId> = init
+            .membership
+            .voter_ids()
+            .filter(|&v| v != init.node)
+            .collect();
+        let cluster = voters.len() + 1;
         let tracker = ReplicaSetTracker::new(
             init.node,
-            init.peers.keys().copied(),
+            voters,
             now,
             init.config.replica_lag_time_max,
             init.config.effective_min_insync(cluster),
@@ -187,7 +203,8 @@ impl Replicator {
             shared: init.shared,
             disk: init.disk,
             keys: init.keys,
-            peers: init.peers,
+            peers: members::peer_addrs(init.node, &init.membership),
+            membership: init.membership,
             log: Arc::new(Mutex::new(log)),
             engine: ReplicatorEngine::new(
                 init.node,
@@ -365,6 +382,9 @@ impl Actor for Replicator {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(16 * 1024);
+        // Learners too: the tracker follows them, never counting them.
+        let (voters, learners) = members::ids(&self.membership);
+        self.input(LeaderInput::SetMembers { voters, learners }, ctx);
         let peers: Vec<NodeId> = self.peers.keys().copied().collect();
         for peer in peers {
             self.start_link(peer, 0, ctx);

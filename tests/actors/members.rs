@@ -1,0 +1,206 @@
+//! Membership changes on running nodes (issue 20): a node that joins as a
+//! learner, is promoted, counts for commit and elections; a removed voter
+//! no longer counts; every refusal is typed; a restarted node takes its
+//! voters from its log, not its flags.
+
+use metawal_testkit as common;
+
+use std::time::Duration;
+
+use common::{create_topic, fast_config, reserve, start_node, wait_until, TestCluster};
+use metawal::membership::{ChangeRefused, DirectoryId, Member};
+use metawal_actors::{Acks, MemberError, Node, NodeConfig, Role};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The config of a node `id` that joins `c` (its voters as peers).
+fn joiner(c: &TestCluster, id: u64, port: &common::ReservedPort) -> NodeConfig {
+    let mut cfg = NodeConfig::new(
+        id,
+        common::CLUSTER,
+        common::SECRET.to_vec(),
+        c.dir.path().join(format!("node-{id}")),
+        port.addr(),
+    );
+    cfg.listener = Some(port.bound().expect("listen on the reserved port"));
+    cfg.peers = c.addrs.clone();
+    cfg.join = true;
+    cfg.insecure_plaintext = true;
+    cfg.replication = fast_config();
+    cfg
+}
+
+fn member(id: u64, port: &common::ReservedPort) -> Member {
+    Member {
+        node_id: id,
+        directory_id: DirectoryId::UNKNOWN,
+        replication_addr: port.addr().to_string(),
+        http_addr: String::new(),
+    }
+}
+
+fn voter_ids(node: &Node) -> Vec<u64> {
+    node.members_in_force().voter_ids().collect()
+}
+
+async fn wait_applied(node: &Node, offset: u64) {
+    let view = node.view();
+    wait_until(
+        &format!("node {} to apply offset {offset}", node.id()),
+        LIMIT,
+        || {
+            let ok = view.applied_offset() >= offset;
+            async move { ok }
+        },
+    )
+    .await;
+}
+
+#[actix::test]
+async fn a_joined_learner_is_promoted_and_a_removed_voter_no_longer_counts() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    let leader = c.node(1).clone();
+    leader
+        .propose(create_topic("before", 1, 1), Acks::All)
+        .await
+        .unwrap();
+
+    // Node 4 starts empty, joining: it is nobody's voter, itself included.
+    let port4 = reserve();
+    let (node4, arb4) = start_node(joiner(&c, 4, &port4)).await.unwrap();
+    assert_eq!(voter_ids(&node4), vec![1, 2, 3]);
+
+    // Added as a learner: replicated to, not a voter.
+    let added = leader.add_learner(member(4, &port4)).await.unwrap();
+    wait_applied(&node4, added).await;
+    let m = node4.members_in_force();
+    assert!(m.learners().any(|l| l.node_id == 4), "4 is a learner on 4");
+    assert_eq!(voter_ids(&node4), vec![1, 2, 3]);
+    assert_eq!(
+        node4.status().await.unwrap().elections,
+        0,
+        "a learner stood"
+    );
+
+    // Promoted once caught up: the leader counts it from then on.
+    let promoted = leader.promote(4, LIMIT).await.unwrap();
+    assert!(promoted > added);
+    assert_eq!(voter_ids(&leader), vec![1, 2, 3, 4]);
+    wait_applied(&node4, promoted).await;
+    assert_eq!(voter_ids(&node4), vec![1, 2, 3, 4]);
+
+    // Node 3 removed: voters {1, 2, 4}.
+    let removed = leader.remove(3).await.unwrap();
+    assert_eq!(voter_ids(&leader), vec![1, 2, 4]);
+    let members = leader.members().await;
+    assert_eq!(members.pending_offset, None, "the removal is committed");
+    assert!(members.voters.iter().all(|v| v.caught_up.is_some()));
+    wait_applied(&node4, removed).await;
+
+    // With 2 and 3 down, 1 and 4 are a majority of {1, 2, 4} (not of
+    // {1, 2, 3, 4}, nor of {1, 2, 3}): a write commits only if the leader
+    // counts 4 and no longer counts 3.
+    c.crash_node(3).await;
+    c.crash_node(2).await;
+    let p = leader
+        .propose(create_topic("after", 1, 1), Acks::Leader)
+        .await
+        .unwrap();
+    wait_applied(&leader, p.offset).await;
+    wait_applied(&node4, p.offset).await;
+
+    // Node 2 restarts with its old flags (peers 1 and 3): its log says the
+    // voters are {1, 2, 4}. Then the leader goes: 2 and 4 elect one.
+    c.start_node(2).await;
+    wait_until("node 2 to take its voters from its log", LIMIT, || {
+        let ok = voter_ids(c.node(2)) == vec![1, 2, 4];
+        async move { ok }
+    })
+    .await;
+    wait_applied(c.node(2), p.offset).await;
+    c.crash_node(1).await;
+    let n2 = c.node(2).clone();
+    wait_until("node 2 or node 4 to lead", LIMIT, || {
+        let ok = n2.role() == Role::Leader || node4.role() == Role::Leader;
+        async move { ok }
+    })
+    .await;
+    let new_leader = if n2.role() == Role::Leader {
+        &n2
+    } else {
+        &node4
+    };
+    new_leader
+        .propose(create_topic("elected", 1, 1), Acks::Leader)
+        .await
+        .unwrap();
+
+    node4.shutdown().await;
+    arb4.stop();
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn every_refused_change_says_why_and_changes_nothing() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    let leader = c.node(1).clone();
+    let port = reserve();
+    let before = leader.members_in_force();
+
+    let refused = |r: Result<u64, MemberError>| match r {
+        Err(MemberError::Refused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(matches!(
+        refused(leader.promote(2, Duration::ZERO).await),
+        ChangeRefused::AlreadyVoter { node_id: 2 }
+    ));
+    assert!(matches!(
+        refused(leader.remove(1).await),
+        ChangeRefused::RemoveLeader { node_id: 1 }
+    ));
+    assert!(matches!(
+        refused(leader.remove(9).await),
+        ChangeRefused::UnknownNode { node_id: 9 }
+    ));
+    assert!(matches!(
+        refused(leader.add_learner(member(2, &port)).await),
+        ChangeRefused::AlreadyMember { node_id: 2, .. }
+    ));
+    assert!(matches!(
+        refused(c.node(2).remove(3).await),
+        ChangeRefused::NotLeader { leader: Some(1) }
+    ));
+    let mut bad = member(5, &port);
+    bad.replication_addr = "not-an-address".into();
+    assert!(matches!(
+        leader.add_learner(bad).await,
+        Err(MemberError::BadAddress { .. })
+    ));
+    // A learner that never started is never caught up: the promotion
+    // waits its bound, then says so.
+    leader.add_learner(member(5, &port)).await.unwrap();
+    assert!(matches!(
+        refused(leader.promote(5, Duration::from_millis(200)).await),
+        ChangeRefused::NotCaughtUp { node_id: 5, .. }
+    ));
+    // Only the learner was added.
+    let after = leader.members_in_force();
+    assert_eq!(
+        after.voter_ids().collect::<Vec<_>>(),
+        before.voter_ids().collect::<Vec<_>>()
+    );
+    assert_eq!(after.learners().map(|l| l.node_id).collect::<Vec<_>>(), [5]);
+    // And removed again.
+    leader.remove(5).await.unwrap();
+    assert_eq!(leader.members_in_force().learners().count(), 0);
+    c.shutdown().await;
+}
