@@ -80,6 +80,8 @@ pub struct Node {
     progress_rx: watch::Receiver<LogProgress>,
     /// The arbiter the node's actors run on.
     arbiter: actix::ArbiterHandle,
+    /// Its data directory's id (kept in `meta`).
+    directory_id: DirectoryId,
 }
 
 /// Everything needed to start a Replicator for `epoch`.
@@ -148,6 +150,7 @@ impl Node {
         let role = Role::Follower;
         let meta = starting::meta_at_start(&config, &rec, DirectoryId(rand::random()));
         let (epoch, leader, voted_for) = (meta.current_epoch, meta.leader, meta.voted_for);
+        let meta_directory_id = meta.directory_id;
         let (listener, replication_addr) = starting::bind(&config).await?;
         starting::record_meta(&disk, &rec, &meta).await?;
         tracing::info!(node, directory_id = %meta.directory_id, role = %role, epoch, leader = ?leader, offset = rec.epochs.last_offset(), commit = rec.commit, "node recovered");
@@ -241,6 +244,7 @@ impl Node {
             progress_tx,
             progress_rx: progress_rx.clone(),
             arbiter: actix::Arbiter::current(),
+            directory_id: meta_directory_id,
         };
         let driver = NodeDriver::new(NodeDriverInit {
             node,
@@ -272,6 +276,13 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// This node's data directory id: drawn at the directory's first start
+    /// and kept in its `meta`; a member is added with it
+    /// (`POST /v1/members`).
+    pub fn directory_id(&self) -> DirectoryId {
+        self.directory_id
     }
 
     /// The address the replication listener is bound to.

@@ -13,7 +13,9 @@
 //! - a node connecting to peer N asks for `node-N.<cluster-id>` (the
 //!   standard server-name check): it only talks to node N;
 //! - a node accepting a connection verifies the client certificate against
-//!   the CA and works out which voters it names ([`PeerIdentity`]); the
+//!   the CA and works out which node ids it names ([`PeerIdentity`]: the
+//!   voters of its flags and the ids its own names claim, e.g. a member
+//!   added since, each checked as a server name would be); the
 //!   replication session then refuses a `Hello`/`VoterHello` claiming any
 //!   other node (`Reject { NotCertified }`). So node 2's certificate can
 //!   neither act as node 3 nor lead as node 3.
@@ -310,15 +312,25 @@ impl PeerTls {
         })
     }
 
-    /// The voters a verified leaf certificate is valid for.
+    /// The node ids a verified leaf certificate is valid for.
     fn identity_of(&self, leaf: &CertificateDer<'_>) -> PeerIdentity {
         let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
             return PeerIdentity::Certified(BTreeSet::new());
         };
-        let ids = self
-            .voters
-            .iter()
-            .copied()
+        // The voters of the flags, and every id the certificate's names
+        // claim (a member added since the start, which the flags do not
+        // list): each checked the way a client checks a server's name.
+        let suffix = format!(".{}", self.cluster_id.to_ascii_lowercase());
+        let claimed = cert.valid_dns_names().filter_map(|name| {
+            let name = name.to_ascii_lowercase();
+            name.strip_suffix(&suffix)?
+                .strip_prefix("node-")?
+                .parse::<NodeId>()
+                .ok()
+        });
+        let candidates: BTreeSet<NodeId> = self.voters.iter().copied().chain(claimed).collect();
+        let ids = candidates
+            .into_iter()
             .filter(|&id| {
                 ServerName::try_from(peer_name(id, &self.cluster_id))
                     .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())

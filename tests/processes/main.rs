@@ -8,5 +8,6 @@
 //! `cargo test --release --test processes process_crash -- --nocapture`.
 
 mod http_bad_input;
+mod membership;
 mod process_crash;
 mod tls_processes;

@@ -165,6 +165,28 @@ error_codes! {
     TransferTimedOut = "transfer_timed_out",
     /// 409: another leadership transfer is under way (nothing changed).
     TransferInProgress = "transfer_in_progress",
+    /// 409: the leader has not committed an entry of its epoch yet (retry).
+    LeaderNotReady = "leader_not_ready",
+    /// 409: another membership change is not committed yet (retry).
+    ChangeInProgress = "change_in_progress",
+    /// 409: the node named is not a member.
+    UnknownNode = "unknown_node",
+    /// 409: the id is already a member (ids are never reused).
+    AlreadyMember = "already_member",
+    /// 409: only a learner can be promoted.
+    AlreadyVoter = "already_voter",
+    /// 409: the learner is not caught up.
+    NotCaughtUp = "not_caught_up",
+    /// 409: removing the last voter.
+    WouldLeaveNoVoters = "would_leave_no_voters",
+    /// 409: the leader cannot remove itself (transfer first).
+    RemoveLeader = "remove_leader",
+    /// 409: the node runs a fixed voter set.
+    FixedMembership = "fixed_membership",
+    /// 400: the member given is not valid (id, addresses).
+    InvalidMember = "invalid_member",
+    /// 504: a membership change was appended but not committed in time.
+    ChangeTimedOut = "change_timed_out",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -26,6 +26,8 @@ pub enum Method {
     Get,
     /// Writes and the leadership transfer.
     Post,
+    /// Removing a member.
+    Delete,
 }
 
 impl Method {
@@ -34,6 +36,7 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Delete => "DELETE",
         }
     }
 }

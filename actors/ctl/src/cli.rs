@@ -87,6 +87,9 @@ pub enum Cmd {
     /// Metadata leadership.
     #[command(subcommand)]
     Leader(LeaderCmd),
+    /// The cluster's members: list, add a learner, promote, remove.
+    #[command(subcommand)]
+    Member(MemberCmd),
 }
 
 impl Cmd {
@@ -97,6 +100,9 @@ impl Cmd {
             Cmd::Topic(TopicCmd::Create { .. } | TopicCmd::Delete { .. })
                 | Cmd::Partition(_)
                 | Cmd::Leader(_)
+                | Cmd::Member(
+                    MemberCmd::Add { .. } | MemberCmd::Promote { .. } | MemberCmd::Remove { .. }
+                )
         )
     }
 }
@@ -209,6 +215,44 @@ pub enum LeaderCmd {
         /// The node that should lead.
         #[arg(long, value_parser = parse_node_id)]
         to: NodeId,
+    },
+}
+
+/// `member …`
+#[derive(Debug, Subcommand)]
+pub enum MemberCmd {
+    /// List the voters and learners (GET /v1/members).
+    List,
+    /// Add a learner: an empty node started with --join (POST /v1/members).
+    Add {
+        /// The new node's id (never one a member had: ids are not reused).
+        #[arg(long, value_parser = parse_node_id)]
+        id: NodeId,
+        /// Where the new node's replication listener is (IP:PORT).
+        #[arg(long, value_name = "IP:PORT")]
+        replication_addr: String,
+        /// Where the new node's HTTP API is (HOST:PORT), for redirects.
+        #[arg(long, value_name = "HOST:PORT", default_value = "")]
+        http_addr: String,
+        /// The new node's directory id (32 hex digits; its status shows
+        /// it); checked from then on.
+        #[arg(long, value_name = "HEX")]
+        directory_id: Option<String>,
+    },
+    /// Make a learner a voter once it is caught up.
+    Promote {
+        /// The learner.
+        #[arg(value_parser = parse_node_id)]
+        id: NodeId,
+        /// How long to wait for it to catch up, in ms.
+        #[arg(long, default_value_t = 10_000)]
+        wait_ms: u64,
+    },
+    /// Remove a learner or a voter (not the leader: transfer first).
+    Remove {
+        /// The member.
+        #[arg(value_parser = parse_node_id)]
+        id: NodeId,
     },
 }
 

@@ -14,6 +14,7 @@
 mod cli;
 mod exit;
 mod leader;
+mod member;
 mod output;
 mod partition;
 mod setup;
@@ -40,6 +41,7 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
         Cmd::Status { all } => status::run(cli, &client, *all),
         Cmd::Watch(w) => watch::run(cli, &client, w),
         Cmd::Leader(l) => leader::run(cli, &client, l),
+        Cmd::Member(m) => member::run(cli, &client, m),
     }
 }
 

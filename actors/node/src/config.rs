@@ -89,6 +89,20 @@ pub(crate) struct Args {
     #[arg(long = "peer", env = "METAWAL_PEERS", hide_env_values = true, value_name = "ID=ADDR", value_parser = parse_peer, value_delimiter = ',')]
     peers: Vec<(NodeId, SocketAddr)>,
 
+    /// Join a running cluster instead of bootstrapping one: the node starts
+    /// empty, never stands for election, and waits as a learner until the
+    /// leader adds it (`metawalctl member add`). Its voters are found by
+    /// asking these nodes' HTTP APIs (HOST:PORT, comma separated; HTTPS
+    /// with --tls-ca) unless --peer names them.
+    #[arg(
+        long,
+        env = "METAWAL_JOIN",
+        hide_env_values = true,
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    join: Vec<String>,
+
     /// acks=all needs at least this many in-sync replicas, leader included
     /// (capped at the cluster size) [default: 2].
     #[arg(
@@ -446,6 +460,30 @@ pub(crate) fn node_config(args: &Args) -> Result<NodeConfig, String> {
     if let Some(v) = args.snapshot_every {
         replication.snapshot_every = v;
     }
+    let mut peer_http: BTreeMap<NodeId, String> = args
+        .peer_http
+        .iter()
+        .filter(|(id, _)| *id != args.node_id)
+        .cloned()
+        .collect();
+    if !args.join.is_empty() && peers.is_empty() {
+        let identity = match (&args.tls_cert, &args.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let ca = args.tls_ca.as_deref().filter(|_| args.http_tls);
+        for (id, (addr, http)) in crate::join::voters(&args.join, ca, identity)? {
+            // A joined node restarted with --join still set is a voter by
+            // now: its log says so, and these only seed it.
+            if id == args.node_id {
+                continue;
+            }
+            peers.insert(id, addr);
+            if !http.is_empty() {
+                peer_http.entry(id).or_insert(http);
+            }
+        }
+    }
     let mut config = NodeConfig::new(
         args.node_id,
         args.cluster_id.clone(),
@@ -453,6 +491,9 @@ pub(crate) fn node_config(args: &Args) -> Result<NodeConfig, String> {
         args.data_dir.clone(),
         args.listen,
     );
+    config.join = !args.join.is_empty();
+    config.peer_http = peer_http;
+    config.http_addr = args.http.map(|a| a.to_string());
     if let Some(fd) = args.listen_fd {
         config.listener = Some(inherited_listener(fd, "--listen-fd", args.listen)?);
     }

@@ -20,6 +20,7 @@ use metawal_actors::{Node, NodeConfig, NodeStatus};
 use tracing_subscriber::EnvFilter;
 
 mod config;
+mod join;
 
 use config::{http_config, node_config, Args};
 

@@ -83,7 +83,12 @@ pub(crate) async fn status(api: ApiData) -> Result<HttpResponse, ApiError> {
     // Offset and digest from one message: they always match each other.
     let applied = api.node.applied().await.map_err(|e| node_stopped(&e))?;
     let peers = api.node.metrics().peer_connections();
-    Ok(HttpResponse::Ok().json(status_json(&s, &applied, &peers)))
+    let mut body = status_json(&s, &applied, &peers);
+    body["directory_id"] = json!(api.node.directory_id().to_string());
+    let m = api.node.members_in_force();
+    body["voters"] = json!(m.voter_ids().collect::<Vec<_>>());
+    body["learners"] = json!(m.learners().map(|l| l.node_id).collect::<Vec<_>>());
+    Ok(HttpResponse::Ok().json(body))
 }
 
 pub(crate) async fn livez() -> HttpResponse {

@@ -68,7 +68,7 @@ pub(crate) async fn add(
         return Err(api.to_leader(&req));
     }
     let b: AddBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body is not a member ({{\"node_id\":4,\"replication_addr\":\"IP:PORT\",\"http_addr\":\"HOST:PORT\"}}): {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not a member ({{\"node_id\":4,\"replication_addr\":\"IP:PORT\",\"http_addr\":\"HOST:PORT\"}}): {e}")))?;
     let directory_id = match b.directory_id.as_deref() {
         None | Some("") => DirectoryId::UNKNOWN,
         Some(s) => s
@@ -135,8 +135,8 @@ async fn answer(
 
 /// The status and code of each [`MemberError`]: 409 for a refusal (nothing
 /// appended; the message says what to do), 400 for a bad request, 504
-/// when the outcome is unknown (appended, not known committed), 503 when
-/// nothing was appended and a retry may work.
+/// when the outcome is unknown (maybe appended, not known committed), 503
+/// when nothing was appended and a retry may work.
 pub(crate) fn member_error(e: &MemberError) -> ApiError {
     let msg = e.to_string();
     let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, msg.clone());
@@ -167,8 +167,9 @@ pub(crate) fn member_error(e: &MemberError) -> ApiError {
         MemberError::LeadershipLost { .. } => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, "leadership_lost", msg)
         }
+        // The change may have been appended before the node stopped.
         MemberError::ShuttingDown => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg)
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "shutting_down", msg)
         }
     }
 }

@@ -243,6 +243,9 @@ pub struct NodeProc {
     child: Option<Child>,
     stopped: bool,
     pub starts: u32,
+    /// Started with `--join` (the cluster's first nodes as the ones to
+    /// ask) instead of `--peer` flags.
+    pub joiner: bool,
 }
 
 impl NodeProc {
@@ -344,6 +347,7 @@ impl Cluster {
                     child: None,
                     stopped: false,
                     starts: 0,
+                    joiner: false,
                 }
             })
             .collect();
@@ -451,8 +455,20 @@ impl Cluster {
                 }
             }
         }
-        for p in &self.nodes {
-            if p.id != n.id {
+        if n.joiner {
+            // As an operator would: the first nodes' HTTP APIs.
+            let ask: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|p| !p.joiner)
+                .map(|p| p.http.to_string())
+                .collect();
+            a.push("--join".into());
+            a.push(ask.join(","));
+        } else {
+            // The first nodes' flags stay as they were (an operator does
+            // not edit every node's flags when one joins).
+            for p in self.nodes.iter().filter(|p| p.id != n.id && !p.joiner) {
                 a.push("--peer".into());
                 a.push(format!("{}={}", p.id, p.repl));
                 a.push("--peer-http".into());
@@ -581,6 +597,42 @@ impl Cluster {
 
     pub fn node(&self, id: u64) -> &NodeProc {
         &self.nodes[(id - 1) as usize]
+    }
+
+    /// Start a new, empty node `id` (the next id after the last node) that
+    /// joins the running cluster (`--join`), with its own certificate on a
+    /// TLS cluster; returns once it serves `/livez`. It is nobody's member
+    /// until the leader adds it.
+    pub fn add_joiner(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let root = self.dir.path().to_path_buf();
+        let ports = [reserve(), reserve()];
+        self.nodes.push(NodeProc {
+            id,
+            repl: ports[0].addr(),
+            http: ports[1].addr(),
+            ports,
+            data_dir: root.join(format!("node-{id}")),
+            log_path: root.join(format!("node-{id}.log")),
+            child: None,
+            stopped: false,
+            starts: 0,
+            joiner: true,
+        });
+        if let Some(t) = self.tls.as_mut() {
+            let mut f = t.ca.node(id).expect("make a node certificate");
+            let own_ca = root.join(format!("node-{id}-ca.pem"));
+            std::fs::copy(&f.ca, &own_ca).expect("copy the CA file");
+            f.ca = own_ca;
+            t.node_files.push(f);
+            let trust = t.ca.ca_path();
+            let config = client_config(&trust, Some((&t.client.cert, &t.client.key)))
+                .unwrap_or_else(|e| panic!("TLS client config: {e}"));
+            http::set_tls(self.nodes[id as usize - 1].http, Some(Arc::new(config)));
+        }
+        self.opts.nodes = id;
+        self.restart(id);
+        id
     }
 
     /// SIGKILL node `id` and reap it. No-op if it is not running.
