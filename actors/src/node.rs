@@ -254,6 +254,7 @@ impl Node {
             membership,
             bootstrap,
             log_events: log_events_rx,
+            directory_id: meta_directory_id,
             disk,
             listener,
             progress: progress_rx,

@@ -204,3 +204,61 @@ async fn every_refused_change_says_why_and_changes_nothing() {
     assert_eq!(leader.members_in_force().learners().count(), 0);
     c.shutdown().await;
 }
+
+#[actix::test]
+async fn a_wiped_disk_under_a_members_id_is_refused_until_removed_and_added_anew() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    let leader = c.node(1).clone();
+    let port4 = reserve();
+    let (node4, arb4) = start_node(joiner(&c, 4, &port4)).await.unwrap();
+    let first_dir = node4.directory_id();
+    let added = leader
+        .add_learner(Member {
+            directory_id: first_dir,
+            ..member(4, &port4)
+        })
+        .await
+        .unwrap();
+    wait_applied(&node4, added).await;
+    assert_ne!(node4.role(), Role::Failed);
+
+    // Its disk is wiped; it comes back under the same id, empty.
+    node4.shutdown().await;
+    arb4.stop();
+    std::fs::remove_dir_all(c.dir.path().join("node-4")).unwrap();
+    let (node4, arb4) = start_node(joiner(&c, 4, &port4)).await.unwrap();
+    assert_ne!(node4.directory_id(), first_dir, "a new directory, a new id");
+    // The leader's log names node 4 with the old directory: the new one
+    // refuses to be that member as soon as it learns it.
+    let n4 = node4.clone();
+    wait_until("the wiped node 4 to refuse its old membership", LIMIT, || {
+        let failed = n4.role() == Role::Failed;
+        async move { failed }
+    })
+    .await;
+    // Removed, and added again under a new id with its new directory.
+    leader.remove(4).await.unwrap();
+    node4.shutdown().await;
+    arb4.stop();
+    std::fs::remove_dir_all(c.dir.path().join("node-4")).unwrap();
+    let port5 = reserve();
+    let (node5, arb5) = start_node(joiner(&c, 5, &port5)).await.unwrap();
+    let again = leader
+        .add_learner(Member {
+            directory_id: node5.directory_id(),
+            ..member(5, &port5)
+        })
+        .await
+        .unwrap();
+    wait_applied(&node5, again).await;
+    leader.promote(5, LIMIT).await.unwrap();
+    assert_eq!(voter_ids(&leader), vec![1, 2, 3, 5]);
+    assert_ne!(node5.role(), Role::Failed);
+    node5.shutdown().await;
+    arb5.stop();
+    c.shutdown().await;
+}

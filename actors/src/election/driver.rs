@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use super::voter_link::{SendElection, StopVoterLink, VoterLink};
 use crate::leader::replicator::ChangeFacts;
 use crate::members::LogEventRx;
-use metawal::membership::{Membership, MembershipLog};
+use metawal::membership::{DirectoryId, Membership, MembershipLog};
 
 // Membership: log events, the membership in force, changes asked for.
 #[path = "driver_members.rs"]
@@ -133,6 +133,8 @@ pub(crate) struct NodeDriverInit {
     pub bootstrap: Membership,
     /// What the log owner does with membership entries.
     pub log_events: LogEventRx,
+    /// This node's data directory id.
+    pub directory_id: DirectoryId,
     pub disk: DiskHandle,
     pub listener: Addr<ReplicaListener>,
     pub progress: watch::Receiver<LogProgress>,
@@ -170,6 +172,7 @@ pub(crate) struct NodeDriver {
     stopped: bool,
     bootstrap: Membership,
     log_events: LogEventRx,
+    directory_id: DirectoryId,
     /// The commit point last fed to the engine.
     fed_commit: u64,
     /// The pending offset last published to `NodeShared`.
@@ -225,6 +228,7 @@ impl NodeDriver {
             stopped: false,
             bootstrap: init.bootstrap,
             log_events: init.log_events,
+            directory_id: init.directory_id,
             fed_commit,
             published_pending,
             change: None,
@@ -377,7 +381,13 @@ impl NodeDriver {
                         let _ = done.send(outcome);
                     }
                 }
-                NodeAction::MembershipChanged(m) => self.membership_changed(m, ctx),
+                NodeAction::MembershipChanged(m) => {
+                    if self.refuses_identity(&m) {
+                        self.input(NodeInput::StorageFailed, ctx);
+                        return;
+                    }
+                    self.membership_changed(m, ctx)
+                }
             }
         }
         self.publish_membership();
@@ -520,6 +530,11 @@ impl Actor for NodeDriver {
         self.shared
             .metrics
             .register_peers(self.peers.keys().copied());
+        let at_start = self.engine.membership().map(|m| m.latest().clone());
+        if at_start.is_some_and(|m| self.refuses_identity(&m)) {
+            self.input(NodeInput::StorageFailed, ctx);
+            return;
+        }
         self.publish_election();
         self.arm_timer(ctx);
     }

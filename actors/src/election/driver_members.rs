@@ -85,6 +85,29 @@ impl NodeDriver {
         }
     }
 
+    /// Whether the membership in force names this node with another data
+    /// directory than its own: the directory it was added with was wiped
+    /// or replaced, and this one must not vote or replicate under that id.
+    /// Fail-stop, saying what to do.
+    pub(super) fn refuses_identity(&mut self, m: &Membership) -> bool {
+        let Some((me, role)) = m.member(self.node) else {
+            return false;
+        };
+        if me.directory_id.is_unknown() || me.directory_id == self.directory_id {
+            return false;
+        }
+        tracing::error!(
+            node = self.node,
+            directory_id = %self.directory_id,
+            member_directory_id = %me.directory_id,
+            %role,
+            "this data directory is not the one this node id was added with (a wiped or replaced disk): refusing to act as that member; node stopped. Remove node {} from the cluster and add this node again (under a new id)",
+            self.node
+        );
+        self.shared.fail_stop();
+        true
+    }
+
     /// The membership in force changed: talk to its voters (links to the
     /// others closed), note answers from its members only.
     pub(super) fn membership_changed(&mut self, m: Membership, ctx: &mut Context<Self>) {
