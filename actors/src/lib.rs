@@ -47,6 +47,7 @@ mod node;
 mod peer_connection;
 mod peer_table;
 mod progress;
+mod recover;
 mod shared;
 mod status;
 mod store;
@@ -67,6 +68,7 @@ pub use leadership::{LeadershipChanges, LeadershipError};
 pub use members::{MemberStatus, Members, DEFAULT_PROMOTE_WAIT, MAX_PROMOTE_WAIT};
 pub use metrics::NodeMetrics;
 pub use node::Node;
+pub use recover::{recover_voters, RecoverError, RecoverReport};
 pub use status::{
     FollowerStatus, HandshakeRefusal, Leadership, NodeStatus, PeerChannel, PeerConnection,
     PeerStatus, Role, Unreachable, PEER_STATE_TTL, PEER_WARN_INTERVAL,

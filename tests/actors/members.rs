@@ -235,10 +235,14 @@ async fn a_wiped_disk_under_a_members_id_is_refused_until_removed_and_added_anew
     // The leader's log names node 4 with the old directory: the new one
     // refuses to be that member as soon as it learns it.
     let n4 = node4.clone();
-    wait_until("the wiped node 4 to refuse its old membership", LIMIT, || {
-        let failed = n4.role() == Role::Failed;
-        async move { failed }
-    })
+    wait_until(
+        "the wiped node 4 to refuse its old membership",
+        LIMIT,
+        || {
+            let failed = n4.role() == Role::Failed;
+            async move { failed }
+        },
+    )
     .await;
     // Removed, and added again under a new id with its new directory.
     leader.remove(4).await.unwrap();
@@ -260,5 +264,70 @@ async fn a_wiped_disk_under_a_members_id_is_refused_until_removed_and_added_anew
     assert_ne!(node5.role(), Role::Failed);
     node5.shutdown().await;
     arb5.stop();
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn recover_lets_the_last_survivor_lead_alone_and_refuses_what_cannot_work() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    let p = c
+        .node(1)
+        .propose(create_topic("kept", 1, 1), Acks::All)
+        .await
+        .unwrap();
+    for id in [2, 3] {
+        wait_applied(c.node(id), p.offset).await;
+    }
+    // Nodes 2 and 3 are lost for good; node 1 is stopped.
+    for id in [3, 2, 1] {
+        c.stop_node(id).await;
+    }
+    let dir = c.data_dir(1);
+    let none = std::collections::BTreeMap::new();
+    use metawal_actors::{recover_voters, RecoverError};
+    assert!(matches!(
+        recover_voters(&dir, 1, common::CLUSTER, &[2], &none),
+        Err(RecoverError::SelfNotAVoter { node: 1 })
+    ));
+    assert!(matches!(
+        recover_voters(&dir, 2, common::CLUSTER, &[2], &none),
+        Err(RecoverError::Foreign { .. })
+    ));
+    // The cluster never logged its membership (its voters came from
+    // flags): every new voter needs its address given, this node's too.
+    assert!(matches!(
+        recover_voters(&dir, 1, common::CLUSTER, &[1], &none),
+        Err(RecoverError::UnknownVoter { node: 1 })
+    ));
+    let mine: std::collections::BTreeMap<u64, std::net::SocketAddr> =
+        [(1, c.addrs[&1])].into_iter().collect();
+    assert!(matches!(
+        recover_voters(&dir, 1, common::CLUSTER, &[1, 3], &mine),
+        Err(RecoverError::UnknownVoter { node: 3 })
+    ));
+    let report = recover_voters(&dir, 1, common::CLUSTER, &[1], &mine).unwrap();
+    assert_eq!(report.old_voters, None, "the flags' voters: not logged");
+    assert_eq!(report.new_voters, vec![1]);
+    assert!(report.offset > p.offset);
+
+    // Alone, node 1 is a majority of its voters: it leads and commits.
+    c.start_node(1).await;
+    let n1 = c.node(1).clone();
+    wait_until("node 1 to lead alone", LIMIT, || {
+        let ok = n1.role() == Role::Leader;
+        async move { ok }
+    })
+    .await;
+    let after = n1
+        .propose(create_topic("after-recovery", 1, 1), Acks::All)
+        .await
+        .unwrap();
+    assert!(after.offset > report.offset);
+    assert_eq!(voter_ids(&n1), vec![1]);
+    assert!(n1.view().topic("kept").is_some());
     c.shutdown().await;
 }

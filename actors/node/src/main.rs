@@ -6,6 +6,9 @@
 //!     --peer 2=10.0.0.2:7101 --peer 3=10.0.0.3:7101
 //! ```
 //!
+//! `metawal-node recover …` is the offline command that rewrites a stopped
+//! node's voter set after a lost quorum (`recover_cmd.rs`).
+//!
 //! It starts an actix System, starts the [`Node`] on it, logs with
 //! `tracing-subscriber` (`RUST_LOG`, default `info`), logs the node's status
 //! every `--status-secs`, and shuts the node down gracefully on Ctrl-C or
@@ -21,6 +24,7 @@ use tracing_subscriber::EnvFilter;
 
 mod config;
 mod join;
+mod recover_cmd;
 
 use config::{http_config, node_config, Args};
 
@@ -147,6 +151,13 @@ async fn run(
 }
 
 fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "recover") {
+        // The offline command: program name and `recover` skipped.
+        let _ = argv.next();
+        let _ = argv.next();
+        return recover_cmd::main(argv);
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
