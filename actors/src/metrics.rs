@@ -94,27 +94,10 @@ const LINK_STATES: [LinkState; 5] = [
 /// Every `Role::as_str`, so that the roles a node is not in read 0.
 const ROLES: [&str; 4] = ["leader", "follower", "failed", "stopped"];
 
-/// What the scrape-time metrics are read from (built from a
-/// `NodeStatus`; plain values, so that this file imports no actor module).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scrape {
-    /// `Role::as_str` of the node.
-    pub role: &'static str,
-    /// Its epoch.
-    pub epoch: u64,
-    /// Elections it stood in.
-    pub elections: u64,
-    /// Last applied offset.
-    pub applied_offset: u64,
-    /// Commit point it knows.
-    pub commit: u64,
-    /// Its log end.
-    pub log_end: u64,
-    /// ISR size (leader only).
-    pub isr_len: usize,
-    /// Per follower (leader only): id, lag, link state, reconnects.
-    pub followers: Vec<(NodeId, u64, LinkState, u64)>,
-}
+// The values read at scrape time, and how a status becomes them.
+#[path = "metrics_scrape.rs"]
+mod scrape;
+pub use scrape::Scrape;
 
 /// Latency buckets: 50 µs to about 3.3 s, doubling.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -142,6 +125,8 @@ struct Inner {
     commit_offset: Gauge,
     log_end_offset: Gauge,
     role: Family<RoleLabel, Gauge>,
+    members: Family<RoleLabel, Gauge>,
+    caught_up: Family<PeerLabel, Gauge>,
     watchers: Gauge,
     watch_cutoffs: Counter,
     http_requests: Family<StatusLabel, Counter>,
@@ -234,6 +219,18 @@ impl NodeMetrics {
             r.register(name, help, g.clone());
             g
         };
+        let members = Family::<RoleLabel, Gauge>::default();
+        r.register(
+            "metawal_members",
+            "Members in force on this node, by role (voter, learner)",
+            members.clone(),
+        );
+        let caught_up = Family::<PeerLabel, Gauge>::default();
+        r.register(
+            "metawal_member_caught_up",
+            "1 if a member is connected and within the promotion bound of the log end (leader only)",
+            caught_up.clone(),
+        );
         let isr_size = gauge(
             &mut r,
             "metawal_isr_size",
@@ -303,6 +300,8 @@ impl NodeMetrics {
                 follower_lag,
                 follower_state,
                 follower_reconnects,
+                members,
+                caught_up,
                 isr_size,
                 epoch,
                 elections,
@@ -499,6 +498,17 @@ impl NodeMetrics {
         m.follower_lag.clear();
         m.follower_state.clear();
         m.follower_reconnects.clear();
+        m.caught_up.clear();
+        for &(peer, ok) in &status.caught_up {
+            m.caught_up
+                .get_or_create(&PeerLabel {
+                    peer: peer.to_string(),
+                })
+                .set(i64::from(ok));
+        }
+        for (role, n) in [("voter", status.voters), ("learner", status.learners)] {
+            m.members.get_or_create(&RoleLabel { role }).set(g(n));
+        }
         for &(peer, lag, state, reconnects) in &status.followers {
             let peer = peer.to_string();
             m.follower_lag
@@ -549,27 +559,6 @@ fn result_label(e: &ProposeError) -> &'static str {
         ProposeError::StorageFailed | ProposeError::StorageFailedAfterAppend { .. } => "storage",
         ProposeError::Encode(_) => "encode",
         ProposeError::ShuttingDown => "shutting_down",
-    }
-}
-
-// Here, not in status.rs: the status types know nothing of metrics (no
-// import cycle status -> metrics -> status).
-impl From<&crate::status::NodeStatus> for Scrape {
-    fn from(s: &crate::status::NodeStatus) -> Scrape {
-        Scrape {
-            role: s.role.as_str(),
-            epoch: s.epoch,
-            elections: s.elections,
-            applied_offset: s.applied_offset,
-            commit: s.commit,
-            log_end: s.log_end,
-            isr_len: s.isr_len,
-            followers: s
-                .followers
-                .iter()
-                .map(|f| (f.peer, f.lag, f.state, f.reconnects))
-                .collect(),
-        }
     }
 }
 

@@ -38,6 +38,9 @@ fn results_and_latencies_are_counted_and_encoded() {
             epoch: 4,
             applied_offset: 7,
             followers: vec![(2, 5, LinkState::Streaming, 1)],
+            caught_up: vec![(2, true), (4, false)],
+            voters: 3,
+            learners: 1,
             ..Scrape::default()
         })
         .unwrap();
@@ -48,6 +51,10 @@ fn results_and_latencies_are_counted_and_encoded() {
         "metawal_fsync_latency_seconds_count 1",
         "metawal_bytes_sent_total 1234",
         "metawal_epoch 4",
+        "metawal_members{role=\"voter\"} 3",
+        "metawal_members{role=\"learner\"} 1",
+        "metawal_member_caught_up{peer=\"2\"} 1",
+        "metawal_member_caught_up{peer=\"4\"} 0",
         "metawal_applied_offset 7",
         "metawal_role{role=\"follower\"} 1",
         "metawal_role{role=\"leader\"} 0",

@@ -145,7 +145,11 @@ pub(crate) async fn transfer(req: HttpRequest, api: ApiData) -> Result<HttpRespo
 
 pub(crate) async fn metrics(api: ApiData) -> Result<HttpResponse, ApiError> {
     let s = api.node.status().await.map_err(|e| node_stopped(&e))?;
-    let text = api.node.metrics().encode(&(&s).into()).map_err(|e| {
+    let mut scrape: crate::metrics::Scrape = (&s).into();
+    let m = api.node.members_in_force();
+    scrape.voters = m.voter_count() as u64;
+    scrape.learners = m.learners().count() as u64;
+    let text = api.node.metrics().encode(&scrape).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics",
