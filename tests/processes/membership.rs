@@ -84,10 +84,18 @@ fn wait_voters(c: &Cluster, id: u64, voters: &[u64]) {
     }
 }
 
+/// What the load's writes became: the names acknowledged, and the names
+/// whose every attempt said nothing was appended.
+#[derive(Debug, Default)]
+struct Written {
+    acked: Vec<String>,
+    failed: Vec<String>,
+}
+
 /// The load: `acks=all` topic creations until `stop`, over the nodes in
-/// `nodes` (which grows as nodes join). Returns the names acknowledged.
-fn load(nodes: Arc<Mutex<Vec<SocketAddr>>>, stop: Arc<AtomicBool>) -> Vec<String> {
-    let mut acked = Vec::new();
+/// `nodes` (which grows as nodes join).
+fn load(nodes: Arc<Mutex<Vec<SocketAddr>>>, stop: Arc<AtomicBool>) -> Written {
+    let mut out = Written::default();
     let mut known = 0;
     let mut w: Option<Writer> = None;
     for i in 0..MAX_WRITES {
@@ -103,11 +111,72 @@ fn load(nodes: Arc<Mutex<Vec<SocketAddr>>>, stop: Arc<AtomicBool>) -> Vec<String
         let Some(writer) = w.as_mut() else { break };
         let name = format!("load-{i}");
         let stopping = || stop.load(Ordering::Acquire);
-        if let (Outcome::Acked { .. }, _) = writer.write(&create_topic_body(&name), stopping) {
-            acked.push(name);
+        match writer.write(&create_topic_body(&name), stopping).0 {
+            Outcome::Acked { .. } => out.acked.push(name),
+            Outcome::Failed { .. } => out.failed.push(name),
+            Outcome::Unknown { .. } => {}
         }
     }
-    acked
+    out
+}
+
+/// The topics node `id` lists.
+fn topics(c: &Cluster, id: u64) -> Option<Vec<String>> {
+    let (_, v) = http::get_json(c.node(id).http, "/v1/topics", Duration::from_secs(5)).ok()?;
+    Some(
+        v["topics"]
+            .as_array()?
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Every acknowledged write is on each of `members`, none that failed,
+/// and they end on one applied offset and digest.
+fn check_members(c: &Cluster, members: &[u64], w: &Written) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let views: Vec<(u64, u64, String)> = members
+            .iter()
+            .filter_map(|&id| {
+                let s = http::status(c.node(id).http)?;
+                Some((
+                    id,
+                    s["applied_offset"].as_u64()?,
+                    s["digest"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let one = views.len() == members.len()
+            && views
+                .iter()
+                .all(|v| (v.1, &v.2) == (views[0].1, &views[0].2));
+        if one {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members {members:?} do not converge: {views:?}\n{}",
+            c.log_tails(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for &id in members {
+        let have = topics(c, id).unwrap_or_default();
+        let missing: Vec<&String> = w.acked.iter().filter(|n| !have.contains(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "node {id} lacks {} acknowledged topics, e.g. {:?}",
+            missing.len(),
+            missing.first()
+        );
+        let present: Vec<&String> = w.failed.iter().filter(|n| have.contains(n)).collect();
+        assert!(
+            present.is_empty(),
+            "node {id} holds failed writes {present:?}"
+        );
+    }
 }
 
 #[test]
@@ -202,40 +271,153 @@ fn a_cluster_grows_from_3_to_5_voters_and_moves_off_its_leader_under_load() {
         "a write after the move: {after:?}"
     );
     stop.store(true, Ordering::Release);
-    let mut acked = writer.join().expect("the writer");
+    let mut written = writer.join().expect("the writer");
     assert!(
-        !acked.is_empty(),
+        !written.acked.is_empty(),
         "no write was acknowledged during the changes"
     );
-    acked.push("after-the-move".to_string());
-    let deadline = Instant::now() + LIMIT;
-    for &id in &remaining {
-        loop {
-            let topics = http::get_json(c.node(id).http, "/v1/topics", Duration::from_secs(5));
-            let have: Vec<String> = topics
-                .ok()
-                .and_then(|(_, v)| v["topics"].as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|t| t["name"].as_str().or(t.as_str()).map(str::to_string))
-                .collect();
-            let missing: Vec<&String> = acked.iter().filter(|n| !have.contains(n)).collect();
-            if missing.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {id} lacks {} acknowledged topics, e.g. {:?}\n{}",
-                missing.len(),
-                missing.first(),
-                c.log_tails(20)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    written.acked.push("after-the-move".to_string());
+    check_members(&c, &remaining, &written);
     assert!(
         c.node_failures().is_empty(),
         "a node exited: {:?}",
         c.node_failures()
     );
+}
+
+/// Add a new joiner through the CLI and promote it; returns its id.
+fn grow(c: &mut Cluster, nodes: &Arc<Mutex<Vec<SocketAddr>>>) -> u64 {
+    let id = c.add_joiner();
+    let n = c.node(id);
+    let (repl, web) = (n.repl.to_string(), n.http.to_string());
+    let dir = http::status(n.http).expect("the joiner's status")["directory_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let sid = id.to_string();
+    ctl_ok(
+        c,
+        &[
+            "member",
+            "add",
+            "--id",
+            &sid,
+            "--replication-addr",
+            &repl,
+            "--http-addr",
+            &web,
+            "--directory-id",
+            &dir,
+        ],
+    );
+    nodes.lock().unwrap().push(c.node(id).http);
+    ctl_ok(c, &["member", "promote", &sid, "--wait-ms", "20000"]);
+    id
+}
+
+#[test]
+fn a_wiped_node_is_replaced_and_a_leader_killed_mid_change_loses_nothing() {
+    let mut c = Cluster::start(ClusterOpts::fast(3));
+    let nodes = Arc::new(Mutex::new(c.http_addrs()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (nodes, stop) = (nodes.clone(), stop.clone());
+        std::thread::spawn(move || load(nodes, stop))
+    };
+
+    // A follower's disk dies: it is killed and wiped, removed, and a new
+    // node (a new id, its own directory) takes its place.
+    let leader = c.wait_leader(LIMIT);
+    let dead = (1..=3).find(|&id| id != leader).unwrap();
+    c.kill(dead);
+    std::fs::remove_dir_all(&c.node(dead).data_dir).unwrap();
+    ctl_ok(&c, &["member", "remove", &dead.to_string()]);
+    nodes.lock().unwrap().retain(|a| *a != c.node(dead).http);
+    let new = grow(&mut c, &nodes);
+    let mut voters: Vec<u64> = (1..=3).filter(|&id| id != dead).chain([new]).collect();
+    voters.sort_unstable();
+    for &id in &voters {
+        wait_voters(&c, id, &voters);
+    }
+
+    // The leader dies in the middle of a change: the other voters are
+    // frozen, so the change it appends cannot commit; then it is killed
+    // and they wake. The change is gone or committed, never half-made.
+    let leader = c.wait_leader(LIMIT);
+    let others: Vec<u64> = voters.iter().copied().filter(|&v| v != leader).collect();
+    let joiner = c.add_joiner();
+    let j = c.node(joiner);
+    let body = serde_json::json!({
+        "node_id": joiner,
+        "replication_addr": j.repl.to_string(),
+        "http_addr": j.http.to_string(),
+    })
+    .to_string();
+    for &o in &others {
+        c.stop(o);
+    }
+    let at = c.node(leader).http;
+    let change = std::thread::spawn(move || http::post_once(at, "/v1/members", &body));
+    // The leader appended it (it is in force there) before it dies.
+    let deadline = Instant::now() + LIMIT;
+    while http::status(at).map(|s| ids(&s["learners"])) != Some(vec![joiner]) {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never appended the change"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.kill(leader);
+    for &o in &others {
+        c.cont(o);
+    }
+    let outcome = change.join().expect("the change's request");
+    assert!(
+        !matches!(outcome, http::Attempt::Ok { .. }),
+        "a change committed without a majority: {outcome:?}"
+    );
+    // A new leader among the others; the dead leader comes back as a
+    // voter; the change is asked again and goes through.
+    let new_leader = c.wait_leader(LIMIT);
+    assert_ne!(new_leader, leader);
+    c.restart(leader);
+    nodes.lock().unwrap().push(c.node(joiner).http);
+    let sid = joiner.to_string();
+    let (repl, web) = (
+        c.node(joiner).repl.to_string(),
+        c.node(joiner).http.to_string(),
+    );
+    let (code, out, err) = ctl(
+        &c,
+        &[
+            "member",
+            "add",
+            "--id",
+            &sid,
+            "--replication-addr",
+            &repl,
+            "--http-addr",
+            &web,
+        ],
+    );
+    assert!(
+        code == 0 || err.contains("already_member"),
+        "re-adding the learner: {out}\n{err}"
+    );
+    ctl_ok(&c, &["member", "promote", &sid, "--wait-ms", "20000"]);
+    voters.push(joiner);
+    for &id in &voters {
+        wait_voters(&c, id, &voters);
+    }
+
+    stop.store(true, Ordering::Release);
+    let written = writer.join().expect("the writer");
+    assert!(!written.acked.is_empty(), "no write was acknowledged");
+    check_members(&c, &voters, &written);
+    let failures: Vec<_> = c
+        .node_failures()
+        .into_iter()
+        .filter(|f| f.node != dead)
+        .collect();
+    assert!(failures.is_empty(), "a node exited: {failures:?}");
 }

@@ -126,6 +126,7 @@ async fn answer(
             let members = api.node.members().await;
             let mut body = members_json(&members);
             body["offset"] = json!(offset);
+            body["epoch"] = json!(api.node.epoch());
             Ok(HttpResponse::Ok().json(body))
         }
         Err(MemberError::Refused(ChangeRefused::NotLeader { .. })) => Err(api.to_leader(req)),
