@@ -86,6 +86,10 @@ impl Node {
     /// member is.
     pub async fn members(&self) -> Members {
         let (membership, pending_offset) = self.shared.membership();
+        // The driver notes a commit at its next input; the commit point is
+        // read here, so a change committed since is not shown as pending.
+        let commit = self.progress_rx.borrow().commit;
+        let pending_offset = pending_offset.filter(|&o| o > commit);
         let leading = self.shared.role() == Role::Leader;
         let replication = if leading {
             self.store

@@ -1,6 +1,6 @@
 //! Phase 7, catch-up: node 3 stopped, writes go on, node 3 restarted:
 //! entries per second from its restart until the leader has it back in
-//! the ISR.
+//! the ISR. Then a new node joins as a learner (`learner.rs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -84,7 +84,10 @@ pub async fn run(out: Out, parent: &Path, counts: Counts, r: &mut Results) -> Re
         counts.catchup_writes
     ));
     let mut c = cluster::start(cluster::spec(parent)).await?;
-    let measured = measure(out, &mut c, counts, r).await;
+    let mut measured = measure(out, &mut c, counts, r).await;
+    if measured.is_ok() {
+        measured = crate::learner::measure(out, &c, r).await;
+    }
     c.shutdown().await;
     measured
 }

@@ -11,8 +11,8 @@ use metawal_testkit::{ClusterSpec, Subscribers, TestCluster};
 
 pub const TOPIC: &str = "bench";
 pub const PARTITIONS: u64 = 16;
-const CLUSTER_ID: &str = "bench-cluster";
-const SECRET: &[u8] = b"bench-secret";
+pub const CLUSTER_ID: &str = "bench-cluster";
+pub const SECRET: &[u8] = b"bench-secret";
 /// Changes a follower's subscriber keeps (more than any phase writes).
 const NOTES_KEEP: usize = 1 << 22;
 

@@ -64,6 +64,7 @@ mod http;
 mod http_load;
 mod isolation;
 mod latency;
+mod learner;
 mod load;
 mod propagation;
 mod report;

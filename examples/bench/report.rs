@@ -50,6 +50,13 @@ pub struct Results {
     pub catchup_eps: f64,
     pub catchup_connect_ms: f64,
     pub catchup_stream_eps: f64,
+    /// A new node as a learner: the state it caught up with (entries), ms
+    /// from adding it to its promotion, and the acks=all writes meanwhile.
+    pub learner_entries: u64,
+    pub learner_promote_ms: f64,
+    pub learner_write_p50_us: f64,
+    pub learner_write_p99_us: f64,
+    pub learner_writes: u64,
     /// Failover after a leader crash, default timeouts: ms to the first
     /// acks=all write, and to a new leader, per kill.
     pub failover_ms: Vec<f64>,
@@ -357,6 +364,17 @@ fn catchup_rows(r: &Results) -> Vec<Row> {
                 r.catchup_entries, r.catchup_secs, r.catchup_start_ms
             ),
         ),
+        info(
+            "learner: entries / added to promoted (ms)",
+            format!("{} / {:.0}", r.learner_entries, r.learner_promote_ms),
+        ),
+        info(
+            "  acks=all meanwhile: writes / p50 / p99 (µs)",
+            format!(
+                "{} / {:.0} / {:.0}",
+                r.learner_writes, r.learner_write_p50_us, r.learner_write_p99_us
+            ),
+        ),
     ]
 }
 
@@ -468,6 +486,10 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "stalled_window_bytes": r.stalled_window_bytes,
         "catchup_connect_ms": r1(r.catchup_connect_ms),
         "catchup_stream_eps": r.catchup_stream_eps.round(),
+        "learner_entries": r.learner_entries,
+        "learner_promote_ms": r1(r.learner_promote_ms),
+        "learner_write_p50_us": r1(r.learner_write_p50_us),
+        "learner_write_p99_us": r1(r.learner_write_p99_us),
         // Failover (issue 8): ms from killing the leader to the first
         // acks=all write on the new leader, median over the kills.
         "failover_ms": r1(fo.0),

@@ -39,6 +39,16 @@ fn member(id: u64, port: &common::ReservedPort) -> Member {
     }
 }
 
+/// Three nodes, node 1 leading.
+async fn three() -> TestCluster {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    c
+}
+
 fn voter_ids(node: &Node) -> Vec<u64> {
     node.members_in_force().voter_ids().collect()
 }
@@ -58,11 +68,7 @@ async fn wait_applied(node: &Node, offset: u64) {
 
 #[actix::test]
 async fn a_joined_learner_is_promoted_and_a_removed_voter_no_longer_counts() {
-    let mut c = TestCluster::new(3, &[], fast_config()).await;
-    for id in [1, 2, 3] {
-        c.start_node(id).await;
-    }
-    c.make_leader(1).await;
+    let mut c = three().await;
     let leader = c.node(1).clone();
     leader
         .propose(create_topic("before", 1, 1), Acks::All)
@@ -146,11 +152,7 @@ async fn a_joined_learner_is_promoted_and_a_removed_voter_no_longer_counts() {
 
 #[actix::test]
 async fn every_refused_change_says_why_and_changes_nothing() {
-    let mut c = TestCluster::new(3, &[], fast_config()).await;
-    for id in [1, 2, 3] {
-        c.start_node(id).await;
-    }
-    c.make_leader(1).await;
+    let c = three().await;
     let leader = c.node(1).clone();
     let port = reserve();
     let before = leader.members_in_force();
@@ -207,11 +209,7 @@ async fn every_refused_change_says_why_and_changes_nothing() {
 
 #[actix::test]
 async fn a_wiped_disk_under_a_members_id_is_refused_until_removed_and_added_anew() {
-    let mut c = TestCluster::new(3, &[], fast_config()).await;
-    for id in [1, 2, 3] {
-        c.start_node(id).await;
-    }
-    c.make_leader(1).await;
+    let c = three().await;
     let leader = c.node(1).clone();
     let port4 = reserve();
     let (node4, arb4) = start_node(joiner(&c, 4, &port4)).await.unwrap();
@@ -269,11 +267,7 @@ async fn a_wiped_disk_under_a_members_id_is_refused_until_removed_and_added_anew
 
 #[actix::test]
 async fn recover_lets_the_last_survivor_lead_alone_and_refuses_what_cannot_work() {
-    let mut c = TestCluster::new(3, &[], fast_config()).await;
-    for id in [1, 2, 3] {
-        c.start_node(id).await;
-    }
-    c.make_leader(1).await;
+    let mut c = three().await;
     let p = c
         .node(1)
         .propose(create_topic("kept", 1, 1), Acks::All)

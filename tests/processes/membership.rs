@@ -9,7 +9,6 @@
 use metawal_testkit::procs;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,10 +21,11 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// Most writes the load makes (it also stops when the test is done).
 const MAX_WRITES: usize = 20_000;
 
-/// Run the built metawalctl against `c`'s nodes; (exit code, stdout,
-/// stderr).
+/// Run the built metawalctl against `c`'s nodes (trusting its CA);
+/// (exit code, stdout, stderr).
 fn ctl(c: &Cluster, args: &[&str]) -> (i32, String, String) {
     let endpoints: Vec<String> = c.nodes.iter().map(|n| n.http.to_string()).collect();
+    let endpoints = endpoints.join(",");
     let ca = c
         .tls
         .as_ref()
@@ -34,20 +34,27 @@ fn ctl(c: &Cluster, args: &[&str]) -> (i32, String, String) {
         .ca_path()
         .display()
         .to_string();
-    let out = Command::new(procs::ctl_binary())
-        .args(["--endpoints", &endpoints.join(","), "--cacert", &ca])
-        .args(args)
-        .env_remove("METAWAL_ENDPOINTS")
-        .env_remove("METAWAL_CACERT")
-        .env_remove("METAWAL_CERT")
-        .env_remove("METAWAL_KEY")
-        .output()
-        .expect("run metawalctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let mut all = vec!["--endpoints", endpoints.as_str(), "--cacert", ca.as_str()];
+    all.extend_from_slice(args);
+    procs::run_ctl(&all)
+}
+
+/// Poll `check` until it passes, for at most [`LIMIT`]; a failure names
+/// its last reason and the nodes' last log lines.
+fn eventually(c: &Cluster, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let why = match check() {
+            Ok(()) => return,
+            Err(why) => why,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{why} (after {LIMIT:?})\n{}",
+            c.log_tails(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn ctl_ok(c: &Cluster, args: &[&str]) -> String {
@@ -69,19 +76,13 @@ fn ids(v: &Value) -> Vec<u64> {
 
 /// Wait until node `id` reports `voters` in force.
 fn wait_voters(c: &Cluster, id: u64, voters: &[u64]) {
-    let deadline = Instant::now() + LIMIT;
-    loop {
+    eventually(c, || {
         let got = http::status(c.node(id).http).map(|s| ids(&s["voters"]));
-        if got.as_deref() == Some(voters) {
-            return;
+        match got.as_deref() == Some(voters) {
+            true => Ok(()),
+            false => Err(format!("node {id}: voters {got:?}, expected {voters:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "node {id}: voters {got:?}, expected {voters:?}\n{}",
-            c.log_tails(20)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
 }
 
 /// What the load's writes became: the names acknowledged, and the names
@@ -135,33 +136,24 @@ fn topics(c: &Cluster, id: u64) -> Option<Vec<String>> {
 /// Every acknowledged write is on each of `members`, none that failed,
 /// and they end on one applied offset and digest.
 fn check_members(c: &Cluster, members: &[u64], w: &Written) {
-    let deadline = Instant::now() + LIMIT;
-    loop {
+    eventually(c, || {
         let views: Vec<(u64, u64, String)> = members
             .iter()
             .filter_map(|&id| {
                 let s = http::status(c.node(id).http)?;
-                Some((
-                    id,
-                    s["applied_offset"].as_u64()?,
-                    s["digest"].as_str()?.to_string(),
-                ))
+                let applied = s["applied_offset"].as_u64()?;
+                Some((id, applied, s["digest"].as_str()?.to_string()))
             })
             .collect();
         let one = views.len() == members.len()
             && views
                 .iter()
                 .all(|v| (v.1, &v.2) == (views[0].1, &views[0].2));
-        if one {
-            break;
+        match one {
+            true => Ok(()),
+            false => Err(format!("members {members:?} do not converge: {views:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "members {members:?} do not converge: {views:?}\n{}",
-            c.log_tails(20)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     for &id in members {
         let have = topics(c, id).unwrap_or_default();
         let missing: Vec<&String> = w.acked.iter().filter(|n| !have.contains(n)).collect();

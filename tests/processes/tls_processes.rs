@@ -24,7 +24,6 @@ use metawal_testkit::procs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -433,22 +432,7 @@ fn https_client_certificates() {
     assert!(http::status(addr).is_some());
 }
 
-/// Run the built metawalctl; (exit code, stdout, stderr).
-fn ctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(procs::ctl_binary())
-        .args(args)
-        .env_remove("METAWAL_ENDPOINTS")
-        .env_remove("METAWAL_CACERT")
-        .env_remove("METAWAL_CERT")
-        .env_remove("METAWAL_KEY")
-        .output()
-        .expect("run metawalctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use procs::run_ctl as ctl;
 
 #[test]
 fn metawalctl_over_tls() {

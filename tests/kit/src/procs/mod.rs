@@ -192,6 +192,24 @@ fn node_log_filter() -> String {
         .unwrap_or_else(|_| "warn,metawal_node=info,metawal_actors::node=info".into())
 }
 
+/// Run the built metawalctl with `args` (none of the caller's
+/// `METAWAL_*` settings); (exit code, stdout, stderr).
+pub fn run_ctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(ctl_binary())
+        .args(args)
+        .env_remove("METAWAL_ENDPOINTS")
+        .env_remove("METAWAL_CACERT")
+        .env_remove("METAWAL_CERT")
+        .env_remove("METAWAL_KEY")
+        .output()
+        .expect("run metawalctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// How to run the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOpts {
@@ -249,6 +267,23 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
+    /// Node `id` under `root`, not started, on two new reserved ports.
+    fn new(root: &Path, id: u64, joiner: bool) -> NodeProc {
+        let ports = [reserve(), reserve()];
+        NodeProc {
+            id,
+            repl: ports[0].addr(),
+            http: ports[1].addr(),
+            ports,
+            data_dir: root.join(format!("node-{id}")),
+            log_path: root.join(format!("node-{id}.log")),
+            child: None,
+            stopped: false,
+            starts: 0,
+            joiner,
+        }
+    }
+
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
@@ -335,21 +370,7 @@ impl Cluster {
     fn pick_ports(&mut self) {
         let root = self.dir.path().to_path_buf();
         self.nodes = (1..=self.opts.nodes)
-            .map(|id| {
-                let ports = [reserve(), reserve()];
-                NodeProc {
-                    id,
-                    repl: ports[0].addr(),
-                    http: ports[1].addr(),
-                    ports,
-                    data_dir: root.join(format!("node-{id}")),
-                    log_path: root.join(format!("node-{id}.log")),
-                    child: None,
-                    stopped: false,
-                    starts: 0,
-                    joiner: false,
-                }
-            })
+            .map(|id| NodeProc::new(&root, id, false))
             .collect();
         let trust = self.tls.as_ref().map(|t| t.ca.ca_path());
         if let Some(ca) = trust {
@@ -606,19 +627,7 @@ impl Cluster {
     pub fn add_joiner(&mut self) -> u64 {
         let id = self.nodes.len() as u64 + 1;
         let root = self.dir.path().to_path_buf();
-        let ports = [reserve(), reserve()];
-        self.nodes.push(NodeProc {
-            id,
-            repl: ports[0].addr(),
-            http: ports[1].addr(),
-            ports,
-            data_dir: root.join(format!("node-{id}")),
-            log_path: root.join(format!("node-{id}.log")),
-            child: None,
-            stopped: false,
-            starts: 0,
-            joiner: true,
-        });
+        self.nodes.push(NodeProc::new(&root, id, true));
         if let Some(t) = self.tls.as_mut() {
             let mut f = t.ca.node(id).expect("make a node certificate");
             let own_ca = root.join(format!("node-{id}-ca.pem"));
