@@ -95,7 +95,7 @@ struct Written {
 
 /// The load: `acks=all` topic creations until `stop`, over the nodes in
 /// `nodes` (which grows as nodes join).
-fn load(nodes: Arc<Mutex<Vec<SocketAddr>>>, stop: Arc<AtomicBool>) -> Written {
+fn load(nodes: Nodes, stop: Arc<AtomicBool>) -> Written {
     let mut out = Written::default();
     let mut known = 0;
     let mut w: Option<Writer> = None;
@@ -173,54 +173,11 @@ fn check_members(c: &Cluster, members: &[u64], w: &Written) {
 
 #[test]
 fn a_cluster_grows_from_3_to_5_voters_and_moves_off_its_leader_under_load() {
-    let mut c = Cluster::start(ClusterOpts::fast(3));
-    let nodes = Arc::new(Mutex::new(c.http_addrs()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (nodes, stop) = (nodes.clone(), stop.clone());
-        std::thread::spawn(move || load(nodes, stop))
-    };
+    let (mut c, nodes, (stop, writer)) = start_with_load();
 
     // Grow: each new node joins empty, is added, then promoted.
     for _ in 0..2 {
-        let id = c.add_joiner();
-        let n = c.node(id);
-        let (repl, web) = (n.repl.to_string(), n.http.to_string());
-        let status = http::status(n.http).expect("the joiner's status");
-        let directory = status["directory_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert_eq!(directory.len(), 32, "a directory id: {status}");
-        assert!(
-            !ids(&status["voters"]).contains(&id),
-            "a joiner is not a voter: {status}"
-        );
-        let added = ctl_ok(
-            &c,
-            &[
-                "member",
-                "add",
-                "--id",
-                &id.to_string(),
-                "--replication-addr",
-                &repl,
-                "--http-addr",
-                &web,
-                "--directory-id",
-                &directory,
-            ],
-        );
-        assert!(
-            added.contains(&format!("node {id} added as a learner")),
-            "{added}"
-        );
-        nodes.lock().unwrap().push(c.node(id).http);
-        let promoted = ctl_ok(
-            &c,
-            &["member", "promote", &id.to_string(), "--wait-ms", "20000"],
-        );
-        assert!(promoted.contains("promoted to voter"), "{promoted}");
+        grow(&mut c, &nodes);
     }
     for id in 1..=5 {
         wait_voters(&c, id, &[1, 2, 3, 4, 5]);
@@ -277,17 +234,24 @@ fn a_cluster_grows_from_3_to_5_voters_and_moves_off_its_leader_under_load() {
     );
 }
 
-/// Add a new joiner through the CLI and promote it; returns its id.
-fn grow(c: &mut Cluster, nodes: &Arc<Mutex<Vec<SocketAddr>>>) -> u64 {
+/// Start a new node with `--join`, add it through the CLI (with its
+/// directory id) and promote it; returns its id.
+fn grow(c: &mut Cluster, nodes: &Nodes) -> u64 {
     let id = c.add_joiner();
     let n = c.node(id);
     let (repl, web) = (n.repl.to_string(), n.http.to_string());
-    let dir = http::status(n.http).expect("the joiner's status")["directory_id"]
+    let status = http::status(n.http).expect("the joiner's status");
+    let dir = status["directory_id"]
         .as_str()
         .unwrap_or_default()
         .to_string();
+    assert_eq!(dir.len(), 32, "a directory id: {status}");
+    assert!(
+        !ids(&status["voters"]).contains(&id),
+        "a joiner is not a voter: {status}"
+    );
     let sid = id.to_string();
-    ctl_ok(
+    let added = ctl_ok(
         c,
         &[
             "member",
@@ -302,20 +266,36 @@ fn grow(c: &mut Cluster, nodes: &Arc<Mutex<Vec<SocketAddr>>>) -> u64 {
             &dir,
         ],
     );
+    assert!(
+        added.contains(&format!("node {id} added as a learner")),
+        "{added}"
+    );
     nodes.lock().unwrap().push(c.node(id).http);
-    ctl_ok(c, &["member", "promote", &sid, "--wait-ms", "20000"]);
+    let promoted = ctl_ok(c, &["member", "promote", &sid, "--wait-ms", "20000"]);
+    assert!(promoted.contains("promoted to voter"), "{promoted}");
     id
 }
 
-#[test]
-fn a_wiped_node_is_replaced_and_a_leader_killed_mid_change_loses_nothing() {
-    let mut c = Cluster::start(ClusterOpts::fast(3));
+/// The nodes the load writes to (it grows as nodes join).
+type Nodes = Arc<Mutex<Vec<SocketAddr>>>;
+/// The load's stop flag and its thread.
+type Load = (Arc<AtomicBool>, std::thread::JoinHandle<Written>);
+
+/// A TLS cluster of three with the load writing to it.
+fn start_with_load() -> (Cluster, Nodes, Load) {
+    let c = Cluster::start(ClusterOpts::fast(3));
     let nodes = Arc::new(Mutex::new(c.http_addrs()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (nodes, stop) = (nodes.clone(), stop.clone());
         std::thread::spawn(move || load(nodes, stop))
     };
+    (c, nodes, (stop, writer))
+}
+
+#[test]
+fn a_wiped_node_is_replaced_and_a_leader_killed_mid_change_loses_nothing() {
+    let (mut c, nodes, (stop, writer)) = start_with_load();
 
     // A follower's disk dies: it is killed and wiped, removed, and a new
     // node (a new id, its own directory) takes its place.
