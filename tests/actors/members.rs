@@ -161,10 +161,11 @@ async fn every_refused_change_says_why_and_changes_nothing() {
         Err(MemberError::Refused(why)) => why,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    assert!(matches!(
-        refused(leader.promote(2, Duration::ZERO).await),
-        ChangeRefused::AlreadyVoter { node_id: 2 }
-    ));
+    let why = refused(leader.promote(2, Duration::ZERO).await);
+    assert!(
+        matches!(why, ChangeRefused::AlreadyVoter { node_id: 2 }),
+        "{why:?}"
+    );
     assert!(matches!(
         refused(leader.remove(1).await),
         ChangeRefused::RemoveLeader { node_id: 1 }

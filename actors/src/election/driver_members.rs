@@ -43,6 +43,9 @@ pub(super) struct ChangeUnderWay {
     change: MemberChange,
     /// Until when a `NotCaughtUp` refusal is retried.
     catch_up_until: Instant,
+    /// Until when a `LeaderNotReady` refusal is retried (a change asked
+    /// right after an election waits for the leader's first commit).
+    ready_until: Instant,
     commit_wait: Duration,
     done: oneshot::Sender<Result<u64, MemberError>>,
 }
@@ -203,6 +206,13 @@ impl NodeDriver {
                     act.try_admit(ctx)
                 });
             }
+            Err(ChangeRefused::LeaderNotReady { .. }) if Instant::now() < c.ready_until => {
+                // Bounded by the election timeout: a new leader commits its
+                // first entry within a round trip, or it is not leading.
+                ctx.run_later(self.config.heartbeat_interval, |act, ctx| {
+                    act.try_admit(ctx)
+                });
+            }
             Err(refused) => {
                 tracing::info!(node = self.node, change = ?c.change, reason = %refused, "membership change refused");
                 self.finish(Err(refused.into()));
@@ -292,9 +302,11 @@ impl Handler<ChangeMembers> for NodeDriver {
             let _ = msg.done.send(Err(MemberError::Busy));
             return;
         }
+        let now = Instant::now();
         self.change = Some(ChangeUnderWay {
             change: msg.change,
-            catch_up_until: Instant::now() + msg.catch_up_wait,
+            catch_up_until: now + msg.catch_up_wait,
+            ready_until: now + self.config.election_timeout,
             commit_wait: msg.commit_wait,
             done: msg.done,
         });
