@@ -86,8 +86,9 @@ pub enum RecoverError {
     /// The new voter set is not a valid membership.
     #[error("the new voters are not a valid membership: {0}")]
     Invalid(#[from] metawal::membership::MembershipError),
-    /// Reading or writing the directory failed (nothing is in force
-    /// until the entry and the meta are both written; rerun after fixing).
+    /// Reading or writing the directory failed. The voter set changes only
+    /// once the entry is written (after the meta's new epoch): a failure
+    /// before leaves it as it was; fix the cause and rerun.
     #[error("{0}")]
     Storage(String),
 }
@@ -197,12 +198,17 @@ pub fn recover_voters(
         .apply(&entry)
         .map_err(|e| storage(format!("the membership entry does not apply: {e}")))?;
     let record = Record::encode(&entry).map_err(storage)?;
-    wal.append(&[record]).map_err(storage)?;
-    wal.sync().map_err(storage)?;
+    // The epoch first: if the entry's write then fails, the node only has
+    // a higher epoch and no vote (harmless), the voter set is unchanged,
+    // and a rerun starts one epoch higher.
     meta.current_epoch = epoch;
     meta.voted_for = None;
     meta.leader = None;
-    meta.store(data_dir).map_err(storage)?;
+    meta.store(data_dir)
+        .map_err(|e| storage(format!("writing meta: {e}")))?;
+    wal.append(&[record])
+        .and_then(|()| wal.sync())
+        .map_err(|e| storage(format!("writing the membership entry: {e}")))?;
     tracing::warn!(node, offset, epoch, old_voters = ?old_voters, new_voters = ?voters, "voter set rewritten offline (recover): writes only the lost nodes held are gone");
     Ok(RecoverReport {
         old_voters,
