@@ -86,6 +86,7 @@ fn main() -> ExitCode {
     let (mut step_faults, mut transfers, mut transfers_done, mut shutdowns) = (0, 0, 0, 0);
     let mut transfer_cuts = 0;
     let (mut member_changes, mut member_refusals, mut change_races) = (0, 0, 0);
+    let (mut wipe_races, mut wipes) = (0, 0);
     let (mut pauses, mut reads) = (0, 0);
     // (heal to leader, seed) of every seed that settled.
     let mut heal_to_leader: Vec<(Duration, u64)> = Vec::new();
@@ -144,6 +145,8 @@ fn main() -> ExitCode {
         member_changes += report.member_changes;
         member_refusals += report.member_refusals;
         change_races += report.change_races;
+        wipe_races += report.wipe_races;
+        wipes += report.wipes;
         pauses += report.pauses;
         reads += report.reads_served;
         if let Some(t) = report.heal_to_leader {
@@ -170,7 +173,7 @@ fn main() -> ExitCode {
         None => "no seed settled".into(),
     };
     println!(
-        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes, {step_faults} failed step-up steps, {shutdowns} clean shutdowns, {transfers} transfers ({transfers_done} completed, {transfer_cuts} cut off from their target), {pauses} paused nodes, {reads} linearizable reads served, {member_refusals} member changes refused, {change_races} change races; heal to leader: {healed}"
+        "faults: {one_way} one-way partitions ({blackholed} messages blackholed), {clock_steps} clock steps, {strikes} stale-candidate strikes, {step_faults} failed step-up steps, {shutdowns} clean shutdowns, {transfers} transfers ({transfers_done} completed, {transfer_cuts} cut off from their target), {pauses} paused nodes, {reads} linearizable reads served, {member_refusals} member changes refused, {change_races} change races, {wipe_races} wipe races ({wipes} disks wiped); heal to leader: {healed}"
     );
     println!(
         "simulated {} seeds ({steps} steps, {crashes} crashes, {partitions} partitions, {member_changes} member changes, {writes} acked writes): {violations} violations",

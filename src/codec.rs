@@ -271,6 +271,7 @@ mod tests {
                 node_id: 2,
                 last_offset: 100,
                 last_epoch: 8,
+                directory_id: crate::membership::DirectoryId([0x5A; 16]),
                 proof: vec![0xCD; 32],
             },
             Frame::Reject {

@@ -8,10 +8,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command::NodeId;
+use crate::membership::DirectoryId;
 
 /// Version of this protocol; both sides must agree (2: election frames; 3:
-/// heartbeats carry a sequence number that acks echo).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// heartbeats carry a sequence number that acks echo; 4: vote replies and
+/// `Welcome` carry the sender's directory id).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Length of the random nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 16;
@@ -81,6 +83,9 @@ pub enum Frame {
         last_offset: u64,
         /// Epoch of that entry (0 if empty).
         last_epoch: u64,
+        /// The follower's data directory id: the leader pins it in the
+        /// membership where it is not known yet.
+        directory_id: DirectoryId,
         /// HMAC-SHA256 over the leader's nonce and these fields.
         #[serde(with = "serde_bytes")]
         proof: Vec<u8>,
@@ -227,6 +232,10 @@ pub enum ElectionMsg {
         current: u64,
         /// Granted.
         granted: bool,
+        /// The voter's data directory id: a grant from a directory other
+        /// than the one the membership names (a wiped disk under the old
+        /// id) counts for nothing.
+        directory: DirectoryId,
     },
     /// Vote for me in `epoch`.
     Vote {
@@ -248,6 +257,10 @@ pub enum ElectionMsg {
         current: u64,
         /// Granted.
         granted: bool,
+        /// The voter's data directory id: a grant from a directory other
+        /// than the one the membership names (a wiped disk under the old
+        /// id) counts for nothing.
+        directory: DirectoryId,
     },
     /// The leader of `epoch` shuts down: elect now.
     Resign {

@@ -410,6 +410,20 @@ fn a_learner_counted_for_commit_is_caught() {
     eprintln!("learner counted: first caught by {found:?}");
 }
 
+/// A candidate that counts a grant from whatever data directory sends it:
+/// the wipe race (`sim/wipe_race.rs`) wipes a voter that acknowledged
+/// committed entries, and the voters without them elect one of theirs with
+/// the wiped voter's grant (seed 0 today).
+#[test]
+fn a_wiped_voters_grant_counted_is_caught() {
+    let found = first_violation(PlantedBug::IgnoreDirectory, 50);
+    assert!(
+        matches!(found, Some((_, Invariant::LeaderCompleteness))),
+        "50 seeds did not notice a wiped voter's grant counted: {found:?}"
+    );
+    eprintln!("ignore directory: first caught by {found:?}");
+}
+
 /// Regression seeds: the first seeds (3 and 5 nodes) that caught the old
 /// commit rule (`min(min_insync_replicas, |ISR|)`: a lone leader committed
 /// on its own disk) as a leader-completeness violation: 6–9 with the

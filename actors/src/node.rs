@@ -182,7 +182,8 @@ impl Node {
         let shared = Arc::new(shared);
         shared.set_last_log(rec.epochs.last_epoch(), rec.epochs.last_offset());
         let keys = HandshakeKeys::new(node, config.cluster_id.clone(), config.secret.clone())
-            .map_err(NodeError::Keys)?;
+            .map_err(NodeError::Keys)?
+            .with_directory(meta.directory_id);
         let last = rec.epochs.last_offset();
         let (progress_tx, progress_rx) = watch::channel(LogProgress {
             log_end: last,

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::command::NodeId;
+use crate::membership::DirectoryId;
 
 // The voter's side: answering vote requests, and the vote write that
 // must be on disk before anything that depends on it is sent.
@@ -149,10 +150,13 @@ pub enum ElectionInput {
     /// The voter set in force changed (a membership entry was appended, or
     /// a truncation reverted one). From now on majorities are counted over
     /// `voters`; a node outside it never stands, and answers from outside
-    /// it count for nothing.
+    /// it count for nothing. Each voter's directory id, where known
+    /// (not [`DirectoryId::UNKNOWN`]), must be the one its grants carry,
+    /// and this node stands only if its own matches.
     VotersChanged {
-        /// The voters now (this node may or may not be one).
-        voters: BTreeSet<NodeId>,
+        /// The voters now (this node may or may not be one), with their
+        /// directory ids.
+        voters: BTreeMap<NodeId, DirectoryId>,
     },
 }
 
@@ -209,7 +213,12 @@ pub struct ElectionConfig {
 #[derive(Debug, Clone)]
 pub struct ElectionEngine {
     node: NodeId,
+    /// This node's data directory id (sent with every reply).
+    directory: DirectoryId,
     voters: BTreeSet<NodeId>,
+    /// The voters' directory ids the membership names (unknown ones left
+    /// out): a grant is counted only from that directory.
+    directories: BTreeMap<NodeId, DirectoryId>,
     config: ElectionConfig,
     rng: u64,
     role: ElectionRole,
@@ -239,6 +248,10 @@ pub struct ElectionEngine {
     /// outside the simulation.
     #[cfg(feature = "sim")]
     skip_up_to_date: bool,
+    /// The simulation's planted bug: count grants whatever directory they
+    /// come from. Compiled only with the `sim` feature.
+    #[cfg(feature = "sim")]
+    ignore_directory: bool,
 }
 
 impl ElectionEngine {
@@ -257,7 +270,9 @@ impl ElectionEngine {
         voters.insert(node);
         let mut e = ElectionEngine {
             node,
+            directory: DirectoryId::UNKNOWN,
             voters,
+            directories: BTreeMap::new(),
             config,
             rng: seed | 1,
             role: ElectionRole::Follower,
@@ -274,9 +289,18 @@ impl ElectionEngine {
             actions: VecDeque::new(),
             #[cfg(feature = "sim")]
             skip_up_to_date: false,
+            #[cfg(feature = "sim")]
+            ignore_directory: false,
         };
         e.reset_timeout(now);
         e
+    }
+
+    /// This node's data directory id is `directory` (sent with its vote
+    /// replies; it stands only while the membership names it).
+    pub fn with_directory(mut self, directory: DirectoryId) -> ElectionEngine {
+        self.directory = directory;
+        self
     }
 
     /// Plant a bug for the simulation to find: (pre-)votes are granted
@@ -286,6 +310,15 @@ impl ElectionEngine {
     #[doc(hidden)]
     pub fn plant_skip_up_to_date(&mut self) {
         self.skip_up_to_date = true;
+    }
+
+    /// Plant a bug for the simulation to find: a grant counts whichever
+    /// directory it comes from, so a wiped disk under a voter's id (which
+    /// lost the log it acknowledged) can elect a leader without it.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn plant_ignore_directory(&mut self) {
+        self.ignore_directory = true;
     }
 
     /// Raft's up-to-date rule: a candidate whose log end `theirs` is at
@@ -366,9 +399,39 @@ impl ElectionEngine {
         votes >= self.majority()
     }
 
-    /// Whether this node is a voter (only a voter stands for election).
+    /// Whether this node is a voter (only a voter stands for election): one
+    /// of the voters in force, with the directory the membership names.
     pub fn is_voter(&self) -> bool {
-        self.voters.contains(&self.node)
+        self.voters.contains(&self.node) && self.same_directory(self.node, self.directory)
+    }
+
+    /// Whether `directory` is the one the membership names for `id` (or
+    /// the membership does not know it yet).
+    fn same_directory(&self, id: NodeId, directory: DirectoryId) -> bool {
+        #[cfg(feature = "sim")]
+        if self.ignore_directory {
+            return true;
+        }
+        self.directories.get(&id).is_none_or(|d| *d == directory)
+    }
+
+    /// Count `from`'s grant in this round, unless it comes from another
+    /// directory than the membership names: a wiped disk under that id
+    /// lost the log and the votes the old one promised. Returns whether
+    /// the grants are now a majority.
+    fn count_grant(&mut self, from: NodeId, directory: DirectoryId) -> bool {
+        if !self.same_directory(from, directory) {
+            tracing::warn!(
+                node = self.node,
+                peer = from,
+                epoch = self.epoch,
+                directory = %directory,
+                "grant from a directory the membership does not name (a wiped disk under a member's id?): not counted; remove the member and add it again"
+            );
+            return false;
+        }
+        self.granted.insert(from);
+        self.granted_quorum()
     }
 
     /// A uniform number in [0, 1) (xorshift64*).
@@ -473,6 +536,7 @@ impl ElectionEngine {
                     epoch,
                     current: self.epoch,
                     granted,
+                    directory: self.directory,
                 };
                 self.actions.push_back(ElectionAction::Send {
                     to: from,
@@ -483,16 +547,18 @@ impl ElectionEngine {
                 epoch,
                 current,
                 granted,
+                directory,
             } => {
                 if current > self.epoch {
                     self.move_to_epoch(now, current);
                     return;
                 }
-                if self.role == ElectionRole::PreCandidate && epoch == self.epoch + 1 && granted {
-                    self.granted.insert(from);
-                    if self.granted_quorum() {
-                        self.start_vote(now, false);
-                    }
+                if self.role == ElectionRole::PreCandidate
+                    && epoch == self.epoch + 1
+                    && granted
+                    && self.count_grant(from, directory)
+                {
+                    self.start_vote(now, false);
                 }
             }
             ElectionMsg::Vote {
@@ -505,16 +571,18 @@ impl ElectionEngine {
                 epoch,
                 current,
                 granted,
+                directory,
             } => {
                 if current > self.epoch {
                     self.move_to_epoch(now, current);
                     return;
                 }
-                if self.role == ElectionRole::Candidate && epoch == self.epoch && granted {
-                    self.granted.insert(from);
-                    if self.granted_quorum() {
-                        self.win(now);
-                    }
+                if self.role == ElectionRole::Candidate
+                    && epoch == self.epoch
+                    && granted
+                    && self.count_grant(from, directory)
+                {
+                    self.win(now);
                 }
             }
             ElectionMsg::Resign { epoch } => {

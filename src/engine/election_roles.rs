@@ -7,12 +7,13 @@
 //! from the inputs that trigger them (`election.rs`) and the voter's
 //! answers (`election_vote.rs`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::vote::AfterPersist;
 use crate::command::NodeId;
 use crate::engine::election::{ElectionAction, ElectionEngine, ElectionMsg, ElectionRole, LastLog};
+use crate::membership::DirectoryId;
 
 impl ElectionEngine {
     pub(super) fn on_tick(&mut self, now: Instant, log: LastLog) {
@@ -163,8 +164,12 @@ impl ElectionEngine {
     /// voter gives up its round; a leader that is no longer a voter steps
     /// down (it cannot be: a leader is never removed, it transfers first —
     /// this is the fence if that rule is ever broken).
-    pub(super) fn set_voters(&mut self, now: Instant, voters: BTreeSet<NodeId>) {
-        self.voters = voters;
+    pub(super) fn set_voters(&mut self, now: Instant, voters: BTreeMap<NodeId, DirectoryId>) {
+        self.voters = voters.keys().copied().collect();
+        self.directories = voters
+            .into_iter()
+            .filter(|(_, d)| !d.is_unknown())
+            .collect();
         let voters = &self.voters;
         self.heard.retain(|id, _| voters.contains(id));
         if !self.is_voter() && self.role != ElectionRole::Follower {

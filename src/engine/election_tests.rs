@@ -46,6 +46,101 @@ fn received(from: NodeId, msg: ElectionMsg) -> ElectionInput {
     ElectionInput::Received { from, msg }
 }
 
+/// Voters whose directory ids the membership does not know.
+fn unknown_dirs<const N: usize>(ids: [NodeId; N]) -> BTreeMap<NodeId, DirectoryId> {
+    ids.into_iter().map(|i| (i, DirectoryId::UNKNOWN)).collect()
+}
+
+/// Node `id`'s directory as the tests name it.
+fn dir(id: NodeId) -> DirectoryId {
+    DirectoryId([id as u8; 16])
+}
+
+/// A grant from `directory`.
+fn pre_granted(epoch: u64, current: u64, directory: DirectoryId) -> ElectionMsg {
+    ElectionMsg::PreVoteReply {
+        epoch,
+        current,
+        granted: true,
+        directory,
+    }
+}
+
+#[test]
+fn a_grant_from_a_directory_the_membership_does_not_name_is_not_counted() {
+    let t0 = Instant::now();
+    let mut e = engine(1, 4, t0).with_directory(dir(1));
+    let named = BTreeMap::from([(1, dir(1)), (2, dir(2)), (3, dir(3))]);
+    e.handle(t0, ElectionInput::VotersChanged { voters: named }, (4, 10));
+    let at = e.poll_timeout();
+    e.handle(at, ElectionInput::Tick, (4, 10));
+    drain(&mut e);
+    let wiped = DirectoryId([0xee; 16]);
+    // Node 2's disk was wiped: its grant counts for nothing, in either
+    // round.
+    e.handle(at, received(2, pre_granted(5, 0, wiped)), (4, 10));
+    assert!(drain(&mut e).is_empty(), "a wiped voter's pre-vote counted");
+    assert_eq!(e.role(), ElectionRole::PreCandidate);
+    e.handle(at, received(3, pre_granted(5, 4, dir(3))), (4, 10));
+    assert_eq!(
+        drain(&mut e),
+        [ElectionAction::PersistVote {
+            epoch: 5,
+            voted_for: Some(1)
+        }]
+    );
+    e.handle(
+        at,
+        ElectionInput::Persisted {
+            epoch: 5,
+            voted_for: Some(1),
+        },
+        (4, 10),
+    );
+    drain(&mut e);
+    let vote_reply = |directory| ElectionMsg::VoteReply {
+        epoch: 5,
+        current: 5,
+        granted: true,
+        directory,
+    };
+    e.handle(at, received(2, vote_reply(wiped)), (4, 10));
+    assert!(drain(&mut e).is_empty(), "a wiped voter's vote counted");
+    assert_eq!(e.role(), ElectionRole::Candidate);
+    e.handle(at, received(3, vote_reply(dir(3))), (4, 10));
+    assert_eq!(drain(&mut e), [ElectionAction::BecomeLeader { epoch: 5 }]);
+}
+
+#[test]
+fn a_voter_the_membership_names_with_another_directory_never_stands() {
+    let t0 = Instant::now();
+    // This node's disk was wiped: the membership names its old directory.
+    let mut e = engine(1, 4, t0).with_directory(DirectoryId([0xee; 16]));
+    let named = BTreeMap::from([(1, dir(1)), (2, dir(2)), (3, dir(3))]);
+    e.handle(t0, ElectionInput::VotersChanged { voters: named }, (4, 10));
+    assert!(!e.is_voter());
+    let at = e.poll_timeout();
+    e.handle(at, ElectionInput::Tick, (4, 10));
+    assert!(
+        drain(&mut e).is_empty(),
+        "a wiped voter asked for pre-votes"
+    );
+    // Its replies name its own directory, so no candidate counts them.
+    e.handle(at, received(2, pre_vote(5, (4, 10))), (4, 10));
+    assert_eq!(
+        drain(&mut e),
+        [send(2, pre_granted(5, 4, DirectoryId([0xee; 16])))]
+    );
+    // Where the membership does not know the directory, it stands.
+    let unknown = BTreeMap::from([(1, DirectoryId::UNKNOWN), (2, dir(2)), (3, dir(3))]);
+    e.handle(
+        at,
+        ElectionInput::VotersChanged { voters: unknown },
+        (4, 10),
+    );
+    assert!(e.is_voter());
+}
+
 #[test]
 fn the_timeout_is_drawn_from_t_to_2t() {
     let t0 = Instant::now();
@@ -83,6 +178,7 @@ fn pre_votes_then_a_persisted_vote_then_votes_then_leadership() {
         epoch: 5,
         current: 4,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     e.handle(at, received(2, granted), (4, 10));
     assert_eq!(
@@ -113,6 +209,7 @@ fn pre_votes_then_a_persisted_vote_then_votes_then_leadership() {
         epoch: 5,
         current: 5,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     e.handle(at, received(3, yes), (4, 10));
     assert_eq!(drain(&mut e), [ElectionAction::BecomeLeader { epoch: 5 }]);
@@ -153,7 +250,8 @@ fn a_voter_grants_once_per_epoch_and_answers_after_the_write() {
             ElectionMsg::VoteReply {
                 epoch: 5,
                 current: 5,
-                granted: true
+                granted: true,
+                directory: DirectoryId::UNKNOWN,
             }
         )]
     );
@@ -166,7 +264,8 @@ fn a_voter_grants_once_per_epoch_and_answers_after_the_write() {
             ElectionMsg::VoteReply {
                 epoch: 5,
                 current: 5,
-                granted: false
+                granted: false,
+                directory: DirectoryId::UNKNOWN,
             }
         )]
     );
@@ -187,7 +286,8 @@ fn a_candidate_behind_the_voters_log_is_refused() {
                 ElectionMsg::VoteReply {
                     epoch: 6,
                     current: 6,
-                    granted: false
+                    granted: false,
+                    directory: DirectoryId::UNKNOWN,
                 }
             )),
             "{why}: {out:?}"
@@ -217,7 +317,8 @@ fn a_voter_that_hears_its_leader_refuses_pre_votes_and_votes() {
             ElectionMsg::PreVoteReply {
                 epoch: 5,
                 current: 4,
-                granted: false
+                granted: false,
+                directory: DirectoryId::UNKNOWN,
             }
         )]
     );
@@ -229,7 +330,8 @@ fn a_voter_that_hears_its_leader_refuses_pre_votes_and_votes() {
             ElectionMsg::VoteReply {
                 epoch: 9,
                 current: 4,
-                granted: false
+                granted: false,
+                directory: DirectoryId::UNKNOWN,
             }
         )]
     );
@@ -247,7 +349,8 @@ fn a_voter_that_hears_its_leader_refuses_pre_votes_and_votes() {
             ElectionMsg::PreVoteReply {
                 epoch: 5,
                 current: 4,
-                granted: true
+                granted: true,
+                directory: DirectoryId::UNKNOWN,
             }
         )]
     );
@@ -314,6 +417,7 @@ fn leader_of_epoch_1(t0: Instant) -> (ElectionEngine, Instant) {
         epoch: 1,
         current: 0,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     l.handle(at, received(2, yes), (0, 0));
     l.handle(
@@ -328,6 +432,7 @@ fn leader_of_epoch_1(t0: Instant) -> (ElectionEngine, Instant) {
         epoch: 1,
         current: 1,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     l.handle(at, received(2, yes), (0, 0));
     assert_eq!(l.role(), ElectionRole::Leader);
@@ -374,6 +479,7 @@ fn a_higher_epoch_in_any_reply_makes_the_node_follow_in_it() {
         epoch: 5,
         current: 7,
         granted: false,
+        directory: DirectoryId::UNKNOWN,
     };
     e.handle(at, received(2, no), (4, 10));
     assert_eq!(
@@ -430,6 +536,7 @@ fn a_strangers_requests_are_answered_by_the_rules_and_its_answers_ignored() {
         epoch: 5,
         current: 4,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     c.handle(at, received(9, granted), (4, 10));
     assert!(
@@ -447,7 +554,7 @@ fn a_node_outside_the_voters_never_stands() {
     e.handle(
         t0,
         ElectionInput::VotersChanged {
-            voters: [2, 3, 4].into(),
+            voters: unknown_dirs([2, 3, 4]),
         },
         (4, 10),
     );
@@ -472,7 +579,7 @@ fn a_pre_candidate_removed_from_the_voters_gives_up_its_round() {
     e.handle(
         at,
         ElectionInput::VotersChanged {
-            voters: [2, 3].into(),
+            voters: unknown_dirs([2, 3]),
         },
         (4, 10),
     );
@@ -481,6 +588,7 @@ fn a_pre_candidate_removed_from_the_voters_gives_up_its_round() {
         epoch: 5,
         current: 4,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     e.handle(at, received(2, granted), (4, 10));
     assert!(drain(&mut e).is_empty(), "a late grant starts nothing");
@@ -494,7 +602,7 @@ fn majorities_are_counted_over_the_voters_in_force() {
     e.handle(
         t0,
         ElectionInput::VotersChanged {
-            voters: [1, 2, 3, 4, 5].into(),
+            voters: unknown_dirs([1, 2, 3, 4, 5]),
         },
         (4, 10),
     );
@@ -505,6 +613,7 @@ fn majorities_are_counted_over_the_voters_in_force() {
         epoch: 5,
         current: 4,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     e.handle(at, received(2, granted), (4, 10));
     assert!(drain(&mut e).is_empty(), "2 of 5 is no majority");
@@ -522,7 +631,7 @@ fn majorities_are_counted_over_the_voters_in_force() {
     l.handle(
         won,
         ElectionInput::VotersChanged {
-            voters: [1, 2, 3, 4, 5].into(),
+            voters: unknown_dirs([1, 2, 3, 4, 5]),
         },
         (1, 1),
     );
@@ -544,7 +653,7 @@ fn majorities_are_counted_over_the_voters_in_force() {
     l.handle(
         won,
         ElectionInput::VotersChanged {
-            voters: [1, 2, 3, 4, 5].into(),
+            voters: unknown_dirs([1, 2, 3, 4, 5]),
         },
         (1, 1),
     );
@@ -558,7 +667,7 @@ fn majorities_are_counted_over_the_voters_in_force() {
     l.handle(
         won + T * 5 / 4,
         ElectionInput::VotersChanged {
-            voters: [1, 2, 3, 4].into(),
+            voters: unknown_dirs([1, 2, 3, 4]),
         },
         (1, 1),
     );
@@ -794,7 +903,8 @@ fn a_vote_is_withheld_if_the_log_grew_before_the_fence() {
             ElectionMsg::VoteReply {
                 epoch: 5,
                 current: 5,
-                granted: false
+                granted: false,
+                directory: DirectoryId::UNKNOWN,
             }
         )]
     );
@@ -818,6 +928,7 @@ fn vote_requests_carry_the_log_as_fenced() {
         epoch: 5,
         current: 4,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     e.handle(at, received(2, granted), (4, 10));
     drain(&mut e);
@@ -882,6 +993,7 @@ fn a_failed_vote_write_sends_nothing_and_adopts_the_epoch_on_disk() {
         epoch: 5,
         current: 4,
         granted: true,
+        directory: DirectoryId::UNKNOWN,
     };
     c.handle(at, received(2, granted), (4, 10));
     drain(&mut c);
@@ -931,7 +1043,8 @@ fn a_move_to_a_new_epoch_forgets_the_old_leader() {
             ElectionMsg::PreVoteReply {
                 epoch: 6,
                 current: 5,
-                granted: true
+                granted: true,
+                directory: DirectoryId::UNKNOWN,
             }
         )]
     );

@@ -91,6 +91,7 @@ impl ElectionEngine {
                     epoch,
                     current: self.epoch,
                     granted,
+                    directory: self.directory,
                 };
                 self.actions.push_back(ElectionAction::Send { to, msg });
             }
@@ -146,6 +147,7 @@ impl ElectionEngine {
                 epoch,
                 current: e.epoch,
                 granted: false,
+                directory: e.directory,
             };
             e.actions.push_back(ElectionAction::Send {
                 to: from,

@@ -397,7 +397,13 @@ impl FollowerLinkEngine {
             },
             (Phase::AwaitWelcome { nonce }, frame) => {
                 match self.keys.check_welcome(&nonce, self.peer, &frame) {
-                    Ok(w) => self.decide(now, w.last_offset, w.last_epoch, log),
+                    Ok(w) => {
+                        self.actions
+                            .push_back(LinkAction::Report(LinkReport::Identified {
+                                directory_id: w.directory_id,
+                            }));
+                        self.decide(now, w.last_offset, w.last_epoch, log)
+                    }
                     Err(e) => self.handshake_failed(now, e),
                 }
             }

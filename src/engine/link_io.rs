@@ -10,6 +10,7 @@ use crate::command::NodeId;
 use crate::config::ReplicationConfig;
 use crate::frame::Frame;
 use crate::handshake::{HandshakeKeys, Nonce};
+use crate::membership::DirectoryId;
 use crate::record::Record;
 use crate::replication::StartPoint;
 
@@ -143,6 +144,13 @@ pub enum LinkReport {
     },
     /// The connection reported by `Connected` is gone.
     Disconnected,
+    /// The follower's `Welcome` proved its data directory id (reported
+    /// before `Connected`): a change pins it in the membership where the
+    /// membership does not know it yet.
+    Identified {
+        /// The directory id.
+        directory_id: DirectoryId,
+    },
     /// The follower answered on this epoch's authenticated connection (a
     /// `Welcome`, `Position` or `Ack` the link accepted): it counts as
     /// heard for check-quorum and read index **as of `since`**, the latest

@@ -74,6 +74,14 @@ impl LogView for Log {
     }
 }
 
+/// The follower's data directory id.
+const FOLLOWER_DIR: crate::membership::DirectoryId = crate::membership::DirectoryId([0x77; 16]);
+
+/// What a link reports first once the `Welcome` checks out.
+const IDENTIFIED: LinkAction = LinkAction::Report(LinkReport::Identified {
+    directory_id: FOLLOWER_DIR,
+});
+
 fn keys(node: NodeId) -> HandshakeKeys {
     HandshakeKeys::new(node, "test-cluster", b"secret".to_vec()).expect("valid keys")
 }
@@ -136,7 +144,7 @@ fn handshake(
         },
         log,
     );
-    let f = keys(FOLLOWER);
+    let f = keys(FOLLOWER).with_directory(FOLLOWER_DIR);
     e.handle(
         now,
         LinkInput::Frame {
@@ -181,6 +189,7 @@ fn a_new_link_connects_authenticates_and_streams_from_the_match_point() {
     assert_eq!(
         actions,
         vec![
+            IDENTIFIED,
             LinkAction::Report(LinkReport::Connected { matched: 2 }),
             LinkAction::Report(LinkReport::Heard { since: t0 })
         ]
@@ -317,7 +326,7 @@ fn a_diverged_follower_is_truncated_then_matched_on_its_position() {
     drain(&mut e);
     // The follower has offsets 1..=5 of epoch 1: it diverged after 2.
     let actions = handshake(&mut e, t0, &log, 5, 1);
-    assert_eq!(actions, vec![]);
+    assert_eq!(actions, vec![IDENTIFIED]);
     assert_eq!(transmit(&mut e, t0, &log), vec![Frame::Truncate { to: 2 }]);
     e.handle(
         t0,

@@ -169,6 +169,14 @@ impl NodeEngine {
         }
     }
 
+    /// This node's data directory id is `directory`: its vote replies carry
+    /// it, and it stands for election only while the membership in force
+    /// names it with this directory (see [`ElectionInput::VotersChanged`]).
+    pub fn with_directory(mut self, directory: crate::membership::DirectoryId) -> NodeEngine {
+        self.election = self.election.with_directory(directory);
+        self
+    }
+
     /// Plant `bug` (simulation only).
     pub fn plant(&mut self, bug: NodePlant) {
         self.plant = Some(bug);

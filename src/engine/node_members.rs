@@ -10,7 +10,7 @@
 //! Replicator replicates to the new members and counts the new voters.
 //! Admitting a change asks the same log ([`NodeEngine::admit_change`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{NodeAction, NodeEngine, State};
@@ -18,16 +18,21 @@ use crate::engine::election::{ElectionInput, LastLog};
 use crate::engine::store::NodeRole;
 use crate::id::NodeId;
 use crate::membership::{
-    admit_change, ChangeContext, ChangeRefused, LearnerProgress, MemberChange, Membership,
-    MembershipLog,
+    admit_change, ChangeContext, ChangeRefused, DirectoryId, LearnerProgress, MemberChange,
+    Membership, MembershipLog,
 };
+
+/// The voters of `m` with their directory ids, as the election counts them.
+fn voter_directories(m: &Membership) -> BTreeMap<NodeId, DirectoryId> {
+    m.voters().map(|v| (v.node_id, v.directory_id)).collect()
+}
 
 impl NodeEngine {
     /// Start from `log` (the bootstrap membership, or the one recovered
     /// from the snapshot and the log) instead of the fixed voter set given
     /// to [`NodeEngine::new`]. The election counts its voters from now.
     pub fn with_membership(mut self, log: MembershipLog) -> NodeEngine {
-        let voters: BTreeSet<NodeId> = log.latest().voter_ids().collect();
+        let voters = voter_directories(log.latest());
         let now = self.now;
         let last = (0, 0);
         self.election
@@ -133,7 +138,7 @@ impl NodeEngine {
             return;
         };
         let latest = members.latest().clone();
-        let voters: BTreeSet<NodeId> = latest.voter_ids().collect();
+        let voters = voter_directories(&latest);
         self.actions
             .push_back(NodeAction::MembershipChanged(latest));
         if matches!(self.state, State::Stopped | State::Failed) {

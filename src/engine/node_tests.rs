@@ -13,6 +13,7 @@ fn engine(t0: Instant) -> NodeEngine {
         election_timeout: T,
     };
     NodeEngine::new(1, vec![1, 2, 3], config, 0, None, None, t0, 7919)
+        .with_directory(crate::membership::DirectoryId([1; 16]))
 }
 
 fn drain(e: &mut NodeEngine) -> Vec<NodeAction> {
@@ -42,6 +43,7 @@ fn win(e: &mut NodeEngine, t0: Instant) -> (Instant, Vec<NodeAction>) {
         epoch: 1,
         current: 0,
         granted: true,
+        directory: crate::membership::DirectoryId([2; 16]),
     };
     e.handle(now, from(2, granted), LOG);
     assert_eq!(
@@ -61,6 +63,7 @@ fn win(e: &mut NodeEngine, t0: Instant) -> (Instant, Vec<NodeAction>) {
         epoch: 1,
         current: 1,
         granted: true,
+        directory: crate::membership::DirectoryId([2; 16]),
     };
     e.handle(now, from(2, granted), LOG);
     (now, drain(e))
@@ -286,6 +289,7 @@ fn a_stopping_node_never_takes_a_leadership_it_wins() {
         epoch: 1,
         current: 0,
         granted: true,
+        directory: crate::membership::DirectoryId([2; 16]),
     };
     e.handle(now, from(2, granted), LOG);
     drain(&mut e);
@@ -301,6 +305,7 @@ fn a_stopping_node_never_takes_a_leadership_it_wins() {
         epoch: 1,
         current: 1,
         granted: true,
+        directory: crate::membership::DirectoryId([2; 16]),
     };
     e.handle(now, from(2, granted), LOG);
     let actions = drain(&mut e);
@@ -617,6 +622,7 @@ fn only_an_admitting_leader_admits_a_change() {
     let t0 = Instant::now();
     let ctx = ChangeContext {
         leader: 1,
+        leader_directory: crate::membership::DirectoryId([1; 16]),
         commit: 4,
         epoch_start: 4,
         last_offset: 4,
@@ -727,7 +733,10 @@ fn voter_set_changes_waiting_for_a_step_are_one_entry_the_newest() {
             _ => None,
         })
         .collect();
-    assert_eq!(waiting, vec![[1, 2, 3, 4, 5].into()]);
+    let named: std::collections::BTreeMap<NodeId, _> = (1..=5)
+        .map(|i| (i, crate::membership::DirectoryId([i as u8; 16])))
+        .collect();
+    assert_eq!(waiting, vec![named]);
 }
 
 /// Node 1 wins the pre-vote of epoch 1: its vote write is out.
@@ -739,6 +748,7 @@ fn win_prevote(e: &mut NodeEngine, t0: Instant) -> (Instant, Vec<NodeAction>) {
         epoch: 1,
         current: 0,
         granted: true,
+        directory: crate::membership::DirectoryId([2; 16]),
     };
     e.handle(now, from(2, granted), LOG);
     (now, drain(e))

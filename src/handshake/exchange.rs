@@ -10,6 +10,7 @@ use hmac::Mac;
 
 use crate::command::NodeId;
 use crate::frame::{Frame, PROTOCOL_VERSION};
+use crate::membership::DirectoryId;
 
 use super::{nonce_from, HandshakeError, HandshakeKeys, Nonce};
 
@@ -44,6 +45,8 @@ pub struct WelcomeInfo {
     pub last_offset: u64,
     /// Epoch of that entry (0 if empty).
     pub last_epoch: u64,
+    /// The follower's data directory id (proven with the rest).
+    pub directory_id: DirectoryId,
 }
 
 impl HandshakeKeys {
@@ -205,11 +208,18 @@ impl HandshakeKeys {
         last_offset: u64,
         last_epoch: u64,
     ) -> Result<Frame, HandshakeError> {
-        let mac = self.follower_mac(leader_nonce, self.node_id, last_offset, last_epoch)?;
+        let mac = self.follower_mac(
+            leader_nonce,
+            self.node_id,
+            last_offset,
+            last_epoch,
+            self.directory_id,
+        )?;
         Ok(Frame::Welcome {
             node_id: self.node_id,
             last_offset,
             last_epoch,
+            directory_id: self.directory_id,
             proof: mac.finalize().into_bytes().to_vec(),
         })
     }
@@ -227,13 +237,14 @@ impl HandshakeKeys {
         expected_node_id: NodeId,
         frame: &Frame,
     ) -> Result<WelcomeInfo, HandshakeError> {
-        let (node_id, last_offset, last_epoch, proof) = match frame {
+        let (node_id, last_offset, last_epoch, directory_id, proof) = match frame {
             Frame::Welcome {
                 node_id,
                 last_offset,
                 last_epoch,
+                directory_id,
                 proof,
-            } => (*node_id, *last_offset, *last_epoch, proof),
+            } => (*node_id, *last_offset, *last_epoch, *directory_id, proof),
             Frame::Reject {
                 reason,
                 epoch,
@@ -274,7 +285,7 @@ impl HandshakeKeys {
                 got: node_id,
             });
         }
-        self.follower_mac(my_nonce, node_id, last_offset, last_epoch)?
+        self.follower_mac(my_nonce, node_id, last_offset, last_epoch, directory_id)?
             .verify_slice(proof)
             .map_err(|_| HandshakeError::BadProof {
                 frame: "Welcome",
@@ -283,6 +294,7 @@ impl HandshakeKeys {
         Ok(WelcomeInfo {
             last_offset,
             last_epoch,
+            directory_id,
         })
     }
 }

@@ -30,6 +30,7 @@ use sha2::Sha256;
 
 use crate::command::NodeId;
 use crate::frame::{NONCE_LEN, PROTOCOL_VERSION};
+use crate::membership::DirectoryId;
 
 mod error;
 mod exchange;
@@ -76,6 +77,10 @@ pub struct HandshakeKeys {
     pub cluster_id: String,
     /// The shared secret.
     pub secret: Vec<u8>,
+    /// This node's data directory id, sent (and proven) in its `Welcome`
+    /// ([`DirectoryId::UNKNOWN`] unless set with
+    /// [`HandshakeKeys::with_directory`]).
+    pub directory_id: DirectoryId,
 }
 
 impl std::fmt::Debug for HandshakeKeys {
@@ -83,6 +88,7 @@ impl std::fmt::Debug for HandshakeKeys {
         f.debug_struct("HandshakeKeys")
             .field("node_id", &self.node_id)
             .field("cluster_id", &self.cluster_id)
+            .field("directory_id", &self.directory_id)
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -120,9 +126,16 @@ impl HandshakeKeys {
             node_id,
             cluster_id: cluster_id.into(),
             secret: secret.into(),
+            directory_id: DirectoryId::UNKNOWN,
         };
         keys.validate()?;
         Ok(keys)
+    }
+
+    /// These keys, for a node whose data directory id is `directory_id`.
+    pub fn with_directory(mut self, directory_id: DirectoryId) -> HandshakeKeys {
+        self.directory_id = directory_id;
+        self
     }
 
     /// Checks the keys: the secret and the cluster id must not be empty.

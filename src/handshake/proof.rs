@@ -9,6 +9,7 @@ use hmac::Mac;
 
 use crate::command::NodeId;
 use crate::frame::RejectReason;
+use crate::membership::DirectoryId;
 
 use super::{
     HandshakeError, HandshakeKeys, HmacSha256, KeysError, FOLLOWER_TAG, LEADER_TAG, REJECT_TAG,
@@ -60,18 +61,20 @@ impl HandshakeKeys {
     }
 
     /// HMAC(secret, "metawal-follower" ‖ lp(leader_nonce) ‖ lp(cluster_id)
-    /// ‖ node_id BE ‖ last_offset BE ‖ last_epoch BE).
+    /// ‖ node_id BE ‖ last_offset BE ‖ last_epoch BE ‖ directory_id).
     pub(super) fn follower_mac(
         &self,
         leader_nonce: &[u8],
         node_id: NodeId,
         last_offset: u64,
         last_epoch: u64,
+        directory_id: DirectoryId,
     ) -> Result<HmacSha256, HandshakeError> {
         let mut mac = self.tagged_mac(FOLLOWER_TAG, leader_nonce)?;
         mac.update(&node_id.to_be_bytes());
         mac.update(&last_offset.to_be_bytes());
         mac.update(&last_epoch.to_be_bytes());
+        mac.update(&directory_id.0);
         Ok(mac)
     }
 

@@ -14,8 +14,12 @@ fn leader() -> HandshakeKeys {
 }
 
 fn follower() -> HandshakeKeys {
-    HandshakeKeys::new(2, "cluster-a", SECRET).unwrap()
+    HandshakeKeys::new(2, "cluster-a", SECRET)
+        .unwrap()
+        .with_directory(FOLLOWER_DIR)
 }
+
+const FOLLOWER_DIR: crate::membership::DirectoryId = crate::membership::DirectoryId([0x22; 16]);
 
 fn set_hello_field(frame: &mut Frame, f: impl FnOnce(&mut u64, &mut NodeId, &mut Vec<u8>)) {
     match frame {
@@ -58,7 +62,8 @@ fn full_good_exchange() {
         wi,
         WelcomeInfo {
             last_offset: 100,
-            last_epoch: 4
+            last_epoch: 4,
+            directory_id: FOLLOWER_DIR,
         }
     );
     // Same epoch, same known leader (a reconnect): accepted, not new.
@@ -350,18 +355,22 @@ fn tampered_fields_fail() {
     ));
 
     let welcome = f.welcome(&NL, 100, 4).unwrap();
-    for change in 0..3 {
+    for change in 0..4 {
         let mut w = welcome.clone();
         if let Frame::Welcome {
             last_offset,
             last_epoch,
             node_id,
+            directory_id,
             ..
         } = &mut w
         {
             match change {
                 0 => *last_offset = 101,
                 1 => *last_epoch = 5,
+                // A directory id is proven: a wiped node cannot claim
+                // the old one by rewriting the frame.
+                3 => directory_id.0[0] ^= 1,
                 _ => *node_id = 3,
             }
         }
@@ -484,6 +493,7 @@ fn empty_secret_or_cluster_refused() {
         node_id: 1,
         cluster_id: "cluster-a".into(),
         secret: Vec::new(),
+        directory_id: crate::membership::DirectoryId::UNKNOWN,
     };
     assert_eq!(
         bad.hello(1, &NF, &NL).unwrap_err(),
@@ -529,6 +539,7 @@ fn leader_proof_layout_is_as_documented() {
     input.extend_from_slice(&2u64.to_be_bytes());
     input.extend_from_slice(&100u64.to_be_bytes());
     input.extend_from_slice(&4u64.to_be_bytes());
+    input.extend_from_slice(&FOLLOWER_DIR.0);
     let mut mac = HmacSha256::new_from_slice(SECRET).unwrap();
     mac.update(&input);
     let expected = mac.finalize().into_bytes().to_vec();

@@ -16,7 +16,9 @@
 //! a change is never turned into a silent no-op.
 
 use crate::id::NodeId;
-use crate::membership::{Member, MemberRole, Membership, MembershipError, MembershipLog};
+use crate::membership::{
+    DirectoryId, Member, MemberRole, Membership, MembershipError, MembershipLog,
+};
 
 /// A membership change asked of the leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,25 +29,37 @@ pub enum MemberChange {
     Promote(NodeId),
     /// Remove a learner or a voter (not the leader: transfer first).
     Remove(NodeId),
+    /// Change no member, only write down the directory ids the membership
+    /// does not know yet and the members' handshakes have proved (the
+    /// leader asks it of itself after an election, so that a cluster
+    /// bootstrapped from flags pins its voters' directories without an
+    /// operator's change).
+    PinDirectories,
 }
 
 impl MemberChange {
-    /// The node the change is about.
-    pub fn node_id(&self) -> NodeId {
+    /// The node the change is about (none for
+    /// [`MemberChange::PinDirectories`]).
+    pub fn node_id(&self) -> Option<NodeId> {
         match self {
-            MemberChange::AddLearner(m) => m.node_id,
-            MemberChange::Promote(id) | MemberChange::Remove(id) => *id,
+            MemberChange::AddLearner(m) => Some(m.node_id),
+            MemberChange::Promote(id) | MemberChange::Remove(id) => Some(*id),
+            MemberChange::PinDirectories => None,
         }
     }
 }
 
-/// How far a learner is, as the leader's link to it last saw.
+/// How far a member is (what promoting a learner is decided on), and
+/// which data directory answered, as the leader's link to it last saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LearnerProgress {
     /// The highest offset it acknowledged as durable.
     pub acked: u64,
     /// Whether it answered within the election timeout.
     pub heard_recently: bool,
+    /// The directory id its last handshake proved
+    /// ([`DirectoryId::UNKNOWN`] if none yet).
+    pub directory_id: DirectoryId,
 }
 
 /// What the leader knows when it decides.
@@ -53,6 +67,8 @@ pub struct LearnerProgress {
 pub struct ChangeContext {
     /// The leader deciding.
     pub leader: NodeId,
+    /// Its data directory id.
+    pub leader_directory: DirectoryId,
     /// Its commit point.
     pub commit: u64,
     /// The offset of its own epoch's first entry (its `LeaderChange`).
@@ -140,6 +156,10 @@ pub enum ChangeRefused {
     /// The node runs with a fixed voter set (no membership log).
     #[error("this node runs with a fixed voter set; membership changes are not enabled")]
     FixedMembership,
+    /// [`MemberChange::PinDirectories`]: every directory id is known, or
+    /// none of the unknown ones has been proved by a handshake yet.
+    #[error("no directory id to pin: each is known, or its member has not connected yet")]
+    NothingToPin,
     /// The membership that would result is not well formed.
     #[error("the change is invalid: {0}")]
     Invalid(#[from] MembershipError),
@@ -164,8 +184,22 @@ pub fn admit_change(
         return Err(ChangeRefused::ChangeInProgress { offset });
     }
     let current = log.latest();
-    let voters = || current.voters().cloned();
-    let learners = || current.learners().cloned();
+    // A member whose directory id the membership does not know yet (a
+    // bootstrap voter, a learner added without one) gets the one its
+    // handshake proved: from this change on, a wiped disk under its id
+    // is told apart (its votes do not count; see `ElectionEngine`).
+    let pin = |mut m: Member| {
+        if m.directory_id.is_unknown() {
+            m.directory_id = if m.node_id == ctx.leader {
+                ctx.leader_directory
+            } else {
+                progress(m.node_id).map_or(DirectoryId::UNKNOWN, |p| p.directory_id)
+            };
+        }
+        m
+    };
+    let voters = || current.voters().cloned().map(pin);
+    let learners = || current.learners().cloned().map(pin);
     match change {
         MemberChange::AddLearner(member) => {
             if let Some((_, role)) = current.member(member.node_id) {
@@ -185,11 +219,12 @@ pub fn admit_change(
                 Some((_, MemberRole::Voter)) => {
                     return Err(ChangeRefused::AlreadyVoter { node_id })
                 }
-                Some((m, MemberRole::Learner)) => m.clone(),
+                Some((m, MemberRole::Learner)) => pin(m.clone()),
             };
             let p = progress(node_id).unwrap_or(LearnerProgress {
                 acked: 0,
                 heard_recently: false,
+                directory_id: DirectoryId::UNKNOWN,
             });
             let caught_up =
                 p.heard_recently && p.acked.saturating_add(ctx.max_lag_entries) >= ctx.last_offset;
@@ -206,6 +241,13 @@ pub fn admit_change(
                 voters().chain(std::iter::once(learner)),
                 learners().filter(|l| l.node_id != node_id),
             )?)
+        }
+        MemberChange::PinDirectories => {
+            let pinned = Membership::new(voters(), learners())?;
+            if pinned == *current {
+                return Err(ChangeRefused::NothingToPin);
+            }
+            Ok(pinned)
         }
         &MemberChange::Remove(node_id) => match current.member(node_id) {
             None => Err(ChangeRefused::UnknownNode { node_id }),

@@ -237,6 +237,7 @@ proptest! {
 fn ctx(commit: u64) -> ChangeContext {
     ChangeContext {
         leader: 1,
+        leader_directory: DirectoryId([1; 16]),
         commit,
         epoch_start: 10,
         last_offset: 20,
@@ -249,6 +250,7 @@ fn caught_up(acked: u64) -> impl Fn(NodeId) -> Option<LearnerProgress> {
         Some(LearnerProgress {
             acked,
             heard_recently: true,
+            directory_id: DirectoryId::UNKNOWN,
         })
     }
 }
@@ -300,6 +302,7 @@ fn a_learner_is_promoted_only_when_caught_up_and_heard() {
         Some(LearnerProgress {
             acked: 20,
             heard_recently: false,
+            directory_id: DirectoryId::UNKNOWN,
         })
     };
     let e = admit_change(&log, &ctx(12), &promote, silent).unwrap_err();
@@ -389,4 +392,53 @@ fn an_id_is_never_reused_while_it_is_a_member() {
         admit_change(&log, &ctx(12), &MemberChange::AddLearner(bad), caught_up(0)),
         Err(ChangeRefused::Invalid(MembershipError::BadAddress { .. }))
     ));
+}
+
+#[test]
+fn a_change_pins_the_directories_the_membership_does_not_know() {
+    // The bootstrap of flags: only the leader's own directory is known.
+    let unknown = |id| Member {
+        directory_id: DirectoryId::UNKNOWN,
+        ..member(id)
+    };
+    let bootstrap = Membership::new([member(1), unknown(2), unknown(3)], [unknown(4)]).unwrap();
+    let log = MembershipLog::new(10, bootstrap);
+    // Each follower's handshake proved its directory; node 3's was wiped
+    // after the membership pinned it, so it keeps the pinned one.
+    let proved = |id: NodeId| {
+        Some(LearnerProgress {
+            acked: 20,
+            heard_recently: true,
+            directory_id: DirectoryId([id as u8 + 0x10; 16]),
+        })
+    };
+    let m = admit_change(&log, &ctx(12), &MemberChange::Promote(4), proved).unwrap();
+    let dirs: Vec<(NodeId, DirectoryId)> =
+        m.voters().map(|v| (v.node_id, v.directory_id)).collect();
+    assert_eq!(
+        dirs,
+        [
+            (1, DirectoryId([1; 16])),
+            (2, DirectoryId([0x12; 16])),
+            (3, DirectoryId([0x13; 16])),
+            (4, DirectoryId([0x14; 16])),
+        ]
+    );
+    let pinned = Membership::new([member(1), member(2), member(3)], []).unwrap();
+    let log = MembershipLog::new(10, pinned);
+    let m = admit_change(&log, &ctx(12), &MemberChange::AddLearner(member(5)), proved).unwrap();
+    assert!(
+        m.voters()
+            .all(|v| v.directory_id == DirectoryId([v.node_id as u8; 16])),
+        "a known directory is never replaced: {m:?}"
+    );
+    // Not heard yet: stays unknown (pinned by a later change).
+    let log = MembershipLog::new(10, Membership::new([member(1), unknown(2)], []).unwrap());
+    let m = admit_change(&log, &ctx(12), &MemberChange::AddLearner(member(5)), |_| {
+        None
+    })
+    .unwrap();
+    assert!(m
+        .member(2)
+        .is_some_and(|(v, _)| v.directory_id.is_unknown()));
 }

@@ -72,7 +72,10 @@ impl Simulation {
             return false;
         }
         let before = self.report.member_changes;
-        self.member_change(a, MemberChange::AddLearner(super::node::sim_member(l)));
+        self.member_change(
+            a,
+            MemberChange::AddLearner(super::node::sim_member_at(l, self.node(l).directory)),
+        );
         if self.report.member_changes == before {
             return false;
         }

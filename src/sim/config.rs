@@ -102,11 +102,16 @@ pub enum PlantedBug {
     /// The leader counts its learners as voters for the commit point
     /// (planted in the shell, on `LeaderInput::SetMembers`).
     LearnerCounted,
+    /// A candidate counts a grant from whatever data directory it comes
+    /// from (planted in the election engine): a voter's wiped disk, which
+    /// lost the entries it acknowledged, helps elect a leader without
+    /// them.
+    IgnoreDirectory,
 }
 
 impl PlantedBug {
     /// Every planted bug, for `--planted` and the tests.
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::NoFencing,
         PlantedBug::LateElectionTimer,
@@ -119,6 +124,7 @@ impl PlantedBug {
         PlantedBug::TwoPendingChanges,
         PlantedBug::NoOwnEpochBarrier,
         PlantedBug::LearnerCounted,
+        PlantedBug::IgnoreDirectory,
     ];
 
     /// Its name on the command line (`--planted NAME`).
@@ -136,6 +142,7 @@ impl PlantedBug {
             PlantedBug::TwoPendingChanges => "two-pending-changes",
             PlantedBug::NoOwnEpochBarrier => "no-own-epoch-barrier",
             PlantedBug::LearnerCounted => "learner-counted",
+            PlantedBug::IgnoreDirectory => "ignore-directory",
         }
     }
 
@@ -271,6 +278,10 @@ pub struct SeedReport {
     pub transfers_done: u64,
     /// Change races started (see `sim/change_race.rs`).
     pub change_races: u64,
+    /// Wipe races started (see `sim/wipe_race.rs`).
+    pub wipe_races: u64,
+    /// Disks wiped (a node back empty under its id, new directory id).
+    pub wipes: u64,
     /// Membership changes appended (each admitted by the node engine).
     pub member_changes: u64,
     /// Membership changes the node engine refused (a change in progress, a

@@ -68,6 +68,8 @@ pub struct SimDisk {
     fail_meta_writes: u32,
     /// The planted bug: recovery takes the commit point one past the hint.
     recover_past_hint: bool,
+    /// Times this disk was wiped.
+    wipes: u8,
 }
 
 impl SimDisk {
@@ -77,6 +79,23 @@ impl SimDisk {
             node,
             ..SimDisk::default()
         }
+    }
+
+    /// The disk is replaced by an empty one (an operator wiped the data
+    /// directory, or the disk died and the node came back on a new one):
+    /// log, meta and commit hint are gone. Call on a crashed node.
+    pub fn wipe(&mut self) {
+        *self = SimDisk {
+            node: self.node,
+            generation: self.generation + 1,
+            wipes: self.wipes.wrapping_add(1),
+            ..SimDisk::default()
+        };
+    }
+
+    /// Times this disk was wiped.
+    pub fn wipes(&self) -> u8 {
+        self.wipes
     }
 
     /// The records on the disk (durable or not), offsets 1, 2, ...

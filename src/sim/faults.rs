@@ -32,6 +32,11 @@ impl Simulation {
             self.propose();
             return;
         }
+        self.drive_wipe_race();
+        if self.wipe_race_running() || (self.config.nemesis && self.maybe_start_wipe_race()) {
+            self.propose();
+            return;
+        }
         if self.nemesis_tick() {
             return;
         }
@@ -267,6 +272,12 @@ impl Simulation {
                 .engine
                 .election_mut_for_planting()
                 .plant_skip_up_to_date();
+        }
+        if self.config.bug == Some(PlantedBug::IgnoreDirectory) {
+            self.node_mut(id)
+                .engine
+                .election_mut_for_planting()
+                .plant_ignore_directory();
         }
     }
 

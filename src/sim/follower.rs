@@ -41,7 +41,7 @@ impl Simulation {
         }
         let session = ReplicaSessionEngine::new(
             id,
-            keys(id),
+            keys(id).with_directory(self.node(id).directory),
             self.config.link_config(),
             self.clock(id),
             nonce,

@@ -208,6 +208,7 @@ impl Simulation {
         LinkSim {
             engine: FollowerLinkEngine::new(setup, progress, now, seed),
             conn: None,
+            directory: crate::membership::DirectoryId::UNKNOWN,
         }
     }
 

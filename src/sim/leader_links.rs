@@ -214,6 +214,14 @@ impl Simulation {
                 LinkReport::Disconnected => {
                     self.leader_input(id, LeaderInput::Disconnected { peer });
                 }
+                LinkReport::Identified { directory_id } => {
+                    // As the real Replicator: kept for the next change.
+                    if let Role::Leader(l) = &mut self.node_mut(id).role {
+                        if let Some(link) = l.links.get_mut(&peer) {
+                            link.directory = directory_id;
+                        }
+                    }
+                }
                 LinkReport::Fenced {
                     epoch: theirs,
                     proven,

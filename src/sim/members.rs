@@ -23,7 +23,7 @@
 //! must converge (see `settle.rs`).
 
 use super::check::Invariant;
-use super::node::{sim_member, Role};
+use super::node::{sim_member_at, Role};
 use super::*;
 use crate::command::{Command, Entry};
 use crate::engine::store::{Admission, NodeRole};
@@ -47,7 +47,15 @@ impl Simulation {
             .collect();
         let keep = self.nodes.len() / 2 + 1;
         let removable: Vec<NodeId> = voters.iter().copied().filter(|&v| v != leader).collect();
-        let change = if let Some(&l) = learners.first() {
+        let wiped = self.wiped_voters(leader);
+        let change = if let Some(&w) = wiped.first() {
+            // What the runbook says: remove the voter whose disk was
+            // wiped (it is added again later, as any outsider, with its
+            // new directory), and nothing else meanwhile: removing a
+            // healthy voter first could leave a set whose majority needs
+            // the wiped one's vote, which never counts.
+            MemberChange::Remove(w)
+        } else if let Some(&l) = learners.first() {
             if self.rng.chance(200) {
                 MemberChange::Remove(l)
             } else {
@@ -55,7 +63,7 @@ impl Simulation {
             }
         } else if !outsiders.is_empty() && (voters.len() <= keep || self.rng.chance(500)) {
             match self.rng.pick(&outsiders) {
-                Some(o) => MemberChange::AddLearner(sim_member(o)),
+                Some(o) => MemberChange::AddLearner(sim_member_at(o, self.node(o).directory)),
                 None => return,
             }
         } else if voters.len() > keep {
@@ -69,6 +77,19 @@ impl Simulation {
         self.member_change(leader, change);
     }
 
+    /// The voters in force on `leader` whose node runs on another directory
+    /// than the one the membership names (a wiped disk, `wipe_race.rs`).
+    pub(super) fn wiped_voters(&self, leader: NodeId) -> Vec<NodeId> {
+        let Some(log) = self.node(leader).engine.membership() else {
+            return Vec::new();
+        };
+        log.latest()
+            .voters()
+            .filter(|v| v.directory_id != self.node(v.node_id).directory)
+            .map(|v| v.node_id)
+            .collect()
+    }
+
     /// Ask `leader` for `change` through its node engine's `admit_change`
     /// and, if admitted, append it (counted in the report either way).
     pub(super) fn member_change(&mut self, leader: NodeId, change: MemberChange) {
@@ -79,6 +100,7 @@ impl Simulation {
         let tracker = l.engine.tracker();
         let ctx = ChangeContext {
             leader,
+            leader_directory: node.directory,
             commit: if self.config.bug == Some(PlantedBug::TwoPendingChanges) {
                 node.last_offset()
             } else {
@@ -96,6 +118,10 @@ impl Simulation {
             tracker.durable_of(id).map(|acked| LearnerProgress {
                 acked,
                 heard_recently: l.links.get(&id).is_some_and(|k| k.conn.is_some()),
+                directory_id: l
+                    .links
+                    .get(&id)
+                    .map_or(crate::membership::DirectoryId::UNKNOWN, |k| k.directory),
             })
         };
         let admitted = node.engine.admit_change(&change, &ctx, progress);

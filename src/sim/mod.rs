@@ -90,6 +90,7 @@ mod reads;
 pub mod rng;
 mod settle;
 mod streams;
+mod wipe_race;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -195,6 +196,8 @@ pub struct Simulation {
     nemesis: Option<nemesis::StaleCandidate>,
     /// The change race between its acts (see [`change_race`]).
     change_race: Option<change_race::ChangeRace>,
+    /// The wipe race between its acts (see [`wipe_race`]).
+    wipe_race: Option<wipe_race::WipeRace>,
     /// Per node: it is paused until this virtual time (see [`reads`]).
     paused_until: Vec<u64>,
     /// When the transfer cut in force heals (see [`Network::pair_cut`]).
@@ -256,6 +259,7 @@ impl Simulation {
             broken: None,
             nemesis: None,
             change_race: None,
+            wipe_race: None,
             paused_until: vec![0; config.nodes],
             cut_until: 0,
             pause_asked: vec![None; config.nodes],

@@ -43,6 +43,8 @@ pub struct LinkSim {
     pub engine: FollowerLinkEngine,
     /// The open connection, if any, with the engine's generation for it.
     pub conn: Option<(ConnId, u64)>,
+    /// The directory id the follower's last `Welcome` proved.
+    pub directory: DirectoryId,
 }
 
 /// What a leader keeps.
@@ -88,6 +90,9 @@ pub struct Node {
     pub chain: Vec<u64>,
     /// The role.
     pub role: Role,
+    /// Its data directory id: [`sim_directory`] of its id and the wipes
+    /// of its disk so far.
+    pub directory: DirectoryId,
     /// The real node engine (role, epoch, election, role changes): the one
     /// the node's actors pump; rebuilt from the persisted meta on restart.
     pub engine: NodeEngine,
@@ -152,7 +157,8 @@ impl Node {
                 node_meta(id, Meta::default()),
                 0,
             ),
-            engine: node_engine(id, &setup, Meta::default(), now, &[]),
+            directory: sim_directory(id, 0),
+            engine: node_engine(id, sim_directory(id, 0), &setup, Meta::default(), now, &[]),
             election_setup: setup,
             commit: 0,
             store: new_store(id),
@@ -199,6 +205,14 @@ impl Node {
             self.log.push(entry);
         }
         Ok(())
+    }
+
+    /// Wipe a crashed node's disk: it comes back (at its next restart)
+    /// empty, under its node id, with a new directory id.
+    pub fn wipe(&mut self) {
+        self.disk.wipe();
+        self.directory = sim_directory(self.id, self.disk.wipes());
+        self.reload();
     }
 
     /// Drop every entry after `to`.
@@ -262,7 +276,14 @@ impl Node {
         setup.2 = setup
             .2
             .wrapping_add(self.incarnation.wrapping_mul(0x9E37_79B9));
-        self.engine = node_engine(self.id, &setup, self.disk.meta(), now, &self.log);
+        self.engine = node_engine(
+            self.id,
+            self.directory,
+            &setup,
+            self.disk.meta(),
+            now,
+            &self.log,
+        );
         self.log_events.clear();
         Ok(self.log[..commit as usize].to_vec())
     }
@@ -384,12 +405,26 @@ fn new_store(id: NodeId) -> MetadataStoreEngine {
     )
 }
 
-/// Member `id` as the simulation names it (addresses are names: the
-/// simulated network routes by node id).
+/// The directory id of node `id`'s disk after `wipes` wipes (never
+/// [`DirectoryId::UNKNOWN`]: ids start at 1).
+pub fn sim_directory(id: NodeId, wipes: u8) -> DirectoryId {
+    let mut d = [id as u8; 16];
+    d[15] = d[15].wrapping_add(wipes);
+    DirectoryId(d)
+}
+
+/// Member `id` with its first directory, as the simulation's bootstrap
+/// names it (addresses are names: the simulated network routes by node
+/// id).
 pub fn sim_member(id: NodeId) -> Member {
+    sim_member_at(id, sim_directory(id, 0))
+}
+
+/// Member `id` with data directory `directory`.
+pub fn sim_member_at(id: NodeId, directory: DirectoryId) -> Member {
     Member {
         node_id: id,
-        directory_id: DirectoryId([id as u8; 16]),
+        directory_id: directory,
         replication_addr: format!("n{id}:replication"),
         http_addr: format!("n{id}:http"),
     }
@@ -416,6 +451,7 @@ pub fn membership_of(voters: &[NodeId], log: &[Entry]) -> MembershipLog {
 /// and the membership its `log` leaves in force.
 fn node_engine(
     id: NodeId,
+    directory: DirectoryId,
     setup: &(Vec<NodeId>, Duration, u64),
     meta: Meta,
     now: Instant,
@@ -434,6 +470,7 @@ fn node_engine(
         now,
         setup.2,
     )
+    .with_directory(directory)
     .with_membership(membership_of(&setup.0, log))
 }
 

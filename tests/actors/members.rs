@@ -266,6 +266,64 @@ async fn a_wiped_disk_under_a_members_id_is_refused_until_removed_and_added_anew
     c.shutdown().await;
 }
 
+/// A voter's wiped disk cannot help elect a leader: a new leader pins every
+/// voter's directory (proved in its handshake) in the membership by itself,
+/// a grant carries the voter's directory, and a candidate does not count a
+/// grant from another directory than the one the membership names.
+#[actix::test]
+async fn a_wiped_voters_vote_does_not_count() {
+    let mut c = three().await;
+    let leader = c.node(1).clone();
+    // Bootstrapped from flags: only each node's own directory was known.
+    let dirs: Vec<(u64, DirectoryId)> =
+        [1, 2, 3].map(|id| (id, c.node(id).directory_id())).to_vec();
+    let l = leader.clone();
+    wait_until("the leader to pin the voters' directories", LIMIT, || {
+        let pinned: Vec<(u64, DirectoryId)> = l
+            .members_in_force()
+            .voters()
+            .map(|v| (v.node_id, v.directory_id))
+            .collect();
+        let ok = pinned == dirs;
+        async move { ok }
+    })
+    .await;
+    let committed = leader
+        .propose(create_topic("before-the-wipe", 1, 1), Acks::All)
+        .await
+        .unwrap();
+    wait_applied(c.node(3), committed.offset).await;
+
+    // Node 3's disk is wiped and it comes back empty; node 1 is down.
+    c.stop_node(3).await;
+    std::fs::remove_dir_all(c.dir.path().join("node-3")).unwrap();
+    c.crash_node(1).await;
+    c.start_node(3).await;
+    assert_ne!(c.node(3).directory_id(), dirs[2].1);
+    // Node 2 stands again and again: the wiped node grants it its vote
+    // (node 2's log is longer), which must not count.
+    let n2 = c.node(2).clone();
+    let start = n2.status().await.unwrap().pre_votes;
+    wait_until("node 2 to ask for pre-votes 5 times", LIMIT, || {
+        let n2 = n2.clone();
+        async move {
+            let s = n2.status().await.unwrap();
+            assert_ne!(s.role, Role::Leader, "elected with a wiped voter's vote");
+            s.pre_votes >= start + 5
+        }
+    })
+    .await;
+    // With node 1 back, 1 and 2 elect a leader that has the entries.
+    c.start_node(1).await;
+    let (n1, n2) = (c.node(1).clone(), c.node(2).clone());
+    wait_until("a leader among nodes 1 and 2", LIMIT, || {
+        let ok = [&n1, &n2].iter().any(|n| n.role() == Role::Leader);
+        async move { ok }
+    })
+    .await;
+    c.shutdown().await;
+}
+
 #[actix::test]
 async fn recover_lets_the_last_survivor_lead_alone_and_refuses_what_cannot_work() {
     let mut c = three().await;

@@ -100,6 +100,9 @@ error_codes! {
     RemoveLeader = "remove_leader",
     /// 409: the node runs a fixed voter set.
     FixedMembership = "fixed_membership",
+    /// 409: no directory id to pin (the leader's own change after an
+    /// election; no HTTP request asks for it).
+    NothingToPin = "nothing_to_pin",
     /// 400: the member given is not valid (id, addresses).
     InvalidMember = "invalid_member",
     /// 504: a membership change was appended but not committed in time.

@@ -161,6 +161,7 @@ impl NodeDriver {
                 Instant::now(),
                 rand::random(),
             )
+            .with_directory(init.directory_id)
             .with_membership(init.membership),
             shared: init.shared,
             config: init.config,
@@ -256,6 +257,9 @@ impl NodeDriver {
             match action {
                 NodeAction::Publish(p) => {
                     tracing::debug!(node = self.node, epoch = p.epoch, role = %p.role, leader = ?p.leader, transferring = p.transferring, "leadership published");
+                    if p.role == Role::Leader && self.shared.role() != Role::Leader {
+                        self.schedule_pin(p.epoch, members::MAX_PIN_ATTEMPTS, ctx);
+                    }
                     self.shared.publish(p);
                 }
                 NodeAction::Send { to, msg } => self.send(to, msg),

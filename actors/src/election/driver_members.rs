@@ -25,6 +25,11 @@ use crate::shared::Role;
 /// still be promoted.
 pub(crate) const PROMOTE_MAX_LAG_ENTRIES: u64 = 256;
 
+/// How many times a leader looks for directory ids to pin in one
+/// leadership (one election timeout apart): members that have not
+/// connected by then are pinned by the next change.
+pub(super) const MAX_PIN_ATTEMPTS: u32 = 10;
+
 /// Leader: change the membership. Answered with the offset of the entry
 /// once it is committed by a majority of the voters it puts in force.
 #[derive(Message)]
@@ -191,6 +196,7 @@ impl NodeDriver {
         };
         let context = ChangeContext {
             leader: self.node,
+            leader_directory: self.directory_id,
             commit: facts.commit,
             epoch_start: facts.epoch_start,
             last_offset: facts.last_offset,
@@ -282,6 +288,59 @@ impl NodeDriver {
         }));
     }
 
+    /// Leader of `epoch`: in one election timeout, pin the directory ids
+    /// the membership does not know (see [`MemberChange::PinDirectories`]),
+    /// `attempts` times at most while some stay unknown.
+    pub(super) fn schedule_pin(&mut self, epoch: u64, attempts: u32, ctx: &mut Context<Self>) {
+        if attempts == 0 {
+            return;
+        }
+        ctx.run_later(self.config.election_timeout, move |act, ctx| {
+            act.pin_directories(epoch, attempts, ctx)
+        });
+    }
+
+    fn pin_directories(&mut self, epoch: u64, attempts: u32, ctx: &mut Context<Self>) {
+        let leading = self.shared.role() == Role::Leader && self.shared.epoch() == epoch;
+        let unknown = self.engine.membership().is_some_and(|m| {
+            m.latest()
+                .members()
+                .any(|(m, _)| m.directory_id.is_unknown())
+        });
+        if self.stopped || !leading || !unknown {
+            return;
+        }
+        if self.change.is_some() {
+            // An operator's change is under way (it pins too).
+            return self.schedule_pin(epoch, attempts - 1, ctx);
+        }
+        let (done, answer) = oneshot::channel();
+        let now = Instant::now();
+        self.change = Some(ChangeUnderWay {
+            change: MemberChange::PinDirectories,
+            catch_up_until: now,
+            ready_until: now + self.config.election_timeout,
+            commit_wait: self.config.request_timeout,
+            done,
+        });
+        self.try_admit(ctx);
+        ctx.spawn(answer.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(Ok(offset)) => {
+                    tracing::info!(node = act.node, epoch, offset, "pinned the members' directory ids")
+                }
+                // Nothing proved yet, or the change did not commit:
+                // looked at again (bounded by `attempts`).
+                Ok(Err(e)) => {
+                    tracing::debug!(node = act.node, epoch, error = %e, "directory ids not pinned yet")
+                }
+                // The driver stopped.
+                Err(_) => return,
+            }
+            act.schedule_pin(epoch, attempts - 1, ctx);
+        }));
+    }
+
     fn finish(&mut self, result: Result<u64, MemberError>) {
         if let Some(c) = self.change.take() {
             // The caller may have gone: nothing to tell.
@@ -298,9 +357,19 @@ impl Handler<ChangeMembers> for NodeDriver {
             let _ = msg.done.send(Err(MemberError::ShuttingDown));
             return;
         }
-        if self.change.is_some() {
-            let _ = msg.done.send(Err(MemberError::Busy));
-            return;
+        match &self.change {
+            Some(c) if c.change == MemberChange::PinDirectories => {
+                // The leader's own pin commits within a round of
+                // replication: the caller's change waits for it rather
+                // than fail (bounded: pins per leadership are).
+                ctx.notify_later(msg, self.config.heartbeat_interval);
+                return;
+            }
+            Some(_) => {
+                let _ = msg.done.send(Err(MemberError::Busy));
+                return;
+            }
+            None => {}
         }
         let now = Instant::now();
         self.change = Some(ChangeUnderWay {

@@ -152,6 +152,7 @@ pub(crate) fn member_error(e: &MemberError) -> ApiError {
             ChangeRefused::WouldLeaveNoVoters { .. } => conflict("would_leave_no_voters"),
             ChangeRefused::RemoveLeader { .. } => conflict("remove_leader"),
             ChangeRefused::FixedMembership => conflict("fixed_membership"),
+            ChangeRefused::NothingToPin => conflict("nothing_to_pin"),
             ChangeRefused::NotLeader { leader } => ApiError::no_leader(*leader),
             ChangeRefused::Invalid(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_member", msg)

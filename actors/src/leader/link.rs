@@ -331,6 +331,9 @@ impl FollowerLink {
                     LinkReport::Connected { matched } => LinkEvent::Connected { peer, matched },
                     LinkReport::Acked { offset } => LinkEvent::Acked { peer, offset },
                     LinkReport::Disconnected => LinkEvent::Disconnected { peer },
+                    LinkReport::Identified { directory_id } => {
+                        LinkEvent::Identified { peer, directory_id }
+                    }
                     LinkReport::Fenced {
                         epoch,
                         leader,

@@ -30,6 +30,11 @@ pub(crate) enum LinkEvent {
     Acked { peer: NodeId, offset: u64 },
     /// The connection dropped.
     Disconnected { peer: NodeId },
+    /// The follower's handshake proved its data directory id.
+    Identified {
+        peer: NodeId,
+        directory_id: metawal::membership::DirectoryId,
+    },
     /// The follower knows a higher epoch.
     Fenced {
         peer: NodeId,

@@ -30,7 +30,7 @@ use actix::prelude::*;
 use metawal::engine::{LeaderAction, LeaderInput, ProposalId, ReplicatorEngine};
 use metawal::epochs::EpochIndex;
 use metawal::handshake::HandshakeKeys;
-use metawal::membership::Membership;
+use metawal::membership::{DirectoryId, Membership};
 use metawal::record::Record;
 use metawal::replication::{ReplicaSetTracker, TailCache};
 use metawal::{NodeId, ReplicationConfig};
@@ -167,6 +167,8 @@ pub struct Replicator {
     progress_tx: watch::Sender<LogProgress>,
     progress_rx: watch::Receiver<LogProgress>,
     links: BTreeMap<NodeId, LinkSlot>,
+    /// Each follower's data directory id, as its last handshake proved.
+    directories: BTreeMap<NodeId, DirectoryId>,
     /// A transfer target whose catch-up is awaited.
     catch_up: Option<(NodeId, tokio::sync::oneshot::Sender<()>)>,
 }
@@ -218,6 +220,7 @@ impl Replicator {
             progress_tx: init.progress_tx,
             progress_rx: init.progress_rx,
             links: BTreeMap::new(),
+            directories: BTreeMap::new(),
             catch_up: None,
             config: init.config,
         }
@@ -452,6 +455,9 @@ impl Handler<LinkEvent> for Replicator {
             }
             LinkEvent::Acked { peer, offset } => LeaderInput::Acked { peer, offset },
             LinkEvent::Disconnected { peer } => LeaderInput::Disconnected { peer },
+            LinkEvent::Identified { peer, directory_id } => {
+                return self.identified(peer, directory_id);
+            }
             LinkEvent::Fenced {
                 peer,
                 epoch,

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use metawal::engine::LeaderInput;
-use metawal::membership::{LearnerProgress, Membership};
+use metawal::membership::{DirectoryId, LearnerProgress, Membership};
 use metawal::NodeId;
 
 use super::Replicator;
@@ -122,6 +122,32 @@ impl Handler<SetMembers> for Replicator {
     }
 }
 
+impl Replicator {
+    /// `peer`'s handshake proved `directory_id`: kept for the next change
+    /// (which pins it where the membership does not know it), and checked
+    /// against the membership now.
+    pub(super) fn identified(&mut self, peer: NodeId, directory_id: DirectoryId) {
+        self.directories.insert(peer, directory_id);
+        let named = self
+            .membership
+            .member(peer)
+            .map(|(m, _)| m.directory_id)
+            .filter(|d| !d.is_unknown());
+        if let Some(named) = named.filter(|&d| d != directory_id) {
+            // Replication goes on (what it acknowledges it holds); its
+            // votes do not count until it is removed and added again.
+            tracing::warn!(
+                node = self.node,
+                peer,
+                epoch = self.epoch,
+                directory_id = %directory_id,
+                member_directory_id = %named,
+                "follower's data directory is not the one the membership names (a wiped or replaced disk under its id): its votes do not count; remove it (metawalctl member remove) and add it again"
+            );
+        }
+    }
+}
+
 impl Handler<GetChangeFacts> for Replicator {
     type Result = MessageResult<GetChangeFacts>;
 
@@ -143,6 +169,11 @@ impl Handler<GetChangeFacts> for Replicator {
                     LearnerProgress {
                         acked,
                         heard_recently,
+                        directory_id: self
+                            .directories
+                            .get(&p)
+                            .copied()
+                            .unwrap_or(DirectoryId::UNKNOWN),
                     },
                 ))
             })
