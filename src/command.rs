@@ -57,8 +57,9 @@ pub enum Command {
     /// validated together (each against the state the earlier ones leave),
     /// and if any is refused the whole batch changes nothing. 1 to
     /// [`crate::state::MAX_BATCH_COMMANDS`] commands; no `Batch` or
-    /// `LeaderChange` inside. Creating a topic together with its partition
-    /// assignments is the typical use.
+    /// `LeaderChange` inside. Creating a topic (or growing one with
+    /// `CreatePartitions`) together with its partition assignments is the
+    /// typical use.
     Batch {
         /// The commands, applied in this order.
         commands: Vec<Command>,
@@ -77,6 +78,21 @@ pub enum Command {
     /// In force from its append: it sets the majorities every later entry
     /// is counted by. Never proposed by a broker.
     Membership(crate::membership::Membership),
+    /// Grow topic `topic` to `partition_count` partitions in all (Kafka's
+    /// CreatePartitions): the new partitions are numbered from the old
+    /// count; only up (a count not above the current one is refused), at
+    /// most the per-topic partition limit
+    /// ([`crate::state::MAX_PARTITIONS`]); their replicas are assigned by
+    /// `AssignPartition` commands (typically in the same `Batch`).
+    ///
+    /// The last variant on purpose: new variants go at the end, so the
+    /// order of the existing ones (and what older logs hold) stays as it was.
+    CreatePartitions {
+        /// The topic to grow.
+        topic: String,
+        /// The topic's new partition count, in all (not the number added).
+        partition_count: u32,
+    },
 }
 
 impl Command {
@@ -91,6 +107,7 @@ impl Command {
             Command::Batch { .. } => "Batch",
             Command::LeaderChange { .. } => "LeaderChange",
             Command::Membership(_) => "Membership",
+            Command::CreatePartitions { .. } => "CreatePartitions",
         }
     }
 }

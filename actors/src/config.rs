@@ -157,7 +157,7 @@ impl BoundListener {
 
     /// Take the socket out, set to non-blocking for an async runtime;
     /// `None` if an earlier start took it.
-    pub(crate) fn take(&self) -> std::io::Result<Option<TcpListener>> {
+    pub fn take(&self) -> std::io::Result<Option<TcpListener>> {
         // A poisoned lock only means a thread panicked while holding it;
         // the Option inside is still whole.
         let taken = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -16,6 +16,13 @@ use crate::status::NodeStatus;
 use crate::store::{Applied, GetApplied, GetState, ProbeFollowers, ToReplicator};
 
 impl Node {
+    /// The commit point this node knows now (the highest offset it knows
+    /// committed; on a follower it may trail the leader's by a round of
+    /// replication). No message is sent.
+    pub fn commit_point(&self) -> u64 {
+        self.progress_rx.borrow().commit
+    }
+
     /// A copy of the applied state, consistent at its applied offset (a
     /// base to resume a [`ChangeStream`](crate::changes::ChangeStream) from
     /// after [`crate::ChangesError::Compacted`]).

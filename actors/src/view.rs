@@ -123,7 +123,9 @@ impl MetadataView {
     /// Copy what `command` changed from `state` (which has just applied it).
     pub(crate) fn update(&self, state: &MetadataState, command: &Command) {
         match command {
-            Command::CreateTopic { name, .. } => {
+            // A grown topic is copied whole, as a created one: its
+            // partition list changed length.
+            Command::CreateTopic { name, .. } | Command::CreatePartitions { topic: name, .. } => {
                 if let Some(t) = state.topic(name) {
                     self.inner.topics.insert(
                         name.clone(),
@@ -188,4 +190,54 @@ pub struct MetadataChanged {
     pub epoch: u64,
     /// The command applied.
     pub command: Command,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metawal::Entry;
+
+    /// Apply `command` to `state` as its next entry, then update `view`
+    /// from it, as the store does.
+    fn apply(state: &mut MetadataState, view: &MetadataView, command: Command) {
+        let entry = Entry {
+            offset: state.applied_offset() + 1,
+            epoch: 1,
+            command,
+        };
+        state.apply(&entry).expect("valid command");
+        view.update(state, &entry.command);
+    }
+
+    #[test]
+    fn a_grown_topic_shows_its_new_partitions() {
+        let (mut state, view) = (MetadataState::new(), MetadataView::new());
+        apply(
+            &mut state,
+            &view,
+            Command::CreateTopic {
+                name: "t".into(),
+                partition_count: 3,
+                replication_factor: 1,
+            },
+        );
+        let grow_and_assign = Command::Batch {
+            commands: vec![
+                Command::CreatePartitions {
+                    topic: "t".into(),
+                    partition_count: 5,
+                },
+                Command::AssignPartition {
+                    topic: "t".into(),
+                    partition: 4,
+                    replicas: vec![2],
+                },
+            ],
+        };
+        apply(&mut state, &view, grow_and_assign);
+        let t = view.topic("t").expect("topic");
+        assert_eq!(t.partitions.len(), 5);
+        assert_eq!(Some(&t.partitions), state.topic("t").map(|t| &t.partitions));
+        assert_eq!(view.partition("t", 4).map(|p| p.replicas), Some(vec![2]));
+    }
 }

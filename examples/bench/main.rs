@@ -63,6 +63,7 @@ mod floor;
 mod http;
 mod http_load;
 mod isolation;
+mod kafka;
 mod latency;
 mod learner;
 mod load;
@@ -92,6 +93,7 @@ async fn shared_phases(
 ) -> Result<(), String> {
     if args.wants(2) {
         latency::run(out, c, counts, r).await?;
+        kafka::run(out, c, counts, r).await?;
     }
     if args.wants(3) {
         throughput::run(out, c, counts, r).await?;

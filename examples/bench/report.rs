@@ -67,6 +67,12 @@ pub struct Results {
     /// The same after a clean shutdown (the leader resigns), default timeouts.
     pub resign_failover_ms: Vec<f64>,
     pub resign_election_ms: Vec<f64>,
+    /// Phase 2k: one-partition `CreateTopics` through the Kafka front, and
+    /// the same commands through `propose_batch`.
+    pub kafka_create_topic_p50_us: f64,
+    pub kafka_create_topic_p99_us: f64,
+    pub api_create_topic_p50_us: f64,
+    pub api_create_topic_p99_us: f64,
     /// Phase 9 (`--http`).
     pub http: Option<HttpFigures>,
     /// Phases 2 and 3 again with mutual TLS between the nodes.
@@ -160,6 +166,14 @@ fn latency_rows(r: &Results) -> Vec<Row> {
         info(
             "acks=all sequential p999 / max (us)",
             pair(r.acks_all_p999_us, r.acks_all_max_us),
+        ),
+        info(
+            "CreateTopics via the Kafka front p50 / p99 (us)",
+            pair(r.kafka_create_topic_p50_us, r.kafka_create_topic_p99_us),
+        ),
+        info(
+            "  the same commands via propose_batch p50 / p99 (us)",
+            pair(r.api_create_topic_p50_us, r.api_create_topic_p99_us),
         ),
         info(
             "  ratio p50 / (fsync p50 + RTT p50)",
@@ -477,6 +491,10 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "stalled_rss_growth_bytes": r.stalled_rss_growth_bytes,
         "stalled_inflight_bytes": r.stalled_inflight_bytes,
         "catchup_eps": r.catchup_eps.round(),
+        "kafka_create_topic_p50_us": r1(r.kafka_create_topic_p50_us),
+        "kafka_create_topic_p99_us": r1(r.kafka_create_topic_p99_us),
+        "api_create_topic_p50_us": r1(r.api_create_topic_p50_us),
+        "api_create_topic_p99_us": r1(r.api_create_topic_p99_us),
         // Extra context (not targets).
         "quick": quick,
         "floor_rtt_p99_us": r1(r.floor_rtt_p99_us),

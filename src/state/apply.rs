@@ -7,7 +7,9 @@
 
 use crate::command::{Command, Entry};
 
-use super::validate::{check_isr, check_leader, check_replicas};
+use super::validate::{
+    check_growth, check_isr, check_leader, check_partition_limit, check_replicas,
+};
 use super::{MetadataState, PartitionState, TopicState, ValidationError};
 
 impl MetadataState {
@@ -65,6 +67,22 @@ impl MetadataState {
                 Some(_) => Ok(()),
                 None => Err(ValidationError::UnknownTopic { name: name.clone() }),
             },
+            Command::CreatePartitions {
+                topic,
+                partition_count,
+            } => {
+                check_partition_limit(topic, *partition_count)?;
+                let t = self.topics.get_mut(topic.as_str()).ok_or_else(|| {
+                    ValidationError::UnknownTopic {
+                        name: topic.clone(),
+                    }
+                })?;
+                check_growth(topic, t, *partition_count)?;
+                // Checked: above the current count and at most MAX_PARTITIONS.
+                let count = *partition_count as usize;
+                t.partitions.resize(count, PartitionState::default());
+                Ok(())
+            }
             Command::AssignPartition {
                 topic,
                 partition,
@@ -128,7 +146,7 @@ impl MetadataState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assign, create, delete, fixture, isr, lead, ok};
+    use super::super::tests::{assign, create, delete, fixture, grow, isr, lead, ok};
     use super::*;
 
     // ---- apply: ordering -------------------------------------------------
@@ -233,6 +251,28 @@ mod tests {
         // Recreating starts from scratch.
         ok(&mut s, create("t", 1, 1));
         assert_eq!(s.partition("t", 0), Some(&PartitionState::default()));
+    }
+
+    #[test]
+    fn create_partitions_appends_unassigned_partitions() {
+        let mut s = fixture();
+        let before = s.topic("t").unwrap().clone();
+        ok(&mut s, grow("t", 5));
+        let t = s.topic("t").unwrap();
+        assert_eq!(t.partition_count(), 5);
+        assert_eq!(t.replication_factor, before.replication_factor);
+        // The old partitions keep their replicas, leader and ISR ...
+        assert_eq!(t.partitions[..3], before.partitions[..]);
+        // ... and the new ones, numbered from the old count, are unassigned.
+        assert!(t.partitions[3..]
+            .iter()
+            .all(|p| *p == PartitionState::default()));
+        assert_eq!(s.partition_total(), 5);
+        assert!(s.partition("t", 4).is_some());
+        assert!(s.partition("t", 5).is_none());
+        // Growing again starts from the new count.
+        ok(&mut s, grow("t", 7));
+        assert_eq!(s.topic("t").map(|t| t.partition_count()), Some(7));
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub(super) struct BatchOutcome {
 fn topic_of(index: usize, command: &Command) -> Result<&str, ValidationError> {
     match command {
         Command::CreateTopic { name, .. } | Command::DeleteTopic { name } => Ok(name),
-        Command::AssignPartition { topic, .. }
+        Command::CreatePartitions { topic, .. }
+        | Command::AssignPartition { topic, .. }
         | Command::SetPartitionLeader { topic, .. }
         | Command::UpdateIsr { topic, .. } => Ok(topic),
         Command::Batch { .. } | Command::LeaderChange { .. } | Command::Membership(_) => {
@@ -103,7 +104,7 @@ impl MetadataState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assign, create, fixture, lead};
+    use super::super::tests::{assign, create, fixture, grow, lead};
     use super::*;
     use crate::command::Entry;
 
@@ -138,6 +139,61 @@ mod tests {
             (vec![1, 2], Some(2), vec![2])
         );
         assert_eq!(s.partition("orders", 1).unwrap().replicas, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_topic_grows_with_its_new_assignments_in_one_entry() {
+        let mut s = fixture();
+        let before = s.topic("t").unwrap().clone();
+        // Without the growth the new partitions do not exist yet.
+        assert!(matches!(
+            s.validate(&batch(vec![assign("t", 3, &[1, 2])])),
+            Err(ValidationError::InBatch { index: 0, error, .. })
+                if matches!(*error, ValidationError::PartitionOutOfRange { partition: 3, .. })
+        ));
+        let b = batch(vec![
+            grow("t", 5),
+            assign("t", 3, &[1, 2]),
+            assign("t", 4, &[2, 3]),
+            lead("t", 4, 3),
+        ]);
+        assert_eq!(s.validate(&b), Ok(()));
+        assert_eq!(apply_at_next(&mut s, b), Ok(()));
+        let t = s.topic("t").unwrap();
+        assert_eq!(t.partition_count(), 5);
+        assert_eq!(t.partitions[..3], before.partitions[..]);
+        assert_eq!(t.partitions[3].replicas, vec![1, 2]);
+        let p4 = &t.partitions[4];
+        assert_eq!(
+            (p4.replicas.clone(), p4.leader, p4.isr.clone()),
+            (vec![2, 3], Some(3), vec![3])
+        );
+    }
+
+    #[test]
+    fn a_refused_growth_refuses_its_batch_and_changes_nothing_but_the_offset() {
+        let mut s = fixture();
+        let before = s.clone();
+        // Not a growth (3 is the current count): the assignment after it
+        // would be out of range anyway, but the growth is refused first.
+        let b = batch(vec![grow("t", 3), assign("t", 3, &[1])]);
+        let err = s.validate(&b).unwrap_err();
+        assert!(
+            matches!(&err, ValidationError::InBatch { index: 0, kind: "CreatePartitions", error }
+            if **error == ValidationError::PartitionCountNotIncreased {
+                topic: "t".into(), current: 3, requested: 3
+            }),
+            "{err:?}"
+        );
+        assert_eq!(apply_at_next(&mut s, b), Err(err));
+        assert_eq!(s.topics, before.topics);
+        assert_eq!(s.applied_offset(), before.applied_offset() + 1);
+        let moved_only = MetadataState {
+            applied_offset: s.applied_offset(),
+            applied_epoch: s.applied_epoch(),
+            ..before
+        };
+        assert_eq!(s.digest(), moved_only.digest());
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl MetadataState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assign, create, delete, fixture, isr, lead, ok, step};
+    use super::super::tests::{assign, create, delete, fixture, grow, isr, lead, ok, step};
     use super::*;
     use crate::command::{Command, Entry};
 
@@ -130,6 +130,7 @@ mod tests {
             assign("t", 2, &[1]),
             lead("t", 0, 2),
             isr("t", 0, &[1, 2]),
+            grow("t", 4),
             Command::LeaderChange {
                 leader: 1,
                 epoch: 1,
@@ -202,6 +203,22 @@ mod tests {
         ok(&mut d, create("t", 1, 1));
         ok(&mut d, assign("t", 0, &[1]));
         assert_ne!(c.digest(), d.digest());
+    }
+
+    #[test]
+    fn a_grown_topic_hashes_as_one_created_with_that_count() {
+        // CreatePartitions adds no new kind of state: 3 grown to 5 is the
+        // same state, with the same digest, as 5 from the start (at the
+        // same offset and epoch; the second entry of `b` is refused, which
+        // only moves the offset).
+        let mut a = MetadataState::new();
+        ok(&mut a, create("g", 3, 2));
+        ok(&mut a, grow("g", 5));
+        let mut b = MetadataState::new();
+        ok(&mut b, create("g", 5, 2));
+        step(&mut b, delete("nope")).unwrap_err();
+        assert_eq!(a, b);
+        assert_eq!(a.digest(), b.digest());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! |---|---|
 //! | `CreateTopic` | partitions `0..partition_count`, each unassigned ([`PartitionState::default`]) |
 //! | `DeleteTopic` | removes the topic and its partitions |
+//! | `CreatePartitions` | appends partitions `old_count..partition_count`, each unassigned ([`PartitionState::default`]); the existing ones are unchanged |
 //! | `AssignPartition` | sets the replicas; keeps the leader only if it is among the new replicas (else `None`); filters the ISR to the new replicas, keeping its order; if the ISR becomes empty while a leader remains, the ISR becomes `[leader]` |
 //! | `SetPartitionLeader` | sets the leader; appends it to the ISR if it is not there |
 //! | `UpdateIsr` | sets the ISR as given |

@@ -51,6 +51,14 @@ pub(super) fn isr(topic: &str, partition: i32, isr: &[NodeId]) -> Command {
     }
 }
 
+/// A `CreatePartitions` command.
+pub(super) fn grow(topic: &str, partition_count: u32) -> Command {
+    Command::CreatePartitions {
+        topic: topic.to_owned(),
+        partition_count,
+    }
+}
+
 /// Apply `command` as the next entry (epoch 1) and return the result.
 pub(super) fn step(s: &mut MetadataState, command: Command) -> Result<(), ValidationError> {
     let entry = Entry {
@@ -82,7 +90,8 @@ pub(super) fn fixture() -> MetadataState {
 }
 
 /// `command` must be refused with exactly `expected`, by `validate` and by
-/// `apply`; `apply` must change nothing but the applied offset and epoch.
+/// `apply`; `apply` must change nothing but the applied offset and epoch
+/// (so the digest is that of `s` with only those two moved).
 pub(super) fn assert_rejected(s: &MetadataState, command: Command, expected: ValidationError) {
     assert_eq!(s.validate(&command), Err(expected.clone()));
     // Error messages are never empty and never panic.
@@ -98,6 +107,13 @@ pub(super) fn assert_rejected(s: &MetadataState, command: Command, expected: Val
     assert_eq!(after.applied_epoch(), entry.epoch);
     assert_eq!(after.topics, s.topics);
     assert_eq!(after.leader, s.leader);
+    let moved_only = MetadataState {
+        applied_offset: entry.offset,
+        applied_epoch: entry.epoch,
+        ..s.clone()
+    };
+    assert_eq!(after, moved_only);
+    assert_eq!(after.digest(), moved_only.digest());
 }
 
 // ---- properties ------------------------------------------------------
@@ -144,6 +160,11 @@ fn arb_single() -> impl Strategy<Value = Command> {
         }),
         4 => (arb_name(), arb_partition(), arb_ids(3)).prop_map(|(topic, partition, isr)| {
             Command::UpdateIsr { topic, partition, isr }
+        }),
+        // Mostly growing the pool topics (2 and 3 partitions at the start)
+        // by a little, sometimes not growing them.
+        2 => (arb_name(), prop_oneof![3 => 3u32..7, 1 => 0u32..4]).prop_map(|(topic, partition_count)| {
+            Command::CreatePartitions { topic, partition_count }
         }),
     ]
 }
@@ -286,6 +307,7 @@ proptest! {
             Command::AssignPartition { topic: "t".into(), partition, replicas: ids.clone() },
             Command::SetPartitionLeader { topic: "t".into(), partition, leader: count.into() },
             Command::UpdateIsr { topic: "t".into(), partition, isr: ids.clone() },
+            Command::CreatePartitions { topic: "t".into(), partition_count: count % (MAX_PARTITIONS + 2) },
         ];
         for command in cmds {
             let _ = s.validate(&command);

@@ -8,7 +8,7 @@
 
 use crate::command::{Command, NodeId};
 
-use super::{MetadataState, PartitionState};
+use super::{MetadataState, PartitionState, TopicState};
 
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -75,6 +75,30 @@ pub enum ValidationError {
         /// The requested factor.
         factor: u32,
         /// The limit, [`MAX_REPLICAS`].
+        max: u32,
+    },
+    /// `CreatePartitions` asking for no more partitions than the topic has:
+    /// partitions can only be added.
+    #[error(
+        "topic {topic:?} currently has {current} partitions, which is not fewer than the \
+         requested {requested}: partitions can only be added (ask for more than {current})"
+    )]
+    PartitionCountNotIncreased {
+        /// The topic name.
+        topic: String,
+        /// The topic's current partition count.
+        current: u32,
+        /// The requested partition count.
+        requested: u32,
+    },
+    /// `CreatePartitions` asking for more than [`MAX_PARTITIONS`] partitions.
+    #[error("topic {topic:?} cannot grow to {requested} partitions: a topic has at most {max}")]
+    TooManyPartitions {
+        /// The topic name.
+        topic: String,
+        /// The requested partition count.
+        requested: u32,
+        /// The limit, [`MAX_PARTITIONS`].
         max: u32,
     },
     /// `CreateTopic` of a topic that already exists.
@@ -339,6 +363,35 @@ pub(super) fn check_replicas(
     Ok(())
 }
 
+/// Check a `CreatePartitions` count against [`MAX_PARTITIONS`].
+pub(super) fn check_partition_limit(topic: &str, requested: u32) -> Result<(), ValidationError> {
+    if requested > MAX_PARTITIONS {
+        return Err(ValidationError::TooManyPartitions {
+            topic: topic.to_owned(),
+            requested,
+            max: MAX_PARTITIONS,
+        });
+    }
+    Ok(())
+}
+
+/// Check that a `CreatePartitions` count grows the topic.
+pub(super) fn check_growth(
+    topic: &str,
+    t: &TopicState,
+    requested: u32,
+) -> Result<(), ValidationError> {
+    let current = t.partition_count();
+    if requested <= current {
+        return Err(ValidationError::PartitionCountNotIncreased {
+            topic: topic.to_owned(),
+            current,
+            requested,
+        });
+    }
+    Ok(())
+}
+
 /// Check a `SetPartitionLeader` against the partition.
 pub(super) fn check_leader(
     topic: &str,
@@ -409,7 +462,9 @@ impl MetadataState {
     ///
     /// Checks run in this order and the first failure is returned:
     /// topic name (create only), counts, topic existence, partition range,
-    /// then the command's own arguments against the partition.
+    /// then the command's own arguments against the partition (for
+    /// `CreatePartitions`: the limit, topic existence, then growth against
+    /// the current count).
     /// Allocates only to build an error.
     pub fn validate(&self, command: &Command) -> Result<(), ValidationError> {
         match command {
@@ -437,6 +492,13 @@ impl MetadataState {
                 Ok(())
             }
             Command::DeleteTopic { name } => self.checked_topic(name).map(|_| ()),
+            Command::CreatePartitions {
+                topic,
+                partition_count,
+            } => {
+                check_partition_limit(topic, *partition_count)?;
+                check_growth(topic, self.checked_topic(topic)?, *partition_count)
+            }
             Command::AssignPartition {
                 topic,
                 partition,

@@ -1,6 +1,6 @@
 //! Unit tests of the state's validation rules, one test per rule.
 
-use super::super::tests::{assert_rejected, assign, create, delete, fixture, isr, lead, ok};
+use super::super::tests::{assert_rejected, assign, create, delete, fixture, grow, isr, lead, ok};
 use super::*;
 use crate::command::Entry;
 
@@ -118,6 +118,7 @@ fn unknown_topic_refused_for_every_command() {
         assign("u", 0, &[1]),
         lead("u", 0, 1),
         isr("u", 0, &[1]),
+        grow("u", 5),
     ] {
         assert_rejected(&fixture(), c, unknown.clone());
     }
@@ -139,6 +140,85 @@ fn partition_out_of_range_refused() {
             assert_rejected(&fixture(), c, expected.clone());
         }
     }
+}
+
+// ---- CreatePartitions ------------------------------------------------
+
+#[test]
+fn create_partitions_not_growing_refused() {
+    // Equal, smaller, and 0: the fixture's "t" has 3 partitions.
+    for requested in [3, 2, 1, 0] {
+        assert_rejected(
+            &fixture(),
+            grow("t", requested),
+            ValidationError::PartitionCountNotIncreased {
+                topic: "t".into(),
+                current: 3,
+                requested,
+            },
+        );
+    }
+    let msg = ValidationError::PartitionCountNotIncreased {
+        topic: "t".into(),
+        current: 3,
+        requested: 2,
+    }
+    .to_string();
+    assert!(
+        msg.contains("currently has 3 partitions") && msg.contains("requested 2"),
+        "{msg}"
+    );
+    assert_eq!(fixture().validate(&grow("t", 4)), Ok(()));
+}
+
+#[test]
+fn create_partitions_unknown_topic_refused() {
+    for requested in [1, 5, MAX_PARTITIONS] {
+        assert_rejected(
+            &fixture(),
+            grow("u", requested),
+            ValidationError::UnknownTopic { name: "u".into() },
+        );
+    }
+    // A deleted topic is unknown too.
+    let mut s = fixture();
+    ok(&mut s, delete("t"));
+    assert_rejected(
+        &s,
+        grow("t", 5),
+        ValidationError::UnknownTopic { name: "t".into() },
+    );
+}
+
+#[test]
+fn create_partitions_over_the_limit_refused() {
+    for requested in [MAX_PARTITIONS + 1, u32::MAX] {
+        assert_rejected(
+            &fixture(),
+            grow("t", requested),
+            ValidationError::TooManyPartitions {
+                topic: "t".into(),
+                requested,
+                max: MAX_PARTITIONS,
+            },
+        );
+    }
+    // Exactly the limit is fine, and then nothing more.
+    let mut s = fixture();
+    ok(&mut s, grow("t", MAX_PARTITIONS));
+    assert_eq!(
+        s.topic("t").map(|t| t.partition_count()),
+        Some(MAX_PARTITIONS)
+    );
+    assert_rejected(
+        &s,
+        grow("t", MAX_PARTITIONS + 1),
+        ValidationError::TooManyPartitions {
+            topic: "t".into(),
+            requested: MAX_PARTITIONS + 1,
+            max: MAX_PARTITIONS,
+        },
+    );
 }
 
 // ---- AssignPartition -------------------------------------------------

@@ -15,6 +15,7 @@ mod disk;
 mod election;
 mod faults;
 mod http_api;
+mod kafka_front;
 mod members;
 mod reads;
 mod snapshot;

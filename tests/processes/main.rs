@@ -8,6 +8,7 @@
 //! `cargo test --release --test processes process_crash -- --nocapture`.
 
 mod http_bad_input;
+mod kafka_clients;
 mod membership;
 mod process_crash;
 mod tls_processes;

@@ -38,7 +38,7 @@ pub(crate) struct Args {
         hide_env_values = true,
         value_name = "ID"
     )]
-    node_id: NodeId,
+    pub(crate) node_id: NodeId,
 
     /// The cluster id; every node of the cluster must use the same one.
     #[arg(
@@ -282,6 +282,9 @@ pub(crate) struct Args {
         default_value_t = 10
     )]
     pub(crate) status_secs: u64,
+
+    #[command(flatten)]
+    pub(crate) kafka: crate::kafka_args::KafkaArgs,
 }
 
 /// Parse `ID=ADDR`; ADDR is `ip:port` or `host:port`.
@@ -412,7 +415,7 @@ fn read_secret(file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
 }
 
 /// The TLS files, if any was given; all three or none.
-fn tls_files(args: &Args) -> Result<Option<TlsFiles>, String> {
+pub(crate) fn tls_files(args: &Args) -> Result<Option<TlsFiles>, String> {
     match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
         (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
             cert: cert.clone(),
@@ -515,7 +518,11 @@ pub(crate) fn node_config(args: &Args) -> Result<NodeConfig, String> {
 /// Take ownership of inherited file descriptor `fd`, which must be a
 /// listening TCP socket bound to `addr` (the address the flags name): any
 /// other descriptor is refused with an error that says what it is instead.
-fn inherited_listener(fd: i32, flag: &str, addr: SocketAddr) -> Result<BoundListener, String> {
+pub(crate) fn inherited_listener(
+    fd: i32,
+    flag: &str,
+    addr: SocketAddr,
+) -> Result<BoundListener, String> {
     use std::os::fd::FromRawFd;
     if fd < 3 {
         return Err(format!(

@@ -24,6 +24,7 @@ use tracing_subscriber::EnvFilter;
 
 mod config;
 mod join;
+mod kafka_args;
 mod recover_cmd;
 
 use config::{http_config, node_config, Args};
@@ -90,6 +91,7 @@ async fn shutdown_signal() {
 async fn run(
     config: NodeConfig,
     http: Option<HttpConfig>,
+    kafka: Option<metawal_kafka::KafkaConfig>,
     status_every: Option<Duration>,
 ) -> Result<(), String> {
     let node = Node::start(config)
@@ -112,6 +114,25 @@ async fn run(
                 return Err(e.to_string());
             }
         },
+        None => None,
+    };
+    let kafka = match kafka {
+        Some(c) => {
+            if c.tls.is_none() {
+                tracing::warn!(
+                    node = node.id(),
+                    "the Kafka front is plaintext (--insecure-plaintext)"
+                );
+            }
+            match metawal_kafka::serve(node.clone(), c).await {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    // Fail-stop, as for the HTTP API.
+                    node.shutdown().await;
+                    return Err(e.to_string());
+                }
+            }
+        }
         None => None,
     };
     tracing::info!(
@@ -143,6 +164,9 @@ async fn run(
     }
     tracing::info!(node = node.id(), "shutting down");
     // Resign first (in-flight writes get their answers), then stop HTTP.
+    if let Some(k) = kafka {
+        k.stop();
+    }
     node.shutdown().await;
     if let Some(h) = http {
         h.stop().await;
@@ -178,9 +202,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match config::tls_files(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("metawal-node: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let kafka = match kafka_args::kafka_config(args.node_id, &args.kafka, tls.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("metawal-node: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let status_every = (args.status_secs > 0).then(|| Duration::from_secs(args.status_secs));
     let system = actix::System::new();
-    match system.block_on(run(config, http, status_every)) {
+    match system.block_on(run(config, http, kafka, status_every)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("metawal-node: error: {e}");

@@ -46,6 +46,10 @@ enum ApiCommand {
         partition: i32,
         isr: Vec<NodeId>,
     },
+    CreatePartitions {
+        topic: String,
+        partition_count: u32,
+    },
 }
 
 impl From<ApiCommand> for Command {
@@ -87,6 +91,13 @@ impl From<ApiCommand> for Command {
                 topic,
                 partition,
                 isr,
+            },
+            ApiCommand::CreatePartitions {
+                topic,
+                partition_count,
+            } => Command::CreatePartitions {
+                topic,
+                partition_count,
             },
         }
     }
@@ -167,6 +178,13 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(many, Command::Batch { commands } if commands.len() == 2));
+        let grow = parse_body(
+            br#"[{"CreatePartitions":{"topic":"x","partition_count":3}},
+                 {"AssignPartition":{"topic":"x","partition":2,"replicas":[1]}}]"#,
+        )
+        .unwrap();
+        assert!(matches!(&grow, Command::Batch { commands } if commands[0]
+            == Command::CreatePartitions { topic: "x".into(), partition_count: 3 }));
     }
 
     #[test]
@@ -177,6 +195,8 @@ mod tests {
             br#"{"DeleteTopic":{"name":"x"},"CreateTopic":{}}"#,
             br#"[{"DeleteTopic":{"name":"x"}}, 7]"#,
             br#"{"DeleteTopic":{"name":5}}"#,
+            br#"{"CreatePartitions":{"topic":"x","partition_count":3,"assignments":[]}}"#,
+            br#"{"CreatePartitions":{"topic":"x","partition_count":-1}}"#,
             b"\xff\xfe not json",
             b"",
         ] {

@@ -227,6 +227,9 @@ pub struct ClusterOpts {
     /// Require HTTPS client certificates from the cluster's CA
     /// (`--http-client-ca`); the harness's client presents one.
     pub http_client_auth: bool,
+    /// Serve the Kafka front (`--kafka`, `--peer-kafka`) on each node's
+    /// [`NodeProc::kafka`] address.
+    pub kafka: bool,
 }
 
 impl ClusterOpts {
@@ -241,6 +244,7 @@ impl ClusterOpts {
             extra_args: Vec::new(),
             insecure_plaintext: false,
             http_client_auth: false,
+            kafka: false,
         }
     }
 }
@@ -251,11 +255,14 @@ pub struct NodeProc {
     pub id: u64,
     pub repl: SocketAddr,
     pub http: SocketAddr,
-    /// The ports behind `repl` and `http`, held by the harness for the
-    /// cluster's lifetime; each start hands the node fresh listening
-    /// sockets on them (`--listen-fd 3 --http-fd 4`), so no other socket
-    /// can take a node's port between its runs.
-    ports: [ReservedPort; 2],
+    /// Its Kafka front's address (served with [`ClusterOpts::kafka`]).
+    pub kafka: SocketAddr,
+    /// The ports behind `repl`, `http` and `kafka`, held by the harness
+    /// for the cluster's lifetime; each start hands the node fresh
+    /// listening sockets on them (`--listen-fd 3 --http-fd 4`, and
+    /// `--kafka-fd 5`), so no other socket can take a node's port between
+    /// its runs.
+    ports: [ReservedPort; 3],
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -269,11 +276,12 @@ pub struct NodeProc {
 impl NodeProc {
     /// Node `id` under `root`, not started, on two new reserved ports.
     fn new(root: &Path, id: u64, joiner: bool) -> NodeProc {
-        let ports = [reserve(), reserve()];
+        let ports = [reserve(), reserve(), reserve()];
         NodeProc {
             id,
             repl: ports[0].addr(),
             http: ports[1].addr(),
+            kafka: ports[2].addr(),
             ports,
             data_dir: root.join(format!("node-{id}")),
             log_path: root.join(format!("node-{id}.log")),
@@ -496,6 +504,16 @@ impl Cluster {
                 a.push(format!("{}={}", p.id, p.http));
             }
         }
+        if o.kafka {
+            a.push("--kafka".into());
+            a.push(n.kafka.to_string());
+            a.push("--kafka-fd".into());
+            a.push("5".into());
+            for p in self.nodes.iter().filter(|p| p.id != n.id) {
+                a.push("--peer-kafka".into());
+                a.push(format!("{}={}", p.id, p.kafka));
+            }
+        }
         a.extend(o.extra_args.iter().cloned());
         a
     }
@@ -535,11 +553,23 @@ impl Cluster {
         let http = self.nodes[i].ports[1]
             .listener()
             .expect("listen on a reserved port");
-        pass_fds(&mut cmd, [repl.as_raw_fd(), http.as_raw_fd()]);
+        let kafka = if self.opts.kafka {
+            let k = self.nodes[i].ports[2]
+                .listener()
+                .expect("listen on a reserved port");
+            pass_fds(
+                &mut cmd,
+                [repl.as_raw_fd(), http.as_raw_fd(), k.as_raw_fd()],
+            );
+            Some(k)
+        } else {
+            pass_fds(&mut cmd, [repl.as_raw_fd(), http.as_raw_fd()]);
+            None
+        };
         let child = cmd.spawn().expect("spawn metawal-node");
         // The child has its own copies; the harness keeps only the
         // (non-listening) reservations.
-        drop((repl, http));
+        drop((repl, http, kafka));
         let n = &mut self.nodes[i];
         n.child = Some(child);
         n.stopped = false;

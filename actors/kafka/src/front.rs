@@ -1,0 +1,65 @@
+//! One decoded request → one answer: the dispatch to the APIs, each of
+//! which reads the node (its view, membership, leadership) or proposes to
+//! it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{DescribeAclsResponse, RequestKind, ResponseKind};
+use kafka_protocol::ResponseError;
+use metawal::NodeId;
+use metawal_actors::Node;
+
+use crate::config::KafkaConfig;
+use crate::wire::{self, Request, WireError};
+
+/// The front of one node: cheap to clone (one per connection).
+#[derive(Clone)]
+pub(crate) struct Front {
+    node: Node,
+    config: Arc<KafkaConfig>,
+}
+
+impl Front {
+    pub(crate) fn new(node: Node, config: KafkaConfig) -> Front {
+        Front {
+            node,
+            config: Arc::new(config),
+        }
+    }
+
+    pub(crate) fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.node.id()
+    }
+
+    pub(crate) fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// The encoded answer to `request`.
+    pub(crate) async fn answer(&self, request: &Request) -> Result<Bytes, WireError> {
+        let v = request.version;
+        let response: ResponseKind = match &request.body {
+            // KIP-511: a version above the range is answered at v0.
+            None => wire::api_versions(Some(ResponseError::UnsupportedVersion)).into(),
+            Some(RequestKind::ApiVersions(_)) => wire::api_versions(None).into(),
+            Some(RequestKind::Metadata(r)) => self.metadata(r, v).into(),
+            Some(RequestKind::CreateTopics(r)) => self.create_topics(r).await.into(),
+            Some(RequestKind::DeleteTopics(r)) => self.delete_topics(r, v).await.into(),
+            Some(RequestKind::CreatePartitions(r)) => self.create_partitions(r).await.into(),
+            Some(RequestKind::DescribeCluster(_)) => self.describe_cluster().into(),
+            Some(RequestKind::DescribeQuorum(r)) => self.describe_quorum(r, v).await.into(),
+            // No ACLs: an empty list, no error.
+            Some(RequestKind::DescribeAcls(_)) => DescribeAclsResponse::default().into(),
+            Some(_) => {
+                // `wire::decode` lets only the served keys through.
+                return Err(WireError::NotServed { key: request.key });
+            }
+        };
+        wire::encode(request, response)
+    }
+}

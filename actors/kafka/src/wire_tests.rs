@@ -1,0 +1,148 @@
+//! Bytes from the network: every request decodes to a served request or a
+//! typed refusal, never a panic.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, RequestHeader, RequestKind};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use proptest::prelude::*;
+
+use super::*;
+
+/// A request frame (no length prefix) of `key` at `version`.
+fn frame(key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
+    let mut out = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("test")))
+        .encode(&mut out, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut out, version).unwrap();
+    out.freeze()
+}
+
+#[test]
+fn a_metadata_request_decodes_and_its_answer_encodes() {
+    let f = frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+    let r = decode(f).unwrap();
+    assert_eq!(
+        (r.key, r.version, r.header.correlation_id),
+        (ApiKey::Metadata, 12, 7)
+    );
+    assert!(matches!(r.body, Some(RequestKind::Metadata(_))));
+    let ok = encode(
+        &r,
+        kafka_protocol::messages::MetadataResponse::default().into(),
+    )
+    .unwrap();
+    assert_eq!(&ok[..4], &7i32.to_be_bytes(), "the correlation id first");
+}
+
+#[test]
+fn api_versions_above_the_range_gets_a_v0_answer_with_the_ranges() {
+    let mut raw = BytesMut::new();
+    raw.put_i16(ApiKey::ApiVersions as i16);
+    raw.put_i16(99);
+    raw.put_i32(42);
+    raw.put_i16(-1); // null client id
+    raw.put_slice(&[0xde, 0xad]); // a body of a version nobody knows
+    let r = decode(raw.freeze()).unwrap();
+    assert!(r.body.is_none());
+    let answer = encode(
+        &r,
+        api_versions(Some(kafka_protocol::ResponseError::UnsupportedVersion)).into(),
+    )
+    .unwrap();
+    // v0: correlation id, error code 35, then the array of ranges.
+    assert_eq!(&answer[..4], &42i32.to_be_bytes());
+    assert_eq!(&answer[4..6], &35i16.to_be_bytes());
+    let n = i32::from_be_bytes([answer[6], answer[7], answer[8], answer[9]]);
+    assert_eq!(n as usize, SERVED.len());
+}
+
+#[test]
+fn refusals_are_typed() {
+    assert!(matches!(
+        decode(Bytes::from_static(&[0, 3])),
+        Err(WireError::Short { len: 2 })
+    ));
+    let mut unknown = BytesMut::new();
+    unknown.put_i16(9999);
+    unknown.put_i16(0);
+    unknown.put_i32(1);
+    assert!(matches!(
+        decode(unknown.freeze()),
+        Err(WireError::UnknownKey { key: 9999 })
+    ));
+    let produce = frame(
+        ApiKey::Produce,
+        9,
+        &kafka_protocol::messages::ProduceRequest::default(),
+    );
+    assert!(matches!(
+        decode(produce),
+        Err(WireError::NotServed {
+            key: ApiKey::Produce
+        })
+    ));
+    let mut old = BytesMut::new();
+    old.put_i16(ApiKey::CreateTopics as i16);
+    old.put_i16(0);
+    old.put_i32(1);
+    old.put_i16(-1);
+    assert!(matches!(
+        decode(old.freeze()),
+        Err(WireError::UnsupportedVersion { version: 0, .. })
+    ));
+    // A body cut short.
+    let mut f = frame(ApiKey::Metadata, 12, &MetadataRequest::default()).to_vec();
+    f.truncate(f.len() - 2);
+    assert!(matches!(
+        decode(Bytes::from(f)),
+        Err(WireError::Malformed { part: "body", .. })
+    ));
+}
+
+proptest! {
+    /// Anything at all: decoded or refused, never a panic.
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode(Bytes::from(bytes));
+    }
+
+    /// A served request with bytes flipped, cut or appended: decoded or
+    /// refused, never a panic; a decoded one's answer encodes or is refused.
+    #[test]
+    fn mutated_requests_never_panic(
+        key in prop::sample::select(SERVED.to_vec()),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        cut in any::<prop::sample::Index>(),
+        tail in proptest::collection::vec(any::<u8>(), 0..16),
+    ) {
+        let version = key.valid_versions().max;
+        let body: Bytes = match key {
+            ApiKey::Metadata => frame(key, version, &MetadataRequest::default()),
+            ApiKey::CreateTopics => frame(key, version, &kafka_protocol::messages::CreateTopicsRequest::default()),
+            ApiKey::DeleteTopics => frame(key, version, &kafka_protocol::messages::DeleteTopicsRequest::default()),
+            ApiKey::CreatePartitions => frame(key, version, &kafka_protocol::messages::CreatePartitionsRequest::default()),
+            ApiKey::DescribeCluster => frame(key, version, &kafka_protocol::messages::DescribeClusterRequest::default()),
+            ApiKey::DescribeQuorum => frame(key, version, &kafka_protocol::messages::DescribeQuorumRequest::default()),
+            ApiKey::DescribeAcls => frame(key, version, &kafka_protocol::messages::DescribeAclsRequest::default()),
+            _ => frame(key, version, &kafka_protocol::messages::ApiVersionsRequest::default()),
+        };
+        let mut bytes = body.to_vec();
+        for (i, b) in flips {
+            if !bytes.is_empty() {
+                let at = i.index(bytes.len());
+                bytes[at] ^= b;
+            }
+        }
+        let keep = cut.index(bytes.len() + 1);
+        bytes.truncate(keep);
+        bytes.extend_from_slice(&tail);
+        if let Ok(r) = decode(Bytes::from(bytes)) {
+            let _ = encode(&r, api_versions(None).into());
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The Kafka front's flags (`--kafka`, `--kafka-advertised`,
+//! `--peer-kafka`) and the front's configuration built from them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args as ClapArgs;
+use metawal_actors::tls::http_server_config;
+use metawal_actors::NodeId;
+use metawal_kafka::KafkaConfig;
+
+/// The Kafka front's flags (flattened into `metawal-node`'s).
+#[derive(ClapArgs, Debug, Default)]
+pub(crate) struct KafkaArgs {
+    /// Serve the Kafka admin protocol (CreateTopics, Metadata,
+    /// DescribeQuorum, …) on this address, for Kafka tools (kafka-topics,
+    /// kcat, kafka-python). TLS with the node's certificate, unless the
+    /// node runs with --insecure-plaintext.
+    #[arg(long, env = "METAWAL_KAFKA", value_name = "ADDR")]
+    pub(crate) kafka: Option<SocketAddr>,
+
+    /// Serve the Kafka front on this inherited listening socket (bound to
+    /// --kafka's address) instead of binding --kafka, as --listen-fd does.
+    #[arg(long, env = "METAWAL_KAFKA_FD", value_name = "FD", requires = "kafka")]
+    pub(crate) kafka_fd: Option<i32>,
+
+    /// The HOST:PORT Kafka clients reach this node's front at (what
+    /// Metadata lists) [default: --kafka's address].
+    #[arg(
+        long,
+        env = "METAWAL_KAFKA_ADVERTISED",
+        value_name = "HOST:PORT",
+        requires = "kafka"
+    )]
+    pub(crate) kafka_advertised: Option<String>,
+
+    /// Another node's Kafka front, e.g. 2=10.0.0.2:9092 (repeat for each
+    /// peer): listed to clients as a broker.
+    #[arg(long = "peer-kafka", env = "METAWAL_PEER_KAFKA", hide_env_values = true, value_name = "ID=HOST:PORT", value_parser = parse_peer_kafka, value_delimiter = ',', requires = "kafka")]
+    pub(crate) peer_kafka: Vec<(NodeId, String)>,
+}
+
+fn parse_peer_kafka(s: &str) -> Result<(NodeId, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=HOST:PORT (e.g. 2=10.0.0.2:9092), got {s:?}"))?;
+    let id: NodeId = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("peer id {id:?} is not a number"))?;
+    Ok((id, addr.trim().to_string()))
+}
+
+/// The front's configuration, if `--kafka` is given. `tls`: the node's
+/// certificate files, or `None` with --insecure-plaintext.
+pub(crate) fn kafka_config(
+    node: NodeId,
+    args: &KafkaArgs,
+    tls: Option<&metawal_actors::tls::TlsFiles>,
+) -> Result<Option<KafkaConfig>, String> {
+    let Some(listen) = args.kafka else {
+        return Ok(None);
+    };
+    let mut c = KafkaConfig::new(listen);
+    if let Some(fd) = args.kafka_fd {
+        c.listener = Some(crate::config::inherited_listener(fd, "--kafka-fd", listen)?);
+    }
+    let own = match &args.kafka_advertised {
+        Some(a) => a.clone(),
+        None if listen.ip().is_unspecified() => {
+            return Err(format!(
+                "--kafka {listen} listens on every address: give --kafka-advertised HOST:PORT, the address clients reach this node at"
+            ))
+        }
+        None => listen.to_string(),
+    };
+    c.advertise(node, &own).map_err(|e| e.to_string())?;
+    for (id, addr) in &args.peer_kafka {
+        // One list can serve every node: each skips its own entry.
+        if *id == node {
+            continue;
+        }
+        c.advertise(*id, addr).map_err(|e| e.to_string())?;
+    }
+    if let Some(files) = tls {
+        let tls = http_server_config(files, None).map_err(|e| e.to_string())?;
+        c.tls = Some(Arc::new(tls));
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(Some(c))
+}

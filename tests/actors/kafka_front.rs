@@ -1,0 +1,234 @@
+//! The Kafka front under bad input (issue 21): bytes that are not a
+//! request, a frame over the limit, a frame that never completes, a client
+//! that says nothing, keys and versions it does not serve. Each closes the
+//! connection (or gets the protocol's answer: `ApiVersions` above its
+//! range), nothing panics, nothing changes, and the front still serves the
+//! next client.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, MetadataRequest, MetadataResponse, RequestHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use metawal_actors::Acks;
+use metawal_actors::Node;
+use metawal_kafka::{serve, KafkaConfig, KafkaServer};
+use metawal_testkit::{create_topic, fast_config, wait_until, TestCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(10);
+const IDLE: Duration = Duration::from_millis(500);
+const MAX_FRAME: usize = 4096;
+
+async fn front(node: &Node) -> KafkaServer {
+    let mut config = KafkaConfig::new("127.0.0.1:0".parse().unwrap());
+    config.max_frame_bytes = MAX_FRAME;
+    config.idle_timeout = IDLE;
+    config.advertise(node.id(), "127.0.0.1:9").unwrap();
+    serve(node.clone(), config).await.unwrap()
+}
+
+/// A request frame, length prefix included.
+fn request(key: ApiKey, version: i16, body: &impl Encodable) -> Vec<u8> {
+    let mut msg = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(11)
+        .with_client_id(Some(StrBytes::from_static_str("bad-input-test")))
+        .encode(&mut msg, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut msg, version).unwrap();
+    let mut out = (msg.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&msg);
+    out
+}
+
+/// Read one answer frame (its body after the length), within `LIMIT`.
+async fn answer(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0; 4];
+    tokio::time::timeout(LIMIT, s.read_exact(&mut len))
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.expect("the answer's body");
+    body
+}
+
+/// The connection ends (EOF or reset) within `LIMIT`, without an answer.
+async fn closed(s: &mut TcpStream, what: &str) {
+    let mut buf = [0; 64];
+    let t0 = Instant::now();
+    match tokio::time::timeout(LIMIT, s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("{what}: answered {n} bytes instead of closing"),
+        Err(_) => panic!("{what}: still open after {:?}", t0.elapsed()),
+    }
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap()
+}
+
+/// A Metadata request still gets its answer: the front serves on.
+async fn still_serves(addr: SocketAddr) -> MetadataResponse {
+    let mut s = connect(addr).await;
+    // `topics: null`: every topic.
+    let all = MetadataRequest::default().with_topics(None);
+    s.write_all(&request(ApiKey::Metadata, 12, &all))
+        .await
+        .unwrap();
+    let body = answer(&mut s).await;
+    let mut b = bytes::Bytes::from(body);
+    let _header = kafka_protocol::messages::ResponseHeader::decode(&mut b, 1).unwrap();
+    MetadataResponse::decode(&mut b, 12).unwrap()
+}
+
+#[actix::test]
+async fn bad_input_closes_the_connection_and_changes_nothing() {
+    let mut c = TestCluster::new(1, &[], fast_config()).await;
+    c.start_node(1).await;
+    c.make_leader(1).await;
+    let node = c.node(1).clone();
+    let server = front(&node).await;
+    let addr = server.local_addr();
+    // A committed write first: the offset everything after must leave.
+    let before = node
+        .propose(create_topic("before", 1, 1), Acks::All)
+        .await
+        .unwrap();
+    let view = node.view();
+    wait_until("the write applied", LIMIT, || {
+        let ok = view.applied_offset() >= before.offset;
+        async move { ok }
+    })
+    .await;
+    let applied = view.applied_offset();
+
+    // Garbage: a length, then bytes that are no request header.
+    let mut s = connect(addr).await;
+    s.write_all(&[0, 0, 0, 6, 0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa])
+        .await
+        .unwrap();
+    closed(&mut s, "garbage").await;
+
+    // A well-formed request over the frame limit: closed, not answered.
+    let topics = (0..200)
+        .map(|i| {
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+                Some(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                    format!("a-long-topic-name-to-fill-the-frame-{i}"),
+                ))),
+            )
+        })
+        .collect();
+    let big = request(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(topics)),
+    );
+    assert!(big.len() > MAX_FRAME + 4);
+    let mut s = connect(addr).await;
+    s.write_all(&big).await.unwrap();
+    closed(&mut s, "oversized frame").await;
+    // A negative length is a huge one.
+    let mut s = connect(addr).await;
+    s.write_all(&(-1i32).to_be_bytes()).await.unwrap();
+    closed(&mut s, "negative length").await;
+
+    // A frame that never completes, and a client that sends nothing: the
+    // idle timeout.
+    let mut s = connect(addr).await;
+    s.write_all(&[0, 0, 0, 100, 0, 3]).await.unwrap();
+    closed(&mut s, "truncated frame").await;
+    let mut s = connect(addr).await;
+    closed(&mut s, "silent client").await;
+
+    // An unknown key, a key not served, a version out of range.
+    let mut unknown = BytesMut::new();
+    unknown.put_u32(8);
+    unknown.put_i16(31_000);
+    unknown.put_i16(0);
+    unknown.put_i32(1);
+    let mut s = connect(addr).await;
+    s.write_all(&unknown).await.unwrap();
+    closed(&mut s, "unknown key").await;
+    let mut s = connect(addr).await;
+    s.write_all(&request(
+        ApiKey::Produce,
+        9,
+        &kafka_protocol::messages::ProduceRequest::default(),
+    ))
+    .await
+    .unwrap();
+    closed(&mut s, "Produce").await;
+    let mut old = BytesMut::new();
+    old.put_u32(10);
+    old.put_i16(ApiKey::CreateTopics as i16);
+    old.put_i16(1);
+    old.put_i32(1);
+    old.put_i16(-1);
+    let mut s = connect(addr).await;
+    s.write_all(&old).await.unwrap();
+    closed(&mut s, "CreateTopics v1").await;
+
+    // ApiVersions above its range: the v0 answer with UNSUPPORTED_VERSION
+    // (35), the connection open for the retry.
+    let mut v99 = BytesMut::new();
+    v99.put_u32(10);
+    v99.put_i16(ApiKey::ApiVersions as i16);
+    v99.put_i16(99);
+    v99.put_i32(5);
+    v99.put_i16(-1);
+    let mut s = connect(addr).await;
+    s.write_all(&v99).await.unwrap();
+    let body = answer(&mut s).await;
+    assert_eq!(&body[..4], &5i32.to_be_bytes(), "its correlation id");
+    assert_eq!(&body[4..6], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
+    s.write_all(&request(
+        ApiKey::ApiVersions,
+        3,
+        &kafka_protocol::messages::ApiVersionsRequest::default(),
+    ))
+    .await
+    .unwrap();
+    let body = answer(&mut s).await;
+    assert_eq!(&body[4..6], &0i16.to_be_bytes(), "the retry at v3 succeeds");
+
+    // A CreateTopics whose body is cut short changes nothing.
+    let mut cut = request(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![
+            kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+                .with_name(kafka_protocol::messages::TopicName(
+                    StrBytes::from_static_str("never"),
+                ))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]),
+    );
+    let body_len = cut.len() - 4 - 6;
+    cut.truncate(4 + body_len);
+    cut[..4].copy_from_slice(&(body_len as u32).to_be_bytes());
+    let mut s = connect(addr).await;
+    s.write_all(&cut).await.unwrap();
+    closed(&mut s, "cut CreateTopics").await;
+
+    let meta = still_serves(addr).await;
+    let names: Vec<String> = meta
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect();
+    assert_eq!(names, ["before"], "nothing was created");
+    assert_eq!(meta.controller_id.0, 1);
+    assert_eq!(node.view().applied_offset(), applied, "nothing was applied");
+    server.stop();
+    c.shutdown().await;
+}
