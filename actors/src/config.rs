@@ -45,6 +45,12 @@ pub struct NodeConfig {
     /// election, and waits as an empty learner until the leader adds it
     /// (`Node::add_learner`, `POST /v1/members`).
     pub join: bool,
+    /// A new leader pins the directory ids the membership does not know
+    /// (the bootstrap voters of flags): one membership entry, appended by
+    /// itself within a few election timeouts of its election while some
+    /// stay unknown (docs/membership.md, "Identity"). On by default; off,
+    /// they are pinned by the next operator's change only.
+    pub pin_directories: bool,
     /// Replication and election tunables (defaults from the design).
     pub replication: ReplicationConfig,
     /// Mutual TLS for every replication and election connection: this
@@ -71,6 +77,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("peer_http", &self.peer_http)
             .field("http_addr", &self.http_addr)
             .field("join", &self.join)
+            .field("pin_directories", &self.pin_directories)
             .field("replication", &self.replication)
             .field("tls", &self.tls)
             .field("insecure_plaintext", &self.insecure_plaintext)
@@ -100,6 +107,7 @@ impl NodeConfig {
             peer_http: BTreeMap::new(),
             http_addr: None,
             join: false,
+            pin_directories: true,
             replication: ReplicationConfig::default(),
             tls: None,
             insecure_plaintext: false,

@@ -105,6 +105,10 @@ pub struct MemberStatus {
     /// Whether it is within the promotion bound of the leader's log end
     /// and was heard within the election timeout (known on the leader only).
     pub caught_up: Option<bool>,
+    /// How long ago it last answered the leader in this leadership (known
+    /// on the leader only; zero for the leader itself; `None` if it has not
+    /// answered yet).
+    pub heard_ago: Option<Duration>,
 }
 
 /// The cluster's members as this node knows them: the membership in

@@ -256,6 +256,7 @@ impl Node {
             bootstrap,
             log_events: log_events_rx,
             directory_id: meta_directory_id,
+            pin_directories: config.pin_directories,
             disk,
             listener,
             progress: progress_rx,

@@ -101,6 +101,16 @@ impl Node {
             None
         };
         let log_end = replication.as_ref().map(|r| r.log_end);
+        let now = std::time::Instant::now();
+        let heard: std::collections::BTreeMap<NodeId, std::time::Duration> = if leading {
+            self.shared
+                .followers_heard()
+                .into_iter()
+                .map(|(id, at)| (id, now.saturating_duration_since(at)))
+                .collect()
+        } else {
+            Default::default()
+        };
         let status = |m: &Member, role: MemberRole| {
             let (acked_offset, caught_up) = match &replication {
                 None => (None, None),
@@ -113,11 +123,19 @@ impl Node {
                     None => (None, Some(false)),
                 },
             };
+            let heard_ago = if !leading {
+                None
+            } else if m.node_id == self.node_id {
+                Some(std::time::Duration::ZERO)
+            } else {
+                heard.get(&m.node_id).copied()
+            };
             MemberStatus {
                 member: m.clone(),
                 role,
                 acked_offset,
                 caught_up,
+                heard_ago,
             }
         };
         Members {

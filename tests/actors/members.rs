@@ -272,7 +272,12 @@ async fn a_wiped_disk_under_a_members_id_is_refused_until_removed_and_added_anew
 /// grant from another directory than the one the membership names.
 #[actix::test]
 async fn a_wiped_voters_vote_does_not_count() {
-    let mut c = three().await;
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node_with(id, |cfg| cfg.pin_directories = true)
+            .await;
+    }
+    c.make_leader(1).await;
     let leader = c.node(1).clone();
     // Bootstrapped from flags: only each node's own directory was known.
     let dirs: Vec<(u64, DirectoryId)> =
@@ -298,7 +303,7 @@ async fn a_wiped_voters_vote_does_not_count() {
     c.stop_node(3).await;
     std::fs::remove_dir_all(c.dir.path().join("node-3")).unwrap();
     c.crash_node(1).await;
-    c.start_node(3).await;
+    c.start_node_with(3, |cfg| cfg.pin_directories = true).await;
     assert_ne!(c.node(3).directory_id(), dirs[2].1);
     // Node 2 stands again and again: the wiped node grants it its vote
     // (node 2's log is longer), which must not count.
@@ -314,7 +319,7 @@ async fn a_wiped_voters_vote_does_not_count() {
     })
     .await;
     // With node 1 back, 1 and 2 elect a leader that has the entries.
-    c.start_node(1).await;
+    c.start_node_with(1, |cfg| cfg.pin_directories = true).await;
     let (n1, n2) = (c.node(1).clone(), c.node(2).clone());
     wait_until("a leader among nodes 1 and 2", LIMIT, || {
         let ok = [&n1, &n2].iter().any(|n| n.role() == Role::Leader);

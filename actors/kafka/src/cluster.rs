@@ -138,7 +138,17 @@ impl Front {
         let members = self.node().members().await;
         let commit = self.node().commit_point();
         let epoch = self.node().epoch();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let replica = |m: &MemberStatus| {
+            // Wall-clock ms of its last answer to the leader (Kafka's
+            // "last fetch"), and the same if it is caught up now; -1 where
+            // unknown (on a follower, or not heard yet).
+            let heard_ms = m
+                .heard_ago
+                .map(|d| now_ms - i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(now_ms));
+            let caught_up_ms = heard_ms.filter(|_| m.caught_up == Some(true));
             let mut s = dq::ReplicaState::default()
                 .with_replica_id(broker(m.member.node_id))
                 .with_log_end_offset(
@@ -146,8 +156,8 @@ impl Front {
                         .and_then(|o| i64::try_from(o).ok())
                         .unwrap_or(-1),
                 )
-                .with_last_fetch_timestamp(-1)
-                .with_last_caught_up_timestamp(-1);
+                .with_last_fetch_timestamp(heard_ms.unwrap_or(-1))
+                .with_last_caught_up_timestamp(caught_up_ms.unwrap_or(-1));
             if v >= 2 {
                 s.replica_directory_id = uuid::Uuid::from_bytes(m.member.directory_id.0);
             }

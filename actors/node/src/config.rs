@@ -305,8 +305,9 @@ fn parse_peer(s: &str) -> Result<(NodeId, SocketAddr), String> {
     Ok((id, resolved))
 }
 
-/// Parse `ID=HOST:PORT` (kept as text: it goes into redirect URLs).
-fn parse_peer_http(s: &str) -> Result<(NodeId, String), String> {
+/// Parse `ID=HOST:PORT` (kept as text: it goes into redirect URLs and
+/// Kafka `Metadata`).
+pub(crate) fn parse_peer_http(s: &str) -> Result<(NodeId, String), String> {
     let (id, addr) = s
         .split_once('=')
         .ok_or_else(|| format!("expected ID=HOST:PORT (e.g. 2=10.0.0.2:8081), got {s:?}"))?;
@@ -319,7 +320,7 @@ fn parse_peer_http(s: &str) -> Result<(NodeId, String), String> {
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !port_ok || addr.contains('/') || addr.chars().any(char::is_whitespace) {
-        return Err(format!("peer HTTP address {addr:?} is not HOST:PORT"));
+        return Err(format!("peer address {addr:?} is not HOST:PORT"));
     }
     Ok((id, addr.to_string()))
 }

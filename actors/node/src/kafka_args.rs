@@ -36,19 +36,8 @@ pub(crate) struct KafkaArgs {
 
     /// Another node's Kafka front, e.g. 2=10.0.0.2:9092 (repeat for each
     /// peer): listed to clients as a broker.
-    #[arg(long = "peer-kafka", env = "METAWAL_PEER_KAFKA", hide_env_values = true, value_name = "ID=HOST:PORT", value_parser = parse_peer_kafka, value_delimiter = ',', requires = "kafka")]
+    #[arg(long = "peer-kafka", env = "METAWAL_PEER_KAFKA", hide_env_values = true, value_name = "ID=HOST:PORT", value_parser = crate::config::parse_peer_http, value_delimiter = ',', requires = "kafka")]
     pub(crate) peer_kafka: Vec<(NodeId, String)>,
-}
-
-fn parse_peer_kafka(s: &str) -> Result<(NodeId, String), String> {
-    let (id, addr) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected ID=HOST:PORT (e.g. 2=10.0.0.2:9092), got {s:?}"))?;
-    let id: NodeId = id
-        .trim()
-        .parse()
-        .map_err(|_| format!("peer id {id:?} is not a number"))?;
-    Ok((id, addr.trim().to_string()))
 }
 
 /// The front's configuration, if `--kafka` is given. `tls`: the node's

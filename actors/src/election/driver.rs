@@ -87,6 +87,8 @@ pub(crate) struct NodeDriverInit {
     pub log_events: LogEventRx,
     /// This node's data directory id.
     pub directory_id: DirectoryId,
+    /// Pin unknown directory ids after winning an election.
+    pub pin_directories: bool,
     pub disk: DiskHandle,
     pub listener: Addr<ReplicaListener>,
     pub progress: watch::Receiver<LogProgress>,
@@ -125,6 +127,8 @@ pub(crate) struct NodeDriver {
     bootstrap: Membership,
     log_events: LogEventRx,
     directory_id: DirectoryId,
+    /// See `NodeConfig::pin_directories`.
+    pin_directories: bool,
     /// The commit point last fed to the engine.
     fed_commit: u64,
     /// The pending offset last published to `NodeShared`.
@@ -182,6 +186,7 @@ impl NodeDriver {
             bootstrap: init.bootstrap,
             log_events: init.log_events,
             directory_id: init.directory_id,
+            pin_directories: init.pin_directories,
             fed_commit,
             published_pending,
             change: None,
@@ -257,7 +262,10 @@ impl NodeDriver {
             match action {
                 NodeAction::Publish(p) => {
                     tracing::debug!(node = self.node, epoch = p.epoch, role = %p.role, leader = ?p.leader, transferring = p.transferring, "leadership published");
-                    if p.role == Role::Leader && self.shared.role() != Role::Leader {
+                    if self.pin_directories
+                        && p.role == Role::Leader
+                        && self.shared.role() != Role::Leader
+                    {
                         self.schedule_pin(p.epoch, members::MAX_PIN_ATTEMPTS, ctx);
                     }
                     self.shared.publish(p);

@@ -25,6 +25,7 @@ fn member_json(m: &MemberStatus) -> Value {
         "directory_id": m.member.directory_id.to_string(),
         "last_offset": m.acked_offset,
         "caught_up": m.caught_up,
+        "last_contact_ms_ago": m.heard_ago.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     })
 }
 

@@ -450,6 +450,11 @@ impl TestCluster {
             .map(|(&p, &a)| (p, self.proxies.get(&p).map_or(a, |x| x.addr())))
             .collect();
         cfg.replication = self.replication.clone();
+        // Off: these tests count log entries and compare applied offsets,
+        // and a leader's own pin entry would land at a time of its own
+        // choosing. `tests/actors/members.rs` turns it on where it is the
+        // subject (the process harness runs metawal-node's default, on).
+        cfg.pin_directories = false;
         let port = &self.ports[&id];
         cfg.listener = Some(port.bound().map_err(|e| format!("node {id}: {e}"))?);
         match &self.tls {
