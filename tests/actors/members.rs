@@ -130,20 +130,26 @@ async fn a_joined_learner_is_promoted_and_a_removed_voter_no_longer_counts() {
     wait_applied(c.node(2), p.offset).await;
     c.crash_node(1).await;
     let n2 = c.node(2).clone();
-    wait_until("node 2 or node 4 to lead", LIMIT, || {
-        let ok = n2.role() == Role::Leader || node4.role() == Role::Leader;
-        async move { ok }
+    // Whichever of them leads takes a write (asked until one does: a
+    // leader seen a moment ago may have lost an election since).
+    wait_until("node 2 or node 4 to lead and take a write", LIMIT, || {
+        let (n2, n4) = (n2.clone(), node4.clone());
+        async move {
+            for n in [n2, n4] {
+                if n.role() != Role::Leader {
+                    continue;
+                }
+                match n.propose(create_topic("elected", 1, 1), Acks::Leader).await {
+                    // A retry of a write that was appended before a
+                    // leadership change finds it there.
+                    Ok(_) | Err(metawal_actors::ProposeError::Invalid(_)) => return true,
+                    Err(_) => {}
+                }
+            }
+            false
+        }
     })
     .await;
-    let new_leader = if n2.role() == Role::Leader {
-        &n2
-    } else {
-        &node4
-    };
-    new_leader
-        .propose(create_topic("elected", 1, 1), Acks::Leader)
-        .await
-        .unwrap();
 
     node4.shutdown().await;
     arb4.stop();

@@ -94,7 +94,11 @@ pub(crate) fn partition_commands(
     let mut out = Vec::with_capacity(replicas.len() * 3);
     for (i, r) in replicas.into_iter().enumerate() {
         let partition = i32::try_from(first as usize + i).unwrap_or(i32::MAX);
-        let leader = r[0];
+        // Never empty (`round_robin` and `explicit` refuse that); an empty
+        // list would be refused by the state's validation anyway.
+        let Some(&leader) = r.first() else {
+            continue;
+        };
         out.push(Command::AssignPartition {
             topic: topic.to_string(),
             partition,
