@@ -405,35 +405,6 @@ impl ElectionEngine {
         self.voters.contains(&self.node) && self.same_directory(self.node, self.directory)
     }
 
-    /// Whether `directory` is the one the membership names for `id` (or
-    /// the membership does not know it yet).
-    fn same_directory(&self, id: NodeId, directory: DirectoryId) -> bool {
-        #[cfg(feature = "sim")]
-        if self.ignore_directory {
-            return true;
-        }
-        self.directories.get(&id).is_none_or(|d| *d == directory)
-    }
-
-    /// Count `from`'s grant in this round, unless it comes from another
-    /// directory than the membership names: a wiped disk under that id
-    /// lost the log and the votes the old one promised. Returns whether
-    /// the grants are now a majority.
-    fn count_grant(&mut self, from: NodeId, directory: DirectoryId) -> bool {
-        if !self.same_directory(from, directory) {
-            tracing::warn!(
-                node = self.node,
-                peer = from,
-                epoch = self.epoch,
-                directory = %directory,
-                "grant from a directory the membership does not name (a wiped disk under a member's id?): not counted; remove the member and add it again"
-            );
-            return false;
-        }
-        self.granted.insert(from);
-        self.granted_quorum()
-    }
-
     /// A uniform number in [0, 1) (xorshift64*).
     fn jitter(&mut self) -> f64 {
         super::unit_jitter(&mut self.rng)

@@ -4,12 +4,14 @@
 //!
 //! Why a file of its own: this is where Raft's safety lives (one vote per
 //! epoch, persisted first; the up-to-date rule, decided again against the
-//! log as fenced), apart from the timers and roles of `election.rs`.
+//! log as fenced; a grant counted only from the directory the membership
+//! names), apart from the timers and roles of `election.rs`.
 
 use std::time::Instant;
 
 use crate::command::NodeId;
 use crate::engine::election::{ElectionAction, ElectionEngine, ElectionMsg, ElectionRole, LastLog};
+use crate::membership::DirectoryId;
 
 /// `(epoch, voted_for)` as persisted.
 pub(super) type Vote = (u64, Option<NodeId>);
@@ -131,6 +133,35 @@ impl ElectionEngine {
                 }
             }
         }
+    }
+
+    /// Whether `directory` is the one the membership names for `id` (or
+    /// the membership does not know it yet).
+    pub(super) fn same_directory(&self, id: NodeId, directory: DirectoryId) -> bool {
+        #[cfg(feature = "sim")]
+        if self.ignore_directory {
+            return true;
+        }
+        self.directories.get(&id).is_none_or(|d| *d == directory)
+    }
+
+    /// Count `from`'s grant in this round, unless it comes from another
+    /// directory than the membership names: a wiped disk under that id
+    /// lost the log and the votes the old one promised. Returns whether
+    /// the grants are now a majority.
+    pub(super) fn count_grant(&mut self, from: NodeId, directory: DirectoryId) -> bool {
+        if !self.same_directory(from, directory) {
+            tracing::warn!(
+                node = self.node,
+                peer = from,
+                epoch = self.epoch,
+                directory = %directory,
+                "grant from a directory the membership does not name (a wiped disk under a member's id?): not counted; remove the member and add it again"
+            );
+            return false;
+        }
+        self.granted.insert(from);
+        self.granted_quorum()
     }
 
     pub(super) fn on_vote_request(
