@@ -40,6 +40,12 @@ pub struct NodeConfig {
     pub peer_http: BTreeMap<NodeId, String>,
     /// This node's HTTP address as others reach it, if it serves the API.
     pub http_addr: Option<String>,
+    /// Other nodes' Kafka front addresses (`host:port`), by id: put in the
+    /// bootstrap membership, so every node's Kafka front lists them.
+    pub peer_kafka: BTreeMap<NodeId, String>,
+    /// This node's Kafka front address as clients reach it, if it serves
+    /// one (`metawal-kafka`).
+    pub kafka_addr: Option<String>,
     /// This node joins a running cluster: it is not one of the bootstrap
     /// voters (its `peers` are the cluster's voters), never stands for
     /// election, and waits as an empty learner until the leader adds it
@@ -76,6 +82,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("peers", &self.peers)
             .field("peer_http", &self.peer_http)
             .field("http_addr", &self.http_addr)
+            .field("peer_kafka", &self.peer_kafka)
+            .field("kafka_addr", &self.kafka_addr)
             .field("join", &self.join)
             .field("pin_directories", &self.pin_directories)
             .field("replication", &self.replication)
@@ -106,6 +114,8 @@ impl NodeConfig {
             peers: BTreeMap::new(),
             peer_http: BTreeMap::new(),
             http_addr: None,
+            peer_kafka: BTreeMap::new(),
+            kafka_addr: None,
             join: false,
             pin_directories: true,
             replication: ReplicationConfig::default(),

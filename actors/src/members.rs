@@ -48,7 +48,12 @@ pub(crate) type LogEventTx = tokio::sync::mpsc::Sender<LogEvent>;
 pub(crate) type LogEventRx = tokio::sync::mpsc::Receiver<LogEvent>;
 
 /// A member as a node knows it from its flags.
-fn flag_member(node_id: NodeId, replication: SocketAddr, http: Option<&String>) -> Member {
+fn flag_member(
+    node_id: NodeId,
+    replication: SocketAddr,
+    http: Option<&String>,
+    kafka: Option<&String>,
+) -> Member {
     Member {
         node_id,
         // Not known from flags: the first leader logs the membership with
@@ -56,6 +61,7 @@ fn flag_member(node_id: NodeId, replication: SocketAddr, http: Option<&String>) 
         directory_id: DirectoryId::UNKNOWN,
         replication_addr: replication.to_string(),
         http_addr: http.cloned().unwrap_or_default(),
+        kafka_addr: kafka.cloned().unwrap_or_default(),
     }
 }
 
@@ -69,13 +75,22 @@ pub(crate) fn bootstrap(
     replication_addr: SocketAddr,
     directory_id: DirectoryId,
 ) -> Result<Membership, NodeError> {
-    let peers = config
-        .peers
-        .iter()
-        .map(|(&id, &addr)| flag_member(id, addr, config.peer_http.get(&id)));
+    let peers = config.peers.iter().map(|(&id, &addr)| {
+        flag_member(
+            id,
+            addr,
+            config.peer_http.get(&id),
+            config.peer_kafka.get(&id),
+        )
+    });
     let me = Member {
         directory_id,
-        ..flag_member(config.node_id, replication_addr, config.http_addr.as_ref())
+        ..flag_member(
+            config.node_id,
+            replication_addr,
+            config.http_addr.as_ref(),
+            config.kafka_addr.as_ref(),
+        )
     };
     let voters: Vec<Member> = if config.join {
         peers.collect()

@@ -179,6 +179,7 @@ pub fn recover_voters(
                 },
                 replication_addr: addr.to_string(),
                 http_addr: String::new(),
+                kafka_addr: String::new(),
             },
             (None, None) => return Err(RecoverError::UnknownVoter { node: id }),
         };
@@ -227,6 +228,7 @@ fn placeholder(node: NodeId) -> Result<Membership, RecoverError> {
         directory_id: DirectoryId::UNKNOWN,
         replication_addr: "0.0.0.0:0".into(),
         http_addr: String::new(),
+        kafka_addr: String::new(),
     };
     Ok(Membership::new([me], [])?)
 }

@@ -71,6 +71,7 @@ pub async fn measure(out: Out, c: &TestCluster, r: &mut Results) -> Result<(), S
         directory_id: node4.directory_id(),
         replication_addr: port.addr().to_string(),
         http_addr: String::new(),
+        kafka_addr: String::new(),
     };
     let done = std::cell::Cell::new(false);
     let t0 = Instant::now();

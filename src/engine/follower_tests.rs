@@ -290,6 +290,7 @@ fn records_with_membership(first: u64, last: u64, at: &[u64]) -> (Vec<Record>, V
             directory_id: crate::membership::DirectoryId([2; 16]),
             replication_addr: "a:1".into(),
             http_addr: "a:2".into(),
+            kafka_addr: String::new(),
         };
         let m = crate::membership::Membership::new([me], []).unwrap();
         e.command = crate::command::Command::Membership(m);

@@ -509,6 +509,7 @@ fn member(id: NodeId) -> crate::membership::Member {
         directory_id: crate::membership::DirectoryId([id as u8; 16]),
         replication_addr: format!("127.0.0.1:{}", 7000 + id),
         http_addr: format!("127.0.0.1:{}", 8000 + id),
+        kafka_addr: String::new(),
     }
 }
 

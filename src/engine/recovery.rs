@@ -275,6 +275,7 @@ mod tests {
                 directory_id: crate::membership::DirectoryId([id as u8; 16]),
                 replication_addr: format!("127.0.0.1:{}", 7000 + id),
                 http_addr: String::new(),
+                kafka_addr: String::new(),
             }),
             [],
         )

@@ -108,6 +108,14 @@ pub struct Member {
     pub replication_addr: String,
     /// Where its HTTP API is (`host:port`), for redirects and tools.
     pub http_addr: String,
+    /// Where Kafka clients reach its Kafka admin front (`host:port`;
+    /// empty: none advertised). Added after the first log format: an entry
+    /// or snapshot written without it reads as empty (`#[serde(default)]`
+    /// on the last field of an array-encoded struct), and an empty one is
+    /// not written, so a member without one encodes byte for byte as
+    /// before (a node of the previous version reads it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kafka_addr: String,
 }
 
 /// Whether a member votes.
@@ -158,12 +166,21 @@ pub enum MembershipError {
     BadAddress {
         /// The member.
         node_id: NodeId,
-        /// `"replication"` or `"http"`.
+        /// `"replication"`, `"http"` or `"kafka"`.
         which: &'static str,
         /// The address given (cut to the limit).
         addr: String,
         /// The limit.
         max: usize,
+    },
+    /// A Kafka address that is neither empty nor `host:port` with a port
+    /// from 1 to 65535 (what a Kafka client is told to connect to).
+    #[error("node {node_id}: Kafka address {addr:?} is not HOST:PORT with a port from 1 to 65535")]
+    BadKafkaAddress {
+        /// The member.
+        node_id: NodeId,
+        /// The address given.
+        addr: String,
     },
 }
 
@@ -313,11 +330,13 @@ fn check_member(m: &Member) -> Result<(), MembershipError> {
     if m.node_id == 0 {
         return Err(MembershipError::ZeroId);
     }
-    // A node may run without an HTTP API (an embedded one): its HTTP
-    // address may be empty; it has a replication address always.
+    // A node may run without an HTTP API or a Kafka front (an embedded
+    // one): those addresses may be empty; it has a replication address
+    // always.
     for (which, addr, min) in [
         ("replication", &m.replication_addr, 1),
         ("http", &m.http_addr, 0),
+        ("kafka", &m.kafka_addr, 0),
     ] {
         if addr.len() < min || addr.len() > MAX_ADDR_BYTES {
             return Err(MembershipError::BadAddress {
@@ -328,7 +347,22 @@ fn check_member(m: &Member) -> Result<(), MembershipError> {
             });
         }
     }
+    if !m.kafka_addr.is_empty() && split_host_port(&m.kafka_addr).is_none() {
+        return Err(MembershipError::BadKafkaAddress {
+            node_id: m.node_id,
+            addr: m.kafka_addr.clone(),
+        });
+    }
     Ok(())
+}
+
+/// `host:port` split, the brackets of an IPv6 host taken off; `None` unless
+/// there is a host and a port from 1 to 65535. The host is not resolved.
+pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then_some((host, port))
 }
 
 #[cfg(test)]

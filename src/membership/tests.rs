@@ -8,6 +8,7 @@ fn member(id: NodeId) -> Member {
         directory_id: DirectoryId([id as u8; 16]),
         replication_addr: format!("127.0.0.1:{}", 7000 + id),
         http_addr: format!("127.0.0.1:{}", 8000 + id),
+        kafka_addr: format!("127.0.0.1:{}", 9000 + id),
     }
 }
 
@@ -62,10 +63,32 @@ fn a_membership_is_checked_when_built() {
             ..
         })
     ));
-    // A node without an HTTP API.
+    // A node without an HTTP API or a Kafka front.
     let mut embedded = member(2);
     embedded.http_addr = String::new();
+    embedded.kafka_addr = String::new();
     assert!(Membership::new(vec![member(1), embedded], vec![]).is_ok());
+    // A Kafka address is what a client can connect to, or nothing.
+    for bad_kafka in ["kafka", "host:", ":9092", "host:0", "host:65536", "[]:9092"] {
+        let mut m = member(2);
+        m.kafka_addr = bad_kafka.into();
+        assert_eq!(
+            Membership::new(vec![member(1)], vec![m]),
+            Err(MembershipError::BadKafkaAddress {
+                node_id: 2,
+                addr: bad_kafka.into()
+            }),
+            "{bad_kafka}"
+        );
+    }
+    for good_kafka in ["broker-2.example:9092", "10.0.0.2:9093", "[::1]:9092"] {
+        let mut m = member(2);
+        m.kafka_addr = good_kafka.into();
+        assert!(
+            Membership::new(vec![member(1)], vec![m]).is_ok(),
+            "{good_kafka}"
+        );
+    }
     let many = (1..=MAX_MEMBERS as u64 + 1).map(member);
     assert!(matches!(
         Membership::new(many, vec![]),
@@ -113,6 +136,72 @@ fn a_membership_round_trips_and_a_tampered_one_is_refused() {
     let misfiled = rmp_serde::to_vec(&serde_json_like(&[(1, 2)], &[])).unwrap();
     let e = rmp_serde::from_slice::<Membership>(&misfiled).unwrap_err();
     assert!(e.to_string().contains("names node 2"), "{e}");
+}
+
+#[test]
+fn a_member_written_before_kafka_addresses_reads_with_none() {
+    // The member as the log format had it before `kafka_addr`: records
+    // encode structs as arrays (4 elements then), snapshots as maps.
+    #[derive(serde::Serialize)]
+    struct OldMember {
+        node_id: NodeId,
+        directory_id: DirectoryId,
+        replication_addr: String,
+        http_addr: String,
+    }
+    #[derive(serde::Serialize)]
+    struct OldWire {
+        voters: std::collections::BTreeMap<NodeId, OldMember>,
+        learners: std::collections::BTreeMap<NodeId, OldMember>,
+    }
+    let old = |id: NodeId| OldMember {
+        node_id: id,
+        directory_id: DirectoryId([id as u8; 16]),
+        replication_addr: format!("127.0.0.1:{}", 7000 + id),
+        http_addr: format!("127.0.0.1:{}", 8000 + id),
+    };
+    let wire = OldWire {
+        voters: [(1, old(1)), (2, old(2))].into_iter().collect(),
+        learners: [(3, old(3))].into_iter().collect(),
+    };
+    let mut want = set(&[1, 2], &[3]);
+    want = Membership::new(
+        want.voters().map(|m| Member {
+            kafka_addr: String::new(),
+            ..m.clone()
+        }),
+        want.learners().map(|m| Member {
+            kafka_addr: String::new(),
+            ..m.clone()
+        }),
+    )
+    .unwrap();
+    for bytes in [
+        rmp_serde::to_vec(&wire).unwrap(),
+        rmp_serde::to_vec_named(&wire).unwrap(),
+    ] {
+        let back: Membership = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, want);
+    }
+    // A member without a Kafka address encodes as before, byte for byte:
+    // a node of the previous version reads it.
+    assert_eq!(
+        rmp_serde::to_vec(&want).unwrap(),
+        rmp_serde::to_vec(&wire).unwrap()
+    );
+    assert_eq!(
+        rmp_serde::to_vec_named(&want).unwrap(),
+        rmp_serde::to_vec_named(&wire).unwrap()
+    );
+    // And today's form keeps the address, in both encodings.
+    let m = set(&[1, 2], &[3]);
+    assert_eq!(m.voters().next().unwrap().kafka_addr, "127.0.0.1:9001");
+    for bytes in [
+        rmp_serde::to_vec(&m).unwrap(),
+        rmp_serde::to_vec_named(&m).unwrap(),
+    ] {
+        assert_eq!(rmp_serde::from_slice::<Membership>(&bytes).unwrap(), m);
+    }
 }
 
 /// The wire form built by hand: `(key, member id)` pairs.

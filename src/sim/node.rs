@@ -427,6 +427,7 @@ pub fn sim_member_at(id: NodeId, directory: DirectoryId) -> Member {
         directory_id: directory,
         replication_addr: format!("n{id}:replication"),
         http_addr: format!("n{id}:http"),
+        kafka_addr: String::new(),
     }
 }
 

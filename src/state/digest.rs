@@ -41,6 +41,7 @@ impl MetadataState {
     ///   | learner count u64, per learner in id order: member
     ///   member = node_id u64 | directory_id 16 bytes
     ///     | replication_addr (u64 length + UTF-8) | http_addr (u64 length + UTF-8)
+    ///     | kafka_addr (u64 length + UTF-8)
     /// opt = 0u8, or 1u8 followed by u64
     /// ```
     ///
@@ -97,7 +98,11 @@ impl MetadataState {
                 for member in group {
                     put_u64(&mut h, member.node_id);
                     h.update(member.directory_id.0);
-                    for addr in [&member.replication_addr, &member.http_addr] {
+                    for addr in [
+                        &member.replication_addr,
+                        &member.http_addr,
+                        &member.kafka_addr,
+                    ] {
                         put_len(&mut h, addr.len());
                         h.update(addr.as_bytes());
                     }
@@ -142,6 +147,7 @@ mod tests {
                         directory_id: crate::membership::DirectoryId([1; 16]),
                         replication_addr: "127.0.0.1:1".into(),
                         http_addr: "127.0.0.1:2".into(),
+                        kafka_addr: String::new(),
                     }],
                     [],
                 )

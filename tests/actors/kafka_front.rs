@@ -232,3 +232,89 @@ async fn bad_input_closes_the_connection_and_changes_nothing() {
     server.stop();
     c.shutdown().await;
 }
+
+/// (id, host, port) of each broker a Metadata answer lists.
+fn listed(meta: &MetadataResponse) -> Vec<(i32, String, i32)> {
+    let mut out: Vec<_> = meta
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+        .collect();
+    out.sort();
+    out
+}
+
+fn kafka_addr(id: u64) -> String {
+    format!("kafka-{id}.test:{}", 9090 + id)
+}
+
+#[actix::test]
+async fn every_front_lists_the_kafka_addresses_the_membership_carries() {
+    // Only node 1 is told any Kafka address (its own and its peers', as
+    // `--kafka-advertised` and `--peer-kafka`); nodes 2 and 3 serve fronts
+    // configured with none. What they list comes from the log.
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    c.start_node_with(1, |cfg| {
+        cfg.kafka_addr = Some(kafka_addr(1));
+        cfg.peer_kafka = [2, 3].into_iter().map(|p| (p, kafka_addr(p))).collect();
+        // Its first membership entry (the pin of the voters' directory
+        // ids, which metawal-node always makes) logs its bootstrap.
+        cfg.pin_directories = true;
+    })
+    .await;
+    for id in [2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    let leader = c.node(1).clone();
+    let mut servers = Vec::new();
+    for id in [2, 3] {
+        let config = KafkaConfig::new("127.0.0.1:0".parse().unwrap());
+        servers.push(serve(c.node(id).clone(), config).await.unwrap());
+    }
+    let expect = |ids: &[u64]| -> Vec<(i32, String, i32)> {
+        ids.iter()
+            .map(|&id| (id as i32, format!("kafka-{id}.test"), 9090 + id as i32))
+            .collect()
+    };
+    let wait_listed = |addr: SocketAddr, want: Vec<(i32, String, i32)>| async move {
+        let t0 = Instant::now();
+        loop {
+            let got = listed(&still_serves(addr).await);
+            if got == want {
+                return;
+            }
+            assert!(t0.elapsed() < LIMIT, "{addr} lists {got:?}, not {want:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // The bootstrap membership the leader logged carries node 1's flags.
+    for s in &servers {
+        wait_listed(s.local_addr(), expect(&[1, 2, 3])).await;
+    }
+
+    // A bad Kafka address is refused and changes nothing.
+    let port4 = metawal_testkit::reserve();
+    let member = |kafka: &str| metawal::membership::Member {
+        node_id: 4,
+        directory_id: metawal::membership::DirectoryId::UNKNOWN,
+        replication_addr: port4.addr().to_string(),
+        http_addr: String::new(),
+        kafka_addr: kafka.to_string(),
+    };
+    let before = leader.members_in_force();
+    let e = leader.add_learner(member("no-port")).await.unwrap_err();
+    assert!(e.to_string().contains("Kafka address"), "{e}");
+    assert_eq!(leader.members_in_force(), before);
+
+    // A learner added with its address: every front lists it, with no
+    // flag naming it anywhere.
+    leader.add_learner(member(&kafka_addr(4))).await.unwrap();
+    for s in &servers {
+        wait_listed(s.local_addr(), expect(&[1, 2, 3, 4])).await;
+    }
+    for s in servers {
+        s.stop();
+    }
+    c.shutdown().await;
+}

@@ -36,6 +36,7 @@ fn member(id: u64, port: &common::ReservedPort) -> Member {
         directory_id: DirectoryId::UNKNOWN,
         replication_addr: port.addr().to_string(),
         http_addr: String::new(),
+        kafka_addr: String::new(),
     }
 }
 

@@ -234,6 +234,11 @@ pub enum MemberCmd {
         /// Where the new node's HTTP API is (HOST:PORT), for redirects.
         #[arg(long, value_name = "HOST:PORT", default_value = "")]
         http_addr: String,
+        /// Where Kafka clients reach the new node's Kafka front
+        /// (HOST:PORT, its --kafka-advertised): every node's front lists
+        /// it as a broker.
+        #[arg(long, value_name = "HOST:PORT", default_value = "")]
+        kafka_addr: String,
         /// The new node's directory id (32 hex digits; its status shows
         /// it); checked from then on.
         #[arg(long, value_name = "HEX")]

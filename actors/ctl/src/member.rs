@@ -18,12 +18,14 @@ pub fn run(cli: &Cli, client: &Client, cmd: &MemberCmd) -> Result<(), CtlError> 
             id,
             replication_addr,
             http_addr,
+            kafka_addr,
             directory_id,
         } => {
             let body = json!({
                 "node_id": id,
                 "replication_addr": replication_addr,
                 "http_addr": http_addr,
+                "kafka_addr": kafka_addr,
                 "directory_id": directory_id,
             })
             .to_string();
@@ -65,6 +67,7 @@ fn members_table(j: &Value) -> String {
                 role.to_string(),
                 cell(m.get("replication_addr")),
                 cell(m.get("http_addr")),
+                cell(m.get("kafka_addr")),
                 cell(m.get("last_offset")),
                 cell(m.get("caught_up")),
             ]);
@@ -76,6 +79,7 @@ fn members_table(j: &Value) -> String {
             "ROLE",
             "REPLICATION",
             "HTTP",
+            "KAFKA",
             "LAST_OFFSET",
             "CAUGHT_UP",
         ],
@@ -98,7 +102,7 @@ mod tests {
     fn the_table_lists_voters_then_learners_and_a_pending_change() {
         let j = json!({
             "voters": [{"node_id": 1, "replication_addr": "10.0.0.1:7101", "http_addr": "", "last_offset": 9, "caught_up": true}],
-            "learners": [{"node_id": 4, "replication_addr": "10.0.0.4:7101", "http_addr": "10.0.0.4:8081", "last_offset": null, "caught_up": null}],
+            "learners": [{"node_id": 4, "replication_addr": "10.0.0.4:7101", "http_addr": "10.0.0.4:8081", "kafka_addr": "10.0.0.4:9092", "last_offset": null, "caught_up": null}],
             "pending_change": {"offset": 9},
         });
         let t = members_table(&j);
@@ -106,6 +110,7 @@ mod tests {
         assert!(lines[0].starts_with("NODE"));
         assert!(lines[1].starts_with("1") && lines[1].contains("voter"));
         assert!(lines[2].starts_with("4") && lines[2].contains("learner"));
+        assert!(lines[0].contains("KAFKA") && lines[2].contains("10.0.0.4:9092"));
         assert!(t.ends_with("a change at offset 9 is not committed yet"));
     }
 }

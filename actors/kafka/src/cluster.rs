@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use metawal::membership::Member;
+use metawal::membership::{split_host_port, Member, Membership};
 use metawal::NodeId;
 use metawal_actors::{MemberStatus, PeerConnection, Role, TopicView};
 
@@ -58,14 +58,29 @@ impl Front {
         } else {
             Vec::new()
         };
+        let membership = self.node().members_in_force();
         self.broker_ids()
             .into_iter()
             .filter(|id| !unreachable.contains(id))
             .filter_map(|id| {
-                let (h, p) = self.config().advertised(id)?;
-                Some((id, h.to_string(), p))
+                let (h, p) = self.broker_addr(&membership, id)?;
+                Some((id, h, p))
             })
             .collect()
+    }
+
+    /// Where clients reach node `id`'s front: the address the membership
+    /// in force carries (every node reads the same log, so every node
+    /// lists the same), else the one this node's configuration advertises
+    /// (`--kafka-advertised`, `--peer-kafka`); `None`: the member has no
+    /// front anyone knows of, and is not listed.
+    pub(crate) fn broker_addr(&self, membership: &Membership, id: NodeId) -> Option<(String, u16)> {
+        let logged = membership
+            .member(id)
+            .and_then(|(m, _)| split_host_port(&m.kafka_addr));
+        logged
+            .or_else(|| self.config().advertised(id))
+            .map(|(h, p)| (h.to_string(), p))
     }
 
     fn controller(&self) -> BrokerId {
@@ -193,24 +208,25 @@ impl Front {
         if v >= 2 {
             // v2 names each voter's endpoints (only there: the field
             // cannot be encoded at v0 or v1).
+            let membership = self.node().members_in_force();
             response.nodes = members
                 .voters
                 .iter()
                 .chain(&members.learners)
-                .filter_map(|m| self.quorum_node(&m.member))
+                .filter_map(|m| self.quorum_node(&membership, &m.member))
                 .collect();
         }
         response
     }
 
-    fn quorum_node(&self, m: &Member) -> Option<dq::Node> {
-        let (host, port) = self.config().advertised(m.node_id)?;
+    fn quorum_node(&self, membership: &Membership, m: &Member) -> Option<dq::Node> {
+        let (host, port) = self.broker_addr(membership, m.node_id)?;
         Some(
             dq::Node::default()
                 .with_node_id(broker(m.node_id))
                 .with_listeners(vec![dq::Listener::default()
                     .with_name(text("KAFKA"))
-                    .with_host(text(host))
+                    .with_host(text(&host))
                     .with_port(port)]),
         )
     }

@@ -52,8 +52,9 @@ pub struct KafkaConfig {
     /// supervisor) instead of binding `listen`.
     pub listener: Option<metawal_actors::BoundListener>,
     /// The `host:port` clients reach each node's front at, this node's
-    /// included (what `Metadata` and `DescribeCluster` list as brokers; a
-    /// member without one is left out of the lists).
+    /// included: what `Metadata` and `DescribeCluster` list as brokers for
+    /// the members whose membership entry carries no Kafka address (a
+    /// member with neither is left out of the lists).
     advertised: BTreeMap<NodeId, (String, u16)>,
     /// Serve TLS with this config (the node's certificate); `None`:
     /// plaintext.
@@ -96,21 +97,18 @@ impl KafkaConfig {
 
     /// Clients reach node `node`'s front at `addr` (`host:port`).
     pub fn advertise(&mut self, node: NodeId, addr: &str) -> Result<(), ConfigError> {
-        let bad = || ConfigError::BadAddress {
-            node,
-            addr: addr.chars().take(300).collect(),
-        };
-        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || port == 0 {
-            return Err(bad());
-        }
+        let (host, port) =
+            metawal::membership::split_host_port(addr).ok_or_else(|| ConfigError::BadAddress {
+                node,
+                addr: addr.chars().take(300).collect(),
+            })?;
         self.advertised.insert(node, (host.to_string(), port));
         Ok(())
     }
 
-    /// Where clients reach node `node`'s front, if advertised.
+    /// Where clients reach node `node`'s front as this configuration
+    /// advertises it (the front itself prefers the address the membership
+    /// in force carries: see `Front::broker_addr`).
     pub fn advertised(&self, node: NodeId) -> Option<(&str, u16)> {
         self.advertised.get(&node).map(|(h, p)| (h.as_str(), *p))
     }

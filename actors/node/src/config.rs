@@ -470,21 +470,28 @@ pub(crate) fn node_config(args: &Args) -> Result<NodeConfig, String> {
         .filter(|(id, _)| *id != args.node_id)
         .cloned()
         .collect();
+    let mut peer_kafka: BTreeMap<NodeId, String> =
+        crate::kafka_args::peer_kafka(args.node_id, &args.kafka)
+            .into_iter()
+            .collect();
     if !args.join.is_empty() && peers.is_empty() {
         let identity = match (&args.tls_cert, &args.tls_key) {
             (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
             _ => None,
         };
         let ca = args.tls_ca.as_deref().filter(|_| args.http_tls);
-        for (id, (addr, http)) in crate::join::voters(&args.join, ca, identity)? {
+        for (id, voter) in crate::join::voters(&args.join, ca, identity)? {
             // A joined node restarted with --join still set is a voter by
             // now: its log says so, and these only seed it.
             if id == args.node_id {
                 continue;
             }
-            peers.insert(id, addr);
-            if !http.is_empty() {
-                peer_http.entry(id).or_insert(http);
+            peers.insert(id, voter.replication);
+            if !voter.http.is_empty() {
+                peer_http.entry(id).or_insert(voter.http);
+            }
+            if !voter.kafka.is_empty() {
+                peer_kafka.entry(id).or_insert(voter.kafka);
             }
         }
     }
@@ -498,6 +505,8 @@ pub(crate) fn node_config(args: &Args) -> Result<NodeConfig, String> {
     config.join = !args.join.is_empty();
     config.peer_http = peer_http;
     config.http_addr = args.http.map(|a| a.to_string());
+    config.peer_kafka = peer_kafka;
+    config.kafka_addr = crate::kafka_args::own_advertised(&args.kafka)?;
     if let Some(fd) = args.listen_fd {
         config.listener = Some(inherited_listener(fd, "--listen-fd", args.listen)?);
     }

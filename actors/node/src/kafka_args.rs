@@ -40,6 +40,33 @@ pub(crate) struct KafkaArgs {
     pub(crate) peer_kafka: Vec<(NodeId, String)>,
 }
 
+/// The address clients reach this node's front at, if `--kafka` is given:
+/// `--kafka-advertised`, or `--kafka`'s address unless it is unspecified.
+/// It goes into the bootstrap membership (`NodeConfig::kafka_addr`) as
+/// well as into the front's own list.
+pub(crate) fn own_advertised(args: &KafkaArgs) -> Result<Option<String>, String> {
+    let Some(listen) = args.kafka else {
+        return Ok(None);
+    };
+    match &args.kafka_advertised {
+        Some(a) => Ok(Some(a.clone())),
+        None if listen.ip().is_unspecified() => Err(format!(
+            "--kafka {listen} listens on every address: give --kafka-advertised HOST:PORT, the address clients reach this node at"
+        )),
+        None => Ok(Some(listen.to_string())),
+    }
+}
+
+/// The other nodes' fronts from `--peer-kafka` (one list can serve every
+/// node: each skips its own entry).
+pub(crate) fn peer_kafka(node: NodeId, args: &KafkaArgs) -> Vec<(NodeId, String)> {
+    args.peer_kafka
+        .iter()
+        .filter(|(id, _)| *id != node)
+        .cloned()
+        .collect()
+}
+
 /// The front's configuration, if `--kafka` is given. `tls`: the node's
 /// certificate files, or `None` with --insecure-plaintext.
 pub(crate) fn kafka_config(
@@ -54,22 +81,11 @@ pub(crate) fn kafka_config(
     if let Some(fd) = args.kafka_fd {
         c.listener = Some(crate::config::inherited_listener(fd, "--kafka-fd", listen)?);
     }
-    let own = match &args.kafka_advertised {
-        Some(a) => a.clone(),
-        None if listen.ip().is_unspecified() => {
-            return Err(format!(
-                "--kafka {listen} listens on every address: give --kafka-advertised HOST:PORT, the address clients reach this node at"
-            ))
-        }
-        None => listen.to_string(),
-    };
-    c.advertise(node, &own).map_err(|e| e.to_string())?;
-    for (id, addr) in &args.peer_kafka {
-        // One list can serve every node: each skips its own entry.
-        if *id == node {
-            continue;
-        }
-        c.advertise(*id, addr).map_err(|e| e.to_string())?;
+    if let Some(own) = own_advertised(args)? {
+        c.advertise(node, &own).map_err(|e| e.to_string())?;
+    }
+    for (id, addr) in peer_kafka(node, args) {
+        c.advertise(id, &addr).map_err(|e| e.to_string())?;
     }
     if let Some(files) = tls {
         let tls = http_server_config(files, None).map_err(|e| e.to_string())?;

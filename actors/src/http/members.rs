@@ -22,6 +22,7 @@ fn member_json(m: &MemberStatus) -> Value {
         "node_id": m.member.node_id,
         "replication_addr": m.member.replication_addr,
         "http_addr": m.member.http_addr,
+        "kafka_addr": m.member.kafka_addr,
         "directory_id": m.member.directory_id.to_string(),
         "last_offset": m.acked_offset,
         "caught_up": m.caught_up,
@@ -54,6 +55,10 @@ struct AddBody {
     replication_addr: String,
     #[serde(default)]
     http_addr: String,
+    /// Where Kafka clients reach its Kafka front (`host:port`); none if
+    /// left out.
+    #[serde(default)]
+    kafka_addr: String,
     /// The new node's directory id (its `/v1/status` shows it); unknown
     /// (not checked) if left out.
     #[serde(default)]
@@ -81,6 +86,7 @@ pub(crate) async fn add(
         directory_id,
         replication_addr: b.replication_addr,
         http_addr: b.http_addr,
+        kafka_addr: b.kafka_addr,
     };
     let result = api.node.add_learner(member).await;
     answer(&req, &api, result).await
