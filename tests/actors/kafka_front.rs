@@ -318,3 +318,111 @@ async fn every_front_lists_the_kafka_addresses_the_membership_carries() {
     }
     c.shutdown().await;
 }
+
+/// `DescribeQuorum` v2 for `__cluster_metadata`-0, sent with `client_id`.
+async fn describe_quorum(
+    addr: SocketAddr,
+    client_id: &'static str,
+) -> kafka_protocol::messages::DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
+    let body = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let key = ApiKey::DescribeQuorum;
+    let mut msg = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(2)
+        .with_correlation_id(5)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)))
+        .encode(&mut msg, key.request_header_version(2))
+        .unwrap();
+    body.encode(&mut msg, 2).unwrap();
+    let mut s = connect(addr).await;
+    let mut frame = BytesMut::with_capacity(4 + msg.len());
+    frame.put_u32(msg.len() as u32);
+    frame.extend_from_slice(&msg);
+    s.write_all(&frame).await.unwrap();
+    let mut b = bytes::Bytes::from(answer(&mut s).await);
+    let header =
+        kafka_protocol::messages::ResponseHeader::decode(&mut b, key.response_header_version(2))
+            .unwrap();
+    assert_eq!(header.correlation_id, 5);
+    DescribeQuorumResponse::decode(&mut b, 2).unwrap()
+}
+
+/// Each voter's log end in a `DescribeQuorum` answer, by id.
+fn log_ends(r: &kafka_protocol::messages::DescribeQuorumResponse) -> Vec<(i32, i64)> {
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.current_voters
+        .iter()
+        .map(|v| (v.replica_id.0, v.log_end_offset))
+        .collect()
+}
+
+#[actix::test]
+async fn a_followers_describe_quorum_is_the_leaders_answer() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    c.node(1)
+        .propose(create_topic("t", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    // Each front knows every front's address (as `--peer-kafka` tells).
+    let mut listeners = std::collections::BTreeMap::new();
+    for id in [1u64, 2, 3] {
+        listeners.insert(id, std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    }
+    let addrs: std::collections::BTreeMap<u64, SocketAddr> = listeners
+        .iter()
+        .map(|(&id, l)| (id, l.local_addr().unwrap()))
+        .collect();
+    let mut servers = std::collections::BTreeMap::new();
+    for (id, listener) in listeners {
+        let mut config = KafkaConfig::new(addrs[&id]);
+        for (&other, a) in &addrs {
+            config.advertise(other, &a.to_string()).unwrap();
+        }
+        listener.set_nonblocking(true).unwrap();
+        config.listener = Some(metawal_actors::BoundListener::new(listener));
+        servers.insert(id, serve(c.node(id).clone(), config).await.unwrap());
+    }
+
+    // The leader's answer: every voter's acknowledged log end.
+    let leader_view = log_ends(&describe_quorum(addrs[&1], "test").await);
+    assert_eq!(leader_view.len(), 3);
+    assert!(
+        leader_view.iter().all(|&(_, end)| end >= 1),
+        "{leader_view:?}"
+    );
+    // A follower's: the same, asked of the leader.
+    let t0 = Instant::now();
+    loop {
+        let via_follower = log_ends(&describe_quorum(addrs[&2], "test").await);
+        if via_follower.iter().all(|&(_, end)| end >= 1) {
+            break;
+        }
+        assert!(t0.elapsed() < LIMIT, "node 2 answers {via_follower:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A request another front forwarded is answered where it lands, never
+    // forwarded again: a follower's own view (log ends unknown).
+    let own = log_ends(&describe_quorum(addrs[&3], metawal_kafka::FORWARDED_CLIENT_ID).await);
+    assert!(own.iter().all(|&(_, end)| end == -1), "{own:?}");
+    // The leader's front gone: the follower answers from its own view, in
+    // bounded time.
+    servers.remove(&1).unwrap().stop();
+    let t0 = Instant::now();
+    let fallback = log_ends(&describe_quorum(addrs[&2], "test").await);
+    assert!(fallback.iter().all(|&(_, end)| end == -1), "{fallback:?}");
+    assert!(t0.elapsed() <= metawal_kafka::FORWARD_TIMEOUT + LIMIT);
+    for (_, s) in servers {
+        s.stop();
+    }
+    c.shutdown().await;
+}

@@ -94,6 +94,10 @@ def admin(a):
     voters = sorted(v["replica_id"] for v in part["current_voters"])
     check("quorum voters", voters == [1, 2, 3], quorum)
     check("quorum leader", part["leader_id"] == cluster["controller_id"], (part, cluster))
+    # Every voter's log end is known: the leader's figures, whichever node
+    # answered (a follower forwards the request to the leader).
+    ends = [v["log_end_offset"] for v in part["current_voters"]]
+    check("quorum log ends", all(e >= 1 for e in ends), quorum)
     return {
         "topics": sorted(a.list_topics()),
         "controller": cluster["controller_id"],

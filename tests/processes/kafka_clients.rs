@@ -5,7 +5,8 @@
 //!
 //! kafka-python, pointed at a follower, creates topics (by count and with
 //! explicit assignments), lists, describes, grows and deletes them,
-//! describes the cluster and the quorum, and gets a Kafka controller's
+//! describes the cluster and the quorum (a follower's `DescribeQuorum` is
+//! the leader's answer, forwarded over TLS), and gets a Kafka controller's
 //! error code for each refusal; every node then holds every topic it
 //! created; kcat, pointed at each node, lists the same brokers, topics and
 //! partitions; after a kill -9 of the leader, the client's next
@@ -44,6 +45,64 @@ fn venv() -> &'static Path {
         );
         dir
     })
+}
+
+/// Each voter's log end in the answer to a `DescribeQuorum` v2 sent to
+/// `node` over TLS (trusting `ca`), as a Kafka client sends it. kafka-python
+/// sends it to whichever broker it likes; this asks one node for sure.
+fn quorum_log_ends(node: SocketAddr, ca: &Path) -> Vec<(i32, i64)> {
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{
+        ApiKey, DescribeQuorumRequest, DescribeQuorumResponse, RequestHeader, ResponseHeader,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::{Read, Write};
+
+    let key = ApiKey::DescribeQuorum;
+    let mut msg = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(2)
+        .with_correlation_id(9)
+        .with_client_id(Some(StrBytes::from_static_str("quorum-test")))
+        .encode(&mut msg, key.request_header_version(2))
+        .unwrap();
+    DescribeQuorumRequest::default()
+        .with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![
+                PartitionData::default().with_partition_index(0)
+            ])])
+        .encode(&mut msg, 2)
+        .unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_u32(msg.len() as u32);
+    frame.extend_from_slice(&msg);
+
+    let config = metawal_actors::tls::http_client_config(ca, None).expect("a TLS client config");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(node).expect("connect to the Kafka front");
+    tcp.set_read_timeout(Some(LIMIT)).unwrap();
+    tcp.set_write_timeout(Some(LIMIT)).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(&frame).expect("send DescribeQuorum");
+    let mut len = [0; 4];
+    s.read_exact(&mut len).expect("an answer");
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).expect("the answer's body");
+    let mut b = bytes::Bytes::from(body);
+    let header = ResponseHeader::decode(&mut b, key.response_header_version(2)).unwrap();
+    assert_eq!(header.correlation_id, 9);
+    let r = DescribeQuorumResponse::decode(&mut b, 2).unwrap();
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{r:?}");
+    p.current_voters
+        .iter()
+        .map(|v| (v.replica_id.0, v.log_end_offset))
+        .collect()
 }
 
 /// Run one step of `tests/kafka/admin_client.py` against `bootstrap`;
@@ -156,6 +215,13 @@ fn kafka_python_and_kcat_see_one_cluster_and_create_through_any_node() {
         .into_iter()
         .collect();
     wait_topics(&c, &[1, 2, 3], &want);
+
+    // DescribeQuorum asked of a follower over TLS: the leader's figures
+    // (the follower forwards it), every voter's log end known.
+    let ends = quorum_log_ends(c.node(follower).kafka, &ca);
+    let ids: Vec<i32> = ends.iter().map(|&(id, _)| id).collect();
+    assert_eq!(ids, [1, 2, 3], "{ends:?}");
+    assert!(ends.iter().all(|&(_, end)| end >= 1), "{ends:?}");
 
     // kcat against each node: the same brokers, topics and partitions.
     let views: Vec<_> = (1..=3).map(|id| kcat_list(c.node(id).kafka, &ca)).collect();

@@ -6,7 +6,8 @@
 //! topic's partitions carry their replicas, leader and ISR as the log set
 //! them. `DescribeQuorum` answers for the one partition metawal has,
 //! `__cluster_metadata`-0: on the leader with each member's acknowledged
-//! log end, elsewhere with what that node knows (the leader, the epoch,
+//! log end; a follower forwards it to the leader (`forward.rs`) and,
+//! when that fails, answers with what it knows (the leader, the epoch,
 //! its commit point as high watermark; log ends `-1`, unknown).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;

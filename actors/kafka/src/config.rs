@@ -59,6 +59,12 @@ pub struct KafkaConfig {
     /// Serve TLS with this config (the node's certificate); `None`:
     /// plaintext.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How a follower's front reaches the leader's TLS front to forward a
+    /// `DescribeQuorum` (a client config trusting the CA the nodes'
+    /// certificates chain to; the name checked is `node-<id>.<cluster>`).
+    /// `None` with `tls` set: a follower answers `DescribeQuorum` from
+    /// what it knows itself (log ends `-1`). Unused without `tls`.
+    pub forward_tls: Option<Arc<rustls::ClientConfig>>,
     /// See [`DEFAULT_MAX_FRAME_BYTES`].
     pub max_frame_bytes: usize,
     /// See [`DEFAULT_MAX_CONNECTIONS`].
@@ -73,6 +79,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("listen", &self.listen)
             .field("advertised", &self.advertised)
             .field("tls", &self.tls.is_some())
+            .field("forward_tls", &self.forward_tls.is_some())
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_connections", &self.max_connections)
             .field("idle_timeout", &self.idle_timeout)
@@ -89,6 +96,7 @@ impl KafkaConfig {
             listener: None,
             advertised: BTreeMap::new(),
             tls: None,
+            forward_tls: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,

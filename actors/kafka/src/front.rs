@@ -5,12 +5,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{DescribeAclsResponse, RequestKind, ResponseKind};
+use kafka_protocol::messages::{
+    DescribeAclsResponse, DescribeQuorumRequest, DescribeQuorumResponse, RequestKind, ResponseKind,
+};
 use kafka_protocol::ResponseError;
 use metawal::NodeId;
-use metawal_actors::Node;
+use metawal_actors::{Node, Role};
 
 use crate::config::KafkaConfig;
+use crate::forward::is_forwarded;
 use crate::wire::{self, Request, WireError};
 
 /// The front of one node: cheap to clone (one per connection).
@@ -52,7 +55,7 @@ impl Front {
             Some(RequestKind::DeleteTopics(r)) => self.delete_topics(r, v).await.into(),
             Some(RequestKind::CreatePartitions(r)) => self.create_partitions(r).await.into(),
             Some(RequestKind::DescribeCluster(_)) => self.describe_cluster().into(),
-            Some(RequestKind::DescribeQuorum(r)) => self.describe_quorum(r, v).await.into(),
+            Some(RequestKind::DescribeQuorum(r)) => self.quorum(request, r).await.into(),
             // No ACLs: an empty list, no error.
             Some(RequestKind::DescribeAcls(_)) => DescribeAclsResponse::default().into(),
             Some(_) => {
@@ -61,5 +64,22 @@ impl Front {
             }
         };
         wire::encode(request, response)
+    }
+
+    /// `DescribeQuorum`: the leader's own answer; a follower's is the
+    /// leader's, forwarded (`forward.rs`), or its own if that fails.
+    async fn quorum(&self, request: &Request, r: &DescribeQuorumRequest) -> DescribeQuorumResponse {
+        let v = request.version;
+        if self.node().role() != Role::Leader && !is_forwarded(&request.header) {
+            match self.forward_describe_quorum(r, v).await {
+                Ok(answer) => return answer,
+                Err(e) => tracing::info!(
+                    node = self.node_id(),
+                    error = %e,
+                    "Kafka front: DescribeQuorum not forwarded to the leader; answering with this node's view (log ends -1)"
+                ),
+            }
+        }
+        self.describe_quorum(r, v).await
     }
 }

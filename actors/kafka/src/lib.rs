@@ -12,13 +12,15 @@
 //! What each request does to the cluster is the node's: a topic is created
 //! with one atomic `propose_batch` (the topic, each partition's replicas,
 //! leader and ISR) at `acks=all`; a follower answers `NOT_CONTROLLER` and
-//! the client finds the leader through `Metadata.controller_id`. Which keys,
+//! the client finds the leader through `Metadata.controller_id`; a
+//! follower's `DescribeQuorum` is the leader's answer, forwarded. Which keys,
 //! versions and error codes: `docs/kafka.md`.
 //!
 //! Module map: [`wire`] (bytes ⇄ typed requests, pure), `server` (sockets,
 //! limits, timeouts), `front` (one request → one answer), `topics` and
 //! `cluster` (the APIs), `assign` (replica placement and its checks),
-//! `codes` (metawal's errors as Kafka's).
+//! `codes` (metawal's errors as Kafka's), `forward` (a follower's
+//! `DescribeQuorum` asked of the leader).
 
 #![deny(missing_docs)]
 
@@ -26,6 +28,7 @@ mod assign;
 mod cluster;
 mod codes;
 mod config;
+mod forward;
 mod front;
 mod server;
 mod topics;
@@ -35,4 +38,5 @@ pub use config::{
     ConfigError, KafkaConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_FRAME_BYTES, IO_TIMEOUT, MAX_REQUEST_TIMEOUT,
 };
+pub use forward::{FORWARDED_CLIENT_ID, FORWARD_TIMEOUT};
 pub use server::{serve, serve_connection, KafkaServer, ServeError};

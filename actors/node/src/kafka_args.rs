@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Args as ClapArgs;
-use metawal_actors::tls::http_server_config;
+use metawal_actors::tls::{http_client_config, http_server_config};
 use metawal_actors::NodeId;
 use metawal_kafka::KafkaConfig;
 
@@ -90,6 +90,10 @@ pub(crate) fn kafka_config(
     if let Some(files) = tls {
         let tls = http_server_config(files, None).map_err(|e| e.to_string())?;
         c.tls = Some(Arc::new(tls));
+        // A follower forwards DescribeQuorum to the leader's front, whose
+        // certificate chains to the same CA as every node's.
+        let client = http_client_config(&files.ca, None).map_err(|e| e.to_string())?;
+        c.forward_tls = Some(Arc::new(client));
     }
     c.validate().map_err(|e| e.to_string())?;
     Ok(Some(c))
