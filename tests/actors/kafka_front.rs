@@ -362,18 +362,14 @@ fn log_ends(r: &kafka_protocol::messages::DescribeQuorumResponse) -> Vec<(i32, i
         .collect()
 }
 
-#[actix::test]
-async fn a_followers_describe_quorum_is_the_leaders_answer() {
-    let mut c = TestCluster::new(3, &[], fast_config()).await;
-    for id in [1, 2, 3] {
-        c.start_node(id).await;
-    }
-    c.make_leader(1).await;
-    c.node(1)
-        .propose(create_topic("t", 1, 3), Acks::All)
-        .await
-        .unwrap();
-    // Each front knows every front's address (as `--peer-kafka` tells).
+type Fronts = (
+    std::collections::BTreeMap<u64, SocketAddr>,
+    std::collections::BTreeMap<u64, KafkaServer>,
+);
+
+/// A front on each of nodes 1–3, each knowing every front's address (as
+/// `--peer-kafka` tells).
+async fn fronts(c: &TestCluster) -> Fronts {
     let mut listeners = std::collections::BTreeMap::new();
     for id in [1u64, 2, 3] {
         listeners.insert(id, std::net::TcpListener::bind("127.0.0.1:0").unwrap());
@@ -392,6 +388,59 @@ async fn a_followers_describe_quorum_is_the_leaders_answer() {
         config.listener = Some(metawal_actors::BoundListener::new(listener));
         servers.insert(id, serve(c.node(id).clone(), config).await.unwrap());
     }
+    (addrs, servers)
+}
+
+/// The broker ids a front's Metadata lists, asked until they are `want`.
+async fn wait_broker_ids(addr: SocketAddr, want: &[i32]) {
+    let t0 = Instant::now();
+    loop {
+        let got: Vec<i32> = listed(&still_serves(addr).await)
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        if got == want {
+            return;
+        }
+        assert!(t0.elapsed() < LIMIT, "{addr} lists {got:?}, not {want:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix::test]
+async fn a_follower_lists_the_brokers_the_leader_lists() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    let (addrs, servers) = fronts(&c).await;
+    for id in [1, 2, 3] {
+        wait_broker_ids(addrs[&id], &[1, 2, 3]).await;
+    }
+    // Node 3 dies: the leader's links find it unreachable and its front
+    // leaves it out; so does node 2's, which cannot tell by itself.
+    c.crash_node(3).await;
+    wait_broker_ids(addrs[&1], &[1, 2]).await;
+    wait_broker_ids(addrs[&2], &[1, 2]).await;
+    for (_, s) in servers {
+        s.stop();
+    }
+    c.shutdown().await;
+}
+
+#[actix::test]
+async fn a_followers_describe_quorum_is_the_leaders_answer() {
+    let mut c = TestCluster::new(3, &[], fast_config()).await;
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    c.make_leader(1).await;
+    c.node(1)
+        .propose(create_topic("t", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    let (addrs, mut servers) = fronts(&c).await;
 
     // The leader's answer: every voter's acknowledged log end.
     let leader_view = log_ends(&describe_quorum(addrs[&1], "test").await);

@@ -236,17 +236,36 @@ fn kafka_python_and_kcat_see_one_cluster_and_create_through_any_node() {
     }
 
     // The leader dies; a client's next CreateTopics reaches the new
-    // controller (asked first: a survivor that has not tried to reach the
-    // dead node yet may still list it as a broker, as a Kafka controller
-    // does until the broker's session times out).
+    // controller. Every survivor soon lists the same two brokers: the new
+    // leader leaves out the node its links cannot reach, the other
+    // survivor lists what the leader lists (as Kafka's brokers leave out a
+    // broker the controller fenced).
     c.kill(leader);
     let survivor = c.wait_leader(LIMIT);
+    let alive: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+    let want_brokers: Vec<String> = alive
+        .iter()
+        .map(|&id| format!("{id} at {}", c.node(id).kafka))
+        .collect();
+    for &id in &alive {
+        let t0 = Instant::now();
+        loop {
+            let (brokers, _) = kcat_list(c.node(id).kafka, &ca);
+            if brokers == want_brokers {
+                break;
+            }
+            assert!(
+                t0.elapsed() < LIMIT,
+                "node {id} lists {brokers:?}, not {want_brokers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let out = kafka_python("after-failover", c.node(survivor).kafka, &ca);
     let new_controller = out["controller"].as_u64().expect("a controller");
     assert_ne!(new_controller, leader);
     let mut want = want;
     want.insert("after-failover".into(), 2);
-    let alive: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
     wait_topics(&c, &alive, &want);
     assert!(
         c.node_failures().is_empty(),

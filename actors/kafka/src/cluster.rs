@@ -21,7 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use metawal::membership::{split_host_port, Member, Membership};
 use metawal::NodeId;
-use metawal_actors::{MemberStatus, PeerConnection, Role, TopicView};
+use metawal_actors::{MemberStatus, TopicView};
 
 use crate::assign;
 use crate::front::Front;
@@ -42,27 +42,15 @@ fn brokers(ids: &[NodeId]) -> Vec<BrokerId> {
 }
 
 impl Front {
-    /// Each member with an advertised address: (id, host, port). The
-    /// leader leaves out the members its links last found unreachable (as
-    /// a Kafka controller fences a broker whose heartbeats stopped, so
-    /// that clients do not pick a dead node to ask); a follower, which
-    /// keeps no connection to the other followers, lists every member.
-    fn advertised_brokers(&self) -> Vec<(NodeId, String, u16)> {
-        let unreachable: Vec<NodeId> = if self.node().role() == Role::Leader {
-            self.node()
-                .metrics()
-                .peer_connections()
-                .into_iter()
-                .filter(|p| matches!(p.connection, PeerConnection::Unreachable { .. }))
-                .map(|p| p.peer)
-                .collect()
-        } else {
-            Vec::new()
-        };
+    /// Each member with an advertised address and not fenced (`fence.rs`):
+    /// (id, host, port). `may_ask_leader`: false for a request another
+    /// front forwarded.
+    async fn advertised_brokers(&self, may_ask_leader: bool) -> Vec<(NodeId, String, u16)> {
+        let fenced = self.fenced(may_ask_leader).await;
         let membership = self.node().members_in_force();
         self.broker_ids()
             .into_iter()
-            .filter(|id| !unreachable.contains(id))
+            .filter(|&id| fenced.lists(id))
             .filter_map(|id| {
                 let (h, p) = self.broker_addr(&membership, id)?;
                 Some((id, h, p))
@@ -92,7 +80,13 @@ impl Front {
         text(&self.node().config().cluster_id)
     }
 
-    pub(crate) fn metadata(&self, r: &MetadataRequest, v: i16) -> MetadataResponse {
+    pub(crate) async fn metadata(
+        &self,
+        r: &MetadataRequest,
+        v: i16,
+        may_ask_leader: bool,
+    ) -> MetadataResponse {
+        let brokers = self.advertised_brokers(may_ask_leader).await;
         let view = self.node().view();
         // `None` (v1+), or an empty list at v0: every topic.
         let names: Vec<String> = match &r.topics {
@@ -114,7 +108,7 @@ impl Front {
             .collect();
         MetadataResponse::default()
             .with_brokers(
-                self.advertised_brokers()
+                brokers
                     .into_iter()
                     .map(|(id, h, p)| {
                         md::MetadataResponseBroker::default()
@@ -129,12 +123,13 @@ impl Front {
             .with_topics(topics)
     }
 
-    pub(crate) fn describe_cluster(&self) -> DescribeClusterResponse {
+    pub(crate) async fn describe_cluster(&self, may_ask_leader: bool) -> DescribeClusterResponse {
+        let brokers = self.advertised_brokers(may_ask_leader).await;
         DescribeClusterResponse::default()
             .with_cluster_id(self.cluster_id())
             .with_controller_id(self.controller())
             .with_brokers(
-                self.advertised_brokers()
+                brokers
                     .into_iter()
                     .map(|(id, h, p)| {
                         DescribeClusterBroker::default()

@@ -60,13 +60,15 @@ pub(crate) enum ForwardError {
         /// What failed.
         error: String,
     },
-    /// The exchange took longer than [`FORWARD_TIMEOUT`].
-    #[error("node {leader} did not answer within {FORWARD_TIMEOUT:?}")]
+    /// The exchange took longer than allowed.
+    #[error("node {leader} did not answer within {limit:?}")]
     Timeout {
         /// The leader asked.
         leader: NodeId,
+        /// The time allowed.
+        limit: Duration,
     },
-    /// The answer is not a `DescribeQuorum` response to this request.
+    /// The answer is not the response to this request.
     #[error("node {leader}'s answer does not decode: {reason}")]
     BadAnswer {
         /// The leader asked.
@@ -91,6 +93,19 @@ impl Front {
         request: &DescribeQuorumRequest,
         version: i16,
     ) -> Result<DescribeQuorumResponse, ForwardError> {
+        self.ask_leader(ApiKey::DescribeQuorum, request, version, FORWARD_TIMEOUT)
+            .await
+    }
+
+    /// The leader's answer to `request` (API `key` at `version`), within
+    /// `limit` for the whole exchange.
+    pub(crate) async fn ask_leader<Q: Encodable, R: Decodable>(
+        &self,
+        key: ApiKey,
+        request: &Q,
+        version: i16,
+        limit: Duration,
+    ) -> Result<R, ForwardError> {
         let leader = self
             .node()
             .leader()
@@ -100,27 +115,28 @@ impl Front {
         let (host, port) = self
             .broker_addr(&membership, leader)
             .ok_or(ForwardError::NoLeader)?;
-        let exchange = self.exchange(leader, host, port, request, version);
-        tokio::time::timeout(FORWARD_TIMEOUT, exchange)
+        let exchange = self.exchange(leader, host, port, key, request, version);
+        tokio::time::timeout(limit, exchange)
             .await
-            .map_err(|_| ForwardError::Timeout { leader })?
+            .map_err(|_| ForwardError::Timeout { leader, limit })?
     }
 
-    async fn exchange(
+    async fn exchange<Q: Encodable, R: Decodable>(
         &self,
         leader: NodeId,
         host: String,
         port: u16,
-        request: &DescribeQuorumRequest,
+        key: ApiKey,
+        request: &Q,
         version: i16,
-    ) -> Result<DescribeQuorumResponse, ForwardError> {
+    ) -> Result<R, ForwardError> {
         let addr = format!("{host}:{port}");
         let io = |error: String| ForwardError::Io {
             leader,
             addr: addr.clone(),
             error,
         };
-        let frame = request_frame(request, version).map_err(io)?;
+        let frame = request_frame(key, request, version).map_err(io)?;
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| io(e.to_string()))?;
@@ -144,7 +160,8 @@ impl Front {
             }
         }
         .map_err(|e| io(e.to_string()))?;
-        decode_answer(answer, version).map_err(|reason| ForwardError::BadAnswer { leader, reason })
+        decode_answer(key, answer, version)
+            .map_err(|reason| ForwardError::BadAnswer { leader, reason })
     }
 }
 
@@ -153,8 +170,7 @@ const CORRELATION_ID: i32 = 1;
 
 /// The request frame (without its length), or why it cannot be encoded
 /// (kafka-protocol reports that as an `anyhow::Error`: kept as its text).
-fn request_frame(request: &DescribeQuorumRequest, version: i16) -> Result<Bytes, String> {
-    let key = ApiKey::DescribeQuorum;
+fn request_frame<Q: Encodable>(key: ApiKey, request: &Q, version: i16) -> Result<Bytes, String> {
     let mut buf = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -189,8 +205,7 @@ where
     }
 }
 
-fn decode_answer(mut answer: Bytes, version: i16) -> Result<DescribeQuorumResponse, String> {
-    let key = ApiKey::DescribeQuorum;
+fn decode_answer<R: Decodable>(key: ApiKey, mut answer: Bytes, version: i16) -> Result<R, String> {
     let header = ResponseHeader::decode(&mut answer, key.response_header_version(version))
         .map_err(|e| format!("header: {e}"))?;
     if header.correlation_id != CORRELATION_ID {
@@ -199,5 +214,5 @@ fn decode_answer(mut answer: Bytes, version: i16) -> Result<DescribeQuorumRespon
             header.correlation_id
         ));
     }
-    DescribeQuorumResponse::decode(&mut answer, version).map_err(|e| format!("body: {e}"))
+    R::decode(&mut answer, version).map_err(|e| format!("body: {e}"))
 }

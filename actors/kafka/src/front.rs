@@ -13,6 +13,7 @@ use metawal::NodeId;
 use metawal_actors::{Node, Role};
 
 use crate::config::KafkaConfig;
+use crate::fence::FenceCache;
 use crate::forward::is_forwarded;
 use crate::wire::{self, Request, WireError};
 
@@ -21,6 +22,8 @@ use crate::wire::{self, Request, WireError};
 pub(crate) struct Front {
     node: Node,
     config: Arc<KafkaConfig>,
+    /// Shared by every connection of one `serve` (`fence.rs`).
+    fence: Arc<FenceCache>,
 }
 
 impl Front {
@@ -28,7 +31,12 @@ impl Front {
         Front {
             node,
             config: Arc::new(config),
+            fence: Arc::default(),
         }
+    }
+
+    pub(crate) fn fence_cache(&self) -> &FenceCache {
+        &self.fence
     }
 
     pub(crate) fn node(&self) -> &Node {
@@ -46,15 +54,18 @@ impl Front {
     /// The encoded answer to `request`.
     pub(crate) async fn answer(&self, request: &Request) -> Result<Bytes, WireError> {
         let v = request.version;
+        // A request another front forwarded is answered from this node's
+        // own knowledge (`fence.rs`, `forward.rs`).
+        let may_ask = !is_forwarded(&request.header);
         let response: ResponseKind = match &request.body {
             // KIP-511: a version above the range is answered at v0.
             None => wire::api_versions(Some(ResponseError::UnsupportedVersion)).into(),
             Some(RequestKind::ApiVersions(_)) => wire::api_versions(None).into(),
-            Some(RequestKind::Metadata(r)) => self.metadata(r, v).into(),
+            Some(RequestKind::Metadata(r)) => self.metadata(r, v, may_ask).await.into(),
             Some(RequestKind::CreateTopics(r)) => self.create_topics(r).await.into(),
             Some(RequestKind::DeleteTopics(r)) => self.delete_topics(r, v).await.into(),
             Some(RequestKind::CreatePartitions(r)) => self.create_partitions(r).await.into(),
-            Some(RequestKind::DescribeCluster(_)) => self.describe_cluster().into(),
+            Some(RequestKind::DescribeCluster(_)) => self.describe_cluster(may_ask).await.into(),
             Some(RequestKind::DescribeQuorum(r)) => self.quorum(request, r).await.into(),
             // No ACLs: an empty list, no error.
             Some(RequestKind::DescribeAcls(_)) => DescribeAclsResponse::default().into(),

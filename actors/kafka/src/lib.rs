@@ -28,6 +28,7 @@ mod assign;
 mod cluster;
 mod codes;
 mod config;
+mod fence;
 mod forward;
 mod front;
 mod server;
@@ -38,5 +39,6 @@ pub use config::{
     ConfigError, KafkaConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_FRAME_BYTES, IO_TIMEOUT, MAX_REQUEST_TIMEOUT,
 };
+pub use fence::{FENCE_ASK_TIMEOUT, FENCE_REFRESH};
 pub use forward::{FORWARDED_CLIENT_ID, FORWARD_TIMEOUT};
 pub use server::{serve, serve_connection, KafkaServer, ServeError};
