@@ -152,7 +152,7 @@ pub fn decode(frame: Bytes) -> Result<Request, WireError> {
         key.request_header_version(version)
     };
     let header = RequestHeader::decode(&mut rest, header_version)
-        .map_err(|e| malformed("header", e.to_string()))?;
+        .map_err(|e| malformed("header", format!("{e:#}")))?;
     if too_new_api_versions {
         return Ok(Request {
             key,
@@ -162,7 +162,7 @@ pub fn decode(frame: Bytes) -> Result<Request, WireError> {
         });
     }
     let body = RequestKind::decode(key, &mut rest, version)
-        .map_err(|e| malformed("body", e.to_string()))?;
+        .map_err(|e| malformed("body", format!("{e:#}")))?;
     Ok(Request {
         key,
         version,

@@ -104,6 +104,62 @@ fn refusals_are_typed() {
     ));
 }
 
+/// A request header of `key` at `version` followed by `body` bytes as given.
+fn raw(key: ApiKey, version: i16, body: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .encode(&mut out, key.request_header_version(version))
+        .unwrap();
+    out.put_slice(body);
+    out.freeze()
+}
+
+/// A count of array elements that cannot fit in the bytes left is refused
+/// before anything is allocated. kafka-protocol 0.18.0 sized a `Vec` by
+/// it, so these ~20-byte frames asked for 40-200 GB and aborted the
+/// process (found by `mutated_requests_never_panic`; fixed in the patched
+/// copy, actors/kafka/vendor/kafka-protocol/METAWAL.md).
+#[test]
+fn an_array_count_over_the_bytes_left_is_refused_not_allocated() {
+    // Flexible version: a compact array of topics, count u32::MAX - 1.
+    let v = ApiKey::DeleteTopics.valid_versions().max;
+    let f = raw(
+        ApiKey::DeleteTopics,
+        v,
+        &[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0],
+    );
+    let e = decode(f).unwrap_err();
+    assert!(
+        matches!(&e, WireError::Malformed { part: "body", reason, .. } if reason.contains("bytes left")),
+        "{e}"
+    );
+    // Classic version: an i32 array of topics, count i32::MAX.
+    let f = raw(ApiKey::Metadata, 4, &[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 1]);
+    let e = decode(f).unwrap_err();
+    assert!(
+        matches!(&e, WireError::Malformed { part: "body", reason, .. } if reason.contains("bytes left")),
+        "{e}"
+    );
+    // Nested: CreateTopics with one topic whose assignments claim 2^31 - 1.
+    let mut body = BytesMut::new();
+    body.put_i32(1); // topics
+    body.put_i16(1); // name "a"
+    body.put_u8(b'a');
+    body.put_i32(1); // partitions
+    body.put_i16(1); // replication factor
+    body.put_i32(i32::MAX); // assignments
+    body.put_i32(0);
+    let f = raw(ApiKey::CreateTopics, 4, &body);
+    let e = decode(f).unwrap_err();
+    assert!(
+        matches!(&e, WireError::Malformed { part: "body", reason, .. } if reason.contains("bytes left")),
+        "{e}"
+    );
+}
+
 proptest! {
     /// Anything at all: decoded or refused, never a panic.
     #[test]
