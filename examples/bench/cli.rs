@@ -32,6 +32,10 @@ pub struct Args {
     /// between the nodes; figures with a `tls_` prefix).
     #[arg(long)]
     pub no_tls: bool,
+    /// Count the process's heap allocations during phase 2 and report them
+    /// per write (`allocs_per_write`; all three nodes are in the process).
+    #[arg(long)]
+    pub count_allocs: bool,
 }
 
 impl Args {

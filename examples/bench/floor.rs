@@ -1,8 +1,19 @@
 //! Phase 1, the floor: a 100-byte append + fdatasync on the data dir's
 //! filesystem, and a 100-byte loopback TCP ping-pong.
+//!
+//! Measured twice. Phase 1 measures it alone, on a quiet machine. This VM's
+//! fdatasync takes ~4 ms when the CPUs are idle and 70-250 us when they are
+//! busy (a power-state artefact), so a floor taken alone may not be the
+//! floor the cluster's writes met. [`FloorSampler`] measures it again
+//! *during* phase 2: one fdatasync and one ping-pong after each sequential
+//! `acks=all` write, when that write is durable on every node and the CPUs
+//! are in the state the writes put them in. The ratios of issue 22 use
+//! that in-run floor (`run_floor_*`); both are reported.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::cli::{Counts, Out};
@@ -74,6 +85,96 @@ fn rtt(counts: Counts) -> Result<Hist, String> {
         .map_err(|_| "the ping-pong server thread panicked".to_string())?
         .map_err(|e| format!("ping-pong server: {e}"))?;
     Ok(rtt)
+}
+
+/// The floor sampled between the writes of a load: a file in the data
+/// dir's filesystem and a connection to a loopback echo thread. One
+/// [`FloorSampler::sample`] is one fdatasync of a 100-byte append and one
+/// 100-byte ping-pong; the echo thread ends when the connection closes.
+pub struct FloorSampler {
+    path: PathBuf,
+    file: std::fs::File,
+    conn: TcpStream,
+    echo: JoinHandle<std::io::Result<()>>,
+    pub fsync: Hist,
+    pub rtt: Hist,
+}
+
+impl FloorSampler {
+    /// A sampler with its file in `dir` and its echo thread started.
+    pub fn new(dir: &Path) -> Result<FloorSampler, String> {
+        let path = dir.join("run-floor-fsync.dat");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("local addr: {e}"))?;
+        let echo = std::thread::spawn(move || -> std::io::Result<()> {
+            let (mut s, _) = listener.accept()?;
+            s.set_nodelay(true)?;
+            let mut buf = [0u8; 100];
+            loop {
+                match s.read_exact(&mut buf) {
+                    Ok(()) => s.write_all(&buf)?,
+                    // The sampler closed the connection: done.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        let conn = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        conn.set_nodelay(true)
+            .map_err(|e| format!("set_nodelay: {e}"))?;
+        Ok(FloorSampler {
+            path,
+            file,
+            conn,
+            echo,
+            fsync: new_hist(),
+            rtt: new_hist(),
+        })
+    }
+
+    /// One fdatasync sample and one RTT sample (blocking: the caller's
+    /// thread waits ~0.1-0.3 ms; phase 2's proposer is idle meanwhile).
+    pub fn sample(&mut self) -> Result<(), String> {
+        let t = Instant::now();
+        self.file
+            .write_all(&RECORD)
+            .map_err(|e| format!("write {}: {e}", self.path.display()))?;
+        self.file
+            .sync_data()
+            .map_err(|e| format!("fdatasync {}: {e}", self.path.display()))?;
+        self.fsync.saturating_record(ns(t.elapsed()));
+        let mut buf = [0u8; 100];
+        let t = Instant::now();
+        self.conn
+            .write_all(&RECORD)
+            .map_err(|e| format!("ping write: {e}"))?;
+        self.conn
+            .read_exact(&mut buf)
+            .map_err(|e| format!("pong read: {e}"))?;
+        self.rtt.saturating_record(ns(t.elapsed()));
+        Ok(())
+    }
+
+    /// Close the connection, join the echo thread, remove the file; the
+    /// two histograms.
+    pub fn finish(self) -> Result<(Hist, Hist), String> {
+        drop(self.conn);
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.path);
+        self.echo
+            .join()
+            .map_err(|_| "the echo thread panicked".to_string())?
+            .map_err(|e| format!("echo thread: {e}"))?;
+        Ok((self.fsync, self.rtt))
+    }
 }
 
 /// Measure the floor in a temp dir under `parent`.

@@ -1,26 +1,72 @@
-//! Phase 2, latency: one proposer, `acks=all`, sequential writes.
+//! Phase 2, latency: one proposer, `acks=all`, sequential writes, and
+//! the floor sampled between them (see `floor.rs`).
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
 
 use metawal_actors::{Acks, Node};
 use metawal_testkit::TestCluster;
 
+use crate::allocs::Counting;
 use crate::cli::{Counts, Out};
+use crate::floor::FloorSampler;
 use crate::load::{load, propagation_all, LoadCtl, LoadResult};
 use crate::report::Results;
 use crate::stats::{max_us, us};
 
-/// Phase 2's load: sequential `acks=all` writes, every one tracked.
-pub async fn latency_load(out: Out, leader: &Node, counts: Counts) -> Result<LoadResult, String> {
+/// Phase 2's load: sequential `acks=all` writes, every one tracked, with
+/// `floor` sampled after each.
+pub async fn latency_load(
+    out: Out,
+    leader: &Node,
+    counts: Counts,
+    floor: Option<Rc<RefCell<FloorSampler>>>,
+) -> Result<LoadResult, String> {
     let writes = counts.latency_writes;
-    load(out, leader, writes, 1, Acks::All, true, LoadCtl::default()).await
+    let ctl = LoadCtl {
+        floor,
+        ..LoadCtl::default()
+    };
+    load(out, leader, writes, 1, Acks::All, true, ctl).await
 }
 
-/// Phase 2 on `c` (node 1 leads, subscribers on both followers).
-pub async fn run(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> Result<(), String> {
+/// Phase 2 on `c` (node 1 leads, subscribers on both followers); the
+/// in-run floor's file in a temp dir under `parent`; the process's
+/// allocations counted if `count_allocs`.
+pub async fn run(
+    out: Out,
+    parent: &Path,
+    c: &TestCluster,
+    (counts, count_allocs): (Counts, bool),
+    r: &mut Results,
+) -> Result<(), String> {
     out.progress(&format!(
-        "[2/8] latency: {} sequential acks=all writes",
+        "[2/8] latency: {} sequential acks=all writes, one fdatasync and one ping-pong after each",
         counts.latency_writes
     ));
-    let lat = latency_load(out, c.try_node(1)?, counts).await?;
+    let dir = tempfile::Builder::new()
+        .prefix("metawal-bench-run-floor-")
+        .tempdir_in(parent)
+        .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
+    let floor = Rc::new(RefCell::new(FloorSampler::new(dir.path())?));
+    if count_allocs {
+        Counting::on();
+    }
+    let lat = latency_load(out, c.try_node(1)?, counts, Some(floor.clone())).await;
+    if count_allocs {
+        let (allocs, bytes) = Counting::off();
+        let writes = counts.latency_writes.max(1) as f64;
+        r.allocs_per_write = Some((allocs as f64 / writes, bytes as f64 / writes));
+    }
+    let lat = lat?;
+    let sampler = Rc::try_unwrap(floor)
+        .map_err(|_| "the floor sampler is still shared after the load".to_string())?;
+    let (fsync, rtt) = sampler.into_inner().finish()?;
+    r.run_floor_fsync_p50_us = us(&fsync, 0.5);
+    r.run_floor_fsync_p99_us = us(&fsync, 0.99);
+    r.run_floor_rtt_p50_us = us(&rtt, 0.5);
+    r.run_floor_rtt_p99_us = us(&rtt, 0.99);
     let (lat_prop, _, _) = propagation_all(c, &lat.sent).await?;
     r.acks_all_p50_us = us(&lat.latency, 0.5);
     r.acks_all_p99_us = us(&lat.latency, 0.99);
@@ -30,6 +76,15 @@ pub async fn run(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> 
     out.progress(&format!(
         "      p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us",
         r.acks_all_p50_us, r.acks_all_p99_us, r.acks_all_p999_us, r.acks_all_max_us
+    ));
+    if let Some((allocs, bytes)) = r.allocs_per_write {
+        out.progress(&format!(
+            "      {allocs:.1} allocations ({bytes:.0} bytes) per write, whole process"
+        ));
+    }
+    out.progress(&format!(
+        "      floor between the writes: fdatasync p50 {:.0} us p99 {:.0} us; RTT p50 {:.0} us p99 {:.0} us",
+        r.run_floor_fsync_p50_us, r.run_floor_fsync_p99_us, r.run_floor_rtt_p50_us, r.run_floor_rtt_p99_us
     ));
     Ok(())
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::Out;
 use crate::cluster::set_leader;
+use crate::floor::FloorSampler;
 use crate::stats::{new_hist, ns, Hist};
 
 /// One tracked write.
@@ -41,11 +42,14 @@ impl LoadResult {
     }
 }
 
-/// Outside control of a load: a stop flag and the count of completed writes.
+/// Outside control of a load: a stop flag, the count of completed writes,
+/// and the floor to sample after each write, if any (phase 2: one proposer,
+/// `acks=all`, so each sample runs when the write is durable everywhere).
 #[derive(Clone, Default)]
 pub struct LoadCtl {
     pub stop: Arc<AtomicBool>,
     pub done: Arc<AtomicU64>,
+    pub floor: Option<Rc<RefCell<FloorSampler>>>,
 }
 
 /// What the proposers of one load share.
@@ -91,6 +95,9 @@ impl Proposers {
                 });
             }
             self.ctl.done.fetch_add(1, Ordering::Relaxed);
+            if let Some(floor) = &self.ctl.floor {
+                floor.borrow_mut().sample()?;
+            }
         }
         Ok(sent)
     }

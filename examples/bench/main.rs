@@ -55,6 +55,7 @@
 
 #![recursion_limit = "256"]
 
+mod allocs;
 mod catchup;
 mod cli;
 mod cluster;
@@ -83,16 +84,21 @@ use metawal_testkit::TestCluster;
 use cli::{Args, Counts, Out};
 use report::Results;
 
+/// Counts allocations during phase 2 with `--count-allocs` (see `allocs.rs`).
+#[global_allocator]
+static GLOBAL: allocs::Counting = allocs::Counting;
+
 /// Phases 2-4 on `c`, as far as `args` wants them.
 async fn shared_phases(
     args: &Args,
     out: Out,
+    parent: &Path,
     c: &TestCluster,
     counts: Counts,
     r: &mut Results,
 ) -> Result<(), String> {
     if args.wants(2) {
-        latency::run(out, c, counts, r).await?;
+        latency::run(out, parent, c, (counts, args.count_allocs), r).await?;
         kafka::run(out, c, counts, r).await?;
     }
     if args.wants(3) {
@@ -116,7 +122,7 @@ async fn run(args: &Args, out: Out, parent: &Path, r: &mut Results) -> Result<()
     if [2, 3, 4].iter().any(|&n| args.wants(n)) {
         // 2-4: one cluster, subscribers on both followers.
         let c = cluster::start(cluster::followers_subscribed(cluster::spec(parent))).await?;
-        let measured = shared_phases(args, out, &c, counts, r).await;
+        let measured = shared_phases(args, out, parent, &c, counts, r).await;
         c.shutdown().await;
         measured?;
     }

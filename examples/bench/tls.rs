@@ -24,7 +24,7 @@ async fn measure(
     let leader = c.try_node(1)?;
     let mut t = TlsFigures::default();
     if latency {
-        let lat = latency_load(out, leader, counts).await?;
+        let lat = latency_load(out, leader, counts, None).await?;
         t.acks_all_p50_us = us(&lat.latency, 0.5);
         t.acks_all_p99_us = us(&lat.latency, 0.99);
     }
