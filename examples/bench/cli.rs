@@ -36,6 +36,12 @@ pub struct Args {
     /// per write (`allocs_per_write`; all three nodes are in the process).
     #[arg(long)]
     pub count_allocs: bool,
+    /// A perf control FIFO (`perf stat|record --control fifo:PATH -D -1`):
+    /// phase 2 writes `enable` to it before its writes and `disable` after,
+    /// and takes no floor samples between them, so perf counts the writes
+    /// alone (docs/benchmarks.md, "Where the time goes").
+    #[arg(long)]
+    pub perf_ctl: Option<PathBuf>,
 }
 
 impl Args {

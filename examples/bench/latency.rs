@@ -2,6 +2,7 @@
 //! the floor sampled between them (see `floor.rs`).
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -9,7 +10,7 @@ use metawal_actors::{Acks, Node};
 use metawal_testkit::TestCluster;
 
 use crate::allocs::Counting;
-use crate::cli::{Counts, Out};
+use crate::cli::{Args, Counts, Out};
 use crate::floor::FloorSampler;
 use crate::load::{load, propagation_all, LoadCtl, LoadResult};
 use crate::report::Results;
@@ -31,16 +32,28 @@ pub async fn latency_load(
     load(out, leader, writes, 1, Acks::All, true, ctl).await
 }
 
+/// Tell perf (`--perf-ctl`) to start or stop counting.
+fn perf_ctl(fifo: &Path, what: &str) -> Result<(), String> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .map_err(|e| format!("open the perf control fifo {}: {e}", fifo.display()))?;
+    f.write_all(format!("{what}\n").as_bytes())
+        .map_err(|e| format!("write to the perf control fifo {}: {e}", fifo.display()))
+}
+
 /// Phase 2 on `c` (node 1 leads, subscribers on both followers); the
 /// in-run floor's file in a temp dir under `parent`; the process's
-/// allocations counted if `count_allocs`.
+/// allocations counted with `--count-allocs`; perf told to count the
+/// writes alone with `--perf-ctl` (no floor samples then).
 pub async fn run(
     out: Out,
     parent: &Path,
     c: &TestCluster,
-    (counts, count_allocs): (Counts, bool),
+    (counts, args): (Counts, &Args),
     r: &mut Results,
 ) -> Result<(), String> {
+    let count_allocs = args.count_allocs;
     out.progress(&format!(
         "[2/8] latency: {} sequential acks=all writes, one fdatasync and one ping-pong after each",
         counts.latency_writes
@@ -50,14 +63,21 @@ pub async fn run(
         .tempdir_in(parent)
         .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
     let floor = Rc::new(RefCell::new(FloorSampler::new(dir.path())?));
+    let sampled = args.perf_ctl.is_none().then(|| floor.clone());
+    if let Some(fifo) = &args.perf_ctl {
+        perf_ctl(fifo, "enable")?;
+    }
     if count_allocs {
         Counting::on();
     }
-    let lat = latency_load(out, c.try_node(1)?, counts, Some(floor.clone())).await;
+    let lat = latency_load(out, c.try_node(1)?, counts, sampled).await;
     if count_allocs {
         let (allocs, bytes) = Counting::off();
         let writes = counts.latency_writes.max(1) as f64;
         r.allocs_per_write = Some((allocs as f64 / writes, bytes as f64 / writes));
+    }
+    if let Some(fifo) = &args.perf_ctl {
+        perf_ctl(fifo, "disable")?;
     }
     let lat = lat?;
     let sampler = Rc::try_unwrap(floor)

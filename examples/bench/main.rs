@@ -98,7 +98,7 @@ async fn shared_phases(
     r: &mut Results,
 ) -> Result<(), String> {
     if args.wants(2) {
-        latency::run(out, parent, c, (counts, args.count_allocs), r).await?;
+        latency::run(out, parent, c, (counts, args), r).await?;
         kafka::run(out, c, counts, r).await?;
     }
     if args.wants(3) {
