@@ -36,6 +36,12 @@ pub struct HttpFigures {
     pub throughput_p50_us: f64,
     /// Their 99th percentile, µs.
     pub throughput_p99_us: f64,
+    /// The sequential writes' propagation to a follower's change stream:
+    /// from just before the `POST` to the entry's event on `GET /v1/watch`
+    /// of a follower (a separate connection, read on its own thread),
+    /// median and 99th percentile, µs.
+    pub watch_p50_us: f64,
+    pub watch_p99_us: f64,
 }
 
 /// Longest a single write may take before the phase fails.
@@ -47,15 +53,23 @@ fn client(leader: SocketAddr) -> Node {
     procs::http::node(leader, WRITE_TIMEOUT, Reuse::KeepAlive)
 }
 
-/// One `acks=all` create of `name` on `node`; its latency.
-fn write(node: &Node, name: &str) -> Result<Duration, String> {
+/// One `acks=all` create of `name` on `node`: its latency, and the offset
+/// and start instant of the write.
+fn write(node: &Node, name: &str) -> Result<(Duration, u64, Instant), String> {
     let body = format!(
         r#"{{"CreateTopic":{{"name":"{name}","partition_count":1,"replication_factor":3}}}}"#
     );
     let started = Instant::now();
     // The answer's body is read, so the connection is reused.
     match node.send_once(Method::Post, "/v1/commands?acks=all", Some(&body)) {
-        Ok(a) if a.status == 200 => Ok(started.elapsed()),
+        Ok(a) if a.status == 200 => {
+            let took = started.elapsed();
+            let offset = serde_json::from_str::<serde_json::Value>(&a.body)
+                .ok()
+                .and_then(|v| v["offset"].as_u64())
+                .ok_or_else(|| format!("write {name}: no offset in the answer {}", a.body))?;
+            Ok((took, offset, started))
+        }
         Ok(a) => Err(format!("write {name}: HTTP {}: {}", a.status, a.body)),
         Err(e) => Err(format!("write {name}: {e}")),
     }
@@ -104,15 +118,55 @@ pub fn run(
         "[http 1/2] latency: {latency_writes} sequential acks=all writes over HTTP (node {leader_id} leads)"
     ));
     let node = client(leader);
+    let follower = (1..=3u64)
+        .find(|&id| id != leader_id)
+        .map(|id| cluster.node(id).http)
+        .ok_or("no follower")?;
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let count = latency_writes as usize;
+    let until = Arc::new(AtomicU64::new(u64::MAX));
+    let watcher = std::thread::spawn({
+        let until = until.clone();
+        move || {
+            procs::http::watch_arrivals(follower, &until, Duration::from_secs(120), || {
+                let _ = opened_tx.send(());
+            })
+        }
+    });
+    opened_rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| "the follower's change stream did not open within 30 s".to_string())?;
     let mut lat = hist()?;
+    let mut sent = Vec::with_capacity(count);
     for i in 0..latency_writes {
-        record(&mut lat, write(&node, &format!("hl-{i}"))?);
+        let (took, offset, at) = write(&node, &format!("hl-{i}"))?;
+        record(&mut lat, took);
+        sent.push((offset, at));
     }
     f.acks_all_p50_us = lat.value_at_quantile(0.5) as f64;
     f.acks_all_p99_us = lat.value_at_quantile(0.99) as f64;
+    // The watcher stops at the first event at or past the last write's
+    // offset; one more write makes sure such an event comes.
+    let last = sent.iter().map(|&(o, _)| o).max().unwrap_or(0);
+    until.store(last, Ordering::Release);
+    write(&node, "hl-last")?;
+    let arrived: std::collections::HashMap<u64, Instant> = watcher
+        .join()
+        .map_err(|_| "the watch thread panicked".to_string())??
+        .into_iter()
+        .collect();
+    let mut watch = hist()?;
+    for (offset, at) in sent {
+        let seen = arrived
+            .get(&offset)
+            .ok_or_else(|| format!("offset {offset} never reached the follower's change stream"))?;
+        record(&mut watch, seen.saturating_duration_since(at));
+    }
+    f.watch_p50_us = watch.value_at_quantile(0.5) as f64;
+    f.watch_p99_us = watch.value_at_quantile(0.99) as f64;
     progress(&format!(
-        "      p50 {:.0} us, p99 {:.0} us",
-        f.acks_all_p50_us, f.acks_all_p99_us
+        "      p50 {:.0} us, p99 {:.0} us; to a follower's change stream p50 {:.0} us, p99 {:.0} us",
+        f.acks_all_p50_us, f.acks_all_p99_us, f.watch_p50_us, f.watch_p99_us
     ));
 
     progress(&format!(
@@ -132,7 +186,7 @@ pub fn run(
                     if i >= throughput_writes {
                         return Ok(h);
                     }
-                    record(&mut h, write(&node, &format!("ht-{c}-{i}"))?);
+                    record(&mut h, write(&node, &format!("ht-{c}-{i}"))?.0);
                 }
             })
         })

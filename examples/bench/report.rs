@@ -254,15 +254,25 @@ fn tls_rows(r: &Results, t: &TlsFigures) -> Vec<Row> {
     ]
 }
 
-fn http_rows(h: &HttpFigures) -> Vec<Row> {
+fn http_rows(r: &Results, h: &HttpFigures) -> Vec<Row> {
     vec![
-        info(
+        judged(
             "HTTP acks=all sequential p50 / p99 (us)",
             pair(h.acks_all_p50_us, h.acks_all_p99_us),
+            format!("p50 <= in-process + 100 = {:.0}", r.acks_all_p50_us + 100.0),
+            h.acks_all_p50_us <= r.acks_all_p50_us + 100.0,
         ),
-        info(
+        judged(
             "HTTP throughput, 64 clients acks=all (1/s)",
             format!("{:.0}", h.throughput_eps),
+            ">= 40000".into(),
+            h.throughput_eps >= 40_000.0,
+        ),
+        judged(
+            "HTTP write -> follower's /v1/watch p50 / p99 (us)",
+            pair(h.watch_p50_us, h.watch_p99_us),
+            format!("p99 <= 2 x p50 = {:.0}", 2.0 * h.watch_p50_us),
+            h.watch_p99_us <= 2.0 * h.watch_p50_us,
         ),
         info(
             "  HTTP latency p50 / p99 (us)",
@@ -455,7 +465,7 @@ fn rows(r: &Results) -> Vec<Row> {
         rows.extend(tls_rows(r, t));
     }
     if let Some(h) = &r.http {
-        rows.extend(http_rows(h));
+        rows.extend(http_rows(r, h));
     }
     rows.extend(propagation_rows(r));
     rows.extend(isolation_rows(r));
@@ -571,6 +581,8 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "http_throughput_eps": r.http.map(|h| h.throughput_eps.round()),
         "http_throughput_p50_us": r.http.map(|h| r1(h.throughput_p50_us)),
         "http_throughput_p99_us": r.http.map(|h| r1(h.throughput_p99_us)),
+        "http_watch_p50_us": r.http.map(|h| r1(h.watch_p50_us)),
+        "http_watch_p99_us": r.http.map(|h| r1(h.watch_p99_us)),
         // Issue 10: phases 2 and 3 again with mutual TLS between the nodes.
         "tls_acks_all_p50_us": r.tls.map(|t| r1(t.acks_all_p50_us)),
         "tls_acks_all_p99_us": r.tls.map(|t| r1(t.acks_all_p99_us)),

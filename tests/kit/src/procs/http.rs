@@ -452,3 +452,40 @@ pub fn read_log(
     }
     Ok(out)
 }
+
+/// When each new entry reached node `addr`'s change stream: opens
+/// `GET /v1/watch` (new entries only), calls `opened` once the stream
+/// is open, then records `(offset, arrival)` for each entry event until
+/// one at or past `until` arrives (the caller lowers `until` from
+/// `u64::MAX` once it knows its last offset, then writes once more so an
+/// event follows); the stream, and so the whole call, ends after `limit`
+/// at the latest. For the bench's `--http` propagation figure.
+pub fn watch_arrivals(
+    addr: SocketAddr,
+    until: &std::sync::atomic::AtomicU64,
+    limit: Duration,
+    opened: impl FnOnce(),
+) -> Result<Vec<(u64, Instant)>, String> {
+    let client = Client::new(&[base_url(addr)], limit, tls_config(addr));
+    let stream = client
+        .watch_at(None, 0, Some(limit))
+        .map_err(|e| format!("watch on {addr}: {e}"))?;
+    opened();
+    let mut out = Vec::new();
+    for event in stream {
+        match event {
+            Ok(WatchEvent::Entry(e)) => {
+                out.push((e.offset, Instant::now()));
+                if e.offset >= until.load(std::sync::atomic::Ordering::Acquire) {
+                    return Ok(out);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("watch on {addr} after {} entries: {e}", out.len())),
+        }
+    }
+    Err(format!(
+        "watch on {addr}: the stream ended after {} entries, before the last write's",
+        out.len()
+    ))
+}
