@@ -1,6 +1,7 @@
 //! The bench's command line, how many of everything a run does, and where
 //! its lines go.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -37,9 +38,10 @@ pub struct Args {
     #[arg(long)]
     pub count_allocs: bool,
     /// A perf control FIFO (`perf stat|record --control fifo:PATH -D -1`):
-    /// phase 2 writes `enable` to it before its writes and `disable` after,
-    /// and takes no floor samples between them, so perf counts the writes
-    /// alone (docs/benchmarks.md, "Where the time goes").
+    /// phases 2 and 3 write `enable` to it before their writes and
+    /// `disable` after (phase 2 then takes no floor samples between them),
+    /// so perf counts the writes alone (docs/benchmarks.md, "Where the time
+    /// goes"); `--only 2` or `--only 3` for one of them.
     #[arg(long)]
     pub perf_ctl: Option<PathBuf>,
 }
@@ -97,6 +99,20 @@ impl Counts {
             failover_kills: 3,
         }
     }
+}
+
+/// Tell perf to start or stop counting (`what`: `enable`, `disable`)
+/// through the `--perf-ctl` FIFO, if one was given.
+pub fn perf_ctl(args: &Args, what: &str) -> Result<(), String> {
+    let Some(fifo) = &args.perf_ctl else {
+        return Ok(());
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .map_err(|e| format!("open the perf control fifo {}: {e}", fifo.display()))?;
+    f.write_all(format!("{what}\n").as_bytes())
+        .map_err(|e| format!("write to the perf control fifo {}: {e}", fifo.display()))
 }
 
 /// Where progress lines and the table go.

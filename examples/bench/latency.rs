@@ -2,7 +2,6 @@
 //! the floor sampled between them (see `floor.rs`).
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -10,7 +9,7 @@ use metawal_actors::{Acks, Node};
 use metawal_testkit::TestCluster;
 
 use crate::allocs::Counting;
-use crate::cli::{Args, Counts, Out};
+use crate::cli::{perf_ctl, Args, Counts, Out};
 use crate::floor::FloorSampler;
 use crate::load::{load, propagation_all, LoadCtl, LoadResult};
 use crate::report::Results;
@@ -30,16 +29,6 @@ pub async fn latency_load(
         ..LoadCtl::default()
     };
     load(out, leader, writes, 1, Acks::All, true, ctl).await
-}
-
-/// Tell perf (`--perf-ctl`) to start or stop counting.
-fn perf_ctl(fifo: &Path, what: &str) -> Result<(), String> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(fifo)
-        .map_err(|e| format!("open the perf control fifo {}: {e}", fifo.display()))?;
-    f.write_all(format!("{what}\n").as_bytes())
-        .map_err(|e| format!("write to the perf control fifo {}: {e}", fifo.display()))
 }
 
 /// Phase 2 on `c` (node 1 leads, subscribers on both followers); the
@@ -64,9 +53,7 @@ pub async fn run(
         .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
     let floor = Rc::new(RefCell::new(FloorSampler::new(dir.path())?));
     let sampled = args.perf_ctl.is_none().then(|| floor.clone());
-    if let Some(fifo) = &args.perf_ctl {
-        perf_ctl(fifo, "enable")?;
-    }
+    perf_ctl(args, "enable")?;
     if count_allocs {
         Counting::on();
     }
@@ -76,9 +63,7 @@ pub async fn run(
         let writes = counts.latency_writes.max(1) as f64;
         r.allocs_per_write = Some((allocs as f64 / writes, bytes as f64 / writes));
     }
-    if let Some(fifo) = &args.perf_ctl {
-        perf_ctl(fifo, "disable")?;
-    }
+    perf_ctl(args, "disable")?;
     let lat = lat?;
     let sampler = Rc::try_unwrap(floor)
         .map_err(|_| "the floor sampler is still shared after the load".to_string())?;

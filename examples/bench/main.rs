@@ -102,7 +102,7 @@ async fn shared_phases(
         kafka::run(out, c, counts, r).await?;
     }
     if args.wants(3) {
-        throughput::run(out, c, counts, r).await?;
+        throughput::run(out, c, (counts, args), r).await?;
     }
     if args.wants(4) {
         propagation::run(out, c, counts, r).await?;

@@ -3,7 +3,7 @@
 use metawal_actors::{Acks, Node};
 use metawal_testkit::TestCluster;
 
-use crate::cli::{Counts, Out};
+use crate::cli::{perf_ctl, Args, Counts, Out};
 use crate::load::{load, propagation_all, LoadCtl, LoadResult};
 use crate::report::Results;
 use crate::stats::us;
@@ -20,12 +20,20 @@ pub async fn throughput_load(
 }
 
 /// Phase 3 on `c` (node 1 leads, subscribers on both followers).
-pub async fn run(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> Result<(), String> {
+pub async fn run(
+    out: Out,
+    c: &TestCluster,
+    (counts, args): (Counts, &Args),
+    r: &mut Results,
+) -> Result<(), String> {
     out.progress(&format!(
         "[3/8] throughput: {} acks=all writes from {} proposers",
         counts.throughput_writes, counts.proposers
     ));
-    let thr = throughput_load(out, c.try_node(1)?, counts).await?;
+    perf_ctl(args, "enable")?;
+    let thr = throughput_load(out, c.try_node(1)?, counts).await;
+    perf_ctl(args, "disable")?;
+    let thr = thr?;
     let (thr_prop, _, _) = propagation_all(c, &thr.sent).await?;
     r.throughput_eps = thr.eps();
     r.throughput_p50_us = us(&thr.latency, 0.5);
