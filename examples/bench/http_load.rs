@@ -42,6 +42,35 @@ pub struct HttpFigures {
     /// median and 99th percentile, µs.
     pub watch_p50_us: f64,
     pub watch_p99_us: f64,
+    /// CPU used during the 64-client phase, in cores (CPU seconds / wall
+    /// seconds): the bench process (its client threads) and the three node
+    /// processes together. Says whether the client shares the machine's
+    /// cores with the servers enough to bound the figure.
+    pub client_cores: f64,
+    pub nodes_cores: f64,
+}
+
+/// CPU seconds (user + system) process `pid` (`"self"` or a number) has
+/// used so far, from `/proc/<pid>/stat`; 0 if it cannot be read.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses:
+    // utime and stime are the 14th and 15th fields of the whole line.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf reads a constant of the system; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
 }
 
 /// Longest a single write may take before the phase fails.
@@ -173,6 +202,12 @@ pub fn run(
         "[http 2/2] throughput: {throughput_writes} acks=all writes from {clients} HTTP clients"
     ));
     let next = Arc::new(AtomicU64::new(0));
+    let pids: Vec<String> = (1..=3u64)
+        .filter_map(|id| cluster.node(id).pid())
+        .map(|p| p.to_string())
+        .collect();
+    let nodes_cpu = |pids: &[String]| pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
+    let (client_before, nodes_before) = (cpu_secs("self"), nodes_cpu(&pids));
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
@@ -199,12 +234,15 @@ pub fn run(
         all.add(&h).map_err(|e| e.to_string())?;
     }
     let took = started.elapsed();
+    let wall = took.as_secs_f64().max(1e-9);
+    f.client_cores = (cpu_secs("self") - client_before) / wall;
+    f.nodes_cores = (nodes_cpu(&pids) - nodes_before) / wall;
     f.throughput_eps = throughput_writes as f64 / took.as_secs_f64();
     f.throughput_p50_us = all.value_at_quantile(0.5) as f64;
     f.throughput_p99_us = all.value_at_quantile(0.99) as f64;
     progress(&format!(
-        "      {:.0} writes/s, p50 {:.0} us, p99 {:.0} us",
-        f.throughput_eps, f.throughput_p50_us, f.throughput_p99_us
+        "      {:.0} writes/s, p50 {:.0} us, p99 {:.0} us; CPU: client {:.2} cores, nodes {:.2} cores",
+        f.throughput_eps, f.throughput_p50_us, f.throughput_p99_us, f.client_cores, f.nodes_cores
     ));
     Ok(f)
 }

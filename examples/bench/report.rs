@@ -278,6 +278,10 @@ fn http_rows(r: &Results, h: &HttpFigures) -> Vec<Row> {
             "  HTTP latency p50 / p99 (us)",
             pair(h.throughput_p50_us, h.throughput_p99_us),
         ),
+        info(
+            "  CPU meanwhile: client / 3 nodes (cores)",
+            format!("{:.2} / {:.2}", h.client_cores, h.nodes_cores),
+        ),
     ]
 }
 
@@ -583,6 +587,8 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "http_throughput_p99_us": r.http.map(|h| r1(h.throughput_p99_us)),
         "http_watch_p50_us": r.http.map(|h| r1(h.watch_p50_us)),
         "http_watch_p99_us": r.http.map(|h| r1(h.watch_p99_us)),
+        "http_client_cores": r.http.map(|h| (h.client_cores * 100.0).round() / 100.0),
+        "http_nodes_cores": r.http.map(|h| (h.nodes_cores * 100.0).round() / 100.0),
         // Issue 10: phases 2 and 3 again with mutual TLS between the nodes.
         "tls_acks_all_p50_us": r.tls.map(|t| r1(t.acks_all_p50_us)),
         "tls_acks_all_p99_us": r.tls.map(|t| r1(t.acks_all_p99_us)),
