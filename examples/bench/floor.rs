@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::cli::{Counts, Out};
+use crate::floor_trio::Trio;
 use crate::report::Results;
 use crate::stats::{new_hist, ns, us, Hist};
 
@@ -96,8 +97,11 @@ pub struct FloorSampler {
     file: std::fs::File,
     conn: TcpStream,
     echo: JoinHandle<std::io::Result<()>>,
+    trio: Trio,
     pub fsync: Hist,
     pub rtt: Hist,
+    /// The longest of three concurrent fdatasyncs (`floor_trio.rs`).
+    pub fsync3: Hist,
 }
 
 impl FloorSampler {
@@ -135,12 +139,15 @@ impl FloorSampler {
             file,
             conn,
             echo,
+            trio: Trio::new(dir)?,
             fsync: new_hist(),
             rtt: new_hist(),
+            fsync3: new_hist(),
         })
     }
 
-    /// One fdatasync sample and one RTT sample (blocking: the caller's
+    /// One fdatasync sample, one RTT sample and one sample of three
+    /// fdatasyncs at once (blocking: the caller's
     /// thread waits ~0.1-0.3 ms; phase 2's proposer is idle meanwhile).
     pub fn sample(&mut self) -> Result<(), String> {
         let t = Instant::now();
@@ -160,12 +167,15 @@ impl FloorSampler {
             .read_exact(&mut buf)
             .map_err(|e| format!("pong read: {e}"))?;
         self.rtt.saturating_record(ns(t.elapsed()));
+        let longest = self.trio.sample()?;
+        self.fsync3.saturating_record(longest);
         Ok(())
     }
 
-    /// Close the connection, join the echo thread, remove the file; the
-    /// two histograms.
-    pub fn finish(self) -> Result<(Hist, Hist), String> {
+    /// Close the connection, join the echo and sync threads, remove the
+    /// files; the three histograms (fsync, RTT, three fsyncs at once).
+    pub fn finish(self) -> Result<(Hist, Hist, Hist), String> {
+        self.trio.finish()?;
         drop(self.conn);
         drop(self.file);
         let _ = std::fs::remove_file(&self.path);
@@ -173,7 +183,7 @@ impl FloorSampler {
             .join()
             .map_err(|_| "the echo thread panicked".to_string())?
             .map_err(|e| format!("echo thread: {e}"))?;
-        Ok((self.fsync, self.rtt))
+        Ok((self.fsync, self.rtt, self.fsync3))
     }
 }
 

@@ -61,6 +61,7 @@ mod cli;
 mod cluster;
 mod failover;
 mod floor;
+mod floor_trio;
 mod http;
 mod http_load;
 mod isolation;
@@ -70,6 +71,7 @@ mod learner;
 mod load;
 mod propagation;
 mod report;
+mod report_json;
 mod stalled;
 mod stats;
 mod throughput;
@@ -184,7 +186,7 @@ fn main() -> ExitCode {
     }
     report::print_table(out, &r, args.quick);
     if out.json {
-        println!("{}", report::json(&r, args.quick));
+        println!("{}", report_json::json(&r, args.quick));
     }
     ExitCode::SUCCESS
 }
