@@ -8,16 +8,23 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// A request frame (no length prefix) of `key` at `version`.
-fn frame(key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
+/// A request header of `key` at `version` (correlation id 7), with
+/// `client_id` if given.
+fn header(key: ApiKey, version: i16, client_id: Option<&'static str>) -> BytesMut {
     let mut out = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
         .with_correlation_id(7)
-        .with_client_id(Some(StrBytes::from_static_str("test")))
+        .with_client_id(client_id.map(StrBytes::from_static_str))
         .encode(&mut out, key.request_header_version(version))
         .unwrap();
+    out
+}
+
+/// A request frame (no length prefix) of `key` at `version`.
+fn frame(key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
+    let mut out = header(key, version, Some("test"));
     body.encode(&mut out, version).unwrap();
     out.freeze()
 }
@@ -106,13 +113,7 @@ fn refusals_are_typed() {
 
 /// A request header of `key` at `version` followed by `body` bytes as given.
 fn raw(key: ApiKey, version: i16, body: &[u8]) -> Bytes {
-    let mut out = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(7)
-        .encode(&mut out, key.request_header_version(version))
-        .unwrap();
+    let mut out = header(key, version, None);
     out.put_slice(body);
     out.freeze()
 }
@@ -169,14 +170,7 @@ fn populated(key: ApiKey, version: i16) -> Bytes {
         describe_quorum_request as dq, metadata_request as md, BrokerId, TopicName,
     };
     let name = || TopicName(StrBytes::from_static_str("t"));
-    let mut out = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(7)
-        .with_client_id(Some(StrBytes::from_static_str("test")))
-        .encode(&mut out, key.request_header_version(version))
-        .unwrap();
+    let mut out = header(key, version, Some("test"));
     let body = match key {
         ApiKey::Metadata => md::MetadataRequest::default()
             .with_topics(Some(vec![
