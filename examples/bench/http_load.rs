@@ -48,6 +48,14 @@ pub struct HttpFigures {
     /// cores with the servers enough to bound the figure.
     pub client_cores: f64,
     pub nodes_cores: f64,
+    /// The same writes from `clients` async writers on one thread
+    /// (`http_async.rs`): writes per second, p50 and p99 µs, and the CPU
+    /// meanwhile in cores.
+    pub async_throughput_eps: f64,
+    pub async_p50_us: f64,
+    pub async_p99_us: f64,
+    pub async_client_cores: f64,
+    pub async_nodes_cores: f64,
 }
 
 /// CPU seconds (user + system) process `pid` (`"self"` or a number) has
@@ -144,7 +152,7 @@ pub fn run(
 
     let mut f = HttpFigures::default();
     progress(&format!(
-        "[http 1/2] latency: {latency_writes} sequential acks=all writes over HTTP (node {leader_id} leads)"
+        "[http 1/3] latency: {latency_writes} sequential acks=all writes over HTTP (node {leader_id} leads)"
     ));
     let node = client(leader);
     let follower = (1..=3u64)
@@ -199,7 +207,7 @@ pub fn run(
     ));
 
     progress(&format!(
-        "[http 2/2] throughput: {throughput_writes} acks=all writes from {clients} HTTP clients"
+        "[http 2/3] throughput: {throughput_writes} acks=all writes from {clients} HTTP clients"
     ));
     let next = Arc::new(AtomicU64::new(0));
     let pids: Vec<String> = (1..=3u64)
@@ -243,6 +251,23 @@ pub fn run(
     progress(&format!(
         "      {:.0} writes/s, p50 {:.0} us, p99 {:.0} us; CPU: client {:.2} cores, nodes {:.2} cores",
         f.throughput_eps, f.throughput_p50_us, f.throughput_p99_us, f.client_cores, f.nodes_cores
+    ));
+
+    progress(&format!(
+        "[http 3/3] throughput: {throughput_writes} acks=all writes from {clients} async HTTP writers on one thread"
+    ));
+    let (client_before, nodes_before) = (cpu_secs("self"), nodes_cpu(&pids));
+    let started = Instant::now();
+    let h = crate::http_async::run(leader, throughput_writes, clients)?;
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    f.async_client_cores = (cpu_secs("self") - client_before) / wall;
+    f.async_nodes_cores = (nodes_cpu(&pids) - nodes_before) / wall;
+    f.async_throughput_eps = throughput_writes as f64 / wall;
+    f.async_p50_us = h.value_at_quantile(0.5) as f64;
+    f.async_p99_us = h.value_at_quantile(0.99) as f64;
+    progress(&format!(
+        "      {:.0} writes/s, p50 {:.0} us, p99 {:.0} us; CPU: client {:.2} cores, nodes {:.2} cores",
+        f.async_throughput_eps, f.async_p50_us, f.async_p99_us, f.async_client_cores, f.async_nodes_cores
     ));
     Ok(f)
 }

@@ -304,6 +304,19 @@ fn http_rows(r: &Results, h: &HttpFigures) -> Vec<Row> {
             "  CPU meanwhile: client / 3 nodes (cores)",
             format!("{:.2} / {:.2}", h.client_cores, h.nodes_cores),
         ),
+        judged(
+            "HTTP throughput, 64 async writers, 1 thread (1/s)",
+            format!("{:.0}", h.async_throughput_eps),
+            ">= 40000".into(),
+            h.async_throughput_eps >= 40_000.0,
+        ),
+        info(
+            "  latency p50 / p99 (us); CPU client / nodes",
+            format!(
+                "{:.0} / {:.0}; {:.2} / {:.2}",
+                h.async_p50_us, h.async_p99_us, h.async_client_cores, h.async_nodes_cores
+            ),
+        ),
     ]
 }
 

@@ -90,6 +90,11 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "http_watch_p99_us": r.http.map(|h| r1(h.watch_p99_us)),
         "http_client_cores": r.http.map(|h| (h.client_cores * 100.0).round() / 100.0),
         "http_nodes_cores": r.http.map(|h| (h.nodes_cores * 100.0).round() / 100.0),
+        "http_async_throughput_eps": r.http.map(|h| h.async_throughput_eps.round()),
+        "http_async_p50_us": r.http.map(|h| r1(h.async_p50_us)),
+        "http_async_p99_us": r.http.map(|h| r1(h.async_p99_us)),
+        "http_async_client_cores": r.http.map(|h| (h.async_client_cores * 100.0).round() / 100.0),
+        "http_async_nodes_cores": r.http.map(|h| (h.async_nodes_cores * 100.0).round() / 100.0),
         // Issue 10: phases 2 and 3 again with mutual TLS between the nodes.
         "tls_acks_all_p50_us": r.tls.map(|t| r1(t.acks_all_p50_us)),
         "tls_acks_all_p99_us": r.tls.map(|t| r1(t.acks_all_p99_us)),
