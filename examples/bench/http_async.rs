@@ -22,6 +22,17 @@ use tokio::net::TcpStream;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a response's header block may be, in lines.
 const MAX_HEADER_LINES: usize = 64;
+/// Longest one header line may be, in bytes.
+const MAX_LINE_BYTES: u64 = 8 * 1024;
+/// Largest response body read, in bytes (a write's answer is ~100).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// One line of the answer, at most [`MAX_LINE_BYTES`].
+async fn read_line(conn: &mut BufReader<Stream>, line: &mut String) -> std::io::Result<()> {
+    line.clear();
+    (&mut *conn).take(MAX_LINE_BYTES).read_line(line).await?;
+    Ok(())
+}
 
 type Stream = Box<dyn AsyncStream>;
 trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -62,14 +73,23 @@ async fn write(conn: &mut BufReader<Stream>, addr: SocketAddr, name: &str) -> Re
         .await
         .map_err(io)?;
     let mut line = String::new();
-    conn.read_line(&mut line).await.map_err(io)?;
+    read_line(conn, &mut line).await.map_err(io)?;
     let status = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut length = 0usize;
     for _ in 0..MAX_HEADER_LINES {
-        line.clear();
-        conn.read_line(&mut line).await.map_err(io)?;
+        read_line(conn, &mut line).await.map_err(io)?;
+        if !line.ends_with('\n') {
+            return Err(format!(
+                "write {name}: a header line over {MAX_LINE_BYTES} bytes, or the connection closed"
+            ));
+        }
         let header = line.trim_end();
         if header.is_empty() {
+            if length > MAX_BODY_BYTES {
+                return Err(format!(
+                    "write {name}: an answer of {length} bytes (at most {MAX_BODY_BYTES} read)"
+                ));
+            }
             let mut answer = vec![0u8; length];
             conn.read_exact(&mut answer).await.map_err(io)?;
             if status != "200" {

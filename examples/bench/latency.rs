@@ -44,8 +44,9 @@ pub async fn run(
 ) -> Result<(), String> {
     let count_allocs = args.count_allocs;
     out.progress(&format!(
-        "[2/8] latency: {} sequential acks=all writes, one fdatasync and one ping-pong after each",
-        counts.latency_writes
+        "[2/8] latency: {} sequential acks=all writes; after each, the floor: one fdatasync, one ping-pong, three fdatasyncs at once{}",
+        counts.latency_writes,
+        if args.perf_ctl.is_some() { " (not with --perf-ctl)" } else { "" }
     ));
     let dir = tempfile::Builder::new()
         .prefix("metawal-bench-run-floor-")
