@@ -38,7 +38,9 @@ pub struct ReplicationConfig {
     /// `acks=all` needs at least this many ISR members (leader included).
     /// Capped at the cluster size.
     pub min_insync_replicas: usize,
-    /// A proposal that is not resolved in this time fails with a timeout.
+    /// A proposal that is not resolved in this time fails with a timeout
+    /// (answered on the leader's first tick after it: up to
+    /// `heartbeat_interval / 2` later).
     pub request_timeout: Duration,
     /// First reconnect delay.
     pub backoff_min: Duration,

@@ -167,6 +167,7 @@ impl ProposeError {
             LeaderError::Storage(_) => ProposeError::StorageFailedAfterAppend { offset },
             LeaderError::ShuttingDown => ProposeError::ShuttingDown,
             LeaderError::SteppedDown => ProposeError::LeadershipLost,
+            LeaderError::TimedOut { timeout } => ProposeError::Timeout { offset, timeout },
         }
     }
 }

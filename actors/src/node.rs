@@ -42,7 +42,7 @@ use crate::store::CloseLeadership;
 #[cfg(feature = "fault-injection")]
 use crate::store::ToReplicator;
 use crate::store::{
-    Acks, EntriesInFlight, MetadataStore, Propose, Proposed, StopStore, StoreInit, Subscribe,
+    Acks, EntriesInFlight, MetadataStore, ProposeWith, Proposed, StopStore, StoreInit, Subscribe,
 };
 use crate::view::{MetadataChanged, MetadataView};
 use metawal::engine::node::TransferFailed;
@@ -335,12 +335,25 @@ impl Node {
     /// Propose a change (only the leader accepts).
     pub async fn propose(&self, command: Command, acks: Acks) -> Result<Proposed, ProposeError> {
         let started = std::time::Instant::now();
-        let result = self
-            .store
-            .send(Propose { command, acks })
-            .await
-            .map_err(|_| ProposeError::ShuttingDown)
-            .and_then(|r| r);
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let msg = ProposeWith {
+            command,
+            acks,
+            reply,
+        };
+        // A full mailbox waits for room (`send`), as `Propose` does; the
+        // usual path is one envelope and this one channel. The request
+        // timeout is the leader engine's: the answer always comes, or the
+        // node stopped.
+        let sent = match self.store.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(msg)) => self.store.send(msg).await.map_err(|_| ()),
+            Err(SendError::Closed(_)) => Err(()),
+        };
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(ProposeError::ShuttingDown)),
+            Err(()) => Err(ProposeError::ShuttingDown),
+        };
         self.shared
             .metrics
             .proposal(acks, &result, started.elapsed());

@@ -143,8 +143,30 @@ pub struct GetState;
 #[rtype(result = "()")]
 pub(crate) struct StopStore;
 
-/// Resolves when the proposal reached the acknowledgement it asked for.
-type AckWait = oneshot::Receiver<Result<(), ProposeError>>;
+/// Where a proposal's answer goes: the store sends a refusal, the
+/// Replicator the acknowledgement (or why not, the request timeout
+/// included).
+pub(crate) type Reply = oneshot::Sender<Result<Proposed, ProposeError>>;
+
+/// [`Propose`] with its own reply channel, answered by whoever decides the
+/// outcome (the store on a refusal or `acks=none`, the Replicator on an
+/// acknowledgement): [`crate::Node::propose`] sends this, so a write costs
+/// one mailbox envelope and one channel and no task on the leader's arbiter
+/// between the Replicator and the proposer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct ProposeWith {
+    pub command: Command,
+    pub acks: Acks,
+    pub reply: Reply,
+}
+
+/// A proposal the store did not hand to the Replicator, and the reply
+/// channel it came with (to answer with `error`).
+struct Refused {
+    error: ProposeError,
+    reply: Option<Reply>,
+}
 
 /// Everything the store needs at start.
 pub(crate) struct StoreInit {
@@ -325,38 +347,45 @@ impl MetadataStore {
     }
 
     /// Admit a command (the engine decides), hand its record to the
-    /// Replicator. Returns the offset and the acknowledgement to wait for.
+    /// Replicator, with `reply` for the Replicator to answer once the entry
+    /// has the acknowledgement asked for (none for `acks=none`: the caller
+    /// answers). Returns the offset, or the refusal with `reply` back.
     fn append(
         &mut self,
         command: Command,
         acks: Acks,
         control: bool,
+        reply: Option<Reply>,
         ctx: &mut Context<Self>,
-    ) -> Result<(Proposed, Option<AckWait>), ProposeError> {
-        let admitted = self
-            .engine
-            .admit(command, acks == Acks::All, control, self.admission())
-            .map_err(|e| self.refused(e))?;
+    ) -> Result<Proposed, Refused> {
+        let admitted =
+            match self
+                .engine
+                .admit(command, acks == Acks::All, control, self.admission())
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    let error = self.refused(e);
+                    return Err(Refused { error, reply });
+                }
+            };
         let Some(replicator) = &self.replicator else {
-            return Err(self.refused(AdmitRefused::NotLeader { leader: None }));
+            let error = self.refused(AdmitRefused::NotLeader { leader: None });
+            return Err(Refused { error, reply });
         };
-        let (reply, rx) = match acks {
-            Acks::None => (None, None),
-            _ => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
+        let entry = AppendEntry {
+            record: admitted.record,
+            acks,
+            reply,
         };
-        replicator
-            .try_send(AppendEntry {
-                record: admitted.record,
-                acks,
-                reply,
-            })
-            .map_err(|e| match e {
-                SendError::Full(_) => ProposeError::Overloaded(Overload::ReplicatorMailbox),
-                SendError::Closed(_) => ProposeError::ShuttingDown,
-            })?;
+        if let Err(e) = replicator.try_send(entry) {
+            let (error, entry) = match e {
+                SendError::Full(m) => (ProposeError::Overloaded(Overload::ReplicatorMailbox), m),
+                SendError::Closed(m) => (ProposeError::ShuttingDown, m),
+            };
+            let reply = entry.reply;
+            return Err(Refused { error, reply });
+        }
         // Accepted: from here on the entry is in the log's order.
         let proposed = Proposed {
             offset: admitted.entry.offset,
@@ -364,7 +393,26 @@ impl MetadataStore {
         };
         self.engine.appended(admitted.entry);
         self.run_actions(ctx);
-        Ok((proposed, rx))
+        Ok(proposed)
+    }
+
+    /// [`Self::append`] for a proposer waiting on `reply`: a refusal, and
+    /// `acks=none`'s offset, are answered here; an acknowledgement by the
+    /// Replicator.
+    fn propose(&mut self, command: Command, acks: Acks, reply: Reply, ctx: &mut Context<Self>) {
+        // The proposer may have gone: then there is nothing to tell.
+        if acks == Acks::None {
+            let result = self.append(command, acks, false, None, ctx);
+            let _ = reply.send(result.map_err(|r| r.error));
+            return;
+        }
+        if let Err(Refused {
+            error,
+            reply: Some(reply),
+        }) = self.append(command, acks, false, Some(reply), ctx)
+        {
+            let _ = reply.send(Err(error));
+        }
     }
 
     fn refused(&self, e: AdmitRefused) -> ProposeError {
@@ -399,7 +447,9 @@ impl MetadataStore {
             leader: self.node,
             epoch,
         };
-        let (p, _) = self.append(command, Acks::None, true, ctx)?;
+        let p = self
+            .append(command, Acks::None, true, None, ctx)
+            .map_err(|r| r.error)?;
         tracing::info!(
             node = self.node,
             offset = p.offset,
@@ -493,23 +543,18 @@ impl Handler<Propose> for MetadataStore {
     type Result = ResponseFuture<Result<Proposed, ProposeError>>;
 
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
-        let timeout = self.config.request_timeout;
-        let result = self.append(msg.command, msg.acks, false, ctx);
-        Box::pin(async move {
-            let (proposed, rx) = result?;
-            let Some(rx) = rx else {
-                return Ok(proposed);
-            };
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Ok(()))) => Ok(proposed),
-                Ok(Ok(Err(e))) => Err(e),
-                Ok(Err(_)) => Err(ProposeError::ShuttingDown),
-                Err(_) => Err(ProposeError::Timeout {
-                    offset: proposed.offset,
-                    timeout,
-                }),
-            }
-        })
+        let (reply, rx) = oneshot::channel();
+        self.propose(msg.command, msg.acks, reply, ctx);
+        // The reply is dropped unanswered only if the node stops.
+        Box::pin(async move { rx.await.unwrap_or(Err(ProposeError::ShuttingDown)) })
+    }
+}
+
+impl Handler<ProposeWith> for MetadataStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProposeWith, ctx: &mut Context<Self>) {
+        self.propose(msg.command, msg.acks, msg.reply, ctx);
     }
 }
 

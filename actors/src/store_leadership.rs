@@ -193,9 +193,9 @@ impl Handler<AppendMembership> for MetadataStore {
                 SendError::Closed(_) => ProposeError::ShuttingDown,
             })?;
         let command = metawal::Command::Membership(msg.0);
-        match self.append(command, crate::store::Acks::None, true, ctx) {
-            Ok((proposed, _)) => Ok(proposed),
-            Err(e) => {
+        match self.append(command, crate::store::Acks::None, true, None, ctx) {
+            Ok(proposed) => Ok(proposed),
+            Err(super::Refused { error: e, .. }) => {
                 // Nothing was appended: the Replicator goes back to the
                 // membership in force (the NodeDriver, which asked, has not
                 // moved it). Right behind the first, so it fits or the

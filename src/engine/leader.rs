@@ -7,7 +7,10 @@
 //! timeout, then fail-stop), what a failed write means (fail-stop: every
 //! waiter gets [`LeaderError::Storage`], nothing more is taken), which link
 //! event moves the ISR and the commit point ([`ReplicaSetTracker`]), and
-//! which proposal resolves when, with which result.
+//! which proposal resolves when, with which result — including the request
+//! timeout: a proposal not acknowledged by then gets
+//! [`LeaderError::TimedOut`] on the first [`LeaderInput::Tick`] after its
+//! deadline, so the shell needs no timer per proposal.
 //!
 //! The shape is quinn-proto's `Connection`: [`ReplicatorEngine::handle`] takes
 //! one [`LeaderInput`] at a time `now`, [`ReplicatorEngine::poll_action`] returns
@@ -62,6 +65,13 @@ pub enum LeaderError {
     /// node's log and may or may not be committed by the next leader.
     #[error("the leader stepped down before the entry was acknowledged")]
     SteppedDown,
+    /// Not acknowledged within the request timeout: the entry is in the
+    /// leader's log and may still commit.
+    #[error("not acknowledged within {timeout:?}; the entry may still commit")]
+    TimedOut {
+        /// The request timeout.
+        timeout: Duration,
+    },
 }
 
 /// An event for the leader engine.
@@ -117,7 +127,8 @@ pub enum LeaderInput {
         /// The learners.
         learners: Vec<NodeId>,
     },
-    /// Time passed: ISR lag check, WAL retry.
+    /// Time passed: ISR lag check, WAL retry, proposals past their
+    /// deadline.
     Tick,
     /// The leader stops: every waiter gets [`LeaderError::ShuttingDown`].
     Stop,
@@ -167,6 +178,15 @@ pub enum LeaderAction {
     },
 }
 
+/// A proposal waiting for its acknowledgement.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    offset: u64,
+    proposal: ProposalId,
+    /// When it gets [`LeaderError::TimedOut`].
+    deadline: Instant,
+}
+
 /// The leader engine (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ReplicatorEngine {
@@ -181,20 +201,26 @@ pub struct ReplicatorEngine {
     writing: bool,
     /// Since when the disk's queue has been full (a retry is due).
     busy_since: Option<Instant>,
-    leader_waiters: VecDeque<(u64, ProposalId)>,
-    all_waiters: VecDeque<(u64, ProposalId)>,
+    /// How long a proposal waits for its acknowledgement.
+    request_timeout: Duration,
+    /// Waiting proposals, in offset order (and so in deadline order: one
+    /// timeout for all, and `now` never goes back).
+    leader_waiters: VecDeque<Waiting>,
+    all_waiters: VecDeque<Waiting>,
     failed: Option<String>,
     actions: VecDeque<LeaderAction>,
 }
 
 impl ReplicatorEngine {
     /// An engine for `node` leading `epoch`, with the ISR and commit tracker
-    /// built by the shell, and how long a full disk queue is retried.
+    /// built by the shell, how long a full disk queue is retried, and how
+    /// long a proposal waits for its acknowledgement.
     pub fn new(
         node: NodeId,
         epoch: u64,
         tracker: ReplicaSetTracker,
         wal_busy_limit: Duration,
+        request_timeout: Duration,
     ) -> ReplicatorEngine {
         let written_to = tracker.local_durable();
         ReplicatorEngine {
@@ -205,6 +231,7 @@ impl ReplicatorEngine {
             written_to,
             writing: false,
             busy_since: None,
+            request_timeout,
             leader_waiters: VecDeque::new(),
             all_waiters: VecDeque::new(),
             failed: None,
@@ -244,7 +271,7 @@ impl ReplicatorEngine {
                 offset,
                 acks,
                 proposal,
-            } => self.on_append(offset, acks, proposal),
+            } => self.on_append(now, offset, acks, proposal),
             LeaderInput::WalDurable { up_to } => {
                 self.writing = false;
                 self.busy_since = None;
@@ -288,6 +315,7 @@ impl ReplicatorEngine {
                 if self.busy_since.is_some() {
                     self.maybe_write();
                 }
+                self.expire_waiters(now);
             }
             LeaderInput::Stop | LeaderInput::StepDown => {
                 let why = if matches!(input, LeaderInput::Stop) {
@@ -306,7 +334,7 @@ impl ReplicatorEngine {
         }
     }
 
-    fn on_append(&mut self, offset: u64, acks: Acks, proposal: Option<ProposalId>) {
+    fn on_append(&mut self, now: Instant, offset: u64, acks: Acks, proposal: Option<ProposalId>) {
         if let Some(why) = &self.failed {
             if let Some(proposal) = proposal {
                 self.actions.push_back(LeaderAction::Resolve {
@@ -319,9 +347,14 @@ impl ReplicatorEngine {
         }
         // Register the waiter before the entry can be written or sent.
         if let Some(proposal) = proposal {
+            let waiting = Waiting {
+                offset,
+                proposal,
+                deadline: now + self.request_timeout,
+            };
             match acks {
-                Acks::All => self.all_waiters.push_back((offset, proposal)),
-                Acks::Leader => self.leader_waiters.push_back((offset, proposal)),
+                Acks::All => self.all_waiters.push_back(waiting),
+                Acks::Leader => self.leader_waiters.push_back(waiting),
                 Acks::None => self.actions.push_back(LeaderAction::Resolve {
                     proposal,
                     offset,
@@ -371,14 +404,41 @@ impl ReplicatorEngine {
             .leader_waiters
             .drain(..)
             .chain(self.all_waiters.drain(..))
+            .map(|w| (w.offset, w.proposal))
             .collect();
         all.sort_unstable();
         all
     }
 
+    /// Answer the proposals whose deadline has passed: `TimedOut`, in
+    /// offset order. Each queue is in deadline order, so only its front is
+    /// looked at.
+    fn expire_waiters(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for queue in [&mut self.leader_waiters, &mut self.all_waiters] {
+            while queue.front().is_some_and(|w| w.deadline <= now) {
+                if let Some(w) = queue.pop_front() {
+                    expired.push((w.offset, w.proposal));
+                }
+            }
+        }
+        expired.sort_unstable();
+        let timeout = self.request_timeout;
+        for (offset, proposal) in expired {
+            self.actions.push_back(LeaderAction::Resolve {
+                proposal,
+                offset,
+                result: Err(LeaderError::TimedOut { timeout }),
+            });
+        }
+    }
+
     fn resolve_leader_waiters(&mut self) {
         let durable = self.tracker.local_durable();
-        while let Some(&(offset, proposal)) = self.leader_waiters.front() {
+        while let Some(&Waiting {
+            offset, proposal, ..
+        }) = self.leader_waiters.front()
+        {
             if offset > durable {
                 break;
             }
@@ -411,7 +471,10 @@ impl ReplicatorEngine {
         };
         let isr = self.tracker.isr_len();
         let required = self.tracker.min_insync();
-        while let Some(&(offset, proposal)) = self.all_waiters.front() {
+        while let Some(&Waiting {
+            offset, proposal, ..
+        }) = self.all_waiters.front()
+        {
             if offset > covered {
                 break;
             }

@@ -7,11 +7,13 @@ use crate::replication::ReplicaSetTracker;
 
 const LAG: Duration = Duration::from_secs(5);
 const BUSY: Duration = Duration::from_secs(5);
+/// Under `LAG`, so a waiting proposal times out before its ISR shrinks.
+const TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Leader 1 of {1, 2, 3}, min_insync 2, epoch 1 starting at offset 1.
 fn engine(t0: Instant) -> ReplicatorEngine {
     let tracker = ReplicaSetTracker::new(1, [2, 3], t0, LAG, 2, 1, 0, 0, 0);
-    ReplicatorEngine::new(1, 1, tracker, BUSY)
+    ReplicatorEngine::new(1, 1, tracker, BUSY, TIMEOUT)
 }
 
 fn drain(e: &mut ReplicatorEngine) -> Vec<LeaderAction> {
@@ -170,7 +172,7 @@ fn acks_all_resolved_with_a_shrunk_isr_is_not_enough_replicas() {
     let t0 = Instant::now();
     // min_insync 3 of 3.
     let tracker = ReplicaSetTracker::new(1, [2, 3], t0, LAG, 3, 1, 0, 0, 0);
-    let mut e = ReplicatorEngine::new(1, 1, tracker, BUSY);
+    let mut e = ReplicatorEngine::new(1, 1, tracker, BUSY, TIMEOUT);
     for peer in [2, 3] {
         e.handle(t0, LeaderInput::Connected { peer, matched: 0 });
     }
@@ -253,6 +255,46 @@ fn full_disk_queue_is_retried_on_tick_then_fails_after_the_limit() {
             result: Err(LeaderError::Storage(why))
         }],
         "a failed leader takes nothing"
+    );
+}
+
+#[test]
+fn a_proposal_past_its_deadline_times_out_on_the_next_tick() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    for peer in [2, 3] {
+        e.handle(t0, LeaderInput::Connected { peer, matched: 0 });
+    }
+    e.handle(t0, append(1, Acks::All, 7));
+    e.handle(t0 + Duration::from_millis(300), append(2, Acks::Leader, 8));
+    e.handle(t0 + Duration::from_secs(2), append(3, Acks::All, 9));
+    drain(&mut e);
+    e.handle(t0 + TIMEOUT - Duration::from_millis(1), LeaderInput::Tick);
+    assert_eq!(drain(&mut e), vec![], "not before the deadline");
+    let timed_out = |proposal, offset| LeaderAction::Resolve {
+        proposal,
+        offset,
+        result: Err(LeaderError::TimedOut { timeout: TIMEOUT }),
+    };
+    e.handle(t0 + TIMEOUT + Duration::from_millis(500), LeaderInput::Tick);
+    assert_eq!(
+        drain(&mut e),
+        vec![timed_out(7, 1), timed_out(8, 2)],
+        "both queues, in offset order; offset 3 is not due yet"
+    );
+    assert_eq!(e.waiting(), (0, 1));
+    // An expired proposal is answered once: its ack resolves nothing.
+    e.handle(t0 + TIMEOUT, LeaderInput::WalDurable { up_to: 1 });
+    e.handle(t0 + TIMEOUT, LeaderInput::WalDurable { up_to: 3 });
+    e.handle(t0 + TIMEOUT, LeaderInput::Acked { peer: 2, offset: 3 });
+    e.handle(t0 + TIMEOUT, LeaderInput::Acked { peer: 3, offset: 3 });
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            LeaderAction::WriteWal { up_to: 3 },
+            LeaderAction::Commit { offset: 3 },
+            ok(9, 3)
+        ]
     );
 }
 

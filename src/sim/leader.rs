@@ -118,7 +118,7 @@ impl Simulation {
         }
         let node = self.node_mut(id);
         node.role = Role::Leader(Box::new(LeaderState {
-            engine: ReplicatorEngine::new(id, epoch, tracker, WAL_BUSY_LIMIT),
+            engine: ReplicatorEngine::new(id, epoch, tracker, WAL_BUSY_LIMIT, REQUEST_TIMEOUT),
             links,
             waiters: BTreeMap::new(),
             next_proposal: 0,
@@ -548,3 +548,6 @@ pub(super) struct WalReadDone {
 /// How long the sim's leader engine retries a full disk queue (the sim's
 /// disk never reports one).
 const WAL_BUSY_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a proposal waits for its acknowledgement (the default
+/// `request_timeout`).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -17,7 +17,7 @@ use common::rawpeer::{captured_logs, logged, RawPeer};
 use common::{create_topic, fast_config, wait_converged, wait_until, TestCluster, CLUSTER, SECRET};
 use metawal::frame::{Frame, RejectReason};
 use metawal::handshake::HandshakeKeys;
-use metawal_actors::Acks;
+use metawal_actors::{Acks, ProposeError};
 use tokio::io::AsyncWriteExt;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -243,6 +243,50 @@ async fn stalled_follower_leaves_isr_after_lag_time_and_inflight_stays_in_window
     let peak = max_inflight.load(Ordering::Relaxed);
     eprintln!("peak inflight to node 3: {peak} bytes (window {WINDOW})");
     assert!(peak <= WINDOW);
+    c.shutdown().await;
+}
+
+/// An `acks=all` write that an in-sync follower never acknowledges gets
+/// `Timeout` with its offset after `request_timeout` (the leader engine's
+/// deadline, checked on its tick), and the entry stays in the log: a
+/// majority commits it.
+#[actix::test]
+async fn an_unacknowledged_acks_all_write_times_out_with_its_offset() {
+    let mut cfg = fast_config();
+    cfg.request_timeout = Duration::from_millis(300);
+    // Node 3 stays in the ISR (and connected) for the whole wait.
+    cfg.replica_lag_time_max = Duration::from_secs(30);
+    cfg.session_timeout = Duration::from_secs(30);
+    let timeout = cfg.request_timeout;
+    let c = TestCluster::start(3, &[3], cfg).await;
+    c.wait_isr(3, LIMIT).await;
+    let leader = c.node(1).clone();
+    c.proxy(3).set(Fault::Stall);
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(
+        LIMIT,
+        leader.propose(create_topic("never-acked", 1, 3), Acks::All),
+    )
+    .await
+    .expect("the proposal is answered within the test's limit");
+    let waited = t0.elapsed();
+    let offset = match r {
+        Err(ProposeError::Timeout { offset, timeout: t }) => {
+            assert_eq!(t, timeout);
+            offset
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    };
+    assert!(waited >= timeout, "answered after {waited:?}");
+    let s = leader.status().await.unwrap();
+    assert_eq!(s.isr_len, 3, "node 3 is still in the ISR: {s:?}");
+    assert!(s.log_end >= offset && s.commit >= offset, "{s:?}");
+    c.proxy(3).set(Fault::Pass);
+    let p = leader
+        .propose(create_topic("after", 1, 3), Acks::All)
+        .await
+        .unwrap();
+    assert!(p.offset > offset);
     c.shutdown().await;
 }
 

@@ -34,7 +34,7 @@ use metawal::membership::{DirectoryId, Membership};
 use metawal::record::Record;
 use metawal::replication::{ReplicaSetTracker, TailCache};
 use metawal::{NodeId, ReplicationConfig};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::disk::DiskHandle;
 use crate::error::{DiskError, ProposeError};
@@ -45,7 +45,7 @@ use crate::shared::NodeShared;
 use crate::status::FollowerStatus;
 use metawal::engine::Acks;
 
-type Waiter = oneshot::Sender<Result<(), ProposeError>>;
+use crate::store::{Proposed, Reply as Waiter};
 
 // Starting, waking, probing and reporting on the links: a child module, so
 // it sees the Replicator's private state.
@@ -161,8 +161,9 @@ pub struct Replicator {
     /// Appended records not yet durable (the engine says when to write
     /// them); bounded by the store's limit on uncommitted entries.
     wal_queue: VecDeque<Record>,
-    /// Reply channels of waiting proposals, by the engine's id.
-    waiters: HashMap<ProposalId, Waiter>,
+    /// Reply channels of waiting proposals, and their entries' epochs, by
+    /// the engine's id.
+    waiters: HashMap<ProposalId, (Waiter, u64)>,
     next_proposal: ProposalId,
     progress_tx: watch::Sender<LogProgress>,
     progress_rx: watch::Receiver<LogProgress>,
@@ -212,6 +213,7 @@ impl Replicator {
                 init.node,
                 init.epoch,
                 tracker,
+                init.config.request_timeout,
                 init.config.request_timeout,
             ),
             wal_queue: VecDeque::new(),
@@ -267,8 +269,12 @@ impl Replicator {
                 offset,
                 result,
             } => {
-                if let Some(w) = self.waiters.remove(&proposal) {
-                    let _ = w.send(result.map_err(|e| ProposeError::from_leader(e, offset)));
+                if let Some((w, epoch)) = self.waiters.remove(&proposal) {
+                    let result = result
+                        .map(|()| Proposed { offset, epoch })
+                        .map_err(|e| ProposeError::from_leader(e, offset));
+                    // The proposer may have gone: nothing to tell.
+                    let _ = w.send(result);
                 }
             }
             LeaderAction::IsrChanged {
@@ -407,7 +413,7 @@ impl Handler<AppendEntry> for Replicator {
         let proposal = msg.reply.map(|w| {
             let id = self.next_proposal;
             self.next_proposal += 1;
-            self.waiters.insert(id, w);
+            self.waiters.insert(id, (w, record.epoch));
             id
         });
         if self.engine.failed().is_none() {
