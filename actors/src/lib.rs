@@ -47,6 +47,7 @@ mod node;
 mod peer_connection;
 mod peer_table;
 mod progress;
+mod proposal;
 mod recover;
 mod shared;
 mod status;

@@ -7,20 +7,12 @@ use actix::prelude::*;
 use metawal::engine::store::MAX_PENDING;
 use metawal::storage::Snapshot;
 use metawal::{Command, Entry, MetadataState};
-use tokio::sync::oneshot;
 
 use super::Acks;
 use crate::error::ProposeError;
+pub use crate::proposal::Proposed;
+pub(crate) use crate::proposal::Reply;
 use crate::view::MetadataChanged;
-
-/// A proposal's success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Proposed {
-    /// Offset of the entry.
-    pub offset: u64,
-    /// Epoch of the entry.
-    pub epoch: u64,
-}
 
 /// Propose a metadata change (send to the leader's store).
 #[derive(Debug, Clone, Message)]
@@ -105,11 +97,6 @@ pub struct GetState;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopStore;
-
-/// Where a proposal's answer goes: the store sends a refusal, the
-/// Replicator the acknowledgement (or why not, the request timeout
-/// included).
-pub(crate) type Reply = oneshot::Sender<Result<Proposed, ProposeError>>;
 
 /// [`Propose`] with its own reply channel, answered by whoever decides the
 /// outcome (the store on a refusal or `acks=none`, the Replicator on an

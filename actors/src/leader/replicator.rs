@@ -45,7 +45,7 @@ use crate::shared::NodeShared;
 use crate::status::FollowerStatus;
 use metawal::engine::Acks;
 
-use crate::store::{Proposed, Reply as Waiter};
+use crate::proposal::{Proposed, Reply as Waiter};
 
 // Starting, waking, probing and reporting on the links: a child module, so
 // it sees the Replicator's private state.
