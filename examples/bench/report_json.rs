@@ -43,6 +43,7 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "throughput_eps": r.throughput_eps.round(),
         "throughput_p99_us": r1(r.throughput_p99_us),
         "propagation_p50_us": r1(r.propagation_p50_us),
+        "propagation_acks_leader_p50_us": r1(r.propagation_acks_leader_p50_us),
         "propagation_p99_us": r1(r.propagation_p99_us),
         "isolation_ack_ratio": (r.isolation_ack_ratio * 100.0).round() / 100.0,
         "isolation_propagation_ratio": (r.isolation_propagation_ratio * 100.0).round() / 100.0,
