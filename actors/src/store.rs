@@ -179,6 +179,8 @@ impl MetadataStore {
             subscribers: &mut self.subscribers,
         };
         self.engine.handle(input, &mut sink);
+        // Once per input, after every entry it applied.
+        self.view.publish_applied();
         self.run_actions(ctx);
     }
 

@@ -118,6 +118,7 @@ impl MetadataView {
             );
         }
         self.set_applied(state.applied_offset(), state.applied_epoch());
+        self.publish_applied();
     }
 
     /// Copy what `command` changed from `state` (which has just applied it).
@@ -172,10 +173,25 @@ impl MetadataView {
         }
     }
 
+    /// Record the applied offset and epoch for readers of
+    /// [`Self::applied_offset`]; waiters on [`Self::applied_watch`] hear of
+    /// it at the next [`Self::publish_applied`].
     pub(crate) fn set_applied(&self, offset: u64, epoch: u64) {
         self.inner.applied_epoch.store(epoch, Ordering::Release);
         self.inner.applied_offset.store(offset, Ordering::Release);
-        self.inner.applied_tx.send_replace(offset);
+    }
+
+    /// Wake the waiters on [`Self::applied_watch`] if the applied offset
+    /// moved since the last call. The store calls it once per batch of
+    /// applied entries, not per entry: every send locks all of the watch's
+    /// notification shards, waiters or not.
+    pub(crate) fn publish_applied(&self) {
+        let offset = self.applied_offset();
+        self.inner.applied_tx.send_if_modified(|cur| {
+            let moved = *cur != offset;
+            *cur = offset;
+            moved
+        });
     }
 }
 
