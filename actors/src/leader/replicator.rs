@@ -167,6 +167,8 @@ pub struct Replicator {
     next_proposal: ProposalId,
     progress_tx: watch::Sender<LogProgress>,
     progress_rx: watch::Receiver<LogProgress>,
+    /// A publish of the progress is scheduled ([`Self::publish_soon`]).
+    publish_due: bool,
     links: BTreeMap<NodeId, LinkSlot>,
     /// Each follower's data directory id, as its last handshake proved.
     directories: BTreeMap<NodeId, DirectoryId>,
@@ -221,6 +223,7 @@ impl Replicator {
             next_proposal: 0,
             progress_tx: init.progress_tx,
             progress_rx: init.progress_rx,
+            publish_due: false,
             links: BTreeMap::new(),
             directories: BTreeMap::new(),
             catch_up: None,
@@ -258,7 +261,24 @@ impl Replicator {
         while let Some(action) = self.engine.poll_action() {
             self.act(action, ctx);
         }
-        self.publish();
+        self.publish_soon(ctx);
+    }
+
+    /// Publish the progress once the messages already in the mailbox are
+    /// handled (actix drains the mailbox before it polls spawned futures):
+    /// a burst of appends wakes the links and the store once, and sends once
+    /// on the watch (each send locks all its notification shards). Nothing
+    /// waits longer: the links run only after this actor yields anyway, and
+    /// a waiter is registered before its entry can be seen.
+    fn publish_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.publish_due {
+            return;
+        }
+        self.publish_due = true;
+        ctx.spawn(fut::ready(()).map(|(), act: &mut Self, _| {
+            act.publish_due = false;
+            act.publish();
+        }));
     }
 
     fn act(&mut self, action: LeaderAction, ctx: &mut Context<Self>) {
