@@ -65,7 +65,7 @@ pub use validate::{
 };
 
 /// One partition's assignment.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PartitionState {
     /// Replica broker ids, in preference order (empty until assigned).
     pub replicas: Vec<NodeId>,
@@ -73,6 +73,25 @@ pub struct PartitionState {
     pub leader: Option<NodeId>,
     /// In-sync replicas.
     pub isr: Vec<NodeId>,
+}
+
+// By hand for `clone_from`: the derived one clones into new vectors; this
+// one reuses the target's (every node's view copies a changed partition
+// this way on each applied write).
+impl Clone for PartitionState {
+    fn clone(&self) -> PartitionState {
+        PartitionState {
+            replicas: self.replicas.clone(),
+            leader: self.leader,
+            isr: self.isr.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &PartitionState) {
+        self.replicas.clone_from(&source.replicas);
+        self.leader = source.leader;
+        self.isr.clone_from(&source.isr);
+    }
 }
 
 impl PartitionState {

@@ -317,3 +317,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_partition_cloned_into_another_keeps_its_vectors() {
+    let source = PartitionState {
+        replicas: vec![1, 2, 3],
+        leader: Some(2),
+        isr: vec![2, 3],
+    };
+    let mut target = PartitionState {
+        replicas: vec![4, 5, 6],
+        leader: None,
+        isr: vec![4, 5, 6],
+    };
+    let (replicas, isr) = (target.replicas.as_ptr(), target.isr.as_ptr());
+    target.clone_from(&source);
+    assert_eq!(target, source);
+    assert_eq!(target.replicas.as_ptr(), replicas, "no new replica vector");
+    assert_eq!(target.isr.as_ptr(), isr, "no new ISR vector");
+}
