@@ -50,6 +50,9 @@ pub struct Results {
     pub iso_rejoin_after_idle_ms: Option<f64>,
     pub isolation_ack_ratio: f64,
     pub isolation_propagation_ratio: f64,
+    /// The second pass window's p99s over the first's (A/A).
+    pub isolation_aa_ack_ratio: f64,
+    pub isolation_aa_propagation_ratio: f64,
     pub stalled_rss_base_bytes: u64,
     pub stalled_rss_growth_bytes: u64,
     pub stalled_rss_growth_end_bytes: u64,
@@ -376,6 +379,13 @@ fn isolation_rows(r: &Results) -> Vec<Row> {
             format!("{:.2}", r.isolation_propagation_ratio),
             "<= 1.1".into(),
             r.isolation_propagation_ratio <= 1.1,
+        ),
+        info(
+            "  A/A: pass again / pass, ack / prop. p99",
+            format!(
+                "{:.2} / {:.2}",
+                r.isolation_aa_ack_ratio, r.isolation_aa_propagation_ratio
+            ),
         ),
         info(
             "  entries/s pass -> slow",

@@ -47,6 +47,8 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "propagation_p99_us": r1(r.propagation_p99_us),
         "isolation_ack_ratio": (r.isolation_ack_ratio * 100.0).round() / 100.0,
         "isolation_propagation_ratio": (r.isolation_propagation_ratio * 100.0).round() / 100.0,
+        "isolation_aa_ack_ratio": (r.isolation_aa_ack_ratio * 100.0).round() / 100.0,
+        "isolation_aa_propagation_ratio": (r.isolation_aa_propagation_ratio * 100.0).round() / 100.0,
         "stalled_rss_growth_bytes": r.stalled_rss_growth_bytes,
         "stalled_inflight_bytes": r.stalled_inflight_bytes,
         "catchup_eps": r.catchup_eps.round(),
