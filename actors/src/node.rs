@@ -332,7 +332,10 @@ impl Node {
         }
     }
 
-    /// Propose a change (only the leader accepts).
+    /// Propose a change (only the leader accepts). Returns once the entry
+    /// has the acknowledgement `acks` asks for, with its offset; a proposal
+    /// not acknowledged within the configured `request_timeout` gets
+    /// [`ProposeError::Timeout`] (answered on the leader's next tick).
     pub async fn propose(&self, command: Command, acks: Acks) -> Result<Proposed, ProposeError> {
         let started = std::time::Instant::now();
         let (reply, rx) = tokio::sync::oneshot::channel();

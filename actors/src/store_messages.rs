@@ -14,7 +14,11 @@ pub use crate::proposal::Proposed;
 pub(crate) use crate::proposal::Reply;
 use crate::view::MetadataChanged;
 
-/// Propose a metadata change (send to the leader's store).
+/// Propose a metadata change (send to the leader's store). Answered with
+/// the entry's offset once it has the acknowledgement asked for, or why
+/// not — `ProposeError::Timeout` after the configured `request_timeout`.
+/// [`crate::Node::propose`] is cheaper: it skips the response future actix
+/// spawns for this message.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Proposed, ProposeError>")]
 pub struct Propose {
