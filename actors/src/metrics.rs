@@ -15,7 +15,7 @@
 //! writes the OpenMetrics text that `GET /metrics` serves.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use metawal::engine::Acks;
@@ -113,6 +113,12 @@ struct Inner {
     commit_latency: Family<AcksLabel, Histogram, fn() -> Histogram>,
     fsync_latency: Histogram,
     proposals: Family<ResultLabel, Counter>,
+    /// The series every successful write records in (acks all, leader,
+    /// none; and `result="ok"`), kept once made: `get_or_create` takes the
+    /// family's lock and hashes the labels on each call. Made on first use,
+    /// as `get_or_create` would, so `/metrics` lists the same series.
+    ok_latency: [OnceLock<Histogram>; 3],
+    ok_proposals: OnceLock<Counter>,
     bytes_sent: Counter,
     bytes_received: Counter,
     follower_lag: Family<PeerLabel, Gauge>,
@@ -295,6 +301,8 @@ impl NodeMetrics {
                 commit_latency,
                 fsync_latency,
                 proposals,
+                ok_latency: Default::default(),
+                ok_proposals: OnceLock::new(),
                 bytes_sent,
                 bytes_received,
                 follower_lag,
@@ -318,24 +326,37 @@ impl NodeMetrics {
 
     /// A proposal ended: count it by result, and time it if it succeeded.
     pub(crate) fn proposal<T>(&self, acks: Acks, result: &Result<T, ProposeError>, took: Duration) {
-        let label = match result {
-            Ok(_) => {
-                let acks = match acks {
-                    Acks::All => "all",
-                    Acks::Leader => "leader",
-                    Acks::None => "none",
-                };
-                self.inner
-                    .commit_latency
-                    .get_or_create(&AcksLabel { acks })
-                    .observe(took.as_secs_f64());
-                "ok"
-            }
-            Err(e) => result_label(e),
+        let inner = &*self.inner;
+        let Err(e) = result else {
+            let (i, acks) = match acks {
+                Acks::All => (0, "all"),
+                Acks::Leader => (1, "leader"),
+                Acks::None => (2, "none"),
+            };
+            inner.ok_latency[i]
+                .get_or_init(|| {
+                    inner
+                        .commit_latency
+                        .get_or_create(&AcksLabel { acks })
+                        .clone()
+                })
+                .observe(took.as_secs_f64());
+            inner
+                .ok_proposals
+                .get_or_init(|| {
+                    inner
+                        .proposals
+                        .get_or_create(&ResultLabel { result: "ok" })
+                        .clone()
+                })
+                .inc();
+            return;
         };
-        self.inner
+        inner
             .proposals
-            .get_or_create(&ResultLabel { result: label })
+            .get_or_create(&ResultLabel {
+                result: result_label(e),
+            })
             .inc();
     }
 
