@@ -4,9 +4,11 @@
 //! - On the leader it takes typed proposals. The engine decides admission
 //!   (the role, the ISR size for `acks=all`, the command against the
 //!   *appended* state, the bound on uncommitted entries) and gives the entry
-//!   its offset and record; this actor hands the record to the Replicator
-//!   and waits for the acknowledgement asked for. An invalid proposal gets
-//!   its specific error and nothing is appended.
+//!   its offset and record; this actor hands the record, with the
+//!   proposer's reply channel, to the Replicator, which answers once the
+//!   entry has the acknowledgement asked for (or its request timeout
+//!   passed). An invalid proposal gets its specific error from here and
+//!   nothing is appended.
 //! - On every node the engine applies committed entries in offset order;
 //!   this actor updates the [`MetadataView`] and notifies subscribers with
 //!   [`MetadataChanged`] as each one is applied. Entries come from a bounded
@@ -50,8 +52,8 @@ pub(crate) use leadership::{
     AppendMembership, CloseLeadership, DropLeadership, ProbeFollowers, TakeLeadership, ToReplicator,
 };
 
-// The messages the store takes and answers: a child module, so the
-// store's private types stay private.
+// The messages the store takes and answers, in a file of their own (the
+// actor's file was over 600 lines).
 #[path = "store_messages.rs"]
 mod messages;
 pub use messages::{Applied, GetApplied, GetState, Propose, Proposed, Subscribe};
