@@ -429,6 +429,7 @@ impl Wal {
                 len: scan.valid_len,
                 positions: scan.positions,
                 dirty: false,
+                zeroed: scan.valid_len,
             });
         }
         tracing::debug!(

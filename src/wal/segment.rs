@@ -2,10 +2,10 @@
 //! file-system calls the log makes on segments.
 //!
 //! Separate from the log itself because it is about one file (how it is
-//! named, reserved with `fallocate` and indexed) plus the small file-system
-//! helpers (open, delete, directory `fsync`, error mapping) that the write
-//! path and recovery share; `mod.rs` decides what to write where and
-//! `recovery.rs` what to trust at open.
+//! named, reserved with `fallocate`, zeroed ahead of its records and
+//! indexed) plus the small file-system helpers (open, delete, directory
+//! `fsync`, error mapping) that the write path and recovery share; `mod.rs`
+//! decides what to write where and `recovery.rs` what to trust at open.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -51,6 +51,9 @@ pub(super) struct Segment {
     pub(super) positions: Vec<u64>,
     /// Written since the last `fdatasync`.
     pub(super) dirty: bool,
+    /// The file is written (records or zeros) up to here; see
+    /// [`zero_ahead`].
+    pub(super) zeroed: u64,
 }
 
 impl Segment {
@@ -82,6 +85,46 @@ pub(super) fn preallocate(file: &File, path: &Path, len: u64) {
     {
         let _ = (file, path, len);
     }
+}
+
+/// How far past the end of its records a preallocated segment is kept
+/// written with zeros ([`zero_ahead`]).
+pub(super) const ZERO_AHEAD_BYTES: u64 = 128 * 1024;
+
+/// Source of the zeros [`zero_ahead`] writes.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Write zeros into `seg` from its written end up to `end +
+/// ZERO_AHEAD_BYTES` (at most `limit`, the preallocated size), once less
+/// than half of that margin is left.
+///
+/// Why: `fallocate` reserves *unwritten* extents. The first write into
+/// each block converts its extent, and the `fdatasync` after it must then
+/// write the extent tree as well as the data: on this VM's ext4 a group
+/// commit of ~3 KB, which starts a new block nearly every time, syncs in
+/// ~100 µs with three nodes syncing at once against ~62 µs for the same
+/// write into blocks already written. Zeroing ahead in 64 KiB steps pays
+/// the conversion once per step instead of once per block. The zeros are
+/// what the preallocated space reads as anyway, so recovery sees no
+/// difference.
+pub(super) fn zero_ahead(seg: &mut Segment, end: u64, limit: u64) -> Result<(), WalError> {
+    use std::os::unix::fs::FileExt;
+    let target = (end + ZERO_AHEAD_BYTES).min(limit);
+    let from = seg.zeroed.max(end);
+    if from >= target || seg.zeroed >= end + ZERO_AHEAD_BYTES / 2 {
+        return Ok(());
+    }
+    let mut at = from;
+    while at < target {
+        let n = (target - at).min(ZEROS.len() as u64) as usize;
+        seg.file
+            .write_all_at(&ZEROS[..n], at)
+            .map_err(io_err(&seg.path))?;
+        at += n as u64;
+    }
+    seg.zeroed = target;
+    seg.dirty = true;
+    Ok(())
 }
 
 /// Map an I/O error on `path` to [`WalError::Io`].
