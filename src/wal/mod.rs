@@ -280,8 +280,7 @@ impl Wal {
             buf.clear();
             let preallocated = self.options.preallocate;
             let active = self.active();
-            let start_len = active.len;
-            let mut size = start_len;
+            let mut size = active.len;
             let mut new_positions = Vec::new();
             let first = i;
             while i < records.len() && (i == first || size < segment_bytes) {
@@ -290,27 +289,15 @@ impl Wal {
                 size += records[i].len() as u64;
                 i += 1;
             }
-            if preallocated {
-                // Before the records: a failure here has changed nothing.
-                if let Err(e) = segment::zero_ahead(active, size, segment_bytes) {
-                    self.write_buf = buf;
-                    return Err(e);
-                }
+            let written = active.write_end(&buf, preallocated, segment_bytes);
+            if written.is_ok() {
+                active.positions.extend_from_slice(&new_positions);
             }
-            if let Err(source) = active.file.write_all_at(&buf, start_len) {
-                // Do not leave a partial record behind the last good one.
-                let _ = active.file.set_len(start_len);
-                self.write_buf = buf;
-                let path = self.active().path.clone();
-                return Err(WalError::Io { path, source });
-            }
-            active.len = size;
-            active.positions.extend_from_slice(&new_positions);
-            active.dirty = true;
+            self.write_buf = buf;
+            written?;
             for r in &records[first..i] {
                 self.epochs.append(r.offset, r.epoch)?;
             }
-            self.write_buf = buf;
         }
         Ok(())
     }

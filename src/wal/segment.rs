@@ -127,6 +127,40 @@ pub(super) fn zero_ahead(seg: &mut Segment, end: u64, limit: u64) -> Result<(), 
     Ok(())
 }
 
+impl Segment {
+    /// Write `bytes` (whole records) after the segment's records, without
+    /// syncing: zeros ahead first when `preallocated` (see [`zero_ahead`];
+    /// `limit` is the preallocated size), then the records. On an error
+    /// nothing counts as written, and the file is cut back to the records
+    /// before.
+    pub(super) fn write_end(
+        &mut self,
+        bytes: &[u8],
+        preallocated: bool,
+        limit: u64,
+    ) -> Result<(), WalError> {
+        use std::os::unix::fs::FileExt;
+        let start = self.len;
+        let size = start + bytes.len() as u64;
+        if preallocated {
+            // Before the records: a failure here has changed nothing.
+            zero_ahead(self, size, limit)?;
+        }
+        if let Err(source) = self.file.write_all_at(bytes, start) {
+            // Do not leave a partial record behind the last good one.
+            let _ = self.file.set_len(start);
+            self.zeroed = self.zeroed.min(start);
+            return Err(WalError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.len = size;
+        self.dirty = true;
+        Ok(())
+    }
+}
+
 /// Map an I/O error on `path` to [`WalError::Io`].
 pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
