@@ -159,6 +159,40 @@ async fn a_change_stream_below_the_log_start_is_refused_with_where_the_log_start
     c.shutdown().await;
 }
 
+/// Read your writes: once an `acks=all` write is answered, it is
+/// committed, so the next read index covers it. The Replicator answers the
+/// proposer itself and publishes its progress (the commit a read index
+/// starts from) once per burst of messages; it must publish before it
+/// answers, or a read right after the answer starts from the commit before
+/// it. Concurrent writers make the bursts.
+#[actix::test]
+async fn a_read_index_right_after_an_acknowledged_write_covers_it() {
+    let c = TestCluster::start(3, &[], fast_config()).await;
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let leader = c.node(1).clone();
+            tokio::task::spawn_local(async move {
+                for i in 0..40 {
+                    let p = leader
+                        .propose(create_topic(&format!("ryw-{w}-{i}"), 1, 1), Acks::All)
+                        .await
+                        .unwrap();
+                    let index = leader.read_index(LIMIT).await.unwrap();
+                    assert!(
+                        index >= p.offset,
+                        "writer {w}: write {i} was answered at offset {} but the next read index is {index}",
+                        p.offset
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    c.shutdown().await;
+}
+
 #[actix::test]
 async fn a_linearizable_read_needs_the_leader_to_reach_a_quorum() {
     let c = TestCluster::start(3, &[2, 3], fast_config()).await;

@@ -269,7 +269,9 @@ impl Replicator {
     /// a burst of appends wakes the links and the store once, and sends once
     /// on the watch (each send locks all its notification shards). Nothing
     /// waits longer: the links run only after this actor yields anyway, and
-    /// a waiter is registered before its entry can be seen.
+    /// a waiter is registered before its entry can be seen. The one reader
+    /// that must not see an older commit, a read index after an answered
+    /// write, is served by the publish before each answer (`act`).
     fn publish_soon(&mut self, ctx: &mut Context<Self>) {
         if self.publish_due {
             return;
@@ -289,6 +291,13 @@ impl Replicator {
                 offset,
                 result,
             } => {
+                // A read index starts from the published commit: publish a
+                // commit that moved before the answer can reach the
+                // proposer, so a read right after it covers the write
+                // (read your writes).
+                if self.engine.tracker().commit() > self.progress_tx.borrow().commit {
+                    self.publish();
+                }
                 if let Some((w, epoch)) = self.waiters.remove(&proposal) {
                     let result = result
                         .map(|()| Proposed { offset, epoch })
