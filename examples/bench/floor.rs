@@ -18,10 +18,11 @@ use std::time::Instant;
 
 use crate::cli::{Counts, Out};
 use crate::floor_trio::Trio;
+use crate::floor_written::Written;
 use crate::report::Results;
 use crate::stats::{new_hist, ns, us, Hist};
 
-const RECORD: [u8; 100] = [0x5a; 100];
+pub(crate) const RECORD: [u8; 100] = [0x5a; 100];
 
 /// fdatasync of a 100-byte append, in a file in `dir`.
 fn fsync(dir: &Path, counts: Counts) -> Result<Hist, String> {
@@ -88,16 +89,31 @@ fn rtt(counts: Counts) -> Result<Hist, String> {
     Ok(rtt)
 }
 
+/// What a [`FloorSampler`] measured.
+pub struct RunFloor {
+    /// fdatasync of a 100-byte append.
+    pub fsync: Hist,
+    /// The 100-byte loopback ping-pong.
+    pub rtt: Hist,
+    /// The longest of three fdatasyncs at once.
+    pub fsync3: Hist,
+    /// fdatasync of a 100-byte write into written blocks (`floor_written.rs`).
+    pub fsync_written: Hist,
+}
+
 /// The floor sampled between the writes of a load: a file in the data
 /// dir's filesystem and a connection to a loopback echo thread. One
-/// [`FloorSampler::sample`] is one fdatasync of a 100-byte append and one
-/// 100-byte ping-pong; the echo thread ends when the connection closes.
+/// [`FloorSampler::sample`] is one fdatasync of a 100-byte append, one of
+/// a 100-byte write into written blocks, one 100-byte ping-pong and one
+/// sample of three fdatasyncs at once; the echo thread ends when the
+/// connection closes.
 pub struct FloorSampler {
     path: PathBuf,
     file: std::fs::File,
     conn: TcpStream,
     echo: JoinHandle<std::io::Result<()>>,
     trio: Trio,
+    written: Written,
     pub fsync: Hist,
     pub rtt: Hist,
     /// The longest of three concurrent fdatasyncs (`floor_trio.rs`).
@@ -140,6 +156,7 @@ impl FloorSampler {
             conn,
             echo,
             trio: Trio::new(dir)?,
+            written: Written::new(dir)?,
             fsync: new_hist(),
             rtt: new_hist(),
             fsync3: new_hist(),
@@ -158,6 +175,7 @@ impl FloorSampler {
             .sync_data()
             .map_err(|e| format!("fdatasync {}: {e}", self.path.display()))?;
         self.fsync.saturating_record(ns(t.elapsed()));
+        self.written.sample()?;
         let mut buf = [0u8; 100];
         let t = Instant::now();
         self.conn
@@ -173,9 +191,10 @@ impl FloorSampler {
     }
 
     /// Close the connection, join the echo and sync threads, remove the
-    /// files; the three histograms (fsync, RTT, three fsyncs at once).
-    pub fn finish(self) -> Result<(Hist, Hist, Hist), String> {
+    /// files; what was measured.
+    pub fn finish(self) -> Result<RunFloor, String> {
         self.trio.finish()?;
+        let fsync_written = self.written.finish();
         drop(self.conn);
         drop(self.file);
         let _ = std::fs::remove_file(&self.path);
@@ -183,7 +202,12 @@ impl FloorSampler {
             .join()
             .map_err(|_| "the echo thread panicked".to_string())?
             .map_err(|e| format!("echo thread: {e}"))?;
-        Ok((self.fsync, self.rtt, self.fsync3))
+        Ok(RunFloor {
+            fsync: self.fsync,
+            rtt: self.rtt,
+            fsync3: self.fsync3,
+            fsync_written,
+        })
     }
 }
 

@@ -62,6 +62,7 @@ mod cluster;
 mod failover;
 mod floor;
 mod floor_trio;
+mod floor_written;
 mod http;
 mod http_async;
 mod http_load;

@@ -1,6 +1,6 @@
 //! The run's figures as one JSON object (`--json`).
 
-use crate::report::{floor_sum, shared_disk_floor, Results};
+use crate::report::{floor_sum, shared_disk_floor, written_floor, Results};
 use crate::stats::{r1, spread};
 
 /// `a / b` to two decimals (0 when `b` is 0).
@@ -28,9 +28,14 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "run_floor_fsync_p99_us": r1(r.run_floor_fsync_p99_us),
         "run_floor_rtt_p50_us": r1(r.run_floor_rtt_p50_us),
         "run_floor_rtt_p99_us": r1(r.run_floor_rtt_p99_us),
+        "run_floor_fsync_written_p50_us": r1(r.run_floor_fsync_written_p50_us),
+        "run_floor_fsync_written_p99_us": r1(r.run_floor_fsync_written_p99_us),
         "run_floor_fsync3_p50_us": r1(r.run_floor_fsync3_p50_us),
         "run_floor_fsync3_p99_us": r1(r.run_floor_fsync3_p99_us),
         "acks_all_p50_shared_disk_ratio": ratio(r.acks_all_p50_us, shared_disk_floor(r)),
+        "acks_all_p50_written_floor_ratio": ratio(r.acks_all_p50_us, written_floor(r)),
+        "acks_all_p99_written_floor_ratio": ratio(r.acks_all_p99_us, written_floor(r)),
+        "propagation_p99_written_floor_ratio": ratio(r.propagation_p99_us, written_floor(r)),
         "allocs_per_write": r.allocs_per_write.map(|a| r1(a.0)),
         "alloc_bytes_per_write": r.allocs_per_write.map(|a| a.1.round()),
         // Issue 22's ratios, against floor_sum (the in-run floor).
