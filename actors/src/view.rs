@@ -90,6 +90,14 @@ impl MetadataView {
     /// Wait until this node has applied `offset`, for at most `timeout`.
     /// Returns the applied offset (at least `offset`), or `None` on time-out.
     pub async fn wait_applied(&self, offset: u64, timeout: std::time::Duration) -> Option<u64> {
+        // The watch is sent once per applied batch (`publish_applied`), so
+        // it can trail the offset a reader sees in `applied_offset` or a
+        // `MetadataChanged` by the rest of a batch: what is applied already
+        // answers at once.
+        let applied = self.applied_offset();
+        if applied >= offset {
+            return Some(applied);
+        }
         let mut rx = self.applied_watch();
         let reached = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= offset)).await;
         match reached {
@@ -255,5 +263,21 @@ mod tests {
         assert_eq!(t.partitions.len(), 5);
         assert_eq!(Some(&t.partitions), state.topic("t").map(|t| &t.partitions));
         assert_eq!(view.partition("t", 4).map(|p| p.replicas), Some(vec![2]));
+    }
+
+    /// Mid-batch, the applied offset (and each `MetadataChanged` sent) is
+    /// ahead of the watch, which is sent once the batch ends: a wait for
+    /// what is already applied must not time out meanwhile.
+    #[actix::test]
+    async fn a_wait_for_an_applied_offset_answers_before_the_batch_ends() {
+        let view = MetadataView::new();
+        view.set_applied(5, 1);
+        assert_eq!(
+            view.wait_applied(5, std::time::Duration::ZERO).await,
+            Some(5)
+        );
+        assert_eq!(view.wait_applied(6, std::time::Duration::ZERO).await, None);
+        view.publish_applied();
+        assert_eq!(*view.applied_watch().borrow(), 5);
     }
 }
