@@ -345,7 +345,9 @@ impl Replicator {
                 }
                 // Stopping also ends link supervision (which would restart
                 // the links); a link that missed its StopLink stops when it
-                // finds the Replicator gone.
+                // finds the Replicator gone. A stopping actor runs no
+                // spawned future, so the progress goes out now.
+                self.publish();
                 ctx.stop();
             }
         }
@@ -566,6 +568,10 @@ impl Handler<StopReplicator> for Replicator {
             LeaderInput::Stop
         };
         self.input(input, ctx);
+        // A stopping actor runs no spawned future: publish what the last
+        // burst moved now (`publish_soon` would be dropped), so the
+        // follower side resumes from the latest commit.
+        self.publish();
         ctx.stop();
     }
 }
