@@ -386,6 +386,12 @@ impl ReplicatorEngine {
             return;
         }
         tracing::error!(node = self.node, epoch = self.epoch, %reason, "leader storage failed; no longer accepting writes");
+        // `Failed` first: the shell marks the node failed before any
+        // proposer hears of the failure, so a caller that got the error
+        // sees the `Failed` role too.
+        self.actions.push_back(LeaderAction::Failed {
+            reason: reason.clone(),
+        });
         for (offset, proposal) in self.drain_waiters() {
             self.actions.push_back(LeaderAction::Resolve {
                 proposal,
@@ -393,9 +399,6 @@ impl ReplicatorEngine {
                 result: Err(LeaderError::Storage(reason.clone())),
             });
         }
-        self.actions.push_back(LeaderAction::Failed {
-            reason: reason.clone(),
-        });
         self.failed = Some(reason);
     }
 

@@ -236,13 +236,13 @@ fn full_disk_queue_is_retried_on_tick_then_fails_after_the_limit() {
     assert_eq!(
         drain(&mut e),
         vec![
+            LeaderAction::Failed {
+                reason: why.clone()
+            },
             LeaderAction::Resolve {
                 proposal: 12,
                 offset: 3,
                 result: Err(LeaderError::Storage(why.clone()))
-            },
-            LeaderAction::Failed {
-                reason: why.clone()
             },
         ]
     );
@@ -322,14 +322,16 @@ fn storage_failure_answers_every_waiter_once() {
         offset: o,
         result: Err(LeaderError::Storage("EIO".into())),
     };
+    // `Failed` before the answers: the node is marked failed before a
+    // proposer can hear of it.
     assert_eq!(
         drain(&mut e),
         vec![
-            err(1, 1),
-            err(2, 2),
             LeaderAction::Failed {
                 reason: "EIO".into()
-            }
+            },
+            err(1, 1),
+            err(2, 2),
         ]
     );
     e.handle(t0, LeaderInput::WalDurable { up_to: 2 });
