@@ -44,7 +44,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let count_allocs = args.count_allocs;
     out.progress(&format!(
-        "[2/8] latency: {} sequential acks=all writes; after each, the floor: one fdatasync, one ping-pong, three fdatasyncs at once{}",
+        "[2/8] latency: {} sequential acks=all writes; after each, the floor: one fdatasync of an append, one of a write into written blocks, one ping-pong, three fdatasyncs at once{}",
         counts.latency_writes,
         if args.perf_ctl.is_some() { " (not with --perf-ctl)" } else { "" }
     ));

@@ -16,9 +16,11 @@ pub struct Results {
     pub run_floor_fsync_p99_us: f64,
     pub run_floor_rtt_p50_us: f64,
     pub run_floor_rtt_p99_us: f64,
-    /// The longest of three concurrent fdatasyncs, sampled with them.
+    /// A 100-byte write into already-written blocks + fdatasync
+    /// (`floor_written.rs`), sampled with them.
     pub run_floor_fsync_written_p50_us: f64,
     pub run_floor_fsync_written_p99_us: f64,
+    /// The longest of three concurrent fdatasyncs, sampled with them.
     pub run_floor_fsync3_p50_us: f64,
     pub run_floor_fsync3_p99_us: f64,
     /// `--count-allocs`: the process's allocations and bytes allocated per
@@ -206,7 +208,7 @@ fn latency_rows(r: &Results) -> Vec<Row> {
             pair(r.run_floor_rtt_p50_us, r.run_floor_rtt_p99_us),
         ),
         info(
-            "in-run floor, write into written blocks p50 / p99",
+            "in-run floor written-block fsync p50 / p99 (us)",
             pair(
                 r.run_floor_fsync_written_p50_us,
                 r.run_floor_fsync_written_p99_us,

@@ -100,13 +100,13 @@ static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 ///
 /// Why: `fallocate` reserves *unwritten* extents. The first write into
 /// each block converts its extent, and the `fdatasync` after it must then
-/// write the extent tree as well as the data: on this VM's ext4 a group
-/// commit of ~3 KB, which starts a new block nearly every time, syncs in
-/// ~100 µs with three nodes syncing at once against ~62 µs for the same
-/// write into blocks already written. Zeroing ahead in 64 KiB steps pays
-/// the conversion once per step instead of once per block. The zeros are
-/// what the preallocated space reads as anyway, so recovery sees no
-/// difference.
+/// write the extent tree as well as the data: on this VM's ext4 a write of
+/// ~3 KB, which starts a new block nearly every time, syncs in ~100 µs
+/// with three writers syncing at once against ~62 µs for the same write
+/// into blocks already written. Zeroing at least 64 KiB ahead at a time
+/// pays the conversion once per zero write instead of once per block. The
+/// zeros are what the preallocated space reads as anyway, so recovery sees
+/// no difference.
 pub(super) fn zero_ahead(seg: &mut Segment, end: u64, limit: u64) -> Result<(), WalError> {
     use std::os::unix::fs::FileExt;
     let target = (end + ZERO_AHEAD_BYTES).min(limit);
