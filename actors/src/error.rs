@@ -425,6 +425,18 @@ pub enum StatusError {
     },
 }
 
+/// Why [`crate::Node::metrics_text`] has no text.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// The node's status, which the gauges are read from, could not be had.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    /// Encoding the metrics as text failed.
+    #[error("encoding the metrics failed")]
+    Encode,
+}
+
 /// Why [`crate::Node::state`] or [`crate::Node::applied`] could not answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

@@ -62,8 +62,8 @@ pub use metawal::{Command, Entry, MetadataState, NodeId, ReplicationConfig};
 pub use changes::{ChangeStream, ChangesError};
 pub use config::{BoundListener, NodeConfig};
 pub use error::{
-    Appended, ConfigProblem, DiskError, LogStartError, MemberError, NodeError, Overload,
-    ProposeError, ReadError, RoleError, StateError, StatusError, SubscribeError,
+    Appended, ConfigProblem, DiskError, LogStartError, MemberError, MetricsError, NodeError,
+    Overload, ProposeError, ReadError, RoleError, StateError, StatusError, SubscribeError,
 };
 pub use leadership::{LeadershipChanges, LeadershipError};
 pub use members::{MemberStatus, Members, DEFAULT_PROMOTE_WAIT, MAX_PROMOTE_WAIT};

@@ -8,7 +8,7 @@
 use metawal::MetadataState;
 
 use super::Node;
-use crate::error::{ReadError, StateError, StatusError};
+use crate::error::{MetricsError, ReadError, StateError, StatusError};
 use crate::follower::listener::GetPosition;
 use crate::leader::replicator::GetReplicationStatus;
 use crate::shared::Role;
@@ -186,5 +186,21 @@ impl Node {
             }
         }
         Ok(status)
+    }
+
+    /// The node's metrics in the OpenMetrics text format: what `GET
+    /// /metrics` serves, for an embedder that exposes them through its own
+    /// endpoint. The gauges (role, epoch, offsets, ISR, followers' lag, the
+    /// members) are read from [`Node::status`] now; the counters and
+    /// histograms are the node's own (see docs/operations.md).
+    pub async fn metrics_text(&self) -> Result<String, MetricsError> {
+        let status = self.status().await?;
+        let mut scrape: crate::metrics::Scrape = (&status).into();
+        let members = self.members_in_force();
+        scrape.voters = members.voter_count() as u64;
+        scrape.learners = members.learners().count() as u64;
+        self.metrics()
+            .encode(&scrape)
+            .map_err(|_| MetricsError::Encode)
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::{Counts, Out};
 use crate::cluster;
+use crate::fsync_tail::{syncs, Syncs};
 use crate::load::{acks_leader, load, prop_samples, propagation, LoadCtl, Sample};
 use crate::report::Results;
 use crate::stats::{new_hist, us, Hist};
@@ -32,15 +33,33 @@ async fn follower3_in_isr(leader: &Node) -> Result<bool, String> {
     Ok(s.follower(3).is_some_and(|f| f.in_isr))
 }
 
+/// The nodes whose syncs the ratios depend on: the leader (its own acks)
+/// and node 2 (with the leader, the commit node 2 applies at).
+fn measured_nodes(c: &TestCluster) -> Result<Vec<Node>, String> {
+    Ok(vec![c.try_node(1)?.clone(), c.try_node(2)?.clone()])
+}
+
 /// One window of the load with the proxy passing everything: acks=leader
-/// p99, node 2's propagation p99 (µs) and writes/s.
-async fn pass_window(out: Out, c: &TestCluster, counts: Counts) -> Result<(f64, f64, f64), String> {
+/// p99, node 2's propagation p99 (µs), writes/s, and the syncs meanwhile.
+async fn pass_window(
+    out: Out,
+    c: &TestCluster,
+    counts: Counts,
+) -> Result<(f64, f64, f64, Syncs), String> {
     let (writes, p) = (counts.isolation_writes, counts.proposers);
     let leader = c.try_node(1)?;
+    let nodes = measured_nodes(c)?;
+    let before = syncs(&nodes).await?;
     let base = acks_leader(out, leader, writes, p, true).await?;
+    let during = syncs(&nodes).await?.since(before);
     let base_prop = propagation(c, 2, &base.sent).await?;
     c.try_recording(3)?.clear();
-    Ok((us(&base.latency, 0.99), us(&base_prop, 0.99), base.eps()))
+    Ok((
+        us(&base.latency, 0.99),
+        us(&base_prop, 0.99),
+        base.eps(),
+        during,
+    ))
 }
 
 /// With the proxy passing everything, two windows of the same load: the
@@ -49,19 +68,22 @@ async fn pass_window(out: Out, c: &TestCluster, counts: Counts) -> Result<(f64, 
 /// an A/A comparison — how far two windows differ with nothing changed,
 /// which is the resolution of the isolation ratios.
 async fn pass(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> Result<(), String> {
-    let (ack1, prop1, eps1) = pass_window(out, c, counts).await?;
+    let (ack1, prop1, eps1, syncs1) = pass_window(out, c, counts).await?;
     out.progress(&format!(
-        "      pass, first window: {eps1:.0} entries/s, acks=leader p99 {ack1:.0} us, node 2 propagation p99 {prop1:.0} us"
+        "      pass, first window: {eps1:.0} entries/s, acks=leader p99 {ack1:.0} us, node 2 propagation p99 {prop1:.0} us, {} of {} syncs over 400 us",
+        syncs1.slow, syncs1.total
     ));
-    let (ack, prop, eps) = pass_window(out, c, counts).await?;
+    let (ack, prop, eps, syncs2) = pass_window(out, c, counts).await?;
+    r.iso_syncs[0] = syncs1;
+    r.iso_syncs[1] = syncs2;
     r.iso_base_ack_p99_us = ack;
     r.iso_base_prop_p99_us = prop;
     r.iso_base_eps = eps;
     r.isolation_aa_ack_ratio = ack / ack1.max(1e-3);
     r.isolation_aa_propagation_ratio = prop / prop1.max(1e-3);
     out.progress(&format!(
-        "      pass: {eps:.0} entries/s, acks=leader p99 {ack:.0} us, node 2 propagation p99 {prop:.0} us; A/A ratios {:.2} / {:.2}",
-        r.isolation_aa_ack_ratio, r.isolation_aa_propagation_ratio
+        "      pass: {eps:.0} entries/s, acks=leader p99 {ack:.0} us, node 2 propagation p99 {prop:.0} us, {} of {} syncs over 400 us; A/A ratios {:.2} / {:.2}",
+        syncs2.slow, syncs2.total, r.isolation_aa_ack_ratio, r.isolation_aa_propagation_ratio
     ));
     Ok(())
 }
@@ -70,6 +92,8 @@ async fn pass(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> Res
 /// its polls after that node 3 was back in.
 struct Watched {
     left: Option<Instant>,
+    /// The syncs of the measured nodes when node 3 left.
+    syncs_at_left: Result<Syncs, String>,
     back_in: u64,
     polls: u64,
 }
@@ -79,6 +103,7 @@ struct Watched {
 /// writes are done; then stop the load.
 fn watch_isr(
     leader: Node,
+    nodes: Vec<Node>,
     ctl: LoadCtl,
     delayed_at: Instant,
     shrink_limit: Duration,
@@ -88,12 +113,14 @@ fn watch_isr(
         let hard_limit = shrink_limit + Duration::from_secs(120);
         let mut left: Option<(Instant, u64)> = None;
         let (mut back_in, mut polls) = (0u64, 0u64);
+        let mut syncs_at_left = Err("node 3 did not leave the ISR".to_string());
         while delayed_at.elapsed() < hard_limit {
             let in_isr = follower3_in_isr(&leader).await;
             match left {
                 None => {
                     if let Ok(false) = in_isr {
                         left = Some((Instant::now(), ctl.done.load(Ordering::Relaxed)));
+                        syncs_at_left = syncs(&nodes).await;
                     } else if delayed_at.elapsed() > shrink_limit {
                         break;
                     }
@@ -113,6 +140,7 @@ fn watch_isr(
         ctl.stop.store(true, Ordering::Relaxed);
         Watched {
             left: left.map(|(t, _)| t),
+            syncs_at_left,
             back_in,
             polls,
         }
@@ -199,10 +227,12 @@ fn record_delayed(out: Out, r: &mut Results, s: &Split, w: &Watched, since: Dura
     r.isolation_ack_ratio = r.iso_slow_ack_p99_us / r.iso_base_ack_p99_us.max(1e-3);
     r.isolation_propagation_ratio = r.iso_slow_prop_p99_us / r.iso_base_prop_p99_us.max(1e-3);
     out.progress(&format!(
-        "      delayed: {:.0} entries/s, acks=leader p99 {:.0} us, node 2 propagation p99 {:.0} us; ratios {:.2} / {:.2}",
+        "      delayed: {:.0} entries/s, acks=leader p99 {:.0} us, node 2 propagation p99 {:.0} us, {} of {} syncs over 400 us; ratios {:.2} / {:.2}",
         r.iso_slow_eps,
         r.iso_slow_ack_p99_us,
         r.iso_slow_prop_p99_us,
+        r.iso_syncs[2].slow,
+        r.iso_syncs[2].total,
         r.isolation_ack_ratio,
         r.isolation_propagation_ratio
     ));
@@ -221,8 +251,10 @@ async fn delayed(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> 
     let shrink_limit = ReplicationConfig::default().replica_lag_time_max + Duration::from_secs(10);
     let delayed_at = Instant::now();
     let target = counts.isolation_writes;
+    let nodes = measured_nodes(c)?;
     let watcher = watch_isr(
         leader.clone(),
+        nodes.clone(),
         ctl.clone(),
         delayed_at,
         shrink_limit,
@@ -231,11 +263,13 @@ async fn delayed(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> 
     let p = counts.proposers;
     let run_all = load(out, &leader, u64::MAX, p, Acks::Leader, true, ctl).await?;
     let watched = watcher.await.map_err(|e| format!("ISR watcher: {e}"))?;
+    let syncs_at_end = syncs(&nodes).await?;
     let left = watched.left.ok_or_else(|| {
         format!(
             "node 3 behind a {SLOW_DELAY:?} delay did not leave the ISR within {shrink_limit:?}"
         )
     })?;
+    r.iso_syncs[2] = syncs_at_end.since(watched.syncs_at_left.clone()?);
     r.iso_rejoin_after_idle_ms = rejoin_after_idle(&leader).await;
     let props = prop_samples(c, 2, &run_all.sent).await?;
     c.try_recording(3)?.clear();

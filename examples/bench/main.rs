@@ -63,6 +63,7 @@ mod failover;
 mod floor;
 mod floor_trio;
 mod floor_written;
+mod fsync_tail;
 mod http;
 mod http_async;
 mod http_load;

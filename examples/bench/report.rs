@@ -57,6 +57,9 @@ pub struct Results {
     /// The second pass window's p99s over the first's (A/A).
     pub isolation_aa_ack_ratio: f64,
     pub isolation_aa_propagation_ratio: f64,
+    /// The leader's and node 2's syncs in the first pass window, the pass
+    /// window (the baseline) and the delayed window.
+    pub iso_syncs: [crate::fsync_tail::Syncs; 3],
     pub stalled_rss_base_bytes: u64,
     pub stalled_rss_growth_bytes: u64,
     pub stalled_rss_growth_end_bytes: u64,
@@ -411,6 +414,15 @@ fn isolation_rows(r: &Results) -> Vec<Row> {
             format!(
                 "{:.2} / {:.2}",
                 r.isolation_aa_ack_ratio, r.isolation_aa_propagation_ratio
+            ),
+        ),
+        info(
+            "  syncs over 400 us per 1000, nodes 1+2: pass, again, slow",
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                r.iso_syncs[0].slow_permille(),
+                r.iso_syncs[1].slow_permille(),
+                r.iso_syncs[2].slow_permille()
             ),
         ),
         info(

@@ -583,6 +583,18 @@ async fn status_health_transfer_and_metrics() {
     ] {
         assert!(m.contains(needle), "missing {needle}");
     }
+    // The same text for an embedder that serves its own endpoint.
+    let m = a.c.node(1).metrics_text().await.unwrap();
+    for needle in [
+        "metawal_proposals_total{result=\"ok\"} 1",
+        "metawal_role{role=\"leader\"} 1",
+        "metawal_members{role=\"voter\"} 3",
+    ] {
+        assert!(
+            m.contains(needle),
+            "missing {needle} from Node::metrics_text"
+        );
+    }
 
     let r = post(a.url(3, "/v1/leader/transfer?to=2"), "").await;
     assert_eq!(r.status, 307);

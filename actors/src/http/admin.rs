@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::error::{node_stopped, role_error};
 use super::{ApiData, ApiError};
-use crate::error::RoleError;
+use crate::error::{MetricsError, RoleError};
 use crate::shared::Role;
 use crate::status::NodeStatus;
 
@@ -144,17 +144,9 @@ pub(crate) async fn transfer(req: HttpRequest, api: ApiData) -> Result<HttpRespo
 }
 
 pub(crate) async fn metrics(api: ApiData) -> Result<HttpResponse, ApiError> {
-    let s = api.node.status().await.map_err(|e| node_stopped(&e))?;
-    let mut scrape: crate::metrics::Scrape = (&s).into();
-    let m = api.node.members_in_force();
-    scrape.voters = m.voter_count() as u64;
-    scrape.learners = m.learners().count() as u64;
-    let text = api.node.metrics().encode(&scrape).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics",
-            format!("encoding the metrics failed: {e}"),
-        )
+    let text = api.node.metrics_text().await.map_err(|e| match e {
+        MetricsError::Status(e) => node_stopped(&e),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string()),
     })?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
