@@ -53,7 +53,7 @@
 //! `cluster` (the kit's `TestCluster` with the benchmark topic), `report`
 //! (the table and the JSON), `cli`; this file runs the phases in order.
 
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
 mod allocs;
 mod catchup;

@@ -6,6 +6,7 @@
 use metawal_testkit::TestCluster;
 
 use crate::cli::{Counts, Out};
+use crate::fsync_tail::syncs;
 use crate::load::{acks_leader, propagation_all};
 use crate::report::Results;
 use crate::stats::{max_us, us};
@@ -18,7 +19,14 @@ pub async fn run(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> 
     ));
     let leader = c.try_node(1)?;
     let writes = counts.propagation_writes;
+    let nodes = vec![
+        leader.clone(),
+        c.try_node(2)?.clone(),
+        c.try_node(3)?.clone(),
+    ];
+    let before = syncs(&nodes).await?;
     let pr = acks_leader(out, leader, writes, 1, true).await?;
+    r.propagation_syncs = syncs(&nodes).await?.since(before);
     let (both, f2, f3) = propagation_all(c, &pr.sent).await?;
     r.propagation_p50_us = us(&both, 0.5);
     r.propagation_p99_us = us(&both, 0.99);
@@ -27,11 +35,13 @@ pub async fn run(out: Out, c: &TestCluster, counts: Counts, r: &mut Results) -> 
     r.propagation_f3_p99_us = us(&f3, 0.99);
     r.propagation_acks_leader_p50_us = us(&pr.latency, 0.5);
     out.progress(&format!(
-        "      p50 {:.0} us, p99 {:.0} us (node 2 p99 {:.0}, node 3 p99 {:.0})",
+        "      p50 {:.0} us, p99 {:.0} us (node 2 p99 {:.0}, node 3 p99 {:.0}); {} of {} syncs over 400 us",
         r.propagation_p50_us,
         r.propagation_p99_us,
         r.propagation_f2_p99_us,
-        r.propagation_f3_p99_us
+        r.propagation_f3_p99_us,
+        r.propagation_syncs.slow,
+        r.propagation_syncs.total
     ));
     Ok(())
 }

@@ -41,6 +41,8 @@ pub struct Results {
     pub propagation_f2_p99_us: f64,
     pub propagation_f3_p99_us: f64,
     pub propagation_acks_leader_p50_us: f64,
+    /// The three nodes' syncs during phase 4.
+    pub propagation_syncs: crate::fsync_tail::Syncs,
     pub iso_base_ack_p99_us: f64,
     pub iso_base_prop_p99_us: f64,
     pub iso_base_eps: f64,
@@ -378,6 +380,13 @@ fn propagation_rows(r: &Results) -> Vec<Row> {
         info(
             "  (during the acks=all latency run, p99 us)",
             format!("{:.0}", r.latency_propagation_p99_us),
+        ),
+        info(
+            "  syncs over 400 us, all 3 nodes",
+            format!(
+                "{} of {}",
+                r.propagation_syncs.slow, r.propagation_syncs.total
+            ),
         ),
     ]
 }

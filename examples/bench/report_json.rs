@@ -66,6 +66,8 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "floor_rtt_p99_us": r1(r.floor_rtt_p99_us),
         "throughput_p50_us": r1(r.throughput_p50_us),
         "isolation_isr_shrink_ms": r1(r.iso_isr_shrink_ms),
+        "propagation_slow_fsyncs": r.propagation_syncs.slow,
+        "propagation_fsyncs": r.propagation_syncs.total,
         "isolation_slow_fsyncs": r.iso_syncs.map(|s| s.slow),
         "isolation_fsyncs": r.iso_syncs.map(|s| s.total),
         "isolation_transient_propagation_p99_us": r1(r.iso_transient_prop_p99_us),
