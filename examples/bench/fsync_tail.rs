@@ -42,7 +42,7 @@ impl Syncs {
 
 /// The fsync counts in one node's metrics text: the histogram's count, and
 /// the count minus its bucket at [`SLOW_SYNC_US`].
-fn parse(text: &str) -> Result<Syncs, String> {
+pub fn parse(text: &str) -> Result<Syncs, String> {
     const NAME: &str = "metawal_fsync_latency_seconds";
     let mut total = None;
     let mut within = None;

@@ -23,6 +23,25 @@ use hdrhistogram::Histogram;
 use metawal_testkit::procs;
 use procs::http::{Method, Node, Reuse};
 
+use crate::fsync_tail::{parse, Syncs};
+
+/// The syncs of the nodes at `addrs` so far, summed, from their `/metrics`.
+fn node_syncs(addrs: &[SocketAddr]) -> Result<Syncs, String> {
+    let mut sum = Syncs::default();
+    for &addr in addrs {
+        let answer = procs::http::node(addr, Duration::from_secs(5), Reuse::Fresh)
+            .send_once(Method::Get, "/metrics", None)
+            .map_err(|e| format!("GET /metrics on {addr}: {e}"))?;
+        if answer.status != 200 {
+            return Err(format!("GET /metrics on {addr}: status {}", answer.status));
+        }
+        let s = parse(&answer.body).map_err(|e| format!("/metrics of {addr}: {e}"))?;
+        sum.total += s.total;
+        sum.slow += s.slow;
+    }
+    Ok(sum)
+}
+
 /// What the HTTP phases measured.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HttpFigures {
@@ -42,6 +61,9 @@ pub struct HttpFigures {
     /// median and 99th percentile, µs.
     pub watch_p50_us: f64,
     pub watch_p99_us: f64,
+    /// The three nodes' syncs during the sequential writes (their
+    /// `/metrics`): the one-writer and watch p99s follow the slow ones.
+    pub latency_syncs: Syncs,
     /// CPU used during the 64-client phase, in cores (CPU seconds / wall
     /// seconds): the bench process (its client threads) and the three node
     /// processes together. Says whether the client shares the machine's
@@ -175,11 +197,14 @@ pub fn run(
         .map_err(|_| "the follower's change stream did not open within 30 s".to_string())?;
     let mut lat = hist()?;
     let mut sent = Vec::with_capacity(count);
+    let addrs: Vec<SocketAddr> = (1..=3u64).map(|id| cluster.node(id).http).collect();
+    let syncs_before = node_syncs(&addrs)?;
     for i in 0..latency_writes {
         let (took, offset, at) = write(&node, &format!("hl-{i}"))?;
         record(&mut lat, took);
         sent.push((offset, at));
     }
+    f.latency_syncs = node_syncs(&addrs)?.since(syncs_before);
     f.acks_all_p50_us = lat.value_at_quantile(0.5) as f64;
     f.acks_all_p99_us = lat.value_at_quantile(0.99) as f64;
     // The watcher stops at the first event at or past the last write's
@@ -202,8 +227,13 @@ pub fn run(
     f.watch_p50_us = watch.value_at_quantile(0.5) as f64;
     f.watch_p99_us = watch.value_at_quantile(0.99) as f64;
     progress(&format!(
-        "      p50 {:.0} us, p99 {:.0} us; to a follower's change stream p50 {:.0} us, p99 {:.0} us",
-        f.acks_all_p50_us, f.acks_all_p99_us, f.watch_p50_us, f.watch_p99_us
+        "      p50 {:.0} us, p99 {:.0} us; to a follower's change stream p50 {:.0} us, p99 {:.0} us; {} of {} syncs over 400 us",
+        f.acks_all_p50_us,
+        f.acks_all_p99_us,
+        f.watch_p50_us,
+        f.watch_p99_us,
+        f.latency_syncs.slow,
+        f.latency_syncs.total
     ));
 
     progress(&format!(

@@ -100,6 +100,8 @@ pub fn json(r: &Results, quick: bool) -> serde_json::Value {
         "http_throughput_p99_us": r.http.map(|h| r1(h.throughput_p99_us)),
         "http_watch_p50_us": r.http.map(|h| r1(h.watch_p50_us)),
         "http_watch_p99_us": r.http.map(|h| r1(h.watch_p99_us)),
+        "http_slow_fsyncs": r.http.map(|h| h.latency_syncs.slow),
+        "http_fsyncs": r.http.map(|h| h.latency_syncs.total),
         "http_client_cores": r.http.map(|h| (h.client_cores * 100.0).round() / 100.0),
         "http_nodes_cores": r.http.map(|h| (h.nodes_cores * 100.0).round() / 100.0),
         "http_async_throughput_eps": r.http.map(|h| h.async_throughput_eps.round()),
