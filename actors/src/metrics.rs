@@ -110,6 +110,10 @@ fn latency_histogram() -> Histogram {
 
 struct Inner {
     registry: Registry,
+    /// Held while `encode` refreshes the scrape-time families and encodes:
+    /// two scrapes at once (the HTTP endpoint and an embedder's
+    /// `Node::metrics_text`) would clear each other's series.
+    encoding: std::sync::Mutex<()>,
     commit_latency: Family<AcksLabel, Histogram, fn() -> Histogram>,
     fsync_latency: Histogram,
     proposals: Family<ResultLabel, Counter>,
@@ -298,6 +302,7 @@ impl NodeMetrics {
                 peer_failures,
                 peers: PeerTable::default(),
                 registry: r,
+                encoding: std::sync::Mutex::new(()),
                 commit_latency,
                 fsync_latency,
                 proposals,
@@ -503,6 +508,9 @@ impl NodeMetrics {
     /// as OpenMetrics text.
     pub fn encode(&self, status: &Scrape) -> Result<String, std::fmt::Error> {
         let m = &self.inner;
+        // A panic elsewhere while holding it leaves nothing half-done that
+        // this encode does not overwrite: take the lock anyway.
+        let _one_at_a_time = m.encoding.lock().unwrap_or_else(|p| p.into_inner());
         m.isr_size.set(g(status.isr_len as u64));
         m.epoch.set(g(status.epoch));
         m.elections.set(g(status.elections));

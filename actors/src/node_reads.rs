@@ -192,7 +192,7 @@ impl Node {
     /// /metrics` serves, for an embedder that exposes them through its own
     /// endpoint. The gauges (role, epoch, offsets, ISR, followers' lag, the
     /// members) are read from [`Node::status`] now; the counters and
-    /// histograms are the node's own (see docs/operations.md).
+    /// histograms are the node's own (the series: docs/api.md, `GET /metrics`).
     pub async fn metrics_text(&self) -> Result<String, MetricsError> {
         let status = self.status().await?;
         let mut scrape: crate::metrics::Scrape = (&status).into();
