@@ -11,6 +11,8 @@
 
 use metawal_actors::Node;
 
+use crate::cli::Out;
+
 /// A sync slower than this is counted as slow: the histogram's bucket
 /// boundary (50 µs doubling) nearest the ~0.3–1.2 ms syncs seen in the
 /// tails.
@@ -79,17 +81,47 @@ pub fn parse(text: &str) -> Result<Syncs, String> {
     }
 }
 
+/// Longest wait for one node's metrics.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The syncs of `nodes` so far, summed.
 pub async fn syncs(nodes: &[Node]) -> Result<Syncs, String> {
     let mut sum = Syncs::default();
     for n in nodes {
-        let text = n
-            .metrics_text()
+        let text = tokio::time::timeout(READ_TIMEOUT, n.metrics_text())
             .await
+            .map_err(|_| format!("node {} metrics: no answer in {READ_TIMEOUT:?}", n.id()))?
             .map_err(|e| format!("node {} metrics: {e}", n.id()))?;
         let s = parse(&text)?;
         sum.total += s.total;
         sum.slow += s.slow;
     }
     Ok(sum)
+}
+
+/// The syncs between two readings. The counts are context, not judged
+/// figures: a reading that failed costs the window's count (`None`, shown
+/// as "n/a" and `null`, with the reason in the progress output), not the
+/// phase's figures.
+pub fn window(
+    out: Out,
+    what: &str,
+    before: &Result<Syncs, String>,
+    after: Result<Syncs, String>,
+) -> Option<Syncs> {
+    let why = match (before, after) {
+        (Ok(b), Ok(a)) => return Some(a.since(*b)),
+        (Err(e), _) => e.clone(),
+        (_, Err(e)) => e,
+    };
+    out.progress(&format!("      no sync count for {what}: {why}"));
+    None
+}
+
+/// "slow of total syncs over [`SLOW_SYNC_US`]", or that there is no count.
+pub fn show(w: Option<Syncs>) -> String {
+    match w {
+        Some(s) => format!("{} of {} syncs over {SLOW_SYNC_US:.0} us", s.slow, s.total),
+        None => format!("no count of syncs over {SLOW_SYNC_US:.0} us"),
+    }
 }

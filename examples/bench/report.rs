@@ -42,7 +42,7 @@ pub struct Results {
     pub propagation_f3_p99_us: f64,
     pub propagation_acks_leader_p50_us: f64,
     /// The three nodes' syncs during phase 4.
-    pub propagation_syncs: crate::fsync_tail::Syncs,
+    pub propagation_syncs: Option<crate::fsync_tail::Syncs>,
     pub iso_base_ack_p99_us: f64,
     pub iso_base_prop_p99_us: f64,
     pub iso_base_eps: f64,
@@ -61,7 +61,7 @@ pub struct Results {
     pub isolation_aa_propagation_ratio: f64,
     /// The leader's and node 2's syncs in the first pass window, the pass
     /// window (the baseline) and the delayed window.
-    pub iso_syncs: [crate::fsync_tail::Syncs; 3],
+    pub iso_syncs: [Option<crate::fsync_tail::Syncs>; 3],
     pub stalled_rss_base_bytes: u64,
     pub stalled_rss_growth_bytes: u64,
     pub stalled_rss_growth_end_bytes: u64,
@@ -331,6 +331,10 @@ fn http_rows(r: &Results, h: &HttpFigures) -> Vec<Row> {
             h.watch_p99_us <= 2.0 * h.watch_p50_us,
         ),
         info(
+            "  slow syncs of the 3 nodes meanwhile",
+            crate::fsync_tail::show(h.latency_syncs),
+        ),
+        info(
             "  HTTP latency p50 / p99 (us)",
             pair(h.throughput_p50_us, h.throughput_p99_us),
         ),
@@ -382,11 +386,8 @@ fn propagation_rows(r: &Results) -> Vec<Row> {
             format!("{:.0}", r.latency_propagation_p99_us),
         ),
         info(
-            "  syncs over 400 us, all 3 nodes",
-            format!(
-                "{} of {}",
-                r.propagation_syncs.slow, r.propagation_syncs.total
-            ),
+            "  slow syncs meanwhile, all 3 nodes",
+            crate::fsync_tail::show(r.propagation_syncs),
         ),
     ]
 }
@@ -426,13 +427,10 @@ fn isolation_rows(r: &Results) -> Vec<Row> {
             ),
         ),
         info(
-            "  syncs over 400 us per 1000, nodes 1+2: pass, again, slow",
-            format!(
-                "{:.0} / {:.0} / {:.0}",
-                r.iso_syncs[0].slow_permille(),
-                r.iso_syncs[1].slow_permille(),
-                r.iso_syncs[2].slow_permille()
-            ),
+            "  slow syncs per 1000, nodes 1+2: pass, again, slow",
+            r.iso_syncs
+                .map(|w| w.map_or("n/a".to_string(), |s| format!("{:.0}", s.slow_permille())))
+                .join(" / "),
         ),
         info(
             "  entries/s pass -> slow",
